@@ -1,0 +1,46 @@
+"""NK-cell manufacturing electronic batch record system.
+
+``create_app`` builds the application without touching the database: configuration, extensions,
+blueprints, CLI commands and error handlers. ``flask --app mfg init`` prepares the instance folder.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from flask import Flask
+
+from .config import DEFAULTS, PROJECT_ROOT, from_environment
+from .extensions import csrf, db, login_manager
+
+
+def create_app(test_config: dict[str, Any] | None = None) -> Flask:
+    app = Flask(__name__, instance_relative_config=True,
+                instance_path=os.environ.get("MFG_INSTANCE_PATH") or str(PROJECT_ROOT / "instance"),
+                template_folder=str(PROJECT_ROOT / "templates"))
+    if test_config and "INSTANCE_PATH" in test_config:
+        app.instance_path = str(test_config["INSTANCE_PATH"])
+    app.config.from_mapping(DEFAULTS)
+    app.config.from_pyfile("config.py", silent=True)
+    app.config.update(from_environment())
+    if test_config:
+        app.config.update(test_config)
+    if not app.config.get("DATABASE_URL"):
+        app.config["DATABASE_URL"] = f"sqlite:///{Path(app.instance_path) / 'mfg.sqlite3'}"
+    if not app.config.get("SECRET_KEY"):
+        # No instance configuration yet: refuse to serve with a guessable key. `flask --app mfg init`
+        # writes one; the CLI itself must still start to run it.
+        app.config["SECRET_KEY"] = None
+
+    db.init_app(app)
+    csrf.init_app(app)
+    login_manager.init_app(app)
+
+    from . import web
+    web.init_app(app)
+
+    from . import cli
+    cli.init_app(app)
+    return app

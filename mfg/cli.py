@@ -1,0 +1,206 @@
+"""Administrator commands: ``flask --app mfg <command>``. Non-interactive; passwords never on argv."""
+
+from __future__ import annotations
+
+import getpass
+import secrets
+import sys
+from pathlib import Path
+
+import click
+from flask import Flask, current_app
+from flask.cli import AppGroup
+
+from .domain.errors import DomainError
+from .extensions import db
+from .migrate import upgrade
+from .reports.site_certificate import ensure_site_certificate
+from .services import accounts, audit, signatures, sops
+from .services import demo as demo_data
+
+
+def _policy() -> accounts.Policy:
+    return accounts.Policy.from_config(current_app.config)
+
+
+def _read_password(source: str) -> str:
+    """A password from a file, or from standard input with '-': its first line, newline removed."""
+    if source == "-":
+        line = sys.stdin.readline()
+    else:
+        with open(source, encoding="utf-8") as handle:
+            line = handle.readline()
+    password = line.rstrip("\r\n")
+    if not password:
+        raise click.ClickException("no password read (empty first line)")
+    return password
+
+
+def _cli_session():
+    session = db.session
+    audit.set_actor(session, name=f"cli:{getpass.getuser()}")
+    return session
+
+
+def _run(action):
+    """Run ``action(session)`` as one transaction; domain errors become a message and exit code 1."""
+    session = _cli_session()
+    try:
+        result = action(session)
+        session.commit()
+        return result
+    except DomainError as exc:
+        session.rollback()
+        raise click.ClickException("\n".join(exc.problems)) from None
+
+
+@click.command("init")
+@click.option("--demo", is_flag=True, help="Flag the instance DEMO and create demo users and master records.")
+def init_command(demo: bool) -> None:
+    """Prepare instance/: secret key, database at the newest schema, site signing key and certificate.
+
+    Safe to run again: existing data, keys and settings are kept.
+    """
+    app = current_app
+    instance = Path(app.instance_path)
+    instance.mkdir(parents=True, exist_ok=True)
+    config_file = instance / "config.py"
+    if not config_file.exists():
+        config_file.write_text(
+            "# Written once by `flask --app mfg init`; local to this installation, never committed.\n"
+            f"SECRET_KEY = {secrets.token_hex(32)!r}\n"
+            f"DEMO = {demo!r}\n", encoding="utf-8")
+        config_file.chmod(0o600)
+        click.echo(f"created {config_file}")
+        app.config["DEMO"] = demo
+    upgrade(app.config["DATABASE_URL"])
+    click.echo("database schema at head")
+    if ensure_site_certificate(instance / app.config["SIGNING_KEY_FILE"], instance / app.config["SIGNING_CERT_FILE"],
+                               app.config["SITE_NAME"], demo=bool(app.config["DEMO"])):
+        click.echo("created the site signing key and self-signed certificate")
+    if demo:
+        if not app.config["DEMO"]:
+            raise click.ClickException("this instance is not a demo instance: demo data is refused")
+        created = _run(lambda s: demo_data.seed_users(s, _policy()))
+        if created:
+            click.echo(f"created demo users: {', '.join(created)} (password: {demo_data.DEMO_PASSWORD})")
+        loaded = _run(lambda s: demo_data.seed_master_records(s, Path(app.config["SOPS_DIR"])))
+        for version in loaded:
+            click.echo(f"loaded and approved {version.code} v{version.version}")
+
+
+users_cli = AppGroup("users", help="Manage user accounts.")
+
+
+@users_cli.command("create")
+@click.option("--username", required=True)
+@click.option("--full-name", required=True, help="Printed name, as shown in every signature.")
+@click.option("--roles", required=True, help="Comma-separated: operator, qa, clinical, admin.")
+@click.option("--password-file", required=True, help="File whose first line is the password, or - for stdin.")
+@click.option("--permanent", is_flag=True, help="Do not force a password change at first sign-in.")
+def users_create(username: str, full_name: str, roles: str, password_file: str, permanent: bool) -> None:
+    password = _read_password(password_file)
+    user = _run(lambda s: accounts.create_user(s, username=username, full_name=full_name, roles=roles,
+                                               password=password, policy=_policy(), temporary=not permanent))
+    click.echo(f"created {user.username} ({user.roles})")
+
+
+@users_cli.command("list")
+def users_list() -> None:
+    for user in accounts.list_users(_cli_session()):
+        state = "inactive" if not user.active else "locked" if user.locked else "active"
+        click.echo(f"{user.username}\t{user.full_name}\t{user.roles}\t{state}")
+
+
+def _user(session, username: str):
+    user = accounts.get_by_username(session, username)
+    if user is None:
+        raise DomainError(f"no user named {username}")
+    return user
+
+
+@users_cli.command("deactivate")
+@click.argument("username")
+@click.option("--reason", required=True)
+def users_deactivate(username: str, reason: str) -> None:
+    _run(lambda s: accounts.deactivate(s, _user(s, username), reason=reason))
+    click.echo(f"deactivated {username}")
+
+
+@users_cli.command("unlock")
+@click.argument("username")
+@click.option("--reason", required=True)
+def users_unlock(username: str, reason: str) -> None:
+    _run(lambda s: accounts.unlock(s, _user(s, username), reason=reason))
+    click.echo(f"unlocked {username}")
+
+
+@users_cli.command("reset-password")
+@click.argument("username")
+@click.option("--password-file", required=True, help="File whose first line is the password, or - for stdin.")
+@click.option("--reason", required=True)
+def users_reset_password(username: str, password_file: str, reason: str) -> None:
+    password = _read_password(password_file)
+    _run(lambda s: accounts.reset_password(s, _user(s, username), temporary_password=password,
+                                           policy=_policy(), reason=reason))
+    click.echo(f"temporary password set for {username}; it must be changed at next sign-in")
+
+
+sops_cli = AppGroup("sops", help="Controlled master records.")
+
+
+@sops_cli.command("load")
+@click.option("--user", "username", required=True, help="The QA user loading the files (they cannot approve them).")
+@click.option("--dir", "directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
+def sops_load(username: str, directory: Path | None) -> None:
+    """Validate every definition file and store new versions as drafts (all or nothing)."""
+    directory = directory or Path(current_app.config["SOPS_DIR"])
+
+    def action(session):
+        loader = _user(session, username)
+        audit.set_actor(session, loader)
+        return sops.load_directory(session, directory, loader=loader)
+
+    result = _run(action)
+    for version in result.loaded:
+        click.echo(f"loaded {version.code} v{version.version} (draft) sha256 {version.sha256}")
+    for name in result.unchanged:
+        click.echo(f"unchanged {name}")
+
+
+@sops_cli.command("list")
+def sops_list() -> None:
+    for v in sops.list_versions(_cli_session()):
+        click.echo(f"{v.code}\tv{v.version}\t{v.status}\t{v.sha256}\t{v.title}")
+
+
+audit_cli = AppGroup("audit", help="The audit trail and e-signatures.")
+
+
+@audit_cli.command("verify")
+def audit_verify() -> None:
+    """Walk the hash chain; exit 0 when intact, 1 naming the first bad entry."""
+    result = audit.verify(_cli_session())
+    if result.ok:
+        click.echo(f"audit trail intact: {result.checked} entries checked")
+        return
+    click.echo(f"audit trail BROKEN after {result.checked} good entries: {result.problem}", err=True)
+    sys.exit(1)
+
+
+@audit_cli.command("signatures")
+def audit_signatures() -> None:
+    """Recompute every signed record's hash; exit 1 listing each record that no longer matches."""
+    checked, mismatches = signatures.check_all(_cli_session())
+    for m in mismatches:
+        click.echo(f"signature {m.signature_id} on {m.record_type} {m.record_id}: {m.problem}", err=True)
+    if mismatches:
+        sys.exit(1)
+    click.echo(f"signatures intact: {checked} checked")
+
+
+def init_app(app: Flask) -> None:
+    app.cli.add_command(init_command)
+    app.cli.add_command(users_cli)
+    app.cli.add_command(sops_cli)
+    app.cli.add_command(audit_cli)

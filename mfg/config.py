@@ -1,0 +1,64 @@
+"""Configuration defaults and environment overrides.
+
+Order of precedence (last wins): the defaults below, ``instance/config.py`` (written once by
+``flask --app mfg init``: secret key and the demo flag), environment variables prefixed ``MFG_``
+(e.g. ``MFG_DATABASE_URL``, ``MFG_LOCKOUT_THRESHOLD=3``), then the ``test_config`` mapping given to
+``create_app``. Values from the environment are parsed as JSON when they parse (numbers, booleans),
+else taken as text.
+
+The security figures are this site's validated choices (21 CFR 11.300): change them here or in the
+instance configuration, never in code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+DEFAULTS: dict[str, object] = {
+    # None: SQLite file ``mfg.sqlite3`` inside the instance folder.
+    "DATABASE_URL": None,
+    "SOPS_DIR": str(PROJECT_ROOT / "sops"),
+    "SITE_NAME": "NK-cell manufacturing facility",
+    "SITE_TIMEZONE": "UTC",
+    # Demo instances say so on every page and watermark their PDFs.
+    "DEMO": False,
+    # Accounts and sessions (21 CFR 11.300).
+    "PASSWORD_MIN_LENGTH": 12,
+    "PASSWORD_MAX_AGE_DAYS": 180,
+    "LOCKOUT_THRESHOLD": 5,
+    "IDLE_TIMEOUT_MINUTES": 15,
+    # Cookies: HttpOnly and SameSite=Lax always; Secure where the site serves HTTPS.
+    "SESSION_COOKIE_HTTPONLY": True,
+    "SESSION_COOKIE_SAMESITE": "Lax",
+    "SESSION_COOKIE_SECURE": False,
+    "SESSION_COOKIE_NAME": "mfg_session",
+    # Flask-WTF: tokens do not expire on their own; the idle timeout ends the session instead.
+    "WTF_CSRF_TIME_LIMIT": None,
+    "AUDIT_PAGE_SIZE": 50,
+    # Site signing material, relative to the instance folder.
+    "SIGNING_KEY_FILE": "signing/site-key.pem",
+    "SIGNING_CERT_FILE": "signing/site-cert.pem",
+}
+
+ENV_PREFIX = "MFG_"
+
+
+def from_environment(environ: dict[str, str] | None = None) -> dict[str, object]:
+    """Return the ``MFG_*`` overrides for keys the application knows (others are ignored)."""
+    environ = dict(os.environ if environ is None else environ)
+    overrides: dict[str, object] = {}
+    for name, raw in environ.items():
+        if not name.startswith(ENV_PREFIX):
+            continue
+        key = name[len(ENV_PREFIX):]
+        if key not in DEFAULTS and key != "SECRET_KEY":
+            continue
+        try:
+            overrides[key] = json.loads(raw)
+        except ValueError:
+            overrides[key] = raw
+    return overrides

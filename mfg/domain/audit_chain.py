@@ -1,0 +1,97 @@
+"""The audit trail's hash chain (21 CFR 11.10(e)), as pure functions.
+
+Each entry's hash covers its own canonical content and the hash of the entry before it, so an entry
+altered, deleted or inserted outside the application breaks the chain from that point on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from .canonical import canonical_json, iso_utc, sha256_hex
+
+GENESIS_HASH = "0" * 64
+
+
+@dataclass(frozen=True)
+class ChainEntry:
+    """The fields of an audit entry that its hash covers."""
+
+    seq: int
+    occurred_at: datetime
+    user_id: int | None
+    username: str
+    action: str
+    entity_type: str | None
+    entity_id: str | None
+    before: str | None  # canonical JSON text, or None
+    after: str | None
+    reason: str | None
+    prev_hash: str
+
+    def content(self) -> dict[str, Any]:
+        return {
+            "seq": self.seq,
+            "occurred_at": iso_utc(self.occurred_at),
+            "user_id": self.user_id,
+            "username": self.username,
+            "action": self.action,
+            "entity_type": self.entity_type,
+            "entity_id": self.entity_id,
+            "before": self.before,
+            "after": self.after,
+            "reason": self.reason,
+            "prev_hash": self.prev_hash,
+        }
+
+    def compute_hash(self) -> str:
+        return sha256_hex(canonical_json(self.content()))
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    checked: int
+    problem: str | None = None  # None when the chain is intact
+    bad_seq: int | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.problem is None
+
+
+def verify_chain(entries: Iterable[tuple[ChainEntry, str]],
+                 head: tuple[int, str] | None = None) -> VerifyResult:
+    """Walk ``(entry, stored_hash)`` pairs in sequence order; report the first break.
+
+    ``head`` is the (last sequence number, last hash) the application recorded when it appended; it
+    catches entries removed from the end of the trail.
+    """
+    expected_prev = GENESIS_HASH
+    expected_seq = 1
+    checked = 0
+    for entry, stored_hash in entries:
+        if entry.seq != expected_seq:
+            if entry.seq > expected_seq:
+                return VerifyResult(checked, f"entry {expected_seq} is missing (next is {entry.seq}): deleted",
+                                    expected_seq)
+            return VerifyResult(checked, f"entry {entry.seq} is out of sequence (expected {expected_seq})",
+                                entry.seq)
+        if entry.prev_hash != expected_prev:
+            return VerifyResult(checked, f"entry {entry.seq} does not link to entry {entry.seq - 1}: "
+                                         "an entry was inserted, deleted or altered", entry.seq)
+        if entry.compute_hash() != stored_hash:
+            return VerifyResult(checked, f"entry {entry.seq} was altered: its content does not match its hash",
+                                entry.seq)
+        checked += 1
+        expected_prev = stored_hash
+        expected_seq += 1
+    if head is not None:
+        head_seq, head_hash = head
+        if head_seq != expected_seq - 1 or (head_seq and head_hash != expected_prev):
+            return VerifyResult(checked, f"the trail ends at entry {expected_seq - 1} but the application "
+                                         f"recorded entry {head_seq} as the last: entries were removed or added",
+                                expected_seq)
+    return VerifyResult(checked)

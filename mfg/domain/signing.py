@@ -1,0 +1,43 @@
+"""E-signature meanings and who may sign with each (21 CFR 11.50, 11.100, 11.200)."""
+
+from __future__ import annotations
+
+from enum import Enum
+
+
+class Meaning(str, Enum):
+    PERFORMED = "performed"
+    VERIFIED = "verified"
+    REVIEWED = "reviewed"
+    APPROVED = "approved"
+    RELEASED = "released"
+    REJECTED = "rejected"
+
+    @property
+    def label(self) -> str:
+        return MEANING_LABELS[self]
+
+
+MEANING_LABELS = {
+    Meaning.PERFORMED: "Performed by",
+    Meaning.VERIFIED: "Verified by",
+    Meaning.REVIEWED: "Reviewed by",
+    Meaning.APPROVED: "Approved by",
+    Meaning.RELEASED: "Released by",
+    Meaning.REJECTED: "Rejected by",
+}
+
+# The role a signer must hold for each meaning. Administrators sign nothing (SPEC: who uses it).
+ROLE_FOR_MEANING = {
+    Meaning.PERFORMED: "operator",
+    Meaning.VERIFIED: "operator",
+    Meaning.REVIEWED: "qa",
+    Meaning.APPROVED: "qa",
+    Meaning.RELEASED: "qa",
+    Meaning.REJECTED: "qa",
+}
+
+
+def manifestation(printed_name: str, signed_at_iso: str, meaning: Meaning) -> str:
+    """The human-readable form of a signature, as screens and printouts show it (11.50)."""
+    return f"{meaning.label} {printed_name}, {signed_at_iso} UTC"

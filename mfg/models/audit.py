@@ -1,0 +1,50 @@
+from __future__ import annotations
+
+import sqlalchemy as sa
+import sqlalchemy.orm as so
+
+from ..domain.audit_chain import ChainEntry
+from .base import UTC, Base, Hash64
+
+
+class AuditEntry(Base):
+    """One append-only, hash-chained audit trail entry. Database triggers refuse UPDATE and DELETE."""
+
+    __tablename__ = "audit_entry"
+
+    seq: so.Mapped[int] = so.mapped_column(primary_key=True, autoincrement=False)
+    occurred_at: so.Mapped[UTC]
+    user_id: so.Mapped[int | None] = so.mapped_column(sa.ForeignKey("user_account.id"))
+    username: so.Mapped[str] = so.mapped_column(sa.String(200))
+    action: so.Mapped[str] = so.mapped_column(sa.String(60), index=True)
+    entity_type: so.Mapped[str | None] = so.mapped_column(sa.String(60))
+    entity_id: so.Mapped[str | None] = so.mapped_column(sa.String(60))
+    before: so.Mapped[str | None] = so.mapped_column(sa.Text)
+    after: so.Mapped[str | None] = so.mapped_column(sa.Text)
+    reason: so.Mapped[str | None] = so.mapped_column(sa.Text)
+    prev_hash: so.Mapped[Hash64]
+    entry_hash: so.Mapped[Hash64]
+
+    __table_args__ = (
+        sa.Index("ix_audit_entry_entity", "entity_type", "entity_id", "seq"),
+        sa.Index("ix_audit_entry_user_seq", "user_id", "seq"),
+    )
+
+    def chain_entry(self) -> ChainEntry:
+        return ChainEntry(self.seq, self.occurred_at, self.user_id, self.username, self.action,
+                          self.entity_type, self.entity_id, self.before, self.after, self.reason,
+                          self.prev_hash)
+
+
+class AuditHead(Base):
+    """The last sequence number and hash the application appended (one row, id 1).
+
+    Appenders lock this row first (an UPDATE), which serialises appends on SQLite and PostgreSQL
+    alike, so the chain never forks; ``audit verify`` compares it with the trail's real end.
+    """
+
+    __tablename__ = "audit_head"
+
+    id: so.Mapped[int] = so.mapped_column(primary_key=True, autoincrement=False)
+    seq: so.Mapped[int]
+    entry_hash: so.Mapped[Hash64]

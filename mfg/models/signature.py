@@ -1,0 +1,32 @@
+from __future__ import annotations
+
+import sqlalchemy as sa
+import sqlalchemy.orm as so
+
+from .base import UTC, Audited, Base, Hash64, IntPK
+
+
+class Signature(Audited, Base):
+    """An executed e-signature (21 CFR 11.50/11.70). Append-only: triggers refuse UPDATE and DELETE.
+
+    ``content`` is the canonical JSON of exactly what was signed; ``content_sha256`` its hash. The
+    signature check recomputes the record's content and reports any record that no longer matches.
+    """
+
+    __tablename__ = "signature"
+
+    id: so.Mapped[IntPK]
+    user_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey("user_account.id"))
+    username: so.Mapped[str] = so.mapped_column(sa.String(64))
+    printed_name: so.Mapped[str] = so.mapped_column(sa.String(200))
+    meaning: so.Mapped[str] = so.mapped_column(sa.String(20))
+    signed_at: so.Mapped[UTC]
+    comment: so.Mapped[str | None] = so.mapped_column(sa.Text)
+    record_type: so.Mapped[str] = so.mapped_column(sa.String(60))
+    record_id: so.Mapped[str] = so.mapped_column(sa.String(60))
+    content: so.Mapped[str] = so.mapped_column(sa.Text)
+    content_sha256: so.Mapped[Hash64]
+
+    user: so.Mapped["User"] = so.relationship()  # noqa: F821
+
+    __table_args__ = (sa.Index("ix_signature_record", "record_type", "record_id"),)

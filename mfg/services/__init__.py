@@ -1,0 +1,1 @@
+"""One function per user action: (session, plain arguments) -> result. Services flush; callers commit."""

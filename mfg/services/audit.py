@@ -1,0 +1,192 @@
+"""The audit trail: written by one mechanism, read and verified here.
+
+Model changes are recorded by a SQLAlchemy ``after_flush`` listener for every ``Audited`` model, so
+no view or service can forget one; events that change no model (login, logout, timeout, a refused
+signature) go through ``record_event``. Both append through ``_append``, which locks the chain head,
+so concurrent transactions on SQLite and PostgreSQL never fork the chain.
+
+Who is acting comes from ``set_actor`` (the web layer sets it per request, the CLI per command); the
+reason for a change comes from ``flush(session, reason=...)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.orm import Session
+
+from ..domain.audit_chain import ChainEntry, VerifyResult, verify_chain
+from ..domain.canonical import canonical_json
+from ..domain.errors import DomainError
+from ..models import AuditEntry, AuditHead, Audited, User, utcnow
+
+ACTOR_KEY = "audit_actor"
+REASON_KEY = "audit_reason"
+
+
+@dataclass(frozen=True)
+class Actor:
+    user_id: int | None
+    name: str  # user name, or a description of a non-user actor such as "cli:root"
+
+
+def set_actor(session: Session, user: User | None = None, *, name: str | None = None) -> None:
+    session.info[ACTOR_KEY] = Actor(user.id, user.username) if user is not None else Actor(None, name or "system")
+
+
+def actor_of(session: Session) -> Actor:
+    actor = session.info.get(ACTOR_KEY)
+    if actor is None:
+        raise RuntimeError("GMP change without an actor: call services.audit.set_actor first")
+    return actor
+
+
+def flush(session: Session, *, reason: str | None = None) -> None:
+    """Flush pending changes, recording ``reason`` with the audit entries they produce."""
+    session.info[REASON_KEY] = reason
+    try:
+        session.flush()
+    finally:
+        session.info.pop(REASON_KEY, None)
+
+
+def record_event(session: Session, action: str, *, user: User | None = None, entity_type: str | None = None,
+                 entity_id: object = None, details: dict[str, Any] | None = None,
+                 reason: str | None = None) -> None:
+    """Append an entry for an event that is not a model change (login, logout, refusal...)."""
+    flush(session)
+    actor = Actor(user.id, user.username) if user is not None else actor_of(session)
+    _append(session.connection(), actor, [(action, entity_type, None if entity_id is None else str(entity_id),
+                                           None, canonical_json(details) if details is not None else None,
+                                           reason)])
+
+
+def _append(connection: sa.Connection, actor: Actor,
+            rows: list[tuple[str, str | None, str | None, str | None, str | None, str | None]]) -> None:
+    head_table = AuditHead.__table__
+    # Lock the head row first: an UPDATE takes PostgreSQL's row lock and SQLite's write lock.
+    head = connection.execute(
+        sa.update(head_table).where(head_table.c.id == 1).values(seq=head_table.c.seq)
+        .returning(head_table.c.seq, head_table.c.entry_hash)).one()
+    seq, prev_hash = head.seq, head.entry_hash
+    now = utcnow()
+    values = []
+    for action, entity_type, entity_id, before, after, reason in rows:
+        seq += 1
+        chain = ChainEntry(seq, now, actor.user_id, actor.name, action, entity_type, entity_id,
+                           before, after, reason, prev_hash)
+        prev_hash = chain.compute_hash()
+        values.append({**chain.content(), "occurred_at": now, "entry_hash": prev_hash})
+    connection.execute(sa.insert(AuditEntry.__table__), values)
+    connection.execute(sa.update(head_table).where(head_table.c.id == 1)
+                       .values(seq=seq, entry_hash=prev_hash))
+
+
+def _entity_id(obj: object) -> str:
+    identity = sa.inspect(obj).identity
+    return ",".join(str(part) for part in identity) if identity else "?"
+
+
+def _changes(obj: Audited) -> tuple[dict[str, Any], dict[str, Any]]:
+    state = sa.inspect(obj)
+    before: dict[str, Any] = {}
+    after: dict[str, Any] = {}
+    redact = obj.__audit_redact__
+    for column in state.mapper.columns:
+        history = state.attrs[column.key].history
+        if not history.has_changes():
+            continue
+        old = history.deleted[0] if history.deleted else None
+        new = history.added[0] if history.added else None
+        if old == new:
+            continue
+        before[column.key] = "[redacted]" if column.key in redact else old
+        after[column.key] = "[redacted]" if column.key in redact else new
+    return before, after
+
+
+@event.listens_for(Session, "before_flush")
+def _refuse_deletes(session: Session, _context: object, _instances: object) -> None:
+    for obj in session.deleted:
+        if isinstance(obj, Audited):
+            raise DomainError(f"{type(obj).__name__} records are never deleted")
+
+
+@event.listens_for(Session, "after_flush")
+def _audit_flush(session: Session, _context: object) -> None:
+    rows = []
+    reason = session.info.get(REASON_KEY)
+    for obj in session.new:
+        if isinstance(obj, Audited):
+            table = obj.__tablename__  # type: ignore[attr-defined]
+            rows.append((f"{table}.create", table, _entity_id(obj), None,
+                         canonical_json(obj.audit_values()), reason))
+    for obj in session.dirty:
+        if isinstance(obj, Audited) and session.is_modified(obj, include_collections=False):
+            before, after = _changes(obj)
+            if after:
+                table = obj.__tablename__  # type: ignore[attr-defined]
+                rows.append((f"{table}.update", table, _entity_id(obj), canonical_json(before),
+                             canonical_json(after), reason))
+    if rows:
+        _append(session.connection(), actor_of(session), rows)
+
+
+# --- reading and verifying -------------------------------------------------------------------
+
+_CHAIN_COLUMNS = (AuditEntry.seq, AuditEntry.occurred_at, AuditEntry.user_id, AuditEntry.username,
+                  AuditEntry.action, AuditEntry.entity_type, AuditEntry.entity_id, AuditEntry.before,
+                  AuditEntry.after, AuditEntry.reason, AuditEntry.prev_hash, AuditEntry.entry_hash)
+
+
+def _chain_rows(session: Session, batch: int = 5000) -> Iterator[tuple[ChainEntry, str]]:
+    result = session.execute(sa.select(*_CHAIN_COLUMNS).order_by(AuditEntry.seq)
+                             .execution_options(yield_per=batch))
+    for row in result:
+        yield ChainEntry(*row[:-1]), row[-1]
+
+
+def verify(session: Session) -> VerifyResult:
+    """Walk the whole trail; report the number checked and the first break, if any."""
+    head = session.execute(sa.select(AuditHead.seq, AuditHead.entry_hash).where(AuditHead.id == 1)).one_or_none()
+    if head is None:
+        return VerifyResult(0, "the audit chain head is missing", None)
+    return verify_chain(_chain_rows(session), (head.seq, head.entry_hash))
+
+
+@dataclass(frozen=True)
+class AuditFilter:
+    username: str | None = None
+    action: str | None = None
+    entity_type: str | None = None
+    entity_id: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+
+def search(session: Session, filters: AuditFilter, *, before_seq: int | None = None,
+           limit: int = 50) -> tuple[list[AuditEntry], int | None]:
+    """Newest first, keyset-paginated on ``seq``: returns the page and the cursor of the next one."""
+    query = sa.select(AuditEntry)
+    if filters.username:
+        query = query.where(AuditEntry.username == filters.username)
+    if filters.action:
+        query = query.where(AuditEntry.action.startswith(filters.action, autoescape=True))
+    if filters.entity_type:
+        query = query.where(AuditEntry.entity_type == filters.entity_type)
+    if filters.entity_id:
+        query = query.where(AuditEntry.entity_id == filters.entity_id)
+    if filters.since:
+        query = query.where(AuditEntry.occurred_at >= filters.since)
+    if filters.until:
+        query = query.where(AuditEntry.occurred_at < filters.until)
+    if before_seq is not None:
+        query = query.where(AuditEntry.seq < before_seq)
+    entries = list(session.scalars(query.order_by(AuditEntry.seq.desc()).limit(limit + 1)))
+    next_cursor = entries[limit - 1].seq if len(entries) > limit else None
+    return entries[:limit], next_cursor

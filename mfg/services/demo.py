@@ -1,0 +1,51 @@
+"""Demo accounts and master records for a DEMO instance (``flask --app mfg init --demo``).
+
+Demo accounts share one documented password and are not asked to change it; real accounts are
+created by an administrator with a temporary password. The demo master records are loaded by one QA
+user and approved with a real e-signature by another, exactly as a site would do it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sqlalchemy.orm import Session
+
+from ..models import SopVersion
+from . import accounts, audit, sops
+
+DEMO_PASSWORD = "demo-pass-2026"
+DEMO_USERS: tuple[tuple[str, str, str], ...] = (
+    ("operator1", "Olivia Operator", "operator"),
+    ("operator2", "Oscar Verifier", "operator"),
+    ("qa1", "Quinn Quality", "qa"),
+    ("qa2", "Quentin Reviewer", "qa"),
+    ("clinical1", "Clara Coordinator", "clinical"),
+    ("admin1", "Adam Administrator", "admin"),
+)
+SOP_LOADER, SOP_APPROVER = "qa2", "qa1"
+
+
+def seed_users(session: Session, policy: accounts.Policy) -> list[str]:
+    """Create the demo accounts that do not exist yet; returns the names created."""
+    created = []
+    for username, full_name, roles in DEMO_USERS:
+        if accounts.get_by_username(session, username) is None:
+            audit.set_actor(session, name="init --demo")
+            accounts.create_user(session, username=username, full_name=full_name, roles=roles,
+                                 password=DEMO_PASSWORD, policy=policy, temporary=False)
+            created.append(username)
+    return created
+
+
+def seed_master_records(session: Session, sops_dir: Path) -> list[SopVersion]:
+    """Load new definitions as the demo loader and approve each as the demo approver."""
+    loader = accounts.get_by_username(session, SOP_LOADER)
+    approver = accounts.get_by_username(session, SOP_APPROVER)
+    audit.set_actor(session, loader)
+    result = sops.load_directory(session, sops_dir, loader=loader)
+    audit.set_actor(session, approver)
+    for version in sorted(result.loaded, key=lambda v: (v.code, v.version)):
+        sops.approve(session, version, signer=approver, password=DEMO_PASSWORD, username=approver.username,
+                     require_username=True, comment="demo instance set-up")
+    return result.loaded

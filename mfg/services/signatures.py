@@ -1,0 +1,88 @@
+"""The one e-signature service (21 CFR 11.50, 11.70, 11.200).
+
+A signature is executed only after the signer re-enters the password (and the user name on the
+first signature of a session); it stores the printed name, UTC time, meaning and the sha256 of the
+canonical JSON of exactly what was signed. A wrong password raises ``AuthenticationFailed``; the edge
+rolls the action back and records the failure (``accounts.record_authentication_failure``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from ..domain.canonical import canonical_json, content_hash, sha256_hex
+from ..domain.errors import AuthenticationFailed, PermissionDenied, ValidationFailed
+from ..domain.signing import ROLE_FOR_MEANING, Meaning
+from ..models import SIGNABLE, Signable, Signature, User, utcnow
+from . import accounts, audit
+
+
+def _meaning(value: Meaning | str) -> Meaning:
+    try:
+        return Meaning(value)
+    except ValueError:
+        raise ValidationFailed(f"unknown signature meaning '{value}'; "
+                               f"allowed: {', '.join(m.value for m in Meaning)}") from None
+
+
+def sign(session: Session, *, signer: User, password: str, meaning: Meaning | str, record: Signable,
+         username: str | None = None, require_username: bool = True, comment: str | None = None) -> Signature:
+    """Execute an e-signature of ``signer`` on ``record``, bound to ``record.signed_content()``."""
+    meaning = _meaning(meaning)
+    if require_username and (username or "").strip() != signer.username:
+        raise AuthenticationFailed(signer.username, context="signature",
+                                   message="User name or password is not correct.")
+    if not signer.is_active or not accounts.password_matches(signer, password):
+        raise AuthenticationFailed(signer.username, context="signature",
+                                   message="User name or password is not correct.")
+    role = ROLE_FOR_MEANING[meaning]
+    if not signer.has_role(role):
+        raise PermissionDenied(f"signing as '{meaning.label}' needs the {role} role")
+    content = canonical_json(record.signed_content())
+    record_type = record.__tablename__  # type: ignore[attr-defined]
+    signature = Signature(user_id=signer.id, username=signer.username, printed_name=signer.full_name,
+                          meaning=meaning.value, signed_at=utcnow(), comment=(comment or "").strip() or None,
+                          record_type=record_type, record_id=str(sa.inspect(record).identity[0]),
+                          content=content, content_sha256=sha256_hex(content))
+    session.add(signature)
+    audit.flush(session, reason=f"e-signature: {meaning.label}")
+    return signature
+
+
+def for_record(session: Session, record: Signable) -> list[Signature]:
+    return list(session.scalars(
+        sa.select(Signature).where(Signature.record_type == record.__tablename__,  # type: ignore[attr-defined]
+                                   Signature.record_id == str(sa.inspect(record).identity[0]))
+        .order_by(Signature.signed_at, Signature.id)))
+
+
+@dataclass(frozen=True)
+class Mismatch:
+    signature_id: int
+    record_type: str
+    record_id: str
+    problem: str
+
+
+def check_all(session: Session) -> tuple[int, list[Mismatch]]:
+    """Recompute every signed record's content hash; report each signature it no longer matches."""
+    mismatches = []
+    checked = 0
+    for signature in session.scalars(sa.select(Signature).order_by(Signature.id)):
+        checked += 1
+        if sha256_hex(signature.content) != signature.content_sha256:
+            mismatches.append(Mismatch(signature.id, signature.record_type, signature.record_id,
+                                       "the stored signed content does not match its hash"))
+            continue
+        model = SIGNABLE.get(signature.record_type)
+        record = session.get(model, int(signature.record_id)) if model else None
+        if record is None:
+            mismatches.append(Mismatch(signature.id, signature.record_type, signature.record_id,
+                                       "the signed record no longer exists"))
+        elif content_hash(record.signed_content()) != signature.content_sha256:
+            mismatches.append(Mismatch(signature.id, signature.record_type, signature.record_id,
+                                       "the record's content changed after it was signed"))
+    return checked, mismatches

@@ -1,0 +1,138 @@
+"""Controlled master records (21 CFR 211.186): load, list, read, approve.
+
+A definition file is stored once per (code, version) with the sha256 of its bytes; loading a changed
+file under an existing version is refused. A loaded version is a draft until a QA user other than the
+one who loaded it approves it with an e-signature; it then becomes effective and the previously
+effective version of that code is superseded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from ..domain.errors import NotFound, PermissionDenied, ValidationFailed
+from ..domain.signing import Meaning
+from ..domain.sop_schema import DefinitionError, MasterRecord, parse_definition
+from ..domain.status import SOP_STATUS
+from ..models import SopVersion, User, utcnow
+from . import audit, signatures
+
+LOADER_ROLE = "qa"
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    loaded: list[SopVersion]
+    unchanged: list[str]  # "CODE v1" already stored with the same sha256
+
+
+def definition_files(directory: Path) -> list[Path]:
+    return sorted(p for p in directory.rglob("*") if p.suffix in (".yaml", ".yml") and p.is_file())
+
+
+def _read(path: Path, root: Path) -> tuple[str, str, str, MasterRecord]:
+    name = str(path.relative_to(root))
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise DefinitionError([f"{name}: (root): not UTF-8 text"]) from None
+    record = parse_definition(text, name)
+    expected = f"{record.code}_v{record.version}"
+    if path.stem != expected:
+        raise DefinitionError([f"{name}: (root): file name must be {expected}{path.suffix} "
+                               f"for code {record.code} version {record.version}"])
+    return name, text, hashlib.sha256(raw).hexdigest(), record
+
+
+def load_directory(session: Session, directory: Path, *, loader: User) -> LoadResult:
+    """Load every definition under ``directory``; all or nothing: any problem loads no file."""
+    if not loader.has_role(LOADER_ROLE):
+        raise PermissionDenied("loading master records needs the qa role")
+    problems: list[str] = []
+    pending: list[tuple[str, str, str, MasterRecord]] = []
+    unchanged: list[str] = []
+    seen: dict[tuple[str, int], str] = {}
+    for path in definition_files(directory):
+        try:
+            name, text, digest, record = _read(path, directory)
+        except DefinitionError as exc:
+            problems.extend(exc.errors)
+            continue
+        key = (record.code, record.version)
+        if key in seen:
+            problems.append(f"{name}: (root): {record.code} v{record.version} is also defined in {seen[key]}")
+            continue
+        seen[key] = name
+        stored = session.scalar(sa.select(SopVersion).where(SopVersion.code == record.code,
+                                                             SopVersion.version == record.version))
+        if stored is None:
+            pending.append((name, text, digest, record))
+        elif stored.sha256 == digest:
+            unchanged.append(f"{record.code} v{record.version}")
+        else:
+            problems.append(f"{name}: (root): {record.code} v{record.version} is already loaded with sha256 "
+                            f"{stored.sha256[:12]}… and this file differs ({digest[:12]}…): a change needs a "
+                            "new version number")
+    if problems:
+        raise ValidationFailed(*problems)
+    loaded = []
+    for name, text, digest, record in pending:
+        version = SopVersion(code=record.code, version=record.version, kind=record.kind, title=record.title,
+                             source_name=name, content=text, sha256=digest, status="draft",
+                             loaded_at=utcnow(), loaded_by_id=loader.id)
+        session.add(version)
+        loaded.append(version)
+    audit.flush(session, reason="master record loaded as draft")
+    return LoadResult(loaded, unchanged)
+
+
+def list_versions(session: Session) -> list[SopVersion]:
+    return list(session.scalars(sa.select(SopVersion).order_by(SopVersion.code, SopVersion.version.desc())))
+
+
+def get(session: Session, sop_id: int) -> SopVersion:
+    version = session.get(SopVersion, sop_id)
+    if version is None:
+        raise NotFound(f"no master record version with id {sop_id}")
+    return version
+
+
+def effective(session: Session, code: str) -> SopVersion | None:
+    return session.scalar(sa.select(SopVersion).where(SopVersion.code == code, SopVersion.status == "effective"))
+
+
+def definition(version: SopVersion) -> MasterRecord:
+    return parse_definition(version.content, version.source_name)
+
+
+def approve(session: Session, version: SopVersion, *, signer: User, password: str, username: str | None,
+            require_username: bool, comment: str | None = None) -> SopVersion:
+    """QA approves a draft with an e-signature; the loader may not approve their own upload."""
+    SOP_STATUS.check(version.status, "effective")
+    if signer.id == version.loaded_by_id:
+        raise PermissionDenied("The person who loaded a master record cannot approve it "
+                               "(author and approver must differ).")
+    current = effective(session, version.code)
+    if current is not None and current.version > version.version:
+        raise ValidationFailed(f"{version.code} v{current.version} is already effective; "
+                               f"v{version.version} cannot replace a newer version")
+    signature = signatures.sign(session, signer=signer, password=password, meaning=Meaning.APPROVED,
+                                record=version, username=username, require_username=require_username,
+                                comment=comment)
+    now = utcnow()
+    if current is not None:
+        SOP_STATUS.check(current.status, "superseded")
+        current.status = "superseded"
+        current.superseded_at = now
+    version.status = "effective"
+    version.approved_at = now
+    version.approved_by_id = signer.id
+    version.approval_signature_id = signature.id
+    audit.flush(session, reason=f"approved by {signer.full_name}")
+    return version

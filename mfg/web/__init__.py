@@ -1,0 +1,17 @@
+"""Thin blueprints: parse the form, call a service, commit, redirect or render."""
+
+from __future__ import annotations
+
+from flask import Flask
+
+
+def init_app(app: Flask) -> None:
+    from . import admin, audit_trail, auth, errors, main, security, sops
+
+    security.init_app(app)
+    errors.init_app(app)
+    app.register_blueprint(auth.bp)
+    app.register_blueprint(main.bp)
+    app.register_blueprint(admin.bp)
+    app.register_blueprint(audit_trail.bp)
+    app.register_blueprint(sops.bp)

@@ -1,0 +1,74 @@
+from __future__ import annotations
+
+from flask import Blueprint, flash, redirect, render_template, request, session, url_for
+from flask_login import current_user, login_required, login_user, logout_user
+
+from ..domain.errors import AuthenticationFailed, DomainError
+from ..extensions import db
+from ..services import accounts
+from .forms import ChangePasswordForm, LoginForm
+from .security import policy, safe_next, transaction
+
+bp = Blueprint("auth", __name__, url_prefix="/auth")
+
+GENERIC_FAILURE = "Invalid user name or password."
+
+
+@bp.route("/login", methods=["GET", "POST"])
+def login():
+    if current_user.is_authenticated:
+        return redirect(url_for("main.index"))
+    form = LoginForm()
+    next_url = safe_next(request.args.get("next"))
+    if form.validate_on_submit():
+        try:
+            with transaction():
+                result = accounts.authenticate(db.session, form.username.data, form.password.data, policy())
+        except AuthenticationFailed:
+            # One message for every failure: unknown user, wrong password, locked or inactive account.
+            flash(GENERIC_FAILURE, "error")
+            return render_template("auth/login.html", form=form), 401
+        session.clear()
+        login_user(result.user)
+        if result.must_change_password or result.password_expired:
+            flash("You must set a new password before you continue." if result.must_change_password
+                  else "Your password has expired. Please set a new one.", "warning")
+            return redirect(url_for("auth.change_password"))
+        return redirect(next_url or url_for("main.index"))
+    return render_template("auth/login.html", form=form)
+
+
+@bp.route("/logout", methods=["POST"])
+@login_required
+def logout():
+    user = current_user._get_current_object()
+    with transaction():
+        accounts.record_sign_out(db.session, user)
+    logout_user()
+    session.clear()
+    flash("You are signed out.", "info")
+    return redirect(url_for("auth.login"))
+
+
+@bp.route("/password", methods=["GET", "POST"])
+@login_required
+def change_password():
+    form = ChangePasswordForm()
+    if form.validate_on_submit():
+        user = current_user._get_current_object()
+        try:
+            with transaction():
+                accounts.change_password(db.session, user, current=form.current.data, new=form.new.data,
+                                         policy=policy())
+        except AuthenticationFailed as exc:
+            form.current.errors = list(form.current.errors) + exc.problems
+            if not current_user.is_authenticated:
+                flash("Your account is locked. An administrator must unlock it.", "error")
+                return redirect(url_for("auth.login"))
+        except DomainError as exc:
+            form.new.errors = list(form.new.errors) + exc.problems
+        else:
+            login_user(user)  # the session id embeds the password change time
+            flash("Your password was changed.", "success")
+            return redirect(url_for("main.index"))
+    return render_template("auth/change_password.html", form=form, min_length=policy().min_length)

@@ -1,0 +1,97 @@
+"""WTForms classes for the screens. They check shape only; the services enforce the rules."""
+
+from __future__ import annotations
+
+from flask_wtf import FlaskForm
+from wtforms import (DateField, PasswordField, SelectMultipleField, StringField, SubmitField,
+                     TextAreaField)
+from wtforms.validators import DataRequired, EqualTo, Length, Optional
+from wtforms.widgets import CheckboxInput, ListWidget
+
+from ..domain.accounts import ROLE_LABELS
+
+
+class LoginForm(FlaskForm):
+    username = StringField("User name", validators=[DataRequired(), Length(max=64)],
+                           render_kw={"autocomplete": "username", "autofocus": True})
+    password = PasswordField("Password", validators=[DataRequired()],
+                             render_kw={"autocomplete": "current-password"})
+    submit = SubmitField("Sign in")
+
+
+class ChangePasswordForm(FlaskForm):
+    current = PasswordField("Current password", validators=[DataRequired()],
+                            render_kw={"autocomplete": "current-password"})
+    new = PasswordField("New password", validators=[DataRequired()], render_kw={"autocomplete": "new-password"})
+    confirm = PasswordField("Repeat the new password",
+                            validators=[DataRequired(), EqualTo("new", message="The two new passwords differ.")],
+                            render_kw={"autocomplete": "new-password"})
+    submit = SubmitField("Change password")
+
+
+class SignForm(FlaskForm):
+    """The signing dialog: the password always, the user name on the first signature of a session."""
+
+    username = StringField("User name", validators=[Optional(), Length(max=64)],
+                           render_kw={"autocomplete": "username"})
+    password = PasswordField("Password", validators=[DataRequired(message="Re-enter your password to sign.")],
+                             render_kw={"autocomplete": "current-password"})
+    comment = TextAreaField("Comment (optional)", validators=[Optional(), Length(max=2000)])
+    submit = SubmitField("Sign")
+
+
+class MultiCheckboxField(SelectMultipleField):
+    widget = ListWidget(prefix_label=False)
+    option_widget = CheckboxInput()
+
+
+def _role_choices() -> list[tuple[str, str]]:
+    return list(ROLE_LABELS.items())
+
+
+class UserCreateForm(FlaskForm):
+    username = StringField("User name", validators=[DataRequired(), Length(max=64)])
+    full_name = StringField("Full (printed) name", validators=[DataRequired(), Length(max=200)])
+    roles = MultiCheckboxField("Roles", choices=_role_choices(), validators=[DataRequired("Pick at least one role.")])
+    password = PasswordField("Temporary password", validators=[DataRequired()],
+                             render_kw={"autocomplete": "new-password"})
+    submit = SubmitField("Create user")
+
+
+class UserEditForm(FlaskForm):
+    full_name = StringField("Full (printed) name", validators=[DataRequired(), Length(max=200)])
+    roles = MultiCheckboxField("Roles", choices=_role_choices(), validators=[DataRequired("Pick at least one role.")])
+    reason = StringField("Reason for the change", validators=[DataRequired(), Length(max=500)])
+    submit = SubmitField("Save")
+
+
+class ReasonForm(FlaskForm):
+    reason = StringField("Reason", validators=[DataRequired(), Length(max=500)])
+    submit = SubmitField("Confirm")
+
+
+class ResetPasswordForm(FlaskForm):
+    password = PasswordField("Temporary password", validators=[DataRequired()],
+                             render_kw={"autocomplete": "new-password"})
+    reason = StringField("Reason", validators=[DataRequired(), Length(max=500)])
+    submit = SubmitField("Set temporary password")
+
+
+class AuditFilterForm(FlaskForm):
+    class Meta:
+        csrf = False  # a GET search form changes nothing
+
+    username = StringField("User", validators=[Optional(), Length(max=200)])
+    action = StringField("Action starts with", validators=[Optional(), Length(max=60)])
+    entity_type = StringField("Record type", validators=[Optional(), Length(max=60)])
+    entity_id = StringField("Record id", validators=[Optional(), Length(max=60)])
+    since = DateField("From (UTC date)", validators=[Optional()])
+    until = DateField("To (UTC date, inclusive)", validators=[Optional()])
+
+
+class ConfirmForm(FlaskForm):
+    """A button that only needs the CSRF token."""
+
+    submit = SubmitField("Confirm")
+
+

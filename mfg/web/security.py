@@ -1,0 +1,156 @@
+"""Who may do what, and the request-level rules: sessions, idle timeout, forced password change,
+security headers and the one transaction per request."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from functools import wraps
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+from flask import Flask, abort, current_app, flash, redirect, request, session, url_for
+from flask_login import current_user, logout_user
+from sqlalchemy.orm import Session
+
+from ..domain import accounts as rules
+from ..domain.errors import AuthenticationFailed
+from ..extensions import db, login_manager
+from ..models import User, utcnow
+from ..services import accounts, audit
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+CONTENT_SECURITY_POLICY = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+                           "font-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; "
+                           "form-action 'self'")
+# Endpoints a signed-in user may reach while a password change is due.
+_PASSWORD_CHANGE_ALLOWED = {"auth.change_password", "auth.logout", "static"}
+SIGNED_KEY = "signed_in_session"
+
+
+def policy() -> accounts.Policy:
+    return accounts.Policy.from_config(current_app.config)
+
+
+def roles_required(*roles: str) -> Callable[[F], F]:
+    """The signed-in user must hold one of ``roles``; anyone else gets the 403 page."""
+
+    def decorator(view: F) -> F:
+        @wraps(view)
+        def wrapped(*args: Any, **kwargs: Any) -> Any:
+            if not current_user.is_authenticated:
+                return login_manager.unauthorized()
+            if not current_user.has_role(*roles):
+                abort(403)
+            return view(*args, **kwargs)
+
+        return wrapped  # type: ignore[return-value]
+
+    return decorator
+
+
+def safe_next(target: str | None) -> str | None:
+    """A redirect target after login: only a path on this site (no scheme, host or '//')."""
+    if not target:
+        return None
+    target = target.strip().replace("\\", "/")
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc or not target.startswith("/") or target.startswith("//"):
+        return None
+    return target
+
+
+@contextmanager
+def transaction() -> Iterator[Session]:
+    """The request's one unit of work: commit on success, roll back on any error.
+
+    A wrong password (login or e-signature) rolls the action back, then counts and audits the failure
+    in its own commit, and signs the user out if that locked the account.
+    """
+    session = db.session
+    try:
+        yield session
+        session.commit()
+    except AuthenticationFailed as failure:
+        session.rollback()
+        user = accounts.record_authentication_failure(session, failure, policy())
+        session.commit()
+        if user is not None and user.locked and current_user.is_authenticated and current_user.id == user.id:
+            logout_user()
+            session_clear_signing()
+        raise
+    except BaseException:
+        session.rollback()
+        raise
+
+
+def session_clear_signing() -> None:
+    session.pop(SIGNED_KEY, None)
+
+
+def signing_needs_username() -> bool:
+    """21 CFR 11.200: the first signature of a continuous session needs user name and password."""
+    return not session.get(SIGNED_KEY, False)
+
+
+def mark_signed() -> None:
+    session[SIGNED_KEY] = True
+
+
+@login_manager.user_loader
+def _load_user(user_id: str) -> User | None:
+    try:
+        raw_id, stamp = user_id.split(":")
+        user = db.session.get(User, int(raw_id))
+    except ValueError:
+        return None
+    if user is None or not user.is_active or str(int(user.password_changed_at.timestamp())) != stamp:
+        return None
+    return user
+
+
+def _before_request() -> Any:
+    if request.endpoint == "static":
+        return None
+    if current_user.is_authenticated:
+        audit.set_actor(db.session, current_user)
+        now = utcnow()
+        last_seen = session.get("last_seen")
+        last = datetime.fromtimestamp(last_seen, timezone.utc) if last_seen else None
+        if rules.is_idle(last, now, float(current_app.config["IDLE_TIMEOUT_MINUTES"])):
+            user = current_user._get_current_object()
+            with transaction():
+                accounts.record_sign_out(db.session, user, timeout=True)
+            logout_user()
+            session.clear()
+            flash("Your session ended after a period of inactivity. Please sign in again.", "warning")
+            return redirect(url_for("auth.login", next=request.full_path if request.method == "GET" else None))
+        session["last_seen"] = now.timestamp()
+        due = current_user.must_change_password or rules.password_expired(
+            current_user.password_changed_at, now, int(current_app.config["PASSWORD_MAX_AGE_DAYS"]))
+        if due and request.endpoint not in _PASSWORD_CHANGE_ALLOWED:
+            return redirect(url_for("auth.change_password"))
+    else:
+        audit.set_actor(db.session, name="anonymous")
+    return None
+
+
+def _security_headers(response: Any) -> Any:
+    response.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["X-Frame-Options"] = "DENY"
+    response.headers["Referrer-Policy"] = "same-origin"
+    if request.endpoint != "static":
+        response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def init_app(app: Flask) -> None:
+    login_manager.login_view = "auth.login"
+    login_manager.login_message = "Please sign in to continue."
+    login_manager.login_message_category = "info"
+    login_manager.session_protection = "strong"
+    app.before_request(_before_request)
+    app.after_request(_security_headers)

@@ -1,0 +1,132 @@
+"""Shared fixtures. Every database test runs on SQLite and, when MFG_TEST_DATABASE_URL is set, again on
+PostgreSQL, each time on a database built by the real migrations (triggers included)."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from flask import Flask
+from sqlalchemy.orm import Session
+
+from mfg import create_app
+from mfg.extensions import db
+from mfg.migrate import upgrade
+from mfg.models import User
+from mfg.services import accounts, audit
+
+PASSWORD = "correct-horse-battery"
+PG_URL = os.environ.get("MFG_TEST_DATABASE_URL", "").strip()
+_schemas = itertools.count(1)
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One migrated SQLite file, copied for each test (migrating once keeps the suite quick)."""
+    path = tmp_path_factory.mktemp("template") / "mfg.sqlite3"
+    upgrade(f"sqlite:///{path}")
+    return path
+
+
+def _pg_admin_engine() -> sa.Engine:
+    return sa.create_engine(PG_URL, poolclass=sa.pool.NullPool)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, sqlite_template: Path, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        path = tmp_path / "mfg.sqlite3"
+        shutil.copy(sqlite_template, path)
+        yield f"sqlite:///{path}"
+        return
+    if not PG_URL:
+        pytest.skip("MFG_TEST_DATABASE_URL is not set: PostgreSQL tests skipped")
+    schema = f"mfg_test_{os.getpid()}_{next(_schemas)}"
+    engine = _pg_admin_engine()
+    with engine.begin() as conn:
+        conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+    url = sa.engine.make_url(PG_URL).update_query_dict({"options": f"-csearch_path={schema}"})
+    url_text = url.render_as_string(hide_password=False)
+    upgrade(url_text)
+    try:
+        yield url_text
+    finally:
+        with engine.begin() as conn:
+            conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+        engine.dispose()
+
+
+def make_app(database_url: str, tmp_path: Path, **overrides: object) -> Flask:
+    instance = tmp_path / "instance"
+    instance.mkdir(exist_ok=True)
+    sops_dir = tmp_path / "sops"
+    sops_dir.mkdir(exist_ok=True)
+    config = {"TESTING": True, "SECRET_KEY": "test-secret", "INSTANCE_PATH": instance,
+              "DATABASE_URL": database_url, "SOPS_DIR": str(sops_dir), "WTF_CSRF_ENABLED": False}
+    config.update(overrides)
+    return create_app(config)
+
+
+@pytest.fixture
+def app_factory(database_url: str, tmp_path: Path) -> Iterator[Callable[..., Flask]]:
+    apps: list[Flask] = []
+
+    def factory(**overrides: object) -> Flask:
+        app = make_app(database_url, tmp_path, **overrides)
+        apps.append(app)
+        return app
+
+    yield factory
+    for app in apps:
+        app.extensions["mfg.db"].engine.dispose()
+
+
+@pytest.fixture
+def app(app_factory: Callable[..., Flask]) -> Flask:
+    return app_factory()
+
+
+@pytest.fixture
+def session(app: Flask) -> Iterator[Session]:
+    """The application's session inside an app context, acting as a test fixture user."""
+    with app.app_context():
+        audit.set_actor(db.session, name="test-setup")
+        yield db.session
+
+
+@pytest.fixture
+def make_user(app: Flask) -> Callable[..., User]:
+    """Create and commit a user with ``PASSWORD``; returns the user (detached-safe: no expiry on commit)."""
+
+    def factory(username: str, roles: str = "operator", *, full_name: str | None = None,
+                temporary: bool = False, password: str = PASSWORD) -> User:
+        with app.app_context():
+            s = db.session
+            audit.set_actor(s, name="test-setup")
+            user = accounts.create_user(s, username=username, full_name=full_name or username.title() + " Person",
+                                        roles=roles, password=password, policy=accounts.Policy(),
+                                        temporary=temporary)
+            s.commit()
+            return user
+
+    return factory
+
+
+@pytest.fixture
+def client(app: Flask):
+    return app.test_client()
+
+
+@pytest.fixture
+def login(client) -> Callable[..., object]:
+    def do_login(username: str, password: str = PASSWORD, *, follow: bool = False):
+        return client.post("/auth/login", data={"username": username, "password": password},
+                           follow_redirects=follow)
+
+    return do_login
