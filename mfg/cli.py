@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 from flask import Flask, current_app
-from flask.cli import AppGroup
+from flask.cli import AppGroup, with_appcontext
 
 from .domain.errors import DomainError
 from .extensions import db
@@ -55,6 +55,7 @@ def _run(action):
 
 
 @click.command("init")
+@with_appcontext
 @click.option("--demo", is_flag=True, help="Flag the instance DEMO and create demo users and master records.")
 def init_command(demo: bool) -> None:
     """Prepare instance/: secret key, database at the newest schema, site signing key and certificate.

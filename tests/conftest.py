@@ -20,7 +20,7 @@ from mfg.migrate import upgrade
 from mfg.models import User
 from mfg.services import accounts, audit
 
-PASSWORD = "correct-horse-battery"
+from tests.support import PASSWORD
 PG_URL = os.environ.get("MFG_TEST_DATABASE_URL", "").strip()
 _schemas = itertools.count(1)
 
@@ -58,6 +58,8 @@ def database_url(request: pytest.FixtureRequest, sqlite_template: Path, tmp_path
         yield url_text
     finally:
         with engine.begin() as conn:
+            # A connection the test leaked would make DROP wait forever: fail loudly instead.
+            conn.execute(sa.text("SET lock_timeout = '20s'"))
             conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
         engine.dispose()
 

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import hashlib
 from datetime import datetime
 
 import sqlalchemy as sa
@@ -52,6 +53,10 @@ class User(Audited, Base):
     def is_anonymous(self) -> bool:
         return False
 
+    @property
+    def credential_stamp(self) -> str:
+        """Changes with every new password hash (new salt), so a change or reset ends other sessions."""
+        return hashlib.sha256(self.password_hash.encode()).hexdigest()[:16]
+
     def get_id(self) -> str:
-        # The password change time is part of the id, so a reset or change ends other sessions.
-        return f"{self.id}:{int(self.password_changed_at.timestamp())}"
+        return f"{self.id}:{self.credential_stamp}"

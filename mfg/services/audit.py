@@ -88,8 +88,8 @@ def _append(connection: sa.Connection, actor: Actor,
 
 
 def _entity_id(obj: object) -> str:
-    identity = sa.inspect(obj).identity
-    return ",".join(str(part) for part in identity) if identity else "?"
+    state = sa.inspect(obj)
+    return ",".join(str(part) for part in state.mapper.primary_key_from_instance(obj))
 
 
 def _changes(obj: Audited) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -147,8 +147,11 @@ _CHAIN_COLUMNS = (AuditEntry.seq, AuditEntry.occurred_at, AuditEntry.user_id, Au
 def _chain_rows(session: Session, batch: int = 5000) -> Iterator[tuple[ChainEntry, str]]:
     result = session.execute(sa.select(*_CHAIN_COLUMNS).order_by(AuditEntry.seq)
                              .execution_options(yield_per=batch))
-    for row in result:
-        yield ChainEntry(*row[:-1]), row[-1]
+    try:
+        for row in result:
+            yield ChainEntry(*row[:-1]), row[-1]
+    finally:  # stopping early (a break found) must still close PostgreSQL's server-side cursor
+        result.close()
 
 
 def verify(session: Session) -> VerifyResult:
@@ -156,7 +159,11 @@ def verify(session: Session) -> VerifyResult:
     head = session.execute(sa.select(AuditHead.seq, AuditHead.entry_hash).where(AuditHead.id == 1)).one_or_none()
     if head is None:
         return VerifyResult(0, "the audit chain head is missing", None)
-    return verify_chain(_chain_rows(session), (head.seq, head.entry_hash))
+    rows = _chain_rows(session)
+    try:
+        return verify_chain(rows, (head.seq, head.entry_hash))
+    finally:
+        rows.close()
 
 
 @dataclass(frozen=True)

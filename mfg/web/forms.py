@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask_wtf import FlaskForm
 from wtforms import (DateField, PasswordField, SelectMultipleField, StringField, SubmitField,
                      TextAreaField)
+from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, EqualTo, Length, Optional
 from wtforms.widgets import CheckboxInput, ListWidget
 
@@ -45,14 +46,22 @@ class MultiCheckboxField(SelectMultipleField):
     option_widget = CheckboxInput()
 
 
-def _role_choices() -> list[tuple[str, str]]:
-    return list(ROLE_LABELS.items())
+def _role_choices() -> list[SelectChoice]:
+    return [SelectChoice(value, label) for value, label in ROLE_LABELS.items()]
+
+
+class AtLeastOne(DataRequired):
+    """Like DataRequired for a checkbox group, without putting ``required`` on every box."""
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message)
+        self.field_flags = {}
 
 
 class UserCreateForm(FlaskForm):
     username = StringField("User name", validators=[DataRequired(), Length(max=64)])
     full_name = StringField("Full (printed) name", validators=[DataRequired(), Length(max=200)])
-    roles = MultiCheckboxField("Roles", choices=_role_choices(), validators=[DataRequired("Pick at least one role.")])
+    roles = MultiCheckboxField("Roles", choices=_role_choices(), validators=[AtLeastOne("Pick at least one role.")])
     password = PasswordField("Temporary password", validators=[DataRequired()],
                              render_kw={"autocomplete": "new-password"})
     submit = SubmitField("Create user")
@@ -60,7 +69,7 @@ class UserCreateForm(FlaskForm):
 
 class UserEditForm(FlaskForm):
     full_name = StringField("Full (printed) name", validators=[DataRequired(), Length(max=200)])
-    roles = MultiCheckboxField("Roles", choices=_role_choices(), validators=[DataRequired("Pick at least one role.")])
+    roles = MultiCheckboxField("Roles", choices=_role_choices(), validators=[AtLeastOne("Pick at least one role.")])
     reason = StringField("Reason for the change", validators=[DataRequired(), Length(max=500)])
     submit = SubmitField("Save")
 

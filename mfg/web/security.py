@@ -106,7 +106,7 @@ def _load_user(user_id: str) -> User | None:
         user = db.session.get(User, int(raw_id))
     except ValueError:
         return None
-    if user is None or not user.is_active or str(int(user.password_changed_at.timestamp())) != stamp:
+    if user is None or not user.is_active or user.credential_stamp != stamp:
         return None
     return user
 

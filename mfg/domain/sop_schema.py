@@ -1,0 +1,923 @@
+"""Schema of master batch record definitions: the YAML files under ``sops/``.
+
+A master batch record (one SOP version) says which stages and steps an operator walks through, which
+values each step records, their units and limits, what is calculated from them, and which steps need a
+second person's verification. The engine builds its screens from a parsed :class:`MasterRecord`; nothing
+about a process is hard-coded in views.
+
+:func:`parse_definition` turns the text of one file into a frozen :class:`MasterRecord` or raises
+:class:`DefinitionError` listing every problem as ``"<source>: <path>: <message>"``, for example
+``"DEMO-PROC_v1.yaml: stages[0].steps[2].fields[1].max: must not be below min (10) (line 41)"``.
+Checking happens in three passes, and each pass reports everything it finds:
+
+1. YAML: syntax, duplicate keys, and plain values that YAML readers disagree about (``Yes``, ``010``,
+   ``1:30``, ``2.1e10``): a GMP definition must mean the same thing to every reader, so these are refused
+   and the author writes ``true``, ``10``, ``2.1e+10`` or quotes the text.
+2. Structure (pydantic): unknown keys, wrong types, limits that contradict each other, expressions that
+   use anything but arithmetic.
+3. References, run once the structure is valid: unique ids, time windows that point at an earlier
+   datetime, calculations whose names exist and do not go round in a circle.
+
+No value in a definition is ever evaluated here: calculated-field expressions are only parsed with
+:func:`ast.parse` and inspected.
+"""
+
+import ast
+import keyword
+import re
+from collections.abc import Iterable, Iterator
+from typing import Annotated, Any, Literal, NamedTuple, get_args
+
+import pydantic
+import yaml
+from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationInfo, field_validator
+
+__all__ = [
+    "FIELD_TYPES",
+    "CalculatedField",
+    "ChoiceField",
+    "ConfirmationField",
+    "DateTimeField",
+    "DefinitionError",
+    "EquipmentField",
+    "Field",
+    "FieldBase",
+    "IntegerField",
+    "MasterRecord",
+    "MaterialField",
+    "NumberField",
+    "Repeat",
+    "ScanField",
+    "Stage",
+    "Step",
+    "TextField",
+    "TimeWindow",
+    "parse_definition",
+    "step_index",
+]
+
+ROOT = "(root)"
+
+CODE_PATTERN = r"^[A-Z][A-Z0-9-]{1,39}$"
+IDENTIFIER_PATTERN = r"^[a-z][a-z0-9_]{0,39}$"
+DOTTED_NAME_PATTERN = r"^[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)*$"
+
+CALCULATION_FUNCTIONS: dict[str, tuple[int, int | None]] = {
+    # name: (fewest arguments, most arguments or None for no upper bound)
+    "abs": (1, 1),
+    "log10": (1, 1),
+    "max": (2, None),
+    "min": (2, None),
+    "round": (1, 2),
+    "sqrt": (1, 1),
+}
+
+
+class DefinitionError(Exception):
+    """A definition file is not a valid master batch record; ``errors`` lists every problem found."""
+
+    def __init__(self, errors: Iterable[str]) -> None:
+        self.errors: list[str] = list(errors)
+        super().__init__(self.errors)
+
+    def __str__(self) -> str:
+        return "\n".join(self.errors)
+
+
+# --------------------------------------------------------------------------------------------------
+# Value types shared by the models
+# --------------------------------------------------------------------------------------------------
+
+
+def _identifier(value: str) -> str:
+    """Ids name stages, steps and fields in stored data and in calculations, so they stay simple."""
+    if not re.fullmatch(IDENTIFIER_PATTERN, value):
+        raise ValueError(
+            f"{value!r} is not a valid id: a lower-case letter, then lower-case letters, digits or _ "
+            "(at most 40 characters)"
+        )
+    if keyword.iskeyword(value):
+        raise ValueError(f"{value!r} is a reserved word and cannot be used in calculations; choose another id")
+    return value
+
+
+def _record_code(value: str) -> str:
+    if not re.fullmatch(CODE_PATTERN, value):
+        raise ValueError(
+            f"{value!r} is not a valid code: an upper-case letter, then upper-case letters, digits or - "
+            "(2 to 40 characters)"
+        )
+    return value
+
+
+def _dotted_name(value: str) -> str:
+    if not re.fullmatch(DOTTED_NAME_PATTERN, value):
+        raise ValueError(f"{value!r} is not a dotted name such as batch.lot or subject.coi")
+    return value
+
+
+def _field_reference(value: str) -> str:
+    step_id, dot, field_id = value.partition(".")
+    if not dot or not re.fullmatch(IDENTIFIER_PATTERN, step_id) or not re.fullmatch(IDENTIFIER_PATTERN, field_id):
+        raise ValueError(f"{value!r} is not a reference of the form <step_id>.<field_id>")
+    return value
+
+
+def _not_blank(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must not be blank")
+    return value
+
+
+Identifier = Annotated[str, AfterValidator(_identifier)]
+Text = Annotated[str, AfterValidator(_not_blank)]
+Limit = Annotated[float, pydantic.Field(allow_inf_nan=False)]
+Decimals = Annotated[int, pydantic.Field(ge=0, le=10)]
+
+
+def _not_below_min(value: float | None, info: ValidationInfo) -> float | None:
+    """Shared rule for ``max``: a range whose upper limit is below its lower limit accepts nothing."""
+    low = info.data.get("min")
+    if value is not None and low is not None and value < low:
+        raise ValueError(f"must not be below min ({low:g})")
+    return value
+
+
+class _Model(BaseModel):
+    # strict: a definition says exactly what it means; "yes" is not a boolean and "5" is not a number.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+# --------------------------------------------------------------------------------------------------
+# Field types: what an operator records in a step
+# --------------------------------------------------------------------------------------------------
+
+
+class FieldBase(_Model):
+    """Common to every field: ``required`` fields must be filled in before the step can be signed."""
+
+    id: Identifier
+    label: Text
+    required: bool = True
+    help: str = ""
+
+
+class NumberField(FieldBase):
+    """A measured value with a unit, shown and stored with ``decimals`` places.
+
+    A value outside [min, max] is still stored, but flagged: it needs a comment and opens a deviation.
+    ``critical`` values need a second person's check. ``target`` is the expected value, shown as guidance.
+    """
+
+    type: Literal["number"]
+    unit: Text
+    decimals: Decimals = 2
+    min: Limit | None = None
+    max: Limit | None = None
+    target: Limit | None = None
+    critical: bool = False
+
+    _check_max = field_validator("max")(_not_below_min)
+
+    @field_validator("target")
+    @classmethod
+    def _target_within_limits(cls, value: float | None, info: ValidationInfo) -> float | None:
+        """A target outside the limits would guide the operator to an out-of-limit result."""
+        low, high = info.data.get("min"), info.data.get("max")
+        if value is not None and ((low is not None and value < low) or (high is not None and value > high)):
+            raise ValueError(f"must lie within min and max ({_range_text(low, high)})")
+        return value
+
+
+class IntegerField(FieldBase):
+    """A counted value (whole number) with a unit; limits behave as for ``number``."""
+
+    type: Literal["integer"]
+    unit: Text
+    min: int | None = None
+    max: int | None = None
+    critical: bool = False
+
+    _check_max = field_validator("max")(_not_below_min)
+
+
+class TextField(FieldBase):
+    """Free text, for observations that have no fixed set of answers."""
+
+    type: Literal["text"]
+    max_length: int = pydantic.Field(500, ge=1)
+
+
+class ChoiceField(FieldBase):
+    """One answer from a fixed list. An answer outside ``acceptable`` is out of limit (flagged, deviation)."""
+
+    type: Literal["choice"]
+    choices: list[Text] = pydantic.Field(min_length=1)
+    acceptable: list[Text] | None = pydantic.Field(None, min_length=1)
+    critical: bool = False
+
+    @field_validator("choices")
+    @classmethod
+    def _choices_unique(cls, value: list[str]) -> list[str]:
+        duplicates = _duplicates(value)
+        if duplicates:
+            raise ValueError(f"choices must be unique; repeated: {', '.join(map(repr, duplicates))}")
+        return value
+
+    @field_validator("acceptable")
+    @classmethod
+    def _acceptable_are_choices(cls, value: list[str] | None, info: ValidationInfo) -> list[str] | None:
+        if value is None:
+            return value
+        duplicates = _duplicates(value)
+        if duplicates:
+            raise ValueError(f"acceptable answers must be unique; repeated: {', '.join(map(repr, duplicates))}")
+        choices = info.data.get("choices")
+        if choices is not None:
+            unknown = [answer for answer in value if answer not in choices]
+            if unknown:
+                raise ValueError(f"{', '.join(map(repr, unknown))} not among the choices")
+        return value
+
+
+class DateTimeField(FieldBase):
+    """A date and time, stored in UTC and shown in the site's time zone."""
+
+    type: Literal["datetime"]
+
+
+class ConfirmationField(FieldBase):
+    """A tick box: the operator confirms ``statement`` (e.g. "The cabinet was cleaned")."""
+
+    type: Literal["confirmation"]
+    statement: Text
+
+
+class ScanField(FieldBase):
+    """A barcode scan compared with an expected value named by ``expected`` (e.g. ``batch.lot``).
+
+    With ``identity`` true, a mismatch is an identity event: it stops the step, is audited and opens a
+    deviation; there is no override.
+    """
+
+    type: Literal["scan"]
+    expected: Annotated[str, AfterValidator(_dotted_name)]
+    identity: bool = True
+
+
+class EquipmentField(FieldBase):
+    """The piece of equipment used, chosen from the site's equipment of ``equipment_type``."""
+
+    type: Literal["equipment"]
+    equipment_type: Text
+
+
+class MaterialField(FieldBase):
+    """The lot of ``material`` (a reagent or consumable) used in the step."""
+
+    type: Literal["material"]
+    material: Text
+
+
+def _expression_syntax(value: str) -> str:
+    """Calculations may use arithmetic only; see :func:`_inspect_expression`."""
+    _, problems = _inspect_expression(value)
+    if problems:
+        raise ValueError("; ".join(problems))
+    return value
+
+
+class CalculatedField(FieldBase):
+    """A value the system computes from numbers recorded in this or other steps; the operator types nothing.
+
+    ``expression`` uses + - * / **, parentheses, numbers, the functions min, max, abs, round, log10 and
+    sqrt, ids of number, integer and calculated fields of the same step, and ``<step_id>.<field_id>`` for
+    such fields of any step. Limits apply to the result, as for ``number``.
+    """
+
+    type: Literal["calculated"]
+    expression: Annotated[str, AfterValidator(_expression_syntax)]
+    unit: Text
+    decimals: Decimals = 2
+    min: Limit | None = None
+    max: Limit | None = None
+
+    _check_max = field_validator("max")(_not_below_min)
+
+
+Field = Annotated[
+    NumberField
+    | IntegerField
+    | TextField
+    | ChoiceField
+    | DateTimeField
+    | ConfirmationField
+    | ScanField
+    | EquipmentField
+    | MaterialField
+    | CalculatedField,
+    pydantic.Field(discriminator="type"),
+]
+"""Any field of a step; its ``type`` key selects the model."""
+
+
+def _type_name(model: type[FieldBase]) -> str:
+    """The value of the ``type`` key that selects ``model``: its ``Literal[...]`` annotation."""
+    return str(get_args(model.model_fields["type"].annotation)[0])
+
+
+# The type names in the order of the union above (Field is Annotated[A | B | ..., ...]).
+FIELD_TYPES: tuple[str, ...] = tuple(_type_name(model) for model in get_args(get_args(Field)[0]))
+NUMERIC_FIELD_TYPES = frozenset({"number", "integer", "calculated"})
+
+
+# --------------------------------------------------------------------------------------------------
+# Steps, stages, record
+# --------------------------------------------------------------------------------------------------
+
+
+class Repeat(_Model):
+    """The step is done several times in one batch (e.g. daily feeds): at least ``min``, at most ``max``.
+
+    Each instance is recorded and signed on its own and is called "<label> 1", "<label> 2", ...
+    """
+
+    min: int = pydantic.Field(1, ge=1)
+    max: int = pydantic.Field(ge=1)
+    label: Text = "Instance"
+
+    _check_max = field_validator("max")(_not_below_min)
+
+
+class TimeWindow(_Model):
+    """The step must be performed between ``min_hours`` and ``max_hours`` after the time recorded in
+    ``after`` (``<step_id>.<field_id>``, a datetime field of an earlier step). Outside the window the
+    step is out of limit: flagged, commented and a deviation.
+    """
+
+    after: Annotated[str, AfterValidator(_field_reference)]
+    max_hours: Limit = pydantic.Field(gt=0)
+    min_hours: Limit = pydantic.Field(0, ge=0)
+
+    @field_validator("min_hours")
+    @classmethod
+    def _window_not_empty(cls, value: float, info: ValidationInfo) -> float:
+        high = info.data.get("max_hours")
+        if high is not None and value >= high:
+            raise ValueError(f"must be less than max_hours ({high:g})")
+        return value
+
+
+class Step(_Model):
+    """One screen: an instruction (Markdown), the values to record, and who signs.
+
+    Steps are done in order within their stage unless ``parallel``. ``verification: required`` means a
+    second person, never the performer, checks and signs "Verified by". ``comment_required`` asks the
+    operator for a comment before signing, whatever the values are.
+    """
+
+    id: Identifier
+    title: Text
+    instruction: str = ""
+    fields: list[Field] = pydantic.Field(default_factory=list)
+    verification: Literal["none", "required"] = "none"
+    parallel: bool = False
+    repeat: Repeat | None = None
+    time_window: TimeWindow | None = None
+    comment_required: bool = False
+
+
+class Stage(_Model):
+    """A phase of the process (e.g. intake, expansion) grouping steps; stages are done in order."""
+
+    id: Identifier
+    title: Text
+    steps: list[Step] = pydantic.Field(min_length=1)
+
+
+class MasterRecord(_Model):
+    """One version of a master batch record. Immutable: a change is a new version approved by QA."""
+
+    kind: Literal["master_batch_record"]
+    code: Annotated[str, AfterValidator(_record_code)]
+    version: int = pydantic.Field(ge=1)
+    title: Text
+    description: str = ""
+    stages: list[Stage] = pydantic.Field(min_length=1)
+
+
+def step_index(record: MasterRecord) -> dict[str, tuple[Stage, Step]]:
+    """Every step of ``record`` by id (ids are unique in a parsed record), in the order they are done."""
+    return {step.id: (stage, step) for stage in record.stages for step in stage.steps}
+
+
+# --------------------------------------------------------------------------------------------------
+# Parsing
+# --------------------------------------------------------------------------------------------------
+
+
+class _Problem(NamedTuple):
+    path: str
+    message: str
+
+
+def parse_definition(text: str, source: str) -> MasterRecord:
+    """Parse and check one definition file; ``source`` (its file name) prefixes every error."""
+    data, lines = _load_yaml(text, source)
+    try:
+        record = MasterRecord.model_validate(data)
+    except pydantic.ValidationError as exc:
+        raise DefinitionError(_format(source, _validation_problems(exc), lines)) from exc
+    problems = list(_cross_check(record))
+    if problems:
+        raise DefinitionError(_format(source, problems, lines))
+    return record
+
+
+def _format(source: str, problems: Iterable[_Problem], lines: dict[str, int]) -> list[str]:
+    """Render problems as "<source>: <path>: <message> (line N)", the line found from the path."""
+    rendered = []
+    for path, message in problems:
+        line = _line_of(path, lines) if path != ROOT else None
+        rendered.append(f"{source}: {path}: {message}" + (f" (line {line})" if line else ""))
+    return rendered
+
+
+def _line_of(path: str, lines: dict[str, int]) -> int | None:
+    """Line of the nearest enclosing node that exists in the file (a missing key has none of its own)."""
+    while path:
+        if path in lines:
+            return lines[path]
+        path = path[: max(path.rfind("."), path.rfind("["), 0)]
+    return None
+
+
+def _render_path(parts: Iterable[str | int]) -> str:
+    """``("stages", 0, "title")`` -> ``"stages[0].title"``; an empty path is the document itself."""
+    rendered = ""
+    for part in parts:
+        if isinstance(part, int):
+            rendered += f"[{part}]"
+        else:
+            rendered += f".{part}" if rendered else part
+    return rendered or ROOT
+
+
+# --- pass 1: YAML --------------------------------------------------------------------------------
+
+_YAML = "tag:yaml.org,2002:"
+_PORTABLE_BOOL = re.compile(r"true|True|TRUE|false|False|FALSE")
+_PORTABLE_INT = re.compile(r"[-+]?(0|[1-9][0-9]*)")
+_PORTABLE_FLOAT = re.compile(r"[-+]?([0-9]+\.[0-9]*|\.[0-9]+)([eE][-+][0-9]+)?|[-+]?\.(inf|Inf|INF)|\.(nan|NaN|NAN)")
+_YAML12_NUMBER = re.compile(r"[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?|0o[0-7]+|0x[0-9a-fA-F]+")
+
+
+def _load_yaml(text: str, source: str) -> tuple[dict[str, Any], dict[str, int]]:
+    """Return the document (a mapping) and the 1-based line of every path in it."""
+    try:
+        return _read_yaml(text, source)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        detail = "; ".join(part for part in (exc.context, exc.problem) if part)
+        raise DefinitionError([f"{source}: {ROOT}: invalid YAML{where}: {detail}"]) from exc
+    except yaml.YAMLError as exc:
+        raise DefinitionError([f"{source}: {ROOT}: invalid YAML: {exc}"]) from exc
+    except RecursionError as exc:
+        raise DefinitionError([f"{source}: {ROOT}: invalid YAML: nested too deeply"]) from exc
+
+
+def _read_yaml(text: str, source: str) -> tuple[dict[str, Any], dict[str, int]]:
+    root = yaml.compose(text, Loader=yaml.SafeLoader)
+    if root is None:
+        raise DefinitionError([f"{source}: {ROOT}: the document is empty; expected a master batch record"])
+    if not isinstance(root, yaml.MappingNode):
+        found = "a list" if isinstance(root, yaml.SequenceNode) else f"the value {root.value!r}"
+        raise DefinitionError([f"{source}: {ROOT}: expected a mapping of keys (kind, code, ...) but found {found}"])
+
+    lines: dict[str, int] = {}
+    problems = list(_lint_yaml(root, (), lines, set()))
+    if problems:
+        raise DefinitionError(_format(source, problems, {}))  # the messages already carry their lines
+    # The node tree above is only inspected; the values come from the standard safe loader.
+    data: dict[str, Any] = yaml.safe_load(text)
+    return data, lines
+
+
+def _lint_yaml(
+    node: yaml.Node, path: tuple[str | int, ...], lines: dict[str, int], seen: set[int]
+) -> Iterator[_Problem]:
+    """Record the line of every node and report duplicate keys, merge keys and ambiguous scalars."""
+    line = node.start_mark.line + 1
+    lines.setdefault(_render_path(path), line)
+    if id(node) in seen:  # an alias of a node already inspected
+        return
+    seen.add(id(node))
+    if isinstance(node, yaml.ScalarNode):
+        message = _ambiguity(node)
+        if message:
+            yield _Problem(_render_path(path), f"{message} (line {line})")
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            yield from _lint_yaml(item, (*path, index), lines, seen)
+    elif isinstance(node, yaml.MappingNode):
+        first_line: dict[str, int] = {}
+        for key_node, value_node in node.value:
+            key_line = key_node.start_mark.line + 1
+            if key_node.tag == _YAML + "merge":
+                yield _Problem(
+                    _render_path(path), f"merge keys (<<) are not portable YAML; write the keys out (line {key_line})"
+                )
+            elif not isinstance(key_node, yaml.ScalarNode):
+                yield _Problem(_render_path(path), f"keys must be plain names (line {key_line})")
+            elif key_node.value in first_line:
+                yield _Problem(
+                    _render_path((*path, key_node.value)),
+                    f"duplicate key {key_node.value!r} (line {key_line}; first at line {first_line[key_node.value]}); "
+                    "YAML would silently keep only the last value",
+                )
+            else:
+                first_line[key_node.value] = key_line
+                yield from _lint_yaml(key_node, (*path, key_node.value), lines, seen)
+                yield from _lint_yaml(value_node, (*path, key_node.value), lines, seen)
+
+
+def _ambiguity(node: yaml.ScalarNode) -> str | None:
+    """Explain why a plain scalar means different things in YAML 1.1 (PyYAML) and YAML 1.2, if it does.
+
+    PyYAML reads ``Yes``/``on`` as true, ``010`` as 8, ``1:30`` as 90 and ``2.1e10`` as text; YAML 1.2
+    readers do not. Such values are refused rather than guessed.
+    """
+    if node.style is not None or node.tag != _yaml11_tag(node.value):
+        return None  # quoted, block or explicitly tagged: unambiguous
+    value, tag = node.value, node.tag.removeprefix(_YAML)
+    number_hint = "write a plain decimal number such as 12, 0.5 or 2.1e+10, or quote it if it is text"
+    if tag == "bool" and not _PORTABLE_BOOL.fullmatch(value):
+        return (
+            f"{value!r} is read as a boolean by some YAML readers and as text by others; "
+            "write true or false, or quote it if it is text"
+        )
+    if tag == "int" and not _PORTABLE_INT.fullmatch(value):
+        return f"{value!r} is read as different numbers by different YAML readers; {number_hint}"
+    if tag == "float" and not _PORTABLE_FLOAT.fullmatch(value):
+        return f"{value!r} is read as different numbers by different YAML readers; {number_hint}"
+    if tag == "timestamp":
+        return f"{value!r} is read as a date by some YAML readers and as text by others; quote it"
+    if tag == "str" and _YAML12_NUMBER.fullmatch(value):
+        return f"{value!r} is read as a number by some YAML readers and as text by others; {number_hint}"
+    return None
+
+
+def _yaml11_tag(value: str) -> str:
+    """The tag PyYAML's safe loader gives a plain scalar without an explicit tag."""
+    for tag, pattern in yaml.SafeLoader.yaml_implicit_resolvers.get(value[:1], []):
+        if pattern.match(value):
+            return str(tag)
+    return _YAML + "str"
+
+
+# --- pass 2: structure (pydantic) ----------------------------------------------------------------
+
+
+def _validation_problems(exc: pydantic.ValidationError) -> Iterator[_Problem]:
+    for error in exc.errors():
+        loc = _without_field_type_tags(error["loc"])
+        kind, message = error["type"], error["msg"]
+        if kind in ("union_tag_not_found", "union_tag_invalid"):
+            loc = (*loc, "type")
+            expected = ", ".join(FIELD_TYPES)
+            tag = error.get("ctx", {}).get("tag")
+            message = (
+                f"unknown field type {tag!r}; expected one of: {expected}"
+                if tag
+                else f"required key missing; one of: {expected}"
+            )
+        elif kind == "extra_forbidden":
+            message = "unknown key"
+        elif kind == "missing":
+            message = "required key missing"
+        elif kind == "value_error":
+            message = message.removeprefix("Value error, ")
+        else:
+            message = message[:1].lower() + message[1:]
+            if kind.endswith("_type") or kind == "literal_error":
+                message += f", got {_short_repr(error['input'])}"
+        yield _Problem(_render_path(loc), message)
+
+
+def _without_field_type_tags(loc: tuple[str | int, ...]) -> tuple[str | int, ...]:
+    """Pydantic puts the discriminator tag in the location (``fields, 1, number, max``); drop it."""
+    kept: list[str | int] = []
+    for index, part in enumerate(loc):
+        after_field_index = index >= 2 and loc[index - 2] == "fields" and isinstance(loc[index - 1], int)
+        if after_field_index and part in FIELD_TYPES:
+            continue
+        kept.append(part)
+    return tuple(kept)
+
+
+# --- calculated-field expressions ----------------------------------------------------------------
+
+
+class _Reference(NamedTuple):
+    """A name in an expression: a field of the same step (``step`` None) or ``step.field``."""
+
+    step: str | None
+    field: str
+
+    def __str__(self) -> str:
+        return f"{self.step}.{self.field}" if self.step else self.field
+
+
+_BINARY_OPERATORS = (ast.Add, ast.Sub, ast.Mult, ast.Div, ast.Pow)
+_UNARY_OPERATORS = (ast.UAdd, ast.USub)
+_FORBIDDEN_SYNTAX = {
+    ast.Lambda: "lambda",
+    ast.Subscript: "indexing",
+    ast.Compare: "comparisons",
+    ast.BoolOp: "and/or",
+    ast.IfExp: "conditional expressions",
+    ast.NamedExpr: "assignment (:=)",
+    ast.JoinedStr: "f-strings",
+    ast.List: "lists",
+    ast.Tuple: "tuples",
+    ast.Set: "sets",
+    ast.Dict: "dictionaries",
+    ast.ListComp: "comprehensions",
+    ast.SetComp: "comprehensions",
+    ast.DictComp: "comprehensions",
+    ast.GeneratorExp: "comprehensions",
+    ast.Starred: "* arguments",
+}
+
+
+def _inspect_expression(expression: str) -> tuple[list[_Reference], list[str]]:
+    """Return the field references in ``expression`` and every construct it uses that is not arithmetic.
+
+    Allowed: numbers, field names, ``step.field``, + - * / ** (binary), unary + and -, parentheses, and
+    calls of min, max, abs, round, log10 and sqrt with the right number of positional arguments.
+    """
+    if not expression.strip():
+        return [], ["the expression is empty"]
+    try:
+        tree = ast.parse(expression.strip(), mode="eval")
+    except SyntaxError as exc:
+        return [], [f"not a valid expression: {exc.msg}"]
+    except (ValueError, RecursionError, MemoryError):
+        return [], ["not a valid expression: too long or too deeply nested"]
+
+    references: list[_Reference] = []
+    problems: list[str] = []
+    pending: list[ast.expr] = [tree.body]
+    while pending:
+        node = pending.pop()
+        children: list[ast.expr] = []
+        if isinstance(node, ast.Constant):
+            if type(node.value) not in (int, float):
+                problems.append(f"only numbers may be written as constants, not {node.value!r}")
+        elif isinstance(node, ast.Name):
+            if node.id.startswith("_"):
+                problems.append(f"names starting with _ are not allowed: {node.id!r}")
+            else:
+                references.append(_Reference(None, node.id))
+        elif isinstance(node, ast.Attribute):
+            if not isinstance(node.value, ast.Name) or node.attr.startswith("_") or node.value.id.startswith("_"):
+                problems.append(f"a dot may only join a step id and a field id: {ast.unparse(node)!r}")
+            else:
+                references.append(_Reference(node.value.id, node.attr))
+        elif isinstance(node, ast.BinOp):
+            if isinstance(node.op, _BINARY_OPERATORS):
+                children = [node.left, node.right]
+            else:
+                problems.append(f"operator {_operator_text(node)!r} is not allowed; use + - * / **")
+        elif isinstance(node, ast.UnaryOp):
+            if isinstance(node.op, _UNARY_OPERATORS):
+                children = [node.operand]
+            else:
+                problems.append(f"operator {_operator_text(node)!r} is not allowed; use + - * / **")
+        elif isinstance(node, ast.Call):
+            problem = _call_problem(node)
+            if problem:
+                problems.append(problem)
+            else:
+                children = list(node.args)
+        else:
+            what = _FORBIDDEN_SYNTAX.get(type(node), f"{type(node).__name__} syntax")
+            problems.append(f"{what} not allowed in calculations")
+        pending.extend(reversed(children))  # keep left-to-right order in messages
+    return references, problems
+
+
+def _call_problem(call: ast.Call) -> str | None:
+    allowed = ", ".join(sorted(CALCULATION_FUNCTIONS))
+    if not isinstance(call.func, ast.Name) or call.func.id not in CALCULATION_FUNCTIONS:
+        return f"function {ast.unparse(call.func)!r} is not allowed; allowed: {allowed}"
+    name = call.func.id
+    if call.keywords or any(isinstance(arg, ast.Starred) for arg in call.args):
+        return f"{name}() takes plain positional arguments only"
+    fewest, most = CALCULATION_FUNCTIONS[name]
+    if len(call.args) < fewest or (most is not None and len(call.args) > most):
+        expected = str(fewest) if fewest == most else f"{fewest} to {most}" if most else f"at least {fewest}"
+        return f"{name}() takes {expected} argument{'s' if expected != '1' else ''}, got {len(call.args)}"
+    return None
+
+
+_OPERATOR_SYMBOLS: dict[type[ast.operator] | type[ast.unaryop], str] = {
+    ast.Mod: "%",
+    ast.FloorDiv: "//",
+    ast.MatMult: "@",
+    ast.BitAnd: "&",
+    ast.BitOr: "|",
+    ast.BitXor: "^",
+    ast.LShift: "<<",
+    ast.RShift: ">>",
+    ast.Invert: "~",
+    ast.Not: "not",
+}
+
+
+def _operator_text(node: ast.BinOp | ast.UnaryOp) -> str:
+    return _OPERATOR_SYMBOLS.get(type(node.op), type(node.op).__name__)
+
+
+# --- pass 3: references --------------------------------------------------------------------------
+
+
+class _Place(NamedTuple):
+    """Where a step sits: its path in the document and its position in the order of execution."""
+
+    path: str
+    order: int
+    step: Step
+
+
+def _cross_check(record: MasterRecord) -> Iterator[_Problem]:
+    places = _step_places(record)
+    yield from _duplicate_ids(record)
+    yield from _time_window_problems(places)
+    yield from _calculation_problems(places)
+
+
+def _step_places(record: MasterRecord) -> dict[str, _Place]:
+    places: dict[str, _Place] = {}
+    order = 0
+    for stage_number, stage in enumerate(record.stages):
+        for step_number, step in enumerate(stage.steps):
+            places.setdefault(step.id, _Place(f"stages[{stage_number}].steps[{step_number}]", order, step))
+            order += 1
+    return places
+
+
+def _duplicate_ids(record: MasterRecord) -> Iterator[_Problem]:
+    """Stage ids are unique in the record, step ids too (values are stored by step id), field ids per step."""
+    first_stage: dict[str, str] = {}
+    first_step: dict[str, str] = {}
+    for stage_number, stage in enumerate(record.stages):
+        stage_path = f"stages[{stage_number}]"
+        if stage.id in first_stage:
+            yield _Problem(
+                f"{stage_path}.id", f"duplicate stage id {stage.id!r} (first used at {first_stage[stage.id]})"
+            )
+        first_stage.setdefault(stage.id, stage_path)
+        for step_number, step in enumerate(stage.steps):
+            step_path = f"{stage_path}.steps[{step_number}]"
+            if step.id in first_step:
+                yield _Problem(
+                    f"{step_path}.id", f"duplicate step id {step.id!r} (first used at {first_step[step.id]})"
+                )
+            first_step.setdefault(step.id, step_path)
+            first_field: dict[str, str] = {}
+            for field_number, field in enumerate(step.fields):
+                field_path = f"{step_path}.fields[{field_number}]"
+                if field.id in first_field:
+                    yield _Problem(
+                        f"{field_path}.id",
+                        f"duplicate field id {field.id!r} in step {step.id!r} (first used at {first_field[field.id]})",
+                    )
+                first_field.setdefault(field.id, field_path)
+
+
+def _fields_by_id(step: Step) -> dict[str, Field]:
+    found: dict[str, Field] = {}
+    for field in step.fields:
+        found.setdefault(field.id, field)
+    return found
+
+
+def _time_window_problems(places: dict[str, _Place]) -> Iterator[_Problem]:
+    """A time window counts from a datetime already recorded, once, when the step starts."""
+    for step_id, place in places.items():
+        window = place.step.time_window
+        if window is None:
+            continue
+        path = f"{place.path}.time_window.after"
+        target_step, _, target_field = window.after.partition(".")
+        target = places.get(target_step)
+        if target is None:
+            yield _Problem(path, f"unknown step {target_step!r}")
+        elif target.order == place.order:
+            yield _Problem(path, f"must refer to an earlier step, not to step {step_id!r} itself")
+        elif target.order > place.order:
+            yield _Problem(path, f"must refer to an earlier step; {target_step!r} comes later in the record")
+        elif target_field not in _fields_by_id(target.step):
+            yield _Problem(path, f"step {target_step!r} has no field {target_field!r}")
+        elif (field_type := _fields_by_id(target.step)[target_field].type) != "datetime":
+            yield _Problem(path, f"{window.after!r} is a {field_type} field; a time window needs a datetime field")
+        elif target.step.repeat is not None:
+            yield _Problem(path, f"cannot reference a field of repeatable step {target_step!r}")
+
+
+def _calculation_problems(places: dict[str, _Place]) -> Iterator[_Problem]:
+    """Every name in a calculation must be a numeric field; no calculation may depend on itself."""
+    depends_on: dict[tuple[str, str], list[tuple[str, str]]] = {}
+    expression_path: dict[tuple[str, str], str] = {}
+    for step_id, place in places.items():
+        fields = _fields_by_id(place.step)
+        for field_number, field in enumerate(place.step.fields):
+            if not isinstance(field, CalculatedField) or fields[field.id] is not field:
+                continue
+            node = (step_id, field.id)
+            path = f"{place.path}.fields[{field_number}].expression"
+            expression_path[node] = path
+            depends_on[node] = []
+            references, _ = _inspect_expression(field.expression)
+            for reference in references:
+                problem, target = _resolve(reference, place, places, field)
+                if problem:
+                    yield _Problem(path, problem)
+                elif target is not None:
+                    depends_on[node].append(target)
+    yield from _cycles(depends_on, expression_path)
+
+
+def _resolve(
+    reference: _Reference, place: _Place, places: dict[str, _Place], calculated: CalculatedField
+) -> tuple[str | None, tuple[str, str] | None]:
+    """Return (problem, None) or (None, the calculated field referred to, if the target is calculated)."""
+    own_step = reference.step is None or reference.step == place.step.id
+    target = place if own_step else places.get(str(reference.step))
+    if target is None:
+        return f"unknown step {reference.step!r} in {str(reference)!r}", None
+    field = _fields_by_id(target.step).get(reference.field)
+    if field is None:
+        if reference.step is None:
+            return f"unknown name {reference.field!r}: step {place.step.id!r} has no such field", None
+        return f"step {reference.step!r} has no field {reference.field!r}", None
+    if field.type not in NUMERIC_FIELD_TYPES:
+        return (
+            f"{str(reference)!r} is a {field.type} field; calculations use number, integer and calculated fields only",
+            None,
+        )
+    if not own_step and target.step.repeat is not None:
+        return f"cannot reference a field of repeatable step {target.step.id!r}", None
+    if field is calculated:
+        return f"{calculated.id!r} refers to itself", None
+    if isinstance(field, CalculatedField):
+        return None, (target.step.id, field.id)
+    return None, None
+
+
+def _cycles(
+    depends_on: dict[tuple[str, str], list[tuple[str, str]]], paths: dict[tuple[str, str], str]
+) -> Iterator[_Problem]:
+    """Report each circle of calculations once, at the field where the search first entered it."""
+    state: dict[tuple[str, str], str] = {}  # "active" while on the current chain, then "done"
+    reported: set[frozenset[tuple[str, str]]] = set()
+
+    def visit(node: tuple[str, str], chain: list[tuple[str, str]]) -> Iterator[_Problem]:
+        state[node] = "active"
+        chain.append(node)
+        for target in depends_on.get(node, []):
+            if state.get(target) == "active":
+                circle = chain[chain.index(target) :]
+                if frozenset(circle) not in reported:
+                    reported.add(frozenset(circle))
+                    names = " -> ".join(f"{step}.{field}" for step, field in (*circle, target))
+                    yield _Problem(paths[target], f"calculation cycle: {names}")
+            elif target not in state:
+                yield from visit(target, chain)
+        chain.pop()
+        state[node] = "done"
+
+    for node in depends_on:
+        if node not in state:
+            yield from visit(node, [])
+
+
+def _duplicates(values: list[str]) -> list[str]:
+    seen: set[str] = set()
+    repeated: list[str] = []
+    for value in values:
+        if value in seen and value not in repeated:
+            repeated.append(value)
+        seen.add(value)
+    return repeated
+
+
+def _short_repr(value: object, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _range_text(low: float | None, high: float | None) -> str:
+    return f"{'-inf' if low is None else f'{low:g}'} to {'inf' if high is None else f'{high:g}'}"

@@ -1,0 +1,97 @@
+"""Pure rules: canonical JSON, the audit hash chain, password and lockout rules, transitions."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from mfg.domain import accounts
+from mfg.domain.audit_chain import GENESIS_HASH, ChainEntry, verify_chain
+from mfg.domain.canonical import canonical_json, content_hash
+from mfg.domain.errors import InvalidTransition, ValidationFailed
+from mfg.domain.signing import ROLE_FOR_MEANING, Meaning
+from mfg.domain.status import SOP_STATUS
+
+T0 = datetime(2026, 11, 26, 10, 15, tzinfo=timezone.utc)
+
+
+def test_canonical_json_is_stable_and_explicit():
+    a = {"b": 1, "a": [T0, "é"], "c": None}
+    b = {"c": None, "a": [T0, "é"], "b": 1}
+    assert canonical_json(a) == canonical_json(b) == '{"a":["2026-11-26T10:15:00.000000Z","é"],"b":1,"c":null}'
+    assert content_hash(a) == content_hash(b)
+    with pytest.raises(ValueError):
+        canonical_json({"t": datetime(2026, 1, 1)})  # naive times are refused
+    with pytest.raises(ValueError):
+        canonical_json({"x": float("nan")})
+
+
+def _chain(n):
+    entries, prev = [], GENESIS_HASH
+    for seq in range(1, n + 1):
+        entry = ChainEntry(seq, T0 + timedelta(seconds=seq), 1, "olivia", "x.update", "x", str(seq),
+                           None, '{"v":%d}' % seq, None, prev)
+        prev = entry.compute_hash()
+        entries.append((entry, prev))
+    return entries
+
+
+def test_an_intact_chain_verifies():
+    entries = _chain(5)
+    result = verify_chain(entries, (5, entries[-1][1]))
+    assert result.ok and result.checked == 5
+
+
+def test_each_kind_of_tampering_is_named():
+    entries = _chain(5)
+    altered = list(entries)
+    altered[2] = (replace(entries[2][0], after='{"v":99}'), entries[2][1])
+    assert verify_chain(altered).bad_seq == 3
+    deleted = entries[:2] + entries[3:]
+    assert "missing" in verify_chain(deleted).problem
+    rehashed = list(altered)
+    rehashed[2] = (altered[2][0], altered[2][0].compute_hash())  # attacker recomputes the hash too
+    result = verify_chain(rehashed)
+    assert result.bad_seq == 4 and "does not link" in result.problem
+    truncated = entries[:4]
+    assert "removed" in verify_chain(truncated, (5, entries[-1][1])).problem
+
+
+def test_password_rules():
+    assert accounts.password_problems("long-enough-secret", min_length=12) == []
+    assert "at least 12" in accounts.password_problems("short", min_length=12)[0]
+    assert accounts.password_problems("olivia-is-my-name", min_length=12, username="Olivia")
+    assert accounts.password_problems(" padded-secret-x", min_length=12)
+
+
+def test_lockout_idle_and_ageing_rules():
+    assert not accounts.should_lock(4, 5) and accounts.should_lock(5, 5)
+    assert not accounts.should_lock(100, 0)  # 0 disables lockout (a site's validated choice)
+    assert accounts.is_idle(T0, T0 + timedelta(minutes=15, seconds=1), 15)
+    assert not accounts.is_idle(T0, T0 + timedelta(minutes=15), 15)
+    assert accounts.password_expired(T0, T0 + timedelta(days=181), 180)
+    assert not accounts.password_expired(T0, T0 + timedelta(days=180), 180)
+
+
+def test_roles_are_parsed_and_checked():
+    assert accounts.parse_roles("qa, operator,qa") == ["operator", "qa"]
+    with pytest.raises(ValidationFailed, match="unknown role"):
+        accounts.parse_roles("qa,superuser")
+    with pytest.raises(ValidationFailed, match="at least one"):
+        accounts.parse_roles("")
+
+
+def test_meanings_map_to_roles_and_admin_signs_nothing():
+    assert set(ROLE_FOR_MEANING) == set(Meaning)
+    assert "admin" not in ROLE_FOR_MEANING.values()
+    assert Meaning("verified").label == "Verified by"
+
+
+def test_sop_transitions():
+    SOP_STATUS.check("draft", "effective")
+    SOP_STATUS.check("effective", "superseded")
+    for current, target in [("draft", "superseded"), ("superseded", "effective"), ("effective", "draft")]:
+        with pytest.raises(InvalidTransition, match=f"from '{current}'"):
+            SOP_STATUS.check(current, target)

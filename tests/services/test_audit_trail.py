@@ -1,0 +1,195 @@
+"""The audit trail: written for every GMP change, append-only in the database, tamper-evident."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.exc import DatabaseError
+
+from mfg.domain.errors import DomainError
+from mfg.models import AuditEntry, Signature, User
+from mfg.services import accounts, audit
+
+from tests.support import PASSWORD
+
+
+def _entries(session):
+    return list(session.scalars(sa.select(AuditEntry).order_by(AuditEntry.seq)))
+
+
+def test_create_and_update_are_audited_with_before_after_and_reason(session, make_user):
+    user = make_user("olivia")
+    session.add(user)
+    accounts.set_roles(session, session.get(User, user.id), roles="operator,qa", full_name="Olivia Op",
+                       reason="promoted to QA")
+    session.commit()
+    created, updated = _entries(session)[-2:]
+    assert created.action == "user_account.create" and created.entity_id == str(user.id)
+    assert json.loads(created.after)["username"] == "olivia"
+    assert json.loads(created.after)["password_hash"] == "[redacted]"
+    assert updated.action == "user_account.update"
+    assert json.loads(updated.before) == {"roles": "operator", "full_name": "Olivia Person"}
+    assert json.loads(updated.after) == {"roles": "operator,qa", "full_name": "Olivia Op"}
+    assert updated.reason == "promoted to QA"
+    assert updated.username == "test-setup"
+    assert audit.verify(session).ok
+
+
+def test_deleting_an_audited_record_is_refused_by_the_application(session, make_user):
+    user = session.get(User, make_user("olivia").id)
+    session.delete(user)
+    with pytest.raises(DomainError, match="never deleted"):
+        session.flush()
+
+
+@pytest.mark.parametrize("statement", [
+    "UPDATE audit_entry SET reason = 'rewritten'",
+    "DELETE FROM audit_entry",
+    "UPDATE signature SET meaning = 'verified'",
+    "DELETE FROM signature",
+    "DELETE FROM user_account",
+    "UPDATE sop_version SET content = 'changed'",
+    "DELETE FROM sop_version",
+])
+def test_database_triggers_refuse_rewriting_history(app, session, make_user, approved_sop, statement):
+    assert session.scalar(sa.select(sa.func.count()).select_from(Signature)) == 1
+    with pytest.raises(DatabaseError, match="GMP record guard"):
+        with app.extensions["mfg.db"].engine.begin() as conn:
+            conn.execute(sa.text(statement))
+
+
+def _drop_guards(engine):
+    """What an attacker with database access would do first."""
+    with engine.begin() as conn:
+        if engine.dialect.name == "sqlite":
+            for (name,) in conn.execute(sa.text("SELECT name FROM sqlite_master WHERE type = 'trigger' "
+                                                "AND tbl_name = 'audit_entry'")):
+                conn.execute(sa.text(f"DROP TRIGGER {name}"))
+        else:
+            conn.execute(sa.text("DROP TRIGGER audit_entry_refuse_change ON audit_entry"))
+
+
+@pytest.fixture
+def trail(app, session, make_user):
+    """A trail of a handful of entries, with the table's guards dropped."""
+    for name in ("ann", "bob", "cat"):
+        make_user(name)
+    result = audit.verify(session)
+    assert result.ok and result.checked == 3
+    session.rollback()  # end the read transaction: DROP TRIGGER waits for every lock on the table
+    _drop_guards(app.extensions["mfg.db"].engine)
+    return app.extensions["mfg.db"].engine
+
+
+def test_verify_catches_an_altered_entry(session, trail):
+    with trail.begin() as conn:
+        conn.execute(sa.text("UPDATE audit_entry SET after = replace(after, 'bob', 'eve') WHERE seq = 2"))
+    result = audit.verify(session)
+    assert not result.ok and result.bad_seq == 2 and "altered" in result.problem
+
+
+def test_verify_catches_a_deleted_entry(session, trail):
+    with trail.begin() as conn:
+        conn.execute(sa.text("DELETE FROM audit_entry WHERE seq = 2"))
+    result = audit.verify(session)
+    assert not result.ok and result.bad_seq == 2 and "missing" in result.problem
+
+
+def test_verify_catches_a_deleted_last_entry(session, trail):
+    with trail.begin() as conn:
+        conn.execute(sa.text("DELETE FROM audit_entry WHERE seq = 3"))
+    result = audit.verify(session)
+    assert not result.ok and "removed" in result.problem
+
+
+def test_verify_catches_an_inserted_entry(session, trail):
+    with trail.begin() as conn:
+        conn.execute(sa.text(
+            "INSERT INTO audit_entry (seq, occurred_at, user_id, username, action, entity_type, entity_id, "
+            "before, after, reason, prev_hash, entry_hash) SELECT 4, occurred_at, user_id, username, "
+            "'user_account.update', entity_type, entity_id, NULL, '{\"roles\":\"qa\"}', reason, entry_hash, "
+            "entry_hash FROM audit_entry WHERE seq = 3"))
+    result = audit.verify(session)
+    assert not result.ok and result.bad_seq == 4
+
+
+def test_verify_catches_a_renumbered_chain(session, trail):
+    """Deleting an entry and renumbering the rest still breaks the link of the next entry."""
+    with trail.begin() as conn:
+        conn.execute(sa.text("DELETE FROM audit_entry WHERE seq = 2"))
+        conn.execute(sa.text("UPDATE audit_entry SET seq = 2 WHERE seq = 3"))
+    result = audit.verify(session)
+    assert not result.ok and result.bad_seq == 2
+
+
+def test_concurrent_appends_never_fork_the_chain(app, make_user):
+    """Real threads and connections: every append is serialised by the head row lock."""
+    import threading
+
+    from mfg.extensions import db
+
+    errors = []
+
+    def worker(i):
+        try:
+            with app.app_context():
+                s = db.new_session()
+                audit.set_actor(s, name=f"thread-{i}")
+                for j in range(3):
+                    audit.record_event(s, "test.event", details={"i": i, "j": j})
+                    s.commit()
+                s.close()
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    with app.app_context():
+        s = db.new_session()
+        result = audit.verify(s)
+        s.close()
+    assert result.ok and result.checked == 12
+
+
+def test_a_change_without_an_actor_is_refused(app):
+    from mfg.extensions import db
+
+    with app.app_context():
+        s = db.new_session()
+        s.add(User(username="x", full_name="X", roles="qa", password_hash="h",
+                   password_changed_at=accounts.utcnow()))
+        with pytest.raises(RuntimeError, match="without an actor"):
+            s.flush()
+        s.rollback()
+
+
+def test_search_filters_and_paginates_newest_first(session, make_user):
+    for i in range(7):
+        make_user(f"user{i}")
+    page, cursor = audit.search(session, audit.AuditFilter(action="user_account.create"), limit=3)
+    assert [e.seq for e in page] == [7, 6, 5] and cursor == 5
+    page, cursor = audit.search(session, audit.AuditFilter(action="user_account"), before_seq=cursor, limit=3)
+    assert [e.seq for e in page] == [4, 3, 2] and cursor == 2
+    page, cursor = audit.search(session, audit.AuditFilter(), before_seq=cursor, limit=3)
+    assert [e.seq for e in page] == [1] and cursor is None
+    page, _ = audit.search(session, audit.AuditFilter(entity_type="user_account", entity_id="3"))
+    assert [e.seq for e in page] == [3]
+    assert audit.search(session, audit.AuditFilter(username="nobody"))[0] == []
+
+
+def test_login_events_are_audited(session, make_user):
+    make_user("olivia")
+    policy = accounts.Policy()
+    accounts.authenticate(session, "olivia", PASSWORD, policy)
+    user = accounts.get_by_username(session, "olivia")
+    accounts.record_sign_out(session, user)
+    accounts.record_sign_out(session, user, timeout=True)
+    session.commit()
+    actions = [e.action for e in _entries(session)]
+    assert actions[-4:] == ["user_account.update", "login.success", "logout", "session.timeout"]

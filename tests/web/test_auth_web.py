@@ -1,0 +1,122 @@
+"""Sign-in, generic failures, lockout, idle timeout, forced password change, safe redirects."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import sqlalchemy as sa
+
+from mfg.extensions import db
+from mfg.models import AuditEntry
+from mfg.web.security import safe_next
+from tests.support import PASSWORD
+
+
+def _actions(app):
+    with app.app_context():
+        return list(db.session.scalars(sa.select(AuditEntry.action).order_by(AuditEntry.seq)))
+
+
+def test_login_and_logout_are_audited(app, client, make_user, login):
+    make_user("olivia")
+    assert login("olivia").status_code == 302
+    assert client.get("/").status_code == 200
+    assert client.post("/auth/logout").status_code == 302
+    assert client.get("/").status_code == 302
+    assert _actions(app)[-3:] == ["user_account.update", "login.success", "logout"]
+
+
+@pytest.mark.parametrize("username,password", [("olivia", "wrong-password!"), ("nobody", PASSWORD)])
+def test_every_login_failure_gets_the_same_message(client, make_user, login, username, password):
+    make_user("olivia")
+    response = login(username, password)
+    assert response.status_code == 401
+    assert "Invalid user name or password." in response.get_data(as_text=True)
+
+
+def test_lockout_through_the_login_screen(app, client, make_user, login):
+    make_user("olivia")
+    for _ in range(5):
+        assert login("olivia", "wrong-password!").status_code == 401
+    response = login("olivia")  # right password, locked account: same generic message
+    assert response.status_code == 401 and "Invalid user name or password." in response.get_data(as_text=True)
+    assert _actions(app).count("login.failure") == 6 and "account.locked" in _actions(app)
+
+
+def test_idle_timeout_ends_the_session_and_is_audited(app, client, make_user, login):
+    make_user("olivia")
+    login("olivia")
+    assert client.get("/").status_code == 200
+    with client.session_transaction() as s:
+        s["last_seen"] = time.time() - 16 * 60
+    response = client.get("/sops/")
+    assert response.status_code == 302 and "/auth/login" in response.location
+    assert _actions(app)[-1] == "session.timeout"
+    assert client.get("/").status_code == 302
+
+
+def test_idle_timeout_is_configurable(app_factory, make_user):
+    app = app_factory(IDLE_TIMEOUT_MINUTES=1)
+    client = app.test_client()
+    make_user("olivia")
+    client.post("/auth/login", data={"username": "olivia", "password": PASSWORD})
+    with client.session_transaction() as s:
+        s["last_seen"] = time.time() - 90
+    assert client.get("/").status_code == 302
+
+
+def test_active_use_keeps_the_session(client, make_user, login):
+    make_user("olivia")
+    login("olivia")
+    with client.session_transaction() as s:
+        s["last_seen"] = time.time() - 14 * 60
+    assert client.get("/").status_code == 200
+
+
+def test_temporary_password_forces_a_change_before_anything_else(client, make_user, login):
+    make_user("tess", "qa", temporary=True)
+    response = login("tess")
+    assert response.location.endswith("/auth/password")
+    assert client.get("/sops/").location.endswith("/auth/password")
+    bad = client.post("/auth/password", data={"current": PASSWORD, "new": "short", "confirm": "short"})
+    assert "at least 12" in bad.get_data(as_text=True)
+    ok = client.post("/auth/password", data={"current": PASSWORD, "new": "my-own-new-secret",
+                                             "confirm": "my-own-new-secret"})
+    assert ok.status_code == 302
+    assert client.get("/sops/").status_code == 200
+
+
+def test_a_password_change_ends_other_sessions(app, make_user):
+    make_user("olivia")
+    first, second = app.test_client(), app.test_client()
+    for c in (first, second):
+        c.post("/auth/login", data={"username": "olivia", "password": PASSWORD})
+    first.post("/auth/password", data={"current": PASSWORD, "new": "another-secret-9",
+                                       "confirm": "another-secret-9"})
+    assert first.get("/").status_code == 200
+    assert second.get("/").status_code == 302
+
+
+@pytest.mark.parametrize("target,expected", [
+    ("/sops/", "/sops/"),
+    ("/audit/?action=login", "/audit/?action=login"),
+    ("https://evil.example/", None),
+    ("//evil.example/x", None),
+    ("/\\evil.example", None),
+    ("javascript:alert(1)", None),
+    ("evil.example", None),
+    ("", None),
+])
+def test_safe_next(target, expected):
+    assert safe_next(target) == expected
+
+
+def test_login_next_never_leaves_the_site(client, make_user):
+    make_user("olivia")
+    response = client.post("/auth/login?next=https://evil.example/",
+                           data={"username": "olivia", "password": PASSWORD})
+    assert response.location == "/"
+    client.post("/auth/logout")
+    response = client.post("/auth/login?next=/sops/", data={"username": "olivia", "password": PASSWORD})
+    assert response.location == "/sops/"

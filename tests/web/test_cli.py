@@ -1,0 +1,95 @@
+"""The administrator commands, run through Flask's CLI runner on the real database."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from mfg.extensions import db
+from mfg.models import SopVersion, User
+from tests.support import DEMO_SOP
+
+
+def test_users_create_reads_the_password_from_stdin_and_file(app, tmp_path):
+    runner = app.test_cli_runner()
+    result = runner.invoke(args=["users", "create", "--username", "olivia", "--full-name", "Olivia Op",
+                                 "--roles", "operator", "--password-file", "-"], input="a-long-secret-1\n")
+    assert result.exit_code == 0, result.output
+    secret = tmp_path / "pw"
+    secret.write_text("another-secret-2\n")
+    result = runner.invoke(args=["users", "create", "--username", "quinn", "--full-name", "Quinn",
+                                 "--roles", "qa,admin", "--password-file", str(secret)])
+    assert result.exit_code == 0, result.output
+    listing = runner.invoke(args=["users", "list"]).output
+    assert "olivia\tOlivia Op\toperator\tactive" in listing and "admin,qa" in listing
+    refused = runner.invoke(args=["users", "create", "--username", "bad", "--full-name", "B", "--roles", "x",
+                                  "--password-file", "-"], input="short\n")
+    assert refused.exit_code == 1 and "unknown role" in refused.output and "at least 12" in refused.output
+
+
+def test_users_unlock_deactivate_and_reset(app, make_user):
+    make_user("olivia")
+    runner = app.test_cli_runner()
+    assert runner.invoke(args=["users", "unlock", "olivia", "--reason", "x"]).exit_code == 1  # not locked
+    result = runner.invoke(args=["users", "reset-password", "olivia", "--password-file", "-",
+                                 "--reason", "forgotten"], input="temporary-secret-3\n")
+    assert result.exit_code == 0, result.output
+    assert runner.invoke(args=["users", "deactivate", "olivia", "--reason", "left"]).exit_code == 0
+    with app.app_context():
+        user = db.session.scalar(sa.select(User).where(User.username == "olivia"))
+        assert user.must_change_password and not user.active
+
+
+def test_sops_load_refuses_a_changed_file(app, make_user):
+    make_user("loader", "qa")
+    target = shutil.copy(DEMO_SOP, app.config["SOPS_DIR"])
+    runner = app.test_cli_runner()
+    result = runner.invoke(args=["sops", "load", "--user", "loader"])
+    assert result.exit_code == 0 and "loaded DEMO-PROC v1 (draft)" in result.output
+    with open(target, "a") as handle:
+        handle.write("\n# edited\n")
+    result = runner.invoke(args=["sops", "load", "--user", "loader"])
+    assert result.exit_code == 1 and "new version number" in result.output
+    assert "DEMO-PROC\tv1\tdraft" in runner.invoke(args=["sops", "list"]).output
+
+
+def test_audit_verify_exit_codes(app, make_user):
+    make_user("olivia")
+    runner = app.test_cli_runner()
+    result = runner.invoke(args=["audit", "verify"])
+    assert result.exit_code == 0 and "audit trail intact: 1 entries checked" in result.output
+    engine = app.extensions["mfg.db"].engine
+    with engine.begin() as conn:
+        if engine.dialect.name == "sqlite":
+            conn.execute(sa.text("DROP TRIGGER audit_entry_refuse_update"))
+        else:
+            conn.execute(sa.text("DROP TRIGGER audit_entry_refuse_change ON audit_entry"))
+        conn.execute(sa.text("UPDATE audit_entry SET username = 'someone-else' WHERE seq = 1"))
+    result = runner.invoke(args=["audit", "verify"])
+    assert result.exit_code == 1 and "entry 1 was altered" in result.output
+
+
+def test_audit_signatures_command(app, make_user):
+    result = app.test_cli_runner().invoke(args=["audit", "signatures"])
+    assert result.exit_code == 0 and "signatures intact: 0 checked" in result.output
+
+
+def test_init_demo_is_idempotent(app):
+    runner = app.test_cli_runner()
+    app.config["SOPS_DIR"] = str(DEMO_SOP.parent)
+    first = runner.invoke(args=["init", "--demo"])
+    assert first.exit_code == 0, first.output
+    assert "created demo users" in first.output and "loaded and approved DEMO-PROC v1" in first.output
+    instance = Path(app.instance_path)
+    key, config = instance / "signing" / "site-key.pem", instance / "config.py"
+    key_bytes, secret = key.read_bytes(), config.read_text()
+    assert "SECRET_KEY" in secret and "DEMO = True" in secret and oct(key.stat().st_mode)[-3:] == "600"
+    second = runner.invoke(args=["init", "--demo"])
+    assert second.exit_code == 0 and "created" not in second.output
+    assert key.read_bytes() == key_bytes and config.read_text() == secret
+    with app.app_context():
+        assert db.session.scalar(sa.select(SopVersion.status)) == "effective"
+        assert db.session.scalar(sa.select(sa.func.count()).select_from(User)) == 6
+    assert runner.invoke(args=["audit", "verify"]).exit_code == 0
