@@ -69,6 +69,17 @@ def _check_new_password(user_or_name: User | str, password: str, policy: Policy)
         raise ValidationFailed(*problems)
 
 
+def _profile(full_name: str, roles: str | list[str], problems: list[str]) -> list[str]:
+    """Check the printed name and roles, adding to ``problems``; returns the parsed roles."""
+    if not full_name.strip():
+        problems.append("Full (printed) name is required: it appears in every signature.")
+    try:
+        return rules.parse_roles(roles)
+    except ValidationFailed as exc:
+        problems.extend(exc.problems)
+        return []
+
+
 def create_user(session: Session, *, username: str, full_name: str, roles: str | list[str], password: str,
                 policy: Policy, temporary: bool = True) -> User:
     """Create an account. An administrator's password is temporary: it must be changed at first sign-in."""
@@ -76,13 +87,7 @@ def create_user(session: Session, *, username: str, full_name: str, roles: str |
     problems = []
     if not username or len(username) > 64 or not username.replace(".", "").replace("-", "").replace("_", "").isalnum():
         problems.append("User name: 1-64 letters, digits, '.', '-' or '_'.")
-    if not full_name.strip():
-        problems.append("Full (printed) name is required: it appears in every signature.")
-    try:
-        role_list = rules.parse_roles(roles)
-    except ValidationFailed as exc:
-        problems.extend(exc.problems)
-        role_list = []
+    role_list = _profile(full_name, roles, problems)
     problems.extend(rules.password_problems(password, min_length=policy.min_length, username=username))
     if problems:
         raise ValidationFailed(*problems)
@@ -209,14 +214,8 @@ def reactivate(session: Session, user: User, *, reason: str) -> None:
 
 def set_roles(session: Session, user: User, *, roles: str | list[str], full_name: str, reason: str) -> None:
     reason = _reason(reason)
-    problems = []
-    if not full_name.strip():
-        problems.append("Full (printed) name is required.")
-    try:
-        role_list = rules.parse_roles(roles)
-    except ValidationFailed as exc:
-        problems.extend(exc.problems)
-        role_list = []
+    problems: list[str] = []
+    role_list = _profile(full_name, roles, problems)
     if problems:
         raise ValidationFailed(*problems)
     user.roles = ",".join(role_list)
