@@ -67,13 +67,16 @@ class Audited:
     """
 
     __audit_redact__: ClassVar[frozenset[str]] = frozenset()
+    # Columns left out of a creation entry because another column already fingerprints them.
+    __audit_omit__: ClassVar[frozenset[str]] = frozenset()
 
     def audit_values(self) -> dict[str, Any]:
-        """Column values as the audit trail records them."""
+        """Column values as the audit trail records them at creation."""
         values = {}
         for column in sa.inspect(type(self)).columns:
             key = column.key
-            values[key] = "[redacted]" if key in self.__audit_redact__ else getattr(self, key)
+            if key not in self.__audit_omit__:
+                values[key] = "[redacted]" if key in self.__audit_redact__ else getattr(self, key)
         return values
 
 

@@ -14,6 +14,7 @@ class Signature(Audited, Base):
     """
 
     __tablename__ = "signature"
+    __audit_omit__ = frozenset({"content"})  # content_sha256 is recorded; the content is in this row
 
     id: so.Mapped[IntPK]
     user_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey("user_account.id"))

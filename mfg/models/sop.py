@@ -17,6 +17,7 @@ class SopVersion(Audited, Signable, Base):
     """
 
     __tablename__ = "sop_version"
+    __audit_omit__ = frozenset({"content"})  # the sha256 is recorded; the text is in this row, immutable
 
     id: so.Mapped[IntPK]
     code: so.Mapped[str] = so.mapped_column(sa.String(40))

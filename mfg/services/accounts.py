@@ -118,6 +118,7 @@ def authenticate(session: Session, username: str, password: str, policy: Policy)
     user = get_by_username(session, username)
     if user is None or not user.active or user.locked or not password_matches(user, password):
         raise AuthenticationFailed(username, context="login")
+    audit.set_actor(session, user)  # from here on the request acts as this user
     now = utcnow()
     user.failed_logins = 0
     user.last_login_at = now

@@ -25,6 +25,9 @@ def test_login_and_logout_are_audited(app, client, make_user, login):
     assert client.post("/auth/logout").status_code == 302
     assert client.get("/").status_code == 302
     assert _actions(app)[-3:] == ["user_account.update", "login.success", "logout"]
+    with app.app_context():
+        users = list(db.session.scalars(sa.select(AuditEntry.username).order_by(AuditEntry.seq)))
+    assert users[-3:] == ["olivia", "olivia", "olivia"]  # the sign-in's own update is attributed too
 
 
 @pytest.mark.parametrize("username,password", [("olivia", "wrong-password!"), ("nobody", PASSWORD)])
