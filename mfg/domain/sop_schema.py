@@ -18,11 +18,10 @@ Checking happens in three passes, and each pass reports everything it finds:
 3. References, run once the structure is valid: unique ids, time windows that point at an earlier
    datetime, calculations whose names exist and do not go round in a circle.
 
-No value in a definition is ever evaluated here: calculated-field expressions are only parsed with
-:func:`ast.parse` and inspected.
+No value in a definition is ever evaluated here: calculated-field expressions are only parsed and checked
+against the whitelist of :mod:`mfg.domain.calc`, the module that later evaluates them.
 """
 
-import ast
 import keyword
 import re
 from collections.abc import Iterable, Iterator
@@ -31,6 +30,11 @@ from typing import Annotated, Any, Literal, NamedTuple, get_args
 import pydantic
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationInfo, field_validator
+
+# The whitelist of calculated-field expressions lives in calc.py, next to the evaluator that relies on it;
+# CALCULATION_FUNCTIONS stays importable from here as before.
+from mfg.domain.calc import CALCULATION_FUNCTIONS as CALCULATION_FUNCTIONS
+from mfg.domain.calc import Reference, inspect_expression
 
 __all__ = [
     "FIELD_TYPES",
@@ -61,16 +65,6 @@ ROOT = "(root)"
 CODE_PATTERN = r"^[A-Z][A-Z0-9-]{1,39}$"
 IDENTIFIER_PATTERN = r"^[a-z][a-z0-9_]{0,39}$"
 DOTTED_NAME_PATTERN = r"^[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)*$"
-
-CALCULATION_FUNCTIONS: dict[str, tuple[int, int | None]] = {
-    # name: (fewest arguments, most arguments or None for no upper bound)
-    "abs": (1, 1),
-    "log10": (1, 1),
-    "max": (2, None),
-    "min": (2, None),
-    "round": (1, 2),
-    "sqrt": (1, 1),
-}
 
 
 class DefinitionError(Exception):
@@ -280,8 +274,8 @@ class MaterialField(FieldBase):
 
 
 def _expression_syntax(value: str) -> str:
-    """Calculations may use arithmetic only; see :func:`_inspect_expression`."""
-    _, problems = _inspect_expression(value)
+    """Calculations may use arithmetic only; the whitelist is :func:`mfg.domain.calc.inspect_expression`."""
+    _, problems = inspect_expression(value)
     if problems:
         raise ValueError("; ".join(problems))
     return value
@@ -616,130 +610,6 @@ def _without_field_type_tags(loc: tuple[str | int, ...]) -> tuple[str | int, ...
     return tuple(kept)
 
 
-# --- calculated-field expressions ----------------------------------------------------------------
-
-
-class _Reference(NamedTuple):
-    """A name in an expression: a field of the same step (``step`` None) or ``step.field``."""
-
-    step: str | None
-    field: str
-
-    def __str__(self) -> str:
-        return f"{self.step}.{self.field}" if self.step else self.field
-
-
-_BINARY_OPERATORS = (ast.Add, ast.Sub, ast.Mult, ast.Div, ast.Pow)
-_UNARY_OPERATORS = (ast.UAdd, ast.USub)
-_FORBIDDEN_SYNTAX = {
-    ast.Lambda: "lambda",
-    ast.Subscript: "indexing",
-    ast.Compare: "comparisons",
-    ast.BoolOp: "and/or",
-    ast.IfExp: "conditional expressions",
-    ast.NamedExpr: "assignment (:=)",
-    ast.JoinedStr: "f-strings",
-    ast.List: "lists",
-    ast.Tuple: "tuples",
-    ast.Set: "sets",
-    ast.Dict: "dictionaries",
-    ast.ListComp: "comprehensions",
-    ast.SetComp: "comprehensions",
-    ast.DictComp: "comprehensions",
-    ast.GeneratorExp: "comprehensions",
-    ast.Starred: "* arguments",
-}
-
-
-def _inspect_expression(expression: str) -> tuple[list[_Reference], list[str]]:
-    """Return the field references in ``expression`` and every construct it uses that is not arithmetic.
-
-    Allowed: numbers, field names, ``step.field``, + - * / ** (binary), unary + and -, parentheses, and
-    calls of min, max, abs, round, log10 and sqrt with the right number of positional arguments.
-    """
-    if not expression.strip():
-        return [], ["the expression is empty"]
-    try:
-        tree = ast.parse(expression.strip(), mode="eval")
-    except SyntaxError as exc:
-        return [], [f"not a valid expression: {exc.msg}"]
-    except (ValueError, RecursionError, MemoryError):
-        return [], ["not a valid expression: too long or too deeply nested"]
-
-    references: list[_Reference] = []
-    problems: list[str] = []
-    pending: list[ast.expr] = [tree.body]
-    while pending:
-        node = pending.pop()
-        children: list[ast.expr] = []
-        if isinstance(node, ast.Constant):
-            if type(node.value) not in (int, float):
-                problems.append(f"only numbers may be written as constants, not {node.value!r}")
-        elif isinstance(node, ast.Name):
-            if node.id.startswith("_"):
-                problems.append(f"names starting with _ are not allowed: {node.id!r}")
-            else:
-                references.append(_Reference(None, node.id))
-        elif isinstance(node, ast.Attribute):
-            if not isinstance(node.value, ast.Name) or node.attr.startswith("_") or node.value.id.startswith("_"):
-                problems.append(f"a dot may only join a step id and a field id: {ast.unparse(node)!r}")
-            else:
-                references.append(_Reference(node.value.id, node.attr))
-        elif isinstance(node, ast.BinOp):
-            if isinstance(node.op, _BINARY_OPERATORS):
-                children = [node.left, node.right]
-            else:
-                problems.append(f"operator {_operator_text(node)!r} is not allowed; use + - * / **")
-        elif isinstance(node, ast.UnaryOp):
-            if isinstance(node.op, _UNARY_OPERATORS):
-                children = [node.operand]
-            else:
-                problems.append(f"operator {_operator_text(node)!r} is not allowed; use + - * / **")
-        elif isinstance(node, ast.Call):
-            problem = _call_problem(node)
-            if problem:
-                problems.append(problem)
-            else:
-                children = list(node.args)
-        else:
-            what = _FORBIDDEN_SYNTAX.get(type(node), f"{type(node).__name__} syntax")
-            problems.append(f"{what} not allowed in calculations")
-        pending.extend(reversed(children))  # keep left-to-right order in messages
-    return references, problems
-
-
-def _call_problem(call: ast.Call) -> str | None:
-    allowed = ", ".join(sorted(CALCULATION_FUNCTIONS))
-    if not isinstance(call.func, ast.Name) or call.func.id not in CALCULATION_FUNCTIONS:
-        return f"function {ast.unparse(call.func)!r} is not allowed; allowed: {allowed}"
-    name = call.func.id
-    if call.keywords or any(isinstance(arg, ast.Starred) for arg in call.args):
-        return f"{name}() takes plain positional arguments only"
-    fewest, most = CALCULATION_FUNCTIONS[name]
-    if len(call.args) < fewest or (most is not None and len(call.args) > most):
-        expected = str(fewest) if fewest == most else f"{fewest} to {most}" if most else f"at least {fewest}"
-        return f"{name}() takes {expected} argument{'s' if expected != '1' else ''}, got {len(call.args)}"
-    return None
-
-
-_OPERATOR_SYMBOLS: dict[type[ast.operator] | type[ast.unaryop], str] = {
-    ast.Mod: "%",
-    ast.FloorDiv: "//",
-    ast.MatMult: "@",
-    ast.BitAnd: "&",
-    ast.BitOr: "|",
-    ast.BitXor: "^",
-    ast.LShift: "<<",
-    ast.RShift: ">>",
-    ast.Invert: "~",
-    ast.Not: "not",
-}
-
-
-def _operator_text(node: ast.BinOp | ast.UnaryOp) -> str:
-    return _OPERATOR_SYMBOLS.get(type(node.op), type(node.op).__name__)
-
-
 # --- pass 3: references --------------------------------------------------------------------------
 
 
@@ -840,7 +710,7 @@ def _calculation_problems(places: dict[str, _Place]) -> Iterator[_Problem]:
             path = f"{place.path}.fields[{field_number}].expression"
             expression_path[node] = path
             depends_on[node] = []
-            references, _ = _inspect_expression(field.expression)
+            references, _ = inspect_expression(field.expression)
             for reference in references:
                 problem, target = _resolve(reference, place, places, field)
                 if problem:
@@ -851,7 +721,7 @@ def _calculation_problems(places: dict[str, _Place]) -> Iterator[_Problem]:
 
 
 def _resolve(
-    reference: _Reference, place: _Place, places: dict[str, _Place], calculated: CalculatedField
+    reference: Reference, place: _Place, places: dict[str, _Place], calculated: CalculatedField
 ) -> tuple[str | None, tuple[str, str] | None]:
     """Return (problem, None) or (None, the calculated field referred to, if the target is calculated)."""
     own_step = reference.step is None or reference.step == place.step.id

@@ -1,13 +1,16 @@
 """SQLAlchemy 2 typed models. Importing this package registers every table on ``Base.metadata``."""
 
 from .audit import AuditEntry, AuditHead
+from .batch import Batch, BatchMasterRecord, Deviation, RecordedValue, SignatureInvalidation, StepExecution
 from .base import Audited, Base, Signable, UTCDateTime, utcnow
+from .masterdata import Counter, Equipment, MaterialLot
 from .signature import Signature
 from .sop import SopVersion
 from .user import User
 
 # Record types that carry e-signatures, by the name a Signature stores in ``record_type``.
-SIGNABLE: dict[str, type[Signable]] = {SopVersion.__tablename__: SopVersion}
+SIGNABLE: dict[str, type[Signable]] = {model.__tablename__: model for model in (SopVersion, StepExecution)}
 
-__all__ = ["AuditEntry", "AuditHead", "Audited", "Base", "SIGNABLE", "Signable", "Signature", "SopVersion",
-           "UTCDateTime", "User", "utcnow"]
+__all__ = ["AuditEntry", "AuditHead", "Audited", "Base", "Batch", "BatchMasterRecord", "Counter", "Deviation",
+           "Equipment", "MaterialLot", "RecordedValue", "SIGNABLE", "Signable", "Signature", "SignatureInvalidation",
+           "SopVersion", "StepExecution", "UTCDateTime", "User", "utcnow"]

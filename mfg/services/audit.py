@@ -12,6 +12,7 @@ reason for a change comes from ``flush(session, reason=...)``.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -48,11 +49,22 @@ def actor_of(session: Session) -> Actor:
 
 def flush(session: Session, *, reason: str | None = None) -> None:
     """Flush pending changes, recording ``reason`` with the audit entries they produce."""
-    session.info[REASON_KEY] = reason
-    try:
+    with reason_for(session, reason):
         session.flush()
+
+
+@contextmanager
+def reason_for(session: Session, reason: str | None) -> Iterator[None]:
+    """Record ``reason`` with every audit entry written inside the block, autoflushes included.
+
+    An inner reason wins over an outer one; ``None`` keeps the outer reason.
+    """
+    previous = session.info.get(REASON_KEY)
+    session.info[REASON_KEY] = reason if reason is not None else previous
+    try:
+        yield
     finally:
-        session.info.pop(REASON_KEY, None)
+        session.info[REASON_KEY] = previous
 
 
 def record_event(session: Session, action: str, *, user: User | None = None, entity_type: str | None = None,

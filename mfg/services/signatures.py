@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 from ..domain.canonical import canonical_json, content_hash, sha256_hex
 from ..domain.errors import AuthenticationFailed, PermissionDenied, ValidationFailed
 from ..domain.signing import ROLE_FOR_MEANING, Meaning
-from ..models import SIGNABLE, Signable, Signature, User, utcnow
+from ..models import SIGNABLE, Signable, Signature, SignatureInvalidation, User, utcnow
 from . import accounts, audit
 
 
@@ -71,11 +71,16 @@ def check_all(session: Session) -> tuple[int, list[Mismatch]]:
     """Recompute every signed record's content hash; report each signature it no longer matches."""
     mismatches = []
     checked = 0
+    # A signature invalidated by a recorded correction is expected not to match the corrected record;
+    # its own stored content must still match its hash.
+    invalidated = set(session.scalars(sa.select(SignatureInvalidation.signature_id)))
     for signature in session.scalars(sa.select(Signature).order_by(Signature.id)):
         checked += 1
         if sha256_hex(signature.content) != signature.content_sha256:
             mismatches.append(Mismatch(signature.id, signature.record_type, signature.record_id,
                                        "the stored signed content does not match its hash"))
+            continue
+        if signature.id in invalidated:
             continue
         model = SIGNABLE.get(signature.record_type)
         record = session.get(model, int(signature.record_id)) if model else None

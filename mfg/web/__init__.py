@@ -6,7 +6,7 @@ from flask import Flask
 
 
 def init_app(app: Flask) -> None:
-    from . import admin, audit_trail, auth, errors, main, security, sops
+    from . import admin, audit_trail, auth, batches, errors, main, masterdata, security, sops
 
     security.init_app(app)
     errors.init_app(app)
@@ -15,3 +15,5 @@ def init_app(app: Flask) -> None:
     app.register_blueprint(admin.bp)
     app.register_blueprint(audit_trail.bp)
     app.register_blueprint(sops.bp)
+    app.register_blueprint(batches.bp)
+    app.register_blueprint(masterdata.bp)

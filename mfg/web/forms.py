@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from flask_wtf import FlaskForm
-from wtforms import (DateField, PasswordField, SelectMultipleField, StringField, SubmitField,
+from wtforms import (DateField, PasswordField, SelectField, SelectMultipleField, StringField, SubmitField,
                      TextAreaField)
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, EqualTo, Length, Optional
@@ -104,3 +104,19 @@ class ConfirmForm(FlaskForm):
     submit = SubmitField("Confirm")
 
 
+
+
+class EquipmentForm(FlaskForm):
+    identifier = StringField("Identifier", validators=[DataRequired(), Length(max=60)])
+    equipment_type = StringField("Type", validators=[DataRequired(), Length(max=100)])
+    description = StringField("Description", validators=[Optional(), Length(max=200)])
+    calibration_due = DateField("Calibration due", validators=[Optional()])
+    submit = SubmitField("Register equipment")
+
+
+class MaterialLotForm(FlaskForm):
+    material = StringField("Material", validators=[DataRequired(), Length(max=100)])
+    lot_number = StringField("Lot number", validators=[DataRequired(), Length(max=60)])
+    expiry = DateField("Expiry", validators=[DataRequired()])
+    qc_status = SelectField("QC status", choices=[SelectChoice(s, s) for s in ("quarantine", "released", "rejected")])
+    submit = SubmitField("Receive lot")

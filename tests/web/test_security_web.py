@@ -79,7 +79,8 @@ def test_security_headers_and_cookie_flags(client, make_user, login):
     assert "script-src 'self'" in csp and "unsafe-inline" not in csp and "default-src 'self'" in csp
     assert page.headers["X-Frame-Options"] == "DENY" and page.headers["Cache-Control"] == "no-store"
     html = page.get_data(as_text=True)
-    assert "<script" not in html and "style=" not in html
+    assert re.findall(r"<script[^>]*>", html) == ['<script src="/static/app.js" defer>']  # no inline script
+    assert "</script>" in html and "style=" not in html
     assert not re.search(r'(src|href)="(https?:)?//', html)  # no off-site assets
     css = client.get("/static/app.css")
     assert css.status_code == 200 and b"demo-banner" in css.data

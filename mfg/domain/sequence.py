@@ -1,0 +1,114 @@
+"""Which steps of a batch may be done now (21 CFR 11.10(f): enforce the permitted sequence).
+
+Rules, all from the master records a batch pins, in their order:
+- Stages run in order: a stage opens when every earlier stage is complete.
+- Within a stage, steps run in the order written, except steps marked ``parallel``, which may be done
+  at any time while their stage is open.
+- A step lets the next one start once it is *performed*; second-person verification may follow later,
+  but a stage is *complete* only when each of its steps has its minimum number of instances performed
+  and, where required, verified, and no instance waits for a new signature after a correction.
+- A repeatable step's next instance opens when the previous one is performed, up to ``repeat.max``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from .errors import InvalidTransition
+from .sop_schema import MasterRecord, Stage, Step
+from .status import TransitionTable
+
+BATCH_STATUS = TransitionTable("A batch", {
+    "created": {"in_progress": "perform the first step", "rejected": "reject"},
+    "in_progress": {"awaiting_review": "complete the last step", "rejected": "reject"},
+    "awaiting_review": {"released": "release", "conditionally_released": "release conditionally",
+                        "rejected": "reject", "in_progress": "correct a value"},
+    "conditionally_released": {"released": "final results"},
+    "released": {},
+    "rejected": {},
+})
+
+STEP_STATUS = TransitionTable("A step", {
+    "awaiting_verification": {"complete": "verify", "needs_signature": "correct a value"},
+    "complete": {"needs_signature": "correct a value"},
+    "needs_signature": {"awaiting_verification": "sign again", "complete": "sign again",
+                        "needs_signature": "correct another value"},
+})
+
+
+@dataclass(frozen=True)
+class StepRef:
+    """A step of a batch: which pinned master record (by position) and which step id."""
+
+    position: int
+    step_id: str
+
+
+@dataclass(frozen=True)
+class InstanceState:
+    instance: int
+    status: str  # STEP_STATUS keys
+
+
+@dataclass(frozen=True)
+class Open:
+    """A step instance that may be performed now."""
+
+    ref: StepRef
+    stage: Stage
+    step: Step
+    instance: int
+
+
+def _stage_complete(position: int, stage: Stage, done: Mapping[StepRef, Sequence[InstanceState]]) -> bool:
+    for step in stage.steps:
+        states = done.get(StepRef(position, step.id), ())
+        needed = step.repeat.min if step.repeat else 1
+        if sum(1 for s in states if s.status == "complete") < needed:
+            return False
+        if any(s.status != "complete" for s in states):
+            return False
+    return True
+
+
+def _performed(states: Sequence[InstanceState], step: Step) -> bool:
+    return len(states) >= (step.repeat.min if step.repeat else 1)
+
+
+def open_steps(records: Sequence[MasterRecord], done: Mapping[StepRef, Sequence[InstanceState]]) -> list[Open]:
+    """Every step instance that may be performed now, in master record order."""
+    result: list[Open] = []
+    for position, record in enumerate(records):
+        for stage in record.stages:
+            blocked = False
+            for step in stage.steps:
+                ref = StepRef(position, step.id)
+                states = done.get(ref, ())
+                limit = step.repeat.max if step.repeat else 1
+                if not blocked or step.parallel:
+                    if len(states) < limit:
+                        result.append(Open(ref, stage, step, len(states) + 1))
+                if not step.parallel and not _performed(states, step):
+                    blocked = True
+            if not _stage_complete(position, stage, done):
+                return result
+    return result
+
+
+def all_complete(records: Sequence[MasterRecord], done: Mapping[StepRef, Sequence[InstanceState]]) -> bool:
+    return all(_stage_complete(position, stage, done)
+               for position, record in enumerate(records) for stage in record.stages)
+
+
+def require_open(records: Sequence[MasterRecord], done: Mapping[StepRef, Sequence[InstanceState]],
+                 ref: StepRef, instance: int) -> Open:
+    """The open step instance ``ref``/``instance``, or a refusal that says why it is not open."""
+    for item in open_steps(records, done):
+        if item.ref == ref and item.instance == instance:
+            return item
+    states = done.get(ref, ())
+    if any(s.instance == instance for s in states):
+        raise InvalidTransition(f"step '{ref.step_id}' #{instance} has already been performed")
+    raise InvalidTransition(f"step '{ref.step_id}' #{instance} is not open yet: earlier steps of the master "
+                            "record must be performed first")

@@ -1,0 +1,149 @@
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+import sqlalchemy as sa
+import sqlalchemy.orm as so
+
+from .base import UTC, Audited, Base, Hash64, IntPK, Signable, utcnow
+
+
+class Batch(Audited, Base):
+    """An executed batch record (a lot), made under the master record versions it pins."""
+
+    __tablename__ = "batch"
+
+    id: so.Mapped[IntPK]
+    lot: so.Mapped[str] = so.mapped_column(sa.String(40), unique=True)
+    status: so.Mapped[str] = so.mapped_column(sa.String(30), default="created")
+    created_at: so.Mapped[UTC] = so.mapped_column(default=utcnow)
+    created_by_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey("user_account.id"))
+    row_version: so.Mapped[int] = so.mapped_column(default=1)
+
+    created_by: so.Mapped["User"] = so.relationship()  # noqa: F821
+    master_records: so.Mapped[list["BatchMasterRecord"]] = so.relationship(
+        back_populates="batch", order_by="BatchMasterRecord.position")
+    executions: so.Mapped[list["StepExecution"]] = so.relationship(back_populates="batch")
+
+    __mapper_args__ = {"version_id_col": row_version}
+
+
+class BatchMasterRecord(Audited, Base):
+    """The master record versions a batch was started under, in the order they run. Never changed."""
+
+    __tablename__ = "batch_master_record"
+
+    batch_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey("batch.id"), primary_key=True)
+    position: so.Mapped[int] = so.mapped_column(primary_key=True)
+    sop_version_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey("sop_version.id"))
+
+    batch: so.Mapped[Batch] = so.relationship(back_populates="master_records")
+    sop_version: so.Mapped["SopVersion"] = so.relationship()  # noqa: F821
+
+
+class StepExecution(Audited, Signable, Base):
+    """One executed step (one instance of a repeatable step) of a batch.
+
+    The unique key (batch, master record, step, instance) means two operators completing the same step
+    at once cannot both succeed; ``row_version`` catches lost updates on later changes.
+    """
+
+    __tablename__ = "step_execution"
+
+    id: so.Mapped[IntPK]
+    batch_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey("batch.id"))
+    sop_version_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey("sop_version.id"))
+    stage_id: so.Mapped[str] = so.mapped_column(sa.String(40))
+    step_id: so.Mapped[str] = so.mapped_column(sa.String(40))
+    instance: so.Mapped[int] = so.mapped_column(default=1)
+    # sha256 of the step definition's canonical JSON: what the values were entered against.
+    definition_sha256: so.Mapped[Hash64]
+    status: so.Mapped[str] = so.mapped_column(sa.String(30))
+    comment: so.Mapped[str | None] = so.mapped_column(sa.Text)
+    performed_by_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey("user_account.id"))
+    performed_at: so.Mapped[UTC]
+    performed_signature_id: so.Mapped[int | None] = so.mapped_column(sa.ForeignKey("signature.id"))
+    verified_signature_id: so.Mapped[int | None] = so.mapped_column(sa.ForeignKey("signature.id"))
+    row_version: so.Mapped[int] = so.mapped_column(default=1)
+
+    batch: so.Mapped[Batch] = so.relationship(back_populates="executions")
+    performed_by: so.Mapped["User"] = so.relationship()  # noqa: F821
+    values: so.Mapped[list["RecordedValue"]] = so.relationship(back_populates="execution",
+                                                               order_by="RecordedValue.id")
+
+    __table_args__ = (sa.UniqueConstraint("batch_id", "sop_version_id", "step_id", "instance"),
+                      sa.Index("ix_step_execution_batch", "batch_id", "id"))
+    __mapper_args__ = {"version_id_col": row_version}
+
+    def current_values(self) -> dict[str, "RecordedValue"]:
+        """The latest value of each field: a correction supersedes, never overwrites."""
+        superseded = {v.supersedes_id for v in self.values if v.supersedes_id}
+        return {v.field_id: v for v in self.values if v.id not in superseded}
+
+    def signed_content(self) -> dict[str, Any]:
+        return {"record": "step_execution", "batch_id": self.batch_id, "sop_version_id": self.sop_version_id,
+                "step_id": self.step_id, "instance": self.instance, "definition_sha256": self.definition_sha256,
+                "comment": self.comment,
+                "values": {k: {"text": v.text, "unit": v.unit, "comment": v.comment, "value_id": v.id}
+                           for k, v in sorted(self.current_values().items())}}
+
+
+class RecordedValue(Audited, Base):
+    """An observed or calculated value, as entered. Append-only: a correction is a new row that
+    supersedes the old one with a reason; database triggers refuse UPDATE and DELETE."""
+
+    __tablename__ = "recorded_value"
+
+    id: so.Mapped[IntPK]
+    execution_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey("step_execution.id"))
+    field_id: so.Mapped[str] = so.mapped_column(sa.String(40))
+    field_type: so.Mapped[str] = so.mapped_column(sa.String(20))
+    raw: so.Mapped[str] = so.mapped_column(sa.Text)
+    text: so.Mapped[str] = so.mapped_column(sa.Text)
+    number: so.Mapped[Decimal | None] = so.mapped_column(sa.Numeric(38, 10))
+    moment: so.Mapped[datetime | None]
+    unit: so.Mapped[str | None] = so.mapped_column(sa.String(40))
+    in_limits: so.Mapped[bool] = so.mapped_column(default=True)
+    limit_message: so.Mapped[str | None] = so.mapped_column(sa.Text)
+    comment: so.Mapped[str | None] = so.mapped_column(sa.Text)
+    entered_by_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey("user_account.id"))
+    entered_at: so.Mapped[UTC]
+    supersedes_id: so.Mapped[int | None] = so.mapped_column(sa.ForeignKey("recorded_value.id"))
+    correction_reason: so.Mapped[str | None] = so.mapped_column(sa.Text)
+
+    execution: so.Mapped[StepExecution] = so.relationship(back_populates="values")
+    entered_by: so.Mapped["User"] = so.relationship()  # noqa: F821
+
+    __table_args__ = (sa.Index("ix_recorded_value_execution", "execution_id"),)
+
+
+class Deviation(Audited, Base):
+    """A departure from the master record or its limits: opened automatically or by hand."""
+
+    __tablename__ = "deviation"
+
+    id: so.Mapped[IntPK]
+    number: so.Mapped[str] = so.mapped_column(sa.String(30), unique=True)
+    batch_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey("batch.id"))
+    execution_id: so.Mapped[int | None] = so.mapped_column(sa.ForeignKey("step_execution.id"))
+    step_id: so.Mapped[str | None] = so.mapped_column(sa.String(40))
+    origin: so.Mapped[str] = so.mapped_column(sa.String(30))
+    description: so.Mapped[str] = so.mapped_column(sa.Text)
+    status: so.Mapped[str] = so.mapped_column(sa.String(20), default="open")
+    opened_at: so.Mapped[UTC] = so.mapped_column(default=utcnow)
+    opened_by_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey("user_account.id"))
+
+    __table_args__ = (sa.Index("ix_deviation_batch", "batch_id", "status"),)
+
+
+class SignatureInvalidation(Audited, Base):
+    """A signature that no longer stands because the signed data was corrected. Append-only."""
+
+    __tablename__ = "signature_invalidation"
+
+    signature_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey("signature.id"), primary_key=True)
+    invalidated_at: so.Mapped[UTC]
+    invalidated_by_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey("user_account.id"))
+    reason: so.Mapped[str] = so.mapped_column(sa.Text)

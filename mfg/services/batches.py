@@ -1,0 +1,484 @@
+"""Batch execution: start a batch under effective master records, perform, verify and correct steps.
+
+Every service's first write is its *claim* (inserting the step execution, or bumping its row version),
+so that two operators acting on the same step at once serialise on that row: one succeeds, the other
+gets ``StepConflict`` and the edge tells them who completed it and when. (Writing the claim first also
+keeps the audit chain's head lock from being taken before it, which would deadlock on PostgreSQL.)
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import timedelta
+from decimal import Decimal
+from functools import lru_cache
+from zoneinfo import ZoneInfo
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+from sqlalchemy.orm.exc import StaleDataError
+
+from ..domain import sequence, values
+from ..domain.canonical import content_hash
+from ..domain.errors import ConflictError, NotFound, PermissionDenied, ValidationFailed
+from ..domain.signing import Meaning
+from ..domain.sop_schema import MasterRecord, Step, parse_definition
+from ..models import (Batch, BatchMasterRecord, Deviation, RecordedValue, Signature, SignatureInvalidation,
+                      SopVersion, StepExecution, User, utcnow)
+from . import audit, masterdata, sequences, signatures, sops
+
+OPERATOR = "operator"
+
+
+class StepConflict(ConflictError):
+    """Someone else completed or changed this step first; nothing of this attempt was stored."""
+
+    def __init__(self, batch_id: int, step_id: str, instance: int) -> None:
+        super().__init__(f"step '{step_id}' #{instance} was completed or changed by someone else at the same "
+                         "moment; nothing was stored")
+        self.batch_id, self.step_id, self.instance = batch_id, step_id, instance
+
+
+@lru_cache(maxsize=64)
+def _parse(sha256: str, content: str, source: str) -> MasterRecord:
+    return parse_definition(content, source)
+
+
+def definition_of(version: SopVersion) -> MasterRecord:
+    """The parsed master record of a stored version (cached by its sha256: versions are immutable)."""
+    return _parse(version.sha256, version.content, version.source_name)
+
+
+def records(batch: Batch) -> list[MasterRecord]:
+    return [definition_of(pin.sop_version) for pin in batch.master_records]
+
+
+def start_batch(session: Session, *, codes: list[str], user: User) -> Batch:
+    """Start a batch pinned to the effective version of each master record code, in the order given."""
+    if not user.has_role(OPERATOR):
+        raise PermissionDenied("starting a batch needs the operator role")
+    versions, problems = [], []
+    for code in codes:
+        version = sops.effective(session, code)
+        if version is None:
+            problems.append(f"master record {code} has no effective version")
+        versions.append(version)
+    if problems or not versions:
+        raise ValidationFailed(*(problems or ["name at least one master record"]))
+    year = utcnow().year
+    number = sequences.next_value(session, f"lot:{codes[0]}:{year}")
+    batch = Batch(lot=f"{codes[0]}-{year}-{number:04d}", status="created", created_by_id=user.id)
+    batch.master_records = [BatchMasterRecord(position=i, sop_version_id=v.id) for i, v in enumerate(versions)]
+    session.add(batch)
+    audit.flush(session, reason="batch started")
+    return batch
+
+
+def get(session: Session, batch_id: int) -> Batch:
+    batch = session.get(Batch, batch_id)
+    if batch is None:
+        raise NotFound(f"no batch with id {batch_id}")
+    return batch
+
+
+def executions(session: Session, batch: Batch) -> list[StepExecution]:
+    return list(session.scalars(sa.select(StepExecution).where(StepExecution.batch_id == batch.id)
+                                .order_by(StepExecution.id)))
+
+
+def _position(batch: Batch, sop_version_id: int) -> int:
+    return next(p.position for p in batch.master_records if p.sop_version_id == sop_version_id)
+
+
+def state(session: Session, batch: Batch) -> dict[sequence.StepRef, list[sequence.InstanceState]]:
+    done: dict[sequence.StepRef, list[sequence.InstanceState]] = defaultdict(list)
+    for ex in executions(session, batch):
+        done[sequence.StepRef(_position(batch, ex.sop_version_id), ex.step_id)].append(
+            sequence.InstanceState(ex.instance, ex.status))
+    return done
+
+
+def open_steps(session: Session, batch: Batch) -> list[sequence.Open]:
+    if batch.status not in ("created", "in_progress"):
+        return []
+    return sequence.open_steps(records(batch), state(session, batch))
+
+
+@dataclass
+class StepInput:
+    """What the operator entered on a step screen: raw text per field, comments, the step comment."""
+
+    raw: dict[str, str]
+    field_comments: dict[str, str] = field(default_factory=dict)
+    comment: str = ""
+
+
+@dataclass(frozen=True)
+class Evaluated:
+    field_id: str
+    field_type: str
+    raw: str
+    parsed: values.Parsed
+    unit: str | None
+    limit_problems: list[str]
+
+
+def _inputs_from_batch(session: Session, batch: Batch, position: int) -> dict[str, Decimal | None]:
+    """Current numeric values of earlier steps, as ``step_id.field_id`` for calculations."""
+    found: dict[str, Decimal | None] = {}
+    version_id = batch.master_records[position].sop_version_id
+    for ex in executions(session, batch):
+        if ex.sop_version_id == version_id:
+            for field_id, value in ex.current_values().items():
+                found[f"{ex.step_id}.{field_id}"] = value.number
+    return found
+
+
+def _context_value(batch: Batch, expected: str) -> str | None:
+    """Values a scan field may expect (identity checks). The NK process adds subject and DIN later."""
+    return {"batch.lot": batch.lot}.get(expected)
+
+
+def evaluate(session: Session, batch: Batch, position: int, step: Step, entry: StepInput,
+             tz: ZoneInfo) -> list[Evaluated]:
+    """Parse every field (collecting every malformed entry), compute calculations, judge limits.
+
+    Raises ``ValidationFailed`` listing every problem when anything is malformed or a check refuses it;
+    then nothing is stored.
+    """
+    problems: list[str] = []
+    evaluated: list[Evaluated] = []
+    numbers: dict[str, Decimal | None] = _inputs_from_batch(session, batch, position)
+    today = utcnow().date()
+    for f in step.fields:
+        if f.type == "calculated":
+            continue
+        raw = (entry.raw.get(f.id) or "").strip()
+        kind = values.KINDS[f.type]
+        try:
+            parsed = kind.parse(f, raw, tz=tz)
+        except ValidationFailed as exc:
+            problems.extend(exc.problems)
+            continue
+        numbers[f.id] = parsed.number
+        if parsed.text:
+            if f.type == "equipment":
+                problems.extend(masterdata.equipment_problems(session, parsed.text, f.equipment_type, today))
+            elif f.type == "material":
+                problems.extend(masterdata.lot_problems(session, f.material, parsed.text, today))
+            elif f.type == "scan":
+                expected = _context_value(batch, f.expected)
+                if expected is None:
+                    problems.append(f"{f.label}: the master record expects '{f.expected}', which this batch "
+                                    "does not define")
+                elif parsed.text != expected:
+                    problems.append(f"{f.label}: scanned '{parsed.text}' does not match the expected "
+                                    f"{f.expected} '{expected}'")
+        evaluated.append(Evaluated(f.id, f.type, raw, parsed, getattr(f, "unit", None),
+                                   kind.limit_problems(f, parsed)))
+    if problems:
+        raise ValidationFailed(*problems)
+    for f in step.fields:
+        if f.type == "calculated":
+            parsed = values.KINDS["calculated"].compute(f, numbers)
+            numbers[f.id] = parsed.number
+            evaluated.append(Evaluated(f.id, f.type, "", parsed, f.unit,
+                                       values.KINDS["calculated"].limit_problems(f, parsed)))
+    missing_comments = [f"{e.field_id}: an out-of-limit value needs a comment ({'; '.join(e.limit_problems)})"
+                        for e in evaluated if e.limit_problems and not entry.field_comments.get(e.field_id, "").strip()]
+    if step.comment_required and not entry.comment.strip():
+        missing_comments.append("This step needs a comment.")
+    if missing_comments:
+        raise ValidationFailed(*missing_comments)
+    return evaluated
+
+
+def _open_deviation(session: Session, batch: Batch, execution: StepExecution | None, origin: str,
+                    description: str, user: User) -> Deviation:
+    number = sequences.next_value(session, f"deviation:{utcnow().year}")
+    deviation = Deviation(number=f"DEV-{utcnow().year}-{number:04d}", batch_id=batch.id,
+                          execution_id=execution.id if execution else None,
+                          step_id=execution.step_id if execution else None, origin=origin,
+                          description=description, status="open", opened_by_id=user.id)
+    session.add(deviation)
+    return deviation
+
+
+def _time_window_problem(session: Session, batch: Batch, position: int, step: Step) -> str | None:
+    window = step.time_window
+    if window is None:
+        return None
+    ref_step, ref_field = window.after.split(".")
+    version_id = batch.master_records[position].sop_version_id
+    reference = session.scalar(
+        sa.select(RecordedValue.moment).join(StepExecution)
+        .where(StepExecution.batch_id == batch.id, StepExecution.sop_version_id == version_id,
+               StepExecution.step_id == ref_step, RecordedValue.field_id == ref_field)
+        .order_by(RecordedValue.id.desc()).limit(1))
+    if reference is None:
+        return None
+    elapsed = utcnow() - reference
+    if elapsed > timedelta(hours=window.max_hours) or elapsed < timedelta(hours=window.min_hours):
+        hours = elapsed.total_seconds() / 3600
+        return (f"step '{step.id}' performed {hours:.2f} h after {window.after}; the master record allows "
+                f"{window.min_hours:g}-{window.max_hours:g} h")
+    return None
+
+
+def perform_step(session: Session, batch: Batch, *, position: int, step_id: str, instance: int,
+                 entry: StepInput, signer: User, password: str, username: str | None, require_username: bool,
+                 tz: ZoneInfo) -> StepExecution:
+    """Record a step's values and sign it "Performed by". Out-of-limit values and missed time windows
+    are stored, flagged and open deviations; malformed input stores nothing."""
+    with audit.reason_for(session, f"step {step_id} #{instance} performed"):
+        return _perform(session, batch, position=position, step_id=step_id, instance=instance, entry=entry,
+                        signer=signer, password=password, username=username, require_username=require_username,
+                        tz=tz)
+
+
+def _perform(session: Session, batch: Batch, *, position: int, step_id: str, instance: int, entry: StepInput,
+             signer: User, password: str, username: str | None, require_username: bool,
+             tz: ZoneInfo) -> StepExecution:
+    if not signer.has_role(OPERATOR):
+        raise PermissionDenied("performing a step needs the operator role")
+    if batch.status not in ("created", "in_progress"):
+        raise ValidationFailed(f"batch {batch.lot} is {batch.status.replace('_', ' ')}: no step can be performed")
+    if find_execution(session, batch, position, step_id, instance) is not None:
+        raise StepConflict(batch.id, step_id, instance)  # someone else was first (the edge says who)
+    definitions = records(batch)
+    opened = sequence.require_open(definitions, state(session, batch), sequence.StepRef(position, step_id),
+                                   instance)
+    step = opened.step
+    evaluated = evaluate(session, batch, position, step, entry, tz)
+    now = utcnow()
+    execution = StepExecution(batch_id=batch.id, sop_version_id=batch.master_records[position].sop_version_id,
+                              stage_id=opened.stage.id, step_id=step.id, instance=instance,
+                              definition_sha256=content_hash(step.model_dump(mode="json")),
+                              status="awaiting_verification" if step.verification == "required" else "complete",
+                              comment=entry.comment.strip() or None, performed_by_id=signer.id, performed_at=now)
+    session.add(execution)
+    conflict = StepConflict(batch.id, step_id, instance)  # built now: after a failed flush nothing may load
+    try:
+        session.flush()  # the claim: the unique key refuses a second performer of this instance
+    except IntegrityError:
+        raise conflict from None
+    for e in evaluated:
+        session.add(RecordedValue(execution_id=execution.id, field_id=e.field_id, field_type=e.field_type,
+                                  raw=e.raw, text=e.parsed.text, number=e.parsed.number, moment=e.parsed.moment,
+                                  unit=e.unit, in_limits=not e.limit_problems,
+                                  limit_message="; ".join(e.limit_problems) or None,
+                                  comment=entry.field_comments.get(e.field_id, "").strip() or None,
+                                  entered_by_id=signer.id, entered_at=now))
+    audit.flush(session)
+    session.refresh(execution, ["values"])
+    signature = signatures.sign(session, signer=signer, password=password, meaning=Meaning.PERFORMED,
+                                record=execution, username=username, require_username=require_username)
+    execution.performed_signature_id = signature.id
+    for e in evaluated:
+        if e.limit_problems:
+            _open_deviation(session, batch, execution, "out_of_limit",
+                            f"{step.title}: {'; '.join(e.limit_problems)}", signer)
+    late = _time_window_problem(session, batch, position, step)
+    if late:
+        _open_deviation(session, batch, execution, "time_window", late, signer)
+    if batch.status == "created":
+        batch.status = "in_progress"
+    if sequence.all_complete(definitions, state_after(session, batch, execution)):
+        sequence.BATCH_STATUS.check(batch.status, "awaiting_review")
+        batch.status = "awaiting_review"
+    audit.flush(session)
+    return execution
+
+
+def state_after(session: Session, batch: Batch, execution: StepExecution) -> dict:
+    session.flush()
+    return state(session, batch)
+
+
+def verify_step(session: Session, execution: StepExecution, *, signer: User, password: str,
+                username: str | None, require_username: bool, expected_row_version: int | None = None) -> None:
+    """A second operator signs "Verified by". The performer can never verify their own step."""
+    with audit.reason_for(session, f"step {execution.step_id} #{execution.instance} verified"):
+        _verify(session, execution, signer=signer, password=password, username=username,
+                require_username=require_username, expected_row_version=expected_row_version)
+
+
+def _verify(session: Session, execution: StepExecution, *, signer: User, password: str, username: str | None,
+            require_username: bool, expected_row_version: int | None) -> None:
+    if not signer.has_role(OPERATOR):
+        raise PermissionDenied("verifying a step needs the operator role")
+    if signer.id == execution.performed_by_id or signer.id in performers(session, execution):
+        raise PermissionDenied("You performed this step: a different operator must verify it.")
+    if expected_row_version is not None and execution.row_version != expected_row_version:
+        raise StepConflict(execution.batch_id, execution.step_id, execution.instance)
+    sequence.STEP_STATUS.check(execution.status, "complete")
+    conflict = StepConflict(execution.batch_id, execution.step_id, execution.instance)
+    execution.status = "complete"
+    try:
+        session.flush()  # the claim, checked against the row version
+    except StaleDataError:
+        raise conflict from None
+    signature = signatures.sign(session, signer=signer, password=password, meaning=Meaning.VERIFIED,
+                                record=execution, username=username, require_username=require_username)
+    execution.verified_signature_id = signature.id
+    batch = execution.batch
+    if batch.status == "in_progress" and sequence.all_complete(records(batch), state_after(session, batch, execution)):
+        batch.status = "awaiting_review"
+    audit.flush(session)
+
+
+def _step_definition(batch: Batch, execution: StepExecution) -> tuple[int, Step]:
+    position = _position(batch, execution.sop_version_id)
+    from ..domain.sop_schema import step_index
+
+    return position, step_index(records(batch)[position])[execution.step_id][1]
+
+
+def correct_value(session: Session, execution: StepExecution, *, field_id: str, raw: str, reason: str,
+                  field_comment: str, signer: User, password: str, username: str | None,
+                  require_username: bool, tz: ZoneInfo, expected_row_version: int | None = None) -> RecordedValue:
+    """Correct one recorded value: the original stays, the new value supersedes it with a reason.
+
+    The step's earlier signatures no longer stand (recorded as invalidations); the corrector signs the
+    corrected step "Performed by" and, where the master record requires it, a different operator must
+    verify it again. Calculated fields of the step are recomputed from the corrected inputs.
+    """
+    if not signer.has_role(OPERATOR):
+        raise PermissionDenied("correcting a step needs the operator role")
+    if not reason.strip():
+        raise ValidationFailed("A correction needs a reason.")
+    with audit.reason_for(session, f"correction: {reason.strip()}"):
+        return _correct(session, execution, field_id=field_id, raw=raw, reason=reason, field_comment=field_comment,
+                        signer=signer, password=password, username=username, require_username=require_username,
+                        tz=tz, expected_row_version=expected_row_version)
+
+
+def _correct(session: Session, execution: StepExecution, *, field_id: str, raw: str, reason: str,
+             field_comment: str, signer: User, password: str, username: str | None, require_username: bool,
+             tz: ZoneInfo, expected_row_version: int | None) -> RecordedValue:
+    batch = execution.batch
+    if batch.status not in ("created", "in_progress", "awaiting_review"):
+        raise ValidationFailed(f"batch {batch.lot} is {batch.status.replace('_', ' ')}: its record is closed")
+    if expected_row_version is not None and execution.row_version != expected_row_version:
+        raise StepConflict(execution.batch_id, execution.step_id, execution.instance)
+    position, step = _step_definition(batch, execution)
+    current = execution.current_values()
+    if field_id not in current:
+        raise NotFound(f"step '{step.id}' has no recorded field '{field_id}'")
+    target = next(f for f in step.fields if f.id == field_id)
+    if target.type == "calculated":
+        raise ValidationFailed("A calculated value is corrected by correcting its inputs.")
+    entry = StepInput(raw={fid: v.raw for fid, v in current.items()} | {field_id: raw},
+                      field_comments={fid: v.comment or "" for fid, v in current.items()} | {field_id: field_comment},
+                      comment=execution.comment or "")
+    evaluated = {e.field_id: e for e in evaluate(session, batch, position, step, entry, tz)}
+    changed = [e for fid, e in evaluated.items()
+               if fid == field_id or (e.field_type == "calculated" and e.parsed.text != current[fid].text)]
+    if evaluated[field_id].parsed.text == current[field_id].text:
+        raise ValidationFailed("The corrected value is the same as the recorded one.")
+    sequence.STEP_STATUS.check(execution.status, "needs_signature")
+    conflict = StepConflict(execution.batch_id, execution.step_id, execution.instance)
+    execution.status = "needs_signature"
+    try:
+        session.flush()  # the claim, checked against the row version
+    except StaleDataError:
+        raise conflict from None
+    now = utcnow()
+    new_rows = []
+    for e in changed:
+        row = RecordedValue(execution_id=execution.id, field_id=e.field_id, field_type=e.field_type, raw=e.raw,
+                            text=e.parsed.text, number=e.parsed.number, moment=e.parsed.moment, unit=e.unit,
+                            in_limits=not e.limit_problems, limit_message="; ".join(e.limit_problems) or None,
+                            comment=entry.field_comments.get(e.field_id, "").strip() or None,
+                            entered_by_id=signer.id, entered_at=now, supersedes_id=current[e.field_id].id,
+                            correction_reason=reason.strip())
+        session.add(row)
+        new_rows.append(row)
+    for signature_id in {execution.performed_signature_id, execution.verified_signature_id} - {None}:
+        if session.get(SignatureInvalidation, signature_id) is None:
+            session.add(SignatureInvalidation(signature_id=signature_id, invalidated_at=now,
+                                              invalidated_by_id=signer.id,
+                                              reason=f"value '{field_id}' corrected: {reason.strip()}"))
+    audit.flush(session)
+    session.refresh(execution, ["values"])
+    signature = signatures.sign(session, signer=signer, password=password, meaning=Meaning.PERFORMED,
+                                record=execution, username=username, require_username=require_username,
+                                comment=f"corrected {field_id}: {reason.strip()}")
+    execution.performed_signature_id = signature.id
+    execution.verified_signature_id = None
+    execution.status = "awaiting_verification" if step.verification == "required" else "complete"
+    for e in changed:
+        if e.limit_problems:
+            _open_deviation(session, batch, execution, "out_of_limit",
+                            f"{step.title} (corrected): {'; '.join(e.limit_problems)}", signer)
+    if batch.status == "awaiting_review":
+        batch.status = "in_progress"
+    if batch.status == "in_progress" and sequence.all_complete(records(batch), state_after(session, batch, execution)):
+        batch.status = "awaiting_review"
+    audit.flush(session)
+    return new_rows[0]
+
+
+def performers(session: Session, execution: StepExecution) -> set[int]:
+    """Everyone who ever signed this step "Performed by" (original or after a correction)."""
+    return set(session.scalars(sa.select(Signature.user_id).where(
+        Signature.record_type == StepExecution.__tablename__, Signature.record_id == str(execution.id),
+        Signature.meaning == Meaning.PERFORMED.value)))
+
+
+def deviations(session: Session, batch: Batch) -> list[Deviation]:
+    return list(session.scalars(sa.select(Deviation).where(Deviation.batch_id == batch.id).order_by(Deviation.id)))
+
+
+def find_execution(session: Session, batch: Batch, position: int, step_id: str, instance: int) -> StepExecution | None:
+    return session.scalar(sa.select(StepExecution).where(
+        StepExecution.batch_id == batch.id,
+        StepExecution.sop_version_id == batch.master_records[position].sop_version_id,
+        StepExecution.step_id == step_id, StepExecution.instance == instance))
+
+
+def get_execution(session: Session, batch: Batch, execution_id: int) -> StepExecution:
+    execution = session.get(StepExecution, execution_id)
+    if execution is None or execution.batch_id != batch.id:
+        raise NotFound(f"no step execution {execution_id} in batch {batch.lot}")
+    return execution
+
+
+def active_batches(session: Session) -> list[Batch]:
+    return list(session.scalars(sa.select(Batch).where(Batch.status.in_(("created", "in_progress",
+                                                                          "awaiting_review")))
+                                .order_by(Batch.id)))
+
+
+@dataclass(frozen=True)
+class QueueItem:
+    batch: Batch
+    kind: str  # "perform" or "verify"
+    title: str
+    url_args: dict
+
+
+def work_queue(session: Session, user: User) -> list[QueueItem]:
+    """The user's next steps across batches: steps open to perform, and steps waiting for a
+    verification this user may give (not their own)."""
+    items: list[QueueItem] = []
+    for batch in active_batches(session):
+        for item in open_steps(session, batch):
+            title = item.step.title + (f" ({item.step.repeat.label} {item.instance})" if item.step.repeat else "")
+            items.append(QueueItem(batch, "perform", title, {"batch_id": batch.id, "position": item.ref.position,
+                                                             "step_id": item.ref.step_id,
+                                                             "instance": item.instance}))
+        for ex in executions(session, batch):
+            if ex.status == "awaiting_verification" and ex.performed_by_id != user.id:
+                items.append(QueueItem(batch, "verify", f"Verify: {ex.step_id} #{ex.instance}",
+                                       {"batch_id": batch.id, "execution_id": ex.id}))
+    return items
+
+
+def invalidated_signature_ids(session: Session, batch: Batch) -> set[int]:
+    return set(session.scalars(sa.select(SignatureInvalidation.signature_id).join(
+        Signature, Signature.id == SignatureInvalidation.signature_id).join(
+        StepExecution, sa.cast(StepExecution.id, sa.String) == Signature.record_id).where(
+        Signature.record_type == StepExecution.__tablename__, StepExecution.batch_id == batch.id)))

@@ -1,0 +1,112 @@
+"""Equipment and received material lots: the master data steps check against."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from ..domain.errors import ConflictError, ValidationFailed
+from ..models import Equipment, MaterialLot
+from . import audit
+
+EQUIPMENT_STATUSES = ("in_service", "out_of_service", "retired")
+QC_STATUSES = ("quarantine", "released", "rejected")
+
+
+def add_equipment(session: Session, *, identifier: str, equipment_type: str, calibration_due: date | None,
+                  description: str = "", status: str = "in_service") -> Equipment:
+    identifier, equipment_type = identifier.strip(), equipment_type.strip()
+    problems = []
+    if not identifier:
+        problems.append("Equipment identifier is required.")
+    if not equipment_type:
+        problems.append("Equipment type is required.")
+    if status not in EQUIPMENT_STATUSES:
+        problems.append(f"Status must be one of {', '.join(EQUIPMENT_STATUSES)}.")
+    if problems:
+        raise ValidationFailed(*problems)
+    if session.scalar(sa.select(Equipment).where(Equipment.identifier == identifier)):
+        raise ConflictError(f"equipment {identifier} already exists")
+    item = Equipment(identifier=identifier, equipment_type=equipment_type, description=description.strip(),
+                     status=status, calibration_due=calibration_due)
+    session.add(item)
+    audit.flush(session, reason="equipment registered")
+    return item
+
+
+def set_equipment_status(session: Session, item: Equipment, *, status: str, calibration_due: date | None,
+                         reason: str) -> None:
+    if status not in EQUIPMENT_STATUSES:
+        raise ValidationFailed(f"Status must be one of {', '.join(EQUIPMENT_STATUSES)}.")
+    if not reason.strip():
+        raise ValidationFailed("A reason is required.")
+    item.status = status
+    item.calibration_due = calibration_due
+    audit.flush(session, reason=reason.strip())
+
+
+def equipment_problems(session: Session, identifier: str, equipment_type: str, today: date) -> list[str]:
+    """Why ``identifier`` may not be used for a step needing ``equipment_type`` (empty: usable)."""
+    item = session.scalar(sa.select(Equipment).where(Equipment.identifier == identifier))
+    if item is None:
+        return [f"equipment '{identifier}' is not registered"]
+    problems = []
+    if item.equipment_type != equipment_type:
+        problems.append(f"equipment '{identifier}' is a {item.equipment_type}, not a {equipment_type}")
+    if item.status != "in_service":
+        problems.append(f"equipment '{identifier}' is {item.status.replace('_', ' ')}")
+    if item.calibration_due is None or item.calibration_due < today:
+        problems.append(f"equipment '{identifier}' is out of calibration (due {item.calibration_due})")
+    return problems
+
+
+def receive_lot(session: Session, *, material: str, lot_number: str, expiry: date,
+                qc_status: str = "quarantine") -> MaterialLot:
+    material, lot_number = material.strip(), lot_number.strip()
+    problems = []
+    if not material or not lot_number:
+        problems.append("Material and lot number are required.")
+    if qc_status not in QC_STATUSES:
+        problems.append(f"QC status must be one of {', '.join(QC_STATUSES)}.")
+    if problems:
+        raise ValidationFailed(*problems)
+    if session.scalar(sa.select(MaterialLot).where(MaterialLot.material == material,
+                                                   MaterialLot.lot_number == lot_number)):
+        raise ConflictError(f"{material} lot {lot_number} is already received")
+    lot = MaterialLot(material=material, lot_number=lot_number, expiry=expiry, qc_status=qc_status)
+    session.add(lot)
+    audit.flush(session, reason="material lot received")
+    return lot
+
+
+def set_lot_status(session: Session, lot: MaterialLot, *, qc_status: str, reason: str) -> None:
+    if qc_status not in QC_STATUSES:
+        raise ValidationFailed(f"QC status must be one of {', '.join(QC_STATUSES)}.")
+    if not reason.strip():
+        raise ValidationFailed("A reason is required.")
+    lot.qc_status = qc_status
+    audit.flush(session, reason=reason.strip())
+
+
+def lot_problems(session: Session, material: str, lot_number: str, today: date) -> list[str]:
+    """Why ``lot_number`` of ``material`` may not be used (empty: usable). An expired lot is refused."""
+    lot = session.scalar(sa.select(MaterialLot).where(MaterialLot.material == material,
+                                                      MaterialLot.lot_number == lot_number))
+    if lot is None:
+        return [f"{material} lot '{lot_number}' has not been received"]
+    problems = []
+    if lot.expiry < today:
+        problems.append(f"{material} lot '{lot_number}' expired on {lot.expiry.isoformat()}")
+    if lot.qc_status != "released":
+        problems.append(f"{material} lot '{lot_number}' is {lot.qc_status}, not released by QC")
+    return problems
+
+
+def list_equipment(session: Session) -> list[Equipment]:
+    return list(session.scalars(sa.select(Equipment).order_by(Equipment.identifier)))
+
+
+def list_lots(session: Session) -> list[MaterialLot]:
+    return list(session.scalars(sa.select(MaterialLot).order_by(MaterialLot.material, MaterialLot.lot_number)))

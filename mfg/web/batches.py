@@ -1,0 +1,219 @@
+"""Batch execution screens: work queue, batch page, one screen per step, verification, correction."""
+
+from __future__ import annotations
+
+from zoneinfo import ZoneInfo
+
+import sqlalchemy as sa
+from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
+from flask_login import current_user, login_required
+from markdown_it import MarkdownIt
+
+from ..domain import values
+from ..domain.errors import AuthenticationFailed, DomainError
+from ..domain.signing import Meaning
+from ..domain.sop_schema import step_index
+from ..extensions import db
+from ..models import SopVersion
+from ..services import batches, signatures
+from .forms import ConfirmForm, SignForm
+from .security import mark_signed, roles_required, signing_needs_username, transaction
+from .step_fields import WIDGETS, raw_value, step_form_class
+
+bp = Blueprint("batches", __name__, url_prefix="/batches")
+_markdown = MarkdownIt("commonmark", {"html": False})  # instructions: Markdown, never raw HTML
+
+
+def _tz() -> ZoneInfo:
+    return ZoneInfo(current_app.config["SITE_TIMEZONE"])
+
+
+@bp.app_template_filter("markdown")
+def markdown_filter(text: str) -> str:
+    from markupsafe import Markup
+
+    return Markup(_markdown.render(text or ""))
+
+
+@bp.app_template_filter("local")
+def local_time(moment) -> str:
+    if moment is None:
+        return ""
+    return moment.astimezone(_tz()).strftime("%Y-%m-%d %H:%M %Z")
+
+
+@bp.route("/")
+@login_required
+def index():
+    codes = list(db.session.scalars(sa.select(SopVersion.code).where(
+        SopVersion.status == "effective", SopVersion.kind == "master_batch_record").order_by(SopVersion.code)))
+    return render_template("batches/index.html", queue=batches.work_queue(db.session, current_user),
+                           batches=batches.active_batches(db.session), codes=codes, form=ConfirmForm())
+
+
+@bp.route("/start", methods=["POST"])
+@roles_required("operator")
+def start():
+    form = ConfirmForm()
+    if form.validate_on_submit():
+        try:
+            with transaction():
+                batch = batches.start_batch(db.session, codes=[request.form.get("code", "")],
+                                            user=current_user._get_current_object())
+        except DomainError as exc:
+            for problem in exc.problems:
+                flash(problem, "error")
+        else:
+            flash(f"Batch {batch.lot} started.", "success")
+            return redirect(url_for("batches.show", batch_id=batch.id))
+    return redirect(url_for("batches.index"))
+
+
+@bp.route("/<int:batch_id>")
+@login_required
+def show(batch_id: int):
+    batch = batches.get(db.session, batch_id)
+    records = batches.records(batch)
+    executions = batches.executions(db.session, batch)
+    by_step: dict[tuple[int, str], list] = {}
+    for ex in executions:
+        by_step.setdefault((batches._position(batch, ex.sop_version_id), ex.step_id), []).append(ex)
+    open_refs = {(o.ref.position, o.ref.step_id): o.instance for o in batches.open_steps(db.session, batch)}
+    return render_template("batches/show.html", batch=batch, records=records, by_step=by_step, open_refs=open_refs,
+                           deviations=batches.deviations(db.session, batch), kinds=values.KINDS)
+
+
+def _step(batch, position: int, step_id: str):
+    records = batches.records(batch)
+    if not 0 <= position < len(records):
+        abort(404)
+    found = step_index(records[position]).get(step_id)
+    if found is None:
+        abort(404)
+    return found
+
+
+@bp.route("/<int:batch_id>/step/<int:position>/<step_id>/<int:instance>", methods=["GET", "POST"])
+@login_required
+def step(batch_id: int, position: int, step_id: str, instance: int):
+    batch = batches.get(db.session, batch_id)
+    stage, step_def = _step(batch, position, step_id)
+    form = step_form_class(step_def)()
+    problems: list[str] = []
+    if request.method == "POST":
+        if not current_user.has_role("operator"):
+            abort(403)
+        if form.validate_on_submit():
+            entry = batches.StepInput(
+                raw={f.id: raw_value(form, f) for f in step_def.fields if f.type != "calculated"},
+                field_comments={f.id: getattr(form, f"c_{f.id}").data or "" for f in step_def.fields
+                                if f.type != "calculated"},
+                comment=form.comment.data or "")
+            try:
+                with transaction():
+                    execution = batches.perform_step(
+                        db.session, batch, position=position, step_id=step_id, instance=instance, entry=entry,
+                        signer=current_user._get_current_object(), password=form.password.data,
+                        username=form.username.data, require_username=signing_needs_username(), tz=_tz())
+            except AuthenticationFailed as exc:
+                problems = exc.problems
+                if not current_user.is_authenticated:
+                    return redirect(url_for("auth.login"))
+            except batches.StepConflict as exc:
+                done = batches.find_execution(db.session, batch, position, step_id, instance)
+                if done is not None:
+                    flash(f"{step_def.title} was already completed by {done.performed_by.full_name} at "
+                          f"{done.performed_at:%Y-%m-%d %H:%M:%S} UTC. Nothing you entered was stored.", "error")
+                    return redirect(url_for("batches.execution", batch_id=batch.id, execution_id=done.id))
+                problems = exc.problems
+            except DomainError as exc:
+                problems = exc.problems
+            else:
+                mark_signed()
+                flagged = [v for v in execution.values if not v.in_limits]
+                flash(f"{step_def.title} recorded and signed." + (
+                    f" {len(flagged)} value(s) out of limit: a deviation was opened." if flagged else ""),
+                      "warning" if flagged else "success")
+                return redirect(url_for("batches.show", batch_id=batch.id))
+        status = 400
+    else:
+        status = 200
+    return render_template("batches/step.html", batch=batch, stage=stage, step=step_def, position=position,
+                           instance=instance, form=form, problems=problems, widgets=WIDGETS,
+                           needs_username=signing_needs_username(), meaning=Meaning.PERFORMED), status
+
+
+@bp.route("/<int:batch_id>/execution/<int:execution_id>")
+@login_required
+def execution(batch_id: int, execution_id: int):
+    batch = batches.get(db.session, batch_id)
+    ex = batches.get_execution(db.session, batch, execution_id)
+    return _execution_page(batch, ex, SignForm(prefix="verify"), SignForm(prefix="correct"), [])
+
+
+def _execution_page(batch, ex, verify_form, correct_form, problems, status=200):
+    _stage, step_def = _step(batch, batches._position(batch, ex.sop_version_id), ex.step_id)
+    may_verify = (ex.status == "awaiting_verification" and current_user.has_role("operator")
+                  and current_user.id not in batches.performers(db.session, ex))
+    return render_template("batches/execution.html", batch=batch, ex=ex, step=step_def,
+                           history=sorted(ex.values, key=lambda v: v.id), current=ex.current_values(),
+                           signatures=signatures.for_record(db.session, ex),
+                           invalidated=batches.invalidated_signature_ids(db.session, batch),
+                           verify_form=verify_form, correct_form=correct_form, may_verify=may_verify,
+                           problems=problems, needs_username=signing_needs_username(), Meaning=Meaning,
+                           kinds=values.KINDS), status
+
+
+@bp.route("/<int:batch_id>/execution/<int:execution_id>/verify", methods=["POST"])
+@roles_required("operator")
+def verify(batch_id: int, execution_id: int):
+    batch = batches.get(db.session, batch_id)
+    ex = batches.get_execution(db.session, batch, execution_id)
+    form = SignForm(prefix="verify")
+    problems: list[str] = []
+    if form.validate_on_submit():
+        try:
+            with transaction():
+                batches.verify_step(db.session, ex, signer=current_user._get_current_object(),
+                                    password=form.password.data, username=form.username.data,
+                                    require_username=signing_needs_username(),
+                                    expected_row_version=request.form.get("row_version", type=int))
+        except DomainError as exc:
+            problems = exc.problems
+            if isinstance(exc, AuthenticationFailed) and not current_user.is_authenticated:
+                return redirect(url_for("auth.login"))
+        else:
+            mark_signed()
+            flash("Step verified.", "success")
+            return redirect(url_for("batches.show", batch_id=batch.id))
+    ex = batches.get_execution(db.session, batches.get(db.session, batch_id), execution_id)
+    return _execution_page(ex.batch, ex, form, SignForm(prefix="correct"), problems, 400)
+
+
+@bp.route("/<int:batch_id>/execution/<int:execution_id>/correct", methods=["POST"])
+@roles_required("operator")
+def correct(batch_id: int, execution_id: int):
+    batch = batches.get(db.session, batch_id)
+    ex = batches.get_execution(db.session, batch, execution_id)
+    form = SignForm(prefix="correct")
+    problems: list[str] = []
+    if form.validate_on_submit():
+        try:
+            with transaction():
+                batches.correct_value(db.session, ex, field_id=request.form.get("field_id", ""),
+                                      raw=request.form.get("new_value", ""),
+                                      reason=request.form.get("reason", ""),
+                                      field_comment=request.form.get("value_comment", ""),
+                                      signer=current_user._get_current_object(), password=form.password.data,
+                                      username=form.username.data, require_username=signing_needs_username(),
+                                      tz=_tz(), expected_row_version=request.form.get("row_version", type=int))
+        except DomainError as exc:
+            problems = exc.problems
+            if isinstance(exc, AuthenticationFailed) and not current_user.is_authenticated:
+                return redirect(url_for("auth.login"))
+        else:
+            mark_signed()
+            flash("Correction recorded; the original value is kept. Earlier signatures no longer stand.", "warning")
+            return redirect(url_for("batches.execution", batch_id=batch_id, execution_id=execution_id))
+    ex = batches.get_execution(db.session, batches.get(db.session, batch_id), execution_id)
+    return _execution_page(ex.batch, ex, SignForm(prefix="verify"), form, problems, 400)
