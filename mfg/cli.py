@@ -88,6 +88,9 @@ def init_command(demo: bool) -> None:
         loaded = _run(lambda s: demo_data.seed_master_records(s, Path(app.config["SOPS_DIR"])))
         for version in loaded:
             click.echo(f"loaded and approved {version.code} v{version.version}")
+        created = _run(demo_data.seed_master_data)
+        if created:
+            click.echo(f"created demo equipment and material lots: {', '.join(created)}")
 
 
 users_cli = AppGroup("users", help="Manage user accounts.")

@@ -18,9 +18,9 @@ from mfg import create_app
 from mfg.extensions import db
 from mfg.migrate import upgrade
 from mfg.models import User
-from mfg.services import accounts, audit
+from mfg.services import accounts, audit, sops
 
-from tests.support import PASSWORD
+from tests.support import DEMO_SOP, PASSWORD
 PG_URL = os.environ.get("MFG_TEST_DATABASE_URL", "").strip()
 _schemas = itertools.count(1)
 
@@ -132,3 +132,21 @@ def login(client) -> Callable[..., object]:
                            follow_redirects=follow)
 
     return do_login
+
+@pytest.fixture
+def sops_dir(app) -> Path:
+    return Path(app.config["SOPS_DIR"])
+
+
+@pytest.fixture
+def approved_sop(session, make_user, sops_dir):
+    """DEMO-PROC v1 loaded by one QA user and approved (signed) by another."""
+    shutil.copy(DEMO_SOP, sops_dir / DEMO_SOP.name)
+    loader = make_user("loader", "qa")
+    approver = make_user("approver", "qa")
+    session.add_all([loader, approver])
+    version = sops.load_directory(session, sops_dir, loader=loader).loaded[0]
+    sops.approve(session, version, signer=approver, password=PASSWORD, username="approver",
+                 require_username=True)
+    session.commit()
+    return version

@@ -283,11 +283,7 @@ def _perform(session: Session, batch: Batch, *, position: int, step_id: str, ins
     late = _time_window_problem(session, batch, position, step)
     if late:
         _open_deviation(session, batch, execution, "time_window", late, signer)
-    if batch.status == "created":
-        batch.status = "in_progress"
-    if sequence.all_complete(definitions, state_after(session, batch, execution)):
-        sequence.BATCH_STATUS.check(batch.status, "awaiting_review")
-        batch.status = "awaiting_review"
+    _settle(session, batch, execution)
     audit.flush(session)
     return execution
 
@@ -295,6 +291,21 @@ def _perform(session: Session, batch: Batch, *, position: int, step_id: str, ins
 def state_after(session: Session, batch: Batch, execution: StepExecution) -> dict:
     session.flush()
     return state(session, batch)
+
+
+def _move(batch: Batch, target: str) -> None:
+    """Every batch status change goes through the one transition table."""
+    if batch.status != target:
+        sequence.BATCH_STATUS.check(batch.status, target)
+        batch.status = target
+
+
+def _settle(session: Session, batch: Batch, execution: StepExecution) -> None:
+    """After a step changed: in progress, or awaiting QA review once every stage is complete."""
+    if batch.status in ("created", "awaiting_review"):
+        _move(batch, "in_progress")
+    if sequence.all_complete(records(batch), state_after(session, batch, execution)):
+        _move(batch, "awaiting_review")
 
 
 def verify_step(session: Session, execution: StepExecution, *, signer: User, password: str,
@@ -323,9 +334,7 @@ def _verify(session: Session, execution: StepExecution, *, signer: User, passwor
     signature = signatures.sign(session, signer=signer, password=password, meaning=Meaning.VERIFIED,
                                 record=execution, username=username, require_username=require_username)
     execution.verified_signature_id = signature.id
-    batch = execution.batch
-    if batch.status == "in_progress" and sequence.all_complete(records(batch), state_after(session, batch, execution)):
-        batch.status = "awaiting_review"
+    _settle(session, execution.batch, execution)
     audit.flush(session)
 
 
@@ -408,15 +417,14 @@ def _correct(session: Session, execution: StepExecution, *, field_id: str, raw: 
                                 comment=f"corrected {field_id}: {reason.strip()}")
     execution.performed_signature_id = signature.id
     execution.verified_signature_id = None
-    execution.status = "awaiting_verification" if step.verification == "required" else "complete"
+    signed_status = "awaiting_verification" if step.verification == "required" else "complete"
+    sequence.STEP_STATUS.check(execution.status, signed_status)
+    execution.status = signed_status
     for e in changed:
         if e.limit_problems:
             _open_deviation(session, batch, execution, "out_of_limit",
                             f"{step.title} (corrected): {'; '.join(e.limit_problems)}", signer)
-    if batch.status == "awaiting_review":
-        batch.status = "in_progress"
-    if batch.status == "in_progress" and sequence.all_complete(records(batch), state_after(session, batch, execution)):
-        batch.status = "awaiting_review"
+    _settle(session, batch, execution)
     audit.flush(session)
     return new_rows[0]
 

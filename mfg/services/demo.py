@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from ..models import SopVersion
@@ -35,6 +36,30 @@ def seed_users(session: Session, policy: accounts.Policy) -> list[str]:
             accounts.create_user(session, username=username, full_name=full_name, roles=roles,
                                  password=DEMO_PASSWORD, policy=policy, temporary=False)
             created.append(username)
+    return created
+
+
+def seed_master_data(session: Session) -> list[str]:
+    """Equipment and released material lots the demo process can use (created once)."""
+    from datetime import date, timedelta
+
+    from ..models import Equipment, MaterialLot
+    from . import masterdata
+
+    created = []
+    audit.set_actor(session, accounts.get_by_username(session, SOP_APPROVER))
+    today = date.today()
+    for identifier, kind in (("BSC-01", "biosafety cabinet"), ("BSC-02", "biosafety cabinet")):
+        if session.scalar(sa.select(Equipment).where(Equipment.identifier == identifier)) is None:
+            masterdata.add_equipment(session, identifier=identifier, equipment_type=kind,
+                                     calibration_due=today + timedelta(days=365), description="demo")
+            created.append(identifier)
+    for material, lot in (("Phosphate-buffered saline", "PBS-DEMO-1"), ("Phosphate-buffered saline", "PBS-DEMO-2")):
+        if session.scalar(sa.select(MaterialLot).where(MaterialLot.material == material,
+                                                       MaterialLot.lot_number == lot)) is None:
+            masterdata.receive_lot(session, material=material, lot_number=lot,
+                                   expiry=today + timedelta(days=365), qc_status="released")
+            created.append(lot)
     return created
 
 

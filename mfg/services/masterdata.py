@@ -7,7 +7,7 @@ from datetime import date
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from ..domain.errors import ConflictError, ValidationFailed
+from ..domain.errors import ConflictError, NotFound, ValidationFailed
 from ..models import Equipment, MaterialLot
 from . import audit
 
@@ -110,3 +110,17 @@ def list_equipment(session: Session) -> list[Equipment]:
 
 def list_lots(session: Session) -> list[MaterialLot]:
     return list(session.scalars(sa.select(MaterialLot).order_by(MaterialLot.material, MaterialLot.lot_number)))
+
+
+def get_equipment(session: Session, equipment_id: int) -> Equipment:
+    item = session.get(Equipment, equipment_id)
+    if item is None:
+        raise NotFound(f"no equipment with id {equipment_id}")
+    return item
+
+
+def get_lot(session: Session, lot_id: int) -> MaterialLot:
+    lot = session.get(MaterialLot, lot_id)
+    if lot is None:
+        raise NotFound(f"no material lot with id {lot_id}")
+    return lot

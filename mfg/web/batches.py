@@ -96,13 +96,13 @@ def _step(batch, position: int, step_id: str):
 @bp.route("/<int:batch_id>/step/<int:position>/<step_id>/<int:instance>", methods=["GET", "POST"])
 @login_required
 def step(batch_id: int, position: int, step_id: str, instance: int):
+    if request.method == "POST" and not current_user.has_role("operator"):
+        abort(403)
     batch = batches.get(db.session, batch_id)
     stage, step_def = _step(batch, position, step_id)
     form = step_form_class(step_def)()
     problems: list[str] = []
     if request.method == "POST":
-        if not current_user.has_role("operator"):
-            abort(403)
         if form.validate_on_submit():
             entry = batches.StepInput(
                 raw={f.id: raw_value(form, f) for f in step_def.fields if f.type != "calculated"},

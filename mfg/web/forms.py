@@ -120,3 +120,15 @@ class MaterialLotForm(FlaskForm):
     expiry = DateField("Expiry", validators=[DataRequired()])
     qc_status = SelectField("QC status", choices=[SelectChoice(s, s) for s in ("quarantine", "released", "rejected")])
     submit = SubmitField("Receive lot")
+
+
+class EquipmentStatusForm(FlaskForm):
+    status = SelectField("Status", choices=[SelectChoice(s, s.replace("_", " "))
+                                            for s in ("in_service", "out_of_service", "retired")])
+    calibration_due = DateField("Calibration due", validators=[Optional()])
+    reason = StringField("Reason", validators=[DataRequired(), Length(max=500)])
+
+
+class LotStatusForm(FlaskForm):
+    qc_status = SelectField("QC status", choices=[SelectChoice(s, s) for s in ("quarantine", "released", "rejected")])
+    reason = StringField("Reason", validators=[DataRequired(), Length(max=500)])

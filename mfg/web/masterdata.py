@@ -8,7 +8,7 @@ from flask_login import login_required
 from ..domain.errors import DomainError
 from ..extensions import db
 from ..services import masterdata
-from .forms import EquipmentForm, MaterialLotForm
+from .forms import EquipmentForm, EquipmentStatusForm, LotStatusForm, MaterialLotForm
 from .security import roles_required, transaction
 
 bp = Blueprint("masterdata", __name__, url_prefix="/masterdata")
@@ -18,7 +18,8 @@ def _page(equipment_form=None, lot_form=None, status=200):
     return render_template("masterdata/index.html", equipment=masterdata.list_equipment(db.session),
                            lots=masterdata.list_lots(db.session),
                            equipment_form=equipment_form or EquipmentForm(prefix="eq"),
-                           lot_form=lot_form or MaterialLotForm(prefix="lot")), status
+                           lot_form=lot_form or MaterialLotForm(prefix="lot"),
+                           status_form=EquipmentStatusForm(), lot_status_form=LotStatusForm()), status
 
 
 @bp.route("/")
@@ -61,3 +62,42 @@ def receive_lot():
             flash(f"{form.material.data} lot {form.lot_number.data} received.", "success")
             return redirect(url_for("masterdata.index"))
     return _page(lot_form=form, status=400)
+
+
+@bp.route("/equipment/<int:equipment_id>/status", methods=["POST"])
+@roles_required("qa")
+def equipment_status(equipment_id: int):
+    form = EquipmentStatusForm()
+    if form.validate_on_submit():
+        try:
+            with transaction():
+                masterdata.set_equipment_status(db.session, masterdata.get_equipment(db.session, equipment_id),
+                                                status=form.status.data, calibration_due=form.calibration_due.data,
+                                                reason=form.reason.data)
+        except DomainError as exc:
+            for problem in exc.problems:
+                flash(problem, "error")
+        else:
+            flash("Equipment updated.", "success")
+    else:
+        flash("Status, calibration date and a reason are required.", "error")
+    return redirect(url_for("masterdata.index"))
+
+
+@bp.route("/lots/<int:lot_id>/status", methods=["POST"])
+@roles_required("qa")
+def lot_status(lot_id: int):
+    form = LotStatusForm()
+    if form.validate_on_submit():
+        try:
+            with transaction():
+                masterdata.set_lot_status(db.session, masterdata.get_lot(db.session, lot_id),
+                                          qc_status=form.qc_status.data, reason=form.reason.data)
+        except DomainError as exc:
+            for problem in exc.problems:
+                flash(problem, "error")
+        else:
+            flash("Lot QC status updated.", "success")
+    else:
+        flash("A QC status and a reason are required.", "error")
+    return redirect(url_for("masterdata.index"))
