@@ -186,7 +186,9 @@ def evaluate(session: Session, batch: Batch, position: int, step: Step, entry: S
             numbers[f.id] = parsed.number
             evaluated.append(Evaluated(f.id, f.type, "", parsed, f.unit,
                                        values.KINDS["calculated"].limit_problems(f, parsed)))
-    missing_comments = [f"{e.field_id}: an out-of-limit value needs a comment ({'; '.join(e.limit_problems)})"
+    labels = {f.id: f.label for f in step.fields}
+    missing_comments = [f"{labels[e.field_id]}: an out-of-limit value needs a comment "
+                        f"({'; '.join(e.limit_problems)})"
                         for e in evaluated if e.limit_problems and not entry.field_comments.get(e.field_id, "").strip()]
     if step.comment_required and not entry.comment.strip():
         missing_comments.append("This step needs a comment.")

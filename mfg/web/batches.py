@@ -79,7 +79,11 @@ def show(batch_id: int):
     for ex in executions:
         by_step.setdefault((batches._position(batch, ex.sop_version_id), ex.step_id), []).append(ex)
     open_refs = {(o.ref.position, o.ref.step_id): o.instance for o in batches.open_steps(db.session, batch)}
+    progress = {(position, stage.id): (sum(1 for st in stage.steps if by_step.get((position, st.id)) and all(
+        ex.status == "complete" for ex in by_step[(position, st.id)])), len(stage.steps))
+        for position, record in enumerate(records) for stage in record.stages}
     return render_template("batches/show.html", batch=batch, records=records, by_step=by_step, open_refs=open_refs,
+                           progress=progress,
                            deviations=batches.deviations(db.session, batch), kinds=values.KINDS)
 
 

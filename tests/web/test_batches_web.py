@@ -70,6 +70,8 @@ def test_good_entry_is_recorded_and_second_attempt_names_the_first_performer(dem
     login("olivia")
     batch_id = _start(client)
     assert client.post(f"/batches/{batch_id}/step/0/line_clearance/1", data=_clearance()).status_code == 302
+    page = client.get(f"/batches/{batch_id}").get_data(as_text=True)
+    assert "1 of 3 steps complete" in page and "0 of 2 steps complete" in page and "BSC-01" in page
     other = demo.test_client()
     other.post("/auth/login", data={"username": "oscar", "password": PASSWORD})
     response = other.post(f"/batches/{batch_id}/step/0/line_clearance/1",
