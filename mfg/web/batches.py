@@ -10,14 +10,14 @@ from flask_login import current_user, login_required
 from markdown_it import MarkdownIt
 
 from ..domain import values
-from ..domain.errors import AuthenticationFailed, DomainError
+from ..domain.errors import DomainError
 from ..domain.signing import Meaning
 from ..domain.sop_schema import step_index
 from ..extensions import db
 from ..models import SopVersion
 from ..services import batches, signatures
 from .forms import ConfirmForm, SignForm
-from .security import mark_signed, roles_required, signing_needs_username, transaction
+from .security import roles_required, signed_action, signing_needs_username, transaction
 from .step_fields import WIDGETS, raw_value, step_form_class
 
 bp = Blueprint("batches", __name__, url_prefix="/batches")
@@ -113,32 +113,25 @@ def step(batch_id: int, position: int, step_id: str, instance: int):
                 field_comments={f.id: getattr(form, f"c_{f.id}").data or "" for f in step_def.fields
                                 if f.type != "calculated"},
                 comment=form.comment.data or "")
-            try:
-                with transaction():
-                    execution = batches.perform_step(
-                        db.session, batch, position=position, step_id=step_id, instance=instance, entry=entry,
-                        signer=current_user._get_current_object(), password=form.password.data,
-                        username=form.username.data, require_username=signing_needs_username(), tz=_tz())
-            except AuthenticationFailed as exc:
-                problems = exc.problems
-                if not current_user.is_authenticated:
-                    return redirect(url_for("auth.login"))
-            except batches.StepConflict as exc:
+            outcome = signed_action(lambda: batches.perform_step(
+                db.session, batch, position=position, step_id=step_id, instance=instance, entry=entry,
+                signer=current_user._get_current_object(), password=form.password.data,
+                username=form.username.data, require_username=signing_needs_username(), tz=_tz()))
+            if outcome.locked_out:
+                return redirect(url_for("auth.login"))
+            if isinstance(outcome.error, batches.StepConflict):
                 done = batches.find_execution(db.session, batch, position, step_id, instance)
                 if done is not None:
                     flash(f"{step_def.title} was already completed by {done.performed_by.full_name} at "
                           f"{done.performed_at:%Y-%m-%d %H:%M:%S} UTC. Nothing you entered was stored.", "error")
                     return redirect(url_for("batches.execution", batch_id=batch.id, execution_id=done.id))
-                problems = exc.problems
-            except DomainError as exc:
-                problems = exc.problems
-            else:
-                mark_signed()
-                flagged = [v for v in execution.values if not v.in_limits]
+            if outcome.ok:
+                flagged = [v for v in outcome.value.values if not v.in_limits]
                 flash(f"{step_def.title} recorded and signed." + (
                     f" {len(flagged)} value(s) out of limit: a deviation was opened." if flagged else ""),
                       "warning" if flagged else "success")
                 return redirect(url_for("batches.show", batch_id=batch.id))
+            problems = outcome.problems
         status = 400
     else:
         status = 200
@@ -176,20 +169,16 @@ def verify(batch_id: int, execution_id: int):
     form = SignForm(prefix="verify")
     problems: list[str] = []
     if form.validate_on_submit():
-        try:
-            with transaction():
-                batches.verify_step(db.session, ex, signer=current_user._get_current_object(),
-                                    password=form.password.data, username=form.username.data,
-                                    require_username=signing_needs_username(),
-                                    expected_row_version=request.form.get("row_version", type=int))
-        except DomainError as exc:
-            problems = exc.problems
-            if isinstance(exc, AuthenticationFailed) and not current_user.is_authenticated:
-                return redirect(url_for("auth.login"))
-        else:
-            mark_signed()
+        outcome = signed_action(lambda: batches.verify_step(
+            db.session, ex, signer=current_user._get_current_object(), password=form.password.data,
+            username=form.username.data, require_username=signing_needs_username(),
+            expected_row_version=request.form.get("row_version", type=int)))
+        if outcome.locked_out:
+            return redirect(url_for("auth.login"))
+        if outcome.ok:
             flash("Step verified.", "success")
             return redirect(url_for("batches.show", batch_id=batch.id))
+        problems = outcome.problems
     ex = batches.get_execution(db.session, batches.get(db.session, batch_id), execution_id)
     return _execution_page(ex.batch, ex, form, SignForm(prefix="correct"), problems, 400)
 
@@ -202,22 +191,17 @@ def correct(batch_id: int, execution_id: int):
     form = SignForm(prefix="correct")
     problems: list[str] = []
     if form.validate_on_submit():
-        try:
-            with transaction():
-                batches.correct_value(db.session, ex, field_id=request.form.get("field_id", ""),
-                                      raw=request.form.get("new_value", ""),
-                                      reason=request.form.get("reason", ""),
-                                      field_comment=request.form.get("value_comment", ""),
-                                      signer=current_user._get_current_object(), password=form.password.data,
-                                      username=form.username.data, require_username=signing_needs_username(),
-                                      tz=_tz(), expected_row_version=request.form.get("row_version", type=int))
-        except DomainError as exc:
-            problems = exc.problems
-            if isinstance(exc, AuthenticationFailed) and not current_user.is_authenticated:
-                return redirect(url_for("auth.login"))
-        else:
-            mark_signed()
+        outcome = signed_action(lambda: batches.correct_value(
+            db.session, ex, field_id=request.form.get("field_id", ""), raw=request.form.get("new_value", ""),
+            reason=request.form.get("reason", ""), field_comment=request.form.get("value_comment", ""),
+            signer=current_user._get_current_object(), password=form.password.data, username=form.username.data,
+            require_username=signing_needs_username(), tz=_tz(),
+            expected_row_version=request.form.get("row_version", type=int)))
+        if outcome.locked_out:
+            return redirect(url_for("auth.login"))
+        if outcome.ok:
             flash("Correction recorded; the original value is kept. Earlier signatures no longer stand.", "warning")
             return redirect(url_for("batches.execution", batch_id=batch_id, execution_id=execution_id))
+        problems = outcome.problems
     ex = batches.get_execution(db.session, batches.get(db.session, batch_id), execution_id)
     return _execution_page(ex.batch, ex, SignForm(prefix="verify"), form, problems, 400)

@@ -7,7 +7,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from functools import wraps
-from typing import Any, TypeVar
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 from urllib.parse import urlsplit
 
 from flask import Flask, abort, current_app, flash, redirect, request, session, url_for
@@ -15,12 +16,13 @@ from flask_login import current_user, logout_user
 from sqlalchemy.orm import Session
 
 from ..domain import accounts as rules
-from ..domain.errors import AuthenticationFailed
+from ..domain.errors import AuthenticationFailed, DomainError
 from ..extensions import db, login_manager
 from ..models import User, utcnow
 from ..services import accounts, audit
 
 F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
 
 CONTENT_SECURITY_POLICY = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
                            "font-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; "
@@ -84,6 +86,43 @@ def transaction() -> Iterator[Session]:
     except BaseException:
         session.rollback()
         raise
+
+
+@dataclass
+class SignedOutcome(Generic[T]):
+    """What became of an action that executes an e-signature (see ``signed_action``)."""
+
+    value: T | None = None
+    error: DomainError | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    @property
+    def problems(self) -> list[str]:
+        return self.error.problems if self.error else []
+
+    @property
+    def locked_out(self) -> bool:
+        """The wrong password locked the account: the user has been signed out."""
+        return isinstance(self.error, AuthenticationFailed) and not current_user.is_authenticated
+
+
+def signed_action(action: Callable[[], T]) -> SignedOutcome[T]:
+    """Run a service call that signs, as the request's one transaction.
+
+    Success commits and remembers that this session has signed (later signatures then need only the
+    password, 21 CFR 11.200); a domain error rolls back (a wrong password is still counted and audited
+    by ``transaction``) and comes back as problems for the form.
+    """
+    try:
+        with transaction():
+            value = action()
+    except DomainError as exc:
+        return SignedOutcome(error=exc)
+    mark_signed()
+    return SignedOutcome(value=value)
 
 
 def session_clear_signing() -> None:

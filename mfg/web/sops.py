@@ -13,7 +13,7 @@ from ..domain.sop_schema import DefinitionError
 from ..extensions import db
 from ..services import signatures, sops
 from .forms import ConfirmForm, SignForm
-from .security import mark_signed, roles_required, signing_needs_username, transaction
+from .security import roles_required, signed_action, signing_needs_username, transaction
 
 bp = Blueprint("sops", __name__, url_prefix="/sops")
 
@@ -70,20 +70,17 @@ def approve(sop_id: int):
     version = sops.get(db.session, sop_id)
     form = SignForm()
     if form.validate_on_submit():
-        try:
-            with transaction():
-                sops.approve(db.session, version, signer=current_user._get_current_object(),
-                             password=form.password.data, username=form.username.data,
-                             require_username=signing_needs_username(), comment=form.comment.data)
-        except AuthenticationFailed as exc:
-            form.password.errors = list(form.password.errors) + exc.problems
-            if not current_user.is_authenticated:
-                flash("Your account is locked after repeated wrong passwords.", "error")
-                return redirect(url_for("auth.login"))
-        except DomainError as exc:
-            form.form_errors.extend(exc.problems)
-        else:
-            mark_signed()
+        outcome = signed_action(lambda: sops.approve(
+            db.session, version, signer=current_user._get_current_object(), password=form.password.data,
+            username=form.username.data, require_username=signing_needs_username(), comment=form.comment.data))
+        if outcome.locked_out:
+            flash("Your account is locked after repeated wrong passwords.", "error")
+            return redirect(url_for("auth.login"))
+        if outcome.ok:
             flash(f"{version.code} v{version.version} approved: it is now effective.", "success")
             return redirect(url_for("sops.show", sop_id=sop_id))
+        if isinstance(outcome.error, AuthenticationFailed):
+            form.password.errors = list(form.password.errors) + outcome.problems
+        else:
+            form.form_errors.extend(outcome.problems)
     return _show(sops.get(db.session, sop_id), form, 400)
