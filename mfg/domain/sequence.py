@@ -4,7 +4,8 @@ Rules, all from the master records a batch pins, in their order:
 - Stages run in order: a stage opens when every earlier stage is complete.
 - Within a stage, steps run in the order written, except steps marked ``parallel``, which may be done
   at any time while their stage is open.
-- A step lets the next one start once it is *performed*; second-person verification may follow later,
+- A step lets the next one start once it is *performed* (signed, and not waiting to be signed again
+  after a correction); second-person verification may follow later,
   but a stage is *complete* only when each of its steps has its minimum number of instances performed
   and, where required, verified, and no instance waits for a new signature after a correction.
 - A repeatable step's next instance opens when the previous one is performed, up to ``repeat.max``.
@@ -73,7 +74,9 @@ def _stage_complete(position: int, stage: Stage, done: Mapping[StepRef, Sequence
 
 
 def _performed(states: Sequence[InstanceState], step: Step) -> bool:
-    return len(states) >= (step.repeat.min if step.repeat else 1)
+    """Enough instances carry a standing "Performed by" signature (one waiting to be signed again does not)."""
+    signed = sum(1 for s in states if s.status in ("awaiting_verification", "complete"))
+    return signed >= (step.repeat.min if step.repeat else 1)
 
 
 def open_steps(records: Sequence[MasterRecord], done: Mapping[StepRef, Sequence[InstanceState]]) -> list[Open]:

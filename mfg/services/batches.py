@@ -24,7 +24,8 @@ from ..domain import sequence, values
 from ..domain.canonical import content_hash
 from ..domain.errors import ConflictError, NotFound, PermissionDenied, ValidationFailed
 from ..domain.signing import Meaning
-from ..domain.sop_schema import MasterRecord, Step, parse_definition
+from ..domain.calc import referenced_names as calc_names
+from ..domain.sop_schema import MasterRecord, Step, parse_definition, step_index
 from ..models import (Batch, BatchMasterRecord, Deviation, RecordedValue, Signature, SignatureInvalidation,
                       SopVersion, StepExecution, User, utcnow)
 from . import audit, masterdata, sequences, signatures, sops
@@ -342,8 +343,6 @@ def _verify(session: Session, execution: StepExecution, *, signer: User, passwor
 
 def _step_definition(batch: Batch, execution: StepExecution) -> tuple[int, Step]:
     position = _position(batch, execution.sop_version_id)
-    from ..domain.sop_schema import step_index
-
     return position, step_index(records(batch)[position])[execution.step_id][1]
 
 
@@ -407,13 +406,12 @@ def _correct(session: Session, execution: StepExecution, *, field_id: str, raw: 
                             correction_reason=reason.strip())
         session.add(row)
         new_rows.append(row)
-    for signature_id in {execution.performed_signature_id, execution.verified_signature_id} - {None}:
-        if session.get(SignatureInvalidation, signature_id) is None:
-            session.add(SignatureInvalidation(signature_id=signature_id, invalidated_at=now,
-                                              invalidated_by_id=signer.id,
-                                              reason=f"value '{field_id}' corrected: {reason.strip()}"))
+    _invalidate(session, execution, signer, f"value '{field_id}' corrected: {reason.strip()}", now)
     audit.flush(session)
     session.refresh(execution, ["values"])
+    _recompute_dependents(session, batch, position, execution, {f"{step.id}.{e.field_id}" for e in changed},
+                          signer=signer, why=f"recalculated after correction of {step.id}.{field_id}: "
+                                             f"{reason.strip()}")
     signature = signatures.sign(session, signer=signer, password=password, meaning=Meaning.PERFORMED,
                                 record=execution, username=username, require_username=require_username,
                                 comment=f"corrected {field_id}: {reason.strip()}")
@@ -429,6 +427,88 @@ def _correct(session: Session, execution: StepExecution, *, field_id: str, raw: 
     _settle(session, batch, execution)
     audit.flush(session)
     return new_rows[0]
+
+
+def _invalidate(session: Session, execution: StepExecution, signer: User, why: str, now) -> None:
+    for signature_id in {execution.performed_signature_id, execution.verified_signature_id} - {None}:
+        if session.get(SignatureInvalidation, signature_id) is None:
+            session.add(SignatureInvalidation(signature_id=signature_id, invalidated_at=now,
+                                              invalidated_by_id=signer.id, reason=why))
+
+
+def _recompute_dependents(session: Session, batch: Batch, position: int, corrected: StepExecution,
+                          changed_keys: set[str], *, signer: User, why: str) -> None:
+    """Recalculate later steps whose calculations use a corrected value (and so on down the chain).
+
+    A changed result is stored as a new value superseding the old one, the step's signatures no longer
+    stand, and the step waits for a new "Performed by" signature (``resign_step``); an out-of-limit
+    result opens a deviation. Nothing is silently left stale.
+    """
+    index = step_index(records(batch)[position])
+    version_id = batch.master_records[position].sop_version_id
+    for ex in executions(session, batch):
+        if ex.id == corrected.id or ex.sop_version_id != version_id:
+            continue
+        step = index[ex.step_id][1]
+        calculated = [f for f in step.fields if f.type == "calculated"]
+        uses = {name for f in calculated for name in calc_names(f.expression)}
+        if not calculated or not uses & changed_keys:
+            continue
+        numbers = _inputs_from_batch(session, batch, position)
+        current = ex.current_values()
+        numbers.update({fid: v.number for fid, v in current.items()})
+        now, rows = utcnow(), []
+        for f in calculated:
+            parsed = values.KINDS["calculated"].compute(f, numbers)
+            numbers[f.id] = parsed.number
+            if f.id in current and parsed.text != current[f.id].text:
+                problems = values.KINDS["calculated"].limit_problems(f, parsed)
+                rows.append(RecordedValue(execution_id=ex.id, field_id=f.id, field_type=f.type, raw="",
+                                          text=parsed.text, number=parsed.number, unit=f.unit,
+                                          in_limits=not problems, limit_message="; ".join(problems) or None,
+                                          entered_by_id=signer.id, entered_at=now, supersedes_id=current[f.id].id,
+                                          correction_reason=why))
+                if problems:
+                    _open_deviation(session, batch, ex, "out_of_limit",
+                                    f"{step.title} (recalculated): {'; '.join(problems)}", signer)
+        if not rows:
+            continue
+        sequence.STEP_STATUS.check(ex.status, "needs_signature")
+        ex.status = "needs_signature"
+        session.add_all(rows)
+        _invalidate(session, ex, signer, why, now)
+        changed_keys |= {f"{step.id}.{row.field_id}" for row in rows}
+        audit.flush(session)
+        session.refresh(ex, ["values"])
+
+
+def resign_step(session: Session, execution: StepExecution, *, signer: User, password: str, username: str | None,
+                require_username: bool, expected_row_version: int | None = None) -> None:
+    """Sign a step again ("Performed by") after its values were recalculated from a correction."""
+    if not signer.has_role(OPERATOR):
+        raise PermissionDenied("signing a step needs the operator role")
+    if execution.status != "needs_signature":
+        raise ValidationFailed("This step does not need a new signature.")
+    if expected_row_version is not None and execution.row_version != expected_row_version:
+        raise StepConflict(execution.batch_id, execution.step_id, execution.instance)
+    batch = execution.batch
+    _position_, step = _step_definition(batch, execution)
+    target = "awaiting_verification" if step.verification == "required" else "complete"
+    with audit.reason_for(session, f"step {execution.step_id} #{execution.instance} signed again"):
+        sequence.STEP_STATUS.check(execution.status, target)
+        conflict = StepConflict(execution.batch_id, execution.step_id, execution.instance)
+        execution.status = target
+        try:
+            session.flush()  # the claim
+        except StaleDataError:
+            raise conflict from None
+        signature = signatures.sign(session, signer=signer, password=password, meaning=Meaning.PERFORMED,
+                                    record=execution, username=username, require_username=require_username,
+                                    comment="signed again after recalculation")
+        execution.performed_signature_id = signature.id
+        execution.verified_signature_id = None
+        _settle(session, batch, execution)
+        audit.flush(session)
 
 
 def performers(session: Session, execution: StepExecution) -> set[int]:
@@ -481,9 +561,15 @@ def work_queue(session: Session, user: User) -> list[QueueItem]:
                                                              "step_id": item.ref.step_id,
                                                              "instance": item.instance}))
         for ex in executions(session, batch):
-            if ex.status == "awaiting_verification" and ex.performed_by_id != user.id:
-                items.append(QueueItem(batch, "verify", f"Verify: {ex.step_id} #{ex.instance}",
-                                       {"batch_id": batch.id, "execution_id": ex.id}))
+            if ex.status in ("awaiting_verification", "needs_signature"):
+                step = step_index(records(batch)[_position(batch, ex.sop_version_id)])[ex.step_id][1]
+                title = step.title + (f" ({step.repeat.label} {ex.instance})" if step.repeat else "")
+                if ex.status == "needs_signature":
+                    items.append(QueueItem(batch, "sign", f"Sign again: {title}",
+                                           {"batch_id": batch.id, "execution_id": ex.id}))
+                elif user.id not in performers(session, ex):
+                    items.append(QueueItem(batch, "verify", f"Verify: {title}",
+                                           {"batch_id": batch.id, "execution_id": ex.id}))
     return items
 
 

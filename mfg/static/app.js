@@ -5,7 +5,9 @@ document.addEventListener("keydown", function (event) {
   if (event.key !== "Enter" || !target.matches || !target.matches("input[data-scan]")) { return; }
   event.preventDefault();
   var inputs = Array.prototype.slice.call(target.form.querySelectorAll("input, textarea, select, button"))
-    .filter(function (el) { return !el.disabled && el.type !== "hidden"; });
+    .filter(function (el) {  // skip what cannot take focus, such as inputs inside a closed <details>
+      return !el.disabled && el.type !== "hidden" && (el.checkVisibility ? el.checkVisibility() : el.offsetParent !== null);
+    });
   var next = inputs[inputs.indexOf(target) + 1];
   if (next) { next.focus(); }
 });

@@ -157,6 +157,7 @@ def _execution_page(batch, ex, verify_form, correct_form, problems, status=200):
                            signatures=signatures.for_record(db.session, ex),
                            invalidated=batches.invalidated_signature_ids(db.session, batch),
                            verify_form=verify_form, correct_form=correct_form, may_verify=may_verify,
+                           resign_form=SignForm(prefix="resign"),
                            problems=problems, needs_username=signing_needs_username(), Meaning=Meaning,
                            kinds=values.KINDS), status
 
@@ -205,3 +206,25 @@ def correct(batch_id: int, execution_id: int):
         problems = outcome.problems
     ex = batches.get_execution(db.session, batches.get(db.session, batch_id), execution_id)
     return _execution_page(ex.batch, ex, SignForm(prefix="verify"), form, problems, 400)
+
+
+@bp.route("/<int:batch_id>/execution/<int:execution_id>/resign", methods=["POST"])
+@roles_required("operator")
+def resign(batch_id: int, execution_id: int):
+    batch = batches.get(db.session, batch_id)
+    ex = batches.get_execution(db.session, batch, execution_id)
+    form = SignForm(prefix="resign")
+    problems: list[str] = []
+    if form.validate_on_submit():
+        outcome = signed_action(lambda: batches.resign_step(
+            db.session, ex, signer=current_user._get_current_object(), password=form.password.data,
+            username=form.username.data, require_username=signing_needs_username(),
+            expected_row_version=request.form.get("row_version", type=int)))
+        if outcome.locked_out:
+            return redirect(url_for("auth.login"))
+        if outcome.ok:
+            flash("Step signed again.", "success")
+            return redirect(url_for("batches.show", batch_id=batch.id))
+        problems = outcome.problems
+    ex = batches.get_execution(db.session, batches.get(db.session, batch_id), execution_id)
+    return _execution_page(ex.batch, ex, SignForm(prefix="verify"), SignForm(prefix="correct"), problems, 400)

@@ -266,3 +266,36 @@ def test_recorded_values_cannot_be_updated_in_the_database(app, plant):
     with pytest.raises(sa.exc.DatabaseError, match="GMP record guard"):
         with app.extensions["mfg.db"].engine.begin() as conn:
             conn.execute(sa.text("UPDATE recorded_value SET text = 'BSC-02'"))
+
+
+def test_a_correction_recalculates_later_steps_and_asks_for_new_signatures(plant):
+    """Correcting the initial volume changes recovery in the final count: stored as a new value,
+    the final count's signature no longer stands, and the step must be signed again."""
+    session = plant["session"]
+    ex = _prepare(plant)
+    batches.verify_step(session, ex, signer=plant["oscar"], password=PASSWORD, username=None, require_username=False)
+    initial = perform(plant, "initial_count", GOOD["initial_count"]())
+    perform(plant, "daily_check", {"checked_at": now_text(), "ph": "7.30", "appearance": "Clear"})
+    final = perform(plant, "final_count", {"final_volume_ml": "50.0", "final_concentration": "4.00"})
+    session.commit()
+    assert final.current_values()["recovery"].text == "80.0"
+    batches.correct_value(session, initial, field_id="volume_ml", raw="110.0", reason="re-read the scale",
+                          field_comment="", signer=plant["olivia"], password=PASSWORD, username=None,
+                          require_username=False, tz=UTC)
+    session.commit()
+    session.refresh(final)
+    recovery = final.current_values()["recovery"]
+    assert recovery.text == "72.7" and recovery.supersedes_id is not None
+    assert "recalculated after correction of initial_count.volume_ml" in recovery.correction_reason
+    assert final.status == "needs_signature"
+    assert final.performed_signature_id in set(session.scalars(sa.select(SignatureInvalidation.signature_id)))
+    with pytest.raises(InvalidTransition):  # the batch cannot move on past an unsigned step
+        perform(plant, "close_out", {"waste_disposed": "yes", "summary": "x"}, comment="done")
+    session.rollback()
+    batches.resign_step(session, final, signer=plant["oscar"], password=PASSWORD, username=None,
+                        require_username=False)
+    session.commit()
+    assert final.status == "complete" and signatures.check_all(session)[1] == []
+    perform(plant, "close_out", {"waste_disposed": "yes", "summary": "x"}, comment="done")
+    session.commit()
+    assert plant["batch"].status == "awaiting_review"

@@ -124,11 +124,11 @@ def test_work_queue_shows_next_steps_and_verifications(demo, client, login):
     client.post(f"/batches/{batch_id}/step/0/identify_material/1",
                 data={"v_lot_scan": lot, "v_buffer": "PBS-7", "password": PASSWORD})
     mine = client.get("/batches/").get_data(as_text=True)
-    assert "Room check" in mine and "Verify: identify_material" not in mine  # not her own
+    assert "Room check" in mine and "Verify: Identify the starting material" not in mine  # not her own
     client.post("/auth/logout")
     login("oscar")
     theirs = client.get("/batches/").get_data(as_text=True)
-    assert "Verify: identify_material" in theirs
+    assert "Verify: Identify the starting material" in theirs
 
 
 def test_master_data_screens(demo, client, make_user, login):
