@@ -35,6 +35,12 @@ def markdown_filter(text: str) -> str:
     return Markup(_markdown.render(text or ""))
 
 
+@bp.app_template_filter("shown")
+def shown(value, field) -> str:
+    """A recorded value as screens show it: with its unit; date-times in the site time zone."""
+    return values.display(field, value.text, tz=_tz())
+
+
 @bp.app_template_filter("local")
 def local_time(moment) -> str:
     if moment is None:

@@ -189,3 +189,21 @@ def test_calculation_error_is_a_clear_message_not_a_500(demo, client, login):
     response = client.post(f"/batches/{batch_id}/step/0/final_count/1",
                            data={"v_final_volume_ml": "50.0", "v_final_concentration": "4.00", "password": PASSWORD})
     assert response.status_code == 400 and "division by zero" in response.get_data(as_text=True)
+
+
+def test_date_times_are_entered_and_shown_in_the_site_zone_and_stored_in_utc(demo, app_factory):
+    from zoneinfo import ZoneInfo
+
+    berlin = app_factory(SITE_TIMEZONE="Europe/Berlin")
+    client = berlin.test_client()
+    client.post("/auth/login", data={"username": "olivia", "password": PASSWORD})
+    batch_id = _start(client)
+    moment = utcnow().replace(second=0, microsecond=0) - timedelta(minutes=10)
+    local = moment.astimezone(ZoneInfo("Europe/Berlin")).strftime("%Y-%m-%d %H:%M")
+    response = client.post(f"/batches/{batch_id}/step/0/line_clearance/1", data=_clearance(started=local))
+    assert response.status_code == 302, response.get_data(as_text=True)
+    with berlin.app_context():
+        stored = db.session.scalar(sa.select(RecordedValue).where(RecordedValue.field_id == "started_at"))
+    assert stored.moment == moment and stored.text == moment.strftime("%Y-%m-%dT%H:%M:00.000000Z")
+    page = client.get(f"/batches/{batch_id}").get_data(as_text=True)
+    assert f"started_at: {local} CE" in page  # shown in the site's zone (CET or CEST)
