@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 import sqlalchemy as sa
 from flask import Flask
 from sqlalchemy.orm import Session
@@ -23,6 +24,10 @@ from mfg.services import accounts, audit, sops
 from tests.support import DEMO_SOP, PASSWORD
 PG_URL = os.environ.get("MFG_TEST_DATABASE_URL", "").strip()
 _schemas = itertools.count(1)
+
+# Property tests keep no example database in the work tree.
+settings.register_profile("mfg", database=None)
+settings.load_profile("mfg")
 
 
 @pytest.fixture(scope="session")
