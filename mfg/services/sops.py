@@ -17,7 +17,9 @@ from sqlalchemy.orm import Session
 
 from ..domain.errors import NotFound, PermissionDenied, ValidationFailed
 from ..domain.signing import Meaning
-from ..domain.sop_schema import DefinitionError, MasterRecord, parse_definition
+from ..domain.documents import Document, parse_document
+from ..domain.sop_schema import DefinitionError
+from ..domain.trial_config import TrialConfiguration
 from ..domain.status import SOP_STATUS
 from ..models import SopVersion, User, utcnow
 from . import audit, signatures
@@ -35,14 +37,14 @@ def definition_files(directory: Path) -> list[Path]:
     return sorted(p for p in directory.rglob("*") if p.suffix in (".yaml", ".yml") and p.is_file())
 
 
-def _read(path: Path, root: Path) -> tuple[str, str, str, MasterRecord]:
+def _read(path: Path, root: Path) -> tuple[str, str, str, Document]:
     name = str(path.relative_to(root))
     raw = path.read_bytes()
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise DefinitionError([f"{name}: (root): not UTF-8 text"]) from None
-    record = parse_definition(text, name)
+    record = parse_document(text, name)
     expected = f"{record.code}_v{record.version}"
     if path.stem != expected:
         raise DefinitionError([f"{name}: (root): file name must be {expected}{path.suffix} "
@@ -55,7 +57,7 @@ def load_directory(session: Session, directory: Path, *, loader: User) -> LoadRe
     if not loader.has_role(LOADER_ROLE):
         raise PermissionDenied("loading master records needs the qa role")
     problems: list[str] = []
-    pending: list[tuple[str, str, str, MasterRecord]] = []
+    pending: list[tuple[str, str, str, Document]] = []
     unchanged: list[str] = []
     seen: dict[tuple[str, int], str] = {}
     for path in definition_files(directory):
@@ -107,8 +109,19 @@ def effective(session: Session, code: str) -> SopVersion | None:
     return session.scalar(sa.select(SopVersion).where(SopVersion.code == code, SopVersion.status == "effective"))
 
 
-def definition(version: SopVersion) -> MasterRecord:
-    return parse_definition(version.content, version.source_name)
+def definition(version: SopVersion) -> Document:
+    return parse_document(version.content, version.source_name)
+
+
+def trial_configuration(session: Session, code: str = "NK-TRIAL") -> TrialConfiguration:
+    """The effective trial and site configuration; refused when none is effective."""
+    version = effective(session, code)
+    if version is None:
+        raise ValidationFailed(f"no effective trial configuration {code}: QA must approve one first")
+    document = definition(version)
+    if not isinstance(document, TrialConfiguration):
+        raise ValidationFailed(f"{code} is not a trial configuration")
+    return document
 
 
 def approve(session: Session, version: SopVersion, *, signer: User, password: str, username: str | None,

@@ -1,0 +1,101 @@
+"""The trial and site configuration (YAML under ``sops/trial/``), versioned and approved like a master
+record. Every value the registry (NCT05744440) does not give is a protocol or site decision: it lives
+here, never in code, and the demo file marks each such value as configurable.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import pydantic
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from . import isbt128
+from .sop_schema import CODE_PATTERN, DefinitionError, _format, _load_yaml, _validation_problems
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class DoseLevel(_Model):
+    """One dose level of the escalation: NK cells per kg of the subject's weight, per infusion."""
+
+    code: str = Field(pattern=r"^DL[0-9]{1,2}$")
+    cells_per_kg: int = Field(gt=0)
+    label: str = ""
+
+
+class TrialConfiguration(_Model):
+    kind: Literal["trial_configuration"]
+    code: str = Field(pattern=CODE_PATTERN)
+    version: int = Field(ge=1)
+    title: str = Field(min_length=1)
+    description: str = ""
+    trial_id: str = Field(pattern=r"^NCT[0-9]{8}$")
+    dose_levels: list[DoseLevel] = Field(min_length=1)
+    infusions_per_subject: int = Field(ge=1)
+    cd3_limit_per_kg: int = Field(gt=0)
+    endotoxin_limit_eu_per_kg: float = Field(gt=0)
+    apheresis_hold_hours: float = Field(gt=0)
+    shelf_life_hours: float = Field(gt=0)
+    max_bag_volume_ml: float = Field(gt=0)
+    facility_identification_number: str
+    product_description_code: str = Field(pattern=r"^S[A-Z0-9]{4}$")
+    donation_type: str = "V"
+    site_timezone: str = "UTC"
+
+    @field_validator("facility_identification_number")
+    @classmethod
+    def _fin(cls, value: str) -> str:
+        problems = isbt128._fin_problems(value)
+        if problems:
+            raise ValueError("; ".join(problems))
+        return value
+
+    @field_validator("donation_type")
+    @classmethod
+    def _donation_type(cls, value: str) -> str:
+        if value not in isbt128.DONATION_TYPES:
+            raise ValueError(f"unknown ISBT 128 type of donation {value!r}")
+        return value
+
+    @field_validator("site_timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r}") from None
+        return value
+
+    @model_validator(mode="after")
+    def _levels(self) -> TrialConfiguration:
+        codes = [level.code for level in self.dose_levels]
+        if len(set(codes)) != len(codes):
+            raise ValueError("dose level codes must be unique")
+        doses = [level.cells_per_kg for level in self.dose_levels]
+        if doses != sorted(doses) or len(set(doses)) != len(doses):
+            raise ValueError("dose levels must increase strictly, in escalation order")
+        return self
+
+    def dose_level(self, code: str) -> DoseLevel:
+        for level in self.dose_levels:
+            if level.code == code:
+                return level
+        raise KeyError(code)
+
+    @property
+    def endotoxin_limit(self) -> Decimal:
+        return Decimal(str(self.endotoxin_limit_eu_per_kg))
+
+
+def parse_trial_configuration(text: str, source: str) -> TrialConfiguration:
+    """Parse and check a trial configuration file; errors name the file, the path and the problem."""
+    data, lines = _load_yaml(text, source)
+    try:
+        return TrialConfiguration.model_validate(data)
+    except pydantic.ValidationError as exc:
+        raise DefinitionError(_format(source, _validation_problems(exc), lines)) from exc
