@@ -27,14 +27,16 @@ MEANING_LABELS = {
     Meaning.REJECTED: "Rejected by",
 }
 
-# The role a signer must hold for each meaning. Administrators sign nothing (SPEC: who uses it).
-ROLE_FOR_MEANING = {
-    Meaning.PERFORMED: "operator",
-    Meaning.VERIFIED: "operator",
-    Meaning.REVIEWED: "qa",
-    Meaning.APPROVED: "qa",
-    Meaning.RELEASED: "qa",
-    Meaning.REJECTED: "qa",
+# The roles that may sign with each meaning. Administrators sign nothing (SPEC: who uses it). A
+# clinical coordinator approves clinical records (a subject's dose level); each service that takes a
+# signature also checks the role its own record needs (only QA approves a master record).
+ROLE_FOR_MEANING: dict[Meaning, tuple[str, ...]] = {
+    Meaning.PERFORMED: ("operator",),
+    Meaning.VERIFIED: ("operator",),
+    Meaning.REVIEWED: ("qa",),
+    Meaning.APPROVED: ("qa", "clinical"),
+    Meaning.RELEASED: ("qa",),
+    Meaning.REJECTED: ("qa",),
 }
 
 

@@ -38,9 +38,9 @@ def sign(session: Session, *, signer: User, password: str, meaning: Meaning | st
     if not signer.is_active or not accounts.password_matches(signer, password):
         raise AuthenticationFailed(signer.username, context="signature",
                                    message="User name or password is not correct.")
-    role = ROLE_FOR_MEANING[meaning]
-    if not signer.has_role(role):
-        raise PermissionDenied(f"signing as '{meaning.label}' needs the {role} role")
+    roles = ROLE_FOR_MEANING[meaning]
+    if not signer.has_role(*roles):
+        raise PermissionDenied(f"signing as '{meaning.label}' needs the {' or '.join(roles)} role")
     content = canonical_json(record.signed_content())
     record_type = record.__tablename__  # type: ignore[attr-defined]
     signature = Signature(user_id=signer.id, username=signer.username, printed_name=signer.full_name,

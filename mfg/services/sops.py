@@ -128,6 +128,8 @@ def approve(session: Session, version: SopVersion, *, signer: User, password: st
             require_username: bool, comment: str | None = None) -> SopVersion:
     """QA approves a draft with an e-signature; the loader may not approve their own upload."""
     SOP_STATUS.check(version.status, "effective")
+    if not signer.has_role("qa"):
+        raise PermissionDenied("approving a master record needs the qa role")
     if signer.id == version.loaded_by_id:
         raise PermissionDenied("The person who loaded a master record cannot approve it "
                                "(author and approver must differ).")

@@ -108,3 +108,12 @@ def test_approval_makes_effective_and_supersedes_the_previous_version(session, q
 def test_the_definition_is_read_back_from_the_stored_text(session, approved_sop):
     record = sops.definition(approved_sop)
     assert record.code == "DEMO-PROC" and record.stages
+
+
+def test_only_qa_approves_a_master_record(session, qa, sops_dir, make_user):
+    loader, _ = qa
+    clinical = session.merge(make_user("clara", "clinical"))
+    shutil.copy(DEMO_SOP, sops_dir)
+    version = sops.load_directory(session, sops_dir, loader=loader).loaded[0]
+    with pytest.raises(PermissionDenied, match="qa role"):
+        sops.approve(session, version, signer=clinical, password=PASSWORD, username="clara", require_username=True)

@@ -1,0 +1,177 @@
+"""Subjects and donors (clinical coordinator), chain-of-identity identifiers and DIN allocation."""
+
+from __future__ import annotations
+
+from datetime import date
+from decimal import Decimal, InvalidOperation
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from ..domain import isbt128
+from ..domain.errors import ConflictError, NotFound, PermissionDenied, ValidationFailed
+from ..domain.signing import Meaning
+from ..models import Donor, DonorTest, SignatureInvalidation, Subject, User, utcnow
+from . import audit, sequences, signatures, sops
+
+CLINICAL = "clinical"
+ELIGIBILITY = ("pending", "eligible", "ineligible")
+RESULTS = ("negative", "non-reactive", "reactive", "positive", "indeterminate")
+ACCEPTABLE_RESULTS = ("negative", "non-reactive")
+
+
+def _require_clinical(user: User) -> None:
+    if not user.has_role(CLINICAL):
+        raise PermissionDenied("this needs the clinical coordinator role")
+
+
+def _code(value: str, what: str) -> str:
+    value = (value or "").strip()
+    if not value or len(value) > 40 or not value.replace("-", "").replace("_", "").isalnum():
+        raise ValidationFailed(f"{what} code: 1-40 letters, digits, '-' or '_'")
+    return value
+
+
+def register_donor(session: Session, *, code: str, abo_rh: str | None, user: User) -> Donor:
+    _require_clinical(user)
+    code = _code(code, "Donor")
+    if session.scalar(sa.select(Donor).where(Donor.code == code)):
+        raise ConflictError(f"donor {code} is already registered")
+    donor = Donor(code=code, abo_rh=(abo_rh or "").strip() or None, eligibility="pending")
+    session.add(donor)
+    audit.flush(session, reason="donor registered")
+    return donor
+
+
+def record_donor_test(session: Session, donor: Donor, *, test: str, result: str, specimen_date: date,
+                      user: User) -> DonorTest:
+    _require_clinical(user)
+    problems = []
+    if not (test or "").strip():
+        problems.append("Name the test (e.g. HIV-1/2 Ab, HBsAg, anti-HCV, HIV/HBV/HCV NAT).")
+    if result not in RESULTS:
+        problems.append(f"Result must be one of {', '.join(RESULTS)}.")
+    if specimen_date > date.today():
+        problems.append("The specimen date cannot be in the future.")
+    if problems:
+        raise ValidationFailed(*problems)
+    row = DonorTest(test=test.strip(), result=result, specimen_date=specimen_date, recorded_by_id=user.id)
+    donor.tests.append(row)  # through the relationship, so the eligibility check sees it at once
+    audit.flush(session, reason="donor test result recorded")
+    return row
+
+
+def determine_eligibility(session: Session, donor: Donor, *, eligible: bool, summary: str, user: User) -> None:
+    """Record the donor eligibility determination with its summary of records (21 CFR 1271.50)."""
+    _require_clinical(user)
+    problems = []
+    if not (summary or "").strip():
+        problems.append("The determination needs a summary of the records it rests on.")
+    if eligible:
+        if not donor.tests:
+            problems.append("A donor cannot be determined eligible without test results.")
+        bad = [f"{t.test}: {t.result}" for t in donor.tests if t.result not in ACCEPTABLE_RESULTS]
+        if bad:
+            problems.append(f"A donor with these results cannot be determined eligible: {', '.join(bad)}")
+    if problems:
+        raise ValidationFailed(*problems)
+    donor.eligibility = "eligible" if eligible else "ineligible"
+    donor.eligibility_summary = summary.strip()
+    donor.determined_at = utcnow()
+    donor.determined_by_id = user.id
+    audit.flush(session, reason="donor eligibility determined")
+
+
+def require_eligible(donor: Donor) -> None:
+    """Intake of a collection is refused for a donor not determined eligible."""
+    if donor.eligibility != "eligible":
+        raise ValidationFailed(f"donor {donor.code} is {donor.eligibility}, not determined eligible: intake refused")
+
+
+def _weight(raw: str) -> Decimal:
+    try:
+        weight = Decimal(str(raw).strip())
+    except (InvalidOperation, ValueError):
+        raise ValidationFailed(f"Weight {raw!r} is not a number in kg (e.g. 62.4).") from None
+    if not weight.is_finite() or weight <= 0 or weight > 400 or -weight.as_tuple().exponent > 2:
+        raise ValidationFailed("Weight must be a positive number of kg with at most 2 decimals.")
+    return weight
+
+
+def allocate_coi(session: Session, fin: str) -> isbt128.CoiId:
+    """A new chain-of-identity identifier: FIN, year, a sequence that is never reused."""
+    year = utcnow().year % 100
+    return isbt128.CoiId(fin, year, sequences.next_value(session, f"coi:{fin}:{year:02d}"))
+
+
+def allocate_din(session: Session, fin: str) -> isbt128.Din:
+    """A new DIN: FIN, year, a sequence that is never reused (safe under concurrency on both databases)."""
+    year = utcnow().year % 100
+    return isbt128.make_din(fin, year, sequences.next_value(session, f"din:{fin}:{year:02d}"))
+
+
+def enrol_subject(session: Session, *, code: str, donor: Donor, weight_kg: str, measured_on: date,
+                  user: User) -> Subject:
+    _require_clinical(user)
+    code = _code(code, "Subject")
+    weight = _weight(weight_kg)
+    if measured_on > date.today():
+        raise ValidationFailed("The weighing date cannot be in the future.")
+    if session.scalar(sa.select(Subject).where(Subject.code == code)):
+        raise ConflictError(f"subject {code} is already enrolled")
+    config = sops.trial_configuration(session)
+    coi = allocate_coi(session, config.facility_identification_number)
+    subject = Subject(code=code, coi=coi.text, donor_id=donor.id, weight_kg=weight, weight_measured_on=measured_on,
+                      enrolled_by_id=user.id)
+    session.add(subject)
+    audit.flush(session, reason="subject enrolled")
+    return subject
+
+
+def assign_dose_level(session: Session, subject: Subject, *, level: str, signer: User, password: str,
+                      username: str | None, require_username: bool) -> Subject:
+    """Assign the dose level from the effective trial configuration, signed "Approved by"."""
+    _require_clinical(signer)
+    version = sops.effective(session, "NK-TRIAL")
+    config = sops.trial_configuration(session)
+    try:
+        dose = config.dose_level(level)
+    except KeyError:
+        raise ValidationFailed(f"unknown dose level {level!r}; the trial defines "
+                               f"{', '.join(d.code for d in config.dose_levels)}") from None
+    if subject.dose_signature_id is not None:  # a reassignment: the earlier signed assignment no longer stands
+        session.add(SignatureInvalidation(signature_id=subject.dose_signature_id, invalidated_at=utcnow(),
+                                          invalidated_by_id=signer.id,
+                                          reason=f"dose level reassigned from {subject.dose_level} to {dose.code}"))
+    subject.dose_level = dose.code
+    subject.dose_cells_per_kg = dose.cells_per_kg
+    subject.trial_config_version_id = version.id
+    audit.flush(session, reason=f"dose level {dose.code} assigned")
+    signature = signatures.sign(session, signer=signer, password=password, meaning=Meaning.APPROVED,
+                                record=subject, username=username, require_username=require_username,
+                                comment=f"dose level {dose.code}: {dose.cells_per_kg} NK cells/kg")
+    subject.dose_signature_id = signature.id
+    audit.flush(session, reason=f"dose level {dose.code} assigned")
+    return subject
+
+
+def get_subject(session: Session, subject_id: int) -> Subject:
+    subject = session.get(Subject, subject_id)
+    if subject is None:
+        raise NotFound(f"no subject with id {subject_id}")
+    return subject
+
+
+def get_donor(session: Session, donor_id: int) -> Donor:
+    donor = session.get(Donor, donor_id)
+    if donor is None:
+        raise NotFound(f"no donor with id {donor_id}")
+    return donor
+
+
+def list_subjects(session: Session) -> list[Subject]:
+    return list(session.scalars(sa.select(Subject).order_by(Subject.code)))
+
+
+def list_donors(session: Session) -> list[Donor]:
+    return list(session.scalars(sa.select(Donor).order_by(Donor.code)))
