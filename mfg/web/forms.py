@@ -132,3 +132,29 @@ class EquipmentStatusForm(FlaskForm):
 class LotStatusForm(FlaskForm):
     qc_status = SelectField("QC status", choices=[SelectChoice(s, s) for s in ("quarantine", "released", "rejected")])
     reason = StringField("Reason", validators=[DataRequired(), Length(max=500)])
+
+
+class DonorForm(FlaskForm):
+    code = StringField("Donor code", validators=[DataRequired(), Length(max=40)])
+    abo_rh = StringField("ABO/Rh", validators=[Optional(), Length(max=10)])
+
+
+class DonorTestForm(FlaskForm):
+    test = StringField("Test", validators=[DataRequired(), Length(max=60)])
+    result = SelectField("Result", choices=[SelectChoice(r, r) for r in
+                                            ("negative", "non-reactive", "reactive", "positive", "indeterminate")])
+    specimen_date = DateField("Specimen drawn on", validators=[DataRequired()])
+
+
+class EligibilityForm(FlaskForm):
+    eligible = SelectField("Determination", choices=[SelectChoice("eligible", "eligible"),
+                                                     SelectChoice("ineligible", "ineligible")])
+    summary = StringField("Summary of records", validators=[DataRequired(), Length(max=2000)])
+
+
+class SubjectForm(FlaskForm):
+    code = StringField("Subject code", validators=[DataRequired(), Length(max=40)])
+    donor_id = SelectField("Donor", coerce=int, choices=[])
+    weight_kg = StringField("Weight (kg)", validators=[DataRequired(), Length(max=10)],
+                            render_kw={"inputmode": "decimal", "autocomplete": "off"})
+    measured_on = DateField("Weighed on", validators=[DataRequired()])

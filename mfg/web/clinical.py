@@ -1,0 +1,147 @@
+"""Subjects and donors (clinical coordinator): enrolment, eligibility, signed dose level."""
+
+from __future__ import annotations
+
+from flask import Blueprint, flash, redirect, render_template, url_for
+from flask_login import current_user, login_required
+
+from ..domain import isbt128
+from ..domain.errors import DomainError
+from ..domain.signing import Meaning
+from ..extensions import db
+from ..services import clinical, signatures, sops
+from .forms import DonorForm, DonorTestForm, EligibilityForm, SignForm, SubjectForm
+from .security import roles_required, signed_action, signing_needs_username, transaction
+
+bp = Blueprint("clinical", __name__, url_prefix="/clinical")
+
+
+def _subject_form() -> SubjectForm:
+    form = SubjectForm(prefix="subject")
+    form.donor_id.choices = [(d.id, f"{d.code} ({d.eligibility})") for d in clinical.list_donors(db.session)]
+    return form
+
+
+def _index(subject_form=None, donor_form=None, status=200):
+    return render_template("clinical/index.html", subjects=clinical.list_subjects(db.session),
+                           donors=clinical.list_donors(db.session), subject_form=subject_form or _subject_form(),
+                           donor_form=donor_form or DonorForm(prefix="donor")), status
+
+
+@bp.route("/")
+@login_required
+def index():
+    return _index()
+
+
+def _run(action, form):
+    try:
+        with transaction():
+            return action()
+    except DomainError as exc:
+        form.form_errors.extend(exc.problems)
+        return None
+
+
+@bp.route("/donors", methods=["POST"])
+@roles_required("clinical")
+def add_donor():
+    form = DonorForm(prefix="donor")
+    if form.validate_on_submit():
+        donor = _run(lambda: clinical.register_donor(db.session, code=form.code.data, abo_rh=form.abo_rh.data,
+                                                     user=current_user._get_current_object()), form)
+        if donor is not None:
+            return redirect(url_for("clinical.donor", donor_id=donor.id))
+    return _index(donor_form=form, status=400)
+
+
+@bp.route("/subjects", methods=["POST"])
+@roles_required("clinical")
+def add_subject():
+    form = _subject_form()
+    if form.validate_on_submit():
+        subject = _run(lambda: clinical.enrol_subject(
+            db.session, code=form.code.data, donor=clinical.get_donor(db.session, form.donor_id.data),
+            weight_kg=form.weight_kg.data, measured_on=form.measured_on.data,
+            user=current_user._get_current_object()), form)
+        if subject is not None:
+            flash(f"Subject {subject.code} enrolled with chain-of-identity id {subject.coi}.", "success")
+            return redirect(url_for("clinical.subject", subject_id=subject.id))
+    return _index(subject_form=form, status=400)
+
+
+def _donor_page(donor, test_form=None, eligibility_form=None, status=200):
+    return render_template("clinical/donor.html", donor=donor,
+                           test_form=test_form or DonorTestForm(prefix="test"),
+                           eligibility_form=eligibility_form or EligibilityForm(prefix="elig")), status
+
+
+@bp.route("/donors/<int:donor_id>")
+@login_required
+def donor(donor_id: int):
+    return _donor_page(clinical.get_donor(db.session, donor_id))
+
+
+@bp.route("/donors/<int:donor_id>/tests", methods=["POST"])
+@roles_required("clinical")
+def add_test(donor_id: int):
+    donor = clinical.get_donor(db.session, donor_id)
+    form = DonorTestForm(prefix="test")
+    if form.validate_on_submit() and _run(lambda: clinical.record_donor_test(
+            db.session, donor, test=form.test.data, result=form.result.data, specimen_date=form.specimen_date.data,
+            user=current_user._get_current_object()), form) is not None:
+        return redirect(url_for("clinical.donor", donor_id=donor_id))
+    return _donor_page(clinical.get_donor(db.session, donor_id), test_form=form, status=400)
+
+
+@bp.route("/donors/<int:donor_id>/eligibility", methods=["POST"])
+@roles_required("clinical")
+def eligibility(donor_id: int):
+    donor = clinical.get_donor(db.session, donor_id)
+    form = EligibilityForm(prefix="elig")
+    if form.validate_on_submit():
+        done = _run(lambda: clinical.determine_eligibility(
+            db.session, donor, eligible=form.eligible.data == "eligible", summary=form.summary.data,
+            user=current_user._get_current_object()) or True, form)
+        if done:
+            return redirect(url_for("clinical.donor", donor_id=donor_id))
+    return _donor_page(clinical.get_donor(db.session, donor_id), eligibility_form=form, status=400)
+
+
+def _subject_page(subject, form=None, problems=(), status=200):
+    try:
+        levels = sops.trial_configuration(db.session).dose_levels
+    except DomainError:
+        levels = []
+    coi = isbt128.parse_coi(isbt128.COI_PREFIX + subject.coi)
+    return render_template("clinical/subject.html", subject=subject, coi=coi, levels=levels,
+                           signatures=signatures.for_record(db.session, subject), form=form or SignForm(),
+                           problems=list(problems), needs_username=signing_needs_username(),
+                           meaning=Meaning.APPROVED), status
+
+
+@bp.route("/subjects/<int:subject_id>")
+@login_required
+def subject(subject_id: int):
+    return _subject_page(clinical.get_subject(db.session, subject_id))
+
+
+@bp.route("/subjects/<int:subject_id>/dose", methods=["POST"])
+@roles_required("clinical")
+def assign_dose(subject_id: int):
+    from flask import request
+
+    subject = clinical.get_subject(db.session, subject_id)
+    form = SignForm()
+    problems: list[str] = []
+    if form.validate_on_submit():
+        outcome = signed_action(lambda: clinical.assign_dose_level(
+            db.session, subject, level=request.form.get("level", ""), signer=current_user._get_current_object(),
+            password=form.password.data, username=form.username.data, require_username=signing_needs_username()))
+        if outcome.locked_out:
+            return redirect(url_for("auth.login"))
+        if outcome.ok:
+            flash(f"Dose level {subject.dose_level} assigned and signed.", "success")
+            return redirect(url_for("clinical.subject", subject_id=subject_id))
+        problems = outcome.problems
+    return _subject_page(clinical.get_subject(db.session, subject_id), form, problems, 400)

@@ -1,0 +1,71 @@
+"""Subject and donor screens: roles, enrolment, eligibility, the signed dose level."""
+
+from __future__ import annotations
+
+import shutil
+from datetime import date
+
+import pytest
+import sqlalchemy as sa
+
+from mfg.config import PROJECT_ROOT
+from mfg.extensions import db
+from mfg.models import Donor, Subject
+from mfg.services import audit, sops
+from tests.support import PASSWORD
+
+
+@pytest.fixture
+def trial_app(app, make_user):
+    (lambda d: (d.mkdir(), shutil.copy(PROJECT_ROOT / "sops" / "trial" / "NK-TRIAL_v1.yaml", d)))(
+        __import__("pathlib").Path(app.config["SOPS_DIR"]) / "trial")
+    loader, approver = make_user("loader", "qa"), make_user("approver", "qa")
+    make_user("clara", "clinical", full_name="Clara Coordinator")
+    make_user("olivia", "operator")
+    with app.app_context():
+        s = db.session
+        audit.set_actor(s, name="test-setup")
+        version = sops.load_directory(s, __import__("pathlib").Path(app.config["SOPS_DIR"]),
+                                      loader=s.merge(loader)).loaded[0]
+        sops.approve(s, version, signer=s.merge(approver), password=PASSWORD, username="approver",
+                     require_username=True)
+        s.commit()
+    return app
+
+
+def test_clinical_coordinator_enrols_determines_and_assigns_a_signed_dose(trial_app, client, login):
+    login("clara")
+    assert client.post("/clinical/donors", data={"donor-code": "D-001", "donor-abo_rh": "O-"}).status_code == 302
+    with trial_app.app_context():
+        donor_id = db.session.scalar(sa.select(Donor.id))
+    refused = client.post(f"/clinical/donors/{donor_id}/eligibility",
+                          data={"elig-eligible": "eligible", "elig-summary": "screening complete"})
+    assert refused.status_code == 400 and "without test results" in refused.get_data(as_text=True)
+    client.post(f"/clinical/donors/{donor_id}/tests", data={"test-test": "HIV-1/2 Ab", "test-result": "non-reactive",
+                                                            "test-specimen_date": date.today().isoformat()})
+    client.post(f"/clinical/donors/{donor_id}/eligibility",
+                data={"elig-eligible": "eligible", "elig-summary": "screening complete"})
+    bad = client.post("/clinical/subjects", data={"subject-code": "S-01", "subject-donor_id": donor_id,
+                                                  "subject-weight_kg": "sixty", "subject-measured_on": "2026-11-20"})
+    assert bad.status_code == 400 and "not a number in kg" in bad.get_data(as_text=True)
+    ok = client.post("/clinical/subjects", data={"subject-code": "S-01", "subject-donor_id": donor_id,
+                                                 "subject-weight_kg": "62.4", "subject-measured_on": "2026-11-20"})
+    assert ok.status_code == 302
+    with trial_app.app_context():
+        subject = db.session.scalar(sa.select(Subject))
+    page = client.get(f"/clinical/subjects/{subject.id}").get_data(as_text=True)
+    assert subject.coi.startswith("CHX9999") and "Sign: assign dose level" in page
+    assert client.post(f"/clinical/subjects/{subject.id}/dose",
+                       data={"level": "DL2", "username": "clara", "password": "wrong"}).status_code == 400
+    assert client.post(f"/clinical/subjects/{subject.id}/dose",
+                       data={"level": "DL2", "username": "clara", "password": PASSWORD}).status_code == 302
+    page = client.get(f"/clinical/subjects/{subject.id}").get_data(as_text=True)
+    text = " ".join(page.split())
+    assert "DL2: 3000000 NK cells/kg" in text and "Approved by Clara Coordinator (clara)" in text
+
+
+@pytest.mark.parametrize("path", ["/clinical/donors", "/clinical/subjects", "/clinical/donors/1/tests",
+                                  "/clinical/donors/1/eligibility", "/clinical/subjects/1/dose"])
+def test_clinical_actions_need_the_clinical_role(trial_app, client, login, path):
+    login("olivia")
+    assert client.post(path).status_code == 403
