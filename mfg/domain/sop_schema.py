@@ -16,7 +16,8 @@ Checking happens in three passes, and each pass reports everything it finds:
 2. Structure (pydantic): unknown keys, wrong types, limits that contradict each other, expressions that
    use anything but arithmetic.
 3. References, run once the structure is valid: unique ids, time windows that point at an earlier
-   datetime, calculations whose names exist and do not go round in a circle.
+   datetime, calculations whose names exist (fields, or the run-time context names of
+   :data:`CONTEXT_NAMES`) and do not go round in a circle.
 
 No value in a definition is ever evaluated here: calculated-field expressions are only parsed and checked
 against the whitelist of :mod:`mfg.domain.calc`, the module that later evaluates them.
@@ -37,6 +38,7 @@ from mfg.domain.calc import CALCULATION_FUNCTIONS as CALCULATION_FUNCTIONS
 from mfg.domain.calc import Reference, inspect_expression
 
 __all__ = [
+    "CONTEXT_NAMES",
     "FIELD_TYPES",
     "CalculatedField",
     "ChoiceField",
@@ -65,6 +67,23 @@ ROOT = "(root)"
 CODE_PATTERN = r"^[A-Z][A-Z0-9-]{1,39}$"
 IDENTIFIER_PATTERN = r"^[a-z][a-z0-9_]{0,39}$"
 DOTTED_NAME_PATTERN = r"^[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)*$"
+
+CONTEXT_NAMES: frozenset[str] = frozenset(
+    {
+        "subject.weight_kg",
+        "subject.dose_per_kg",
+        "trial.cd3_limit_per_kg",
+        "trial.endotoxin_limit_eu_per_kg",
+        "trial.max_bag_volume_ml",
+    }
+)
+"""Names a calculation may use besides fields: numbers the batch provides at run time from the subject's
+record (weight in kg, assigned dose level in cells/kg) and the trial configuration (limits, bag volume).
+The engine passes them with the recorded values, keyed exactly as written here. The list is fixed: any
+other ``subject.*`` or ``trial.*`` name is refused when the definition is loaded, and no step may be
+called ``subject`` or ``trial`` so that a name always means one thing."""
+
+CONTEXT_NAMESPACES: frozenset[str] = frozenset(name.partition(".")[0] for name in CONTEXT_NAMES)
 
 
 class DefinitionError(Exception):
@@ -250,6 +269,12 @@ class ConfirmationField(FieldBase):
 class ScanField(FieldBase):
     """A barcode scan compared with an expected value named by ``expected`` (e.g. ``batch.lot``).
 
+    The names the NK master records use, resolved by the services from the batch at run time:
+    ``batch.lot`` (the batch's lot), ``batch.din`` (the donation identification number of the product),
+    ``subject.coi`` (the subject's chain-of-identity identifier), ``batch.product_code`` (the ISBT 128
+    product code) and ``bag.din`` (the DIN with division of the bag being handled, in a repeated step).
+    The schema accepts any dotted name; a name the services cannot resolve refuses the scan.
+
     With ``identity`` true, a mismatch is an identity event: it stops the step, is audited and opens a
     deviation; there is no override.
     """
@@ -285,8 +310,9 @@ class CalculatedField(FieldBase):
     """A value the system computes from numbers recorded in this or other steps; the operator types nothing.
 
     ``expression`` uses + - * / **, parentheses, numbers, the functions min, max, abs, round, log10 and
-    sqrt, ids of number, integer and calculated fields of the same step, and ``<step_id>.<field_id>`` for
-    such fields of any step. Limits apply to the result, as for ``number``.
+    sqrt, ids of number, integer and calculated fields of the same step, ``<step_id>.<field_id>`` for
+    such fields of any step, and the run-time context names of :data:`CONTEXT_NAMES` (e.g.
+    ``subject.weight_kg``). Limits apply to the result, as for ``number``.
     """
 
     type: Literal["calculated"]
@@ -624,6 +650,7 @@ class _Place(NamedTuple):
 def _cross_check(record: MasterRecord) -> Iterator[_Problem]:
     places = _step_places(record)
     yield from _duplicate_ids(record)
+    yield from _reserved_step_ids(places)
     yield from _time_window_problems(places)
     yield from _calculation_problems(places)
 
@@ -667,6 +694,17 @@ def _duplicate_ids(record: MasterRecord) -> Iterator[_Problem]:
                 first_field.setdefault(field.id, field_path)
 
 
+def _reserved_step_ids(places: dict[str, _Place]) -> Iterator[_Problem]:
+    """``subject.weight_kg`` must never be read as field ``weight_kg`` of a step called ``subject``."""
+    for step_id, place in places.items():
+        if step_id in CONTEXT_NAMESPACES:
+            yield _Problem(
+                f"{place.path}.id",
+                f"step id {step_id!r} is reserved for the context names "
+                f"({', '.join(sorted(name for name in CONTEXT_NAMES if name.startswith(step_id + '.')))})",
+            )
+
+
 def _fields_by_id(step: Step) -> dict[str, Field]:
     found: dict[str, Field] = {}
     for field in step.fields:
@@ -698,7 +736,8 @@ def _time_window_problems(places: dict[str, _Place]) -> Iterator[_Problem]:
 
 
 def _calculation_problems(places: dict[str, _Place]) -> Iterator[_Problem]:
-    """Every name in a calculation must be a numeric field; no calculation may depend on itself."""
+    """Every name in a calculation must be a numeric field or a context name; no calculation may depend on
+    itself."""
     depends_on: dict[tuple[str, str], list[tuple[str, str]]] = {}
     expression_path: dict[tuple[str, str], str] = {}
     for step_id, place in places.items():
@@ -724,6 +763,13 @@ def _resolve(
     reference: Reference, place: _Place, places: dict[str, _Place], calculated: CalculatedField
 ) -> tuple[str | None, tuple[str, str] | None]:
     """Return (problem, None) or (None, the calculated field referred to, if the target is calculated)."""
+    if reference.step in CONTEXT_NAMESPACES:
+        if str(reference) in CONTEXT_NAMES:
+            return None, None  # provided by the batch at run time
+        return (
+            f"unknown context name {str(reference)!r}; calculations may use: {', '.join(sorted(CONTEXT_NAMES))}",
+            None,
+        )
     own_step = reference.step is None or reference.step == place.step.id
     target = place if own_step else places.get(str(reference.step))
     if target is None:
