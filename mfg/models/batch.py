@@ -20,9 +20,14 @@ class Batch(Audited, Base):
     status: so.Mapped[str] = so.mapped_column(sa.String(30), default="created")
     created_at: so.Mapped[UTC] = so.mapped_column(default=utcnow)
     created_by_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey("user_account.id"))
+    # NK batches: the subject the product is made for and the collection's DIN (ISBT 128), which the
+    # batch inherits with the subject's chain-of-identity id. Generic demo batches have neither.
+    subject_id: so.Mapped[int | None] = so.mapped_column(sa.ForeignKey("subject.id"))
+    din: so.Mapped[str | None] = so.mapped_column(sa.String(13), unique=True)
     row_version: so.Mapped[int] = so.mapped_column(default=1)
 
     created_by: so.Mapped["User"] = so.relationship()  # noqa: F821
+    subject: so.Mapped["Subject | None"] = so.relationship()  # noqa: F821
     master_records: so.Mapped[list["BatchMasterRecord"]] = so.relationship(
         back_populates="batch", order_by="BatchMasterRecord.position")
     executions: so.Mapped[list["StepExecution"]] = so.relationship(back_populates="batch")

@@ -20,13 +20,13 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
-from ..domain import sequence, values
+from ..domain import isbt128, sequence, values
 from ..domain.canonical import content_hash
 from ..domain.errors import ConflictError, NotFound, PermissionDenied, ValidationFailed
 from ..domain.signing import Meaning
 from ..domain.calc import referenced_names as calc_names
 from ..domain.sop_schema import MasterRecord, Step, parse_definition, step_index
-from ..models import (Batch, BatchMasterRecord, Deviation, RecordedValue, Signature, SignatureInvalidation,
+from ..models import (Batch, BatchMasterRecord, Deviation, RecordedValue, Signature, SignatureInvalidation, Subject,
                       SopVersion, StepExecution, User, utcnow)
 from . import audit, masterdata, sequences, signatures, sops
 
@@ -56,7 +56,7 @@ def records(batch: Batch) -> list[MasterRecord]:
     return [definition_of(pin.sop_version) for pin in batch.master_records]
 
 
-def start_batch(session: Session, *, codes: list[str], user: User) -> Batch:
+def start_batch(session: Session, *, codes: list[str], user: User, lot: str | None = None) -> Batch:
     """Start a batch pinned to the effective version of each master record code, in the order given."""
     if not user.has_role(OPERATOR):
         raise PermissionDenied("starting a batch needs the operator role")
@@ -68,12 +68,40 @@ def start_batch(session: Session, *, codes: list[str], user: User) -> Batch:
         versions.append(version)
     if problems or not versions:
         raise ValidationFailed(*(problems or ["name at least one master record"]))
-    year = utcnow().year
-    number = sequences.next_value(session, f"lot:{codes[0]}:{year}")
-    batch = Batch(lot=f"{codes[0]}-{year}-{number:04d}", status="created", created_by_id=user.id)
+    if lot is None:
+        year = utcnow().year
+        lot = f"{codes[0]}-{year}-{sequences.next_value(session, f'lot:{codes[0]}:{year}'):04d}"
+    batch = Batch(lot=lot, status="created", created_by_id=user.id)
     batch.master_records = [BatchMasterRecord(position=i, sop_version_id=v.id) for i, v in enumerate(versions)]
     session.add(batch)
     audit.flush(session, reason="batch started")
+    return batch
+
+
+NK_RECORDS = ("NK-INTAKE", "NK-EXPAND", "NK-RELEASE", "NK-FORMULATE")
+
+
+def start_nk_batch(session: Session, *, subject: Subject, user: User, codes: tuple[str, ...] = NK_RECORDS) -> Batch:
+    """Open the batch record for a subject's expected collection: pins the effective NK master records,
+    allocates the collection's DIN (the label the collection bag will carry) and links the subject's
+    chain-of-identity id. Refused for a donor not determined eligible or a subject without a signed
+    dose level. At intake the bag's DIN and the subject's COI are scanned against this batch."""
+    from . import clinical
+
+    problems = []
+    try:
+        clinical.require_eligible(subject.donor)
+    except ValidationFailed as exc:
+        problems.extend(exc.problems)
+    if not subject.dose_level or not subject.dose_signature_id:
+        problems.append(f"subject {subject.code} has no signed dose level")
+    if problems:
+        raise ValidationFailed(*problems)
+    config = sops.trial_configuration(session)
+    din = clinical.allocate_din(session, config.facility_identification_number)
+    batch = start_batch(session, codes=list(codes), user=user, lot=din.text)
+    batch.din, batch.subject = din.text, subject
+    audit.flush(session, reason=f"batch opened for subject {subject.code}")
     return batch
 
 
@@ -137,9 +165,67 @@ def _inputs_from_batch(session: Session, batch: Batch, position: int) -> dict[st
     return found
 
 
-def _context_value(batch: Batch, expected: str) -> str | None:
-    """Values a scan field may expect (identity checks). The NK process adds subject and DIN later."""
-    return {"batch.lot": batch.lot}.get(expected)
+class IdentityMismatch(ValidationFailed):
+    """A scan that does not match the identity the batch expects: a hard stop. Nothing of the step is
+    stored; the edge rolls back, then records the event in the audit trail and opens a deviation
+    (``record_identity_mismatch``). There is no override."""
+
+    def __init__(self, batch_id: int, step_id: str, label: str, expected_name: str, scanned: str) -> None:
+        super().__init__(f"IDENTITY MISMATCH: {label}: the scanned identifier does not match the {expected_name} "
+                         "of this batch. Stop: do not continue with this container. A deviation has been opened; "
+                         "call QA.")
+        self.batch_id, self.step_id, self.label = batch_id, step_id, label
+        self.expected_name, self.scanned = expected_name, scanned
+
+
+def _identity(batch: Batch, expected: str, scanned: str) -> tuple[str | None, str]:
+    """(what the batch expects, the scanned identifier normalised the same way) for a scan field.
+
+    DINs may be scanned (``=`` + DIN + flags) or typed with their check character; COI identifiers
+    likewise. A malformed identifier raises ``ValidationFailed`` (a misread, not a mismatch).
+    """
+    if expected == "batch.din":
+        din = isbt128.parse_din_barcode(scanned)[0] if scanned.startswith(isbt128.DIN_PREFIX) \
+            else isbt128.parse_din_keyboard(scanned)
+        return batch.din, din.text
+    if expected == "subject.coi":
+        return (batch.subject.coi if batch.subject else None), isbt128.parse_coi(scanned).text
+    if expected == "batch.lot":
+        return batch.lot, scanned
+    return None, scanned
+
+
+def context_numbers(session: Session, batch: Batch) -> dict[str, Decimal | None]:
+    """The subject and trial values a calculation may use (``sop_schema.CONTEXT_NAMES``): the subject's
+    weight and signed dose level, and the trial configuration version that dose was assigned under."""
+    subject = batch.subject
+    if subject is None:
+        return {}
+    numbers: dict[str, Decimal | None] = {
+        "subject.weight_kg": subject.weight_kg,
+        "subject.dose_per_kg": Decimal(subject.dose_cells_per_kg) if subject.dose_cells_per_kg else None}
+    if subject.trial_config_version_id:
+        config = sops.definition(session.get(SopVersion, subject.trial_config_version_id))
+        numbers |= {"trial.cd3_limit_per_kg": Decimal(config.cd3_limit_per_kg),
+                    "trial.endotoxin_limit_eu_per_kg": Decimal(str(config.endotoxin_limit_eu_per_kg)),
+                    "trial.max_bag_volume_ml": Decimal(str(config.max_bag_volume_ml))}
+    return numbers
+
+
+def record_identity_mismatch(session: Session, mismatch: IdentityMismatch, user: User) -> Deviation:
+    """After the refused step was rolled back: the audit entry and the deviation of an identity stop."""
+    batch = get(session, mismatch.batch_id)
+    audit.record_event(session, "identity.mismatch", user=user, entity_type="batch", entity_id=batch.id,
+                       details={"step": mismatch.step_id, "field": mismatch.label,
+                                "expected": mismatch.expected_name, "scanned": mismatch.scanned[:200]},
+                       reason="identity check failed: hard stop")
+    deviation = _open_deviation(session, batch, None, "identity",
+                                f"Identity mismatch at step '{mismatch.step_id}' ({mismatch.label}): scanned "
+                                f"'{mismatch.scanned[:60]}' does not match the batch's {mismatch.expected_name}",
+                                user)
+    deviation.step_id = mismatch.step_id
+    audit.flush(session, reason="identity check failed: hard stop")
+    return deviation
 
 
 def evaluate(session: Session, batch: Batch, position: int, step: Step, entry: StepInput,
@@ -152,6 +238,8 @@ def evaluate(session: Session, batch: Batch, position: int, step: Step, entry: S
     problems: list[str] = []
     evaluated: list[Evaluated] = []
     numbers: dict[str, Decimal | None] = _inputs_from_batch(session, batch, position)
+    numbers |= context_numbers(session, batch)
+    mismatches: list[IdentityMismatch] = []
     today = utcnow().date()
     for f in step.fields:
         if f.type == "calculated":
@@ -170,15 +258,20 @@ def evaluate(session: Session, batch: Batch, position: int, step: Step, entry: S
             elif f.type == "material":
                 problems.extend(masterdata.lot_problems(session, f.material, parsed.text, today))
             elif f.type == "scan":
-                expected = _context_value(batch, f.expected)
+                try:
+                    expected, scanned = _identity(batch, f.expected, parsed.text)
+                except ValidationFailed as exc:
+                    problems.extend(f"{f.label}: {p}" for p in exc.problems)
+                    continue
                 if expected is None:
                     problems.append(f"{f.label}: the master record expects '{f.expected}', which this batch "
                                     "does not define")
-                elif parsed.text != expected:
-                    problems.append(f"{f.label}: scanned '{parsed.text}' does not match the expected "
-                                    f"{f.expected} '{expected}'")
+                elif scanned != expected:
+                    mismatches.append(IdentityMismatch(batch.id, step.id, f.label, f.expected, parsed.text))
         evaluated.append(Evaluated(f.id, f.type, raw, parsed, getattr(f, "unit", None),
                                    kind.limit_problems(f, parsed)))
+    if mismatches:
+        raise mismatches[0]  # the hard stop comes before any other problem
     if problems:
         raise ValidationFailed(*problems)
     for f in step.fields:

@@ -19,7 +19,8 @@ from ..domain import accounts as rules
 from ..domain.errors import AuthenticationFailed, DomainError
 from ..extensions import db, login_manager
 from ..models import User, utcnow
-from ..services import accounts, audit
+from ..services import accounts, audit, batches
+from ..services.batches import IdentityMismatch
 
 F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")
@@ -69,12 +70,19 @@ def transaction() -> Iterator[Session]:
     """The request's one unit of work: commit on success, roll back on any error.
 
     A wrong password (login or e-signature) rolls the action back, then counts and audits the failure
-    in its own commit, and signs the user out if that locked the account.
+    in its own commit, and signs the user out if that locked the account. An identity mismatch rolls
+    the step back, then audits it and opens a deviation in its own commit.
     """
     session = db.session
     try:
         yield session
         session.commit()
+    except IdentityMismatch as mismatch:
+        # A hard stop: the step is not stored, but the event is audited and a deviation opened.
+        session.rollback()
+        batches.record_identity_mismatch(session, mismatch, current_user._get_current_object())
+        session.commit()
+        raise
     except AuthenticationFailed as failure:
         session.rollback()
         user = accounts.record_authentication_failure(session, failure, policy())

@@ -193,3 +193,32 @@ def test_login_events_are_audited(session, make_user):
     session.commit()
     actions = [e.action for e in _entries(session)]
     assert actions[-4:] == ["user_account.update", "login.success", "logout", "session.timeout"]
+
+
+GUARDED = {"audit_entry": {"UPDATE", "DELETE"}, "signature": {"UPDATE", "DELETE"},
+           "recorded_value": {"UPDATE", "DELETE"}, "signature_invalidation": {"UPDATE", "DELETE"},
+           "batch_master_record": {"UPDATE", "DELETE"}, "audit_head": {"DELETE"}, "user_account": {"DELETE"},
+           "sop_version": {"DELETE", "UPDATE"}, "equipment": {"DELETE"}, "material_lot": {"DELETE"},
+           "batch": {"DELETE"}, "step_execution": {"DELETE"}, "deviation": {"DELETE"}, "donor": {"DELETE"},
+           "donor_test": {"DELETE"}, "subject": {"DELETE"}}
+
+
+def test_every_guard_survives_the_migrations(app):
+    """SQLite drops a table's triggers when a migration rebuilds it: every guard must still be there."""
+    engine = app.extensions["mfg.db"].engine
+    with engine.connect() as conn:
+        if engine.dialect.name == "sqlite":
+            rows = conn.execute(sa.text("SELECT tbl_name, sql FROM sqlite_master WHERE type = 'trigger'"))
+            found: dict[str, set[str]] = {}
+            for table, sql in rows:
+                found.setdefault(table, set()).update(op for op in ("UPDATE", "DELETE") if f"BEFORE {op}" in sql)
+        else:
+            rows = conn.execute(sa.text(
+                "SELECT c.relname, t.tgtype FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid "
+                "WHERE NOT t.tgisinternal AND c.relnamespace = to_regnamespace(current_schema())::oid"))
+            found = {}
+            for table, tgtype in rows:
+                ops = {name for bit, name in ((16, "UPDATE"), (8, "DELETE")) if tgtype & bit}
+                found.setdefault(table, set()).update(ops)
+    for table, operations in GUARDED.items():
+        assert operations <= found.get(table, set()), (table, found.get(table))

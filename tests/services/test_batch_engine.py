@@ -115,9 +115,17 @@ def test_identity_scan_must_match_and_expired_lots_are_refused(plant):
     session = plant["session"]
     perform(plant, "line_clearance", GOOD["line_clearance"]())
     session.commit()
-    with pytest.raises(ValidationFailed, match="does not match the expected batch.lot"):
+    with pytest.raises(batches.IdentityMismatch, match="IDENTITY MISMATCH") as info:
         perform(plant, "identify_material", {"lot_scan": "DEMO-PROC-1999-0001", "buffer": "PBS-7"})
     session.rollback()
+    # what the edge does after rolling the step back: audit the stop and open a deviation
+    deviation = batches.record_identity_mismatch(session, info.value, plant["olivia"])
+    session.commit()
+    assert deviation.origin == "identity" and "DEMO-PROC-1999-0001" in deviation.description
+    entry = session.scalar(sa.select(AuditEntry).where(AuditEntry.action == "identity.mismatch"))
+    assert entry.entity_id == str(plant["batch"].id) and "DEMO-PROC-1999-0001" in entry.after
+    assert session.scalar(sa.select(sa.func.count()).select_from(StepExecution).where(
+        StepExecution.step_id == "identify_material")) == 0
     with pytest.raises(ValidationFailed, match="expired"):
         perform(plant, "identify_material", {"lot_scan": plant["batch"].lot, "buffer": "PBS-OLD"})
 

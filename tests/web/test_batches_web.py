@@ -207,3 +207,19 @@ def test_date_times_are_entered_and_shown_in_the_site_zone_and_stored_in_utc(dem
     assert stored.moment == moment and stored.text == moment.strftime("%Y-%m-%dT%H:%M:00.000000Z")
     page = client.get(f"/batches/{batch_id}").get_data(as_text=True)
     assert f"started_at: {local} CE" in page  # shown in the site's zone (CET or CEST)
+
+
+def test_identity_mismatch_is_a_hard_stop_audited_with_a_deviation(demo, client, login):
+    login("olivia")
+    batch_id = _start(client)
+    client.post(f"/batches/{batch_id}/step/0/line_clearance/1", data=_clearance())
+    response = client.post(f"/batches/{batch_id}/step/0/identify_material/1",
+                           data={"v_lot_scan": "SOMEONE-ELSES-LOT", "v_buffer": "PBS-7", "password": PASSWORD})
+    text = response.get_data(as_text=True)
+    assert response.status_code == 400 and "IDENTITY MISMATCH" in text and "override" not in text.lower()
+    with demo.app_context():
+        assert db.session.scalar(sa.select(sa.func.count()).select_from(StepExecution).where(
+            StepExecution.step_id == "identify_material")) == 0
+        assert audit.search(db.session, audit.AuditFilter(action="identity.mismatch"))[0]
+    page = client.get(f"/batches/{batch_id}").get_data(as_text=True)
+    assert "identity" in page and "SOMEONE-ELSES-LOT" in page
