@@ -75,6 +75,27 @@ def start():
     return redirect(url_for("batches.index"))
 
 
+@bp.route("/start-nk", methods=["POST"])
+@roles_required("operator")
+def start_nk():
+    from ..services import clinical
+
+    form = ConfirmForm()
+    if form.validate_on_submit():
+        try:
+            with transaction():
+                batch = batches.start_nk_batch(
+                    db.session, subject=clinical.get_subject(db.session, request.form.get("subject_id", type=int) or 0),
+                    user=current_user._get_current_object())
+        except DomainError as exc:
+            for problem in exc.problems:
+                flash(problem, "error")
+        else:
+            flash(f"Batch record {batch.lot} opened: the collection bag must carry this DIN.", "success")
+            return redirect(url_for("batches.show", batch_id=batch.id))
+    return redirect(request.referrer or url_for("clinical.index"))
+
+
 @bp.route("/<int:batch_id>")
 @login_required
 def show(batch_id: int):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 from datetime import date
 
 import pytest
@@ -10,23 +11,23 @@ import sqlalchemy as sa
 
 from mfg.config import PROJECT_ROOT
 from mfg.extensions import db
-from mfg.models import Donor, Subject
+from mfg.models import Donor, Subject, User
 from mfg.services import audit, sops
 from tests.support import PASSWORD
 
 
 @pytest.fixture
 def trial_app(app, make_user):
-    (lambda d: (d.mkdir(), shutil.copy(PROJECT_ROOT / "sops" / "trial" / "NK-TRIAL_v1.yaml", d)))(
-        __import__("pathlib").Path(app.config["SOPS_DIR"]) / "trial")
+    sops_dir = Path(app.config["SOPS_DIR"])
+    (sops_dir / "trial").mkdir()
+    shutil.copy(PROJECT_ROOT / "sops" / "trial" / "NK-TRIAL_v1.yaml", sops_dir / "trial")
     loader, approver = make_user("loader", "qa"), make_user("approver", "qa")
     make_user("clara", "clinical", full_name="Clara Coordinator")
     make_user("olivia", "operator")
     with app.app_context():
         s = db.session
         audit.set_actor(s, name="test-setup")
-        version = sops.load_directory(s, __import__("pathlib").Path(app.config["SOPS_DIR"]),
-                                      loader=s.merge(loader)).loaded[0]
+        version = sops.load_directory(s, sops_dir, loader=s.merge(loader)).loaded[0]
         sops.approve(s, version, signer=s.merge(approver), password=PASSWORD, username="approver",
                      require_username=True)
         s.commit()
@@ -69,3 +70,23 @@ def test_clinical_coordinator_enrols_determines_and_assigns_a_signed_dose(trial_
 def test_clinical_actions_need_the_clinical_role(trial_app, client, login, path):
     login("olivia")
     assert client.post(path).status_code == 403
+
+
+def test_an_operator_opens_the_nk_batch_record_from_the_subject(trial_app, client, login):
+    from mfg.services import clinical
+
+    with trial_app.app_context():
+        s = db.session
+        audit.set_actor(s, name="test-setup")
+        clara = s.scalar(sa.select(User).where(User.username == "clara"))
+        donor = clinical.register_donor(s, code="D-9", abo_rh=None, user=clara)
+        subject = clinical.enrol_subject(s, code="S-9", donor=donor, weight_kg="70", measured_on=date.today(),
+                                         user=clara)
+        s.commit()
+        subject_id = subject.id
+    login("olivia")
+    page = client.get(f"/clinical/subjects/{subject_id}").get_data(as_text=True)
+    assert "Open the NK batch record" in page
+    refused = client.post("/batches/start-nk", data={"subject_id": subject_id}, follow_redirects=True)
+    text = refused.get_data(as_text=True)
+    assert "not determined eligible" in text and "no signed dose level" in text
