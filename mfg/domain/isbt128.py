@@ -69,6 +69,7 @@ from __future__ import annotations
 import calendar
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from typing import ClassVar
 
 from .errors import ValidationFailed
 
@@ -236,32 +237,42 @@ def _check_entered(what: str, shown: str, expected: str, got: str) -> None:
 
 
 @dataclass(frozen=True)
-class Din:
-    """A Donation Identification Number: FIN, 2-digit year, 6-digit sequence (validated on creation)."""
+class _Identity:
+    """FIN, 2-digit year and 6-digit sequence, validated on creation: the body of a DIN and of a COI id."""
 
     fin: str
     year: int
     sequence: int
 
+    _what: ClassVar[str] = ""
+    _letters: ClassVar[str] = ""  # characters before the FIN ("CH" for a COI identifier)
+
     def __post_init__(self) -> None:
-        problems = _identity_problems("DIN", self.fin, self.year, self.sequence)
+        problems = _identity_problems(self._what, self.fin, self.year, self.sequence)
         if problems:
             raise ValidationFailed(*problems)
 
     @property
     def text(self) -> str:
-        """The 13 DIN characters ``appppyynnnnnn``."""
-        return f"{self.fin}{self.year:02d}{self.sequence:06d}"
+        """The identifier's characters: [letters] + FIN + yy + nnnnnn."""
+        return f"{self._letters}{self.fin}{self.year:02d}{self.sequence:06d}"
 
     @property
     def check(self) -> str:
-        """The keyboard check character (MOD 37-2 over :attr:`text`)."""
+        """The keyboard check character: MOD 37-2 over all of :attr:`text`."""
         return mod37_2(self.text)
 
     @property
     def keyboard(self) -> str:
-        """What an operator types: the 13 DIN characters and the check character."""
+        """What an operator types: the identifier and its check character."""
         return self.text + self.check
+
+
+@dataclass(frozen=True)
+class Din(_Identity):
+    """A Donation Identification Number: FIN, 2-digit year, 6-digit sequence (13 characters)."""
+
+    _what: ClassVar[str] = "DIN"
 
     def flag_check(self) -> str:
         """The flag pair that carries the check value: ``60`` + value (``60``-``96``)."""
@@ -488,31 +499,12 @@ def parse_datetime(data: str) -> tuple[str, datetime]:
 
 
 @dataclass(frozen=True)
-class CoiId:
-    """A Chain of Identity Identifier: ``CH`` + FIN + 2-digit year + 6-digit sequence."""
+class CoiId(_Identity):
+    """A Chain of Identity Identifier: ``CH`` + FIN + 2-digit year + 6-digit sequence; its check
+    character covers all 15 characters after ``&/``, ``CH`` included."""
 
-    fin: str
-    year: int
-    sequence: int
-
-    def __post_init__(self) -> None:
-        problems = _identity_problems("COI", self.fin, self.year, self.sequence)
-        if problems:
-            raise ValidationFailed(*problems)
-
-    @property
-    def text(self) -> str:
-        """The 15 characters after ``&/``: ``CH`` + FIN + yy + nnnnnn."""
-        return f"{COI_LETTERS}{self.fin}{self.year:02d}{self.sequence:06d}"
-
-    @property
-    def check(self) -> str:
-        """MOD 37-2 over all 15 characters of :attr:`text` (``CH`` included)."""
-        return mod37_2(self.text)
-
-    @property
-    def keyboard(self) -> str:
-        return self.text + self.check
+    _what: ClassVar[str] = "COI"
+    _letters: ClassVar[str] = COI_LETTERS
 
     def barcode(self) -> str:
         return COI_PREFIX + self.text
