@@ -638,9 +638,10 @@ def active_batches(session: Session) -> list[Batch]:
 @dataclass(frozen=True)
 class QueueItem:
     batch: Batch
-    kind: str  # "perform" or "verify"
+    kind: str  # "perform", "verify" or "sign"
     title: str
     url_args: dict
+    stage: str = ""
 
 
 def work_queue(session: Session, user: User) -> list[QueueItem]:
@@ -652,7 +653,7 @@ def work_queue(session: Session, user: User) -> list[QueueItem]:
             title = item.step.title + (f" ({item.step.repeat.label} {item.instance})" if item.step.repeat else "")
             items.append(QueueItem(batch, "perform", title, {"batch_id": batch.id, "position": item.ref.position,
                                                              "step_id": item.ref.step_id,
-                                                             "instance": item.instance}))
+                                                             "instance": item.instance}, item.stage.title))
         for ex in executions(session, batch):
             if ex.status in ("awaiting_verification", "needs_signature"):
                 step = step_index(records(batch)[_position(batch, ex.sop_version_id)])[ex.step_id][1]

@@ -125,6 +125,7 @@ def test_work_queue_shows_next_steps_and_verifications(demo, client, login):
                 data={"v_lot_scan": lot, "v_buffer": "PBS-7", "password": PASSWORD})
     mine = client.get("/batches/").get_data(as_text=True)
     assert "Room check" in mine and "Verify: Identify the starting material" not in mine  # not her own
+    assert "<td>Preparation</td>" in mine  # the stage each next step belongs to
     client.post("/auth/logout")
     login("oscar")
     theirs = client.get("/batches/").get_data(as_text=True)
