@@ -171,11 +171,18 @@ def step(batch_id: int, position: int, step_id: str, instance: int):
 @login_required
 def execution(batch_id: int, execution_id: int):
     batch = batches.get(db.session, batch_id)
-    ex = batches.get_execution(db.session, batch, execution_id)
-    return _execution_page(batch, ex, SignForm(prefix="verify"), SignForm(prefix="correct"), [])
+    return _execution_page(batch, batches.get_execution(db.session, batch, execution_id), None, [])
 
 
-def _execution_page(batch, ex, verify_form, correct_form, problems, status=200):
+_DIALOGS = ("verify", "correct", "resign")
+
+
+def _execution_page(batch, ex, submitted, problems, status=200):
+    """The executed step; ``submitted`` is (dialog, form) just posted, shown again with its errors."""
+    forms = {name: SignForm(prefix=name) for name in _DIALOGS}
+    if submitted is not None:
+        dialog, form = submitted
+        forms[dialog] = form
     _stage, step_def = _step(batch, batches._position(batch, ex.sop_version_id), ex.step_id)
     may_verify = (ex.status == "awaiting_verification" and current_user.has_role("operator")
                   and current_user.id not in batches.performers(db.session, ex))
@@ -183,75 +190,56 @@ def _execution_page(batch, ex, verify_form, correct_form, problems, status=200):
                            history=sorted(ex.values, key=lambda v: v.id), current=ex.current_values(),
                            signatures=signatures.for_record(db.session, ex),
                            invalidated=batches.invalidated_signature_ids(db.session, batch),
-                           verify_form=verify_form, correct_form=correct_form, may_verify=may_verify,
-                           resign_form=SignForm(prefix="resign"),
-                           problems=problems, needs_username=signing_needs_username(), Meaning=Meaning,
-                           kinds=values.KINDS), status
+                           verify_form=forms["verify"], correct_form=forms["correct"], resign_form=forms["resign"],
+                           may_verify=may_verify, problems=problems, needs_username=signing_needs_username(),
+                           Meaning=Meaning, kinds=values.KINDS), status
+
+
+def _execution_action(batch_id: int, execution_id: int, dialog: str, call, done: str, to_execution: bool = False):
+    """Run one signed action of the execution page (verify, correct, sign again)."""
+    batch = batches.get(db.session, batch_id)
+    ex = batches.get_execution(db.session, batch, execution_id)
+    form = SignForm(prefix=dialog)
+    problems: list[str] = []
+    if form.validate_on_submit():
+        outcome = signed_action(lambda: call(ex, form, dict(
+            signer=current_user._get_current_object(), password=form.password.data, username=form.username.data,
+            require_username=signing_needs_username(),
+            expected_row_version=request.form.get("row_version", type=int))))
+        if outcome.locked_out:
+            return redirect(url_for("auth.login"))
+        if outcome.ok:
+            flash(done, "warning" if dialog == "correct" else "success")
+            if to_execution:
+                return redirect(url_for("batches.execution", batch_id=batch_id, execution_id=execution_id))
+            return redirect(url_for("batches.show", batch_id=batch_id))
+        problems = outcome.problems
+    batch = batches.get(db.session, batch_id)
+    return _execution_page(batch, batches.get_execution(db.session, batch, execution_id), (dialog, form), problems,
+                           400)
 
 
 @bp.route("/<int:batch_id>/execution/<int:execution_id>/verify", methods=["POST"])
 @roles_required("operator")
 def verify(batch_id: int, execution_id: int):
-    batch = batches.get(db.session, batch_id)
-    ex = batches.get_execution(db.session, batch, execution_id)
-    form = SignForm(prefix="verify")
-    problems: list[str] = []
-    if form.validate_on_submit():
-        outcome = signed_action(lambda: batches.verify_step(
-            db.session, ex, signer=current_user._get_current_object(), password=form.password.data,
-            username=form.username.data, require_username=signing_needs_username(),
-            expected_row_version=request.form.get("row_version", type=int)))
-        if outcome.locked_out:
-            return redirect(url_for("auth.login"))
-        if outcome.ok:
-            flash("Step verified.", "success")
-            return redirect(url_for("batches.show", batch_id=batch.id))
-        problems = outcome.problems
-    ex = batches.get_execution(db.session, batches.get(db.session, batch_id), execution_id)
-    return _execution_page(ex.batch, ex, form, SignForm(prefix="correct"), problems, 400)
+    return _execution_action(batch_id, execution_id, "verify",
+                             lambda ex, form, sign: batches.verify_step(db.session, ex, **sign), "Step verified.")
 
 
 @bp.route("/<int:batch_id>/execution/<int:execution_id>/correct", methods=["POST"])
 @roles_required("operator")
 def correct(batch_id: int, execution_id: int):
-    batch = batches.get(db.session, batch_id)
-    ex = batches.get_execution(db.session, batch, execution_id)
-    form = SignForm(prefix="correct")
-    problems: list[str] = []
-    if form.validate_on_submit():
-        outcome = signed_action(lambda: batches.correct_value(
+    return _execution_action(
+        batch_id, execution_id, "correct",
+        lambda ex, form, sign: batches.correct_value(
             db.session, ex, field_id=request.form.get("field_id", ""), raw=request.form.get("new_value", ""),
-            reason=request.form.get("reason", ""), field_comment=request.form.get("value_comment", ""),
-            signer=current_user._get_current_object(), password=form.password.data, username=form.username.data,
-            require_username=signing_needs_username(), tz=_tz(),
-            expected_row_version=request.form.get("row_version", type=int)))
-        if outcome.locked_out:
-            return redirect(url_for("auth.login"))
-        if outcome.ok:
-            flash("Correction recorded; the original value is kept. Earlier signatures no longer stand.", "warning")
-            return redirect(url_for("batches.execution", batch_id=batch_id, execution_id=execution_id))
-        problems = outcome.problems
-    ex = batches.get_execution(db.session, batches.get(db.session, batch_id), execution_id)
-    return _execution_page(ex.batch, ex, SignForm(prefix="verify"), form, problems, 400)
+            reason=request.form.get("reason", ""), field_comment=request.form.get("value_comment", ""), tz=_tz(),
+            **sign),
+        "Correction recorded; the original value is kept. Earlier signatures no longer stand.", to_execution=True)
 
 
 @bp.route("/<int:batch_id>/execution/<int:execution_id>/resign", methods=["POST"])
 @roles_required("operator")
 def resign(batch_id: int, execution_id: int):
-    batch = batches.get(db.session, batch_id)
-    ex = batches.get_execution(db.session, batch, execution_id)
-    form = SignForm(prefix="resign")
-    problems: list[str] = []
-    if form.validate_on_submit():
-        outcome = signed_action(lambda: batches.resign_step(
-            db.session, ex, signer=current_user._get_current_object(), password=form.password.data,
-            username=form.username.data, require_username=signing_needs_username(),
-            expected_row_version=request.form.get("row_version", type=int)))
-        if outcome.locked_out:
-            return redirect(url_for("auth.login"))
-        if outcome.ok:
-            flash("Step signed again.", "success")
-            return redirect(url_for("batches.show", batch_id=batch.id))
-        problems = outcome.problems
-    ex = batches.get_execution(db.session, batches.get(db.session, batch_id), execution_id)
-    return _execution_page(ex.batch, ex, SignForm(prefix="verify"), SignForm(prefix="correct"), problems, 400)
+    return _execution_action(batch_id, execution_id, "resign",
+                             lambda ex, form, sign: batches.resign_step(db.session, ex, **sign), "Step signed again.")

@@ -130,6 +130,14 @@ def test_work_queue_shows_next_steps_and_verifications(demo, client, login):
     login("oscar")
     theirs = client.get("/batches/").get_data(as_text=True)
     assert "Verify: Identify the starting material" in theirs
+    with demo.app_context():
+        ex = db.session.scalar(sa.select(StepExecution).where(StepExecution.step_id == "identify_material"))
+    wrong = client.post(f"/batches/{batch_id}/execution/{ex.id}/verify",
+                        data={"verify-username": "oscar", "verify-password": "not-his-password"})
+    assert wrong.status_code == 400 and "not correct" in wrong.get_data(as_text=True)
+    ok = client.post(f"/batches/{batch_id}/execution/{ex.id}/verify",
+                     data={"verify-username": "oscar", "verify-password": PASSWORD})
+    assert ok.status_code == 302
 
 
 def test_master_data_screens(demo, client, make_user, login):
