@@ -312,7 +312,10 @@ class CalculatedField(FieldBase):
     ``expression`` uses + - * / **, parentheses, numbers, the functions min, max, abs, round, log10 and
     sqrt, ids of number, integer and calculated fields of the same step, ``<step_id>.<field_id>`` for
     such fields of any step, and the run-time context names of :data:`CONTEXT_NAMES` (e.g.
-    ``subject.weight_kg``). Limits apply to the result, as for ``number``.
+    ``subject.weight_kg``). Limits apply to the result, as for ``number``: a result outside them is
+    stored, flagged and opens a deviation, unless ``refuse_outside_limits`` is set, in which case the
+    step is refused and nothing is stored (a formulation over the residual T-cell cap must be refused,
+    not warned about).
     """
 
     type: Literal["calculated"]
@@ -321,6 +324,7 @@ class CalculatedField(FieldBase):
     decimals: Decimals = 2
     min: Limit | None = None
     max: Limit | None = None
+    refuse_outside_limits: bool = False
 
     _check_max = field_validator("max")(_not_below_min)
 

@@ -274,12 +274,18 @@ def evaluate(session: Session, batch: Batch, position: int, step: Step, entry: S
         raise mismatches[0]  # the hard stop comes before any other problem
     if problems:
         raise ValidationFailed(*problems)
+    refused: list[str] = []
     for f in step.fields:
         if f.type == "calculated":
             parsed = values.KINDS["calculated"].compute(f, numbers)
             numbers[f.id] = parsed.number
-            evaluated.append(Evaluated(f.id, f.type, "", parsed, f.unit,
-                                       values.KINDS["calculated"].limit_problems(f, parsed)))
+            limit_problems = values.KINDS["calculated"].limit_problems(f, parsed)
+            if limit_problems and f.refuse_outside_limits:
+                refused.extend(f"REFUSED: {p}. The master record does not allow this value; nothing was stored."
+                               for p in limit_problems)
+            evaluated.append(Evaluated(f.id, f.type, "", parsed, f.unit, limit_problems))
+    if refused:
+        raise ValidationFailed(*refused)
     labels = {f.id: f.label for f in step.fields}
     missing_comments = [f"{labels[e.field_id]}: an out-of-limit value needs a comment "
                         f"({'; '.join(e.limit_problems)})"
@@ -556,6 +562,9 @@ def _recompute_dependents(session: Session, batch: Batch, position: int, correct
             numbers[f.id] = parsed.number
             if f.id in current and parsed.text != current[f.id].text:
                 problems = values.KINDS["calculated"].limit_problems(f, parsed)
+                if problems and f.refuse_outside_limits:
+                    raise ValidationFailed(*(f"REFUSED: this correction would make {step.title} {p}; the master "
+                                             "record does not allow it. Nothing was stored." for p in problems))
                 rows.append(RecordedValue(execution_id=ex.id, field_id=f.id, field_type=f.type, raw="",
                                           text=parsed.text, number=parsed.number, unit=f.unit,
                                           in_limits=not problems, limit_message="; ".join(problems) or None,
