@@ -69,3 +69,52 @@ def test_a_value_over_a_refusing_limit_stores_nothing(session, make_user, sops_d
     ex = submit("12479900")  # 199 998.4 -> 199 998 cells/kg: accepted
     session.commit()
     assert ex.current_values()["per_kg"].text == "199998"
+
+
+CHAIN = """\
+kind: master_batch_record
+code: HARD-CHAIN
+version: 1
+title: Hard limit through a correction
+stages:
+  - id: only
+    title: Only
+    steps:
+      - id: count
+        title: Count
+        fields:
+          - {id: cells, type: number, label: Cells, unit: "1", decimals: 0}
+      - id: plan
+        title: Plan
+        fields:
+          - {id: note, type: text, label: Note, required: false}
+          - id: per_kg
+            type: calculated
+            label: Cells per kg
+            unit: cells/kg
+            decimals: 0
+            max: 199999
+            refuse_outside_limits: true
+            expression: count.cells / 62.4
+"""
+
+
+def test_a_correction_that_would_break_a_refusing_limit_downstream_is_refused(session, make_user, sops_dir):
+    (sops_dir / "HARD-CHAIN_v1.yaml").write_text(CHAIN)
+    loader, approver = session.merge(make_user("loader", "qa")), session.merge(make_user("approver", "qa"))
+    olivia = session.merge(make_user("olivia", "operator"))
+    version = sops.load_directory(session, sops_dir, loader=loader).loaded[0]
+    sops.approve(session, version, signer=approver, password=PASSWORD, username=None, require_username=False)
+    batch = batches.start_batch(session, codes=["HARD-CHAIN"], user=olivia)
+    sign = dict(signer=olivia, password=PASSWORD, username=None, require_username=False, tz=ZoneInfo("UTC"))
+    count = batches.perform_step(session, batch, position=0, step_id="count", instance=1,
+                                 entry=batches.StepInput(raw={"cells": "1000000"}), **sign)
+    batches.perform_step(session, batch, position=0, step_id="plan", instance=1,
+                         entry=batches.StepInput(raw={"note": ""}), **sign)
+    session.commit()
+    before = session.scalar(sa.select(sa.func.count()).select_from(RecordedValue))
+    with pytest.raises(ValidationFailed, match="REFUSED: this correction would make Plan"):
+        batches.correct_value(session, count, field_id="cells", raw="12480000", reason="recount",
+                              field_comment="", **sign)
+    session.rollback()
+    assert session.scalar(sa.select(sa.func.count()).select_from(RecordedValue)) == before
