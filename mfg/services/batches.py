@@ -308,17 +308,51 @@ def _open_deviation(session: Session, batch: Batch, execution: StepExecution | N
     return deviation
 
 
-def _time_window_problem(session: Session, batch: Batch, position: int, step: Step) -> str | None:
-    window = step.time_window
-    if window is None:
-        return None
-    ref_step, ref_field = window.after.split(".")
+def _window_reference(session: Session, batch: Batch, position: int, step: Step):
+    """The recorded date-time a step's time window counts from (its latest value), or None."""
+    ref_step, ref_field = step.time_window.after.split(".")
     version_id = batch.master_records[position].sop_version_id
-    reference = session.scalar(
+    return session.scalar(
         sa.select(RecordedValue.moment).join(StepExecution)
         .where(StepExecution.batch_id == batch.id, StepExecution.sop_version_id == version_id,
                StepExecution.step_id == ref_step, RecordedValue.field_id == ref_field)
         .order_by(RecordedValue.id.desc()).limit(1))
+
+
+@dataclass(frozen=True)
+class Deadline:
+    """An open step whose time window is running: what the batch page counts down to."""
+
+    step_title: str
+    window: str
+    due_at: object  # aware UTC datetime
+    overdue: bool
+    remaining_minutes: int
+
+
+def deadlines(session: Session, batch: Batch) -> list[Deadline]:
+    """Countdowns for every open step with a time window whose reference time is recorded (the hold
+    time from end of collection, for example), soonest first. Derived from the master records only."""
+    now = utcnow()
+    found = []
+    for item in open_steps(session, batch):
+        window = item.step.time_window
+        if window is None:
+            continue
+        reference = _window_reference(session, batch, item.ref.position, item.step)
+        if reference is None:
+            continue
+        due = reference + timedelta(hours=window.max_hours)
+        found.append(Deadline(item.step.title, f"at most {window.max_hours:g} h after {window.after}", due,
+                              due < now, int((due - now).total_seconds() // 60)))
+    return sorted(found, key=lambda d: d.due_at)
+
+
+def _time_window_problem(session: Session, batch: Batch, position: int, step: Step) -> str | None:
+    window = step.time_window
+    if window is None:
+        return None
+    reference = _window_reference(session, batch, position, step)
     if reference is None:
         return None
     elapsed = utcnow() - reference

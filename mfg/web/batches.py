@@ -110,7 +110,7 @@ def show(batch_id: int):
         ex.status == "complete" for ex in by_step[(position, st.id)])), len(stage.steps))
         for position, record in enumerate(records) for stage in record.stages}
     return render_template("batches/show.html", batch=batch, records=records, by_step=by_step, open_refs=open_refs,
-                           progress=progress,
+                           progress=progress, deadlines=batches.deadlines(db.session, batch),
                            deviations=batches.deviations(db.session, batch), kinds=values.KINDS)
 
 

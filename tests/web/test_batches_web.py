@@ -232,3 +232,33 @@ def test_identity_mismatch_is_a_hard_stop_audited_with_a_deviation(demo, client,
         assert audit.search(db.session, audit.AuditFilter(action="identity.mismatch"))[0]
     page = client.get(f"/batches/{batch_id}").get_data(as_text=True)
     assert "identity" in page and "SOMEONE-ELSES-LOT" in page
+
+
+def test_batch_page_counts_down_to_time_windows(demo, client, login):
+    login("olivia")
+    batch_id = _start(client)
+    assert "Time limits" not in client.get(f"/batches/{batch_id}").get_data(as_text=True)
+    started = (utcnow() - timedelta(minutes=30)).strftime("%Y-%m-%d %H:%M")
+    client.post(f"/batches/{batch_id}/step/0/line_clearance/1", data=_clearance(started=started))
+    with demo.app_context():
+        lot = db.session.get(Batch, batch_id).lot
+        audit.set_actor(db.session, name="test-setup")
+        masterdata.receive_lot(db.session, material="Phosphate-buffered saline", lot_number="PBS-7",
+                               expiry=date.today() + timedelta(days=30), qc_status="released")
+        db.session.commit()
+    client.post(f"/batches/{batch_id}/step/0/room_check/1",
+                data={"v_room_temperature": "21.0", "v_settle_plate_count": "0", "v_room_status": "Clean",
+                      "password": PASSWORD})
+    client.post(f"/batches/{batch_id}/step/0/identify_material/1",
+                data={"v_lot_scan": lot, "v_buffer": "PBS-7", "password": PASSWORD})
+    client.post("/auth/logout")
+    login("oscar")
+    with demo.app_context():
+        ex = db.session.scalar(sa.select(StepExecution).where(StepExecution.step_id == "identify_material"))
+    client.post(f"/batches/{batch_id}/execution/{ex.id}/verify",
+                data={"verify-username": "oscar", "verify-password": PASSWORD})
+    page = " ".join(client.get(f"/batches/{batch_id}").get_data(as_text=True).split())
+    assert "Time limits" in page and "Initial count</strong> due by" in page
+    import re
+
+    assert re.search(r"1 h (2[0-9]|30) min left", page)  # a 2 h window that started 30-31 min ago
