@@ -192,8 +192,12 @@ def test_missed_time_window_opens_a_deviation(plant):
     perform(plant, "room_check", GOOD["room_check"]())
     ex = perform(plant, "identify_material", GOOD["identify_material"](plant["batch"].lot))
     batches.verify_step(session, ex, signer=plant["oscar"], password=PASSWORD, username=None, require_username=False)
+    session.commit()
+    (deadline,) = batches.deadlines(session, plant["batch"])
+    assert deadline.step_title == "Initial count" and deadline.overdue and deadline.remaining_minutes <= -59
     perform(plant, "initial_count", GOOD["initial_count"]())
     session.commit()
+    assert batches.deadlines(session, plant["batch"]) == []
     (deviation,) = batches.deviations(session, plant["batch"])
     assert deviation.origin == "time_window" and "allows 0-2 h" in deviation.description
 
