@@ -31,8 +31,8 @@ MEANING_LABELS = {
 # clinical coordinator approves clinical records (a subject's dose level); each service that takes a
 # signature also checks the role its own record needs (only QA approves a master record).
 ROLE_FOR_MEANING: dict[Meaning, tuple[str, ...]] = {
-    Meaning.PERFORMED: ("operator",),
-    Meaning.VERIFIED: ("operator",),
+    Meaning.PERFORMED: ("operator", "clinical"),  # clinical: hand-offs and the bedside check
+    Meaning.VERIFIED: ("operator", "clinical"),
     Meaning.REVIEWED: ("qa",),
     Meaning.APPROVED: ("qa", "clinical"),
     Meaning.RELEASED: ("qa",),

@@ -4,14 +4,15 @@ from .audit import AuditEntry, AuditHead
 from .batch import Batch, BatchMasterRecord, Deviation, RecordedValue, SignatureInvalidation, StepExecution
 from .base import Audited, Base, Signable, UTCDateTime, utcnow
 from .clinical import Donor, DonorTest, Subject
+from .custody import CustodyEvent
 from .masterdata import Counter, Equipment, MaterialLot
 from .signature import Signature
 from .sop import SopVersion
 from .user import User
 
 # Record types that carry e-signatures, by the name a Signature stores in ``record_type``.
-SIGNABLE: dict[str, type[Signable]] = {model.__tablename__: model for model in (SopVersion, StepExecution, Subject)}
+SIGNABLE: dict[str, type[Signable]] = {model.__tablename__: model for model in (SopVersion, StepExecution, Subject, CustodyEvent)}
 
-__all__ = ["AuditEntry", "AuditHead", "Audited", "Base", "Batch", "BatchMasterRecord", "Counter", "Deviation", "Donor", "DonorTest",
+__all__ = ["AuditEntry", "AuditHead", "Audited", "Base", "Batch", "BatchMasterRecord", "Counter", "CustodyEvent", "Deviation", "Donor", "DonorTest",
            "Equipment", "MaterialLot", "RecordedValue", "SIGNABLE", "Signable", "Signature", "SignatureInvalidation",
            "SopVersion", "StepExecution", "Subject", "UTCDateTime", "User", "utcnow"]

@@ -95,6 +95,7 @@ def test_dose_level_is_signed_and_a_reassignment_invalidates_the_earlier_signatu
     session.commit()
     assert (subject.dose_level, subject.dose_cells_per_kg) == ("DL2", 3_000_000)
     first = subject.dose_signature_id
+    session.expire_all()  # read back from the database: its numeric form must hash the same
     assert signatures.check_all(session)[1] == []
     clinical.assign_dose_level(session, subject, level="DL1", signer=clara, password=PASSWORD, username=None,
                                require_username=False)
@@ -133,3 +134,15 @@ def test_din_allocation_is_unique_under_concurrency(app, trial):
     for text in found:
         din = isbt128.din_from_text(text)
         assert isbt128.parse_din_keyboard(din.keyboard) == din
+
+
+def test_a_signed_dose_still_matches_when_read_back_from_the_database(session, trial):
+    """Decimal weights come back as 62.40 from PostgreSQL and 62.4 from SQLite: the signed content
+    must not depend on which form was in memory when the signature was made."""
+    subject = clinical.enrol_subject(session, code="S-03", donor=trial["donor"], weight_kg="62.4",
+                                     measured_on=date.today(), user=trial["clara"])
+    clinical.assign_dose_level(session, subject, level="DL2", signer=trial["clara"], password=PASSWORD,
+                               username="clara", require_username=True)
+    session.commit()
+    session.expire_all()
+    assert signatures.check_all(session)[1] == []

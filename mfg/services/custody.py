@@ -1,0 +1,91 @@
+"""Chain of custody: every hand-off of the product, and the two-person bedside check before infusion.
+
+Each event scans the bag; the bedside check also scans the subject's chain-of-identity identifier,
+twice, by two different people. A scan that does not match the batch is an identity hard stop
+(``batches.IdentityMismatch``: audited and a deviation opened by the edge), with no override.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from ..domain.errors import PermissionDenied, ValidationFailed
+from ..domain.signing import Meaning
+from ..models import Batch, CustodyEvent, User, utcnow
+from . import audit, signatures
+from .batches import IdentityMismatch, _identity
+
+CUSTODY_ROLES = ("operator", "clinical")
+
+
+def _check_scan(batch: Batch, event: str, label: str, expected: str, scanned: str) -> str:
+    wanted, normalised = _identity(batch, expected, (scanned or "").strip())
+    if wanted is None:
+        raise ValidationFailed(f"batch {batch.lot} has no {expected} to check against")
+    if normalised != wanted:
+        raise IdentityMismatch(batch.id, event, label, expected, scanned)
+    return normalised
+
+
+def hand_off(session: Session, batch: Batch, *, scanned_din: str, from_location: str, to_location: str,
+             condition: str, signer: User, password: str, username: str | None, require_username: bool) -> CustodyEvent:
+    """Record a hand-off (who, when, from, to, condition) after the bag's DIN is scanned and matches."""
+    if not signer.has_role(*CUSTODY_ROLES):
+        raise PermissionDenied("recording a hand-off needs the operator or clinical role")
+    problems = [f"{what} is required." for what, value in
+                (("From", from_location), ("To", to_location), ("Condition", condition)) if not (value or "").strip()]
+    if problems:
+        raise ValidationFailed(*problems)
+    din = _check_scan(batch, "hand-off", "Bag DIN", "batch.din", scanned_din)
+    event = CustodyEvent(batch_id=batch.id, kind="handoff", scanned_din=din, from_location=from_location.strip(),
+                         to_location=to_location.strip(), condition=condition.strip(), performed_by_id=signer.id,
+                         occurred_at=utcnow())
+    session.add(event)
+    audit.flush(session, reason=f"hand-off from {event.from_location} to {event.to_location}")
+    signatures.sign(session, signer=signer, password=password, meaning=Meaning.PERFORMED, record=event,
+                    username=username, require_username=require_username)
+    return event
+
+
+@dataclass(frozen=True)
+class BedsideScan:
+    """One person's part of the bedside check: their credentials and what they scanned."""
+
+    user: User
+    username: str
+    password: str
+    scanned_din: str
+    scanned_coi: str
+
+
+def bedside_check(session: Session, batch: Batch, *, first: BedsideScan, second: BedsideScan) -> CustodyEvent:
+    """Two different people each scan the bag and the subject's identifier; both must match the batch.
+
+    The first signs "Performed by", the second "Verified by", each with user name and password.
+    """
+    if first.user.id == second.user.id:
+        raise PermissionDenied("The bedside check needs two different people.")
+    for person in (first, second):
+        if not person.user.has_role(*CUSTODY_ROLES):
+            raise PermissionDenied(f"{person.user.full_name} may not perform the bedside check")
+    scans = []
+    for n, person in enumerate((first, second), start=1):
+        din = _check_scan(batch, "bedside", f"Bag DIN (person {n})", "batch.din", person.scanned_din)
+        coi = _check_scan(batch, "bedside", f"Subject COI (person {n})", "subject.coi", person.scanned_coi)
+        scans.append((din, coi))
+    event = CustodyEvent(batch_id=batch.id, kind="bedside", scanned_din=scans[0][0], scanned_coi=scans[0][1],
+                         performed_by_id=first.user.id, verified_by_id=second.user.id, occurred_at=utcnow())
+    session.add(event)
+    audit.flush(session, reason="two-person bedside identity check")
+    for person, meaning in ((first, Meaning.PERFORMED), (second, Meaning.VERIFIED)):
+        signatures.sign(session, signer=person.user, password=person.password, meaning=meaning, record=event,
+                        username=person.username, require_username=True)
+    return event
+
+
+def events(session: Session, batch: Batch) -> list[CustodyEvent]:
+    return list(session.scalars(sa.select(CustodyEvent).where(CustodyEvent.batch_id == batch.id)
+                                .order_by(CustodyEvent.id)))
