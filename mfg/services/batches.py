@@ -419,14 +419,9 @@ def _perform(session: Session, batch: Batch, *, position: int, step_id: str, ins
     late = _time_window_problem(session, batch, position, step)
     if late:
         _open_deviation(session, batch, execution, "time_window", late, signer)
-    _settle(session, batch, execution)
+    _settle(session, batch)
     audit.flush(session)
     return execution
-
-
-def state_after(session: Session, batch: Batch, execution: StepExecution) -> dict:
-    session.flush()
-    return state(session, batch)
 
 
 def _move(batch: Batch, target: str) -> None:
@@ -436,11 +431,12 @@ def _move(batch: Batch, target: str) -> None:
         batch.status = target
 
 
-def _settle(session: Session, batch: Batch, execution: StepExecution) -> None:
+def _settle(session: Session, batch: Batch) -> None:
     """After a step changed: in progress, or awaiting QA review once every stage is complete."""
     if batch.status in ("created", "awaiting_review"):
         _move(batch, "in_progress")
-    if sequence.all_complete(records(batch), state_after(session, batch, execution)):
+    session.flush()  # the step's new status must be in the state read below
+    if sequence.all_complete(records(batch), state(session, batch)):
         _move(batch, "awaiting_review")
 
 
@@ -470,7 +466,7 @@ def _verify(session: Session, execution: StepExecution, *, signer: User, passwor
     signature = signatures.sign(session, signer=signer, password=password, meaning=Meaning.VERIFIED,
                                 record=execution, username=username, require_username=require_username)
     execution.verified_signature_id = signature.id
-    _settle(session, execution.batch, execution)
+    _settle(session, execution.batch)
     audit.flush(session)
 
 
@@ -557,7 +553,7 @@ def _correct(session: Session, execution: StepExecution, *, field_id: str, raw: 
         if e.limit_problems:
             _open_deviation(session, batch, execution, "out_of_limit",
                             f"{step.title} (corrected): {'; '.join(e.limit_problems)}", signer)
-    _settle(session, batch, execution)
+    _settle(session, batch)
     audit.flush(session)
     return new_rows[0]
 
@@ -643,7 +639,7 @@ def resign_step(session: Session, execution: StepExecution, *, signer: User, pas
                                     comment="signed again after recalculation")
         execution.performed_signature_id = signature.id
         execution.verified_signature_id = None
-        _settle(session, batch, execution)
+        _settle(session, batch)
         audit.flush(session)
 
 

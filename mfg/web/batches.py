@@ -111,7 +111,7 @@ def show(batch_id: int):
         for position, record in enumerate(records) for stage in record.stages}
     return render_template("batches/show.html", batch=batch, records=records, by_step=by_step, open_refs=open_refs,
                            progress=progress, deadlines=batches.deadlines(db.session, batch),
-                           deviations=batches.deviations(db.session, batch), kinds=values.KINDS)
+                           deviations=batches.deviations(db.session, batch))
 
 
 def _step(batch, position: int, step_id: str):
@@ -192,7 +192,7 @@ def _execution_page(batch, ex, submitted, problems, status=200):
                            invalidated=batches.invalidated_signature_ids(db.session, batch),
                            verify_form=forms["verify"], correct_form=forms["correct"], resign_form=forms["resign"],
                            may_verify=may_verify, problems=problems, needs_username=signing_needs_username(),
-                           Meaning=Meaning, kinds=values.KINDS), status
+                           Meaning=Meaning), status
 
 
 def _execution_action(batch_id: int, execution_id: int, dialog: str, call, done: str, to_execution: bool = False):

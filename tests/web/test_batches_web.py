@@ -38,6 +38,29 @@ def _clearance(cabinet="BSC-01", started="now"):
             "password": PASSWORD}
 
 
+def _through_preparation(app, client, login, batch_id, started="now"):
+    """Olivia performs the preparation stage; Oscar signs in and verifies it. Each step must succeed."""
+    assert client.post(f"/batches/{batch_id}/step/0/line_clearance/1",
+                       data=_clearance(started=started)).status_code == 302
+    with app.app_context():
+        lot = db.session.get(Batch, batch_id).lot
+        audit.set_actor(db.session, name="test-setup")
+        masterdata.receive_lot(db.session, material="Phosphate-buffered saline", lot_number="PBS-7",
+                               expiry=date.today() + timedelta(days=30), qc_status="released")
+        db.session.commit()
+    assert client.post(f"/batches/{batch_id}/step/0/room_check/1",
+                       data={"v_room_temperature": "21.0", "v_settle_plate_count": "0", "v_room_status": "Clean",
+                             "password": PASSWORD}).status_code == 302
+    assert client.post(f"/batches/{batch_id}/step/0/identify_material/1",
+                       data={"v_lot_scan": lot, "v_buffer": "PBS-7", "password": PASSWORD}).status_code == 302
+    client.post("/auth/logout")
+    login("oscar")
+    with app.app_context():
+        ex = db.session.scalar(sa.select(StepExecution).where(StepExecution.step_id == "identify_material"))
+    assert client.post(f"/batches/{batch_id}/execution/{ex.id}/verify",
+                       data={"verify-username": "oscar", "verify-password": PASSWORD}).status_code == 302
+
+
 def test_step_screen_renders_instruction_fields_limits_and_signing(demo, client, login):
     login("olivia")
     batch_id = _start(client)
@@ -166,28 +189,9 @@ def test_master_data_screens(demo, client, make_user, login):
 
 
 def test_calculation_error_is_a_clear_message_not_a_500(demo, client, login):
-    from mfg.web.batches import bp  # noqa: F401 - the route under test
-
     login("olivia")
     batch_id = _start(client)
-    client.post(f"/batches/{batch_id}/step/0/line_clearance/1", data=_clearance())
-    with demo.app_context():
-        lot = db.session.get(Batch, batch_id).lot
-        audit.set_actor(db.session, name="test-setup")
-        masterdata.receive_lot(db.session, material="Phosphate-buffered saline", lot_number="PBS-7",
-                               expiry=date.today() + timedelta(days=30), qc_status="released")
-        db.session.commit()
-    client.post(f"/batches/{batch_id}/step/0/room_check/1",
-                data={"v_room_temperature": "21.0", "v_settle_plate_count": "0", "v_room_status": "Clean",
-                      "password": PASSWORD})
-    client.post(f"/batches/{batch_id}/step/0/identify_material/1",
-                data={"v_lot_scan": lot, "v_buffer": "PBS-7", "password": PASSWORD})
-    client.post("/auth/logout")
-    login("oscar")
-    with demo.app_context():
-        ex = db.session.scalar(sa.select(StepExecution).where(StepExecution.step_id == "identify_material"))
-    client.post(f"/batches/{batch_id}/execution/{ex.id}/verify", data={"verify-username": "oscar",
-                                                                       "verify-password": PASSWORD})
+    _through_preparation(demo, client, login, batch_id)
     ok = client.post(f"/batches/{batch_id}/step/0/initial_count/1",
                      data={"v_volume_ml": "0.0", "c_volume_ml": "sample lost", "v_concentration": "2.50",
                            "v_viability": "95.0", "password": PASSWORD})
@@ -239,24 +243,7 @@ def test_batch_page_counts_down_to_time_windows(demo, client, login):
     batch_id = _start(client)
     assert "Time limits" not in client.get(f"/batches/{batch_id}").get_data(as_text=True)
     started = (utcnow() - timedelta(minutes=30)).strftime("%Y-%m-%d %H:%M")
-    client.post(f"/batches/{batch_id}/step/0/line_clearance/1", data=_clearance(started=started))
-    with demo.app_context():
-        lot = db.session.get(Batch, batch_id).lot
-        audit.set_actor(db.session, name="test-setup")
-        masterdata.receive_lot(db.session, material="Phosphate-buffered saline", lot_number="PBS-7",
-                               expiry=date.today() + timedelta(days=30), qc_status="released")
-        db.session.commit()
-    client.post(f"/batches/{batch_id}/step/0/room_check/1",
-                data={"v_room_temperature": "21.0", "v_settle_plate_count": "0", "v_room_status": "Clean",
-                      "password": PASSWORD})
-    client.post(f"/batches/{batch_id}/step/0/identify_material/1",
-                data={"v_lot_scan": lot, "v_buffer": "PBS-7", "password": PASSWORD})
-    client.post("/auth/logout")
-    login("oscar")
-    with demo.app_context():
-        ex = db.session.scalar(sa.select(StepExecution).where(StepExecution.step_id == "identify_material"))
-    client.post(f"/batches/{batch_id}/execution/{ex.id}/verify",
-                data={"verify-username": "oscar", "verify-password": PASSWORD})
+    _through_preparation(demo, client, login, batch_id, started=started)
     page = " ".join(client.get(f"/batches/{batch_id}").get_data(as_text=True).split())
     assert "Time limits" in page and "Initial count</strong> due by" in page
     import re
