@@ -28,16 +28,28 @@ def _meaning(value: Meaning | str) -> Meaning:
                                f"allowed: {', '.join(m.value for m in Meaning)}") from None
 
 
+BAD_CREDENTIALS = "User name or password is not correct."
+
+
+def signer_named(session: Session, username: str) -> User:
+    """The user a second signer names on a shared screen (the bedside check). An unknown name fails
+    exactly like a wrong password, so the screen never tells whether a user name exists."""
+    user = accounts.get_by_username(session, (username or "").strip())
+    if user is None:
+        raise AuthenticationFailed((username or "").strip()[:64], context="signature", message=BAD_CREDENTIALS)
+    return user
+
+
 def sign(session: Session, *, signer: User, password: str, meaning: Meaning | str, record: Signable,
          username: str | None = None, require_username: bool = True, comment: str | None = None) -> Signature:
     """Execute an e-signature of ``signer`` on ``record``, bound to ``record.signed_content()``."""
     meaning = _meaning(meaning)
     if require_username and (username or "").strip() != signer.username:
         raise AuthenticationFailed(signer.username, context="signature",
-                                   message="User name or password is not correct.")
+                                   message=BAD_CREDENTIALS)
     if not signer.is_active or not accounts.password_matches(signer, password):
         raise AuthenticationFailed(signer.username, context="signature",
-                                   message="User name or password is not correct.")
+                                   message=BAD_CREDENTIALS)
     roles = ROLE_FOR_MEANING[meaning]
     if not signer.has_role(*roles):
         raise PermissionDenied(f"signing as '{meaning.label}' needs the {' or '.join(roles)} role")

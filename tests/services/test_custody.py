@@ -77,3 +77,21 @@ def test_bedside_check_needs_two_different_people_and_matching_scans(nk, make_us
     assert event.scanned_coi == subject.coi and signatures.check_all(session)[1] == []
     assert session.scalar(sa.select(sa.func.count()).select_from(Signature).where(
         Signature.record_type == "custody_event")) == 2
+
+
+def test_a_bedside_signer_without_the_role_is_told_so_only_after_the_password(nk):  # noqa: F811
+    """The screen is shared: a wrong password for any name reads the same; the role is checked after it."""
+    session = nk["session"]
+    batch = _open(nk)
+    clara, subject, approver = nk["clara"], nk["subject"], nk["approver"]
+    with pytest.raises(AuthenticationFailed, match="User name or password is not correct"):
+        custody.bedside_check(session, batch, first=_scan(clara, "clara", batch, subject),
+                              second=_scan(approver, "approver", batch, subject, password="wrong-password"))
+    session.rollback()
+    with pytest.raises(AuthenticationFailed, match="User name or password is not correct"):
+        signatures.signer_named(session, "nobody-here")
+    with pytest.raises(PermissionDenied, match="needs the operator or clinical role"):
+        custody.bedside_check(session, batch, first=_scan(clara, "clara", batch, subject),
+                              second=_scan(approver, "approver", batch, subject))
+    session.rollback()
+    assert session.scalar(sa.select(sa.func.count()).select_from(CustodyEvent)) == 0

@@ -35,7 +35,8 @@ def nk(session, make_user, sops_dir):
     subject = clinical.enrol_subject(session, code="S-01", donor=donor, weight_kg="62.4",
                                      measured_on=date.today(), user=clara)
     session.commit()
-    return {"session": session, "clara": clara, "olivia": olivia, "donor": donor, "subject": subject}
+    return {"session": session, "clara": clara, "olivia": olivia, "donor": donor, "subject": subject,
+            "approver": approver}
 
 
 def _sign_dose(nk):

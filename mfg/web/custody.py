@@ -1,0 +1,149 @@
+"""Chain-of-custody screens: the batch's custody log, a signed hand-off and the two-person bedside check."""
+
+from __future__ import annotations
+
+from flask import Blueprint, flash, redirect, render_template, url_for
+from flask_login import current_user, login_required
+from flask_wtf import FlaskForm
+from wtforms import Form, FormField, PasswordField, StringField
+from wtforms.validators import DataRequired, Length
+
+from ..domain import isbt128
+from ..domain.errors import DomainError
+from ..domain.signing import Meaning
+from ..extensions import db
+from ..models import Batch
+from ..services import accounts, batches, custody, signatures
+from .security import (SignedOutcome, mark_signed, roles_required, signed_action, signing_needs_username,
+                       transaction)
+
+bp = Blueprint("custody", __name__, url_prefix="/batches")
+
+# The scanner convention of step screens (step_fields.ScanWidget): app.js moves to the next input when
+# the scanner "presses" Enter in an input carrying data-scan.
+_SCAN = {"autocomplete": "off", "data-scan": "1", "placeholder": "scan or type"}
+
+
+class HandOffForm(FlaskForm):
+    scanned_din = StringField("Scan bag DIN", validators=[DataRequired("Scan the bag's DIN."), Length(max=40)],
+                              render_kw=_SCAN | {"autofocus": True})
+    from_location = StringField("From", validators=[DataRequired(), Length(max=100)])
+    to_location = StringField("To", validators=[DataRequired(), Length(max=100)])
+    condition = StringField("Condition", validators=[DataRequired(), Length(max=200)],
+                            render_kw={"placeholder": "e.g. sealed, intact, 2-8 °C"})
+    username = StringField("User name", validators=[Length(max=64)], render_kw={"autocomplete": "username"})
+    password = PasswordField("Password", validators=[DataRequired("Re-enter your password to sign.")],
+                             render_kw={"autocomplete": "current-password"})
+
+
+class BedsidePersonForm(Form):
+    """One person's panel: their own credentials (always both) and their own two scans."""
+
+    # Two people share one screen: the browser must not fill in the signed-in user's credentials.
+    username = StringField("User name", validators=[DataRequired(), Length(max=64)],
+                           render_kw={"autocomplete": "off"})
+    password = PasswordField("Password", validators=[DataRequired()], render_kw={"autocomplete": "off"})
+    scanned_din = StringField("Scan bag DIN", validators=[DataRequired("Scan the bag's DIN."), Length(max=40)],
+                              render_kw=_SCAN)
+    scanned_coi = StringField("Scan subject COI", validators=[DataRequired("Scan the subject's COI."),
+                                                               Length(max=40)], render_kw=_SCAN)
+
+
+class BedsideForm(FlaskForm):
+    first = FormField(BedsidePersonForm, "Person 1")
+    second = FormField(BedsidePersonForm, "Person 2")
+
+
+def _coi(batch: Batch) -> isbt128.CoiId | None:
+    return isbt128.parse_coi(isbt128.COI_PREFIX + batch.subject.coi) if batch.subject else None
+
+
+def _page(batch: Batch, *, handoff_form: HandOffForm | None = None, bedside_form: BedsideForm | None = None,
+          hard_stop: list[str] | None = None, status: int = 200):
+    session = db.session
+    events = custody.events(session, batch)
+    names = {uid: accounts.get(session, uid).full_name
+             for e in events for uid in (e.performed_by_id, e.verified_by_id) if uid is not None}
+    return render_template(
+        "custody/show.html", batch=batch, coi=_coi(batch),
+        din=isbt128.din_from_text(batch.din) if batch.din else None, events=events, names=names,
+        signed={e.id: signatures.for_record(session, e) for e in events},
+        handoff_form=handoff_form or HandOffForm(prefix="handoff"),
+        bedside_form=bedside_form or BedsideForm(prefix="bedside"), hard_stop=hard_stop or [],
+        needs_username=signing_needs_username(), performed=Meaning.PERFORMED, verified=Meaning.VERIFIED), status
+
+
+def _scan_fields(form: HandOffForm | BedsideForm) -> list:
+    if isinstance(form, BedsideForm):
+        return [panel[name] for panel in (form.first, form.second) for name in ("scanned_din", "scanned_coi")]
+    return [form.scanned_din]
+
+
+def _refused(batch_id: int, form: HandOffForm | BedsideForm, outcome: SignedOutcome):
+    """Re-render after a refused action: an identity hard stop on top of the page, anything else on the form."""
+    forms = {"bedside_form" if isinstance(form, BedsideForm) else "handoff_form": form}
+    if isinstance(outcome.error, batches.IdentityMismatch):
+        # The scans are cleared: the next attempt starts from a fresh scan of the container in hand.
+        for scan in _scan_fields(form):
+            scan.data = ""
+        return _page(batches.get(db.session, batch_id), hard_stop=outcome.problems, status=400, **forms)
+    form.form_errors.extend(outcome.problems)
+    return _page(batches.get(db.session, batch_id), status=400, **forms)
+
+
+@bp.route("/<int:batch_id>/custody")
+@login_required
+def show(batch_id: int):
+    return _page(batches.get(db.session, batch_id))
+
+
+@bp.route("/<int:batch_id>/custody/handoff", methods=["POST"])
+@roles_required(*custody.CUSTODY_ROLES)
+def handoff(batch_id: int):
+    batch = batches.get(db.session, batch_id)
+    form = HandOffForm(prefix="handoff")
+    if not form.validate_on_submit():
+        return _page(batch, handoff_form=form, status=400)
+    outcome = signed_action(lambda: custody.hand_off(
+        db.session, batch, scanned_din=form.scanned_din.data, from_location=form.from_location.data,
+        to_location=form.to_location.data, condition=form.condition.data,
+        signer=current_user._get_current_object(), password=form.password.data, username=form.username.data,
+        require_username=signing_needs_username()))
+    if outcome.locked_out:
+        return redirect(url_for("auth.login"))
+    if outcome.ok:
+        flash(f"Hand-off from {outcome.value.from_location} to {outcome.value.to_location} recorded and signed.",
+              "success")
+        return redirect(url_for("custody.show", batch_id=batch_id))
+    return _refused(batch_id, form, outcome)
+
+
+def _scan(panel: FormField) -> custody.BedsideScan:
+    return custody.BedsideScan(user=signatures.signer_named(db.session, panel.username.data),
+                               username=panel.username.data,
+                               password=panel.password.data, scanned_din=panel.scanned_din.data,
+                               scanned_coi=panel.scanned_coi.data)
+
+
+@bp.route("/<int:batch_id>/custody/bedside", methods=["POST"])
+@roles_required(*custody.CUSTODY_ROLES)
+def bedside(batch_id: int):
+    batch = batches.get(db.session, batch_id)
+    form = BedsideForm(prefix="bedside")
+    if not form.validate_on_submit():
+        return _page(batch, bedside_form=form, status=400)
+    # Not signed_action: the signed-in user need not be one of the two signers, and only a signer's
+    # session may then sign with the password alone (21 CFR 11.200).
+    try:
+        with transaction():
+            event = custody.bedside_check(db.session, batch, first=_scan(form.first), second=_scan(form.second))
+            signers = (event.performed_by_id, event.verified_by_id)
+    except DomainError as exc:
+        outcome: SignedOutcome = SignedOutcome(error=exc)
+        if outcome.locked_out:
+            return redirect(url_for("auth.login"))
+        return _refused(batch_id, form, outcome)
+    if current_user.id in signers:
+        mark_signed()
+    flash("Bedside identity check recorded: both scans matched, signed by two people.", "success")
+    return redirect(url_for("custody.show", batch_id=batch_id))

@@ -1,0 +1,211 @@
+"""Chain-of-custody screens: the custody log, a signed hand-off and the two-person bedside check."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from datetime import date, timedelta
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from mfg.config import PROJECT_ROOT
+from mfg.domain import isbt128
+from mfg.extensions import db
+from mfg.models import CustodyEvent, Deviation, Signature, User
+from mfg.services import audit, batches, clinical, sops
+from tests.support import PASSWORD
+
+BAD_CREDENTIALS = "User name or password is not correct."
+
+
+@pytest.fixture
+def nk_batch(app, make_user):
+    """An NK batch opened for subject S-01 (eligible donor, signed dose level): its id, bag and COI scans."""
+    sops_dir = Path(app.config["SOPS_DIR"])
+    shutil.copytree(PROJECT_ROOT / "sops" / "nk", sops_dir / "nk")
+    shutil.copytree(PROJECT_ROOT / "sops" / "trial", sops_dir / "trial")
+    loader, approver = make_user("loader", "qa"), make_user("approver", "qa")
+    make_user("quentin", "qa", full_name="Quentin Quality")
+    clara = make_user("clara", "clinical", full_name="Clara Coordinator")
+    make_user("nina", "clinical", full_name="Nina Nurse")
+    olivia = make_user("olivia", "operator", full_name="Olivia Operator")
+    with app.app_context():
+        s = db.session
+        audit.set_actor(s, name="test-setup")
+        clara, olivia = s.merge(clara), s.merge(olivia)
+        for version in sops.load_directory(s, sops_dir, loader=s.merge(loader)).loaded:
+            sops.approve(s, version, signer=s.merge(approver), password=PASSWORD, username=None,
+                         require_username=False)
+        donor = clinical.register_donor(s, code="D-001", abo_rh="A+", user=clara)
+        clinical.record_donor_test(s, donor, test="HIV-1/2 Ab", result="non-reactive",
+                                   specimen_date=date.today() - timedelta(days=2), user=clara)
+        subject = clinical.enrol_subject(s, code="S-01", donor=donor, weight_kg="62.4", measured_on=date.today(),
+                                         user=clara)
+        clinical.determine_eligibility(s, donor, eligible=True, summary="complete", user=clara)
+        clinical.assign_dose_level(s, subject, level="DL2", signer=clara, password=PASSWORD, username=None,
+                                   require_username=False)
+        batch = batches.start_nk_batch(s, subject=subject, user=olivia)
+        s.commit()
+        return {"id": batch.id, "lot": batch.lot, "din": isbt128.din_from_text(batch.din),
+                "bag": isbt128.din_from_text(batch.din).barcode("00"),
+                "coi": isbt128.parse_coi(isbt128.COI_PREFIX + subject.coi)}
+
+
+def _count(app, model, *where):
+    with app.app_context():
+        return db.session.scalar(sa.select(sa.func.count()).select_from(model).where(*where))
+
+
+def _text(response) -> str:
+    return " ".join(response.get_data(as_text=True).split())
+
+
+def _problems(response) -> list[str]:
+    return re.findall(r'<p class="error form-error" role="alert">(.*?)</p>', response.get_data(as_text=True))
+
+
+def _handoff(client, batch, **override):
+    data = {"handoff-scanned_din": batch["bag"], "handoff-from_location": "Cleanroom 2",
+            "handoff-to_location": "Courier", "handoff-condition": "sealed, 4 C",
+            "handoff-username": "olivia", "handoff-password": PASSWORD}
+    data.update(override)
+    return client.post(f"/batches/{batch['id']}/custody/handoff", data=data)
+
+
+def _bedside(client, batch, first="clara", second="nina", **override):
+    data = {}
+    for panel, username in (("first", first), ("second", second)):
+        data |= {f"bedside-{panel}-username": username, f"bedside-{panel}-password": PASSWORD,
+                 f"bedside-{panel}-scanned_din": batch["bag"], f"bedside-{panel}-scanned_coi": batch["coi"].barcode()}
+    data.update(override)
+    return client.post(f"/batches/{batch['id']}/custody/bedside", data=data)
+
+
+def test_the_custody_page_shows_the_identity_and_both_forms_to_an_operator(nk_batch, client, login):
+    login("olivia")
+    response = client.get(f"/batches/{nk_batch['id']}/custody")
+    page = response.get_data(as_text=True)
+    text = _text(response)
+    assert response.status_code == 200
+    assert nk_batch["lot"] in text and "S-01" in text
+    assert nk_batch["coi"].eye_readable() in text and nk_batch["din"].eye_readable() in text
+    assert "Record a hand-off" in text and "Bedside identity check" in text
+    assert "Person 1" in text and "Person 2" in text and "Performed by" in text and "Verified by" in text
+    scan = re.search(r'<input[^>]*id="handoff-scanned_din"[^>]*>', page).group(0)
+    assert "autofocus" in scan and 'autocomplete="off"' in scan and "data-scan" in scan
+    assert page.count("autofocus") == 1 and page.count("data-scan") == 5  # the hand-off's and 2 x 2 bedside scans
+    for panel in ("first", "second"):
+        assert f'name="bedside-{panel}-username"' in page and f'name="bedside-{panel}-password"' in page
+        assert f'name="bedside-{panel}-scanned_coi"' in page
+    assert 'name="handoff-username"' in page  # the first signature of the session needs the user name
+    assert "No custody events recorded yet" in text
+
+
+def test_a_hand_off_of_the_right_bag_is_stored_signed_and_listed(nk_batch, app, client, login):
+    login("olivia")
+    response = _handoff(client, nk_batch)
+    assert response.status_code == 302, response.get_data(as_text=True)
+    assert response.location.endswith(f"/batches/{nk_batch['id']}/custody")
+    with app.app_context():
+        event = db.session.scalar(sa.select(CustodyEvent))
+        signature = db.session.scalar(sa.select(Signature).where(Signature.record_type == "custody_event"))
+        assert (event.kind, event.scanned_din, event.from_location, event.to_location, event.condition) == (
+            "handoff", nk_batch["din"].text, "Cleanroom 2", "Courier", "sealed, 4 C")
+        assert (signature.record_id, signature.username, signature.meaning) == (str(event.id), "olivia", "performed")
+    text = _text(client.get(f"/batches/{nk_batch['id']}/custody"))
+    assert "recorded and signed" in text
+    assert "Hand-off" in text and "Cleanroom 2" in text and "Courier" in text and "sealed, 4 C" in text
+    assert "Performed by Olivia Operator (olivia)" in text and nk_batch["din"].text in text
+    assert 'name="handoff-username"' not in text  # later signatures of the session: the password alone
+
+
+def test_a_hand_off_of_the_wrong_bag_is_a_hard_stop_with_a_deviation(nk_batch, app, client, login):
+    login("olivia")
+    other = isbt128.make_din("X9999", 26, 999999).barcode("00")
+    response = _handoff(client, nk_batch, **{"handoff-scanned_din": other})
+    text = _text(response)
+    assert response.status_code == 400 and "IDENTITY MISMATCH" in text and "Hard stop" in text
+    assert "override" not in text.lower() and other not in response.get_data(as_text=True)  # scan cleared
+    assert _count(app, CustodyEvent) == 0
+    assert _count(app, Deviation, Deviation.batch_id == nk_batch["id"], Deviation.origin == "identity") == 1
+    with app.app_context():
+        entries = audit.search(db.session, audit.AuditFilter(action="identity.mismatch"))[0]
+        assert [(e.entity_type, e.entity_id, e.username) for e in entries] == [("batch", str(nk_batch["id"]), "olivia")]
+
+
+def test_a_bedside_check_by_two_people_is_stored_and_lists_both(nk_batch, app, client, login):
+    login("olivia")
+    response = _bedside(client, nk_batch)
+    assert response.status_code == 302, response.get_data(as_text=True)
+    with app.app_context():
+        event = db.session.scalar(sa.select(CustodyEvent))
+        signed = db.session.execute(sa.select(Signature.username, Signature.meaning).where(
+            Signature.record_type == "custody_event").order_by(Signature.id)).all()
+        assert (event.kind, event.scanned_din, event.scanned_coi) == (
+            "bedside", nk_batch["din"].text, nk_batch["coi"].text)
+        assert [tuple(row) for row in signed] == [("clara", "performed"), ("nina", "verified")]
+    text = _text(client.get(f"/batches/{nk_batch['id']}/custody"))
+    assert "Bedside identity check recorded" in text
+    assert "Performed by Clara Coordinator (clara)" in text and "Verified by Nina Nurse (nina)" in text
+    # Olivia signed nothing: her first own signature still needs her user name (21 CFR 11.200).
+    assert 'name="handoff-username"' in text
+
+
+def test_the_same_person_twice_is_refused(nk_batch, app, client, login):
+    login("clara")
+    response = _bedside(client, nk_batch, first="clara", second="clara")
+    assert response.status_code == 400 and "two different people" in _text(response)
+    assert _count(app, CustodyEvent) == 0 and _count(app, Signature, Signature.record_type == "custody_event") == 0
+
+
+def test_a_wrong_password_of_person_2_stores_nothing_and_is_counted(nk_batch, app, client, login):
+    login("olivia")
+    response = _bedside(client, nk_batch, **{"bedside-second-password": "not-her-password"})
+    assert response.status_code == 400 and BAD_CREDENTIALS in _text(response)
+    assert _count(app, CustodyEvent) == 0 and _count(app, Signature, Signature.record_type == "custody_event") == 0
+    with app.app_context():
+        failures = dict(db.session.execute(sa.select(User.username, User.failed_logins)).all())
+        assert (failures["nina"], failures["clara"], failures["olivia"]) == (1, 0, 0)
+        entries = audit.search(db.session, audit.AuditFilter(action="signature.failure"))[0]
+        assert [e.entity_id for e in entries] == [str(db.session.scalar(
+            sa.select(User.id).where(User.username == "nina")))]
+
+
+def test_an_unknown_user_name_fails_like_a_wrong_password(nk_batch, app, client, login):
+    login("olivia")
+    wrong_password = _bedside(client, nk_batch, **{"bedside-second-password": "not-her-password"})
+    response = _bedside(client, nk_batch, second="nobody")
+    assert response.status_code == 400
+    assert _problems(response) == _problems(wrong_password) == [BAD_CREDENTIALS]  # no user enumeration
+    assert _count(app, CustodyEvent) == 0
+    with app.app_context():
+        entries = audit.search(db.session, audit.AuditFilter(action="signature.failure"))[0]
+        assert len(entries) == 2 and entries[0].entity_id is None and '"nobody"' in entries[0].after
+
+
+def test_a_wrong_subject_at_the_bedside_is_a_hard_stop(nk_batch, app, client, login):
+    login("olivia")
+    wrong = isbt128.CoiId("X9999", 26, 4242).barcode()
+    response = _bedside(client, nk_batch, **{"bedside-second-scanned_coi": wrong})
+    text = _text(response)
+    assert response.status_code == 400 and "IDENTITY MISMATCH: Subject COI (person 2)" in text
+    assert _count(app, CustodyEvent) == 0
+    assert _count(app, Deviation, Deviation.batch_id == nk_batch["id"], Deviation.origin == "identity") == 1
+
+
+@pytest.mark.parametrize("action", ["handoff", "bedside"])
+def test_a_qa_only_user_may_look_but_not_record(nk_batch, app, client, login, action):
+    login("quentin")
+    page = client.get(f"/batches/{nk_batch['id']}/custody")
+    assert page.status_code == 200 and "Record a hand-off" not in _text(page)
+    post = _handoff if action == "handoff" else _bedside
+    assert post(client, nk_batch).status_code == 403
+    assert _count(app, CustodyEvent) == 0
+
+
+def test_the_custody_page_needs_a_sign_in_and_an_existing_batch(nk_batch, client, login):
+    assert client.get(f"/batches/{nk_batch['id']}/custody").status_code == 302
+    login("olivia")
+    assert client.get("/batches/9999/custody").status_code == 404
