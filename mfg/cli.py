@@ -91,6 +91,9 @@ def init_command(demo: bool) -> None:
         created = _run(demo_data.seed_master_data)
         if created:
             click.echo(f"created demo equipment and material lots: {', '.join(created)}")
+        created = _run(demo_data.seed_subjects)
+        if created:
+            click.echo(f"created demo subject: {', '.join(created)}")
 
 
 users_cli = AppGroup("users", help="Manage user accounts.")

@@ -85,6 +85,7 @@ __all__ = [
     "LimitExceeded",
     "Number",
     "formulation",
+    "divide",
     "split_into_bags",
 ]
 
@@ -374,18 +375,36 @@ def split_into_bags(
     or below one 0.1 mL step; a ``formulated_at`` that is not an aware datetime; a shelf life that is not
     a positive timedelta. See the module docstring for how volumes and cells are divided.
     """
-    scaled_volume = f.volume_ml / VOLUME_STEP_ML
+    return divide(f.volume_ml, f.total_viable_cells, f.delivered_nk_cells, max_bag_volume_ml=max_bag_volume_ml,
+                  formulated_at=formulated_at, shelf_life=shelf_life)
+
+
+def divide(
+    volume_ml: Decimal,
+    viable_cells: Decimal,
+    nk_cells: Decimal,
+    *,
+    max_bag_volume_ml: Number,
+    formulated_at: datetime,
+    shelf_life: timedelta,
+) -> list[Bag]:
+    """:func:`split_into_bags` from the drawn volume and its viable and NK cells (as a batch record holds
+    them, recorded in the dose plan), rather than from a :class:`Formulation`."""
+    scaled_volume = volume_ml / VOLUME_STEP_ML
     if not (scaled_volume > 0 and scaled_volume == scaled_volume.to_integral_value()):
-        raise ValidationFailed(f"the formulation's volume must be a positive multiple of 0.1 mL, got {f.volume_ml}")
+        raise ValidationFailed(f"the formulation's volume must be a positive multiple of 0.1 mL, got {volume_ml}")
     total_steps = int(scaled_volume)
 
     problems: list[str] = []
+    for name, cells in (("viable cells", viable_cells), ("NK cells", nk_cells)):
+        if not (isinstance(cells, Decimal) and cells.is_finite() and cells >= 0):
+            problems.append(f"the {name} to divide must be a number of at least 0, got {cells}")
     maximum = _number("max_bag_volume_ml", max_bag_volume_ml, problems)
     steps_per_bag = 0
     if maximum is not None:
         if maximum <= 0:
             problems.append(f"max_bag_volume_ml must be greater than 0 mL, got {maximum}")
-        elif maximum >= f.volume_ml:
+        elif maximum >= volume_ml:
             steps_per_bag = total_steps  # everything fits in one bag (and no arithmetic on a huge maximum)
         else:
             steps_per_bag = int(maximum.quantize(VOLUME_STEP_ML, rounding=ROUND_FLOOR) / VOLUME_STEP_ML)
@@ -415,8 +434,8 @@ def split_into_bags(
     count = -(-total_steps // steps_per_bag)  # ceiling: the fewest bags
     base, extra = divmod(total_steps, count)
     steps = [base + 1 if i < extra else base for i in range(count)]
-    viable = _apportion(int(round_half_up(f.total_viable_cells, 0)), steps)
-    nk = _apportion(int(round_half_up(f.delivered_nk_cells, 0)), steps)
+    viable = _apportion(int(round_half_up(viable_cells, 0)), steps)
+    nk = _apportion(int(round_half_up(nk_cells, 0)), steps)
     return [
         Bag(
             index=i + 1,

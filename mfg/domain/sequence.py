@@ -8,7 +8,10 @@ Rules, all from the master records a batch pins, in their order:
   after a correction); second-person verification may follow later,
   but a stage is *complete* only when each of its steps has its minimum number of instances performed
   and, where required, verified, and no instance waits for a new signature after a correction.
-- A repeatable step's next instance opens when the previous one is performed, up to ``repeat.max``.
+- A repeatable step's next instance opens when the previous one is performed, up to ``repeat.max``,
+  and only until a later stage of its record is started.
+  A step with ``repeat.count`` is done exactly as many times as that recorded number says (``counts``,
+  resolved by the service; at most ``repeat.max``); until the number is recorded, min and max apply.
 """
 
 from __future__ import annotations
@@ -62,10 +65,27 @@ class Open:
     instance: int
 
 
-def _stage_complete(position: int, stage: Stage, done: Mapping[StepRef, Sequence[InstanceState]]) -> bool:
+Counts = Mapping[StepRef, int]
+"""For steps with ``repeat.count``: how many instances the recorded number asks for."""
+
+
+def _needed(ref: StepRef, step: Step, counts: Counts) -> int:
+    if step.repeat is None:
+        return 1
+    return min(counts.get(ref, step.repeat.min), step.repeat.max)
+
+
+def _limit(ref: StepRef, step: Step, counts: Counts) -> int:
+    if step.repeat is None:
+        return 1
+    return min(counts.get(ref, step.repeat.max), step.repeat.max)
+
+
+def _stage_complete(position: int, stage: Stage, done: Mapping[StepRef, Sequence[InstanceState]],
+                    counts: Counts) -> bool:
     for step in stage.steps:
         states = done.get(StepRef(position, step.id), ())
-        needed = step.repeat.min if step.repeat else 1
+        needed = _needed(StepRef(position, step.id), step, counts)
         if sum(1 for s in states if s.status == "complete") < needed:
             return False
         if any(s.status != "complete" for s in states):
@@ -73,41 +93,48 @@ def _stage_complete(position: int, stage: Stage, done: Mapping[StepRef, Sequence
     return True
 
 
-def _performed(states: Sequence[InstanceState], step: Step) -> bool:
+def _performed(states: Sequence[InstanceState], needed: int) -> bool:
     """Enough instances carry a standing "Performed by" signature (one waiting to be signed again does not)."""
     signed = sum(1 for s in states if s.status in ("awaiting_verification", "complete"))
-    return signed >= (step.repeat.min if step.repeat else 1)
+    return signed >= needed
 
 
-def open_steps(records: Sequence[MasterRecord], done: Mapping[StepRef, Sequence[InstanceState]]) -> list[Open]:
+def open_steps(records: Sequence[MasterRecord], done: Mapping[StepRef, Sequence[InstanceState]],
+               counts: Counts | None = None) -> list[Open]:
     """Every step instance that may be performed now, in master record order."""
+    counts = counts or {}
     result: list[Open] = []
     for position, record in enumerate(records):
-        for stage in record.stages:
+        # once a later stage has been started, the steps of earlier stages take no more instances (no
+        # feed after the harvest); within a stage, repeated steps may interleave (feeds and counts)
+        started = [number for number, stage in enumerate(record.stages)
+                   if any(done.get(StepRef(position, step.id)) for step in stage.steps)]
+        last_started = max(started, default=-1)
+        for number, stage in enumerate(record.stages):
             blocked = False
             for step in stage.steps:
                 ref = StepRef(position, step.id)
                 states = done.get(ref, ())
-                limit = step.repeat.max if step.repeat else 1
-                if not blocked or step.parallel:
-                    if len(states) < limit:
+                if (not blocked or step.parallel) and number >= last_started:
+                    if len(states) < _limit(ref, step, counts):
                         result.append(Open(ref, stage, step, len(states) + 1))
-                if not step.parallel and not _performed(states, step):
+                if not step.parallel and not _performed(states, _needed(ref, step, counts)):
                     blocked = True
-            if not _stage_complete(position, stage, done):
+            if not _stage_complete(position, stage, done, counts):
                 return result
     return result
 
 
-def all_complete(records: Sequence[MasterRecord], done: Mapping[StepRef, Sequence[InstanceState]]) -> bool:
-    return all(_stage_complete(position, stage, done)
+def all_complete(records: Sequence[MasterRecord], done: Mapping[StepRef, Sequence[InstanceState]],
+                 counts: Counts | None = None) -> bool:
+    return all(_stage_complete(position, stage, done, counts or {})
                for position, record in enumerate(records) for stage in record.stages)
 
 
 def require_open(records: Sequence[MasterRecord], done: Mapping[StepRef, Sequence[InstanceState]],
-                 ref: StepRef, instance: int) -> Open:
+                 ref: StepRef, instance: int, counts: Counts | None = None) -> Open:
     """The open step instance ``ref``/``instance``, or a refusal that says why it is not open."""
-    for item in open_steps(records, done):
+    for item in open_steps(records, done, counts):
         if item.ref == ref and item.instance == instance:
             return item
     states = done.get(ref, ())

@@ -24,6 +24,7 @@ against the whitelist of :mod:`mfg.domain.calc`, the module that later evaluates
 """
 
 import keyword
+import math
 import re
 from collections.abc import Iterable, Iterator
 from typing import Annotated, Any, Literal, NamedTuple, get_args
@@ -75,6 +76,8 @@ CONTEXT_NAMES: frozenset[str] = frozenset(
         "trial.cd3_limit_per_kg",
         "trial.endotoxin_limit_eu_per_kg",
         "trial.max_bag_volume_ml",
+        "trial.apheresis_hold_hours",
+        "trial.shelf_life_hours",
     }
 )
 """Names a calculation may use besides fields: numbers the batch provides at run time from the subject's
@@ -134,6 +137,23 @@ def _field_reference(value: str) -> str:
     if not dot or not re.fullmatch(IDENTIFIER_PATTERN, step_id) or not re.fullmatch(IDENTIFIER_PATTERN, field_id):
         raise ValueError(f"{value!r} is not a reference of the form <step_id>.<field_id>")
     return value
+
+
+def _context_name(value: str) -> str:
+    if value not in CONTEXT_NAMES:
+        raise ValueError(f"{value!r} is not a number of hours nor a context name ({', '.join(sorted(CONTEXT_NAMES))})")
+    return value
+
+
+def _hours(value: object) -> float | str:
+    if isinstance(value, str):
+        return _context_name(value)
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        if not math.isfinite(value) or value <= 0:
+            raise ValueError(f"must be a number of hours greater than 0, got {value!r}")
+        return float(value)
+    raise ValueError(f"must be a number of hours or a context name such as trial.apheresis_hold_hours, "
+                     f"got {type(value).__name__}")
 
 
 def _not_blank(value: str) -> str:
@@ -271,8 +291,9 @@ class ScanField(FieldBase):
 
     The names the NK master records use, resolved by the services from the batch at run time:
     ``batch.lot`` (the batch's lot), ``batch.din`` (the donation identification number of the product),
-    ``subject.coi`` (the subject's chain-of-identity identifier), ``batch.product_code`` (the ISBT 128
-    product code) and ``bag.din`` (the DIN with division of the bag being handled, in a repeated step).
+    ``subject.coi`` (the subject's chain-of-identity identifier) and ``bag.product_code`` (the ISBT 128
+    product code with division of one of the batch's bags; each bag is scanned once per step, so a step
+    that scans every bag repeats once per bag, see ``Repeat.count``).
     The schema accepts any dotted name; a name the services cannot resolve refuses the scan.
 
     With ``identity`` true, a mismatch is an identity event: it stops the step, is audited and opens a
@@ -369,6 +390,9 @@ class Repeat(_Model):
     min: int = pydantic.Field(1, ge=1)
     max: int = pydantic.Field(ge=1)
     label: Text = "Instance"
+    # ``<step_id>.<field_id>``: an integer field of an earlier step (e.g. the number of bags filled). Once it
+    # is recorded, the step is done exactly that many times (still at most ``max``).
+    count: Annotated[str, AfterValidator(_field_reference)] | None = None
 
     _check_max = field_validator("max")(_not_below_min)
 
@@ -380,16 +404,38 @@ class TimeWindow(_Model):
     """
 
     after: Annotated[str, AfterValidator(_field_reference)]
-    max_hours: Limit = pydantic.Field(gt=0)
+    # Hours, or a context name whose value is hours (e.g. trial.apheresis_hold_hours, the trial configuration's).
+    max_hours: Annotated[Any, AfterValidator(_hours)]
     min_hours: Limit = pydantic.Field(0, ge=0)
+    # A datetime field of this step recording when it actually happened (e.g. received_at); the window
+    # judges that time. Without it, the window judges the time the step is signed.
+    at: Identifier | None = None
 
     @field_validator("min_hours")
     @classmethod
     def _window_not_empty(cls, value: float, info: ValidationInfo) -> float:
         high = info.data.get("max_hours")
-        if high is not None and value >= high:
+        if isinstance(high, float | int) and value >= high:
             raise ValueError(f"must be less than max_hours ({high:g})")
         return value
+
+
+class Division(_Model):
+    """Performing the step divides the product into bags: ISBT 128 divisions A0, B0, ... of the batch's DIN.
+
+    The fewest bags of at most the trial configuration's largest bag volume, volumes as equal as possible
+    in 0.1 mL steps, cells in proportion (``domain.dose.divide``); every bag expires the trial
+    configuration's shelf life after the date-time in ``expires_from``. ``volume_ml``, ``viable_cells`` and
+    ``nk_cells`` are calculations (as in a calculated field) giving the drawn volume in mL and its cells;
+    ``count`` is this step's integer field where the operator records the bags filled, which must equal
+    the plan (otherwise the step is refused and nothing is stored).
+    """
+
+    volume_ml: Annotated[str, AfterValidator(_expression_syntax)]
+    viable_cells: Annotated[str, AfterValidator(_expression_syntax)]
+    nk_cells: Annotated[str, AfterValidator(_expression_syntax)]
+    expires_from: Annotated[str, AfterValidator(_field_reference)]
+    count: Identifier
 
 
 class Step(_Model):
@@ -409,6 +455,7 @@ class Step(_Model):
     repeat: Repeat | None = None
     time_window: TimeWindow | None = None
     comment_required: bool = False
+    divides_product: Division | None = None
 
 
 class Stage(_Model):
@@ -419,6 +466,25 @@ class Stage(_Model):
     steps: list[Step] = pydantic.Field(min_length=1)
 
 
+class ChartPoint(_Model):
+    """Where a growth chart's points come from: every performed instance of ``step`` gives one point, at
+    culture day ``day`` (a number, or an integer/number field of the step) with the value of field
+    ``value`` (a number, integer or calculated field of the step)."""
+
+    step: Identifier
+    label: Text
+    day: Annotated[int, pydantic.Field(ge=0)] | Identifier
+    value: Identifier
+
+
+class GrowthChart(_Model):
+    """A chart of cells per culture day drawn from recorded values (on the batch page and batch record)."""
+
+    title: Text
+    unit: Text
+    points: list[ChartPoint] = pydantic.Field(min_length=1)
+
+
 class MasterRecord(_Model):
     """One version of a master batch record. Immutable: a change is a new version approved by QA."""
 
@@ -427,6 +493,7 @@ class MasterRecord(_Model):
     version: int = pydantic.Field(ge=1)
     title: Text
     description: str = ""
+    growth_chart: GrowthChart | None = None
     stages: list[Stage] = pydantic.Field(min_length=1)
 
 
@@ -656,6 +723,8 @@ def _cross_check(record: MasterRecord) -> Iterator[_Problem]:
     yield from _duplicate_ids(record)
     yield from _reserved_step_ids(places)
     yield from _time_window_problems(places)
+    yield from _division_problems(places)
+    yield from _chart_problems(record, places)
     yield from _calculation_problems(places)
 
 
@@ -716,27 +785,89 @@ def _fields_by_id(step: Step) -> dict[str, Field]:
     return found
 
 
+def _earlier_field_problem(place: _Place, places: dict[str, _Place], reference: str, wanted: str) -> str | None:
+    """Why ``reference`` (``<step_id>.<field_id>``) is not a ``wanted``-type field of an earlier,
+    non-repeatable step (so that it is recorded, once, before ``place`` starts), or None."""
+    target_step, _, target_field = reference.partition(".")
+    target = places.get(target_step)
+    if target is None:
+        return f"unknown step {target_step!r}"
+    if target.order == place.order:
+        return f"must refer to an earlier step, not to step {place.step.id!r} itself"
+    if target.order > place.order:
+        return f"must refer to an earlier step; {target_step!r} comes later in the record"
+    if target_field not in _fields_by_id(target.step):
+        return f"step {target_step!r} has no field {target_field!r}"
+    if (field_type := _fields_by_id(target.step)[target_field].type) != wanted:
+        return f"{reference!r} is a {field_type} field; this needs a {wanted} field"
+    if target.step.repeat is not None:
+        return f"cannot reference a field of repeatable step {target_step!r}"
+    return None
+
+
 def _time_window_problems(places: dict[str, _Place]) -> Iterator[_Problem]:
-    """A time window counts from a datetime already recorded, once, when the step starts."""
-    for step_id, place in places.items():
+    """A time window counts from a datetime already recorded, once, when the step starts; a repeat count
+    is an integer recorded before the repeated step starts."""
+    for place in places.values():
         window = place.step.time_window
-        if window is None:
+        if window is not None:
+            problem = _earlier_field_problem(place, places, window.after, "datetime")
+            if problem:
+                yield _Problem(f"{place.path}.time_window.after", problem)
+            own = _fields_by_id(place.step).get(window.at) if window.at else None
+            if window.at and (own is None or own.type != "datetime"):
+                yield _Problem(f"{place.path}.time_window.at",
+                               f"step {place.step.id!r} has no datetime field {window.at!r}")
+        repeat = place.step.repeat
+        if repeat is not None and repeat.count is not None:
+            problem = _earlier_field_problem(place, places, repeat.count, "integer")
+            if problem:
+                yield _Problem(f"{place.path}.repeat.count", problem)
+
+
+def _chart_problems(record: MasterRecord, places: dict[str, _Place]) -> Iterator[_Problem]:
+    """A chart point names a step of this record and numeric fields of that step."""
+    if record.growth_chart is None:
+        return
+    for number, point in enumerate(record.growth_chart.points):
+        path = f"growth_chart.points[{number}]"
+        place = places.get(point.step)
+        if place is None:
+            yield _Problem(f"{path}.step", f"unknown step {point.step!r}")
             continue
-        path = f"{place.path}.time_window.after"
-        target_step, _, target_field = window.after.partition(".")
-        target = places.get(target_step)
-        if target is None:
-            yield _Problem(path, f"unknown step {target_step!r}")
-        elif target.order == place.order:
-            yield _Problem(path, f"must refer to an earlier step, not to step {step_id!r} itself")
-        elif target.order > place.order:
-            yield _Problem(path, f"must refer to an earlier step; {target_step!r} comes later in the record")
-        elif target_field not in _fields_by_id(target.step):
-            yield _Problem(path, f"step {target_step!r} has no field {target_field!r}")
-        elif (field_type := _fields_by_id(target.step)[target_field].type) != "datetime":
-            yield _Problem(path, f"{window.after!r} is a {field_type} field; a time window needs a datetime field")
-        elif target.step.repeat is not None:
-            yield _Problem(path, f"cannot reference a field of repeatable step {target_step!r}")
+        fields = _fields_by_id(place.step)
+        for key, name in (("value", point.value), ("day", point.day)):
+            if isinstance(name, int):
+                continue
+            field = fields.get(name)
+            if field is None:
+                yield _Problem(f"{path}.{key}", f"step {point.step!r} has no field {name!r}")
+            elif field.type not in NUMERIC_FIELD_TYPES:
+                yield _Problem(f"{path}.{key}", f"{point.step}.{name} is a {field.type} field; a chart needs numbers")
+
+
+def _division_problems(places: dict[str, _Place]) -> Iterator[_Problem]:
+    """A dividing step is done once, counts its bags in an integer field of its own and calculates from
+    numbers it or earlier steps record."""
+    for place in places.values():
+        division = place.step.divides_product
+        if division is None:
+            continue
+        path = f"{place.path}.divides_product"
+        if place.step.repeat is not None:
+            yield _Problem(path, "a step that divides the product cannot be repeatable")
+        count = _fields_by_id(place.step).get(division.count)
+        if count is None or count.type != "integer":
+            yield _Problem(f"{path}.count", f"step {place.step.id!r} has no integer field {division.count!r}")
+        problem = _earlier_field_problem(place, places, division.expires_from, "datetime")
+        if problem:
+            yield _Problem(f"{path}.expires_from", problem)
+        for name in ("volume_ml", "viable_cells", "nk_cells"):
+            references, _ = inspect_expression(getattr(division, name))
+            for reference in references:
+                problem, _target = _resolve(reference, place, places, None)
+                if problem:
+                    yield _Problem(f"{path}.{name}", problem)
 
 
 def _calculation_problems(places: dict[str, _Place]) -> Iterator[_Problem]:
@@ -764,7 +895,7 @@ def _calculation_problems(places: dict[str, _Place]) -> Iterator[_Problem]:
 
 
 def _resolve(
-    reference: Reference, place: _Place, places: dict[str, _Place], calculated: CalculatedField
+    reference: Reference, place: _Place, places: dict[str, _Place], calculated: CalculatedField | None
 ) -> tuple[str | None, tuple[str, str] | None]:
     """Return (problem, None) or (None, the calculated field referred to, if the target is calculated)."""
     if reference.step in CONTEXT_NAMESPACES:

@@ -4,7 +4,7 @@ from .audit import AuditEntry, AuditHead
 from .batch import Batch, BatchMasterRecord, Deviation, RecordedValue, SignatureInvalidation, StepExecution
 from .base import Audited, Base, Signable, UTCDateTime, utcnow
 from .clinical import Donor, DonorTest, Subject
-from .custody import CustodyEvent
+from .custody import CustodyEvent, ProductBag
 from .masterdata import Counter, Equipment, MaterialLot
 from .signature import Signature
 from .sop import SopVersion
@@ -14,5 +14,5 @@ from .user import User
 SIGNABLE: dict[str, type[Signable]] = {model.__tablename__: model for model in (SopVersion, StepExecution, Subject, CustodyEvent)}
 
 __all__ = ["AuditEntry", "AuditHead", "Audited", "Base", "Batch", "BatchMasterRecord", "Counter", "CustodyEvent", "Deviation", "Donor", "DonorTest",
-           "Equipment", "MaterialLot", "RecordedValue", "SIGNABLE", "Signable", "Signature", "SignatureInvalidation",
+           "Equipment", "MaterialLot", "ProductBag", "RecordedValue", "SIGNABLE", "Signable", "Signature", "SignatureInvalidation",
            "SopVersion", "StepExecution", "Subject", "UTCDateTime", "User", "utcnow"]

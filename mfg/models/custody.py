@@ -1,10 +1,12 @@
 from __future__ import annotations
 
+from decimal import Decimal
+from typing import Any
+
 import sqlalchemy as sa
 import sqlalchemy.orm as so
 
-from typing import Any
-
+from ..domain import isbt128
 from .base import UTC, Audited, Base, IntPK, Signable
 
 
@@ -34,3 +36,31 @@ class CustodyEvent(Audited, Signable, Base):
                 "scanned_din": self.scanned_din, "scanned_coi": self.scanned_coi,
                 "from": self.from_location, "to": self.to_location, "condition": self.condition,
                 "occurred_at": self.occurred_at}
+
+
+class ProductBag(Audited, Base):
+    """One bag of a divided product: an ISBT 128 division (``A0``, ``B0``, ...) of the batch's DIN.
+
+    Made when the master record's dividing step is performed, from the dose plan recorded before it
+    (``domain.dose.divide``): its volume, cells and expiry never change afterwards (database guard).
+    """
+
+    __tablename__ = "product_bag"
+
+    id: so.Mapped[IntPK]
+    batch_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey("batch.id"))
+    execution_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey("step_execution.id"))
+    position: so.Mapped[int]
+    division: so.Mapped[str] = so.mapped_column(sa.String(2))
+    product_code: so.Mapped[str] = so.mapped_column(sa.String(8))
+    volume_ml: so.Mapped[Decimal] = so.mapped_column(sa.Numeric(12, 1))
+    viable_cells: so.Mapped[int] = so.mapped_column(sa.BigInteger)
+    nk_cells: so.Mapped[int] = so.mapped_column(sa.BigInteger)
+    expires_at: so.Mapped[UTC]
+
+    __table_args__ = (sa.UniqueConstraint("batch_id", "division"),)
+
+    @property
+    def product_code_barcode(self) -> str:
+        """The product code as its ISBT 128 barcode data (data structure 003): ``=<`` + 8 characters."""
+        return isbt128.PRODUCT_CODE_PREFIX + self.product_code

@@ -31,6 +31,9 @@ from ..models import (Batch, BatchMasterRecord, Deviation, RecordedValue, Signat
 from . import audit, masterdata, sequences, signatures, sops
 
 OPERATOR = "operator"
+# Every date-time a step records is an event that has happened (received, fed, formulated...): a time
+# later than now is impossible and refused; a few minutes are allowed for a wall clock a little ahead.
+FUTURE_TOLERANCE = timedelta(minutes=5)
 
 
 class StepConflict(ConflictError):
@@ -122,17 +125,36 @@ def _position(batch: Batch, sop_version_id: int) -> int:
 
 
 def state(session: Session, batch: Batch) -> dict[sequence.StepRef, list[sequence.InstanceState]]:
+    return progress(session, batch)[0]
+
+
+def progress(session: Session, batch: Batch) -> tuple[dict[sequence.StepRef, list[sequence.InstanceState]],
+                                                      dict[sequence.StepRef, int]]:
+    """The performed instances of every step, and the recorded counts of steps with ``repeat.count``."""
     done: dict[sequence.StepRef, list[sequence.InstanceState]] = defaultdict(list)
-    for ex in executions(session, batch):
+    found = executions(session, batch)
+    for ex in found:
         done[sequence.StepRef(_position(batch, ex.sop_version_id), ex.step_id)].append(
             sequence.InstanceState(ex.instance, ex.status))
-    return done
+    counts: dict[sequence.StepRef, int] = {}
+    for position, record in enumerate(records(batch)):
+        for _stage, step in step_index(record).values():
+            if step.repeat is None or step.repeat.count is None:
+                continue
+            ref_step, ref_field = step.repeat.count.split(".")
+            version_id = batch.master_records[position].sop_version_id
+            for ex in found:
+                if ex.sop_version_id == version_id and ex.step_id == ref_step:
+                    value = ex.current_values().get(ref_field)
+                    if value is not None and value.number is not None:
+                        counts[sequence.StepRef(position, step.id)] = int(value.number)
+    return done, counts
 
 
 def open_steps(session: Session, batch: Batch) -> list[sequence.Open]:
     if batch.status not in ("created", "in_progress"):
         return []
-    return sequence.open_steps(records(batch), state(session, batch))
+    return sequence.open_steps(records(batch), *progress(session, batch))
 
 
 @dataclass
@@ -192,6 +214,10 @@ def _identity(batch: Batch, expected: str, scanned: str) -> tuple[str | None, st
         return (batch.subject.coi if batch.subject else None), isbt128.parse_coi(scanned).text
     if expected == "batch.lot":
         return batch.lot, scanned
+    if expected == "bag.product_code":
+        from . import bags  # bags imports this module's neighbours; imported late to keep the cycle out
+
+        return None, bags.normalise_scan(scanned)
     return None, scanned
 
 
@@ -208,7 +234,9 @@ def context_numbers(session: Session, batch: Batch) -> dict[str, Decimal | None]
         config = sops.definition(session.get(SopVersion, subject.trial_config_version_id))
         numbers |= {"trial.cd3_limit_per_kg": Decimal(config.cd3_limit_per_kg),
                     "trial.endotoxin_limit_eu_per_kg": Decimal(str(config.endotoxin_limit_eu_per_kg)),
-                    "trial.max_bag_volume_ml": Decimal(str(config.max_bag_volume_ml))}
+                    "trial.max_bag_volume_ml": Decimal(str(config.max_bag_volume_ml)),
+                    "trial.apheresis_hold_hours": Decimal(str(config.apheresis_hold_hours)),
+                    "trial.shelf_life_hours": Decimal(str(config.shelf_life_hours))}
     return numbers
 
 
@@ -228,8 +256,32 @@ def record_identity_mismatch(session: Session, mismatch: IdentityMismatch, user:
     return deviation
 
 
+def _bag_scan(session: Session, batch: Batch, position: int, step: Step, instance: int, f, scanned: str,
+              raw: str) -> tuple[str | None, IdentityMismatch | None]:
+    """A scan of one of the batch's bags: it must be one of them (else an identity stop), and each bag is
+    scanned once in this step (a bag scanned in another instance is refused, nothing stored)."""
+    from . import bags
+
+    if f.expected != "bag.product_code":
+        return f"{f.label}: the master record expects '{f.expected}', which this batch does not define", None
+    known = bags.expected_codes(session, batch)
+    if not known:
+        return f"{f.label}: this batch has no bags yet to scan", None
+    if scanned not in known:
+        return None, IdentityMismatch(batch.id, step.id, f.label, "bags (product code and division)", raw)
+    version_id = batch.master_records[position].sop_version_id
+    for ex in executions(session, batch):
+        if ex.sop_version_id == version_id and ex.step_id == step.id and ex.instance != instance:
+            earlier = ex.current_values().get(f.id)
+            if earlier is not None and bags.normalise_scan(earlier.text) == scanned:
+                label = step.repeat.label if step.repeat else "instance"
+                return (f"{f.label}: bag {known[scanned].division} was already scanned in {label} {ex.instance}; "
+                        "scan the next bag. Nothing was stored."), None
+    return None, None
+
+
 def evaluate(session: Session, batch: Batch, position: int, step: Step, entry: StepInput,
-             tz: ZoneInfo) -> list[Evaluated]:
+             tz: ZoneInfo, instance: int = 1) -> list[Evaluated]:
     """Parse every field (collecting every malformed entry), compute calculations, judge limits.
 
     Raises ``ValidationFailed`` listing every problem when anything is malformed or a check refuses it;
@@ -252,6 +304,9 @@ def evaluate(session: Session, batch: Batch, position: int, step: Step, entry: S
             problems.extend(exc.problems)
             continue
         numbers[f.id] = parsed.number
+        if parsed.moment is not None and parsed.moment > utcnow() + FUTURE_TOLERANCE:
+            problems.append(f"{f.label}: {raw} is in the future; record the time it happened")
+            continue
         if parsed.text:
             if f.type == "equipment":
                 problems.extend(masterdata.equipment_problems(session, parsed.text, f.equipment_type, today))
@@ -263,7 +318,11 @@ def evaluate(session: Session, batch: Batch, position: int, step: Step, entry: S
                 except ValidationFailed as exc:
                     problems.extend(f"{f.label}: {p}" for p in exc.problems)
                     continue
-                if expected is None:
+                if f.expected.startswith("bag."):
+                    problem, mismatch = _bag_scan(session, batch, position, step, instance, f, scanned, parsed.text)
+                    problems.extend([problem] if problem else [])
+                    mismatches.extend([mismatch] if mismatch else [])
+                elif expected is None:
                     problems.append(f"{f.label}: the master record expects '{f.expected}', which this batch "
                                     "does not define")
                 elif scanned != expected:
@@ -310,7 +369,12 @@ def _open_deviation(session: Session, batch: Batch, execution: StepExecution | N
 
 def _window_reference(session: Session, batch: Batch, position: int, step: Step):
     """The recorded date-time a step's time window counts from (its latest value), or None."""
-    ref_step, ref_field = step.time_window.after.split(".")
+    return _recorded_moment(session, batch, position, step.time_window.after)
+
+
+def _recorded_moment(session: Session, batch: Batch, position: int, reference: str):
+    """The latest recorded date-time of ``<step_id>.<field_id>`` in the record at ``position``, or None."""
+    ref_step, ref_field = reference.split(".")
     version_id = batch.master_records[position].sop_version_id
     return session.scalar(
         sa.select(RecordedValue.moment).join(StepExecution)
@@ -340,26 +404,53 @@ def deadlines(session: Session, batch: Batch) -> list[Deadline]:
         if window is None:
             continue
         reference = _window_reference(session, batch, item.ref.position, item.step)
-        if reference is None:
+        hours = window_hours(session, batch, window.max_hours)
+        if reference is None or hours is None:
             continue
-        due = reference + timedelta(hours=window.max_hours)
-        found.append(Deadline(item.step.title, f"at most {window.max_hours:g} h after {window.after}", due,
+        due = reference + timedelta(hours=float(hours))
+        found.append(Deadline(item.step.title, f"at most {float(hours):g} h after {window.after}", due,
                               due < now, int((due - now).total_seconds() // 60)))
+    if batch.status not in ("rejected",):
+        from . import bags
+
+        made = bags.of_batch(session, batch)
+        if made:
+            due = min(bag.expires_at for bag in made)
+            found.append(Deadline("Product expiry", f"{len(made)} bag{'s' if len(made) != 1 else ''}, shelf life "
+                                  "from formulation (trial configuration)", due, due < now,
+                                  int((due - now).total_seconds() // 60)))
     return sorted(found, key=lambda d: d.due_at)
 
 
-def _time_window_problem(session: Session, batch: Batch, position: int, step: Step) -> str | None:
+def window_hours(session: Session, batch: Batch, hours: float | str) -> Decimal | None:
+    """A time window's hours: a number in the master record, or a context name such as the trial
+    configuration's ``trial.apheresis_hold_hours`` (None when the batch has no such context)."""
+    if isinstance(hours, str):
+        return context_numbers(session, batch).get(hours)
+    return Decimal(str(hours))
+
+
+def _time_window_problem(session: Session, batch: Batch, position: int, step: Step,
+                         evaluated: list[Evaluated]) -> str | None:
+    """Outside its window: the time recorded in the step's ``at`` field (when it really happened), or the
+    time it is signed, is not within the master record's hours of the reference time."""
     window = step.time_window
     if window is None:
         return None
     reference = _window_reference(session, batch, position, step)
     if reference is None:
         return None
-    elapsed = utcnow() - reference
-    if elapsed > timedelta(hours=window.max_hours) or elapsed < timedelta(hours=window.min_hours):
+    max_hours = window_hours(session, batch, window.max_hours)
+    if max_hours is None:
+        return (f"step '{step.id}' has a time window of {window.max_hours}, which this batch does not define; "
+                "the window could not be checked")
+    happened = next((e.parsed.moment for e in evaluated if e.field_id == window.at), None) or utcnow()
+    elapsed = happened - reference
+    if elapsed > timedelta(hours=float(max_hours)) or elapsed < timedelta(hours=window.min_hours):
         hours = elapsed.total_seconds() / 3600
-        return (f"step '{step.id}' performed {hours:.2f} h after {window.after}; the master record allows "
-                f"{window.min_hours:g}-{window.max_hours:g} h")
+        what = f"'{step.id}.{window.at}' is" if window.at else f"step '{step.id}' performed"
+        return (f"{what} {hours:.2f} h after {window.after}; the master record allows "
+                f"{window.min_hours:g}-{float(max_hours):g} h")
     return None
 
 
@@ -387,7 +478,8 @@ def _perform(session: Session, batch: Batch, *, position: int, step_id: str, ins
     opened = sequence.require_open(definitions, state(session, batch), sequence.StepRef(position, step_id),
                                    instance)
     step = opened.step
-    evaluated = evaluate(session, batch, position, step, entry, tz)
+    evaluated = evaluate(session, batch, position, step, entry, tz, instance)
+    planned_bags = _plan_bags(session, batch, position, step, evaluated)
     now = utcnow()
     execution = StepExecution(batch_id=batch.id, sop_version_id=batch.master_records[position].sop_version_id,
                               stage_id=opened.stage.id, step_id=step.id, instance=instance,
@@ -407,6 +499,10 @@ def _perform(session: Session, batch: Batch, *, position: int, step_id: str, ins
                                   limit_message="; ".join(e.limit_problems) or None,
                                   comment=entry.field_comments.get(e.field_id, "").strip() or None,
                                   entered_by_id=signer.id, entered_at=now))
+    if planned_bags is not None:
+        from . import bags
+
+        bags.create(session, batch, execution, planned_bags)
     audit.flush(session)
     session.refresh(execution, ["values"])
     signature = signatures.sign(session, signer=signer, password=password, meaning=Meaning.PERFORMED,
@@ -416,12 +512,26 @@ def _perform(session: Session, batch: Batch, *, position: int, step_id: str, ins
         if e.limit_problems:
             _open_deviation(session, batch, execution, "out_of_limit",
                             f"{step.title}: {'; '.join(e.limit_problems)}", signer)
-    late = _time_window_problem(session, batch, position, step)
+    late = _time_window_problem(session, batch, position, step, evaluated)
     if late:
         _open_deviation(session, batch, execution, "time_window", late, signer)
     _settle(session, batch)
     audit.flush(session)
     return execution
+
+
+def _plan_bags(session: Session, batch: Batch, position: int, step: Step, evaluated: list[Evaluated]):
+    """For a step that divides the product: the bags its recorded dose plan gives (``bags.plan``)."""
+    division = step.divides_product
+    if division is None:
+        return None
+    from . import bags
+
+    numbers = _inputs_from_batch(session, batch, position) | context_numbers(session, batch)
+    own = {e.field_id: e.parsed.number for e in evaluated}
+    numbers |= own | {f"{step.id}.{field_id}": number for field_id, number in own.items()}
+    return bags.plan(batch, division, numbers, _recorded_moment(session, batch, position, division.expires_from),
+                     own.get(division.count))
 
 
 def _move(batch: Batch, target: str) -> None:
@@ -503,6 +613,7 @@ def _correct(session: Session, execution: StepExecution, *, field_id: str, raw: 
     if expected_row_version is not None and execution.row_version != expected_row_version:
         raise StepConflict(execution.batch_id, execution.step_id, execution.instance)
     position, step = _step_definition(batch, execution)
+    _refuse_after_division(session, batch, position, step)
     current = execution.current_values()
     if field_id not in current:
         raise NotFound(f"step '{step.id}' has no recorded field '{field_id}'")
@@ -512,7 +623,7 @@ def _correct(session: Session, execution: StepExecution, *, field_id: str, raw: 
     entry = StepInput(raw={fid: v.raw for fid, v in current.items()} | {field_id: raw},
                       field_comments={fid: v.comment or "" for fid, v in current.items()} | {field_id: field_comment},
                       comment=execution.comment or "")
-    evaluated = {e.field_id: e for e in evaluate(session, batch, position, step, entry, tz)}
+    evaluated = {e.field_id: e for e in evaluate(session, batch, position, step, entry, tz, execution.instance)}
     changed = [e for fid, e in evaluated.items()
                if fid == field_id or (e.field_type == "calculated" and e.parsed.text != current[fid].text)]
     if evaluated[field_id].parsed.text == current[field_id].text:
@@ -556,6 +667,22 @@ def _correct(session: Session, execution: StepExecution, *, field_id: str, raw: 
     _settle(session, batch)
     audit.flush(session)
     return new_rows[0]
+
+
+def _refuse_after_division(session: Session, batch: Batch, position: int, step: Step) -> None:
+    """Once the product is divided into bags, the values the bags were made from (the dividing step and
+    every step before it in its record) can no longer be corrected: the bags are filled and labelled."""
+    from . import bags
+
+    order = step_index(records(batch)[position])
+    dividing = [step_id for step_id, (_stage, candidate) in order.items() if candidate.divides_product]
+    if not dividing or not bags.of_batch(session, batch):
+        return
+    ids = list(order)
+    if ids.index(step.id) <= ids.index(dividing[0]):
+        raise ValidationFailed(
+            f"The product was divided into bags from the values up to step '{dividing[0]}'; correcting "
+            f"'{step.id}' would change bags already filled. Nothing was stored: report it to QA as a deviation.")
 
 
 def _invalidate(session: Session, execution: StepExecution, signer: User, why: str, now) -> None:

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from ..models import SopVersion
-from . import accounts, audit, sops
+from . import accounts, audit, demo_nk, sops
 
 DEMO_PASSWORD = "demo-pass-2026"
 DEMO_USERS: tuple[tuple[str, str, str], ...] = (
@@ -40,7 +40,9 @@ def seed_users(session: Session, policy: accounts.Policy) -> list[str]:
 
 
 def seed_master_data(session: Session) -> list[str]:
-    """Equipment and released material lots the demo process can use (created once)."""
+    """Equipment and released material lots the demo processes can use (created once): the demo
+    process's cabinets and buffer, and everything the effective NK master records name
+    (``demo_nk.seed_nk_master_data``; load and approve the master records first)."""
     from datetime import date, timedelta
 
     from ..models import Equipment, MaterialLot
@@ -60,7 +62,26 @@ def seed_master_data(session: Session) -> list[str]:
             masterdata.receive_lot(session, material=material, lot_number=lot,
                                    expiry=today + timedelta(days=365), qc_status="released")
             created.append(lot)
+    created += demo_nk.seed_nk_master_data(session)
     return created
+
+
+DEMO_CLINICAL = "clinical1"
+
+
+def seed_subjects(session: Session) -> list[str]:
+    """The demo NK donor and subject (``demo_nk.seed_demo_subject``), dose signed by the demo clinical
+    coordinator; nothing when the NK trial configuration is not effective or the subject exists. Returns
+    what was created, for the command's output."""
+    from ..models import Subject
+
+    clinical_user = accounts.get_by_username(session, DEMO_CLINICAL)
+    if clinical_user is None or sops.effective(session, "NK-TRIAL") is None:
+        return []
+    if session.scalar(sa.select(Subject.id).where(Subject.code == demo_nk.DEMO_SUBJECT)) is not None:
+        return []
+    subject = demo_nk.seed_demo_subject(session, clinical_user, DEMO_PASSWORD)
+    return [f"{subject.code} ({subject.weight_kg.normalize():f} kg, {subject.dose_level}, donor {subject.donor.code})"]
 
 
 def seed_master_records(session: Session, sops_dir: Path) -> list[SopVersion]:

@@ -14,7 +14,7 @@ from ..domain.errors import DomainError
 from ..domain.signing import Meaning
 from ..domain.sop_schema import step_index
 from ..extensions import db
-from ..models import SopVersion
+from ..models import SopVersion, utcnow
 from ..services import batches, signatures
 from .forms import ConfirmForm, SignForm
 from .security import roles_required, signed_action, signing_needs_username, transaction
@@ -53,8 +53,15 @@ def local_time(moment) -> str:
 def index():
     codes = list(db.session.scalars(sa.select(SopVersion.code).where(
         SopVersion.status == "effective", SopVersion.kind == "master_batch_record").order_by(SopVersion.code)))
+    # NK batches by subject, then the rest; each with the stage it is in (its first open step's stage)
+    active = sorted(batches.active_batches(db.session), key=lambda b: (b.subject is None,
+                                                                      b.subject.code if b.subject else "", b.id))
+    stages = {}
+    for batch in active:
+        opened = batches.open_steps(db.session, batch)
+        stages[batch.id] = opened[0].stage.title if opened else batch.status.replace("_", " ")
     return render_template("batches/index.html", queue=batches.work_queue(db.session, current_user),
-                           batches=batches.active_batches(db.session), codes=codes, form=ConfirmForm())
+                           batches=active, stages=stages, codes=codes, form=ConfirmForm())
 
 
 @bp.route("/start", methods=["POST"])
@@ -109,9 +116,32 @@ def show(batch_id: int):
     progress = {(position, stage.id): (sum(1 for st in stage.steps if by_step.get((position, st.id)) and all(
         ex.status == "complete" for ex in by_step[(position, st.id)])), len(stage.steps))
         for position, record in enumerate(records) for stage in record.stages}
+    from ..services import bags, growth
+
     return render_template("batches/show.html", batch=batch, records=records, by_step=by_step, open_refs=open_refs,
                            progress=progress, deadlines=batches.deadlines(db.session, batch),
-                           deviations=batches.deviations(db.session, batch))
+                           deviations=batches.deviations(db.session, batch), bags=bags.of_batch(db.session, batch),
+                           charts=growth.charts(db.session, batch), now=utcnow())
+
+
+@bp.route("/<int:batch_id>/growth-<int:number>.svg")
+@login_required
+def growth_chart(batch_id: int, number: int):
+    """The batch's growth chart as an SVG image, drawn on the server from the recorded values."""
+    from flask import Response
+
+    from ..reports.growth_chart import growth_chart_svg
+    from ..services import growth
+
+    found = growth.charts(db.session, batches.get(db.session, batch_id))
+    if not 0 <= number < len(found):
+        abort(404)
+    chart = found[number]
+    svg = growth_chart_svg(chart.points, title=chart.chart.title, y_label=chart.chart.unit)
+    response = Response(svg, mimetype="image/svg+xml")
+    # An image cannot run scripts; matplotlib styles its SVG inline, which the page's policy would refuse.
+    response.headers["Content-Security-Policy"] = "default-src 'none'; style-src 'unsafe-inline'"
+    return response
 
 
 def _step(batch, position: int, step_id: str):
@@ -162,8 +192,10 @@ def step(batch_id: int, position: int, step_id: str, instance: int):
         status = 400
     else:
         status = 200
+    window = step_def.time_window
+    window_hours = batches.window_hours(db.session, batch, window.max_hours) if window else None
     return render_template("batches/step.html", batch=batch, stage=stage, step=step_def, position=position,
-                           instance=instance, form=form, problems=problems, widgets=WIDGETS,
+                           instance=instance, form=form, problems=problems, widgets=WIDGETS, window_hours=window_hours,
                            needs_username=signing_needs_username(), meaning=Meaning.PERFORMED), status
 
 

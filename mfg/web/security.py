@@ -185,7 +185,8 @@ def _before_request() -> Any:
 
 
 def _security_headers(response: Any) -> Any:
-    response.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
+    if "Content-Security-Policy" not in response.headers:  # an SVG image sets its own, stricter one
+        response.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
     response.headers["X-Content-Type-Options"] = "nosniff"
     response.headers["X-Frame-Options"] = "DENY"
     response.headers["Referrer-Policy"] = "same-origin"

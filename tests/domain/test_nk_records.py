@@ -146,7 +146,8 @@ EXPAND_S10: Entries = {
     ],  # s10: feeds on days 3, 5, 7, 9, 11
     "in_process_count": [
         # s10: day 7, 2.6 x 10^9 viable cells, 95 %
-        {"culture_day": "7", "culture_volume_ml": "200", "viable_concentration": "13.00", "viability": "95"}
+        {"culture_day": "7", "culture_volume_ml": "200", "viable_concentration": "13.00", "viability": "95",
+         "nk_purity": "92.0"}  # in-process purity: not in s10, an illustrative value
     ],
     "harvest_culture": {
         "culture_day": "14",  # s10
@@ -242,7 +243,7 @@ def scans(code: str) -> dict[str, list[ScanField]]:
         ("NK-INTAKE", {"batch.din", "subject.coi"}),
         ("NK-EXPAND", {"batch.din"}),
         ("NK-RELEASE", {"batch.din"}),
-        ("NK-FORMULATE", {"batch.din", "subject.coi", "bag.din", "batch.product_code"}),
+        ("NK-FORMULATE", {"batch.din", "subject.coi", "bag.product_code"}),
     ],
 )
 def test_each_record_scans_the_identifiers_it_needs(code: str, expected_names: set[str]) -> None:
@@ -264,7 +265,10 @@ def test_formulation_scans_back_every_bag_label_with_verification() -> None:
 
     assert scan_back.title == "Scan back each bag label"
     assert scan_back.repeat is not None and scan_back.repeat.max == 6
-    assert "bag.din" in {f.expected for f in scan_back.fields if isinstance(f, ScanField)}
+    assert scan_back.repeat.count == "bag_preparation.bag_count"  # exactly once per bag filled
+    assert "bag.product_code" in {f.expected for f in scan_back.fields if isinstance(f, ScanField)}
+    division = record["bag_preparation"].divides_product
+    assert division is not None and (division.count, division.expires_from) == ("bag_count", "formulate.formulated_at")
     assert record["print_labels"].verification == "required"
     assert scan_back.verification == "required"
     assert field("NK-FORMULATE", "bag_preparation", "bag_count").max == scan_back.repeat.max
@@ -473,6 +477,8 @@ def test_context_names_are_the_fixed_whitelist() -> None:
             "trial.cd3_limit_per_kg",
             "trial.endotoxin_limit_eu_per_kg",
             "trial.max_bag_volume_ml",
+            "trial.apheresis_hold_hours",
+            "trial.shelf_life_hours",
         }
     ) == CONTEXT_NAMES
 

@@ -644,7 +644,7 @@ def test_time_window_after_an_earlier_datetime_parses() -> None:
         (0, 0, "finish.done_at", "must refer to an earlier step; 'finish' comes later in the record"),
         (0, 1, "finish.done_at", "'finish' comes later"),
         (1, 0, "finish.done_at", "must refer to an earlier step, not to step 'finish' itself"),
-        (1, 0, "start.note", "'start.note' is a text field; a time window needs a datetime field"),
+        (1, 0, "start.note", "'start.note' is a text field; this needs a datetime field"),
         (1, 0, "measure.volume", "'measure.volume' is a number field"),
         (1, 0, "start.ended_at", "step 'start' has no field 'ended_at'"),
         (1, 0, "nowhere.started_at", "unknown step 'nowhere'"),
@@ -728,3 +728,78 @@ def test_source_name_prefixes_every_error() -> None:
         parse_definition(dump(document), "sops/X_v1.yaml")
 
     assert caught.value.errors[0].startswith("sops/X_v1.yaml: code: ")
+
+
+# --- dividing the product, repeat counts, growth charts, windows from the trial configuration --------
+
+
+def _with_division(**overrides: Any) -> dict[str, Any]:
+    """The "finish" step fills bags from the "measure" step's numbers; "scan" repeats once per bag."""
+    document = minimal()
+    finish = step(document, 1, 0)
+    finish["fields"] = [{"id": "bags", "type": "integer", "label": "Bags", "unit": "bags", "min": 1, "max": 4}]
+    finish["divides_product"] = {"volume_ml": "measure.volume", "viable_cells": "measure.volume * 1000000",
+                                 "nk_cells": "measure.doubled * 1000000", "expires_from": "start.started_at",
+                                 "count": "bags"} | overrides
+    document["stages"][1]["steps"].append(
+        {"id": "scan", "title": "Scan", "repeat": {"max": 4, "count": "finish.bags", "label": "Bag"},
+         "fields": [{"id": "code", "type": "scan", "label": "Product code", "expected": "bag.product_code"}]})
+    return document
+
+
+def test_a_dividing_step_and_a_step_repeated_once_per_bag_parse() -> None:
+    record = parse_definition(dump(_with_division()), SOURCE)
+    finish, scan = record.stages[1].steps
+    assert finish.divides_product is not None and finish.divides_product.count == "bags"
+    assert scan.repeat is not None and scan.repeat.count == "finish.bags"
+
+
+@pytest.mark.parametrize(("overrides", "path", "fragment"), [
+    ({"count": "missing"}, "divides_product.count", "has no integer field 'missing'"),
+    ({"expires_from": "measure.volume"}, "divides_product.expires_from", "this needs a datetime field"),
+    ({"expires_from": "scan.code"}, "divides_product.expires_from", "comes later in the record"),
+    ({"nk_cells": "measure.nothing * 2"}, "divides_product.nk_cells", "step 'measure' has no field 'nothing'"),
+    ({"volume_ml": "subject.height"}, "divides_product.volume_ml", "unknown context name 'subject.height'"),
+])
+def test_a_division_must_name_what_it_divides_by(overrides: dict[str, str], path: str, fragment: str) -> None:
+    assert_reported(problems(_with_division(**overrides)), f"stages[1].steps[0].{path}", fragment)
+
+
+def test_a_repeat_count_must_be_an_integer_recorded_earlier() -> None:
+    document = _with_division()
+    document["stages"][1]["steps"][1]["repeat"]["count"] = "measure.volume"
+    error = only_problem(document)
+    assert error.startswith(f"{SOURCE}: stages[1].steps[1].repeat.count: "), error
+    assert "'measure.volume' is a number field; this needs a integer field" in error
+
+
+def test_a_time_window_may_take_its_hours_from_the_trial_configuration() -> None:
+    document = minimal()
+    step(document, 0, 1)["time_window"] = {"after": "start.started_at", "max_hours": "trial.apheresis_hold_hours"}
+    record = parse_definition(dump(document), SOURCE)
+    assert record.stages[0].steps[1].time_window.max_hours == "trial.apheresis_hold_hours"
+    step(document, 0, 1)["time_window"]["max_hours"] = "trial.coffee_break_hours"
+    assert "is not a number of hours nor a context name" in " ".join(problems(document))
+
+
+def test_a_growth_chart_names_numeric_fields_of_a_step() -> None:
+    document = minimal()
+    document["growth_chart"] = {"title": "Cells", "unit": "10^6 cells", "points": [
+        {"step": "measure", "label": "Count", "day": "count", "value": "doubled"},
+        {"step": "measure", "label": "Start", "day": 0, "value": "volume"}]}
+    assert parse_definition(dump(document), SOURCE).growth_chart.points[0].day == "count"
+    document["growth_chart"]["points"][1]["value"] = "nothing"
+    document["growth_chart"]["points"].append({"step": "start", "label": "X", "day": "note", "value": "note"})
+    errors = problems(document)
+    assert_reported(errors, "growth_chart.points[1].value", "step 'measure' has no field 'nothing'")
+    assert_reported(errors, "growth_chart.points[2].value", "start.note is a text field; a chart needs numbers")
+    assert_reported(errors, "growth_chart.points[2].day", "start.note is a text field; a chart needs numbers")
+
+
+@pytest.mark.parametrize(("hours", "fragment"), [(0, "greater than 0, got 0"), (-1.5, "greater than 0"),
+                                                  (True, "got bool"), ([12], "got list")])
+def test_time_window_hours_must_be_positive_hours(hours: object, fragment: str) -> None:
+    document = minimal()
+    step(document, 0, 1)["time_window"] = {"after": "start.started_at", "max_hours": hours}
+    error = only_problem(document)
+    assert error.startswith(f"{SOURCE}: stages[0].steps[1].time_window.max_hours: ") and fragment in error, error

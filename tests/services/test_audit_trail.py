@@ -200,7 +200,8 @@ GUARDED = {"audit_entry": {"UPDATE", "DELETE"}, "signature": {"UPDATE", "DELETE"
            "batch_master_record": {"UPDATE", "DELETE"}, "audit_head": {"DELETE"}, "user_account": {"DELETE"},
            "sop_version": {"DELETE", "UPDATE"}, "equipment": {"DELETE"}, "material_lot": {"DELETE"},
            "batch": {"DELETE"}, "step_execution": {"DELETE"}, "deviation": {"DELETE"}, "donor": {"DELETE"},
-           "donor_test": {"DELETE"}, "subject": {"DELETE"}, "custody_event": {"UPDATE", "DELETE"}}
+           "donor_test": {"DELETE"}, "subject": {"DELETE"}, "custody_event": {"UPDATE", "DELETE"},
+           "product_bag": {"UPDATE", "DELETE"}}
 
 
 def test_every_guard_survives_the_migrations(app):

@@ -1,0 +1,78 @@
+"""Product bags: the divisions of a batch's product, made when the master record's dividing step is performed.
+
+The master record says which step divides the product and from which recorded numbers
+(``sop_schema.Division``); the trial configuration the subject's dose was assigned under gives the largest
+bag volume and the shelf life; ``domain.dose.divide`` does the arithmetic; ISBT 128 gives each bag the
+batch's DIN with its own division code in the product code (``A0``, ``B0``, ...). Bags are append-only.
+
+Scanning a bag back (``expected: bag.product_code`` in a master record) must match one of the batch's
+bags, and each bag may be scanned once per step: the scan-back step is repeated once per bag.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from decimal import Decimal
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from ..domain import calc, dose, isbt128
+from ..domain.errors import ValidationFailed
+from ..domain.sop_schema import Division
+from ..models import Batch, ProductBag, SopVersion, StepExecution
+from . import sops
+
+
+def of_batch(session: Session, batch: Batch) -> list[ProductBag]:
+    return list(session.scalars(sa.select(ProductBag).where(ProductBag.batch_id == batch.id)
+                                .order_by(ProductBag.position)))
+
+
+def plan(batch: Batch, division: Division, numbers: dict[str, Decimal | None],
+         expires_from: datetime | None, count: Decimal | None) -> list[dose.Bag]:
+    """The bags the recorded dose plan gives; refused (nothing stored) when the operator's count differs.
+
+    ``numbers`` holds the recorded values (``step.field``, and this step's own fields by id) and the
+    context names (``trial.max_bag_volume_ml``, ``trial.shelf_life_hours``).
+    """
+    if batch.subject is None or numbers.get("trial.max_bag_volume_ml") is None:
+        raise ValidationFailed(f"batch {batch.lot} has no subject and trial configuration to divide the product by")
+    if expires_from is None:
+        raise ValidationFailed(f"the product cannot be divided before {division.expires_from} is recorded")
+    totals = {name: calc.evaluate(getattr(division, name), numbers)
+              for name in ("volume_ml", "viable_cells", "nk_cells")}
+    bags = dose.divide(calc.round_half_up(totals["volume_ml"], 1), totals["viable_cells"], totals["nk_cells"],
+                       max_bag_volume_ml=numbers["trial.max_bag_volume_ml"], formulated_at=expires_from,
+                       shelf_life=timedelta(hours=float(numbers["trial.shelf_life_hours"])))
+    if count is None or count != len(bags):
+        volumes = " + ".join(f"{bag.volume_ml} mL" for bag in bags)
+        raise ValidationFailed(
+            f"The dose plan gives {len(bags)} bag{'s' if len(bags) != 1 else ''} ({volumes}, at most "
+            f"{numbers['trial.max_bag_volume_ml']} mL each); {count if count is not None else 'no number'} "
+            "recorded. Fill and record the planned bags; nothing was stored.")
+    return bags
+
+
+def create(session: Session, batch: Batch, execution: StepExecution, planned: list[dose.Bag]) -> list[ProductBag]:
+    config = sops.definition(session.get(SopVersion, batch.subject.trial_config_version_id))
+    made = []
+    for bag in planned:
+        division = isbt128.division_code(bag.index)
+        code = isbt128.ProductCode(config.product_description_code, config.donation_type, division)
+        made.append(ProductBag(batch_id=batch.id, execution_id=execution.id, position=bag.index, division=division,
+                               product_code=code.barcode().removeprefix(isbt128.PRODUCT_CODE_PREFIX),
+                               volume_ml=bag.volume_ml, viable_cells=bag.viable_cells, nk_cells=bag.nk_cells,
+                               expires_at=bag.expires_at))
+    session.add_all(made)
+    return made
+
+
+def expected_codes(session: Session, batch: Batch) -> dict[str, ProductBag]:
+    """The product codes a scan of ``bag.product_code`` may match, by code."""
+    return {bag.product_code: bag for bag in of_batch(session, batch)}
+
+
+def normalise_scan(scanned: str) -> str:
+    """A scanned product code (``=<`` + 8 characters) as stored on a bag; malformed data is refused."""
+    return isbt128.parse_product_code(scanned).barcode().removeprefix(isbt128.PRODUCT_CODE_PREFIX)
