@@ -23,6 +23,11 @@ class Chart:
     points: list[Point]
 
 
+def _plain(number: Decimal) -> Decimal:
+    """A stored Numeric(38, 10) without its trailing zeros: 190.0000000000 -> 190, 6.5000000000 -> 6.5."""
+    return number.quantize(Decimal(1)) if number == number.to_integral_value() else number.normalize()
+
+
 def charts(session: Session, batch: Batch) -> list[Chart]:
     """One chart per pinned master record that defines one, with every recorded point (current values,
     so a correction moves the point)."""
@@ -46,6 +51,6 @@ def charts(session: Session, batch: Batch) -> list[Chart]:
                 if value is None or value.number is None or day is None:
                     continue
                 label = f"{spec.label} {ex.instance}" if step.repeat else spec.label
-                points.append(Point(day=day, value=value.number, label=label))
+                points.append(Point(day=_plain(day), value=_plain(value.number), label=label))
         found.append(Chart(record.code, record.growth_chart, points))
     return found

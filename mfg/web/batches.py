@@ -53,13 +53,13 @@ def local_time(moment) -> str:
 def index():
     codes = list(db.session.scalars(sa.select(SopVersion.code).where(
         SopVersion.status == "effective", SopVersion.kind == "master_batch_record").order_by(SopVersion.code)))
-    # NK batches by subject, then the rest; each with the stage it is in (its first open step's stage)
+    # NK batches by subject, then the rest; each with the stage it has reached (its furthest open step)
     active = sorted(batches.active_batches(db.session), key=lambda b: (b.subject is None,
                                                                       b.subject.code if b.subject else "", b.id))
     stages = {}
     for batch in active:
         opened = batches.open_steps(db.session, batch)
-        stages[batch.id] = opened[0].stage.title if opened else batch.status.replace("_", " ")
+        stages[batch.id] = opened[-1].stage.title if opened else batch.status.replace("_", " ")  # the furthest
     return render_template("batches/index.html", queue=batches.work_queue(db.session, current_user),
                            batches=active, stages=stages, codes=codes, form=ConfirmForm())
 

@@ -1,0 +1,79 @@
+"""The NK batch on screen: the work queue by subject and stage, the batch page with its bags, expiry
+countdown and growth chart (an SVG drawn on the server, with its own strict content policy)."""
+
+from __future__ import annotations
+
+import shutil
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from mfg.config import PROJECT_ROOT
+from mfg.extensions import db
+from mfg.services import audit, demo, demo_nk, sops
+from tests.support import PASSWORD
+
+UTC = ZoneInfo("UTC")
+
+
+@pytest.fixture
+def nk_batch(app, make_user):
+    """The demo NK batch run through the services up to ``until``: a function returning the batch id."""
+    sops_dir = Path(app.config["SOPS_DIR"])
+    shutil.copytree(PROJECT_ROOT / "sops" / "nk", sops_dir / "nk")
+    shutil.copytree(PROJECT_ROOT / "sops" / "trial", sops_dir / "trial")
+    users = {name: make_user(name, role, full_name=full) for name, role, full in (
+        ("loader", "qa", "Lou Loader"), ("approver", "qa", "Quinn Approver"), ("clara", "clinical", "Clara C"),
+        ("olivia", "operator", "Olivia Operator"), ("oscar", "operator", "Oscar Verifier"))}
+
+    def run(until):
+        with app.app_context():
+            s = db.session
+            audit.set_actor(s, name="test-setup")
+            u = {name: s.merge(user) for name, user in users.items()}
+            for version in sops.load_directory(s, sops_dir, loader=u["loader"]).loaded:
+                sops.approve(s, version, signer=u["approver"], password=PASSWORD, username=None,
+                             require_username=False)
+            demo.seed_master_data(s)
+            subject = demo_nk.seed_demo_subject(s, u["clara"], PASSWORD)
+            batch = demo_nk.run_nk_batch(s, subject=subject, performer=u["olivia"], verifier=u["oscar"],
+                                         password=PASSWORD, tz=UTC, until=until)
+            s.commit()
+            return batch.id, batch.lot
+
+    return run
+
+
+def test_the_work_queue_lists_nk_batches_by_subject_and_stage(nk_batch, client, login):
+    batch_id, lot = nk_batch(("NK-EXPAND", "harvest_culture"))
+    login("olivia")
+    page = client.get("/batches/").get_data(as_text=True)
+    active = page[page.index("<h2>Active batches</h2>"):]
+    assert "<td>NK-001</td>" in active and lot in active
+    assert "<td>Harvest</td>" in active  # the stage reached: its furthest open step
+    queue = page[:page.index("<h2>Active batches</h2>")]
+    assert "Harvest" in queue and "NK-001" in queue
+
+
+def test_the_batch_page_shows_bags_expiry_and_the_growth_chart(nk_batch, client, login):
+    batch_id, lot = nk_batch(("NK-FORMULATE", "print_labels"))
+    login("olivia")
+    page = client.get(f"/batches/{batch_id}").get_data(as_text=True)
+    assert "<h2>Bags</h2>" in page and "=&lt;S9999VA0" in page and "13.4 mL" in page
+    assert "186 930 000" in page and " min left)" in page  # the countdown to the bag's expiry
+    assert "Product expiry" in page  # ... also among the time limits
+    assert f'src="/batches/{batch_id}/growth-0.svg"' in page
+    assert "Seeded day 0: 190; Count 1 day 7: 2392; Harvest day 14: 12555" in page  # the text alternative
+    assert f'href="/batches/{batch_id}/custody"' in page
+
+    chart = client.get(f"/batches/{batch_id}/growth-0.svg")
+    assert chart.status_code == 200 and chart.mimetype == "image/svg+xml"
+    assert chart.headers["Content-Security-Policy"] == "default-src 'none'; style-src 'unsafe-inline'"
+    svg = chart.get_data(as_text=True)
+    assert ET.fromstring(svg.encode()).tag == "{http://www.w3.org/2000/svg}svg"
+    assert "Viable NK cells per culture day" in svg and "12 555" in svg
+    assert client.get(f"/batches/{batch_id}/growth-1.svg").status_code == 404
+    # the page itself keeps the strict policy
+    assert "'unsafe-inline'" not in client.get(f"/batches/{batch_id}").headers["Content-Security-Policy"]
