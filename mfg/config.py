@@ -42,6 +42,10 @@ DEFAULTS: dict[str, object] = {
     # Site signing material, relative to the instance folder.
     "SIGNING_KEY_FILE": "signing/site-key.pem",
     "SIGNING_CERT_FILE": "signing/site-cert.pem",
+    # Or a PKCS#12 (.p12/.pfx) file from the site's own certificate authority, used instead of the two
+    # files above when set; its passphrase, if any, in a separate file (trailing newline ignored).
+    "SIGNING_PKCS12_FILE": None,
+    "SIGNING_PKCS12_PASSWORD_FILE": None,
 }
 
 ENV_PREFIX = "MFG_"
