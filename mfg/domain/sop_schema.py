@@ -242,12 +242,25 @@ class TextField(FieldBase):
 
 
 class ChoiceField(FieldBase):
-    """One answer from a fixed list. An answer outside ``acceptable`` is out of limit (flagged, deviation)."""
+    """One answer from a fixed list. An answer outside ``acceptable`` is out of limit (flagged, deviation).
+
+    ``pending`` answers (e.g. "Pending" for a 14-day sterility culture) mean the result is not known yet:
+    QA may only release conditionally, naming it, and the final result is entered later as a correction.
+    """
 
     type: Literal["choice"]
     choices: list[Text] = pydantic.Field(min_length=1)
     acceptable: list[Text] | None = pydantic.Field(None, min_length=1)
+    pending: list[Text] = pydantic.Field(default_factory=list)
     critical: bool = False
+
+    @field_validator("pending")
+    @classmethod
+    def _pending_are_choices(cls, value: list[str], info: ValidationInfo) -> list[str]:
+        unknown = [answer for answer in value if answer not in (info.data.get("choices") or [])]
+        if unknown:
+            raise ValueError(f"{', '.join(map(repr, unknown))} not among the choices")
+        return value
 
     @field_validator("choices")
     @classmethod

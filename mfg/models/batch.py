@@ -124,8 +124,12 @@ class RecordedValue(Audited, Base):
     __table_args__ = (sa.Index("ix_recorded_value_execution", "execution_id"),)
 
 
-class Deviation(Audited, Base):
-    """A departure from the master record or its limits: opened automatically or by hand."""
+class Deviation(Audited, Signable, Base):
+    """A departure from the master record or its limits: opened automatically or by hand.
+
+    QA classifies it (minor, major, critical), records the investigation, root cause, impact on this
+    and other batches and a CAPA reference, and closes it with an e-signature bound to all of that.
+    """
 
     __tablename__ = "deviation"
 
@@ -139,8 +143,23 @@ class Deviation(Audited, Base):
     status: so.Mapped[str] = so.mapped_column(sa.String(20), default="open")
     opened_at: so.Mapped[UTC] = so.mapped_column(default=utcnow)
     opened_by_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey("user_account.id"))
+    classification: so.Mapped[str | None] = so.mapped_column(sa.String(20))
+    investigation: so.Mapped[str | None] = so.mapped_column(sa.Text)
+    root_cause: so.Mapped[str | None] = so.mapped_column(sa.Text)
+    impact: so.Mapped[str | None] = so.mapped_column(sa.Text)
+    capa_reference: so.Mapped[str | None] = so.mapped_column(sa.String(60))
+    closed_at: so.Mapped[UTC | None]
+    closed_by_id: so.Mapped[int | None] = so.mapped_column(sa.ForeignKey("user_account.id"))
+    row_version: so.Mapped[int] = so.mapped_column(default=1)
 
     __table_args__ = (sa.Index("ix_deviation_batch", "batch_id", "status"),)
+    __mapper_args__ = {"version_id_col": row_version}
+
+    def signed_content(self) -> dict[str, Any]:
+        return {"record": "deviation", "number": self.number, "batch_id": self.batch_id, "origin": self.origin,
+                "description": self.description, "classification": self.classification,
+                "investigation": self.investigation, "root_cause": self.root_cause, "impact": self.impact,
+                "capa_reference": self.capa_reference, "status": self.status}
 
 
 class SignatureInvalidation(Audited, Base):

@@ -546,7 +546,8 @@ def _settle(session: Session, batch: Batch) -> None:
     if batch.status in ("created", "awaiting_review"):
         _move(batch, "in_progress")
     session.flush()  # the step's new status must be in the state read below
-    if sequence.all_complete(records(batch), state(session, batch)):
+    # a conditionally released batch stays so while its pending result is entered and verified
+    if batch.status == "in_progress" and sequence.all_complete(records(batch), *progress(session, batch)):
         _move(batch, "awaiting_review")
 
 
@@ -608,7 +609,10 @@ def _correct(session: Session, execution: StepExecution, *, field_id: str, raw: 
              field_comment: str, signer: User, password: str, username: str | None, require_username: bool,
              tz: ZoneInfo, expected_row_version: int | None) -> RecordedValue:
     batch = execution.batch
-    if batch.status not in ("created", "in_progress", "awaiting_review"):
+    if batch.status == "conditionally_released" and not _pending_value(batch, execution, field_id):
+        raise ValidationFailed(f"batch {batch.lot} is conditionally released: only a pending result may be "
+                               "entered (as a correction of its 'pending' value)")
+    if batch.status not in ("created", "in_progress", "awaiting_review", "conditionally_released"):
         raise ValidationFailed(f"batch {batch.lot} is {batch.status.replace('_', ' ')}: its record is closed")
     if expected_row_version is not None and execution.row_version != expected_row_version:
         raise StepConflict(execution.batch_id, execution.step_id, execution.instance)
@@ -667,6 +671,15 @@ def _correct(session: Session, execution: StepExecution, *, field_id: str, raw: 
     _settle(session, batch)
     audit.flush(session)
     return new_rows[0]
+
+
+def _pending_value(batch: Batch, execution: StepExecution, field_id: str) -> bool:
+    """The field's current value is one of its master record's ``pending`` answers (a result to come)."""
+    _position_, step = _step_definition(batch, execution)
+    target = next((f for f in step.fields if f.id == field_id), None)
+    current = execution.current_values().get(field_id)
+    return bool(target is not None and getattr(target, "pending", None) and current is not None
+                and current.text in target.pending)
 
 
 def _refuse_after_division(session: Session, batch: Batch, position: int, step: Step) -> None:

@@ -201,7 +201,8 @@ GUARDED = {"audit_entry": {"UPDATE", "DELETE"}, "signature": {"UPDATE", "DELETE"
            "sop_version": {"DELETE", "UPDATE"}, "equipment": {"DELETE"}, "material_lot": {"DELETE"},
            "batch": {"DELETE"}, "step_execution": {"DELETE"}, "deviation": {"DELETE"}, "donor": {"DELETE"},
            "donor_test": {"DELETE"}, "subject": {"DELETE"}, "custody_event": {"UPDATE", "DELETE"},
-           "product_bag": {"UPDATE", "DELETE"}}
+           "product_bag": {"UPDATE", "DELETE"}, "review_mark": {"UPDATE", "DELETE"},
+           "batch_decision": {"UPDATE", "DELETE"}}
 
 
 def test_every_guard_survives_the_migrations(app):

@@ -1,0 +1,109 @@
+"""QA review by exception, deviation closure and the signed batch decision, on the demo NK batch."""
+
+from __future__ import annotations
+
+from zoneinfo import ZoneInfo
+
+import pytest
+import sqlalchemy as sa
+
+from mfg.domain.errors import ConflictError, PermissionDenied, ValidationFailed
+from mfg.models import BatchDecision, Signature
+from mfg.services import audit, batches, demo, demo_nk, review, signatures
+from tests.support import PASSWORD
+
+from .test_demo_nk import nk_demo  # noqa: F401 - the fixture
+
+UTC = ZoneInfo("UTC")
+
+
+def _sign(user):
+    return {"signer": user, "password": PASSWORD, "username": user.username, "require_username": True}
+
+
+def test_qa_reviews_by_exception_and_releases_conditionally_then_finally(nk_demo, session, make_user):  # noqa: F811
+    quinn = session.merge(make_user("quinn", "qa", full_name="Quinn Quality"))
+    victor = session.merge(make_user("victor", "operator,qa", full_name="Victor Both"))
+    olivia = nk_demo["olivia"]
+    demo.seed_master_data(session)
+    subject = demo_nk.seed_demo_subject(session, nk_demo["clara"], PASSWORD)
+    batch = demo_nk.run_nk_batch(session, subject=subject, performer=olivia, verifier=victor, password=PASSWORD,
+                                 tz=UTC)
+    session.commit()
+    assert batch.status == "awaiting_review"
+
+    # what QA must look at: the pending sterility result (the demo batch has nothing out of limit)
+    items = review.exceptions(session, batch)
+    assert [(i.kind, i.title) for i in items] == [("pending result", "sterility #1: result")]
+    deviation = review.open_by_hand(session, batch, description="Label printer jammed once; label reprinted",
+                                    user=olivia)
+    session.commit()
+
+    # the releaser performed or verified no step: victor verified every step, the service refuses him
+    with pytest.raises(PermissionDenied, match="Victor Both performed or verified a step"):
+        review.decide(session, batch, decision="conditionally_released", comment="", **_sign(victor))
+    with pytest.raises(PermissionDenied, match="Only QA"):
+        review.decide(session, batch, decision="released", comment="", **_sign(olivia))
+    with pytest.raises(ValidationFailed) as refused:
+        review.decide(session, batch, decision="released", comment="", **_sign(quinn))
+    problems = " ".join(refused.value.problems)
+    assert f"Deviations still open: {deviation.number}" in problems and "not yet marked reviewed" in problems
+    assert "Results are still pending (sterility #1: result)" in problems
+    session.rollback()
+
+    # the deviation: classified and investigated, closed with a signature bound to the findings
+    with pytest.raises(ValidationFailed, match="must be classified"):
+        review.close(session, deviation, **_sign(quinn))
+    with pytest.raises(ValidationFailed, match="A major deviation needs a CAPA reference"):
+        review.investigate(session, deviation, classification="major", investigation="jam", root_cause="worn roller",
+                           impact="none", capa_reference="", user=quinn)
+    review.investigate(session, deviation, classification="minor", investigation="Printer log reviewed",
+                       root_cause="Worn feed roller", impact="No impact on this or other batches: the reprint was "
+                       "checked and scanned back", capa_reference="", user=quinn)
+    review.close(session, deviation, **_sign(quinn))
+    session.commit()
+    [closure] = signatures.for_record(session, deviation)
+    assert closure.meaning == "approved" and '"root_cause":"Worn feed roller"' in closure.content
+
+    # every exception marked reviewed; full release still refused while sterility is pending
+    for item in review.exceptions(session, batch):
+        review.mark_reviewed(session, batch, item.key, user=quinn, comment="seen")
+    session.commit()
+    with pytest.raises(ConflictError, match="already marked reviewed"):
+        review.mark_reviewed(session, batch, items[0].key, user=quinn)
+    session.rollback()
+    with pytest.raises(ValidationFailed, match="Results are still pending"):
+        review.decide(session, batch, decision="released", comment="", **_sign(quinn))
+    session.rollback()
+    decision = review.decide(session, batch, decision="conditionally_released", comment="", **_sign(quinn))
+    session.commit()
+    assert batch.status == "conditionally_released" and "sterility #1: result (recorded as Pending)" in decision.pending
+    assert signatures.for_record(session, decision)[0].meaning == "released"
+
+    # the 14-day result arrives: entered as a correction, verified, reviewed, then the final release
+    sterility = next(ex for ex in batches.executions(session, batch) if ex.step_id == "sterility")
+    with pytest.raises(ValidationFailed, match="only a pending result may be entered"):
+        other = next(ex for ex in batches.executions(session, batch) if ex.step_id == "gram_stain")
+        batches.correct_value(session, other, field_id="result", raw="No organisms seen", reason="x", field_comment="",
+                              tz=UTC, **_sign(olivia))
+    session.rollback()
+    batches.correct_value(session, sterility, field_id="result", raw="No growth", reason="14-day culture read",
+                          field_comment="", tz=UTC, **_sign(olivia))
+    session.commit()
+    assert batch.status == "conditionally_released" and sterility.status == "complete"  # no verification step
+    new_items = [i for i in review.exceptions(session, batch) if i.key not in review.marks(session, batch)]
+    assert [i.kind for i in new_items] == ["correction"]
+    with pytest.raises(ValidationFailed, match="1 review item"):
+        review.decide(session, batch, decision="released", comment="", **_sign(quinn))
+    session.rollback()
+    review.mark_reviewed(session, batch, new_items[0].key, user=quinn)
+    review.decide(session, batch, decision="released", comment="final results in specification", **_sign(quinn))
+    session.commit()
+    assert batch.status == "released"
+    assert [d.decision for d in review.decisions(session, batch)] == ["conditionally_released", "released"]
+    assert signatures.check_all(session)[1] == [] and audit.verify(session).ok
+    with pytest.raises(sa.exc.DBAPIError, match="GMP record guard"):
+        session.execute(sa.update(BatchDecision).values(comment="changed"))
+    session.rollback()
+    assert session.scalar(sa.select(sa.func.count()).select_from(Signature).where(
+        Signature.record_type == "batch_decision")) == 2
