@@ -507,6 +507,8 @@ class MasterRecord(_Model):
     title: Text
     description: str = ""
     growth_chart: GrowthChart | None = None
+    # The record's results (each value with a specification) are the tests a certificate of analysis lists.
+    certificate_of_analysis: bool = False
     stages: list[Stage] = pydantic.Field(min_length=1)
 
 

@@ -46,6 +46,10 @@ class TrialConfiguration(_Model):
     product_description_code: str = Field(pattern=r"^S[A-Z0-9]{4}$")
     donation_type: str = "V"
     site_timezone: str = "UTC"
+    # What every bag label and the certificate print (configurable; QA decides the wording).
+    product_name: str = Field("Allogeneic NK cells, expanded", min_length=1)
+    storage_statement: str = Field("Store at 2-8 °C. Do not freeze.", min_length=1)
+    label_warnings: list[str] = Field(default_factory=list)
 
     @field_validator("facility_identification_number")
     @classmethod

@@ -6,15 +6,15 @@ from .base import Audited, Base, Signable, UTCDateTime, utcnow
 from .clinical import Donor, DonorTest, Subject
 from .custody import CustodyEvent, ProductBag
 from .masterdata import Counter, Equipment, MaterialLot
-from .quality import BatchDecision, ReviewMark
+from .quality import BatchDecision, DocumentRevision, ReviewMark
 from .signature import Signature
 from .sop import SopVersion
 from .user import User
 
 # Record types that carry e-signatures, by the name a Signature stores in ``record_type``.
 SIGNABLE: dict[str, type[Signable]] = {model.__tablename__: model for model in (SopVersion, StepExecution, Subject, CustodyEvent,
-                                                                                  Deviation, BatchDecision)}
+                                                                                  Deviation, BatchDecision, DocumentRevision)}
 
-__all__ = ["AuditEntry", "AuditHead", "Audited", "Base", "Batch", "BatchDecision", "ReviewMark", "BatchMasterRecord", "Counter", "CustodyEvent", "Deviation", "Donor", "DonorTest",
+__all__ = ["AuditEntry", "AuditHead", "Audited", "Base", "Batch", "BatchDecision", "DocumentRevision", "ReviewMark", "BatchMasterRecord", "Counter", "CustodyEvent", "Deviation", "Donor", "DonorTest",
            "Equipment", "MaterialLot", "ProductBag", "RecordedValue", "SIGNABLE", "Signable", "Signature", "SignatureInvalidation",
            "SopVersion", "StepExecution", "Subject", "UTCDateTime", "User", "utcnow"]

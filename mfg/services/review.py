@@ -20,7 +20,7 @@ from ..domain.errors import ConflictError, NotFound, PermissionDenied, Validatio
 from ..domain.signing import Meaning
 from ..domain.sop_schema import ChoiceField, step_index
 from ..domain.status import TransitionTable
-from ..models import (AuditEntry, Batch, BatchDecision, Deviation, RecordedValue, ReviewMark, Signature,
+from ..models import (AuditEntry, Batch, BatchDecision, Deviation, DocumentRevision, RecordedValue, ReviewMark, Signature,
                       StepExecution, User, utcnow)
 from . import audit, batches, signatures
 
@@ -144,6 +144,11 @@ def exceptions(session: Session, batch: Batch) -> list[Exception_]:
     for deviation in batches.deviations(session, batch):
         items.append(Exception_(f"deviation:{deviation.id}", "deviation", f"{deviation.number} ({deviation.status})",
                                 deviation.description, deviation.execution_id))
+    for document in session.scalars(sa.select(DocumentRevision).where(
+            DocumentRevision.batch_id == batch.id, DocumentRevision.kind == "labels", DocumentRevision.revision > 1)
+            .order_by(DocumentRevision.revision)):
+        items.append(Exception_(f"reprint:{document.id}", "label reprint", f"labels reprinted (revision "
+                                f"{document.revision})", document.reason, None))
     for entry in session.scalars(sa.select(AuditEntry).where(
             AuditEntry.action == "identity.mismatch", AuditEntry.entity_type == "batch",
             AuditEntry.entity_id == str(batch.id)).order_by(AuditEntry.seq)):

@@ -202,7 +202,7 @@ GUARDED = {"audit_entry": {"UPDATE", "DELETE"}, "signature": {"UPDATE", "DELETE"
            "batch": {"DELETE"}, "step_execution": {"DELETE"}, "deviation": {"DELETE"}, "donor": {"DELETE"},
            "donor_test": {"DELETE"}, "subject": {"DELETE"}, "custody_event": {"UPDATE", "DELETE"},
            "product_bag": {"UPDATE", "DELETE"}, "review_mark": {"UPDATE", "DELETE"},
-           "batch_decision": {"UPDATE", "DELETE"}}
+           "batch_decision": {"UPDATE", "DELETE"}, "document_revision": {"UPDATE", "DELETE"}}
 
 
 def test_every_guard_survives_the_migrations(app):

@@ -1,0 +1,183 @@
+"""Signed documents of a batch: the batch record, the certificate of analysis and the bag labels.
+
+Each is rendered from the frozen plain snapshot (``services.snapshot``) to PDF/A-3b with the snapshot JSON
+attached, signed (PAdES) with the site key, and stored once as a ``DocumentRevision`` with the file's
+sha256 (audited). A later change (the final sterility result after a conditional release, a label
+reprint) makes a new revision; every revision stays available. ``verify`` checks a file against the site
+certificate and the stored record.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import io
+from dataclasses import dataclass
+from typing import Any
+
+import jinja2
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from ..config import PROJECT_ROOT
+from ..domain.canonical import canonical_json, iso_utc
+from ..domain.errors import NotFound, ValidationFailed
+from ..models import Batch, DocumentRevision, User, utcnow
+from ..reports import pdf as pdfs
+from . import audit, snapshot
+
+KINDS = {"batch_record": "Batch record", "coa": "Certificate of analysis", "labels": "Labels"}
+
+
+@functools.cache
+def _environment() -> jinja2.Environment:
+    return jinja2.Environment(loader=jinja2.FileSystemLoader(str(PROJECT_ROOT / "templates")), autoescape=True,
+                              undefined=jinja2.StrictUndefined)
+
+
+def _charts(snap: dict[str, Any]) -> list[dict[str, str]]:
+    from ..reports.growth_chart import Point, growth_chart_svg
+    from decimal import Decimal
+
+    found = []
+    for chart in snap["growth_charts"]:
+        points = [Point(day=Decimal(p["day"]), value=Decimal(p["value"]), label=p["label"]) for p in chart["points"]]
+        svg = growth_chart_svg(points, title=chart["title"], y_label=chart["unit"])
+        found.append({"title": chart["title"],
+                      "image": "data:image/svg+xml;base64," + base64.b64encode(svg.encode()).decode()})
+    return found
+
+
+def _label_html(snap: dict[str, Any], *, revision: int, demo: bool) -> str:
+    """One label per bag; a revision after the first is a reprint and says so on every label."""
+    from datetime import datetime
+    from decimal import Decimal
+
+    from ..reports import labels
+
+    subject, trial = snap["subject"], snap["trial"]
+    if not snap["bags"] or subject is None or trial is None:
+        raise ValidationFailed(f"batch {snap['batch']['lot']} has no bags to label yet")
+    return labels.label_html([
+        labels.LabelData(din=snap["batch"]["din"], flags="00", product_code=bag["product_code"],
+                         product_name=trial["product_name"], expires_at=datetime.fromisoformat(bag["expires_at"]),
+                         subject_code=subject["code"], coi=subject["coi"], nk_cells=bag["nk_cells"],
+                         volume_ml=Decimal(bag["volume_ml"]),
+                         dose_level=f"{subject['dose_level']} ({subject['dose_cells_per_kg']} NK cells/kg)",
+                         storage=trial["storage"], facility=f"FIN {trial['facility']}", reprint=revision - 1,
+                         warnings=tuple(trial["label_warnings"]) or labels.DEFAULT_WARNINGS)
+        for bag in snap["bags"]], demo=demo)
+
+
+def render(kind: str, snap: dict[str, Any], *, revision: int, reason: str, demo: bool, generated_at: str) -> bytes:
+    """The unsigned PDF/A-3b of ``kind`` from ``snap`` (the snapshot JSON attached)."""
+    if kind == "labels":
+        return pdfs.render_pdf(_label_html(snap, revision=revision, demo=demo),
+                               attachment=canonical_json(snap).encode(), attachment_name="labels-snapshot.json",
+                               title=f"Labels {snap['batch']['lot']} revision {revision}", strict_resources=True)
+    subject = snap["subject"] or {}
+    header = f"{KINDS[kind]} · lot {snap['batch']['lot']} · COI ID {subject.get('coi_eye_readable', '-')}"
+    html = _environment().get_template(f"reports/{kind}.html").render(
+        s=snap, revision=revision, reason=reason, generated_at=generated_at, charts=_charts(snap),
+        header=header, watermark=demo, title=f"{KINDS[kind]} {snap['batch']['lot']}")
+    return pdfs.render_pdf(html, attachment=canonical_json(snap).encode(), attachment_name=f"{kind}-snapshot.json",
+                           title=f"{KINDS[kind]} {snap['batch']['lot']} revision {revision}")
+
+
+def _page_count(data: bytes) -> int:
+    from pypdf import PdfReader
+
+    return len(PdfReader(io.BytesIO(data)).pages)
+
+
+def revisions(session: Session, batch: Batch, kind: str | None = None) -> list[DocumentRevision]:
+    query = sa.select(DocumentRevision).where(DocumentRevision.batch_id == batch.id)
+    if kind:
+        query = query.where(DocumentRevision.kind == kind)
+    return list(session.scalars(query.order_by(DocumentRevision.kind, DocumentRevision.revision)))
+
+
+def issue(session: Session, batch: Batch, *, kind: str, reason: str, site: pdfs.SiteSigner, demo: bool,
+          user: User) -> DocumentRevision:
+    """Render, sign and store the next revision of ``kind`` for ``batch`` (in the caller's transaction)."""
+    if kind not in KINDS:
+        raise ValidationFailed(f"unknown document kind {kind!r}")
+    number = len(revisions(session, batch, kind)) + 1
+    snap = snapshot.batch_snapshot(session, batch)
+    now = utcnow()
+    unsigned = render(kind, snap, revision=number, reason=reason, demo=demo, generated_at=iso_utc(now))
+    signed = pdfs.sign_pdf(unsigned, site, reason=f"{KINDS[kind]} {batch.lot} revision {number}: {reason}",
+                           location="DEMO site" if demo else "Manufacturing site")
+    document = DocumentRevision(batch_id=batch.id, kind=kind, revision=number,
+                                filename=f"{batch.lot}-{kind}-r{number}.pdf", sha256=pdfs.sha256_hex(signed),
+                                snapshot_sha256=pdfs.sha256_hex(canonical_json(snap).encode()),
+                                pages=_page_count(signed), reason=reason, content=signed, created_at=now,
+                                created_by_id=user.id)
+    session.add(document)
+    audit.flush(session, reason=f"{KINDS[kind]} revision {number} issued: {reason}")
+    return document
+
+
+def print_labels(session: Session, batch: Batch, *, reason: str, site: pdfs.SiteSigner, demo: bool,
+                 signer: User, password: str, username: str | None, require_username: bool) -> DocumentRevision:
+    """Print the bag labels: the first print, or a reprint, which is counted on the labels, needs a
+    reason and is signed (and shows in QA's review)."""
+    from . import signatures
+    from ..domain.signing import Meaning
+
+    if not signer.has_role("operator"):
+        raise ValidationFailed("printing labels needs the operator role")
+    reprint = bool(revisions(session, batch, "labels"))
+    if reprint and not reason.strip():
+        raise ValidationFailed("A label reprint needs a reason.")
+    document = issue(session, batch, kind="labels", reason=reason.strip() or "first print", site=site, demo=demo,
+                     user=signer)
+    signatures.sign(session, signer=signer, password=password, meaning=Meaning.PERFORMED, record=document,
+                    username=username, require_username=require_username,
+                    comment=f"labels {'reprinted' if reprint else 'printed'}: {document.reason}")
+    return document
+
+
+def issue_for_decision(session: Session, batch: Batch, *, decision: str, site: pdfs.SiteSigner, demo: bool,
+                       user: User) -> list[DocumentRevision]:
+    """At QA's decision: the batch record (every decision) and the certificate of analysis (a release;
+    after the first it is a supplemental certificate), generated once and stored."""
+    reason = decision.replace("_", " ")
+    issued = [issue(session, batch, kind="batch_record", reason=reason, site=site, demo=demo, user=user)]
+    if decision != "rejected":
+        issued.append(issue(session, batch, kind="coa", reason=reason, site=site, demo=demo, user=user))
+    return issued
+
+
+@dataclass(frozen=True)
+class FileCheck:
+    valid: bool
+    reason: str
+    summary: list[str]
+
+
+def verify(session: Session, data: bytes, trusted: Any) -> FileCheck:
+    """A file's signature (intact, by the site certificate) and its embedded snapshot against the stored
+    record: the file must be a stored revision, and its snapshot the one stored with it."""
+    check = pdfs.verify_pdf(data, trusted)
+    if not check.valid:
+        return FileCheck(False, check.reason, [f"signature: {check.reason}"])
+    digest = pdfs.sha256_hex(data)
+    stored = session.scalar(sa.select(DocumentRevision).where(DocumentRevision.sha256 == digest))
+    summary = [f"signature: valid, intact, by {check.signer}, signed {check.signed_at}"]
+    if stored is None:
+        return FileCheck(False, "the file is not a document this site stored", summary)
+    if check.attachment is None or pdfs.sha256_hex(check.attachment) != stored.snapshot_sha256:
+        return FileCheck(False, "the embedded snapshot does not match the stored record", summary)
+    batch = session.get(Batch, stored.batch_id)
+    summary.append(f"document: {KINDS[stored.kind]} of lot {batch.lot}, revision {stored.revision}, "
+                   f"{stored.pages} pages, sha256 {digest}")
+    summary.append(f"snapshot: matches the stored record (sha256 {stored.snapshot_sha256})")
+    return FileCheck(True, "", summary)
+
+
+def get_revision(session: Session, batch: Batch, document_id: int) -> DocumentRevision:
+    document = session.get(DocumentRevision, document_id)
+    if document is None or document.batch_id != batch.id:
+        raise NotFound(f"no document {document_id} for batch {batch.lot}")
+    return document

@@ -1,0 +1,171 @@
+"""The frozen plain snapshot of a batch that its documents are rendered from (never ORM objects).
+
+Every value is a string, number, boolean, list or dict, so the snapshot is embedded as JSON in the
+PDF/A-3b file and ``verify-pdf`` can compare it with the stored record. Times are UTC ISO 8601.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from ..domain import isbt128, values
+from ..domain.canonical import iso_utc
+from ..domain.signing import MEANING_LABELS, Meaning
+from ..models import (AuditEntry, AuditHead, Batch, CustodyEvent, Deviation, ProductBag, RecordedValue, ReviewMark,
+                      Signature, SopVersion, StepExecution, User)
+from . import bags, batches, custody, growth, review, signatures, sops
+
+SNAPSHOT_FORMAT = "mfg.batch-snapshot/1"
+
+
+def _number(value: Decimal | None) -> str | None:
+    if value is None:
+        return None
+    return format(value.quantize(Decimal(1)) if value == value.to_integral_value() else value.normalize(), "f")
+
+
+def _manifestations(session: Session, record: Any, invalidated: set[int]) -> list[dict[str, Any]]:
+    return [{"meaning": MEANING_LABELS[Meaning(s.meaning)], "printed_name": s.printed_name, "username": s.username,
+             "signed_at": iso_utc(s.signed_at), "comment": s.comment, "content_sha256": s.content_sha256,
+             "stands": s.id not in invalidated}
+            for s in signatures.for_record(session, record)]
+
+
+def _limits(field: Any) -> str:
+    parts = []
+    if getattr(field, "min", None) is not None:
+        parts.append(f">= {field.min:g}")
+    if getattr(field, "max", None) is not None:
+        parts.append(f"<= {field.max:g}")
+    if getattr(field, "acceptable", None):
+        parts.append("acceptable: " + ", ".join(field.acceptable))
+    if getattr(field, "expected", None):
+        parts.append(f"must match {field.expected}")
+    return "; ".join(parts)
+
+
+def _value(field: Any, value: RecordedValue, users: dict[int, str]) -> dict[str, Any]:
+    return {"text": values.display(field, value.text) if field is not None else value.text, "raw": value.text,
+            "unit": value.unit, "in_limits": value.in_limits, "limit_message": value.limit_message,
+            "comment": value.comment, "entered_by": users.get(value.entered_by_id), "entered_at": iso_utc(value.entered_at),
+            "correction_reason": value.correction_reason}
+
+
+def _steps(session: Session, batch: Batch, users: dict[int, str], invalidated: set[int]) -> list[dict[str, Any]]:
+    done = batches.executions(session, batch)
+    records = []
+    for position, record in enumerate(batches.records(batch)):
+        version_id = batch.master_records[position].sop_version_id
+        stages = []
+        for stage in record.stages:
+            steps = []
+            for step in stage.steps:
+                for ex in (e for e in done if e.sop_version_id == version_id and e.step_id == step.id):
+                    current = ex.current_values()
+                    by_id = {v.id: v for v in ex.values}
+                    rows = []
+                    for f in step.fields:
+                        if f.id not in current:
+                            continue
+                        now = current[f.id]
+                        history, cursor = [], now
+                        while cursor.supersedes_id:  # the original and every earlier value, newest first
+                            cursor = by_id[cursor.supersedes_id]
+                            history.append(_value(f, cursor, users))
+                        rows.append({"field": f.id, "label": f.label, "limits": _limits(f),
+                                     "value": _value(f, now, users), "earlier": history,
+                                     "pending": now.text in (getattr(f, "pending", None) or ())})
+                    steps.append({"step": step.id, "title": step.title, "instance": ex.instance,
+                                  "instance_label": f"{step.repeat.label} {ex.instance}" if step.repeat else "",
+                                  "status": ex.status, "comment": ex.comment, "values": rows,
+                                  "signatures": _manifestations(session, ex, invalidated)})
+            stages.append({"id": stage.id, "title": stage.title, "steps": steps})
+        records.append({"code": record.code, "title": record.title, "stages": stages,
+                        "certificate_of_analysis": record.certificate_of_analysis})
+    return records
+
+
+def _audit_trail(session: Session, batch: Batch) -> list[dict[str, Any]]:
+    """The audit entries of the batch and of everything recorded for it, in order."""
+    executions = [str(i) for i in session.scalars(sa.select(StepExecution.id).where(StepExecution.batch_id == batch.id))]
+    values_ = [str(i) for i in session.scalars(sa.select(RecordedValue.id).join(StepExecution).where(
+        StepExecution.batch_id == batch.id))]
+    owned = {
+        "batch": [str(batch.id)], "step_execution": executions, "recorded_value": values_,
+        "deviation": [str(i) for i in session.scalars(sa.select(Deviation.id).where(Deviation.batch_id == batch.id))],
+        "product_bag": [str(i) for i in session.scalars(sa.select(ProductBag.id).where(ProductBag.batch_id == batch.id))],
+        "custody_event": [str(i) for i in session.scalars(sa.select(CustodyEvent.id).where(
+            CustodyEvent.batch_id == batch.id))],
+        "review_mark": [str(i) for i in session.scalars(sa.select(ReviewMark.id).where(ReviewMark.batch_id == batch.id))],
+    }
+    decisions = [str(d.id) for d in review.decisions(session, batch)]
+    owned["batch_decision"] = decisions
+    signed = sa.or_(*(sa.and_(Signature.record_type == kind, Signature.record_id.in_(ids))
+                      for kind, ids in owned.items() if ids))
+    signature_ids = [str(i) for i in session.scalars(sa.select(Signature.id).where(signed))]
+    owned["signature"] = signature_ids
+    condition = sa.or_(*(sa.and_(AuditEntry.entity_type == kind, AuditEntry.entity_id.in_(ids))
+                         for kind, ids in owned.items() if ids))
+    return [{"seq": e.seq, "at": iso_utc(e.occurred_at), "user": e.username, "action": e.action,
+             "entity": f"{e.entity_type} {e.entity_id}", "reason": e.reason, "after": e.after}
+            for e in session.scalars(sa.select(AuditEntry).where(condition).order_by(AuditEntry.seq))]
+
+
+def batch_snapshot(session: Session, batch: Batch) -> dict[str, Any]:
+    """Everything the batch record, the certificate of analysis and the labels show, as plain data."""
+    users = {u.id: u.full_name for u in session.scalars(sa.select(User))}
+    invalidated = batches.invalidated_signature_ids(session, batch)
+    subject = batch.subject
+    config = sops.definition(session.get(SopVersion, subject.trial_config_version_id)) \
+        if subject is not None and subject.trial_config_version_id else None
+    din = isbt128.din_from_text(batch.din) if batch.din else None
+    coi = isbt128.parse_coi(isbt128.COI_PREFIX + subject.coi) if subject is not None else None
+    head = session.get(AuditHead, 1)
+    chart = [{"title": c.chart.title, "unit": c.chart.unit,
+              "points": [{"label": p.label, "day": _number(p.day), "value": _number(p.value)} for p in c.points]}
+             for c in growth.charts(session, batch)]
+    return {
+        "format": SNAPSHOT_FORMAT,
+        "batch": {"id": batch.id, "lot": batch.lot, "status": batch.status, "created_at": iso_utc(batch.created_at),
+                  "created_by": users.get(batch.created_by_id),
+                  "din": batch.din, "din_eye_readable": din.eye_readable() if din else None,
+                  "din_check": din.check if din else None},
+        "subject": None if subject is None else {
+            "code": subject.code, "coi": subject.coi, "coi_eye_readable": coi.eye_readable(), "coi_check": coi.check,
+            "weight_kg": _number(subject.weight_kg), "weight_measured_on": subject.weight_measured_on.isoformat(),
+            "dose_level": subject.dose_level, "dose_cells_per_kg": subject.dose_cells_per_kg},
+        "trial": None if config is None else {
+            "trial_id": config.trial_id, "configuration": f"{config.code} v{config.version}",
+            "product_code": config.product_description_code + config.donation_type,
+            "facility": config.facility_identification_number, "product_name": config.product_name,
+            "storage": config.storage_statement, "label_warnings": list(config.label_warnings)},
+        "master_records": [{"code": pin.sop_version.code, "version": pin.sop_version.version,
+                            "title": pin.sop_version.title, "sha256": pin.sop_version.sha256}
+                           for pin in batch.master_records],
+        "records": _steps(session, batch, users, invalidated),
+        "growth_charts": chart,
+        "bags": [{"division": b.division, "product_code": b.product_code, "product_code_data": b.product_code_barcode,
+                  "volume_ml": _number(b.volume_ml), "nk_cells": b.nk_cells, "viable_cells": b.viable_cells,
+                  "expires_at": iso_utc(b.expires_at)} for b in bags.of_batch(session, batch)],
+        "deviations": [{"number": d.number, "origin": d.origin, "description": d.description, "status": d.status,
+                        "opened_at": iso_utc(d.opened_at), "opened_by": users.get(d.opened_by_id),
+                        "classification": d.classification, "investigation": d.investigation,
+                        "root_cause": d.root_cause, "impact": d.impact, "capa_reference": d.capa_reference,
+                        "signatures": _manifestations(session, d, set())}
+                       for d in batches.deviations(session, batch)],
+        "custody": [{"kind": e.kind, "occurred_at": iso_utc(e.occurred_at), "from": e.from_location,
+                     "to": e.to_location, "condition": e.condition, "scanned_din": e.scanned_din,
+                     "signatures": _manifestations(session, e, set())} for e in custody.events(session, batch)],
+        "review": [{"kind": i.kind, "title": i.title, "detail": i.detail,
+                    "reviewed_by": users.get(m.reviewed_by_id) if (m := review.marks(session, batch).get(i.key)) else None}
+                   for i in review.exceptions(session, batch)],
+        "decisions": [{"decision": d.decision, "pending": d.pending, "comment": d.comment,
+                       "decided_at": iso_utc(d.decided_at), "signatures": _manifestations(session, d, set())}
+                      for d in review.decisions(session, batch)],
+        "audit_trail": _audit_trail(session, batch),
+        "audit_head": {"seq": head.seq, "entry_hash": head.entry_hash} if head else None,
+    }

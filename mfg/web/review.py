@@ -1,0 +1,258 @@
+"""QA screens: the review queue, review by exception with the signed batch decision, and deviations
+(opened by hand, investigated, closed with a signature).
+
+The services decide everything (who may decide, what blocks a release); these views show their
+answers before the user acts (``decision_problems``) and again after a refusal. A refused signed
+action re-renders its page with status 400 and the service's messages, PermissionDenied included
+(the releaser who performed or verified a step), as every other signed screen does.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from flask import Blueprint, flash, redirect, render_template, request, url_for
+from flask_login import current_user, login_required
+from flask_wtf import FlaskForm
+from wtforms import HiddenField, RadioField, SelectField, StringField, TextAreaField
+from wtforms.fields.choices import SelectChoice
+from wtforms.validators import DataRequired, Length, Optional
+
+from ..domain import isbt128, sequence
+from ..domain.errors import DomainError
+from ..domain.signing import Meaning
+from ..extensions import db
+from ..models import Batch, Deviation
+from ..services import accounts, batches, review, signatures
+from .forms import SignForm
+from .security import roles_required, signed_action, signing_needs_username, transaction
+
+bp = Blueprint("review", __name__, url_prefix="/review")
+
+QA = review.QA
+# The batch statuses QA has work on: waiting for the decision, or released on condition of pending results.
+REVIEW_STATUSES = ("awaiting_review", "conditionally_released")
+DECISION_LABELS = {"released": "Released", "conditionally_released": "Conditionally released", "rejected": "Rejected"}
+# How the decision panel names what is refused ("Release is not possible yet: ...").
+DECISION_NOUNS = {"released": "Release", "conditionally_released": "Conditional release", "rejected": "Rejection"}
+
+
+class MarkForm(FlaskForm):
+    key = HiddenField(validators=[DataRequired(), Length(max=80)])
+    comment = StringField("Comment (optional)", validators=[Optional(), Length(max=2000)])
+
+
+class DecisionForm(SignForm):
+    """The decision and its e-signature: released and conditionally released sign "Released by",
+    rejected signs "Rejected by"."""
+
+    decision = RadioField("Decision", choices=[SelectChoice(k, v) for k, v in DECISION_LABELS.items()],
+                          validators=[DataRequired("Choose a decision.")])
+    comment = TextAreaField("Comment (a rejection needs the reason)", validators=[Optional(), Length(max=2000)])
+
+
+class OpenDeviationForm(FlaskForm):
+    description = TextAreaField("What happened", validators=[DataRequired("Describe the deviation."),
+                                                             Length(max=4000)])
+
+
+class InvestigationForm(FlaskForm):
+    classification = SelectField("Classification", choices=[SelectChoice("", "choose…")] + [
+        SelectChoice(c, c) for c in review.CLASSIFICATIONS])
+    investigation = TextAreaField("Investigation", validators=[Length(max=8000)])
+    root_cause = TextAreaField("Root cause", validators=[Length(max=4000)])
+    impact = TextAreaField("Impact on this and other batches", validators=[Length(max=4000)])
+    capa_reference = StringField("CAPA reference (required for major and critical)", validators=[Length(max=60)])
+
+
+class CloseForm(SignForm):
+    """Closing signs the findings as they stand: no free comment (the service records "deviation closed")."""
+
+    comment = None
+
+
+def _user():
+    return current_user._get_current_object()
+
+
+def _names(ids) -> dict[int, str]:
+    return {uid: accounts.get(db.session, uid).full_name for uid in set(ids) if uid is not None}
+
+
+def _unreviewed(batch: Batch) -> list[review.Exception_]:
+    reviewed = review.marks(db.session, batch)
+    return [item for item in review.exceptions(db.session, batch) if item.key not in reviewed]
+
+
+@bp.route("/")
+@roles_required(QA)
+def index():
+    session = db.session
+    waiting = list(session.scalars(sa.select(Batch).where(Batch.status.in_(REVIEW_STATUSES)).order_by(Batch.id)))
+    counts = {b.id: (sum(1 for d in batches.deviations(session, b) if d.status != "closed"), len(_unreviewed(b)))
+              for b in waiting}
+    open_deviations = list(session.scalars(sa.select(Deviation).where(Deviation.status != "closed")
+                                           .order_by(Deviation.id)))
+    batch_of = {d.batch_id: batches.get(session, d.batch_id) for d in open_deviations}
+    return render_template("review/index.html", batches=waiting, counts=counts, open_deviations=open_deviations,
+                           batch_of=batch_of)
+
+
+def _decisions_open(batch: Batch) -> list[str]:
+    """The decisions the batch's status still allows, in the order of the radio buttons."""
+    allowed = sequence.BATCH_STATUS.allowed.get(batch.status, {})
+    return [d for d in DECISION_LABELS if d in allowed]
+
+
+def _batch_page(batch: Batch, *, decision_form: DecisionForm | None = None,
+                open_form: OpenDeviationForm | None = None, problems: list[str] | None = None, status: int = 200):
+    session = db.session
+    items = review.exceptions(session, batch)
+    marks = review.marks(session, batch)
+    deviations = batches.deviations(session, batch)
+    decisions = review.decisions(session, batch)
+    possible = _decisions_open(batch)
+    form = decision_form or DecisionForm(prefix="decide")
+    form.decision.choices = [SelectChoice(d, DECISION_LABELS[d]) for d in possible]
+    return render_template(
+        "review/batch.html", batch=batch,
+        coi=isbt128.parse_coi(isbt128.COI_PREFIX + batch.subject.coi) if batch.subject else None,
+        din=isbt128.din_from_text(batch.din) if batch.din else None,
+        items=items, marks=marks, reviewers=_names(m.reviewed_by_id for m in marks.values()),
+        deviation_ids={f"deviation:{d.id}": d.id for d in deviations}, deviations=deviations,
+        decision_problems={d: review.decision_problems(session, batch, d, _user()) for d in possible},
+        decision_nouns=DECISION_NOUNS, decision_labels=DECISION_LABELS,
+        decisions=decisions, decided_signatures={d.id: signatures.for_record(session, d) for d in decisions},
+        decision_form=form, mark_form=MarkForm(), open_form=open_form or OpenDeviationForm(prefix="deviation"),
+        problems=problems or [], needs_username=signing_needs_username(),
+        released=Meaning.RELEASED, rejected=Meaning.REJECTED), status
+
+
+@bp.route("/batches/<int:batch_id>")
+@roles_required(QA)
+def batch(batch_id: int):
+    return _batch_page(batches.get(db.session, batch_id))
+
+
+@bp.route("/batches/<int:batch_id>/mark", methods=["POST"])
+@roles_required(QA)
+def mark(batch_id: int):
+    the_batch = batches.get(db.session, batch_id)
+    form = MarkForm()
+    if not form.validate_on_submit():
+        return _batch_page(the_batch, problems=[e for errors in form.errors.values() for e in errors], status=400)
+    try:
+        with transaction():
+            review.mark_reviewed(db.session, the_batch, form.key.data, user=_user(), comment=form.comment.data or "")
+    except DomainError as exc:
+        return _batch_page(batches.get(db.session, batch_id), problems=exc.problems, status=400)
+    flash("Marked reviewed.", "success")
+    return redirect(url_for("review.batch", batch_id=batch_id))
+
+
+@bp.route("/batches/<int:batch_id>/decide", methods=["POST"])
+@roles_required(QA)
+def decide(batch_id: int):
+    the_batch = batches.get(db.session, batch_id)
+    form = DecisionForm(prefix="decide")
+    form.decision.choices = [SelectChoice(d, DECISION_LABELS[d]) for d in _decisions_open(the_batch)]
+    if not form.validate_on_submit():
+        return _batch_page(the_batch, decision_form=form, status=400)
+    outcome = signed_action(lambda: review.decide(
+        db.session, the_batch, decision=form.decision.data, comment=form.comment.data or "", signer=_user(),
+        password=form.password.data, username=form.username.data, require_username=signing_needs_username()))
+    if outcome.locked_out:
+        return redirect(url_for("auth.login"))
+    if outcome.ok:
+        flash(f"Batch {the_batch.lot}: {DECISION_LABELS[outcome.value.decision].lower()}, signed.", "success")
+        return redirect(url_for("review.batch", batch_id=batch_id))
+    form.form_errors.extend(outcome.problems)
+    return _batch_page(batches.get(db.session, batch_id), decision_form=form, status=400)
+
+
+@bp.route("/batches/<int:batch_id>/deviations", methods=["POST"])
+@roles_required("operator", QA)
+def open_deviation(batch_id: int):
+    """Open a deviation by hand: from the QA review page, or (an operator) from the batch page."""
+    the_batch = batches.get(db.session, batch_id)
+    form = OpenDeviationForm(prefix="deviation")
+    problems: list[str] = []
+    if form.validate_on_submit():
+        try:
+            with transaction():
+                deviation = review.open_by_hand(db.session, the_batch, description=form.description.data,
+                                                user=_user())
+                deviation_id, number = deviation.id, deviation.number
+        except DomainError as exc:
+            problems = exc.problems
+        else:
+            flash(f"Deviation {number} opened.", "warning")
+            return redirect(url_for("review.deviation", deviation_id=deviation_id))
+    else:
+        problems = [e for errors in form.errors.values() for e in errors]
+    if current_user.has_role(QA):
+        form.form_errors.extend(p for p in problems if p not in form.description.errors)
+        return _batch_page(batches.get(db.session, batch_id), open_form=form, status=400)
+    for problem in problems:  # an operator posts from the batch page, which is not ours to render
+        flash(problem, "error")
+    return redirect(url_for("batches.show", batch_id=batch_id))
+
+
+def _deviation_page(deviation: Deviation, *, investigation_form: InvestigationForm | None = None,
+                    close_form: CloseForm | None = None, status: int = 200):
+    session = db.session
+    form = investigation_form
+    if form is None:
+        form = InvestigationForm(prefix="inv", data={
+            "classification": deviation.classification or "", "investigation": deviation.investigation or "",
+            "root_cause": deviation.root_cause or "", "impact": deviation.impact or "",
+            "capa_reference": deviation.capa_reference or ""})
+    return render_template(
+        "review/deviation.html", deviation=deviation, batch=batches.get(session, deviation.batch_id),
+        names=_names((deviation.opened_by_id, deviation.closed_by_id)),
+        signatures=signatures.for_record(session, deviation), investigation_form=form,
+        close_form=close_form or CloseForm(prefix="close"), needs_username=signing_needs_username(),
+        meaning=Meaning.APPROVED), status
+
+
+@bp.route("/deviations/<int:deviation_id>")
+@login_required
+def deviation(deviation_id: int):
+    return _deviation_page(review.get_deviation(db.session, deviation_id))
+
+
+@bp.route("/deviations/<int:deviation_id>/investigation", methods=["POST"])
+@roles_required(QA)
+def investigate(deviation_id: int):
+    found = review.get_deviation(db.session, deviation_id)
+    form = InvestigationForm(prefix="inv")
+    if form.validate_on_submit():
+        try:
+            with transaction():
+                review.investigate(db.session, found, classification=form.classification.data,
+                                   investigation=form.investigation.data, root_cause=form.root_cause.data,
+                                   impact=form.impact.data, capa_reference=form.capa_reference.data, user=_user())
+        except DomainError as exc:
+            form.form_errors.extend(exc.problems)
+        else:
+            flash(f"Investigation of {found.number} recorded.", "success")
+            return redirect(url_for("review.deviation", deviation_id=deviation_id))
+    return _deviation_page(review.get_deviation(db.session, deviation_id), investigation_form=form, status=400)
+
+
+@bp.route("/deviations/<int:deviation_id>/close", methods=["POST"])
+@roles_required(QA)
+def close_deviation(deviation_id: int):
+    found = review.get_deviation(db.session, deviation_id)
+    form = CloseForm(prefix="close")
+    if form.validate_on_submit():
+        outcome = signed_action(lambda: review.close(
+            db.session, found, signer=_user(), password=form.password.data, username=form.username.data,
+            require_username=signing_needs_username(),
+            expected_row_version=request.form.get("row_version", type=int)))
+        if outcome.locked_out:
+            return redirect(url_for("auth.login"))
+        if outcome.ok:
+            flash(f"Deviation {outcome.value.number} closed and signed.", "success")
+            return redirect(url_for("review.deviation", deviation_id=deviation_id))
+        form.form_errors.extend(outcome.problems)
+    return _deviation_page(review.get_deviation(db.session, deviation_id), close_form=form, status=400)

@@ -1,0 +1,108 @@
+"""Signed documents of the demo NK batch: batch record, certificate of analysis and labels, checked by
+extracting their text, decoding their barcodes and validating their signatures (no mocks)."""
+
+from __future__ import annotations
+
+import io
+from zoneinfo import ZoneInfo
+
+import pypdfium2
+import pytest
+import zxingcpp
+from pypdf import PdfReader
+
+from mfg.domain import isbt128
+from mfg.domain.errors import ValidationFailed
+from mfg.reports import pdf as pdfs
+from mfg.reports.site_certificate import ensure_site_certificate
+from mfg.services import demo, demo_nk, documents, review, signatures
+from tests.support import PASSWORD
+
+from .test_demo_nk import nk_demo  # noqa: F401 - the fixture
+
+UTC = ZoneInfo("UTC")
+
+
+def _text(data: bytes) -> list[str]:
+    return [page.extract_text() for page in PdfReader(io.BytesIO(data)).pages]
+
+
+def _sign(user):
+    return {"signer": user, "password": PASSWORD, "username": user.username, "require_username": True}
+
+
+@pytest.fixture
+def site(tmp_path):
+    ensure_site_certificate(tmp_path / "key.pem", tmp_path / "cert.pem", "Test site", demo=True)
+    return pdfs.SiteSigner.from_files(tmp_path / "key.pem", tmp_path / "cert.pem")
+
+
+def test_release_issues_a_signed_batch_record_and_certificate_and_labels_scan(nk_demo, session, make_user, site):  # noqa: F811
+    quinn = session.merge(make_user("quinn", "qa", full_name="Quinn Quality"))
+    olivia = nk_demo["olivia"]
+    demo.seed_master_data(session)
+    subject = demo_nk.seed_demo_subject(session, nk_demo["clara"], PASSWORD)
+    batch = demo_nk.run_nk_batch(session, subject=subject, performer=olivia, verifier=nk_demo["oscar"],
+                                 password=PASSWORD, tz=UTC)
+    session.commit()
+
+    # labels: printed, then a reprint needs a reason, is signed and counted, and shows in QA's review
+    first = documents.print_labels(session, batch, reason="", site=site, demo=True, **_sign(olivia))
+    with pytest.raises(ValidationFailed, match="reprint needs a reason"):
+        documents.print_labels(session, batch, reason=" ", site=site, demo=True, **_sign(olivia))
+    again = documents.print_labels(session, batch, reason="label smudged", site=site, demo=True, **_sign(olivia))
+    session.commit()
+    assert (first.revision, again.revision) == (1, 2)
+    assert signatures.for_record(session, again)[0].meaning == "performed"
+    assert "REPRINT 1" in _text(again.content)[0] and "REPRINT" not in _text(first.content)[0]
+    image = pypdfium2.PdfDocument(again.content)[0].render(scale=600 / 72).to_pil()
+    decoded = {b.text for b in zxingcpp.read_barcodes(image)}
+    din = isbt128.din_from_text(batch.din)
+    coi = isbt128.parse_coi(isbt128.COI_PREFIX + subject.coi)
+    assert {din.barcode("00"), "=<S9999VA0", coi.barcode()} <= decoded
+    assert "label reprint" in [i.kind for i in review.exceptions(session, batch)]
+
+    for item in review.exceptions(session, batch):
+        review.mark_reviewed(session, batch, item.key, user=quinn)
+    decision = review.decide(session, batch, decision="conditionally_released", comment="", **_sign(quinn))
+    record, coa = documents.issue_for_decision(session, batch, decision=decision.decision, site=site, demo=True,
+                                               user=quinn)
+    session.commit()
+
+    pages = _text(record.content)
+    assert record.pages == len(pages) > 5
+    assert all(f"Page {n} of {len(pages)}" in text for n, text in enumerate(pages, start=1))
+    assert all(batch.lot in text and coi.eye_readable() in text for text in pages)  # lot and COI on every page
+    whole = " ".join(pages).replace("\n", " ")
+    for title in ("Identify the collection bag", "Culture initiation (day 0)", "Harvest", "Sterility",
+                  "Scan back each bag label", "Final visual inspection"):
+        assert title in whole
+    assert "Performed by: Olivia Person (olivia)" in whole and "Verified by: Oscar Person (oscar)" in whole
+    assert "Released by: Quinn Quality (quinn)" in whole and "sha256" in whole
+    assert "DEMO" in whole and "Viable NK cells per culture day" in whole
+    coa_text = " ".join(_text(coa.content))
+    assert "PENDING" in coa_text and "NK-001" in coa_text and "Certificate of analysis" in coa_text
+
+    check = documents.verify(session, record.content, site.certificate)
+    assert check.valid and "revision 1" in check.summary[1]
+    tampered = bytearray(record.content)
+    tampered[len(tampered) // 3] ^= 0x01
+    assert not documents.verify(session, bytes(tampered), site.certificate).valid
+
+    # the 14-day result: a correction, reviewed, the final release issues new revisions (supplemental CoA)
+    from mfg.services import batches
+
+    sterility = next(ex for ex in batches.executions(session, batch) if ex.step_id == "sterility")
+    batches.correct_value(session, sterility, field_id="result", raw="No growth", reason="14-day culture read",
+                          field_comment="", tz=UTC, **_sign(olivia))
+    for item in review.exceptions(session, batch):
+        if item.key not in review.marks(session, batch):
+            review.mark_reviewed(session, batch, item.key, user=quinn)
+    final = review.decide(session, batch, decision="released", comment="final results", **_sign(quinn))
+    record2, coa2 = documents.issue_for_decision(session, batch, decision=final.decision, site=site, demo=True,
+                                                 user=quinn)
+    session.commit()
+    assert (record2.revision, coa2.revision) == (2, 2)
+    assert "SUPPLEMENTAL" in _text(coa2.content)[0]
+    assert [d.revision for d in documents.revisions(session, batch, "coa")] == [1, 2]  # every revision kept
+    assert documents.verify(session, record.content, site.certificate).valid  # revision 1 still verifies
