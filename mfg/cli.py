@@ -206,7 +206,73 @@ def audit_signatures() -> None:
     click.echo(f"signatures intact: {checked} checked")
 
 
+def _site_signer():
+    from .reports.pdf import load_site_signer
+
+    return load_site_signer(current_app.config, Path(current_app.instance_path))
+
+
+@click.command("verify-pdf")
+@with_appcontext
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def verify_pdf_command(file: Path) -> None:
+    """Check a document's signature (intact, by this site's certificate) and that its embedded snapshot
+    matches the stored record; exit 0 when valid, 1 with the reason otherwise."""
+    from .services import documents
+
+    check = documents.verify(_cli_session(), file.read_bytes(), _site_signer().certificate)
+    for line in check.summary:
+        click.echo(line)
+    if not check.valid:
+        click.echo(f"INVALID: {check.reason}", err=True)
+        sys.exit(1)
+    click.echo(f"VALID: {file.name}")
+
+
+@click.command("demo-batch")
+@with_appcontext
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Directory for the batch record, certificate of analysis and labels PDFs.")
+def demo_batch_command(out: Path) -> None:
+    """Drive one complete NK batch through the services as the demo users, with real signatures (intake
+    to conditional release, sterility pending), and write its signed documents into OUT."""
+    from zoneinfo import ZoneInfo
+
+    from .services import demo_nk, documents, review
+
+    if not current_app.config["DEMO"]:
+        raise click.ClickException("demo-batch runs on a demo instance only (flask --app mfg init --demo)")
+    site, tz = _site_signer(), ZoneInfo(current_app.config["SITE_TIMEZONE"])
+    password = demo_data.DEMO_PASSWORD
+
+    def run(session):
+        users = {name: _user(session, name) for name in ("operator1", "operator2", "qa1", "clinical1")}
+        sign = {"password": password, "require_username": True}
+        subject = demo_nk.seed_demo_subject(session, users["clinical1"], password)
+        batch = demo_nk.run_nk_batch(session, subject=subject, performer=users["operator1"],
+                                     verifier=users["operator2"], password=password, tz=tz)
+        audit.set_actor(session, users["operator1"])
+        labels = documents.print_labels(session, batch, reason="", site=site, demo=True, signer=users["operator1"],
+                                        username="operator1", **sign)
+        audit.set_actor(session, users["qa1"])
+        for item in review.exceptions(session, batch):
+            review.mark_reviewed(session, batch, item.key, user=users["qa1"], comment="demo review")
+        decision = review.decide(session, batch, decision="conditionally_released", comment="demo batch",
+                                 signer=users["qa1"], username="qa1", **sign)
+        return batch.lot, [labels, *documents.issue_for_decision(session, batch, decision=decision.decision,
+                                                                   site=site, demo=True, user=users["qa1"])]
+
+    lot, issued = _run(run)
+    out.mkdir(parents=True, exist_ok=True)
+    for document in issued:
+        (out / document.filename).write_bytes(document.content)
+        click.echo(f"wrote {out / document.filename} ({document.pages} pages, sha256 {document.sha256})")
+    click.echo(f"batch {lot} conditionally released (sterility pending)")
+
+
 def init_app(app: Flask) -> None:
+    app.cli.add_command(verify_pdf_command)
+    app.cli.add_command(demo_batch_command)
     app.cli.add_command(init_command)
     app.cli.add_command(users_cli)
     app.cli.add_command(sops_cli)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
+from mfg.config import PROJECT_ROOT
 from mfg.extensions import db
 from mfg.models import SopVersion, User
 from tests.support import DEMO_SOP
@@ -93,3 +94,29 @@ def test_init_demo_is_idempotent(app):
         assert db.session.scalar(sa.select(SopVersion.status)) == "effective"
         assert db.session.scalar(sa.select(sa.func.count()).select_from(User)) == 6
     assert runner.invoke(args=["audit", "verify"]).exit_code == 0
+
+
+def test_demo_batch_writes_signed_documents_that_verify_pdf_accepts_and_a_tampered_copy_fails(app, tmp_path):
+    """The validation and training data set: one NK batch as the demo users, intake to conditional release."""
+    runner = app.test_cli_runner()
+    app.config["SOPS_DIR"] = str(PROJECT_ROOT / "sops")
+    assert runner.invoke(args=["init", "--demo"]).exit_code == 0
+    out = tmp_path / "out"
+    result = runner.invoke(args=["demo-batch", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "conditionally released (sterility pending)" in result.output
+    files = sorted(p.name for p in out.iterdir())
+    assert [name.split("-", 1)[1] for name in files] == ["batch_record-r1.pdf", "coa-r1.pdf", "labels-r1.pdf"]
+    record = next(out.glob("*-batch_record-r1.pdf"))
+    good = runner.invoke(args=["verify-pdf", str(record)])
+    assert good.exit_code == 0, good.output
+    assert "signature: valid, intact" in good.output and "snapshot: matches the stored record" in good.output
+    tampered = tmp_path / "tampered.pdf"
+    data = bytearray(record.read_bytes())
+    data[len(data) // 2] ^= 0x20
+    tampered.write_bytes(bytes(data))
+    bad = runner.invoke(args=["verify-pdf", str(tampered)])
+    assert bad.exit_code == 1 and "INVALID: the document was changed after it was signed" in bad.output
+    unstored = tmp_path / "unsigned.pdf"
+    unstored.write_bytes(b"%PDF-1.7\n%%EOF\n")
+    assert "INVALID" in runner.invoke(args=["verify-pdf", str(unstored)]).output
