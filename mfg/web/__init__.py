@@ -6,7 +6,7 @@ from flask import Flask
 
 
 def init_app(app: Flask) -> None:
-    from . import admin, audit_trail, auth, batches, clinical, custody, errors, main, masterdata, review, security, sops
+    from . import admin, audit_trail, auth, batches, clinical, custody, documents, errors, main, masterdata, review, security, sops
 
     security.init_app(app)
     errors.init_app(app)
@@ -20,3 +20,4 @@ def init_app(app: Flask) -> None:
     app.register_blueprint(clinical.bp)
     app.register_blueprint(custody.bp)
     app.register_blueprint(review.bp)
+    app.register_blueprint(documents.bp)

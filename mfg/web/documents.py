@@ -1,0 +1,74 @@
+"""A batch's signed documents: every revision listed and downloadable, and label printing (a reprint
+needs a reason and a signature)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from flask import Blueprint, Response, current_app, flash, redirect, render_template, url_for
+from flask_login import current_user, login_required
+from flask_wtf import FlaskForm
+from wtforms import PasswordField, StringField
+from wtforms.validators import DataRequired, Length
+
+from ..extensions import db
+from ..reports.pdf import SiteSigner, load_site_signer
+from ..services import batches, documents, signatures
+from .security import roles_required, signed_action, signing_needs_username
+
+bp = Blueprint("documents", __name__, url_prefix="/batches")
+
+
+class LabelForm(FlaskForm):
+    reason = StringField("Reason for a reprint", validators=[Length(max=500)])
+    username = StringField("User name", validators=[Length(max=64)], render_kw={"autocomplete": "username"})
+    password = PasswordField("Password", validators=[DataRequired("Re-enter your password to sign.")],
+                             render_kw={"autocomplete": "current-password"})
+
+
+def site_signer() -> SiteSigner:
+    """The site's signing key and certificate from instance/ (or the configured PKCS#12)."""
+    return load_site_signer(current_app.config, Path(current_app.instance_path))
+
+
+def _page(batch, form=None, status=200):
+    found = documents.revisions(db.session, batch)
+    return render_template("documents/index.html", batch=batch, documents=found, kinds=documents.KINDS,
+                           signed={d.id: signatures.for_record(db.session, d) for d in found},
+                           form=form or LabelForm(), needs_username=signing_needs_username(),
+                           reprint=any(d.kind == "labels" for d in found)), status
+
+
+@bp.route("/<int:batch_id>/documents")
+@login_required
+def index(batch_id: int):
+    return _page(batches.get(db.session, batch_id))
+
+
+@bp.route("/<int:batch_id>/documents/<int:document_id>.pdf")
+@login_required
+def download(batch_id: int, document_id: int):
+    document = documents.get_revision(db.session, batches.get(db.session, batch_id), document_id)
+    return Response(document.content, mimetype="application/pdf",
+                    headers={"Content-Disposition": f'attachment; filename="{document.filename}"',
+                             "X-Content-SHA256": document.sha256})
+
+
+@bp.route("/<int:batch_id>/labels", methods=["POST"])
+@roles_required("operator")
+def print_labels(batch_id: int):
+    batch = batches.get(db.session, batch_id)
+    form = LabelForm()
+    if not form.validate_on_submit():
+        return _page(batch, form, 400)
+    outcome = signed_action(lambda: documents.print_labels(
+        db.session, batch, reason=form.reason.data or "", site=site_signer(), demo=bool(current_app.config["DEMO"]),
+        signer=current_user._get_current_object(), password=form.password.data, username=form.username.data,
+        require_username=signing_needs_username()))
+    if outcome.locked_out:
+        return redirect(url_for("auth.login"))
+    if outcome.ok:
+        flash(f"Labels printed (revision {outcome.value.revision}) and signed.", "success")
+        return redirect(url_for("documents.index", batch_id=batch_id))
+    form.form_errors.extend(outcome.error.problems)
+    return _page(batch, form, 400)
