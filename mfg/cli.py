@@ -257,10 +257,10 @@ def demo_batch_command(out: Path) -> None:
         audit.set_actor(session, users["qa1"])
         for item in review.exceptions(session, batch):
             review.mark_reviewed(session, batch, item.key, user=users["qa1"], comment="demo review")
-        decision = review.decide(session, batch, decision="conditionally_released", comment="demo batch",
-                                 signer=users["qa1"], username="qa1", **sign)
-        return batch.lot, [labels, *documents.issue_for_decision(session, batch, decision=decision.decision,
-                                                                   site=site, demo=True, user=users["qa1"])]
+        _decision, issued = documents.decide_and_issue(session, batch, decision="conditionally_released",
+                                                       comment="demo batch", site=site, demo=True,
+                                                       signer=users["qa1"], username="qa1", **sign)
+        return batch.lot, [labels, *issued]
 
     lot, issued = _run(run)
     out.mkdir(parents=True, exist_ok=True)

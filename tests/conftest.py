@@ -155,3 +155,26 @@ def approved_sop(session, make_user, sops_dir):
                  require_username=True)
     session.commit()
     return version
+
+
+@pytest.fixture(scope="session")
+def _site_material(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One site key and certificate per test session (RSA-3072 takes a while to generate)."""
+    from mfg.reports.site_certificate import ensure_site_certificate
+
+    directory = tmp_path_factory.mktemp("site")
+    ensure_site_certificate(directory / "key.pem", directory / "cert.pem", "Test site", demo=True)
+    return directory
+
+
+@pytest.fixture
+def site_certificate(app: Flask, _site_material: Path) -> Path:
+    """The app's instance/ holds a site signing key and certificate, as `flask --app mfg init` makes them."""
+    import shutil
+
+    instance = Path(app.instance_path)
+    for name, key in (("key.pem", "SIGNING_KEY_FILE"), ("cert.pem", "SIGNING_CERT_FILE")):
+        target = instance / app.config[key]
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(_site_material / name, target)
+    return instance / app.config["SIGNING_CERT_FILE"]

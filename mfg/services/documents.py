@@ -149,6 +149,18 @@ def issue_for_decision(session: Session, batch: Batch, *, decision: str, site: p
     return issued
 
 
+def decide_and_issue(session: Session, batch: Batch, *, decision: str, comment: str, site: pdfs.SiteSigner,
+                     demo: bool, signer: User, password: str, username: str | None,
+                     require_username: bool) -> tuple[Any, list[DocumentRevision]]:
+    """QA's signed decision (``review.decide``) and, in the same transaction, the documents it issues: a
+    decision is never recorded without its signed batch record."""
+    from . import review
+
+    record = review.decide(session, batch, decision=decision, comment=comment, signer=signer, password=password,
+                           username=username, require_username=require_username)
+    return record, issue_for_decision(session, batch, decision=record.decision, site=site, demo=demo, user=signer)
+
+
 @dataclass(frozen=True)
 class FileCheck:
     valid: bool

@@ -189,6 +189,11 @@ def step(batch_id: int, position: int, step_id: str, instance: int):
                       "warning" if flagged else "success")
                 return redirect(url_for("batches.show", batch_id=batch.id))
             problems = outcome.problems
+            if isinstance(outcome.error, batches.IdentityMismatch):
+                # as on the custody screen: the next attempt starts from a fresh scan of the container in hand
+                for f in step_def.fields:
+                    if f.type == "scan":
+                        getattr(form, f"v_{f.id}").data = ""
         status = 400
     else:
         status = 200

@@ -10,7 +10,7 @@ action re-renders its page with status 400 and the service's messages, Permissio
 from __future__ import annotations
 
 import sqlalchemy as sa
-from flask import Blueprint, flash, redirect, render_template, request, url_for
+from flask import Blueprint, current_app, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
 from flask_wtf import FlaskForm
 from wtforms import HiddenField, RadioField, SelectField, StringField, TextAreaField
@@ -157,13 +157,19 @@ def decide(batch_id: int):
     form.decision.choices = [SelectChoice(d, DECISION_LABELS[d]) for d in _decisions_open(the_batch)]
     if not form.validate_on_submit():
         return _batch_page(the_batch, decision_form=form, status=400)
-    outcome = signed_action(lambda: review.decide(
+    from ..services import documents
+    from .documents import site_signer
+
+    outcome = signed_action(lambda: documents.decide_and_issue(
         db.session, the_batch, decision=form.decision.data, comment=form.comment.data or "", signer=_user(),
-        password=form.password.data, username=form.username.data, require_username=signing_needs_username()))
+        password=form.password.data, username=form.username.data, require_username=signing_needs_username(),
+        site=site_signer(), demo=bool(current_app.config["DEMO"])))
     if outcome.locked_out:
         return redirect(url_for("auth.login"))
     if outcome.ok:
-        flash(f"Batch {the_batch.lot}: {DECISION_LABELS[outcome.value.decision].lower()}, signed.", "success")
+        decision, issued = outcome.value
+        flash(f"Batch {the_batch.lot}: {DECISION_LABELS[decision.decision].lower()}, signed; issued "
+              + ", ".join(f"{documents.KINDS[d.kind].lower()} revision {d.revision}" for d in issued) + ".", "success")
         return redirect(url_for("review.batch", batch_id=batch_id))
     form.form_errors.extend(outcome.problems)
     return _batch_page(batches.get(db.session, batch_id), decision_form=form, status=400)

@@ -4,22 +4,17 @@ every revision listed and downloadable as the signed file stored."""
 from __future__ import annotations
 
 import hashlib
-from pathlib import Path
 
 import sqlalchemy as sa
 
 from mfg.extensions import db
 from mfg.models import DocumentRevision
-from mfg.reports.site_certificate import ensure_site_certificate
 from tests.support import PASSWORD
 
 from .test_nk_batch_web import nk_batch  # noqa: F401 - the fixture
 
 
-def test_labels_are_printed_and_a_reprint_needs_a_reason(app, nk_batch, client, login):  # noqa: F811
-    instance = Path(app.instance_path)
-    ensure_site_certificate(instance / app.config["SIGNING_KEY_FILE"], instance / app.config["SIGNING_CERT_FILE"],
-                            "Test site", demo=True)
+def test_labels_are_printed_and_a_reprint_needs_a_reason(app, site_certificate, nk_batch, client, login):  # noqa: F811
     app.config["DEMO"] = True  # the demo FIN X9999 is printed on DEMO labels only
     batch_id, lot = nk_batch(("NK-FORMULATE", "print_labels"))
     login("olivia")
