@@ -46,6 +46,8 @@ DEFAULTS: dict[str, object] = {
     # files above when set; its passphrase, if any, in a separate file (trailing newline ignored).
     "SIGNING_PKCS12_FILE": None,
     "SIGNING_PKCS12_PASSWORD_FILE": None,
+    # Bag label size in inches (width, height): the site's label stock.
+    "LABEL_SIZE_IN": [4, 4],
 }
 
 ENV_PREFIX = "MFG_"

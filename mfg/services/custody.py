@@ -19,6 +19,7 @@ from . import audit, signatures
 from .batches import IdentityMismatch, _identity
 
 CUSTODY_ROLES = ("operator", "clinical")
+INFUSIBLE = ("released", "conditionally_released")
 
 
 def _check_scan(batch: Batch, event: str, label: str, expected: str, scanned: str) -> str:
@@ -64,8 +65,12 @@ class BedsideScan:
 def bedside_check(session: Session, batch: Batch, *, first: BedsideScan, second: BedsideScan) -> CustodyEvent:
     """Two different people each scan the bag and the subject's identifier; both must match the batch.
 
-    The first signs "Performed by", the second "Verified by", each with user name and password.
+    The first signs "Performed by", the second "Verified by", each with user name and password. Only a
+    product QA released (or released conditionally) may be infused: anything else is refused first.
     """
+    if batch.status not in INFUSIBLE:
+        raise ValidationFailed(f"Batch {batch.lot} is {batch.status.replace('_', ' ')}: only a product QA has "
+                               "released (or released conditionally) may be infused. Do not infuse; call QA.")
     if first.user.id == second.user.id:
         raise PermissionDenied("The bedside check needs two different people.")
     # Each person's role is checked by their signature, after their password: a shared screen must not

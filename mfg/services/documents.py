@@ -48,7 +48,7 @@ def _charts(snap: dict[str, Any]) -> list[dict[str, str]]:
     return found
 
 
-def _label_html(snap: dict[str, Any], *, revision: int, demo: bool) -> str:
+def _label_html(snap: dict[str, Any], *, revision: int, demo: bool, size: tuple[float, float]) -> str:
     """One label per bag; a revision after the first is a reprint and says so on every label."""
     from datetime import datetime
     from decimal import Decimal
@@ -66,13 +66,14 @@ def _label_html(snap: dict[str, Any], *, revision: int, demo: bool) -> str:
                          dose_level=f"{subject['dose_level']} ({subject['dose_cells_per_kg']} NK cells/kg)",
                          storage=trial["storage"], facility=f"FIN {trial['facility']}", reprint=revision - 1,
                          warnings=tuple(trial["label_warnings"]) or labels.DEFAULT_WARNINGS)
-        for bag in snap["bags"]], demo=demo)
+        for bag in snap["bags"]], demo=demo, width_in=size[0], height_in=size[1])
 
 
-def render(kind: str, snap: dict[str, Any], *, revision: int, reason: str, demo: bool, generated_at: str) -> bytes:
+def render(kind: str, snap: dict[str, Any], *, revision: int, reason: str, demo: bool, generated_at: str,
+           label_size: tuple[float, float] = (4, 4)) -> bytes:
     """The unsigned PDF/A-3b of ``kind`` from ``snap`` (the snapshot JSON attached)."""
     if kind == "labels":
-        return pdfs.render_pdf(_label_html(snap, revision=revision, demo=demo),
+        return pdfs.render_pdf(_label_html(snap, revision=revision, demo=demo, size=label_size),
                                attachment=canonical_json(snap).encode(), attachment_name="labels-snapshot.json",
                                title=f"Labels {snap['batch']['lot']} revision {revision}", strict_resources=True)
     subject = snap["subject"] or {}
@@ -98,14 +99,15 @@ def revisions(session: Session, batch: Batch, kind: str | None = None) -> list[D
 
 
 def issue(session: Session, batch: Batch, *, kind: str, reason: str, site: pdfs.SiteSigner, demo: bool,
-          user: User) -> DocumentRevision:
+          user: User, label_size: tuple[float, float] = (4, 4)) -> DocumentRevision:
     """Render, sign and store the next revision of ``kind`` for ``batch`` (in the caller's transaction)."""
     if kind not in KINDS:
         raise ValidationFailed(f"unknown document kind {kind!r}")
     number = len(revisions(session, batch, kind)) + 1
     snap = snapshot.batch_snapshot(session, batch)
     now = utcnow()
-    unsigned = render(kind, snap, revision=number, reason=reason, demo=demo, generated_at=iso_utc(now))
+    unsigned = render(kind, snap, revision=number, reason=reason, demo=demo, generated_at=iso_utc(now),
+                      label_size=label_size)
     signed = pdfs.sign_pdf(unsigned, site, reason=f"{KINDS[kind]} {batch.lot} revision {number}: {reason}",
                            location="DEMO site" if demo else "Manufacturing site")
     document = DocumentRevision(batch_id=batch.id, kind=kind, revision=number,
@@ -119,7 +121,8 @@ def issue(session: Session, batch: Batch, *, kind: str, reason: str, site: pdfs.
 
 
 def print_labels(session: Session, batch: Batch, *, reason: str, site: pdfs.SiteSigner, demo: bool,
-                 signer: User, password: str, username: str | None, require_username: bool) -> DocumentRevision:
+                 signer: User, password: str, username: str | None, require_username: bool,
+                 label_size: tuple[float, float] = (4, 4)) -> DocumentRevision:
     """Print the bag labels: the first print, or a reprint, which is counted on the labels, needs a
     reason and is signed (and shows in QA's review)."""
     from . import signatures
@@ -131,7 +134,7 @@ def print_labels(session: Session, batch: Batch, *, reason: str, site: pdfs.Site
     if reprint and not reason.strip():
         raise ValidationFailed("A label reprint needs a reason.")
     document = issue(session, batch, kind="labels", reason=reason.strip() or "first print", site=site, demo=demo,
-                     user=signer)
+                     user=signer, label_size=label_size)
     signatures.sign(session, signer=signer, password=password, meaning=Meaning.PERFORMED, record=document,
                     username=username, require_username=require_username,
                     comment=f"labels {'reprinted' if reprint else 'printed'}: {document.reason}")

@@ -64,7 +64,7 @@ def print_labels(batch_id: int):
     outcome = signed_action(lambda: documents.print_labels(
         db.session, batch, reason=form.reason.data or "", site=site_signer(), demo=bool(current_app.config["DEMO"]),
         signer=current_user._get_current_object(), password=form.password.data, username=form.username.data,
-        require_username=signing_needs_username()))
+        require_username=signing_needs_username(), label_size=tuple(current_app.config["LABEL_SIZE_IN"])))
     if outcome.locked_out:
         return redirect(url_for("auth.login"))
     if outcome.ok:

@@ -32,7 +32,7 @@ from mfg.config import PROJECT_ROOT
 from mfg.domain import isbt128
 from mfg.extensions import db
 from mfg.models import AuditEntry, User, utcnow
-from mfg.services import audit, bags, batches, custody, demo, demo_nk, signatures, sops
+from mfg.services import audit, bags, batches, custody, demo, demo_nk, review, signatures, sops
 from tests.support import PASSWORD
 
 CLARA, NADIA = "Clara Coordinator", "Nadia Nurse"
@@ -442,6 +442,24 @@ def test_one_nk_batch_from_intake_to_the_bedside(live_server: str, live_app: Fla
         handoff.get_by_role("button", name="Record hand-off and sign as Performed by").click()
         expect(flash(page, "Hand-off from Cleanroom to Clinic ward 4 recorded and signed.")).to_be_visible()
 
+        # --- QA's release (its screens are tested in test_qa_review_flow.py): Quinn, who did no step -------------
+        with live_app.app_context():
+            session = db.session
+            quinn = session.scalar(sa.select(User).where(User.username == "qa1"))
+            audit.set_actor(session, quinn)
+            released = batches.get(session, batch_id)
+            for deviation in batches.deviations(session, released):  # the two identity stops, investigated
+                review.investigate(session, deviation, classification="minor", investigation="scan of the wrong "
+                                   "container, stopped before use", root_cause="wrong container at hand",
+                                   impact="none: the right container was then scanned", capa_reference="", user=quinn)
+                review.close(session, deviation, signer=quinn, password=PASSWORD, username="qa1",
+                             require_username=True)
+            for item in review.exceptions(session, released):
+                review.mark_reviewed(session, released, item.key, user=quinn)
+            review.decide(session, released, decision="conditionally_released", comment="sterility pending",
+                          signer=quinn, password=PASSWORD, username="qa1", require_username=True)
+            session.commit()
+
         # --- the bedside check: Clara and Nadia on Clara's screen, each with their own name and scans ---------
         with live_app.app_context():
             subject_coi = batches.get(db.session, batch_id).subject.coi
@@ -479,7 +497,7 @@ def test_one_nk_batch_from_intake_to_the_bedside(live_server: str, live_app: Fla
         checked, mismatches = signatures.check_all(session)
         assert mismatches == [] and checked > 60  # SOP approvals, the dose, ~40 steps, 15 verifications, custody
         batch = batches.get(session, batch_id)
-        assert batch.status == "awaiting_review"
+        assert batch.status == "conditionally_released"  # released by QA before the bedside check
         by_id = {u.id: u.username for u in session.scalars(sa.select(User))}
         assert [(e.kind, by_id[e.performed_by_id], by_id.get(e.verified_by_id), e.to_location, e.scanned_coi)
                 for e in custody.events(session, batch)] == [

@@ -468,8 +468,12 @@ def test_signing_and_verifying_work_inside_a_running_event_loop(demo_pdf: bytes,
     same test session, an ASGI server) the pipeline must still sign and verify."""
     import asyncio
 
+    from concurrent.futures import ThreadPoolExecutor
+
     async def inside() -> bool:
         signed = sign_pdf(demo_pdf, site, reason="test", location="lab")
         return verify_pdf(signed, site.certificate).valid
 
-    assert asyncio.run(inside())
+    # a thread of its own: the test session's main thread may already run Playwright's loop
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        assert pool.submit(asyncio.run, inside()).result()

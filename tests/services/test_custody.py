@@ -6,12 +6,19 @@ import pytest
 import sqlalchemy as sa
 
 from mfg.domain import isbt128
-from mfg.domain.errors import AuthenticationFailed, PermissionDenied
+from mfg.domain.errors import AuthenticationFailed, PermissionDenied, ValidationFailed
 from mfg.models import CustodyEvent, Signature
 from mfg.services import batches, custody, signatures
 from tests.support import PASSWORD
 
 from .test_nk_batch import _open, nk  # noqa: F401 - the fixture
+
+
+def _released(session, batch):
+    """The precondition of the bedside check: QA's release is tested in test_review.py; here it is set."""
+    batch.status = "released"
+    session.commit()
+    return batch
 
 
 def _bag(batch):
@@ -54,6 +61,12 @@ def _scan(user, username, batch, subject, **override):
 def test_bedside_check_needs_two_different_people_and_matching_scans(nk, make_user):  # noqa: F811
     session = nk["session"]
     batch = _open(nk)
+    subject, clara = nk["subject"], nk["clara"]
+    with pytest.raises(ValidationFailed, match="only a product QA has released .* may be infused"):
+        custody.bedside_check(session, batch, first=_scan(clara, "clara", batch, subject),
+                              second=_scan(clara, "clara", batch, subject))
+    session.rollback()
+    _released(session, batch)
     nurse = session.merge(make_user("nina", "clinical"))
     clara, subject = nk["clara"], nk["subject"]
     with pytest.raises(PermissionDenied, match="two different people"):
@@ -82,7 +95,7 @@ def test_bedside_check_needs_two_different_people_and_matching_scans(nk, make_us
 def test_a_bedside_signer_without_the_role_is_told_so_only_after_the_password(nk):  # noqa: F811
     """The screen is shared: a wrong password for any name reads the same; the role is checked after it."""
     session = nk["session"]
-    batch = _open(nk)
+    batch = _released(session, _open(nk))
     clara, subject, approver = nk["clara"], nk["subject"], nk["approver"]
     with pytest.raises(AuthenticationFailed, match="User name or password is not correct"):
         custody.bedside_check(session, batch, first=_scan(clara, "clara", batch, subject),

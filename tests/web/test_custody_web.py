@@ -47,6 +47,7 @@ def nk_batch(app, make_user):
         clinical.assign_dose_level(s, subject, level="DL2", signer=clara, password=PASSWORD, username=None,
                                    require_username=False)
         batch = batches.start_nk_batch(s, subject=subject, user=olivia)
+        batch.status = "released"  # the bedside check's precondition; QA's release is tested in test_review*.py
         s.commit()
         return {"id": batch.id, "lot": batch.lot, "din": isbt128.din_from_text(batch.din),
                 "bag": isbt128.din_from_text(batch.din).barcode("00"),

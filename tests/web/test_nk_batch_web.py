@@ -67,6 +67,12 @@ def test_the_batch_page_shows_bags_expiry_and_the_growth_chart(nk_batch, client,
     assert f'src="/batches/{batch_id}/growth-0.svg"' in page
     assert "Seeded day 0: 190; Count 1 day 7: 2392; Harvest day 14: 12555" in page  # the text alternative
     assert f'href="/batches/{batch_id}/custody"' in page
+    # an operator opens a deviation by hand from the batch page; it is listed and links to its page
+    assert f'action="/review/batches/{batch_id}/deviations"' in page
+    opened = client.post(f"/review/batches/{batch_id}/deviations", data={"deviation-description": "Spill in BSC-01"})
+    assert opened.status_code == 302
+    page = client.get(f"/batches/{batch_id}").get_data(as_text=True)
+    assert "Spill in BSC-01" in page and 'href="/review/deviations/' in page
 
     chart = client.get(f"/batches/{batch_id}/growth-0.svg")
     assert chart.status_code == 200 and chart.mimetype == "image/svg+xml"
