@@ -17,8 +17,7 @@ from __future__ import annotations
 
 import re
 import shutil
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -26,13 +25,14 @@ from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 from flask import Flask
-from playwright.sync_api import Browser, BrowserContext, Locator, Page, expect
+from playwright.sync_api import Browser, Locator, Page, expect
 
 from mfg.config import PROJECT_ROOT
 from mfg.domain import isbt128
 from mfg.extensions import db
 from mfg.models import AuditEntry, User, utcnow
 from mfg.services import audit, bags, batches, custody, demo, demo_nk, review, signatures, sops
+from tests.browser.pages import Person, credentials, flash, go, people, row
 from tests.support import PASSWORD
 
 CLARA, NADIA = "Clara Coordinator", "Nadia Nurse"
@@ -113,57 +113,15 @@ def next_demo_step(live_app: Flask, batch_id: int, now: datetime) -> DemoStep | 
 
 # --- people and small page helpers ---------------------------------------------------------------------
 
-@dataclass
-class Person:
-    page: Page
-    username: str
-    full_name: str
-    signed: bool = False  # has signed in this session: later signatures take the password only (11.200)
-
-
-def sign_in(page: Page, username: str, full_name: str) -> None:
-    page.goto("/auth/login")
-    page.get_by_label("User name", exact=True).fill(username)
-    page.get_by_label("Password", exact=True).fill(PASSWORD)
-    page.get_by_role("button", name="Sign in").click()
-    expect(page.get_by_role("heading", name=f"Welcome, {full_name}")).to_be_visible()
-
-
-def credentials(person: Person, scope: Page | Locator) -> None:
-    """The signing fields: the user name only on the session's first signature, then the password."""
-    user_name = scope.get_by_label("User name", exact=True)
-    if person.signed:
-        expect(user_name).to_have_count(0)
-    else:
-        user_name.fill(person.username)
-    scope.get_by_label("Password", exact=True).fill(PASSWORD)
-
-
-def flash(page: Page, text: str) -> Locator:
-    return page.get_by_role("status").filter(has_text=text)
-
 
 def alert(page: Page, text: str) -> Locator:
     return page.get_by_role("alert").filter(has_text=text)
-
-
-def row(scope: Page | Locator, cell: str) -> Locator:
-    """The table rows, in the page or in one table, with a cell reading exactly ``cell``."""
-    page = scope if isinstance(scope, Page) else scope.page
-    return scope.get_by_role("row").filter(has=page.get_by_role("cell", name=cell, exact=True))
 
 
 def scan(page: Page, code: str) -> None:
     """What a barcode scanner does: type the code into the focused input, then press Enter."""
     page.keyboard.type(code)
     page.keyboard.press("Enter")
-
-
-def go(locator: Locator) -> None:
-    """Click a link or a submit button and wait for the page it leads to: checked at once, the next page is
-    often not there yet, and expect()'s polling back-off then adds up to a second per page."""
-    with locator.page.expect_navigation(wait_until="domcontentloaded"):
-        locator.click()
 
 
 def batch_status(page: Page) -> Locator:
@@ -336,24 +294,6 @@ def open_batch_record(olivia: Person) -> tuple[int, str]:
 
 
 # --- the flow ------------------------------------------------------------------------------------------
-
-@contextmanager
-def people(browser: Browser, base_url: str) -> Iterator[Callable[[str, str], Person]]:
-    """Makes a person signed in to a browser context of their own; closes every context at the end."""
-    opened: list[BrowserContext] = []
-
-    def person(username: str, full_name: str) -> Person:
-        context = browser.new_context(base_url=base_url)
-        opened.append(context)
-        page = context.new_page()
-        sign_in(page, username, full_name)
-        return Person(page, username, full_name)
-
-    try:
-        yield person
-    finally:
-        for context in opened:
-            context.close()
 
 
 def test_one_nk_batch_from_intake_to_the_bedside(live_server: str, live_app: Flask, browser: Browser,

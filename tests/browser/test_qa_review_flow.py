@@ -18,15 +18,14 @@ from __future__ import annotations
 import io
 import re
 import shutil
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 from flask import Flask
-from playwright.sync_api import Browser, BrowserContext, Locator, Page, expect
+from playwright.sync_api import Browser, Locator, Page, expect
 from pypdf import PdfReader
 
 from mfg.config import PROJECT_ROOT
@@ -35,6 +34,7 @@ from mfg.models import BatchDecision, DocumentRevision, Signature, User
 from mfg.reports.pdf import load_site_signer, verify_pdf
 from mfg.reports.site_certificate import ensure_site_certificate
 from mfg.services import audit, batches, demo, demo_nk, documents, review, signatures, sops
+from tests.browser.pages import Person, credentials, flash, go, people, row
 from tests.support import PASSWORD
 
 VICTOR, QUINN = "Victor Both", "Quinn Quality"
@@ -88,69 +88,9 @@ def set_up_plant(live_app: Flask, make_user: Callable[..., User]) -> Plant:
 
 # --- people and small page helpers ---------------------------------------------------------------------
 
-@dataclass
-class Person:
-    page: Page
-    username: str
-    full_name: str
-    signed: bool = False  # has signed in this session: later signatures take the password only (11.200)
-
-
-def sign_in(page: Page, username: str, full_name: str) -> None:
-    page.goto("/auth/login")
-    page.get_by_label("User name", exact=True).fill(username)
-    page.get_by_label("Password", exact=True).fill(PASSWORD)
-    page.get_by_role("button", name="Sign in").click()
-    expect(page.get_by_role("heading", name=f"Welcome, {full_name}")).to_be_visible()
-
-
-@contextmanager
-def people(browser: Browser, base_url: str) -> Iterator[Callable[[str, str], Person]]:
-    """Makes a person signed in to a browser context of their own; closes every context at the end."""
-    opened: list[BrowserContext] = []
-
-    def person(username: str, full_name: str) -> Person:
-        context = browser.new_context(base_url=base_url, accept_downloads=True)
-        opened.append(context)
-        page = context.new_page()
-        sign_in(page, username, full_name)
-        return Person(page, username, full_name)
-
-    try:
-        yield person
-    finally:
-        for context in opened:
-            context.close()
-
-
-def credentials(person: Person, scope: Page | Locator) -> None:
-    """The signing fields: the user name only on the session's first signature, then the password."""
-    user_name = scope.get_by_label("User name", exact=True)
-    if person.signed:
-        expect(user_name).to_have_count(0)
-    else:
-        user_name.fill(person.username)
-    scope.get_by_label("Password", exact=True).fill(PASSWORD)
-
-
-def flash(page: Page, text: str) -> Locator:
-    return page.get_by_role("status").filter(has_text=text)
-
 
 def alerts(page: Page) -> Locator:
     return page.get_by_role("alert")
-
-
-def row(scope: Page | Locator, cell: str) -> Locator:
-    """The table rows, in the page or in one table, with a cell reading exactly ``cell``."""
-    page = scope if isinstance(scope, Page) else scope.page
-    return scope.get_by_role("row").filter(has=page.get_by_role("cell", name=cell, exact=True))
-
-
-def go(locator: Locator) -> None:
-    """Click a link or a submit button and wait for the page it leads to."""
-    with locator.page.expect_navigation(wait_until="domcontentloaded"):
-        locator.click()
 
 
 def status(page: Page) -> Locator:
