@@ -15,7 +15,7 @@ from mfg.domain import isbt128
 from mfg.domain.errors import ValidationFailed
 from mfg.reports import pdf as pdfs
 from mfg.reports.site_certificate import ensure_site_certificate
-from mfg.services import demo, demo_nk, documents, review, signatures
+from mfg.services import batches, demo, demo_nk, documents, review, signatures
 from tests.support import PASSWORD
 
 from .test_demo_nk import nk_demo  # noqa: F401 - the fixture
@@ -62,6 +62,11 @@ def test_release_issues_a_signed_batch_record_and_certificate_and_labels_scan(nk
     assert {din.barcode("00"), "=<S9999VA0", coi.barcode()} <= decoded
     assert "label reprint" in [i.kind for i in review.exceptions(session, batch)]
 
+    deviation = review.open_by_hand(session, batch, description="Incubator door ajar 2 min on day 9", user=olivia)
+    review.investigate(session, deviation, classification="minor", investigation="Door alarm log reviewed",
+                       root_cause="Latch not engaged", impact="None: temperature and CO2 stayed in range",
+                       capa_reference="", user=quinn)
+    review.close(session, deviation, **_sign(quinn))
     for item in review.exceptions(session, batch):
         review.mark_reviewed(session, batch, item.key, user=quinn)
     decision = review.decide(session, batch, decision="conditionally_released", comment="", **_sign(quinn))
@@ -74,9 +79,12 @@ def test_release_issues_a_signed_batch_record_and_certificate_and_labels_scan(nk
     assert all(f"Page {n} of {len(pages)}" in text for n, text in enumerate(pages, start=1))
     assert all(batch.lot in text and coi.eye_readable() in text for text in pages)  # lot and COI on every page
     whole = " ".join(pages).replace("\n", " ")
-    for title in ("Identify the collection bag", "Culture initiation (day 0)", "Harvest", "Sterility",
-                  "Scan back each bag label", "Final visual inspection"):
-        assert title in whole
+    for master in batches.records(batch):  # every step of every record, with its manifestations
+        for stage in master.stages:
+            assert stage.title in whole
+            for step in stage.steps:
+                assert step.title in whole, step.title
+    assert deviation.number in whole and "Latch not engaged" in whole and "Approved by: Quinn Quality" in whole
     assert "Performed by: Olivia Person (olivia)" in whole and "Verified by: Oscar Person (oscar)" in whole
     assert "Released by: Quinn Quality (quinn)" in whole and "sha256" in whole
     assert "DEMO" in whole and "Viable NK cells per culture day" in whole
@@ -90,8 +98,6 @@ def test_release_issues_a_signed_batch_record_and_certificate_and_labels_scan(nk
     assert not documents.verify(session, bytes(tampered), site.certificate).valid
 
     # the 14-day result: a correction, reviewed, the final release issues new revisions (supplemental CoA)
-    from mfg.services import batches
-
     sterility = next(ex for ex in batches.executions(session, batch) if ex.step_id == "sterility")
     batches.correct_value(session, sterility, field_id="result", raw="No growth", reason="14-day culture read",
                           field_comment="", tz=UTC, **_sign(olivia))
@@ -104,5 +110,7 @@ def test_release_issues_a_signed_batch_record_and_certificate_and_labels_scan(nk
     session.commit()
     assert (record2.revision, coa2.revision) == (2, 2)
     assert "SUPPLEMENTAL" in _text(coa2.content)[0]
+    amended = " ".join(_text(record2.content)).replace("\n", " ")
+    assert "Corrected: original Pending" in amended and "14-day culture read" in amended  # original kept, reason
     assert [d.revision for d in documents.revisions(session, batch, "coa")] == [1, 2]  # every revision kept
     assert documents.verify(session, record.content, site.certificate).valid  # revision 1 still verifies
