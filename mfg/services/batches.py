@@ -16,6 +16,7 @@ from functools import lru_cache
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
+import sqlalchemy.orm as so
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
@@ -131,8 +132,13 @@ def state(session: Session, batch: Batch) -> dict[sequence.StepRef, list[sequenc
 def progress(session: Session, batch: Batch) -> tuple[dict[sequence.StepRef, list[sequence.InstanceState]],
                                                       dict[sequence.StepRef, int]]:
     """The performed instances of every step, and the recorded counts of steps with ``repeat.count``."""
+    return _progress(batch, executions(session, batch))
+
+
+def _progress(batch: Batch, found: list[StepExecution]) -> tuple[dict[sequence.StepRef, list[sequence.InstanceState]],
+                                                                 dict[sequence.StepRef, int]]:
+    """``progress`` from executions already loaded (with their values, for the counts)."""
     done: dict[sequence.StepRef, list[sequence.InstanceState]] = defaultdict(list)
-    found = executions(session, batch)
     for ex in found:
         done[sequence.StepRef(_position(batch, ex.sop_version_id), ex.step_id)].append(
             sequence.InstanceState(ex.instance, ex.status))
@@ -808,10 +814,48 @@ def get_execution(session: Session, batch: Batch, execution_id: int) -> StepExec
     return execution
 
 
+ACTIVE = ("created", "in_progress", "awaiting_review")
+
+
 def active_batches(session: Session) -> list[Batch]:
-    return list(session.scalars(sa.select(Batch).where(Batch.status.in_(("created", "in_progress",
-                                                                          "awaiting_review")))
-                                .order_by(Batch.id)))
+    """Batches not yet decided, with what their screens show loaded up front (a fixed number of queries
+    however many batches there are)."""
+    return list(session.scalars(
+        sa.select(Batch).where(Batch.status.in_(ACTIVE)).order_by(Batch.id)
+        .options(so.selectinload(Batch.master_records).selectinload(BatchMasterRecord.sop_version),
+                 so.selectinload(Batch.subject), so.selectinload(Batch.created_by))))
+
+
+def _executions_of(session: Session, batch_ids: list[int]) -> dict[int, list[StepExecution]]:
+    """Every execution of these batches, with its values, in two queries."""
+    found: dict[int, list[StepExecution]] = {batch_id: [] for batch_id in batch_ids}
+    if batch_ids:
+        for ex in session.scalars(sa.select(StepExecution).where(StepExecution.batch_id.in_(batch_ids))
+                                  .order_by(StepExecution.id).options(so.selectinload(StepExecution.values))):
+            found[ex.batch_id].append(ex)
+    return found
+
+
+def _performers_of(session: Session, executions_: list[StepExecution]) -> dict[int, set[int]]:
+    """``performers`` of many executions in one query."""
+    found: dict[int, set[int]] = {ex.id: set() for ex in executions_}
+    if executions_:
+        for record_id, user_id in session.execute(sa.select(Signature.record_id, Signature.user_id).where(
+                Signature.record_type == StepExecution.__tablename__, Signature.meaning == Meaning.PERFORMED.value,
+                Signature.record_id.in_([str(ex.id) for ex in executions_]))):
+            found[int(record_id)].add(user_id)
+    return found
+
+
+def furthest_stages(session: Session, active: list[Batch]) -> dict[int, str]:
+    """The stage each batch has reached (its furthest open step's), for lists of batches."""
+    found = _executions_of(session, [batch.id for batch in active])
+    stages = {}
+    for batch in active:
+        opened = sequence.open_steps(records(batch), *_progress(batch, found[batch.id])) \
+            if batch.status in ("created", "in_progress") else []
+        stages[batch.id] = opened[-1].stage.title if opened else batch.status.replace("_", " ")
+    return stages
 
 
 @dataclass(frozen=True)
@@ -827,20 +871,26 @@ def work_queue(session: Session, user: User) -> list[QueueItem]:
     """The user's next steps across batches: steps open to perform, and steps waiting for a
     verification this user may give (not their own)."""
     items: list[QueueItem] = []
-    for batch in active_batches(session):
-        for item in open_steps(session, batch):
+    active = active_batches(session)
+    found = _executions_of(session, [batch.id for batch in active])
+    waiting = [ex for batch in active for ex in found[batch.id] if ex.status == "awaiting_verification"]
+    performed_by = _performers_of(session, waiting)
+    for batch in active:
+        opened = sequence.open_steps(records(batch), *_progress(batch, found[batch.id])) \
+            if batch.status in ("created", "in_progress") else []
+        for item in opened:
             title = item.step.title + (f" ({item.step.repeat.label} {item.instance})" if item.step.repeat else "")
             items.append(QueueItem(batch, "perform", title, {"batch_id": batch.id, "position": item.ref.position,
                                                              "step_id": item.ref.step_id,
                                                              "instance": item.instance}, item.stage.title))
-        for ex in executions(session, batch):
+        for ex in found[batch.id]:
             if ex.status in ("awaiting_verification", "needs_signature"):
                 step = step_index(records(batch)[_position(batch, ex.sop_version_id)])[ex.step_id][1]
                 title = step.title + (f" ({step.repeat.label} {ex.instance})" if step.repeat else "")
                 if ex.status == "needs_signature":
                     items.append(QueueItem(batch, "sign", f"Sign again: {title}",
                                            {"batch_id": batch.id, "execution_id": ex.id}))
-                elif user.id not in performers(session, ex):
+                elif user.id not in performed_by[ex.id]:
                     items.append(QueueItem(batch, "verify", f"Verify: {title}",
                                            {"batch_id": batch.id, "execution_id": ex.id}))
     return items

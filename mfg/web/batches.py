@@ -56,10 +56,7 @@ def index():
     # NK batches by subject, then the rest; each with the stage it has reached (its furthest open step)
     active = sorted(batches.active_batches(db.session), key=lambda b: (b.subject is None,
                                                                       b.subject.code if b.subject else "", b.id))
-    stages = {}
-    for batch in active:
-        opened = batches.open_steps(db.session, batch)
-        stages[batch.id] = opened[-1].stage.title if opened else batch.status.replace("_", " ")  # the furthest
+    stages = batches.furthest_stages(db.session, active)
     return render_template("batches/index.html", queue=batches.work_queue(db.session, current_user),
                            batches=active, stages=stages, codes=codes, form=ConfirmForm())
 
