@@ -270,6 +270,22 @@ def demo_batch_command(out: Path) -> None:
     click.echo(f"batch {lot} conditionally released (sterility pending)")
 
 
+@click.command("backup")
+@with_appcontext
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Directory for the backup file and its .sha256 sidecar (created if missing).")
+def backup_command(out: Path) -> None:
+    """Write a consistent online copy of the database into OUT (SQLite backup API, or pg_dump -Fc)
+    named with the UTC time, plus a sha256sum-compatible .sha256 file. Restore: see README.md."""
+    from . import backup
+
+    try:
+        result = backup.backup(current_app.config["DATABASE_URL"], out)
+    except backup.BackupError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"wrote {result.path} ({result.size} bytes, sha256 {result.sha256}) in {result.seconds:.2f} s")
+
+
 def init_app(app: Flask) -> None:
     app.cli.add_command(verify_pdf_command)
     app.cli.add_command(demo_batch_command)
@@ -277,3 +293,4 @@ def init_app(app: Flask) -> None:
     app.cli.add_command(users_cli)
     app.cli.add_command(sops_cli)
     app.cli.add_command(audit_cli)
+    app.cli.add_command(backup_command)
