@@ -157,11 +157,12 @@ _CHAIN_COLUMNS = (AuditEntry.seq, AuditEntry.occurred_at, AuditEntry.user_id, Au
 
 
 def _chain_rows(session: Session, batch: int = 5000) -> Iterator[tuple[ChainEntry, str]]:
-    result = session.execute(sa.select(*_CHAIN_COLUMNS).order_by(AuditEntry.seq)
-                             .execution_options(yield_per=batch))
+    # Core rows on the session's connection (same transaction): plain tuples, no ORM row loading.
+    result = session.connection().execute(sa.select(*_CHAIN_COLUMNS).order_by(AuditEntry.seq)
+                                          .execution_options(yield_per=batch))
     try:
-        for row in result:
-            yield ChainEntry(*row[:-1]), row[-1]
+        for *fields, entry_hash in result:
+            yield ChainEntry(*fields), entry_hash
     finally:  # stopping early (a break found) must still close PostgreSQL's server-side cursor
         result.close()
 

@@ -1,0 +1,188 @@
+"""Time `audit verify` over a long trail, against the floor of hashing the same bytes with hashlib alone.
+
+Usage: .venv/bin/python bench/audit_verify.py [--entries 1000000] [--database-url URL]
+Without --database-url a temporary SQLite file is used; with a PostgreSQL URL, a temporary schema.
+The trail is seeded directly (bulk insert of valid chained entries hashed by ``ChainEntry.compute_hash``,
+audit head set), then ``services.audit.verify`` is timed end to end. The floor is ``hashlib.sha256`` of
+each entry's canonical bytes (the exact bytes ``compute_hash`` hashes), already in memory, timed in
+chunks so that the bytes of a million entries are never all held at once.
+Figures only: nothing here is asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import resource
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from mfg.domain.audit_chain import GENESIS_HASH, ChainEntry
+from mfg.domain.canonical import canonical_json
+from mfg.extensions import make_engine
+from mfg.migrate import upgrade
+from mfg.models import AuditEntry, AuditHead
+from mfg.services import audit
+
+CHUNK = 20_000
+COLUMNS = ("seq", "occurred_at", "user_id", "username", "action", "entity_type", "entity_id", "before", "after",
+           "reason", "prev_hash", "entry_hash")
+START = datetime(2025, 1, 6, 7, 30, tzinfo=timezone.utc)
+
+
+def _database(url: str | None, tmp: Path) -> tuple[str, callable]:
+    if not url:
+        return f"sqlite:///{tmp / 'bench.sqlite3'}", lambda: None
+    schema = f"mfg_bench_audit_{os.getpid()}_{int(time.time())}"
+    admin = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    with admin.begin() as conn:
+        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+
+    def drop() -> None:
+        with admin.begin() as conn:
+            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+
+    full = sa.engine.make_url(url).update_query_dict({"options": f"-csearch_path={schema}"})
+    return full.render_as_string(hide_password=False), drop
+
+
+def _entries(n: int) -> Iterator[tuple[ChainEntry, str]]:
+    """A deterministic trail of plausible entries: model creations, updates with before/after, and events."""
+    prev = GENESIS_HASH
+    for seq in range(1, n + 1):
+        at = START + timedelta(microseconds=seq * 250_013)
+        kind = seq % 10
+        if kind < 6:
+            table = ("batch_step_value", "bag", "signature", "custody_event")[seq % 4]
+            entry = ChainEntry(seq, at, None, f"operator{seq % 37}", f"{table}.create", table, str(seq // 3), None,
+                               canonical_json({"id": seq // 3, "batch_id": seq // 500, "field": f"v_field_{seq % 13}",
+                                               "value": f"{(seq * 7919) % 100000 / 100:.2f}", "unit": "mL",
+                                               "recorded_at": at, "status": "recorded", "note": None}), None, prev)
+        elif kind < 9:
+            entry = ChainEntry(seq, at, None, f"qa{seq % 5}", "batch.update", "batch", str(seq // 500),
+                               canonical_json({"status": "in_progress", "current_step": seq % 40}),
+                               canonical_json({"status": "in_progress", "current_step": seq % 40 + 1}),
+                               "step completed" if seq % 3 else "correction: transcription error, see DEV-2025-014",
+                               prev)
+        else:
+            entry = ChainEntry(seq, at, None, f"operator{seq % 37}", "auth.login", "user_account", str(seq % 37),
+                               None, canonical_json({"ip": f"10.0.{seq % 200}.{seq % 250}", "method": "password"}),
+                               None, prev)
+        prev = entry.compute_hash()
+        yield entry, prev
+
+
+def _seed(engine: sa.Engine, n: int) -> None:
+    table = AuditEntry.__table__
+    dialect = engine.dialect
+    to_db = table.c.occurred_at.type.bind_processor(dialect) or (lambda value: value)
+    batch: list[tuple] = []
+    last = (0, GENESIS_HASH)
+    raw = engine.raw_connection()
+    try:
+        cursor = raw.cursor()
+        if dialect.name == "postgresql":
+            copy_cm = cursor.copy(f"COPY audit_entry ({', '.join(COLUMNS)}) FROM STDIN")
+            copy = copy_cm.__enter__()
+        for entry, entry_hash in _entries(n):
+            row = (entry.seq, to_db(entry.occurred_at), entry.user_id, entry.username, entry.action, entry.entity_type,
+                   entry.entity_id, entry.before, entry.after, entry.reason, entry.prev_hash, entry_hash)
+            last = (entry.seq, entry_hash)
+            if dialect.name == "postgresql":
+                copy.write_row(row)
+            else:
+                batch.append(row)
+                if len(batch) >= CHUNK:
+                    cursor.executemany(f"INSERT INTO audit_entry ({', '.join(COLUMNS)}) "
+                                       f"VALUES ({', '.join('?' * len(COLUMNS))})", batch)
+                    batch.clear()
+        if dialect.name == "postgresql":
+            copy_cm.__exit__(None, None, None)
+        elif batch:
+            cursor.executemany(f"INSERT INTO audit_entry ({', '.join(COLUMNS)}) "
+                               f"VALUES ({', '.join('?' * len(COLUMNS))})", batch)
+        cursor.close()
+        raw.commit()
+    finally:
+        raw.close()
+    with engine.begin() as conn:
+        head = AuditHead.__table__
+        conn.execute(sa.update(head).where(head.c.id == 1).values(seq=last[0], entry_hash=last[1]))
+        if dialect.name == "postgresql":
+            conn.execute(sa.text("ANALYZE audit_entry"))
+
+
+def _floor(n: int) -> float:
+    """Seconds spent in hashlib.sha256(...).hexdigest() over every entry's canonical bytes, held in memory."""
+    spent = 0.0
+    entries = _entries(n)
+    while True:
+        chunk = [canonical_json(entry.content()).encode("utf-8") for _, (entry, _hash) in zip(range(100_000), entries)]
+        if not chunk:
+            return spent
+        sha256 = hashlib.sha256
+        start = time.perf_counter()
+        for data in chunk:
+            sha256(data).hexdigest()
+        spent += time.perf_counter() - start
+
+
+def _rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: kilobytes
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--entries", type=int, default=1_000_000)
+    parser.add_argument("--database-url")
+    parser.add_argument("--profile", action="store_true", help="also run verify under cProfile and print the top")
+    args = parser.parse_args()
+    n = args.entries
+    kind = "postgresql" if args.database_url else "sqlite"
+    tmp = Path(tempfile.mkdtemp())
+    url, drop = _database(args.database_url, tmp)
+    try:
+        upgrade(url)
+        engine = make_engine(url)
+        start = time.perf_counter()
+        _seed(engine, n)
+        seeding = time.perf_counter() - start
+        rss_before = _rss_mb()
+
+        with Session(engine) as session:
+            start = time.perf_counter()
+            result = audit.verify(session)
+            verify_s = time.perf_counter() - start
+        rss_verify = _rss_mb()
+        assert result.ok and result.checked == n, result  # the seeded trail must be intact, or the timing means nothing
+
+        if args.profile:
+            import cProfile
+            import pstats
+            with Session(engine) as session, cProfile.Profile() as profile:
+                audit.verify(session)
+            pstats.Stats(profile).sort_stats("tottime").print_stats(15)
+
+        floor_s = _floor(n)
+        engine.dispose()
+        verify_rate, floor_rate = n / verify_s, n / floor_s
+        print(f"{kind}: {n} entries seeded in {seeding:.1f} s ({n / seeding:,.0f} entries/s)")
+        print(f"{kind}: audit verify {verify_s:.2f} s = {verify_rate:,.0f} entries/s; "
+              f"floor (hashlib.sha256 of the same canonical bytes, in memory) {floor_s:.2f} s = "
+              f"{floor_rate:,.0f} entries/s; ratio {verify_rate / floor_rate:.3f}")
+        print(f"{kind}: peak RSS {rss_before:.0f} MB after seeding, {rss_verify:.0f} MB after verify")
+    finally:
+        drop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
