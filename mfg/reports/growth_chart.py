@@ -12,6 +12,7 @@ rc settings matplotlib reads at save time are process-global, so rendering holds
 
 from __future__ import annotations
 
+import functools
 import io
 import threading
 from collections.abc import Sequence
@@ -54,7 +55,15 @@ def format_value(value: Decimal | float) -> str:
 
 
 def growth_chart_svg(points: Sequence[Point], *, title: str, y_label: str, x_label: str = "Culture day") -> str:
-    """The chart as an SVG document (about 16 x 9 cm). Raises ``ValidationFailed`` listing every bad point."""
+    """The chart as an SVG document (about 16 x 9 cm). Raises ``ValidationFailed`` listing every bad point.
+
+    The same points always give the same bytes, so recent charts are kept (a batch page is viewed far
+    more often than its counts change); a correction changes the points and so draws a new chart."""
+    return _cached_svg(tuple(points), title, y_label, x_label)
+
+
+@functools.lru_cache(maxsize=256)
+def _cached_svg(points: tuple[Point, ...], title: str, y_label: str, x_label: str) -> str:
     checked = sorted(_validated(points), key=lambda point: point.day)
     with _RENDER_LOCK, matplotlib.rc_context(_RC):
         fig = Figure(figsize=_SIZE_INCHES, layout="constrained")

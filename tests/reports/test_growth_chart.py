@@ -9,7 +9,7 @@ from decimal import Decimal
 import pytest
 
 from mfg.domain.errors import ValidationFailed
-from mfg.reports.growth_chart import EMPTY_MESSAGE, Point, format_value, growth_chart_svg
+from mfg.reports.growth_chart import EMPTY_MESSAGE, Point, _cached_svg, format_value, growth_chart_svg
 
 SVG = "{http://www.w3.org/2000/svg}"
 TITLE = "NK expansion — batch NK-0001"
@@ -56,7 +56,9 @@ def test_title_axis_labels_and_point_labels_stay_text() -> None:
 
 def test_the_same_points_give_byte_identical_svg_in_any_order() -> None:
     first = chart(EXAMPLE)
+    _cached_svg.cache_clear()  # drawn again, not served from the cache
     assert chart(EXAMPLE) == first
+    _cached_svg.cache_clear()
     assert chart(list(reversed(EXAMPLE))) == first
     assert chart(EXAMPLE[:2]) != first
 
@@ -125,3 +127,12 @@ def test_fractional_decimal_days_and_values_are_accepted() -> None:
 ])
 def test_values_are_shown_compactly(value: Decimal | float, shown: str) -> None:
     assert format_value(value) == shown
+
+
+def test_the_same_points_are_drawn_once_and_new_points_draw_again() -> None:
+    """A batch page viewed again does not redraw its chart; a corrected count does."""
+    points = [Point(Decimal(0), Decimal(190), "Seeded"), Point(Decimal(7), Decimal(2600), "Count 1")]
+    first = growth_chart_svg(points, title="Cached", y_label="10^6 cells")
+    assert growth_chart_svg(list(points), title="Cached", y_label="10^6 cells") is first  # the same object
+    corrected = [points[0], Point(Decimal(7), Decimal(2500), "Count 1")]
+    assert growth_chart_svg(corrected, title="Cached", y_label="10^6 cells") != first
