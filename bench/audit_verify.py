@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import os
 import resource
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -32,26 +31,16 @@ from mfg.migrate import upgrade
 from mfg.models import AuditEntry, AuditHead
 from mfg.services import audit
 
+from _database import temporary_database  # bench/ is on sys.path when a script runs
+
 CHUNK = 20_000
 COLUMNS = ("seq", "occurred_at", "user_id", "username", "action", "entity_type", "entity_id", "before", "after",
            "reason", "prev_hash", "entry_hash")
 START = datetime(2025, 1, 6, 7, 30, tzinfo=timezone.utc)
 
 
-def _database(url: str | None, tmp: Path) -> tuple[str, callable]:
-    if not url:
-        return f"sqlite:///{tmp / 'bench.sqlite3'}", lambda: None
-    schema = f"mfg_bench_audit_{os.getpid()}_{int(time.time())}"
-    admin = sa.create_engine(url, poolclass=sa.pool.NullPool)
-    with admin.begin() as conn:
-        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-
-    def drop() -> None:
-        with admin.begin() as conn:
-            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-
-    full = sa.engine.make_url(url).update_query_dict({"options": f"-csearch_path={schema}"})
-    return full.render_as_string(hide_password=False), drop
+def _database(url: str | None, tmp: Path) -> tuple[str, Callable[[], None]]:
+    return temporary_database(url, tmp, prefix="mfg_bench_audit", sqlite_name="bench.sqlite3")
 
 
 def _entries(n: int) -> Iterator[tuple[ChainEntry, str]]:

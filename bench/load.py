@@ -37,10 +37,13 @@ import tempfile
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlencode
 
 import sqlalchemy as sa
+
+from _database import temporary_database  # bench/ is on sys.path when a script runs
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = ROOT / ".venv" / "bin"
@@ -51,21 +54,8 @@ FLASH_RE = re.compile(r'class="[^"]*(?:flash|error|problem)[^"]*"[^>]*>(.*?)<', 
 
 # ---------------------------------------------------------------- database and instance
 
-def _database(url: str | None, tmp: Path) -> tuple[str, callable]:
-    """As bench/step_submit.py: SQLite in the instance, or a fresh PostgreSQL schema dropped at the end."""
-    if not url:
-        return f"sqlite:///{tmp / 'mfg.sqlite3'}", lambda: None
-    schema = f"mfg_load_{int(time.time())}_{os.getpid()}"
-    admin = sa.create_engine(url, poolclass=sa.pool.NullPool)
-    with admin.begin() as conn:
-        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-
-    def drop() -> None:
-        with admin.begin() as conn:
-            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-
-    full = sa.engine.make_url(url).update_query_dict({"options": f"-csearch_path={schema}"})
-    return full.render_as_string(hide_password=False), drop
+def _database(url: str | None, tmp: Path) -> tuple[str, Callable[[], None]]:
+    return temporary_database(url, tmp, prefix="mfg_load", sqlite_name="mfg.sqlite3")
 
 
 def _env(tmp: Path, url: str) -> dict[str, str]:

@@ -13,9 +13,9 @@ import statistics
 import tempfile
 import time
 from datetime import date, timedelta
+from collections.abc import Callable
 from pathlib import Path
 
-import sqlalchemy as sa
 
 from mfg import create_app
 from mfg.config import PROJECT_ROOT
@@ -24,23 +24,13 @@ from mfg.migrate import upgrade
 from mfg.models import utcnow
 from mfg.services import accounts, audit, masterdata, sops
 
+from _database import temporary_database  # bench/ is on sys.path when a script runs
+
 PASSWORD = "bench-password-123"
 
 
-def _database(url: str | None, tmp: Path) -> tuple[str, callable]:
-    if not url:
-        return f"sqlite:///{tmp / 'bench.sqlite3'}", lambda: None
-    schema = f"mfg_bench_{int(time.time())}"
-    admin = sa.create_engine(url, poolclass=sa.pool.NullPool)
-    with admin.begin() as conn:
-        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-
-    def drop() -> None:
-        with admin.begin() as conn:
-            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-
-    full = sa.engine.make_url(url).update_query_dict({"options": f"-csearch_path={schema}"})
-    return full.render_as_string(hide_password=False), drop
+def _database(url: str | None, tmp: Path) -> tuple[str, Callable[[], None]]:
+    return temporary_database(url, tmp, prefix="mfg_bench", sqlite_name="bench.sqlite3")
 
 
 def main() -> None:

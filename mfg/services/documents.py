@@ -13,6 +13,8 @@ import base64
 import functools
 import io
 from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 import jinja2
@@ -21,7 +23,7 @@ from sqlalchemy.orm import Session
 
 from ..config import PROJECT_ROOT
 from ..domain.canonical import canonical_json, iso_utc
-from ..domain.errors import NotFound, ValidationFailed
+from ..domain.errors import NotFound, PermissionDenied, ValidationFailed
 from ..models import Batch, DocumentRevision, User, utcnow
 from ..reports import pdf as pdfs
 from . import audit, snapshot
@@ -37,7 +39,6 @@ def _environment() -> jinja2.Environment:
 
 def _charts(snap: dict[str, Any]) -> list[dict[str, str]]:
     from ..reports.growth_chart import Point, growth_chart_svg
-    from decimal import Decimal
 
     found = []
     for chart in snap["growth_charts"]:
@@ -50,9 +51,6 @@ def _charts(snap: dict[str, Any]) -> list[dict[str, str]]:
 
 def _label_html(snap: dict[str, Any], *, revision: int, demo: bool, size: tuple[float, float]) -> str:
     """One label per bag; a revision after the first is a reprint and says so on every label."""
-    from datetime import datetime
-    from decimal import Decimal
-
     from ..reports import labels
 
     subject, trial = snap["subject"], snap["trial"]
@@ -129,7 +127,7 @@ def print_labels(session: Session, batch: Batch, *, reason: str, site: pdfs.Site
     from ..domain.signing import Meaning
 
     if not signer.has_role("operator"):
-        raise ValidationFailed("printing labels needs the operator role")
+        raise PermissionDenied("printing labels needs the operator role")
     reprint = bool(revisions(session, batch, "labels"))
     if reprint and not reason.strip():
         raise ValidationFailed("A label reprint needs a reason.")
