@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 CHROMIUM := /usr/lib/chromium/chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test install chromium clean-venv
+.PHONY: run test bench install chromium clean-venv
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,11 @@ chromium:
 ## make test: install what the tests need and run the whole suite
 test: install chromium
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+## make bench: run bench/ (SQLite, and PostgreSQL when MFG_BENCH_DATABASE_URL or MFG_TEST_DATABASE_URL is set);
+## writes bench/out/report.md and bench/out/report.json. BENCH_ARGS=--quick tries the harness at small sizes.
+bench: install
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 clean-venv:
 	rm -rf $(VENV)

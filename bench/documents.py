@@ -1,6 +1,6 @@
 """Time the signed documents of the full demo NK batch: render, sign, pages (batch record, certificate).
 
-Usage: .venv/bin/python bench/documents.py [--repeat 3]
+Usage: .venv/bin/python bench/documents.py [--repeat 3] [--json PATH]
 A temporary demo instance (SQLite) runs `init --demo` and `demo-batch`; then each document is rendered and
 signed again from the same snapshot, timed separately, and bare WeasyPrint on the same HTML is the floor.
 Figures only: nothing here is asserted.
@@ -9,6 +9,7 @@ Figures only: nothing here is asserted.
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import tempfile
 import time
@@ -26,7 +27,9 @@ from mfg.services import documents, snapshot
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--json", help="write the figures here")
     args = parser.parse_args()
+    figures: dict[str, dict] = {}
     with tempfile.TemporaryDirectory() as tmp:
         app = create_app({"INSTANCE_PATH": tmp, "DATABASE_URL": f"sqlite:///{tmp}/bench.sqlite3",
                           "SOPS_DIR": str(PROJECT_ROOT / "sops")})
@@ -58,9 +61,15 @@ def main() -> None:
                     HTML(string=html).write_pdf()
                     floor.append(time.perf_counter() - start)
                 total = statistics.median(r + s for r, s in zip(rendered, signed_s))
+                figures[kind] = {"pages": pages, "render_s": statistics.median(rendered),
+                                 "sign_s": statistics.median(signed_s), "total_s": total,
+                                 "floor_s": statistics.median(floor), "repeat": args.repeat,
+                                 "ratio_to_floor": total / statistics.median(floor)}
                 print(f"{kind}: {pages} pages; render {statistics.median(rendered):.2f} s + sign "
                       f"{statistics.median(signed_s):.2f} s = {total:.2f} s (median of {args.repeat}); bare "
                       f"WeasyPrint on the same HTML {statistics.median(floor):.2f} s")
+    if args.json:
+        Path(args.json).write_text(json.dumps(figures, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -6,19 +6,26 @@ altered, deleted or inserted outside the application breaks the chain from that 
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from json.encoder import encode_basestring  # the C string encoder json.dumps(ensure_ascii=False) uses
+from typing import Any, NamedTuple
 
-from .canonical import canonical_json, iso_utc, sha256_hex
+from .canonical import canonical_json, iso_utc
 
 GENESIS_HASH = "0" * 64
 
+# The canonical JSON of ``ChainEntry.content()``, keys in sorted order, as one template: formatting it
+# gives exactly ``canonical_json(entry.content())`` (a property test holds the two equal over arbitrary
+# text) at a fraction of the cost, which matters when ``audit verify`` walks a million entries.
+_TEMPLATE = ('{"action":%s,"after":%s,"before":%s,"entity_id":%s,"entity_type":%s,"occurred_at":"%s",'
+             '"prev_hash":%s,"reason":%s,"seq":%d,"user_id":%s,"username":%s}')
 
-@dataclass(frozen=True)
-class ChainEntry:
-    """The fields of an audit entry that its hash covers."""
+
+class ChainEntry(NamedTuple):
+    """The fields of an audit entry that its hash covers (a tuple: a million are built by a verify)."""
 
     seq: int
     occurred_at: datetime
@@ -47,8 +54,21 @@ class ChainEntry:
             "prev_hash": self.prev_hash,
         }
 
+    def canonical_text(self) -> str:
+        """The exact text the hash covers: the canonical JSON of :meth:`content`."""
+        seq, occurred_at, user_id, username, action, entity_type, entity_id, before, after, reason, prev_hash = self
+        if type(seq) is not int or (user_id is not None and type(user_id) is not int):
+            return canonical_json(self.content())  # not what the trail stores; keep the general rule's answer
+        enc = encode_basestring
+        return _TEMPLATE % (
+            "null" if action is None else enc(action), "null" if after is None else enc(after),
+            "null" if before is None else enc(before), "null" if entity_id is None else enc(entity_id),
+            "null" if entity_type is None else enc(entity_type), iso_utc(occurred_at),
+            "null" if prev_hash is None else enc(prev_hash), "null" if reason is None else enc(reason), seq,
+            "null" if user_id is None else user_id, "null" if username is None else enc(username))
+
     def compute_hash(self) -> str:
-        return sha256_hex(canonical_json(self.content()))
+        return hashlib.sha256(self.canonical_text().encode("utf-8")).hexdigest()
 
 
 @dataclass(frozen=True)

@@ -16,9 +16,16 @@ from typing import Any
 
 
 def iso_utc(value: datetime) -> str:
+    """``YYYY-MM-DDTHH:MM:SS.ffffffZ`` in UTC (what ``strftime("%Y-%m-%dT%H:%M:%S.%fZ")`` gives, at a
+    third of its cost: the audit verify formats a million of these)."""
     if value.tzinfo is None:
         raise ValueError("naive datetime: GMP times are stored and hashed as UTC")
-    return value.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    if value.tzinfo is not timezone.utc:
+        value = value.astimezone(timezone.utc)
+    if value.year < 1000:  # strftime does not pad the year to four digits; keep its answer
+        return value.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return "%04d-%02d-%02dT%02d:%02d:%02d.%06dZ" % (value.year, value.month, value.day, value.hour,
+                                                     value.minute, value.second, value.microsecond)
 
 
 def _default(value: Any) -> Any:

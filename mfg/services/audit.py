@@ -161,8 +161,9 @@ def _chain_rows(session: Session, batch: int = 5000) -> Iterator[tuple[ChainEntr
     result = session.connection().execute(sa.select(*_CHAIN_COLUMNS).order_by(AuditEntry.seq)
                                           .execution_options(yield_per=batch))
     try:
-        for *fields, entry_hash in result:
-            yield ChainEntry(*fields), entry_hash
+        make = ChainEntry._make
+        for row in result.tuples():
+            yield make(row[:-1]), row[-1]
     finally:  # stopping early (a break found) must still close PostgreSQL's server-side cursor
         result.close()
 

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 
 import pytest
+from hypothesis import given, strategies as st
 
 from mfg.domain import accounts
 from mfg.domain.audit_chain import GENESIS_HASH, ChainEntry, verify_chain
-from mfg.domain.canonical import canonical_json, content_hash
+from mfg.domain.canonical import canonical_json, content_hash, iso_utc
 from mfg.domain.errors import InvalidTransition, ValidationFailed
 from mfg.domain.signing import ROLE_FOR_MEANING, Meaning
 from mfg.domain.status import SOP_STATUS
@@ -26,6 +26,27 @@ def test_canonical_json_is_stable_and_explicit():
         canonical_json({"t": datetime(2026, 1, 1)})  # naive times are refused
     with pytest.raises(ValueError):
         canonical_json({"x": float("nan")})
+
+
+_text = st.text()  # any Unicode text: quotes, backslashes, control characters, astral planes
+_maybe = st.none() | _text
+_aware = st.datetimes(timezones=st.timezones() | st.just(timezone.utc))
+
+
+@given(seq=st.integers(1, 2**62), at=_aware, user_id=st.none() | st.integers(1, 2**62), username=_text,
+       action=_text, entity_type=_maybe, entity_id=_maybe, before=_maybe, after=_maybe, reason=_maybe,
+       prev_hash=_text)
+def test_the_chain_text_is_exactly_the_canonical_json_of_the_entry(seq, at, user_id, username, action, entity_type,
+                                                                    entity_id, before, after, reason, prev_hash):
+    """The hash covers ``canonical_json(content())``; the fast template must give the same text, or the
+    trails already written would stop verifying."""
+    entry = ChainEntry(seq, at, user_id, username, action, entity_type, entity_id, before, after, reason, prev_hash)
+    assert entry.canonical_text() == canonical_json(entry.content())
+
+
+@given(_aware)
+def test_iso_utc_is_the_strftime_form_in_utc(moment):
+    assert iso_utc(moment) == moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def _chain(n):
@@ -47,7 +68,7 @@ def test_an_intact_chain_verifies():
 def test_each_kind_of_tampering_is_named():
     entries = _chain(5)
     altered = list(entries)
-    altered[2] = (replace(entries[2][0], after='{"v":99}'), entries[2][1])
+    altered[2] = (entries[2][0]._replace(after='{"v":99}'), entries[2][1])
     assert verify_chain(altered).bad_seq == 3
     deleted = entries[:2] + entries[3:]
     assert "missing" in verify_chain(deleted).problem
