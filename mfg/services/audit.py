@@ -162,7 +162,7 @@ def _chain_rows(session: Session, batch: int = 5000) -> Iterator[tuple[ChainEntr
                                           .execution_options(yield_per=batch))
     try:
         make = ChainEntry._make
-        for row in result.tuples():
+        for row in result:
             yield make(row[:-1]), row[-1]
     finally:  # stopping early (a break found) must still close PostgreSQL's server-side cursor
         result.close()
