@@ -7,6 +7,8 @@ Services receive the session as an argument and flush; the view or CLI command c
 
 from __future__ import annotations
 
+import logging
+import sqlite3
 from dataclasses import dataclass
 
 import sqlalchemy as sa
@@ -16,22 +18,33 @@ from flask_wtf import CSRFProtect
 from sqlalchemy import event
 from sqlalchemy.orm import Session, sessionmaker
 
+log = logging.getLogger(__name__)
+_SQLITE_READONLY = 8
+
 
 def make_engine(url: str, **options: object) -> sa.Engine:
     """Create an engine with the project's connection rules.
 
     SQLite: foreign keys on, WAL journal and a busy timeout at every connection, so that concurrent
-    writers wait for each other instead of failing at once. PostgreSQL goes through psycopg 3.
+    writers wait for each other instead of failing at once. A read-only file that is not yet in WAL
+    mode cannot be switched: it is still opened, to be read (writes then fail and the error page says
+    so). PostgreSQL goes through psycopg 3.
     """
     if url.startswith("sqlite"):
         engine = sa.create_engine(url, connect_args={"timeout": 30}, **options)
 
         @event.listens_for(engine, "connect")
-        def _sqlite_pragmas(dbapi_connection, _record):  # pragma: no cover - trivial
+        def _sqlite_pragmas(dbapi_connection, _record):
             cursor = dbapi_connection.cursor()
             cursor.execute("PRAGMA foreign_keys=ON")
-            cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA busy_timeout=30000")
+            try:
+                cursor.execute("PRAGMA journal_mode=WAL")
+            except sqlite3.OperationalError as exc:
+                if getattr(exc, "sqlite_errorcode", 0) & 0xFF != _SQLITE_READONLY:
+                    raise
+                log.warning("SQLite database %s is read-only and not in WAL mode: opened for reading only",
+                            engine.url.database)
             cursor.close()
 
         return engine
