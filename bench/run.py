@@ -138,8 +138,8 @@ def _markdown(report: dict) -> str:
         if "error" in pages:
             lines.append(f"| {database} | failed: {pages['error']} |||||||")
             continue
-        for page in pages["pages"]:
-            lines.append(f"| {database} | {pages['batches']:,} | {pages['audit_entries']:,} | {page['page']} "
+        for name, page in pages["pages"].items():
+            lines.append(f"| {database} | {pages['batches']:,} | {pages['audit_entries']:,} | {name} "
                          f"| {page['p50_ms']:.1f} | {page['p95_ms']:.1f} | {page['queries']} "
                          f"| {_verdict(page['p95_ms'] < 100)} |")
     lines.append("")

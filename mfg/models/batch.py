@@ -17,7 +17,7 @@ class Batch(Audited, Base):
 
     id: so.Mapped[IntPK]
     lot: so.Mapped[str] = so.mapped_column(sa.String(40), unique=True)
-    status: so.Mapped[str] = so.mapped_column(sa.String(30), default="created")
+    status: so.Mapped[str] = so.mapped_column(sa.String(30), default="created", index=True)
     created_at: so.Mapped[UTC] = so.mapped_column(default=utcnow)
     created_by_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey("user_account.id"))
     # NK batches: the subject the product is made for and the collection's DIN (ISBT 128), which the

@@ -486,6 +486,8 @@ def _perform(session: Session, batch: Batch, *, position: int, step_id: str, ins
     step = opened.step
     evaluated = evaluate(session, batch, position, step, entry, tz, instance)
     planned_bags = _plan_bags(session, batch, position, step, evaluated)
+    credentials = signatures.authenticate(signer, password=password, username=username,
+                                          require_username=require_username)  # before the first write
     now = utcnow()
     execution = StepExecution(batch_id=batch.id, sop_version_id=batch.master_records[position].sop_version_id,
                               stage_id=opened.stage.id, step_id=step.id, instance=instance,
@@ -511,8 +513,8 @@ def _perform(session: Session, batch: Batch, *, position: int, step_id: str, ins
         bags.create(session, batch, execution, planned_bags)
     audit.flush(session)
     session.refresh(execution, ["values"])
-    signature = signatures.sign(session, signer=signer, password=password, meaning=Meaning.PERFORMED,
-                                record=execution, username=username, require_username=require_username)
+    signature = signatures.sign(session, signer=signer, credentials=credentials, meaning=Meaning.PERFORMED,
+                                record=execution)
     execution.performed_signature_id = signature.id
     for e in evaluated:
         if e.limit_problems:
@@ -574,14 +576,16 @@ def _verify(session: Session, execution: StepExecution, *, signer: User, passwor
     if expected_row_version is not None and execution.row_version != expected_row_version:
         raise StepConflict(execution.batch_id, execution.step_id, execution.instance)
     sequence.STEP_STATUS.check(execution.status, "complete")
+    credentials = signatures.authenticate(signer, password=password, username=username,
+                                          require_username=require_username)  # before the first write
     conflict = StepConflict(execution.batch_id, execution.step_id, execution.instance)
     execution.status = "complete"
     try:
         session.flush()  # the claim, checked against the row version
     except StaleDataError:
         raise conflict from None
-    signature = signatures.sign(session, signer=signer, password=password, meaning=Meaning.VERIFIED,
-                                record=execution, username=username, require_username=require_username)
+    signature = signatures.sign(session, signer=signer, credentials=credentials, meaning=Meaning.VERIFIED,
+                                record=execution)
     execution.verified_signature_id = signature.id
     _settle(session, execution.batch)
     audit.flush(session)
@@ -639,6 +643,8 @@ def _correct(session: Session, execution: StepExecution, *, field_id: str, raw: 
     if evaluated[field_id].parsed.text == current[field_id].text:
         raise ValidationFailed("The corrected value is the same as the recorded one.")
     sequence.STEP_STATUS.check(execution.status, "needs_signature")
+    credentials = signatures.authenticate(signer, password=password, username=username,
+                                          require_username=require_username)  # before the first write
     conflict = StepConflict(execution.batch_id, execution.step_id, execution.instance)
     execution.status = "needs_signature"
     try:
@@ -662,9 +668,8 @@ def _correct(session: Session, execution: StepExecution, *, field_id: str, raw: 
     _recompute_dependents(session, batch, position, execution, {f"{step.id}.{e.field_id}" for e in changed},
                           signer=signer, why=f"recalculated after correction of {step.id}.{field_id}: "
                                              f"{reason.strip()}")
-    signature = signatures.sign(session, signer=signer, password=password, meaning=Meaning.PERFORMED,
-                                record=execution, username=username, require_username=require_username,
-                                comment=f"corrected {field_id}: {reason.strip()}")
+    signature = signatures.sign(session, signer=signer, credentials=credentials, meaning=Meaning.PERFORMED,
+                                record=execution, comment=f"corrected {field_id}: {reason.strip()}")
     execution.performed_signature_id = signature.id
     execution.verified_signature_id = None
     signed_status = "awaiting_verification" if step.verification == "required" else "complete"
@@ -774,15 +779,16 @@ def resign_step(session: Session, execution: StepExecution, *, signer: User, pas
     target = "awaiting_verification" if step.verification == "required" else "complete"
     with audit.reason_for(session, f"step {execution.step_id} #{execution.instance} signed again"):
         sequence.STEP_STATUS.check(execution.status, target)
+        credentials = signatures.authenticate(signer, password=password, username=username,
+                                              require_username=require_username)  # before the first write
         conflict = StepConflict(execution.batch_id, execution.step_id, execution.instance)
         execution.status = target
         try:
             session.flush()  # the claim
         except StaleDataError:
             raise conflict from None
-        signature = signatures.sign(session, signer=signer, password=password, meaning=Meaning.PERFORMED,
-                                    record=execution, username=username, require_username=require_username,
-                                    comment="signed again after recalculation")
+        signature = signatures.sign(session, signer=signer, credentials=credentials, meaning=Meaning.PERFORMED,
+                                    record=execution, comment="signed again after recalculation")
         execution.performed_signature_id = signature.id
         execution.verified_signature_id = None
         _settle(session, batch)
@@ -823,20 +829,66 @@ def active_batches(session: Session) -> list[Batch]:
     return list(session.scalars(
         sa.select(Batch).where(Batch.status.in_(ACTIVE)).order_by(Batch.id)
         .options(so.selectinload(Batch.master_records).selectinload(BatchMasterRecord.sop_version),
-                 so.selectinload(Batch.subject), so.selectinload(Batch.created_by))))
+                 so.joinedload(Batch.subject), so.joinedload(Batch.created_by))))
 
 
-def _executions_of(session: Session, batch_ids: list[int]) -> dict[int, list[StepExecution]]:
-    """Every execution of these batches, with its values, in two queries."""
-    found: dict[int, list[StepExecution]] = {batch_id: [] for batch_id in batch_ids}
-    if batch_ids:
-        for ex in session.scalars(sa.select(StepExecution).where(StepExecution.batch_id.in_(batch_ids))
-                                  .order_by(StepExecution.id).options(so.selectinload(StepExecution.values))):
+def decided_batches(session: Session, *, before_id: int | None = None,
+                    limit: int = 50) -> tuple[list[Batch], int | None]:
+    """Decided batches (released, conditionally released, rejected), newest first, keyset-paginated on the
+    id: the page (with subjects and starters, in the same query) and the cursor of the next one."""
+    query = sa.select(Batch).where(Batch.status.not_in(ACTIVE))
+    if before_id is not None:
+        query = query.where(Batch.id < before_id)
+    found = list(session.scalars(query.order_by(Batch.id.desc()).limit(limit + 1)
+                                 .options(so.joinedload(Batch.subject), so.joinedload(Batch.created_by))))
+    return found[:limit], (found[limit - 1].id if len(found) > limit else None)
+
+
+def _counted_steps(batches_: list[Batch]) -> set[tuple[int, str]]:
+    """(master record version, step id) of the steps whose recorded value sets how often another step
+    repeats (``repeat.count``): the only values ``_progress`` reads."""
+    counted = set()
+    for batch in batches_:
+        for pin, record in zip(batch.master_records, records(batch)):
+            for _stage, step in step_index(record).values():
+                if step.repeat is not None and step.repeat.count is not None:
+                    counted.add((pin.sop_version_id, step.repeat.count.split(".")[0]))
+    return counted
+
+
+def _executions_of(session: Session, batches_: list[Batch], *,
+                   all_values: bool = False) -> dict[int, list[StepExecution | sa.Row]]:
+    """The executions of these batches, by batch, in id order.
+
+    With ``all_values``: every execution with every value (two queries), for a page that shows them. Without:
+    for lists of batches, plain rows (id, batch_id, sop_version_id, step_id, instance, status: what the
+    queue and ``_progress`` read), except the executions of steps that set how often another step repeats
+    (``repeat.count``), loaded with their values because ``_progress`` reads them; two queries, and no ORM
+    object per execution (thousands of them for a few dozen active batches, each request).
+    """
+    found: dict[int, list[StepExecution | sa.Row]] = {batch.id: [] for batch in batches_}
+    if not batches_:
+        return found
+    of_batches = StepExecution.batch_id.in_(list(found))
+    if all_values:
+        for ex in session.scalars(sa.select(StepExecution).where(of_batches).order_by(StepExecution.id)
+                                  .options(so.selectinload(StepExecution.values))):
             found[ex.batch_id].append(ex)
+        return found
+    rows = session.execute(sa.select(StepExecution.id, StepExecution.batch_id, StepExecution.sop_version_id,
+                                     StepExecution.step_id, StepExecution.instance, StepExecution.status)
+                           .where(of_batches).order_by(StepExecution.id)).all()
+    counted = _counted_steps(batches_)
+    needed = [row.id for row in rows if (row.sop_version_id, row.step_id) in counted]
+    loaded = {ex.id: ex for ex in session.scalars(
+        sa.select(StepExecution).where(StepExecution.id.in_(needed))
+        .options(so.joinedload(StepExecution.values))).unique()} if needed else {}
+    for row in rows:
+        found[row.batch_id].append(loaded.get(row.id, row))
     return found
 
 
-def _performers_of(session: Session, executions_: list[StepExecution]) -> dict[int, set[int]]:
+def _performers_of(session: Session, executions_: list[StepExecution | sa.Row]) -> dict[int, set[int]]:
     """``performers`` of many executions in one query."""
     found: dict[int, set[int]] = {ex.id: set() for ex in executions_}
     if executions_:
@@ -847,15 +899,16 @@ def _performers_of(session: Session, executions_: list[StepExecution]) -> dict[i
     return found
 
 
-def furthest_stages(session: Session, active: list[Batch]) -> dict[int, str]:
-    """The stage each batch has reached (its furthest open step's), for lists of batches."""
-    found = _executions_of(session, [batch.id for batch in active])
-    stages = {}
-    for batch in active:
-        opened = sequence.open_steps(records(batch), *_progress(batch, found[batch.id])) \
-            if batch.status in ("created", "in_progress") else []
-        stages[batch.id] = opened[-1].stage.title if opened else batch.status.replace("_", " ")
-    return stages
+def _open_of(batch: Batch, found: list[StepExecution | sa.Row]) -> list[sequence.Open]:
+    """``open_steps`` from executions already loaded."""
+    if batch.status not in ("created", "in_progress"):
+        return []
+    return sequence.open_steps(records(batch), *_progress(batch, found))
+
+
+def _furthest_stage(batch: Batch, opened: list[sequence.Open]) -> str:
+    """The stage a batch has reached: its furthest open step's, or its status."""
+    return opened[-1].stage.title if opened else batch.status.replace("_", " ")
 
 
 @dataclass(frozen=True)
@@ -867,18 +920,28 @@ class QueueItem:
     stage: str = ""
 
 
-def work_queue(session: Session, user: User) -> list[QueueItem]:
-    """The user's next steps across batches: steps open to perform, and steps waiting for a
-    verification this user may give (not their own)."""
-    items: list[QueueItem] = []
-    active = active_batches(session)
-    found = _executions_of(session, [batch.id for batch in active])
+@dataclass(frozen=True)
+class Overview:
+    """The work queue screen: the user's next steps and the active batches with the stage each has reached."""
+
+    queue: list[QueueItem]
+    active: list[Batch]  # NK batches by subject, then the rest
+    stages: dict[int, str]  # batch id -> stage reached
+
+
+def overview(session: Session, user: User) -> Overview:
+    """The user's next steps across the active batches (steps open to perform, and steps waiting for a
+    verification this user may give: not their own) and those batches with their stages, in a fixed
+    number of queries however many batches there are, decided ones never read."""
+    active = sorted(active_batches(session), key=lambda b: (b.subject is None, b.subject.code if b.subject else "",
+                                                            b.id))
+    found = _executions_of(session, active)
+    opened = {batch.id: _open_of(batch, found[batch.id]) for batch in active}
     waiting = [ex for batch in active for ex in found[batch.id] if ex.status == "awaiting_verification"]
     performed_by = _performers_of(session, waiting)
-    for batch in active:
-        opened = sequence.open_steps(records(batch), *_progress(batch, found[batch.id])) \
-            if batch.status in ("created", "in_progress") else []
-        for item in opened:
+    items: list[QueueItem] = []
+    for batch in sorted(active, key=lambda b: b.id):
+        for item in opened[batch.id]:
             title = item.step.title + (f" ({item.step.repeat.label} {item.instance})" if item.step.repeat else "")
             items.append(QueueItem(batch, "perform", title, {"batch_id": batch.id, "position": item.ref.position,
                                                              "step_id": item.ref.step_id,
@@ -893,7 +956,43 @@ def work_queue(session: Session, user: User) -> list[QueueItem]:
                 elif user.id not in performed_by[ex.id]:
                     items.append(QueueItem(batch, "verify", f"Verify: {title}",
                                            {"batch_id": batch.id, "execution_id": ex.id}))
-    return items
+    return Overview(items, active, {batch.id: _furthest_stage(batch, opened[batch.id]) for batch in active})
+
+
+@dataclass(frozen=True)
+class BatchPage:
+    """What the batch page shows."""
+
+    records: list[MasterRecord]
+    by_step: dict[tuple[int, str], list[StepExecution]]  # (position, step id) -> its executions
+    open_refs: dict[tuple[int, str], int]  # (position, step id) -> the instance open now
+    progress: dict[tuple[int, str], tuple[int, int]]  # (position, stage id) -> (steps complete, steps)
+    deadlines: list[Deadline]
+    deviations: list[Deviation]
+    bags: list
+    charts: list
+
+
+def batch_page(session: Session, batch: Batch) -> BatchPage:
+    """The batch page in a fixed number of queries however many steps were recorded: the executions and
+    all their values are loaded in two queries first, so the readers below find them in the session."""
+    from . import bags, growth  # they import this module
+
+    # its pinned records (two queries, not one per pinned record), subject and starter (joined)
+    session.scalars(sa.select(Batch).where(Batch.id == batch.id).options(
+        so.selectinload(Batch.master_records).selectinload(BatchMasterRecord.sop_version),
+        so.joinedload(Batch.subject), so.joinedload(Batch.created_by))).one()
+    loaded = _executions_of(session, [batch], all_values=True)[batch.id]
+    records_ = records(batch)
+    by_step: dict[tuple[int, str], list[StepExecution]] = {}
+    for ex in loaded:
+        by_step.setdefault((_position(batch, ex.sop_version_id), ex.step_id), []).append(ex)
+    progress_ = {(position, stage.id): (sum(1 for st in stage.steps if by_step.get((position, st.id)) and all(
+        ex.status == "complete" for ex in by_step[(position, st.id)])), len(stage.steps))
+        for position, record in enumerate(records_) for stage in record.stages}
+    return BatchPage(records_, by_step, {(o.ref.position, o.ref.step_id): o.instance for o in _open_of(batch, loaded)},
+                     progress_, deadlines(session, batch), deviations(session, batch), bags.of_batch(session, batch),
+                     growth.charts(session, batch))
 
 
 def invalidated_signature_ids(session: Session, batch: Batch) -> set[int]:

@@ -139,6 +139,8 @@ def assign_dose_level(session: Session, subject: Subject, *, level: str, signer:
     except KeyError:
         raise ValidationFailed(f"unknown dose level {level!r}; the trial defines "
                                f"{', '.join(d.code for d in config.dose_levels)}") from None
+    credentials = signatures.authenticate(signer, password=password, username=username,
+                                          require_username=require_username)  # before the first write
     if subject.dose_signature_id is not None:  # a reassignment: the earlier signed assignment no longer stands
         session.add(SignatureInvalidation(signature_id=subject.dose_signature_id, invalidated_at=utcnow(),
                                           invalidated_by_id=signer.id,
@@ -147,9 +149,8 @@ def assign_dose_level(session: Session, subject: Subject, *, level: str, signer:
     subject.dose_cells_per_kg = dose.cells_per_kg
     subject.trial_config_version_id = version.id
     audit.flush(session, reason=f"dose level {dose.code} assigned")
-    signature = signatures.sign(session, signer=signer, password=password, meaning=Meaning.APPROVED,
-                                record=subject, username=username, require_username=require_username,
-                                comment=f"dose level {dose.code}: {dose.cells_per_kg} NK cells/kg")
+    signature = signatures.sign(session, signer=signer, credentials=credentials, meaning=Meaning.APPROVED,
+                                record=subject, comment=f"dose level {dose.code}: {dose.cells_per_kg} NK cells/kg")
     subject.dose_signature_id = signature.id
     audit.flush(session, reason=f"dose level {dose.code} assigned")
     return subject

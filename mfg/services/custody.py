@@ -41,13 +41,14 @@ def hand_off(session: Session, batch: Batch, *, scanned_din: str, from_location:
     if problems:
         raise ValidationFailed(*problems)
     din = _check_scan(batch, "hand-off", "Bag DIN", "batch.din", scanned_din)
+    credentials = signatures.authenticate(signer, password=password, username=username,
+                                          require_username=require_username)  # before the first write
     event = CustodyEvent(batch_id=batch.id, kind="handoff", scanned_din=din, from_location=from_location.strip(),
                          to_location=to_location.strip(), condition=condition.strip(), performed_by_id=signer.id,
                          occurred_at=utcnow())
     session.add(event)
     audit.flush(session, reason=f"hand-off from {event.from_location} to {event.to_location}")
-    signatures.sign(session, signer=signer, password=password, meaning=Meaning.PERFORMED, record=event,
-                    username=username, require_username=require_username)
+    signatures.sign(session, signer=signer, credentials=credentials, meaning=Meaning.PERFORMED, record=event)
     return event
 
 
@@ -80,13 +81,15 @@ def bedside_check(session: Session, batch: Batch, *, first: BedsideScan, second:
         din = _check_scan(batch, "bedside", f"Bag DIN (person {n})", "batch.din", person.scanned_din)
         coi = _check_scan(batch, "bedside", f"Subject COI (person {n})", "subject.coi", person.scanned_coi)
         scans.append((din, coi))
+    credentials = [signatures.authenticate(person.user, password=person.password, username=person.username)
+                   for person in (first, second)]  # both before the first write
     event = CustodyEvent(batch_id=batch.id, kind="bedside", scanned_din=scans[0][0], scanned_coi=scans[0][1],
                          performed_by_id=first.user.id, verified_by_id=second.user.id, occurred_at=utcnow())
     session.add(event)
     audit.flush(session, reason="two-person bedside identity check")
-    for person, meaning in ((first, Meaning.PERFORMED), (second, Meaning.VERIFIED)):
-        signatures.sign(session, signer=person.user, password=person.password, meaning=meaning, record=event,
-                        username=person.username, require_username=True)
+    for person, meaning, checked in ((first, Meaning.PERFORMED, credentials[0]),
+                                     (second, Meaning.VERIFIED, credentials[1])):
+        signatures.sign(session, signer=person.user, credentials=checked, meaning=meaning, record=event)
     return event
 
 

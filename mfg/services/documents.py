@@ -131,10 +131,11 @@ def print_labels(session: Session, batch: Batch, *, reason: str, site: pdfs.Site
     reprint = bool(revisions(session, batch, "labels"))
     if reprint and not reason.strip():
         raise ValidationFailed("A label reprint needs a reason.")
+    credentials = signatures.authenticate(signer, password=password, username=username,
+                                          require_username=require_username)  # before the first write
     document = issue(session, batch, kind="labels", reason=reason.strip() or "first print", site=site, demo=demo,
                      user=signer, label_size=label_size)
-    signatures.sign(session, signer=signer, password=password, meaning=Meaning.PERFORMED, record=document,
-                    username=username, require_username=require_username,
+    signatures.sign(session, signer=signer, credentials=credentials, meaning=Meaning.PERFORMED, record=document,
                     comment=f"labels {'reprinted' if reprint else 'printed'}: {document.reason}")
     return document
 

@@ -86,13 +86,15 @@ def close(session: Session, deviation: Deviation, *, signer: User, password: str
     if expected_row_version is not None and deviation.row_version != expected_row_version:
         raise ConflictError(f"deviation {deviation.number} was changed by someone else; nothing was stored")
     DEVIATION_STATUS.check(deviation.status, "closed")
+    credentials = signatures.authenticate(signer, password=password, username=username,
+                                          require_username=require_username)  # before the first write
     deviation.status, deviation.closed_at, deviation.closed_by_id = "closed", utcnow(), signer.id
     try:
         session.flush()
     except StaleDataError:
         raise ConflictError(f"deviation {deviation.number} was changed by someone else; nothing was stored") from None
-    signatures.sign(session, signer=signer, password=password, meaning=Meaning.APPROVED, record=deviation,
-                    username=username, require_username=require_username, comment="deviation closed")
+    signatures.sign(session, signer=signer, credentials=credentials, meaning=Meaning.APPROVED, record=deviation,
+                    comment="deviation closed")
     audit.flush(session, reason=f"deviation {deviation.number} closed")
     return deviation
 
@@ -240,6 +242,8 @@ def decide(session: Session, batch: Batch, *, decision: str, comment: str, signe
     pending = "; ".join(f"{p.title} ({p.detail})" for p in pending_results(session, batch)) \
         if decision == "conditionally_released" else None
     sequence.BATCH_STATUS.check(batch.status, decision)
+    credentials = signatures.authenticate(signer, password=password, username=username,
+                                          require_username=require_username)  # before the first write
     batch.status = decision
     try:
         session.flush()  # the claim on the batch's row version: two QA users cannot both decide
@@ -249,8 +253,7 @@ def decide(session: Session, batch: Batch, *, decision: str, comment: str, signe
                            decided_by_id=signer.id, decided_at=utcnow())
     session.add(record)
     audit.flush(session, reason=f"batch {decision.replace('_', ' ')}")
-    signatures.sign(session, signer=signer, password=password, meaning=DECISIONS[decision], record=record,
-                    username=username, require_username=require_username,
+    signatures.sign(session, signer=signer, credentials=credentials, meaning=DECISIONS[decision], record=record,
                     comment=f"batch {decision.replace('_', ' ')}" + (f"; pending: {pending}" if pending else ""))
     return record
 

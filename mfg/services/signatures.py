@@ -4,6 +4,11 @@ A signature is executed only after the signer re-enters the password (and the us
 first signature of a session); it stores the printed name, UTC time, meaning and the sha256 of the
 canonical JSON of exactly what was signed. A wrong password raises ``AuthenticationFailed``; the edge
 rolls the action back and records the failure (``accounts.record_authentication_failure``).
+
+Check the password before the first write of the transaction (``authenticate``, then ``sign`` with the
+``Credentials`` it returns): a write takes the audit chain's lock (the head row on PostgreSQL, the
+database write lock on SQLite) until commit, and an argon2 verification held inside that lock made every
+signature of the site wait for the one before it (bench/load.py: see README "Performance").
 """
 
 from __future__ import annotations
@@ -40,16 +45,43 @@ def signer_named(session: Session, username: str) -> User:
     return user
 
 
-def sign(session: Session, *, signer: User, password: str, meaning: Meaning | str, record: Signable,
-         username: str | None = None, require_username: bool = True, comment: str | None = None) -> Signature:
-    """Execute an e-signature of ``signer`` on ``record``, bound to ``record.signed_content()``."""
-    meaning = _meaning(meaning)
+@dataclass(frozen=True, eq=False)
+class Credentials:
+    """``signer`` re-entered user name and password for one signature (made by ``authenticate`` only)."""
+
+    signer_id: int
+    _issued: object
+
+    def __post_init__(self) -> None:
+        if self._issued is not _ISSUED:
+            raise TypeError("Credentials come from signatures.authenticate")
+
+
+_ISSUED = object()
+
+
+def authenticate(signer: User, *, password: str, username: str | None = None,
+                 require_username: bool = True) -> Credentials:
+    """Check the re-entered user name and password of ``signer``; writes nothing (call it before any write)."""
     if require_username and (username or "").strip() != signer.username:
-        raise AuthenticationFailed(signer.username, context="signature",
-                                   message=BAD_CREDENTIALS)
+        raise AuthenticationFailed(signer.username, context="signature", message=BAD_CREDENTIALS)
     if not signer.is_active or not accounts.password_matches(signer, password):
-        raise AuthenticationFailed(signer.username, context="signature",
-                                   message=BAD_CREDENTIALS)
+        raise AuthenticationFailed(signer.username, context="signature", message=BAD_CREDENTIALS)
+    return Credentials(signer.id, _ISSUED)
+
+
+def sign(session: Session, *, signer: User, meaning: Meaning | str, record: Signable, password: str | None = None,
+         credentials: Credentials | None = None, username: str | None = None, require_username: bool = True,
+         comment: str | None = None) -> Signature:
+    """Execute an e-signature of ``signer`` on ``record``, bound to ``record.signed_content()``.
+
+    Either ``password`` (checked here) or the ``credentials`` of an earlier ``authenticate`` of the same
+    signer in this transaction."""
+    meaning = _meaning(meaning)
+    if credentials is None:
+        authenticate(signer, password=password or "", username=username, require_username=require_username)
+    elif credentials.signer_id != signer.id:
+        raise AuthenticationFailed(signer.username, context="signature", message=BAD_CREDENTIALS)
     roles = ROLE_FOR_MEANING[meaning]
     if not signer.has_role(*roles):
         raise PermissionDenied(f"signing as '{meaning.label}' needs the {' or '.join(roles)} role")

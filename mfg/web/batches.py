@@ -53,12 +53,12 @@ def local_time(moment) -> str:
 def index():
     codes = list(db.session.scalars(sa.select(SopVersion.code).where(
         SopVersion.status == "effective", SopVersion.kind == "master_batch_record").order_by(SopVersion.code)))
-    # NK batches by subject, then the rest; each with the stage it has reached (its furthest open step)
-    active = sorted(batches.active_batches(db.session), key=lambda b: (b.subject is None,
-                                                                      b.subject.code if b.subject else "", b.id))
-    stages = batches.furthest_stages(db.session, active)
-    return render_template("batches/index.html", queue=batches.work_queue(db.session, current_user),
-                           batches=active, stages=stages, codes=codes, form=ConfirmForm())
+    page = batches.overview(db.session, current_user)
+    before = request.args.get("before", type=int)
+    history, next_cursor = batches.decided_batches(db.session, before_id=before)
+    return render_template("batches/index.html", queue=page.queue, batches=page.active, stages=page.stages,
+                           history=history, next_cursor=next_cursor, first_page=before is None, codes=codes,
+                           form=ConfirmForm())
 
 
 @bp.route("/start", methods=["POST"])
@@ -104,21 +104,10 @@ def start_nk():
 @login_required
 def show(batch_id: int):
     batch = batches.get(db.session, batch_id)
-    records = batches.records(batch)
-    executions = batches.executions(db.session, batch)
-    by_step: dict[tuple[int, str], list] = {}
-    for ex in executions:
-        by_step.setdefault((batches._position(batch, ex.sop_version_id), ex.step_id), []).append(ex)
-    open_refs = {(o.ref.position, o.ref.step_id): o.instance for o in batches.open_steps(db.session, batch)}
-    progress = {(position, stage.id): (sum(1 for st in stage.steps if by_step.get((position, st.id)) and all(
-        ex.status == "complete" for ex in by_step[(position, st.id)])), len(stage.steps))
-        for position, record in enumerate(records) for stage in record.stages}
-    from ..services import bags, growth
-
-    return render_template("batches/show.html", batch=batch, records=records, by_step=by_step, open_refs=open_refs,
-                           progress=progress, deadlines=batches.deadlines(db.session, batch),
-                           deviations=batches.deviations(db.session, batch), bags=bags.of_batch(db.session, batch),
-                           charts=growth.charts(db.session, batch), now=utcnow())
+    page = batches.batch_page(db.session, batch)
+    return render_template("batches/show.html", batch=batch, records=page.records, by_step=page.by_step,
+                           open_refs=page.open_refs, progress=page.progress, deadlines=page.deadlines,
+                           deviations=page.deviations, bags=page.bags, charts=page.charts, now=utcnow())
 
 
 @bp.route("/<int:batch_id>/growth-<int:number>.svg")

@@ -311,3 +311,59 @@ def test_a_correction_recalculates_later_steps_and_asks_for_new_signatures(plant
     perform(plant, "close_out", {"waste_disposed": "yes", "summary": "x"}, comment="done")
     session.commit()
     assert plant["batch"].status == "awaiting_review"
+
+
+@pytest.fixture
+def order_of_work(plant, monkeypatch):
+    """What a signed action did, in order: "password" when argon2 ran, "write" for each INSERT or UPDATE
+    sent to the database. A write takes the audit chain's lock until commit; a password check after it
+    made every signature of the site wait for the one before (bench/load.py)."""
+    seen: list[str] = []
+    engine = plant["session"].get_bind()
+    real = signatures.accounts.password_matches
+
+    def password_matches(user, password):
+        seen.append("password")
+        return real(user, password)
+
+    def statement(conn, cursor, text, parameters, context, executemany):  # noqa: ANN001
+        if text.lstrip().upper().startswith(("INSERT", "UPDATE")):
+            seen.append("write")
+
+    monkeypatch.setattr(signatures.accounts, "password_matches", password_matches)
+    sa.event.listen(engine, "before_cursor_execute", statement)
+    yield seen
+    sa.event.remove(engine, "before_cursor_execute", statement)
+
+
+def test_the_password_is_checked_before_the_first_write(plant, order_of_work):
+    session = plant["session"]
+    perform(plant, "line_clearance", GOOD["line_clearance"]())
+    session.commit()
+    assert order_of_work[0] == "password" and order_of_work.count("password") == 1, order_of_work
+    perform(plant, "room_check", GOOD["room_check"]())
+    ex = perform(plant, "identify_material", GOOD["identify_material"](plant["batch"].lot))
+    session.commit()
+    order_of_work.clear()
+    batches.verify_step(session, ex, signer=plant["oscar"], password=PASSWORD, username=None, require_username=False)
+    session.commit()
+    assert order_of_work[0] == "password" and order_of_work.count("password") == 1, order_of_work
+    masterdata.receive_lot(session, material="Phosphate-buffered saline", lot_number="PBS-9",
+                           expiry=date.today() + timedelta(days=10), qc_status="released")
+    session.commit()
+    order_of_work.clear()
+    batches.correct_value(session, ex, field_id="buffer", raw="PBS-9", reason="wrong bottle scanned",
+                          field_comment="", signer=plant["olivia"], password=PASSWORD, username=None,
+                          require_username=False, tz=UTC)
+    session.commit()
+    assert order_of_work[0] == "password" and order_of_work.count("password") == 1, order_of_work
+
+
+def test_credentials_are_the_signers_own(plant):
+    session = plant["session"]
+    ex = perform(plant, "line_clearance", GOOD["line_clearance"]())
+    credentials = signatures.authenticate(plant["oscar"], password=PASSWORD, require_username=False)
+    with pytest.raises(AuthenticationFailed):  # oscar's password does not sign for olivia
+        signatures.sign(session, signer=plant["olivia"], credentials=credentials, meaning="reviewed", record=ex)
+    with pytest.raises(TypeError):
+        signatures.Credentials(plant["olivia"].id, object())
