@@ -45,12 +45,14 @@ def signer_named(session: Session, username: str) -> User:
     return user
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(eq=False)
 class Credentials:
-    """``signer`` re-entered user name and password for one signature (made by ``authenticate`` only)."""
+    """``signer`` re-entered user name and password for one signature (made by ``authenticate`` only;
+    ``sign`` spends it, so one password entry never executes two signatures)."""
 
     signer_id: int
     _issued: object
+    spent: bool = False
 
     def __post_init__(self) -> None:
         if self._issued is not _ISSUED:
@@ -80,8 +82,10 @@ def sign(session: Session, *, signer: User, meaning: Meaning | str, record: Sign
     meaning = _meaning(meaning)
     if credentials is None:
         authenticate(signer, password=password or "", username=username, require_username=require_username)
-    elif credentials.signer_id != signer.id:
+    elif credentials.signer_id != signer.id or credentials.spent:
         raise AuthenticationFailed(signer.username, context="signature", message=BAD_CREDENTIALS)
+    else:
+        credentials.spent = True
     roles = ROLE_FOR_MEANING[meaning]
     if not signer.has_role(*roles):
         raise PermissionDenied(f"signing as '{meaning.label}' needs the {' or '.join(roles)} role")

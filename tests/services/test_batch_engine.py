@@ -367,3 +367,7 @@ def test_credentials_are_the_signers_own(plant):
         signatures.sign(session, signer=plant["olivia"], credentials=credentials, meaning="reviewed", record=ex)
     with pytest.raises(TypeError):
         signatures.Credentials(plant["olivia"].id, object())
+    own = signatures.authenticate(plant["oscar"], password=PASSWORD, require_username=False)
+    signatures.sign(session, signer=plant["oscar"], credentials=own, meaning="verified", record=ex)
+    with pytest.raises(AuthenticationFailed):  # one password entry, one signature
+        signatures.sign(session, signer=plant["oscar"], credentials=own, meaning="verified", record=ex)
