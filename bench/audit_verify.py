@@ -77,7 +77,7 @@ def _seed(engine: sa.Engine, n: int) -> None:
     dialect = engine.dialect
     to_db = table.c.occurred_at.type.bind_processor(dialect) or (lambda value: value)
     batch: list[tuple] = []
-    last = (0, GENESIS_HASH)
+    last = (0, GENESIS_HASH, None)
     raw = engine.raw_connection()
     try:
         cursor = raw.cursor()
@@ -87,7 +87,7 @@ def _seed(engine: sa.Engine, n: int) -> None:
         for entry, entry_hash in _entries(n):
             row = (entry.seq, to_db(entry.occurred_at), entry.user_id, entry.username, entry.action, entry.entity_type,
                    entry.entity_id, entry.before, entry.after, entry.reason, entry.prev_hash, entry_hash)
-            last = (entry.seq, entry_hash)
+            last = (entry.seq, entry_hash, entry.occurred_at)  # the generated times only move forward
             if dialect.name == "postgresql":
                 copy.write_row(row)
             else:
@@ -107,7 +107,7 @@ def _seed(engine: sa.Engine, n: int) -> None:
         raw.close()
     with engine.begin() as conn:
         head = AuditHead.__table__
-        conn.execute(sa.update(head).where(head.c.id == 1).values(seq=last[0], entry_hash=last[1]))
+        conn.execute(sa.update(head).where(head.c.id == 1).values(seq=last[0], entry_hash=last[1], max_at=last[2]))
         if dialect.name == "postgresql":
             conn.execute(sa.text("ANALYZE audit_entry"))
 

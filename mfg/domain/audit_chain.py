@@ -71,6 +71,29 @@ class ChainEntry(NamedTuple):
         return hashlib.sha256(self.canonical_text().encode("utf-8")).hexdigest()
 
 
+class ChainHead(NamedTuple):
+    """What the application recorded of the trail when it last appended (the ``audit_head`` row)."""
+
+    seq: int
+    entry_hash: str
+    max_at: datetime | None  # the latest time of any entry
+    unordered_at: datetime | None  # the latest time of an entry earlier than an entry before it
+
+
+def next_times(max_at: datetime | None, unordered_at: datetime | None,
+               at: datetime) -> tuple[datetime | None, datetime | None]:
+    """``(max_at, unordered_at)`` once an entry of time ``at`` follows a trail whose are given.
+
+    An entry earlier than the latest before it (the server clock was set back) moves ``unordered_at``;
+    entries of equal times are in order (their sequence numbers order them).
+    """
+    if max_at is None or at > max_at:
+        return at, unordered_at
+    if at < max_at and (unordered_at is None or at > unordered_at):
+        return max_at, at
+    return max_at, unordered_at
+
+
 @dataclass(frozen=True)
 class VerifyResult:
     checked: int
@@ -82,16 +105,18 @@ class VerifyResult:
         return self.problem is None
 
 
-def verify_chain(entries: Iterable[tuple[ChainEntry, str]],
-                 head: tuple[int, str] | None = None) -> VerifyResult:
+def verify_chain(entries: Iterable[tuple[ChainEntry, str]], head: ChainHead | None = None) -> VerifyResult:
     """Walk ``(entry, stored_hash)`` pairs in sequence order; report the first break.
 
-    ``head`` is the (last sequence number, last hash) the application recorded when it appended; it
-    catches entries removed from the end of the trail.
+    ``head`` is what the application recorded when it last appended: its last sequence number and hash
+    catch entries removed from the end of the trail; its record of the trail's times (which the audit
+    trail screen relies on to find a date range) must match the entries' times.
     """
     expected_prev = GENESIS_HASH
     expected_seq = 1
     checked = 0
+    max_at: datetime | None = None
+    unordered_at: datetime | None = None
     for entry, stored_hash in entries:
         if entry.seq != expected_seq:
             if entry.seq > expected_seq:
@@ -105,13 +130,22 @@ def verify_chain(entries: Iterable[tuple[ChainEntry, str]],
         if entry.compute_hash() != stored_hash:
             return VerifyResult(checked, f"entry {entry.seq} was altered: its content does not match its hash",
                                 entry.seq)
+        max_at, unordered_at = next_times(max_at, unordered_at, entry.occurred_at)
         checked += 1
         expected_prev = stored_hash
         expected_seq += 1
     if head is not None:
-        head_seq, head_hash = head
-        if head_seq != expected_seq - 1 or (head_seq and head_hash != expected_prev):
+        if head.seq != expected_seq - 1 or (head.seq and head.entry_hash != expected_prev):
             return VerifyResult(checked, f"the trail ends at entry {expected_seq - 1} but the application "
-                                         f"recorded entry {head_seq} as the last: entries were removed or added",
+                                         f"recorded entry {head.seq} as the last: entries were removed or added",
                                 expected_seq)
+        if (head.max_at, head.unordered_at) != (max_at, unordered_at):
+            return VerifyResult(checked, "the audit head's record of the trail's times (latest "
+                                         f"{_when(head.max_at)}, out of order up to {_when(head.unordered_at)}) "
+                                         f"does not match the entries (latest {_when(max_at)}, out of order up to "
+                                         f"{_when(unordered_at)})", None)
     return VerifyResult(checked)
+
+
+def _when(at: datetime | None) -> str:
+    return "none" if at is None else iso_utc(at)

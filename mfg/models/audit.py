@@ -31,6 +31,8 @@ class AuditEntry(Base):
         # the audit trail screen's filters, each read newest first (services.audit.search)
         sa.Index("ix_audit_entry_username_seq", "username", "seq"),
         sa.Index("ix_audit_entry_action_seq", "action", "seq"),
+        # a date range resolved to the range of sequence numbers it covers (services.audit.search)
+        sa.Index("ix_audit_entry_occurred_at_seq", "occurred_at", "seq"),
     )
 
     def chain_entry(self) -> ChainEntry:
@@ -44,6 +46,12 @@ class AuditHead(Base):
 
     Appenders lock this row first (an UPDATE), which serialises appends on SQLite and PostgreSQL
     alike, so the chain never forks; ``audit verify`` compares it with the trail's real end.
+
+    It also keeps what the trail's times are known to be: ``max_at``, the latest time of any entry, and
+    ``unordered_at``, the latest time of an entry written earlier than an entry before it (the server's
+    clock was set back), or NULL if the times never went back. Entries at or after ``unordered_at`` are in
+    time order, so a date range among them is a range of sequence numbers. ``audit verify`` recomputes
+    both from the trail.
     """
 
     __tablename__ = "audit_head"
@@ -51,3 +59,5 @@ class AuditHead(Base):
     id: so.Mapped[int] = so.mapped_column(primary_key=True, autoincrement=False)
     seq: so.Mapped[int]
     entry_hash: so.Mapped[Hash64]
+    max_at: so.Mapped[UTC | None]
+    unordered_at: so.Mapped[UTC | None]

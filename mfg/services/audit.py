@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.orm import Session
 
-from ..domain.audit_chain import ChainEntry, VerifyResult, verify_chain
+from ..domain.audit_chain import ChainEntry, ChainHead, VerifyResult, next_times, verify_chain
 from ..domain.canonical import canonical_json
 from ..domain.errors import DomainError
 from ..models import AuditEntry, AuditHead, Audited, User, utcnow
@@ -84,9 +84,10 @@ def _append(connection: sa.Connection, actor: Actor,
     # Lock the head row first: an UPDATE takes PostgreSQL's row lock and SQLite's write lock.
     head = connection.execute(
         sa.update(head_table).where(head_table.c.id == 1).values(seq=head_table.c.seq)
-        .returning(head_table.c.seq, head_table.c.entry_hash)).one()
+        .returning(head_table.c.seq, head_table.c.entry_hash, head_table.c.max_at, head_table.c.unordered_at)).one()
     seq, prev_hash = head.seq, head.entry_hash
     now = utcnow()
+    max_at, unordered_at = next_times(head.max_at, head.unordered_at, now)
     values = []
     for action, entity_type, entity_id, before, after, reason in rows:
         seq += 1
@@ -96,7 +97,7 @@ def _append(connection: sa.Connection, actor: Actor,
         values.append({**chain.content(), "occurred_at": now, "entry_hash": prev_hash})
     connection.execute(sa.insert(AuditEntry.__table__), values)
     connection.execute(sa.update(head_table).where(head_table.c.id == 1)
-                       .values(seq=seq, entry_hash=prev_hash))
+                       .values(seq=seq, entry_hash=prev_hash, max_at=max_at, unordered_at=unordered_at))
 
 
 def _entity_id(obj: object) -> str:
@@ -170,12 +171,13 @@ def _chain_rows(session: Session, batch: int = 5000) -> Iterator[tuple[ChainEntr
 
 def verify(session: Session) -> VerifyResult:
     """Walk the whole trail; report the number checked and the first break, if any."""
-    head = session.execute(sa.select(AuditHead.seq, AuditHead.entry_hash).where(AuditHead.id == 1)).one_or_none()
+    head = session.execute(sa.select(AuditHead.seq, AuditHead.entry_hash, AuditHead.max_at, AuditHead.unordered_at)
+                           .where(AuditHead.id == 1)).one_or_none()
     if head is None:
         return VerifyResult(0, "the audit chain head is missing", None)
     rows = _chain_rows(session)
     try:
-        return verify_chain(rows, (head.seq, head.entry_hash))
+        return verify_chain(rows, ChainHead(*head))
     finally:
         rows.close()
 
@@ -200,15 +202,42 @@ def _actions(session: Session) -> list[str]:
     return list(session.scalars(sa.select(walk.c.action).where(walk.c.action.is_not(None))))
 
 
+def _seq_range(session: Session, since: datetime | None, until: datetime | None) -> tuple[int, int] | None:
+    """The first and last sequence numbers of the entries with ``since <= occurred_at < until``, or None if
+    there are none.
+
+    Where the entries' times follow their sequence numbers (always, unless the server clock was set back:
+    the audit head's ``unordered_at``), the first and last entry by time are found through the
+    (occurred_at, seq) index in two look-ups. A range reaching back to or before a time the clock went back
+    to has no such shortcut: its entries are counted through the index, which costs as many index entries
+    as the range holds, and is still exact.
+    """
+    in_range = []
+    if since is not None:
+        in_range.append(AuditEntry.occurred_at >= since)
+    if until is not None:
+        in_range.append(AuditEntry.occurred_at < until)
+    unordered_at = session.scalar(sa.select(AuditHead.unordered_at).where(AuditHead.id == 1))
+    if unordered_at is None or (since is not None and since > unordered_at):
+        entries = sa.select(AuditEntry.seq).where(*in_range).limit(1)
+        query = sa.select(entries.order_by(AuditEntry.occurred_at, AuditEntry.seq).scalar_subquery(),
+                          entries.order_by(AuditEntry.occurred_at.desc(), AuditEntry.seq.desc()).scalar_subquery())
+    else:
+        query = sa.select(sa.func.min(AuditEntry.seq), sa.func.max(AuditEntry.seq)).where(*in_range)
+    first, last = session.execute(query).one()
+    return None if first is None else (first, last)
+
+
 def search(session: Session, filters: AuditFilter, *, before_seq: int | None = None,
            limit: int = 50) -> tuple[list[AuditEntry], int | None]:
     """Newest first, keyset-paginated on ``seq``: returns the page and the cursor of the next one.
 
     The user name, record and action filters each have an index that serves them in ``seq`` order, so
-    their pages cost the same however long the trail (a date range has none: it reads newest first until
-    the page is full). "Action starts with" (case-sensitive) is resolved to the actions that exist, then
-    each is read newest first through its own index range: a prefix matched by a few entries in a million
-    is not a scan of the million, and one matched by most is not a sort of them.
+    their pages cost the same however long the trail; a date range is first resolved to the sequence
+    numbers it covers (``_seq_range``), so every filter reads only between them. "Action starts with"
+    (case-sensitive) is resolved to the actions that exist, then each is read newest first through its own
+    index range: a prefix matched by a few entries in a million is not a scan of the million, and one
+    matched by most is not a sort of them.
     """
     conditions = []
     if filters.username:
@@ -217,20 +246,28 @@ def search(session: Session, filters: AuditFilter, *, before_seq: int | None = N
         conditions.append(AuditEntry.entity_type == filters.entity_type)
     if filters.entity_id:
         conditions.append(AuditEntry.entity_id == filters.entity_id)
-    if filters.since:
-        conditions.append(AuditEntry.occurred_at >= filters.since)
-    if filters.until:
-        conditions.append(AuditEntry.occurred_at < filters.until)
-    if before_seq is not None:
-        conditions.append(AuditEntry.seq < before_seq)
+    newest = None if before_seq is None else before_seq - 1
+    if filters.since or filters.until:
+        covered = _seq_range(session, filters.since, filters.until)
+        if covered is None:
+            return [], None
+        conditions.append(AuditEntry.seq >= covered[0])
+        newest = covered[1] if newest is None else min(newest, covered[1])
+        # still filtered by time: the range may hold entries of other times when the clock went back
+        if filters.since:
+            conditions.append(AuditEntry.occurred_at >= filters.since)
+        if filters.until:
+            conditions.append(AuditEntry.occurred_at < filters.until)
+    if newest is not None:
+        conditions.append(AuditEntry.seq <= newest)
     query = sa.select(AuditEntry).where(*conditions)
     if filters.action:
         actions = [action for action in _actions(session) if action.startswith(filters.action)]
         if not actions:
             return [], None
-        newest = [sa.select(AuditEntry.seq).where(*conditions, AuditEntry.action == action)
-                  .order_by(AuditEntry.seq.desc()).limit(limit + 1).subquery().select() for action in actions]
-        query = sa.select(AuditEntry).where(AuditEntry.seq.in_(sa.union_all(*newest).scalar_subquery()))
+        newest_of = [sa.select(AuditEntry.seq).where(*conditions, AuditEntry.action == action)
+                     .order_by(AuditEntry.seq.desc()).limit(limit + 1).subquery().select() for action in actions]
+        query = sa.select(AuditEntry).where(AuditEntry.seq.in_(sa.union_all(*newest_of).scalar_subquery()))
     entries = list(session.scalars(query.order_by(AuditEntry.seq.desc()).limit(limit + 1)))
     next_cursor = entries[limit - 1].seq if len(entries) > limit else None
     return entries[:limit], next_cursor

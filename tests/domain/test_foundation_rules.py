@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, strategies as st
 
 from mfg.domain import accounts
-from mfg.domain.audit_chain import GENESIS_HASH, ChainEntry, verify_chain
+from mfg.domain.audit_chain import GENESIS_HASH, ChainEntry, ChainHead, next_times, verify_chain
 from mfg.domain.canonical import canonical_json, content_hash, iso_utc
 from mfg.domain.errors import InvalidTransition, ValidationFailed
 from mfg.domain.signing import ROLE_FOR_MEANING, Meaning
@@ -49,20 +49,50 @@ def test_iso_utc_is_the_strftime_form_in_utc(moment):
     assert iso_utc(moment) == moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def _chain(n):
+def _chain(n, seconds=None):
     entries, prev = [], GENESIS_HASH
     for seq in range(1, n + 1):
-        entry = ChainEntry(seq, T0 + timedelta(seconds=seq), 1, "olivia", "x.update", "x", str(seq),
-                           None, '{"v":%d}' % seq, None, prev)
+        entry = ChainEntry(seq, T0 + timedelta(seconds=seq if seconds is None else seconds[seq - 1]), 1, "olivia",
+                           "x.update", "x", str(seq), None, '{"v":%d}' % seq, None, prev)
         prev = entry.compute_hash()
         entries.append((entry, prev))
     return entries
 
 
+def _head(entries, max_at=None, unordered_at=None):
+    return ChainHead(len(entries), entries[-1][1], max_at or entries[-1][0].occurred_at, unordered_at)
+
+
 def test_an_intact_chain_verifies():
     entries = _chain(5)
-    result = verify_chain(entries, (5, entries[-1][1]))
+    result = verify_chain(entries, _head(entries))
     assert result.ok and result.checked == 5
+
+
+def test_the_trails_times_follow_the_clock_back_and_forth():
+    """The clock set back from 10 s to 5 s at entry 4: entries 4 to 7 are earlier than entry 3, and the
+    latest of their times is 9 s (entry 6; entry 7's equal time moves nothing); the latest time is entry
+    3's until entry 8 passes it."""
+    seconds = [1, 2, 10, 5, 6, 9, 9, 11]
+    times, state = [T0 + timedelta(seconds=s) for s in seconds], (None, None)
+    for at in times:
+        state = next_times(*state, at)
+    assert state == (times[7], times[5])
+    assert next_times(times[0], None, times[0]) == (times[0], None)
+    entries = _chain(8, seconds)
+    assert verify_chain(entries, _head(entries, unordered_at=times[5])).ok
+
+
+def test_verify_catches_a_head_whose_times_do_not_match_the_trail():
+    """The audit trail screen finds a date range by the head's record of the times: one cleared or
+    moved (hiding that the clock went back) is a break."""
+    seconds = [1, 2, 10, 5, 6]
+    entries = _chain(5, seconds)
+    at = [entry.occurred_at for entry, _ in entries]
+    assert verify_chain(entries, _head(entries, at[2], at[4])).ok
+    for wrong in (_head(entries, at[2], None), _head(entries, at[4], at[4]), _head(entries, at[2], at[3])):
+        result = verify_chain(entries, wrong)
+        assert not result.ok and "record of the trail's times" in result.problem, wrong
 
 
 def test_each_kind_of_tampering_is_named():
@@ -77,7 +107,7 @@ def test_each_kind_of_tampering_is_named():
     result = verify_chain(rehashed)
     assert result.bad_seq == 4 and "does not link" in result.problem
     truncated = entries[:4]
-    assert "removed" in verify_chain(truncated, (5, entries[-1][1])).problem
+    assert "removed" in verify_chain(truncated, _head(entries)).problem
 
 
 def test_password_rules():

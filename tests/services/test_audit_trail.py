@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime, timedelta, timezone
 
 import pytest
 import sqlalchemy as sa
@@ -181,6 +182,50 @@ def test_search_filters_and_paginates_newest_first(session, make_user):
     page, _ = audit.search(session, audit.AuditFilter(entity_type="user_account", entity_id="3"))
     assert [e.seq for e in page] == [3]
     assert audit.search(session, audit.AuditFilter(username="nobody"))[0] == []
+
+
+def _pages(session, filters, limit=2):
+    seqs, cursor = [], None
+    while True:
+        page, cursor = audit.search(session, filters, before_seq=cursor, limit=limit)
+        seqs += [entry.seq for entry in page]
+        if cursor is None:
+            return seqs
+
+
+@pytest.mark.parametrize("days", [(1, 3, 3, 5, 6), (1, 3, 5, 2, 4, 6, 7)], ids=["in-order", "clock-set-back"])
+def test_a_date_range_finds_exactly_its_entries(session, make_user, monkeypatch, days):
+    """Every date range, open or closed, pages through exactly its entries newest first, whether the
+    entries' times follow their order (the range is found through the time index) or the server clock was
+    set back (day 5, then day 2: the range is counted), and verify passes on both trails."""
+    start = datetime(2026, 3, 1, 9, 30, tzinfo=timezone.utc)
+    for i, day in enumerate(days):
+        monkeypatch.setattr(audit, "utcnow", lambda day=day: start + timedelta(days=day))
+        make_user(f"user{i}")
+    entries = _entries(session)
+    assert len(entries) == len(days) and audit.verify(session).ok
+    bounds = [None] + [start.replace(hour=0, minute=0) + timedelta(days=day) for day in range(9)]
+    for since in bounds:
+        for until in bounds:
+            expected = [e.seq for e in reversed(entries)
+                        if (since is None or e.occurred_at >= since) and (until is None or e.occurred_at < until)]
+            assert _pages(session, audit.AuditFilter(since=since, until=until)) == expected, (since, until)
+            assert _pages(session, audit.AuditFilter(since=since, until=until, username="test-setup")) == expected
+
+
+def test_verify_catches_a_head_that_hides_the_clock_going_back(app, session, make_user, monkeypatch):
+    """The audit trail screen trusts the head's record of the trail's times; clearing it would hide entries
+    from a date range, so verify compares it with the entries."""
+    start = datetime(2026, 3, 1, 9, 30, tzinfo=timezone.utc)
+    for i, day in enumerate((3, 1)):
+        monkeypatch.setattr(audit, "utcnow", lambda day=day: start + timedelta(days=day))
+        make_user(f"user{i}")
+    assert audit.verify(session).ok
+    session.rollback()
+    with app.extensions["mfg.db"].engine.begin() as conn:
+        conn.execute(sa.text("UPDATE audit_head SET unordered_at = NULL"))
+    result = audit.verify(session)
+    assert not result.ok and "record of the trail's times" in result.problem
 
 
 def test_login_events_are_audited(session, make_user):

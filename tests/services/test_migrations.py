@@ -3,10 +3,18 @@ would otherwise only show up on a customer's database)."""
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
+
+import sqlalchemy as sa
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
-from mfg.models import Base
+from mfg.domain.audit_chain import GENESIS_HASH, ChainEntry
+from mfg.extensions import db
+from mfg.migrate import alembic_config
+from mfg.models import AuditEntry, AuditHead, Base
+from mfg.services import audit
 
 
 def test_the_migrated_schema_matches_the_models(app):
@@ -14,3 +22,29 @@ def test_the_migrated_schema_matches_the_models(app):
     with engine.connect() as conn:
         differences = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": False}), Base.metadata)
     assert differences == []
+
+
+def test_the_audit_heads_record_of_times_is_filled_from_an_existing_trail(database_url, app_factory):
+    """Migration 0010 fills the head's latest time and latest out-of-order time from a trail written before
+    it (here, the clock set back from day 3 to day 1), so verify and the date filter agree at once."""
+    config = alembic_config(database_url)
+    command.downgrade(config, "0009")
+    at = [datetime(2026, 3, day, 9, 30, tzinfo=timezone.utc) for day in (3, 1, 2)]
+    prev, rows = GENESIS_HASH, []
+    for seq, when in enumerate(at, start=1):
+        entry = ChainEntry(seq, when, None, "cli:root", "login.failure", None, None, None, None, None, prev)
+        prev = entry.compute_hash()
+        rows.append({**entry.content(), "occurred_at": when, "entry_hash": prev})
+    engine = sa.create_engine(database_url, poolclass=sa.pool.NullPool)
+    with engine.begin() as conn:
+        conn.execute(sa.insert(AuditEntry.__table__), rows)
+        conn.execute(sa.text("UPDATE audit_head SET seq = 3, entry_hash = :hash"), {"hash": prev})
+    command.upgrade(config, "head")
+    with engine.connect() as conn:
+        head = conn.execute(sa.select(AuditHead.max_at, AuditHead.unordered_at)).one()
+    engine.dispose()
+    assert tuple(head) == (at[0], at[2])
+    app = app_factory()
+    with app.app_context():
+        result = audit.verify(db.session)
+    assert result.ok and result.checked == 3
