@@ -75,7 +75,9 @@ def _entries(n: int) -> Iterator[tuple[ChainEntry, str]]:
 def _seed(engine: sa.Engine, n: int) -> None:
     table = AuditEntry.__table__
     dialect = engine.dialect
-    to_db = table.c.occurred_at.type.bind_processor(dialect) or (lambda value: value)
+    # what the application stores: the type's own conversion, then the dialect's (SQLite: text, always
+    # with microseconds; the driver's default datetime adapter would drop ".000000")
+    to_db = table.c.occurred_at.type.dialect_impl(dialect).bind_processor(dialect)
     batch: list[tuple] = []
     last = (0, GENESIS_HASH, None)
     raw = engine.raw_connection()

@@ -150,9 +150,9 @@ class _Rows:
                             if c in REFERENCES and row[c] is not None] for row in rows]
         # a time is shifted after UTCDateTime's own step (to UTC, naive on SQLite), which shifting commutes with
         decorated = {c: table.c[c].type.dialect_impl(dialect) for c in times}
-        self.times = [[(self.index[c], decorated[c].process_bind_param(row[c], dialect),
-                        decorated[c].impl.bind_processor(dialect) or _same) for c in times if row[c] is not None]
-                      for row in rows]
+        impl_to_db = {c: decorated[c].impl.dialect_impl(dialect).bind_processor(dialect) or _same for c in times}
+        self.times = [[(self.index[c], decorated[c].process_bind_param(row[c], dialect), impl_to_db[c])
+                       for c in times if row[c] is not None] for row in rows]
         self.dates = [[(self.index[c], row[c], self.process[c]) for c in dates_ if row[c] is not None] for row in rows]
 
 
