@@ -82,7 +82,7 @@ class ChainHead(NamedTuple):
 
 def next_times(max_at: datetime | None, unordered_at: datetime | None,
                at: datetime) -> tuple[datetime | None, datetime | None]:
-    """``(max_at, unordered_at)`` once an entry of time ``at`` follows a trail whose are given.
+    """A trail's ``(max_at, unordered_at)`` once an entry of time ``at`` is appended to it.
 
     An entry earlier than the latest before it (the server clock was set back) moves ``unordered_at``;
     entries of equal times are in order (their sequence numbers order them).

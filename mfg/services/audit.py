@@ -202,9 +202,10 @@ def _actions(session: Session) -> list[str]:
     return list(session.scalars(sa.select(walk.c.action).where(walk.c.action.is_not(None))))
 
 
-def _seq_range(session: Session, since: datetime | None, until: datetime | None) -> tuple[int, int] | None:
-    """The first and last sequence numbers of the entries with ``since <= occurred_at < until``, or None if
-    there are none.
+def _seq_range(session: Session, in_range: list[sa.ColumnElement[bool]],
+               since: datetime | None) -> tuple[int, int] | None:
+    """The first and last sequence numbers of the entries matching ``in_range`` (the conditions of a date
+    range starting at ``since``), or None if there are none.
 
     Where the entries' times follow their sequence numbers (always, unless the server clock was set back:
     the audit head's ``unordered_at``), the first and last entry by time are found through the
@@ -212,11 +213,6 @@ def _seq_range(session: Session, since: datetime | None, until: datetime | None)
     to has no such shortcut: its entries are counted through the index, which costs as many index entries
     as the range holds, and is still exact.
     """
-    in_range = []
-    if since is not None:
-        in_range.append(AuditEntry.occurred_at >= since)
-    if until is not None:
-        in_range.append(AuditEntry.occurred_at < until)
     unordered_at = session.scalar(sa.select(AuditHead.unordered_at).where(AuditHead.id == 1))
     if unordered_at is None or (since is not None and since > unordered_at):
         entries = sa.select(AuditEntry.seq).where(*in_range).limit(1)
@@ -247,17 +243,19 @@ def search(session: Session, filters: AuditFilter, *, before_seq: int | None = N
     if filters.entity_id:
         conditions.append(AuditEntry.entity_id == filters.entity_id)
     newest = None if before_seq is None else before_seq - 1
-    if filters.since or filters.until:
-        covered = _seq_range(session, filters.since, filters.until)
+    in_range = []
+    if filters.since:
+        in_range.append(AuditEntry.occurred_at >= filters.since)
+    if filters.until:
+        in_range.append(AuditEntry.occurred_at < filters.until)
+    if in_range:
+        covered = _seq_range(session, in_range, filters.since)
         if covered is None:
             return [], None
         conditions.append(AuditEntry.seq >= covered[0])
         newest = covered[1] if newest is None else min(newest, covered[1])
         # still filtered by time: the range may hold entries of other times when the clock went back
-        if filters.since:
-            conditions.append(AuditEntry.occurred_at >= filters.since)
-        if filters.until:
-            conditions.append(AuditEntry.occurred_at < filters.until)
+        conditions += in_range
     if newest is not None:
         conditions.append(AuditEntry.seq <= newest)
     query = sa.select(AuditEntry).where(*conditions)
