@@ -5,14 +5,41 @@ BIN := $(VENV)/bin
 CHROMIUM := /usr/lib/chromium/chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test bench install chromium clean-venv
+PIP_INSTALL := $(BIN)/python -m pip install --quiet --disable-pip-version-check
+LOCK_VENV := .venv-lock
 
-$(BIN)/.installed: pyproject.toml
+.PHONY: run test bench install install-test lock lock-check chromium clean-venv
+
+## make install: the run environment, exactly as locked (requirements/run.txt: every package pinned with its
+## hashes, binary wheels only), then the product itself, built by the locked backend. A changed lock or
+## pyproject.toml builds the environment anew, so nothing stays installed that the lock does not name.
+$(BIN)/.installed-run: requirements/run.txt pyproject.toml
+	rm -rf $(VENV)
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	$(PIP_INSTALL) --require-hashes --only-binary :all: -r requirements/run.txt
+	$(PIP_INSTALL) --no-deps --no-build-isolation -e .
 	touch $@
 
-install: $(BIN)/.installed
+## make install-test: and the test extra, from requirements/test.txt (the same versions, plus the test tools)
+$(BIN)/.installed-test: requirements/test.txt $(BIN)/.installed-run
+	$(PIP_INSTALL) --require-hashes --only-binary :all: -r requirements/test.txt
+	touch $@
+
+install: $(BIN)/.installed-run
+install-test: $(BIN)/.installed-test
+
+## make lock: regenerate requirements/*.txt from pyproject.toml with the pinned uv (requirements/tools.txt),
+## keeping every version pyproject.toml still allows; `make lock UPGRADE=1` takes the newest releases.
+## The one way to change what is installed; run `make test` after it.
+lock:
+	[ -x $(LOCK_VENV)/bin/python ] || $(PYTHON) -m venv $(LOCK_VENV)
+	$(LOCK_VENV)/bin/python -m pip install --quiet --disable-pip-version-check --require-hashes \
+		--only-binary :all: -r requirements/tools.txt
+	$(LOCK_VENV)/bin/python requirements/lock.py $(if $(UPGRADE),--upgrade)
+
+## make lock-check: does the lock agree with pyproject.toml? (standard library only: runs before installing)
+lock-check:
+	$(PYTHON) requirements/lock.py --check
 
 ## make run: set up instance/ (idempotent: keeps data and keys) and serve on 127.0.0.1:5000
 run: install
@@ -26,13 +53,13 @@ chromium:
 	fi
 
 ## make test: install what the tests need and run the whole suite
-test: install chromium
+test: install-test chromium
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 ## make bench: run bench/ (SQLite, and PostgreSQL when MFG_BENCH_DATABASE_URL or MFG_TEST_DATABASE_URL is set);
 ## writes bench/out/report.md and bench/out/report.json. BENCH_ARGS=--quick tries the harness at small sizes.
-bench: install
+bench: install-test
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 clean-venv:
-	rm -rf $(VENV)
+	rm -rf $(VENV) $(LOCK_VENV)

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from mfg import create_app
-from mfg.config import PROJECT_ROOT
+from mfg.config import RESOURCE_ROOT
 from mfg.domain.canonical import iso_utc
 from mfg.extensions import db
 from mfg.models import Batch, utcnow
@@ -32,7 +32,7 @@ def main() -> None:
     figures: dict[str, dict] = {}
     with tempfile.TemporaryDirectory() as tmp:
         app = create_app({"INSTANCE_PATH": tmp, "DATABASE_URL": f"sqlite:///{tmp}/bench.sqlite3",
-                          "SOPS_DIR": str(PROJECT_ROOT / "sops")})
+                          "SOPS_DIR": str(RESOURCE_ROOT / "sops")})
         runner = app.test_cli_runner()
         for command in (["init", "--demo"], ["demo-batch", "--out", f"{tmp}/out"]):
             result = runner.invoke(args=command)

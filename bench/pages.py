@@ -58,7 +58,7 @@ from zoneinfo import ZoneInfo
 import sqlalchemy as sa
 
 from mfg import create_app
-from mfg.config import PROJECT_ROOT
+from mfg.config import RESOURCE_ROOT
 from mfg.domain import isbt128
 from mfg.extensions import db, make_engine
 from mfg.migrate import upgrade
@@ -482,7 +482,7 @@ def _count_rows(engine: sa.Engine, names: Iterable[str]) -> dict[str, int]:
 def make_app(url: str, instance: Path):
     instance.mkdir(exist_ok=True)
     return create_app({"INSTANCE_PATH": instance, "DATABASE_URL": url, "DEMO": True, "TESTING": True,
-                       "SECRET_KEY": "bench-pages", "WTF_CSRF_ENABLED": False, "SOPS_DIR": str(PROJECT_ROOT / "sops")})
+                       "SECRET_KEY": "bench-pages", "WTF_CSRF_ENABLED": False, "SOPS_DIR": str(RESOURCE_ROOT / "sops")})
 
 
 def seed(url: str, instance: Path, *, batches: int, audit_entries: int, active: int) -> dict:

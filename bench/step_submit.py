@@ -18,7 +18,7 @@ from pathlib import Path
 
 
 from mfg import create_app
-from mfg.config import PROJECT_ROOT
+from mfg.config import RESOURCE_ROOT
 from mfg.extensions import db
 from mfg.migrate import upgrade
 from mfg.models import utcnow
@@ -43,7 +43,7 @@ def main() -> None:
     try:
         upgrade(url)
         (tmp / "sops").mkdir()
-        shutil.copy(PROJECT_ROOT / "sops" / "demo" / "DEMO-PROC_v1.yaml", tmp / "sops")
+        shutil.copy(RESOURCE_ROOT / "sops" / "demo" / "DEMO-PROC_v1.yaml", tmp / "sops")
         app = create_app({"SECRET_KEY": "bench", "INSTANCE_PATH": tmp, "DATABASE_URL": url,
                           "SOPS_DIR": str(tmp / "sops"), "WTF_CSRF_ENABLED": False})
         with app.app_context():

@@ -12,14 +12,15 @@ from typing import Any
 
 from flask import Flask
 
-from .config import DEFAULTS, PROJECT_ROOT, from_environment
+from .config import DEFAULTS, TEMPLATES_DIR, from_environment
 from .extensions import csrf, db, login_manager
 
 
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
-    app = Flask(__name__, instance_relative_config=True,
-                instance_path=os.environ.get("MFG_INSTANCE_PATH") or str(PROJECT_ROOT / "instance"),
-                template_folder=str(PROJECT_ROOT / "templates"))
+    # The instance folder: MFG_INSTANCE_PATH, else Flask's default, ``instance/`` at the root of a source
+    # checkout, or ``<virtual environment>/var/mfg-instance`` for an installed package.
+    app = Flask(__name__, instance_relative_config=True, instance_path=os.environ.get("MFG_INSTANCE_PATH") or None,
+                template_folder=str(TEMPLATES_DIR))
     if test_config and "INSTANCE_PATH" in test_config:
         app.instance_path = str(test_config["INSTANCE_PATH"])
     app.config.from_mapping(DEFAULTS)

@@ -63,6 +63,10 @@ def init_command(demo: bool) -> None:
     Safe to run again: existing data, keys and settings are kept.
     """
     app = current_app
+    try:  # before anything is written: an installation without its master records is incomplete
+        sops.definition_files(Path(app.config["SOPS_DIR"]))
+    except DomainError as exc:
+        raise click.ClickException("\n".join(exc.problems)) from None
     instance = Path(app.instance_path)
     instance.mkdir(parents=True, exist_ok=True)
     config_file = instance / "config.py"
@@ -158,7 +162,8 @@ sops_cli = AppGroup("sops", help="Controlled master records.")
 
 @sops_cli.command("load")
 @click.option("--user", "username", required=True, help="The QA user loading the files (they cannot approve them).")
-@click.option("--dir", "directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--dir", "directory", type=click.Path(path_type=Path),
+              help="The folder of definition files (default: SOPS_DIR).")
 def sops_load(username: str, directory: Path | None) -> None:
     """Validate every definition file and store new versions as drafts (all or nothing)."""
     directory = directory or Path(current_app.config["SOPS_DIR"])

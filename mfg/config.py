@@ -16,12 +16,18 @@ import json
 import os
 from pathlib import Path
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PACKAGE_DIR = Path(__file__).resolve().parent
+# Where templates/, sops/ and requirements/ are: a wheel carries them inside the package (pyproject.toml,
+# force-include), a source checkout (and an editable install of it) beside the package, at its root.
+RESOURCE_ROOT = PACKAGE_DIR if (PACKAGE_DIR / "templates").is_dir() else PACKAGE_DIR.parent
+TEMPLATES_DIR = RESOURCE_ROOT / "templates"
+# The run lock: every package and version the product was tested with (`make lock`).
+RUN_LOCK = RESOURCE_ROOT / "requirements" / "run.txt"
 
 DEFAULTS: dict[str, object] = {
     # None: SQLite file ``mfg.sqlite3`` inside the instance folder.
     "DATABASE_URL": None,
-    "SOPS_DIR": str(PROJECT_ROOT / "sops"),
+    "SOPS_DIR": str(RESOURCE_ROOT / "sops"),
     "SITE_NAME": "NK-cell manufacturing facility",
     "SITE_TIMEZONE": "UTC",
     # Demo instances say so on every page and watermark their PDFs.

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mfg.config import PROJECT_ROOT
+from mfg.config import RESOURCE_ROOT
 
 PASSWORD = "correct-horse-battery"
-DEMO_SOP = PROJECT_ROOT / "sops" / "demo" / "DEMO-PROC_v1.yaml"
+DEMO_SOP = RESOURCE_ROOT / "sops" / "demo" / "DEMO-PROC_v1.yaml"

@@ -57,7 +57,7 @@ import jinja2
 from barcode.writer import SVGWriter
 from ppf.datamatrix import DataMatrix
 
-from mfg.config import PROJECT_ROOT
+from mfg.config import TEMPLATES_DIR
 from mfg.domain import isbt128
 from mfg.domain.errors import ValidationFailed
 
@@ -83,7 +83,7 @@ DEFAULT_WARNINGS: tuple[str, ...] = (
 
 _TEMPLATE = "reports/label.html"
 _ENVIRONMENT = jinja2.Environment(
-    loader=jinja2.FileSystemLoader(str(PROJECT_ROOT / "templates")),
+    loader=jinja2.FileSystemLoader(str(TEMPLATES_DIR)),
     autoescape=True,
     undefined=jinja2.StrictUndefined,
     trim_blocks=True,

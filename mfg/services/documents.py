@@ -21,7 +21,7 @@ import jinja2
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from ..config import PROJECT_ROOT
+from ..config import TEMPLATES_DIR
 from ..domain.canonical import canonical_json, iso_utc
 from ..domain.errors import NotFound, PermissionDenied, ValidationFailed
 from ..models import Batch, DocumentRevision, User, utcnow
@@ -33,7 +33,7 @@ KINDS = {"batch_record": "Batch record", "coa": "Certificate of analysis", "labe
 
 @functools.cache
 def _environment() -> jinja2.Environment:
-    return jinja2.Environment(loader=jinja2.FileSystemLoader(str(PROJECT_ROOT / "templates")), autoescape=True,
+    return jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES_DIR)), autoescape=True,
                               undefined=jinja2.StrictUndefined)
 
 

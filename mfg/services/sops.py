@@ -34,7 +34,14 @@ class LoadResult:
 
 
 def definition_files(directory: Path) -> list[Path]:
-    return sorted(p for p in directory.rglob("*") if p.suffix in (".yaml", ".yml") and p.is_file())
+    """The definition files under ``directory``. A folder that does not exist or holds no definition file
+    is refused: it is a wrong setting or an incomplete installation, never "nothing new to load"."""
+    if not directory.is_dir():
+        raise ValidationFailed(f"the master record folder {directory} does not exist (SOPS_DIR or --dir)")
+    files = sorted(p for p in directory.rglob("*") if p.suffix in (".yaml", ".yml") and p.is_file())
+    if not files:
+        raise ValidationFailed(f"no master records in {directory}: it holds no .yaml or .yml file")
+    return files
 
 
 def _read(path: Path, root: Path) -> tuple[str, str, str, Document]:
@@ -53,7 +60,8 @@ def _read(path: Path, root: Path) -> tuple[str, str, str, Document]:
 
 
 def load_directory(session: Session, directory: Path, *, loader: User) -> LoadResult:
-    """Load every definition under ``directory``; all or nothing: any problem loads no file."""
+    """Load every definition under ``directory`` (:func:`definition_files`); all or nothing: any problem
+    loads no file."""
     if not loader.has_role(LOADER_ROLE):
         raise PermissionDenied("loading master records needs the qa role")
     problems: list[str] = []

@@ -27,7 +27,7 @@ import sqlalchemy as sa
 from flask import Flask
 from playwright.sync_api import Browser, Locator, Page, expect
 
-from mfg.config import PROJECT_ROOT
+from mfg.config import RESOURCE_ROOT
 from mfg.domain import isbt128
 from mfg.extensions import db
 from mfg.models import AuditEntry, User, utcnow
@@ -51,7 +51,7 @@ def set_up_plant(live_app: Flask, make_user: Callable[..., User]) -> None:
         make_user(username, role, full_name=full_name)
     sops_dir = Path(live_app.config["SOPS_DIR"])
     for folder in ("nk", "trial"):
-        shutil.copytree(PROJECT_ROOT / "sops" / folder, sops_dir / folder)
+        shutil.copytree(RESOURCE_ROOT / "sops" / folder, sops_dir / folder)
     with live_app.app_context():
         session = db.session
         audit.set_actor(session, name="test-setup")

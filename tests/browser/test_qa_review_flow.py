@@ -28,7 +28,7 @@ from flask import Flask
 from playwright.sync_api import Browser, Locator, Page, expect
 from pypdf import PdfReader
 
-from mfg.config import PROJECT_ROOT
+from mfg.config import RESOURCE_ROOT
 from mfg.extensions import db
 from mfg.models import BatchDecision, DocumentRevision, Signature, User
 from mfg.reports.pdf import load_site_signer, verify_pdf
@@ -61,7 +61,7 @@ def set_up_plant(live_app: Flask, make_user: Callable[..., User]) -> Plant:
         make_user(username, roles, full_name=full_name)
     sops_dir = Path(live_app.config["SOPS_DIR"])
     for folder in ("nk", "trial"):
-        shutil.copytree(PROJECT_ROOT / "sops" / folder, sops_dir / folder)
+        shutil.copytree(RESOURCE_ROOT / "sops" / folder, sops_dir / folder)
     instance = Path(live_app.instance_path)
     ensure_site_certificate(instance / live_app.config["SIGNING_KEY_FILE"],
                             instance / live_app.config["SIGNING_CERT_FILE"], "Test site", demo=True)

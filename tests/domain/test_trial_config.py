@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from mfg.config import PROJECT_ROOT
+from mfg.config import RESOURCE_ROOT
 from mfg.domain.documents import parse_document
 from mfg.domain.sop_schema import DefinitionError
 from mfg.domain.trial_config import TrialConfiguration
 
-TRIAL = PROJECT_ROOT / "sops" / "trial" / "NK-TRIAL_v1.yaml"
+TRIAL = RESOURCE_ROOT / "sops" / "trial" / "NK-TRIAL_v1.yaml"
 
 
 def test_the_demo_trial_configuration_parses_with_the_issue_defaults():

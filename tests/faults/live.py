@@ -21,7 +21,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from urllib.parse import urlencode
 
-from mfg.config import PROJECT_ROOT
+from mfg.config import RESOURCE_ROOT
 
 BIN = Path(sys.executable).parent  # the virtual environment's bin/, where flask and gunicorn live
 OPERATOR_PASSWORD = "fault-test-password-2026"
@@ -38,7 +38,7 @@ def instance_env(instance: Path, database_url: str) -> dict[str, str]:
 
 def run_cli(instance: Path, database_url: str, *args: str, timeout: float = 90) -> subprocess.CompletedProcess:
     """``flask --app mfg ARGS`` in its own process, as an administrator runs it."""
-    return subprocess.run([str(BIN / "flask"), "--app", "mfg", *args], cwd=PROJECT_ROOT,
+    return subprocess.run([str(BIN / "flask"), "--app", "mfg", *args], cwd=RESOURCE_ROOT,
                           env=instance_env(instance, database_url), capture_output=True, text=True,
                           timeout=timeout, check=False)
 
@@ -47,7 +47,7 @@ def run_clis(instance: Path, database_url: str, *commands: tuple[str, ...],
              timeout: float = 90) -> list[tuple[int, str, str]]:
     """Several ``flask --app mfg`` commands at once (each starts the app: seconds of imports);
     (exit code, stdout, stderr) of each, in order."""
-    procs = [subprocess.Popen([str(BIN / "flask"), "--app", "mfg", *command], cwd=PROJECT_ROOT,
+    procs = [subprocess.Popen([str(BIN / "flask"), "--app", "mfg", *command], cwd=RESOURCE_ROOT,
                               env=instance_env(instance, database_url), stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True) for command in commands]
     results = []
@@ -152,7 +152,7 @@ class Gunicorn:
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             [str(BIN / "gunicorn"), "--workers", "2", "--threads", "4", "--bind", f"127.0.0.1:{self.port}",
-             "mfg:create_app()"], cwd=PROJECT_ROOT, env=instance_env(self.instance, self.database_url),
+             "mfg:create_app()"], cwd=RESOURCE_ROOT, env=instance_env(self.instance, self.database_url),
             stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
         try:
             self._wait_ready(timeout)

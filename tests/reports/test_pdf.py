@@ -30,7 +30,7 @@ from pyhanko.pdf_utils import generic
 from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
 from pyhanko.pdf_utils.reader import PdfFileReader
 
-from mfg.config import PROJECT_ROOT
+from mfg.config import RESOURCE_ROOT
 from mfg.reports.pdf import (
     DocumentResourceError, SigningMaterialError, SiteSigner, load_site_signer, render_pdf, sha256_hex, sign_pdf,
     verify_pdf,
@@ -62,7 +62,7 @@ def quiet_pyhanko() -> Iterator[None]:
 
 # ------------------------------------------------------------------------------------------- helpers
 
-_ENV = jinja2.Environment(loader=jinja2.FileSystemLoader(PROJECT_ROOT / "templates"), autoescape=True)
+_ENV = jinja2.Environment(loader=jinja2.FileSystemLoader(RESOURCE_ROOT / "templates"), autoescape=True)
 
 
 def document_html(body: str, *, header: str = HEADER, watermark: bool = False, title: str = TITLE) -> str:

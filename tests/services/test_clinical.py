@@ -10,7 +10,7 @@ from decimal import Decimal
 import pytest
 import sqlalchemy as sa
 
-from mfg.config import PROJECT_ROOT
+from mfg.config import RESOURCE_ROOT
 from mfg.domain import isbt128
 from mfg.domain.errors import AuthenticationFailed, PermissionDenied, ValidationFailed
 from mfg.extensions import db
@@ -18,7 +18,7 @@ from mfg.models import SignatureInvalidation
 from mfg.services import audit, clinical, signatures, sops
 from tests.support import PASSWORD
 
-TRIAL = PROJECT_ROOT / "sops" / "trial" / "NK-TRIAL_v1.yaml"
+TRIAL = RESOURCE_ROOT / "sops" / "trial" / "NK-TRIAL_v1.yaml"
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 import pytest
 import sqlalchemy as sa
 
-from mfg.config import PROJECT_ROOT
+from mfg.config import RESOURCE_ROOT
 from mfg.domain.sop_schema import parse_definition, step_index
 from mfg.extensions import db
 from mfg.models import Batch, Donor, Equipment, MaterialLot, RecordedValue, StepExecution, Subject, utcnow
@@ -19,7 +19,7 @@ from mfg.services import accounts, audit, batches, demo, demo_nk, masterdata, si
 from tests.support import PASSWORD
 
 UTC = ZoneInfo("UTC")
-NK_FILES = sorted((PROJECT_ROOT / "sops" / "nk").glob("*.yaml"))
+NK_FILES = sorted((RESOURCE_ROOT / "sops" / "nk").glob("*.yaml"))
 
 
 def _named_in_files() -> tuple[set[str], set[str]]:
@@ -36,8 +36,8 @@ def _named_in_files() -> tuple[set[str], set[str]]:
 @pytest.fixture
 def nk_demo(session, make_user, sops_dir):
     """The NK master records and trial configuration approved; a clinical coordinator and two operators."""
-    shutil.copytree(PROJECT_ROOT / "sops" / "nk", sops_dir / "nk")
-    shutil.copytree(PROJECT_ROOT / "sops" / "trial", sops_dir / "trial")
+    shutil.copytree(RESOURCE_ROOT / "sops" / "nk", sops_dir / "nk")
+    shutil.copytree(RESOURCE_ROOT / "sops" / "trial", sops_dir / "trial")
     loader, approver = session.merge(make_user("loader", "qa")), session.merge(make_user("approver", "qa"))
     users = {name: session.merge(make_user(name, role))
              for name, role in (("clara", "clinical"), ("olivia", "operator"), ("oscar", "operator"))}
@@ -237,7 +237,7 @@ def test_the_demo_batch_runs_to_labelling_without_a_deviation_and_with_the_domai
 def test_a_fresh_demo_instance_has_everything_and_runs_the_whole_demo_batch(app, session):
     """``flask --app mfg init --demo`` with the project's master records, then the complete NK batch by the
     demo operators: every step signed, one bag, no deviation, awaiting QA review."""
-    app.config["SOPS_DIR"] = str(PROJECT_ROOT / "sops")
+    app.config["SOPS_DIR"] = str(RESOURCE_ROOT / "sops")
     runner = app.test_cli_runner()
     first = runner.invoke(args=["init", "--demo"])
     assert first.exit_code == 0, first.output
@@ -272,7 +272,7 @@ def test_a_fresh_demo_instance_has_everything_and_runs_the_whole_demo_batch(app,
 
 
 def test_a_demo_instance_without_the_nk_records_gets_no_nk_data(app, session):
-    app.config["SOPS_DIR"] = str(PROJECT_ROOT / "sops" / "demo")
+    app.config["SOPS_DIR"] = str(RESOURCE_ROOT / "sops" / "demo")
     result = app.test_cli_runner().invoke(args=["init", "--demo"])
     assert result.exit_code == 0, result.output
     assert "created demo subject" not in result.output

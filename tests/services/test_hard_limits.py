@@ -7,7 +7,7 @@ from zoneinfo import ZoneInfo
 import pytest
 import sqlalchemy as sa
 
-from mfg.config import PROJECT_ROOT
+from mfg.config import RESOURCE_ROOT
 from mfg.domain.errors import ValidationFailed
 from mfg.domain.sop_schema import parse_definition, step_index
 from mfg.models import Deviation, RecordedValue
@@ -40,7 +40,7 @@ stages:
 
 
 def test_nk_formulation_refuses_rather_than_flags_the_per_kg_limits():
-    record = parse_definition((PROJECT_ROOT / "sops" / "nk" / "NK-FORMULATE_v1.yaml").read_text(), "f.yaml")
+    record = parse_definition((RESOURCE_ROOT / "sops" / "nk" / "NK-FORMULATE_v1.yaml").read_text(), "f.yaml")
     fields = {f.id: f for f in step_index(record)["dose_plan"][1].fields}
     assert fields["cd3_per_kg"].refuse_outside_limits and fields["endotoxin_per_kg"].refuse_outside_limits
 

@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 import pytest
 import sqlalchemy as sa
 
-from mfg.config import PROJECT_ROOT
+from mfg.config import RESOURCE_ROOT
 from mfg.domain import isbt128
 from mfg.domain.errors import ValidationFailed
 from mfg.models import AuditEntry, StepExecution, utcnow
@@ -22,8 +22,8 @@ UTC = ZoneInfo("UTC")
 
 @pytest.fixture
 def nk(session, make_user, sops_dir):
-    shutil.copytree(PROJECT_ROOT / "sops" / "nk", sops_dir / "nk")
-    shutil.copytree(PROJECT_ROOT / "sops" / "trial", sops_dir / "trial")
+    shutil.copytree(RESOURCE_ROOT / "sops" / "nk", sops_dir / "nk")
+    shutil.copytree(RESOURCE_ROOT / "sops" / "trial", sops_dir / "trial")
     loader, approver = session.merge(make_user("loader", "qa")), session.merge(make_user("approver", "qa"))
     clara = session.merge(make_user("clara", "clinical"))
     olivia = session.merge(make_user("olivia", "operator"))

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from mfg.config import PROJECT_ROOT
+from mfg.config import RESOURCE_ROOT
 from mfg.extensions import db
 from mfg.models import SopVersion, User
 from tests.support import DEMO_SOP
@@ -99,7 +99,7 @@ def test_init_demo_is_idempotent(app):
 def test_demo_batch_writes_signed_documents_that_verify_pdf_accepts_and_a_tampered_copy_fails(app, tmp_path):
     """The validation and training data set: one NK batch as the demo users, intake to conditional release."""
     runner = app.test_cli_runner()
-    app.config["SOPS_DIR"] = str(PROJECT_ROOT / "sops")
+    app.config["SOPS_DIR"] = str(RESOURCE_ROOT / "sops")
     assert runner.invoke(args=["init", "--demo"]).exit_code == 0
     out = tmp_path / "out"
     result = runner.invoke(args=["demo-batch", "--out", str(out)])
@@ -120,3 +120,27 @@ def test_demo_batch_writes_signed_documents_that_verify_pdf_accepts_and_a_tamper
     unstored = tmp_path / "unsigned.pdf"
     unstored.write_bytes(b"%PDF-1.7\n%%EOF\n")
     assert "INVALID" in runner.invoke(args=["verify-pdf", str(unstored)]).output
+
+
+def test_sops_load_from_a_folder_that_does_not_exist_or_is_empty_fails_loudly(app, make_user, tmp_path):
+    make_user("loader", "qa")
+    runner = app.test_cli_runner()
+    missing = runner.invoke(args=["sops", "load", "--user", "loader", "--dir", "/no/such/folder"])
+    assert missing.exit_code == 1
+    assert "the master record folder /no/such/folder does not exist" in missing.output
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = runner.invoke(args=["sops", "load", "--user", "loader", "--dir", str(empty)])
+    assert result.exit_code == 1 and f"no master records in {empty}: it holds no .yaml or .yml file" in result.output
+
+
+def test_init_refuses_an_installation_without_its_master_records(app, tmp_path):
+    """A package installed without sops/ (or SOPS_DIR set wrong) stops at once, before writing anything."""
+    runner = app.test_cli_runner()
+    app.config["SOPS_DIR"] = str(tmp_path / "nowhere")
+    result = runner.invoke(args=["init", "--demo"])
+    assert result.exit_code == 1 and f"the master record folder {tmp_path / 'nowhere'} does not exist" in result.output
+    assert not (Path(app.instance_path) / "config.py").exists()
+    app.config["SOPS_DIR"] = str(tmp_path)  # exists, but holds no definition file
+    result = runner.invoke(args=["init"])
+    assert result.exit_code == 1 and f"no master records in {tmp_path}" in result.output

@@ -9,7 +9,7 @@ from datetime import date
 import pytest
 import sqlalchemy as sa
 
-from mfg.config import PROJECT_ROOT
+from mfg.config import RESOURCE_ROOT
 from mfg.extensions import db
 from mfg.models import Donor, Subject, User
 from mfg.services import audit, sops
@@ -20,7 +20,7 @@ from tests.support import PASSWORD
 def trial_app(app, make_user):
     sops_dir = Path(app.config["SOPS_DIR"])
     (sops_dir / "trial").mkdir()
-    shutil.copy(PROJECT_ROOT / "sops" / "trial" / "NK-TRIAL_v1.yaml", sops_dir / "trial")
+    shutil.copy(RESOURCE_ROOT / "sops" / "trial" / "NK-TRIAL_v1.yaml", sops_dir / "trial")
     loader, approver = make_user("loader", "qa"), make_user("approver", "qa")
     make_user("clara", "clinical", full_name="Clara Coordinator")
     make_user("olivia", "operator")

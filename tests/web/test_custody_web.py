@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from mfg.config import PROJECT_ROOT
+from mfg.config import RESOURCE_ROOT
 from mfg.domain import isbt128
 from mfg.extensions import db
 from mfg.models import CustodyEvent, Deviation, Signature, User
@@ -24,8 +24,8 @@ BAD_CREDENTIALS = "User name or password is not correct."
 def nk_batch(app, make_user):
     """An NK batch opened for subject S-01 (eligible donor, signed dose level): its id, bag and COI scans."""
     sops_dir = Path(app.config["SOPS_DIR"])
-    shutil.copytree(PROJECT_ROOT / "sops" / "nk", sops_dir / "nk")
-    shutil.copytree(PROJECT_ROOT / "sops" / "trial", sops_dir / "trial")
+    shutil.copytree(RESOURCE_ROOT / "sops" / "nk", sops_dir / "nk")
+    shutil.copytree(RESOURCE_ROOT / "sops" / "trial", sops_dir / "trial")
     loader, approver = make_user("loader", "qa"), make_user("approver", "qa")
     make_user("quentin", "qa", full_name="Quentin Quality")
     clara = make_user("clara", "clinical", full_name="Clara Coordinator")

@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from mfg.config import PROJECT_ROOT
+from mfg.config import RESOURCE_ROOT
 from mfg.extensions import db
 from mfg.services import audit, demo, demo_nk, sops
 from tests.support import PASSWORD
@@ -22,8 +22,8 @@ UTC = ZoneInfo("UTC")
 def nk_batch(app, make_user):
     """The demo NK batch run through the services up to ``until``: a function returning the batch id."""
     sops_dir = Path(app.config["SOPS_DIR"])
-    shutil.copytree(PROJECT_ROOT / "sops" / "nk", sops_dir / "nk")
-    shutil.copytree(PROJECT_ROOT / "sops" / "trial", sops_dir / "trial")
+    shutil.copytree(RESOURCE_ROOT / "sops" / "nk", sops_dir / "nk")
+    shutil.copytree(RESOURCE_ROOT / "sops" / "trial", sops_dir / "trial")
     users = {name: make_user(name, role, full_name=full) for name, role, full in (
         ("loader", "qa", "Lou Loader"), ("approver", "qa", "Quinn Approver"), ("clara", "clinical", "Clara C"),
         ("olivia", "operator", "Olivia Operator"), ("oscar", "operator", "Oscar Verifier"))}

@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 import pytest
 import sqlalchemy as sa
 
-from mfg.config import PROJECT_ROOT
+from mfg.config import RESOURCE_ROOT
 from mfg.extensions import db
 from mfg.models import Batch, BatchDecision, Deviation, DocumentRevision, ReviewMark, Signature
 from mfg.services import audit, demo, demo_nk, sops
@@ -25,8 +25,8 @@ UTC = ZoneInfo("UTC")
 def finished_batch(app, make_user):
     """The demo NK batch performed by Olivia and verified throughout by Victor (operator and QA): its id and lot."""
     sops_dir = Path(app.config["SOPS_DIR"])
-    shutil.copytree(PROJECT_ROOT / "sops" / "nk", sops_dir / "nk")
-    shutil.copytree(PROJECT_ROOT / "sops" / "trial", sops_dir / "trial")
+    shutil.copytree(RESOURCE_ROOT / "sops" / "nk", sops_dir / "nk")
+    shutil.copytree(RESOURCE_ROOT / "sops" / "trial", sops_dir / "trial")
     users = {name: make_user(name, roles, full_name=full) for name, roles, full in (
         ("loader", "qa", "Lou Loader"), ("approver", "qa", "Quinn Approver"), ("clara", "clinical", "Clara C"),
         ("olivia", "operator", "Olivia Operator"), ("victor", "operator,qa", "Victor Both"),
