@@ -51,7 +51,7 @@ def main() -> None:
                     signed = pdfs.sign_pdf(unsigned, site, reason="bench", location="bench")
                     rendered.append(middle - start)
                     signed_s.append(time.perf_counter() - middle)
-                    pages = documents._page_count(signed)
+                    pages = documents.page_count(signed)
                     html = documents._environment().get_template(f"reports/{kind}.html").render(
                         s=snap, revision=1, reason="bench", generated_at="", charts=documents._charts(snap),
                         header="", watermark=True, title="")

@@ -212,9 +212,12 @@ def audit_signatures() -> None:
 
 
 def _site_signer():
-    from .reports.pdf import load_site_signer
+    from .reports.pdf import SigningMaterialError, load_site_signer
 
-    return load_site_signer(current_app.config, Path(current_app.instance_path))
+    try:
+        return load_site_signer(current_app.config, Path(current_app.instance_path))
+    except SigningMaterialError as error:
+        raise click.ClickException(str(error)) from None
 
 
 @click.command("verify-pdf")
@@ -275,6 +278,37 @@ def demo_batch_command(out: Path) -> None:
     click.echo(f"batch {lot} conditionally released (sterility pending)")
 
 
+@click.command("qualify")
+@with_appcontext
+@click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path),
+              help="Directory for the signed IQ report (default: instance/qualification/).")
+def qualify_command(out: Path | None) -> None:
+    """Installation qualification: check this installation (packages against the lock, database schema and
+    guards, instance secrets, site certificate, fonts, a signed PDF round trip, audit trail) and write the
+    signed PDF/A report. Exit 0 when every check passed, 1 naming each failed check."""
+    from .services import qualification
+
+    session = _cli_session()
+    target = qualification.Installation(session=session, config=current_app.config,
+                                        instance_path=Path(current_app.instance_path))
+    checks, report = qualification.qualify(target)
+    session.commit()
+    for check in checks:
+        click.echo(f"{'PASS' if check.passed else 'FAIL'}  {check.title}")
+        for line in check.details:
+            click.echo(f"      {line}", err=not check.passed)
+    out = out or Path(current_app.instance_path) / "qualification"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / report.filename).write_bytes(report.content)
+    click.echo(f"wrote {out / report.filename}" + (f" ({report.not_stored})" if report.not_stored else
+                                                   f" (stored, sha256 {report.stored.sha256})"))
+    failed = [check.title for check in checks if not check.passed]
+    if failed:
+        click.echo(f"QUALIFICATION FAILED: {len(failed)} of {len(checks)} checks: {'; '.join(failed)}", err=True)
+        sys.exit(1)
+    click.echo(f"QUALIFICATION PASSED: {len(checks)} of {len(checks)} checks")
+
+
 @click.command("backup")
 @with_appcontext
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path),
@@ -299,3 +333,4 @@ def init_app(app: Flask) -> None:
     app.cli.add_command(sops_cli)
     app.cli.add_command(audit_cli)
     app.cli.add_command(backup_command)
+    app.cli.add_command(qualify_command)

@@ -52,6 +52,8 @@ DEFAULTS: dict[str, object] = {
     # files above when set; its passphrase, if any, in a separate file (trailing newline ignored).
     "SIGNING_PKCS12_FILE": None,
     "SIGNING_PKCS12_PASSWORD_FILE": None,
+    # `flask --app mfg qualify` fails when the site certificate expires within this many days.
+    "CERTIFICATE_RENEWAL_DAYS": 60,
     # Bag label size in inches (width, height): the site's label stock.
     "LABEL_SIZE_IN": [4, 4],
 }

@@ -6,6 +6,7 @@ from .base import Audited, Base, Signable, UTCDateTime, utcnow
 from .clinical import Donor, DonorTest, Subject
 from .custody import CustodyEvent, ProductBag
 from .masterdata import Counter, Equipment, MaterialLot
+from .qualification import QualificationRecord
 from .quality import BatchDecision, DocumentRevision, ReviewMark
 from .signature import Signature
 from .sop import SopVersion
@@ -16,5 +17,5 @@ SIGNABLE: dict[str, type[Signable]] = {model.__tablename__: model for model in (
                                                                                   Deviation, BatchDecision, DocumentRevision)}
 
 __all__ = ["AuditEntry", "AuditHead", "Audited", "Base", "Batch", "BatchDecision", "DocumentRevision", "ReviewMark", "BatchMasterRecord", "Counter", "CustodyEvent", "Deviation", "Donor", "DonorTest",
-           "Equipment", "MaterialLot", "ProductBag", "RecordedValue", "SIGNABLE", "Signable", "Signature", "SignatureInvalidation",
+           "Equipment", "MaterialLot", "ProductBag", "QualificationRecord", "RecordedValue", "SIGNABLE", "Signable", "Signature", "SignatureInvalidation",
            "SopVersion", "StepExecution", "Subject", "UTCDateTime", "User", "utcnow"]

@@ -132,6 +132,35 @@ def render_pdf(html: str, *, attachment: bytes, attachment_name: str, title: str
     return pdf
 
 
+# The fonts the documents name (templates/reports/*.html; a test holds this list to them), as (family,
+# weight). WeasyPrint falls back to another font without a word when one is missing, so that a document
+# would print in a font nobody validated: :func:`missing_fonts` renders each and reads what was embedded.
+DOCUMENT_FONTS: tuple[tuple[str, str], ...] = (("DejaVu Sans", "normal"), ("DejaVu Sans", "bold"))
+
+
+def _font_key(name: str) -> str:
+    return "".join(ch for ch in name.lower() if ch.isalnum())
+
+
+def missing_fonts(fonts: tuple[tuple[str, str], ...] = DOCUMENT_FONTS) -> list[str]:
+    """The fonts of ``fonts`` that WeasyPrint cannot find here, as "family weight"; empty when all are.
+
+    Each is rendered in a probe document and looked for among the fonts embedded in it (their PostScript
+    names, e.g. ``DejaVu-Sans-Bold``, without the subset prefix)."""
+    from pypdf import PdfReader
+    from weasyprint import HTML
+
+    html = "".join(f'<p style="font-family: \'{family}\'; font-weight: {weight}">Installation 0123456789</p>'
+                   for family, weight in fonts)
+    pdf = HTML(string=html, url_fetcher=_data_only_fetcher(strict=True), base_url=None).write_pdf()
+    embedded = set()
+    for page in PdfReader(io.BytesIO(pdf)).pages:
+        for font in page["/Resources"].get("/Font", {}).values():
+            embedded.add(_font_key(str(font.get_object()["/BaseFont"]).split("+")[-1]))
+    return [f"{family} {weight}" for family, weight in fonts
+            if _font_key(family + ("" if weight == "normal" else weight)) not in embedded]
+
+
 def _output_intent_profiles() -> dict[str, object]:
     """The sRGB output intent that PDF/A needs. WeasyPrint's own (``output_intent="srgb"``) opens its ICC
     file and never closes it (a ResourceWarning, an error under pytest); this is the same profile, read

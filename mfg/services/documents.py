@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 from ..config import TEMPLATES_DIR
 from ..domain.canonical import canonical_json, iso_utc
 from ..domain.errors import NotFound, PermissionDenied, ValidationFailed
-from ..models import Batch, DocumentRevision, User, utcnow
+from ..models import Batch, DocumentRevision, QualificationRecord, User, utcnow
 from ..reports import pdf as pdfs
 from . import audit, snapshot
 
@@ -35,6 +35,11 @@ KINDS = {"batch_record": "Batch record", "coa": "Certificate of analysis", "labe
 def _environment() -> jinja2.Environment:
     return jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES_DIR)), autoescape=True,
                               undefined=jinja2.StrictUndefined)
+
+
+def document_html(template: str, **context: Any) -> str:
+    """A document template (``templates/reports/``) rendered from plain values, for :func:`pdfs.render_pdf`."""
+    return _environment().get_template(template).render(**context)
 
 
 def _charts(snap: dict[str, Any]) -> list[dict[str, str]]:
@@ -76,14 +81,14 @@ def render(kind: str, snap: dict[str, Any], *, revision: int, reason: str, demo:
                                title=f"Labels {snap['batch']['lot']} revision {revision}", strict_resources=True)
     subject = snap["subject"] or {}
     header = f"{KINDS[kind]} · lot {snap['batch']['lot']} · COI ID {subject.get('coi_eye_readable', '-')}"
-    html = _environment().get_template(f"reports/{kind}.html").render(
-        s=snap, revision=revision, reason=reason, generated_at=generated_at, charts=_charts(snap),
+    html = document_html(
+        f"reports/{kind}.html", s=snap, revision=revision, reason=reason, generated_at=generated_at, charts=_charts(snap),
         header=header, watermark=demo, title=f"{KINDS[kind]} {snap['batch']['lot']}")
     return pdfs.render_pdf(html, attachment=canonical_json(snap).encode(), attachment_name=f"{kind}-snapshot.json",
                            title=f"{KINDS[kind]} {snap['batch']['lot']} revision {revision}")
 
 
-def _page_count(data: bytes) -> int:
+def page_count(data: bytes) -> int:
     from pypdf import PdfReader
 
     return len(PdfReader(io.BytesIO(data)).pages)
@@ -111,7 +116,7 @@ def issue(session: Session, batch: Batch, *, kind: str, reason: str, site: pdfs.
     document = DocumentRevision(batch_id=batch.id, kind=kind, revision=number,
                                 filename=f"{batch.lot}-{kind}-r{number}.pdf", sha256=pdfs.sha256_hex(signed),
                                 snapshot_sha256=pdfs.sha256_hex(canonical_json(snap).encode()),
-                                pages=_page_count(signed), reason=reason, content=signed, created_at=now,
+                                pages=page_count(signed), reason=reason, content=signed, created_at=now,
                                 created_by_id=user.id)
     session.add(document)
     audit.flush(session, reason=f"{KINDS[kind]} revision {number} issued: {reason}")
@@ -180,12 +185,26 @@ def verify(session: Session, data: bytes, trusted: Any) -> FileCheck:
     stored = session.scalar(sa.select(DocumentRevision).where(DocumentRevision.sha256 == digest))
     summary = [f"signature: valid, intact, by {check.signer}, signed {check.signed_at}"]
     if stored is None:
-        return FileCheck(False, "the file is not a document this site stored", summary)
+        return _verify_qualification(session, digest, check, summary)
     if check.attachment is None or pdfs.sha256_hex(check.attachment) != stored.snapshot_sha256:
         return FileCheck(False, "the embedded snapshot does not match the stored record", summary)
     batch = session.get(Batch, stored.batch_id)
     summary.append(f"document: {KINDS[stored.kind]} of lot {batch.lot}, revision {stored.revision}, "
                    f"{stored.pages} pages, sha256 {digest}")
+    summary.append(f"snapshot: matches the stored record (sha256 {stored.snapshot_sha256})")
+    return FileCheck(True, "", summary)
+
+
+def _verify_qualification(session: Session, digest: str, check: pdfs.Verification, summary: list[str]) -> FileCheck:
+    """An installation qualification report (``flask --app mfg qualify``) against its stored record."""
+    stored = session.scalar(sa.select(QualificationRecord).where(QualificationRecord.sha256 == digest))
+    if stored is None:
+        return FileCheck(False, "the file is not a document this site stored", summary)
+    if check.attachment is None or pdfs.sha256_hex(check.attachment) != stored.snapshot_sha256:
+        return FileCheck(False, "the embedded snapshot does not match the stored record", summary)
+    outcome = "passed" if stored.passed else f"FAILED ({stored.failed})"
+    summary.append(f"document: installation qualification of {stored.host} at {iso_utc(stored.run_at)} by "
+                   f"{stored.run_by}, {outcome}, {stored.pages} pages, sha256 {digest}")
     summary.append(f"snapshot: matches the stored record (sha256 {stored.snapshot_sha256})")
     return FileCheck(True, "", summary)
 

@@ -48,3 +48,19 @@ def test_the_audit_heads_record_of_times_is_filled_from_an_existing_trail(databa
     with app.app_context():
         result = audit.verify(db.session)
     assert result.ok and result.checked == 3
+
+
+def test_migrating_to_head_makes_exactly_the_guards_qualify_checks(app):
+    """mfg.migrate.GUARDS lists the guards of the newest schema: the migrations create exactly those
+    triggers, as the same code writes their SQL, and every guarded table is a model's."""
+    from mfg.migrate import GUARDS, guard_problems, guard_triggers
+
+    engine = app.extensions["mfg.db"].engine
+    with engine.connect() as conn:
+        assert guard_problems(conn) == []
+        names = conn.execute(sa.text(
+            "SELECT name FROM sqlite_master WHERE type = 'trigger'" if engine.dialect.name == "sqlite" else
+            "SELECT tgname FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid JOIN pg_namespace n "
+            "ON n.oid = c.relnamespace WHERE NOT t.tgisinternal AND n.nspname = current_schema()")).scalars()
+        assert set(names) == set(guard_triggers(engine.dialect.name))
+    assert set(GUARDS) <= set(Base.metadata.tables)

@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from mfg.config import RESOURCE_ROOT
 from mfg.extensions import db
 from mfg.models import SopVersion, User
-from tests.support import DEMO_SOP
+from tests.support import DEMO_SOP, drop_audit_update_guard
 
 
 def test_users_create_reads_the_password_from_stdin_and_file(app, tmp_path):
@@ -62,11 +62,8 @@ def test_audit_verify_exit_codes(app, make_user):
     result = runner.invoke(args=["audit", "verify"])
     assert result.exit_code == 0 and "audit trail intact: 1 entries checked" in result.output
     engine = app.extensions["mfg.db"].engine
+    drop_audit_update_guard(engine)
     with engine.begin() as conn:
-        if engine.dialect.name == "sqlite":
-            conn.execute(sa.text("DROP TRIGGER audit_entry_refuse_update"))
-        else:
-            conn.execute(sa.text("DROP TRIGGER audit_entry_refuse_change ON audit_entry"))
         conn.execute(sa.text("UPDATE audit_entry SET username = 'someone-else' WHERE seq = 1"))
     result = runner.invoke(args=["audit", "verify"])
     assert result.exit_code == 1 and "entry 1 was altered" in result.output
