@@ -13,16 +13,22 @@ LOCK_VENV := .venv-lock
 ## make install: the run environment, exactly as locked (requirements/run.txt: every package pinned with its
 ## hashes, binary wheels only), then the product itself, built by the locked backend. A changed lock or
 ## pyproject.toml builds the environment anew, so nothing stays installed that the lock does not name.
+## --no-deps: the lock is the whole resolution (pip 23 would otherwise look for the newest release of a
+## dependency named with an extra, such as weasyprint's fonttools[woff], and refuse it); pip check then
+## proves every installed package's requirements are met.
+LOCKED_INSTALL := $(PIP_INSTALL) --no-deps --require-hashes --only-binary :all:
 $(BIN)/.installed-run: requirements/run.txt pyproject.toml
 	rm -rf $(VENV)
 	$(PYTHON) -m venv $(VENV)
-	$(PIP_INSTALL) --require-hashes --only-binary :all: -r requirements/run.txt
+	$(LOCKED_INSTALL) -r requirements/run.txt
 	$(PIP_INSTALL) --no-deps --no-build-isolation -e .
+	$(BIN)/python -m pip check
 	touch $@
 
 ## make install-test: and the test extra, from requirements/test.txt (the same versions, plus the test tools)
 $(BIN)/.installed-test: requirements/test.txt $(BIN)/.installed-run
-	$(PIP_INSTALL) --require-hashes --only-binary :all: -r requirements/test.txt
+	$(LOCKED_INSTALL) -r requirements/test.txt
+	$(BIN)/python -m pip check
 	touch $@
 
 install: $(BIN)/.installed-run
@@ -33,7 +39,7 @@ install-test: $(BIN)/.installed-test
 ## The one way to change what is installed; run `make test` after it.
 lock:
 	[ -x $(LOCK_VENV)/bin/python ] || $(PYTHON) -m venv $(LOCK_VENV)
-	$(LOCK_VENV)/bin/python -m pip install --quiet --disable-pip-version-check --require-hashes \
+	$(LOCK_VENV)/bin/python -m pip install --quiet --disable-pip-version-check --no-deps --require-hashes \
 		--only-binary :all: -r requirements/tools.txt
 	$(LOCK_VENV)/bin/python requirements/lock.py $(if $(UPGRADE),--upgrade)
 

@@ -49,10 +49,12 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dic
     _run(sys.base_prefix + "/bin/python3", "-m", "venv", str(root / "venv"), cwd=root, env=env)
     bin_dir = root / "venv" / "bin"
     env["PATH"] = f"{bin_dir}{os.pathsep}{env['PATH']}"
-    _run(str(bin_dir / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--require-hashes",
-         "--only-binary", ":all:", "-r", str(RUN_LOCK), cwd=root, env=env)
+    # as README.md tells a site, and as `make install` does
+    _run(str(bin_dir / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-deps",
+         "--require-hashes", "--only-binary", ":all:", "-r", str(RUN_LOCK), cwd=root, env=env)
     _run(str(bin_dir / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-deps",
          str(wheel), cwd=root, env=env)
+    _run(str(bin_dir / "python"), "-m", "pip", "check", cwd=root, env=env)
     return bin_dir, root, env
 
 
