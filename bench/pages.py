@@ -64,7 +64,8 @@ from mfg.extensions import db, make_engine
 from mfg.migrate import upgrade
 from mfg.models import (AuditEntry, Base, Batch, BatchDecision, BatchMasterRecord, Counter, Deviation, Donor, DonorTest,
                         ProductBag, RecordedValue, ReviewMark, Signature, StepExecution, Subject, UTCDateTime)
-from mfg.services import accounts, audit, demo, demo_nk, review
+from mfg.services import accounts, audit, deviations, review
+from mfg.demo import nk_batch as demo_nk, seed as demo
 
 from _database import temporary_database  # bench/ is on sys.path when a script runs
 import audit_verify  # the audit trail generator and seeder (bench/audit_verify.py)
@@ -103,12 +104,12 @@ def _template(app) -> int:
         s.commit()
         qa = users["qa1"]
         audit.set_actor(s, qa)
-        deviation = review.open_by_hand(s, batch, description="Incubator door alarm for 4 min on culture day 9; "
+        deviation = deviations.open_by_hand(s, batch, description="Incubator door alarm for 4 min on culture day 9; "
                                         "temperature stayed within 36.5-37.5 C.", user=qa)
-        review.investigate(s, deviation, classification="minor", investigation="Alarm log and temperature trace "
+        deviations.investigate(s, deviation, classification="minor", investigation="Alarm log and temperature trace "
                            "reviewed.", root_cause="Door not fully closed after feeding.", impact="None: temperature "
                            "within limits throughout.", capa_reference="", user=qa)
-        review.close(s, deviation, signer=qa, password=password, username="qa1", require_username=True)
+        deviations.close(s, deviation, signer=qa, password=password, username="qa1", require_username=True)
         for item in review.exceptions(s, batch):
             review.mark_reviewed(s, batch, item.key, user=qa, comment="reviewed")
         review.decide(s, batch, decision="conditionally_released", comment="sterility pending", signer=qa,

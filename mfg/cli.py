@@ -16,7 +16,8 @@ from .extensions import db
 from .migrate import upgrade
 from .reports.site_certificate import ensure_site_certificate
 from .services import accounts, audit, signatures, sops
-from .services import demo as demo_data
+from .unit_of_work import unit_of_work
+from .demo import seed as demo_data
 
 
 def _policy() -> accounts.Policy:
@@ -42,15 +43,15 @@ def _cli_session():
     return session
 
 
-def _run(action):
-    """Run ``action(session)`` as one transaction; domain errors become a message and exit code 1."""
+def _run(action, *, actor=None):
+    """Run ``action(session)`` as one unit of work (``mfg.unit_of_work``: a wrong password or an identity
+    mismatch is recorded as on the web, ``actor`` being the person acting); domain errors become a message
+    and exit code 1."""
     session = _cli_session()
     try:
-        result = action(session)
-        session.commit()
-        return result
+        with unit_of_work(session, actor=actor, policy=_policy()):
+            return action(session)
     except DomainError as exc:
-        session.rollback()
         raise click.ClickException("\n".join(exc.problems)) from None
 
 
@@ -246,7 +247,8 @@ def demo_batch_command(out: Path) -> None:
     to conditional release, sterility pending), and write its signed documents into OUT."""
     from zoneinfo import ZoneInfo
 
-    from .services import demo_nk, documents, review
+    from .demo import nk_batch as demo_nk
+    from .services import documents, review
 
     if not current_app.config["DEMO"]:
         raise click.ClickException("demo-batch runs on a demo instance only (flask --app mfg init --demo)")

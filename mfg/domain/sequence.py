@@ -131,14 +131,25 @@ def all_complete(records: Sequence[MasterRecord], done: Mapping[StepRef, Sequenc
                for position, record in enumerate(records) for stage in record.stages)
 
 
+def find_open(records: Sequence[MasterRecord], done: Mapping[StepRef, Sequence[InstanceState]],
+              ref: StepRef, instance: int, counts: Counts | None = None) -> Open | None:
+    """The open step instance ``ref``/``instance``, or None when it is not open now."""
+    return next((item for item in open_steps(records, done, counts)
+                 if item.ref == ref and item.instance == instance), None)
+
+
+def not_open(ref: StepRef, instance: int, done: Mapping[StepRef, Sequence[InstanceState]]) -> str:
+    """Why ``ref``/``instance`` is not open (for a guard), given that :func:`find_open` found it closed."""
+    if any(s.instance == instance for s in done.get(ref, ())):
+        return f"step '{ref.step_id}' #{instance} has already been performed"
+    return (f"step '{ref.step_id}' #{instance} is not open yet: earlier steps of the master record must be "
+            "performed first")
+
+
 def require_open(records: Sequence[MasterRecord], done: Mapping[StepRef, Sequence[InstanceState]],
                  ref: StepRef, instance: int, counts: Counts | None = None) -> Open:
     """The open step instance ``ref``/``instance``, or a refusal that says why it is not open."""
-    for item in open_steps(records, done, counts):
-        if item.ref == ref and item.instance == instance:
-            return item
-    states = done.get(ref, ())
-    if any(s.instance == instance for s in states):
-        raise InvalidTransition(f"step '{ref.step_id}' #{instance} has already been performed")
-    raise InvalidTransition(f"step '{ref.step_id}' #{instance} is not open yet: earlier steps of the master "
-                            "record must be performed first")
+    found = find_open(records, done, ref, instance, counts)
+    if found is None:
+        raise InvalidTransition(not_open(ref, instance, done))
+    return found

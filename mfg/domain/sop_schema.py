@@ -1,5 +1,9 @@
 """Schema of master batch record definitions: the YAML files under ``sops/``.
 
+This module is longer than 600 lines because the schema is one document: every model of a definition and
+the validators that cross its parts (ids, references, calculations, windows) read together, in the order
+of a definition file; split, a reader would follow a reference from file to file.
+
 A master batch record (one SOP version) says which stages and steps an operator walks through, which
 values each step records, their units and limits, what is calculated from them, and which steps need a
 second person's verification. The engine builds its screens from a parsed :class:`MasterRecord`; nothing

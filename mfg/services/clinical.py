@@ -82,10 +82,18 @@ def determine_eligibility(session: Session, donor: Donor, *, eligible: bool, sum
     audit.flush(session, reason="donor eligibility determined")
 
 
+def eligibility_problems(donor: Donor) -> list[str]:
+    """Why a collection from ``donor`` may not be taken in (empty when the donor is determined eligible)."""
+    if donor.eligibility != "eligible":
+        return [f"donor {donor.code} is {donor.eligibility}, not determined eligible: intake refused"]
+    return []
+
+
 def require_eligible(donor: Donor) -> None:
     """Intake of a collection is refused for a donor not determined eligible."""
-    if donor.eligibility != "eligible":
-        raise ValidationFailed(f"donor {donor.code} is {donor.eligibility}, not determined eligible: intake refused")
+    problems = eligibility_problems(donor)
+    if problems:
+        raise ValidationFailed(*problems)
 
 
 def _weight(raw: str) -> Decimal:

@@ -1,8 +1,8 @@
 """Chain of custody: every hand-off of the product, and the two-person bedside check before infusion.
 
 Each event scans the bag; the bedside check also scans the subject's chain-of-identity identifier,
-twice, by two different people. A scan that does not match the batch is an identity hard stop
-(``batches.IdentityMismatch``: audited and a deviation opened by the edge), with no override.
+twice, by two different people. A scan that does not match the batch is the identity hard stop
+(``services.identity.check``: audited and a deviation opened by the unit of work), with no override.
 """
 
 from __future__ import annotations
@@ -12,35 +12,32 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from ..domain.errors import PermissionDenied, ValidationFailed
+from ..domain import guards
+from ..domain.errors import ValidationFailed
 from ..domain.signing import Meaning
 from ..models import Batch, CustodyEvent, User, utcnow
-from . import audit, signatures
-from .batches import IdentityMismatch, _identity
+from . import audit, identity, signatures
 
-CUSTODY_ROLES = ("operator", "clinical")
-INFUSIBLE = ("released", "conditionally_released")
+CUSTODY_ROLES = guards.CUSTODY_ROLES
 
 
-def _check_scan(batch: Batch, event: str, label: str, expected: str, scanned: str) -> str:
-    wanted, normalised = _identity(batch, expected, (scanned or "").strip())
-    if wanted is None:
-        raise ValidationFailed(f"batch {batch.lot} has no {expected} to check against")
-    if normalised != wanted:
-        raise IdentityMismatch(batch.id, event, label, expected, scanned)
-    return normalised
+def guard_hand_off(session: Session, user: User, batch: Batch) -> list[guards.Refusal]:
+    return guards.hand_off(guards.person(user))
+
+
+def guard_bedside_check(session: Session, user: User, batch: Batch) -> list[guards.Refusal]:
+    return guards.bedside_check(guards.person(user), lot=batch.lot, batch_status=batch.status)
 
 
 def hand_off(session: Session, batch: Batch, *, scanned_din: str, from_location: str, to_location: str,
              condition: str, signer: User, password: str, username: str | None, require_username: bool) -> CustodyEvent:
     """Record a hand-off (who, when, from, to, condition) after the bag's DIN is scanned and matches."""
-    if not signer.has_role(*CUSTODY_ROLES):
-        raise PermissionDenied("recording a hand-off needs the operator or clinical role")
+    guards.enforce(guard_hand_off(session, signer, batch))
     problems = [f"{what} is required." for what, value in
                 (("From", from_location), ("To", to_location), ("Condition", condition)) if not (value or "").strip()]
     if problems:
         raise ValidationFailed(*problems)
-    din = _check_scan(batch, "hand-off", "Bag DIN", "batch.din", scanned_din)
+    din = identity.check(session, batch, where="hand-off", label="Bag DIN", expected="batch.din", scanned=scanned_din)
     credentials = signatures.authenticate(signer, password=password, username=username,
                                           require_username=require_username)  # before the first write
     event = CustodyEvent(batch_id=batch.id, kind="handoff", scanned_din=din, from_location=from_location.strip(),
@@ -63,23 +60,25 @@ class BedsideScan:
     scanned_coi: str
 
 
-def bedside_check(session: Session, batch: Batch, *, first: BedsideScan, second: BedsideScan) -> CustodyEvent:
+def bedside_check(session: Session, batch: Batch, *, first: BedsideScan, second: BedsideScan,
+                  recorded_by: User | None = None) -> CustodyEvent:
     """Two different people each scan the bag and the subject's identifier; both must match the batch.
 
-    The first signs "Performed by", the second "Verified by", each with user name and password. Only a
-    product QA released (or released conditionally) may be infused: anything else is refused first.
+    The first signs "Performed by", the second "Verified by", each with user name and password, on the
+    screen of ``recorded_by`` (the signed-in user; the first person by default). Only a product QA released
+    (or released conditionally) may be infused: anything else is refused first.
     """
-    if batch.status not in INFUSIBLE:
-        raise ValidationFailed(f"Batch {batch.lot} is {batch.status.replace('_', ' ')}: only a product QA has "
-                               "released (or released conditionally) may be infused. Do not infuse; call QA.")
-    if first.user.id == second.user.id:
-        raise PermissionDenied("The bedside check needs two different people.")
+    recorder = recorded_by if recorded_by is not None else first.user
+    guards.enforce(guard_bedside_check(session, recorder, batch))  # the product first: "Do not infuse"
+    guards.enforce(guards.two_people(first.user.id, second.user.id))
     # Each person's role is checked by their signature, after their password: a shared screen must not
     # tell whether a name it was given exists or what role it has.
     scans = []
     for n, person in enumerate((first, second), start=1):
-        din = _check_scan(batch, "bedside", f"Bag DIN (person {n})", "batch.din", person.scanned_din)
-        coi = _check_scan(batch, "bedside", f"Subject COI (person {n})", "subject.coi", person.scanned_coi)
+        din = identity.check(session, batch, where="bedside", label=f"Bag DIN (person {n})", expected="batch.din",
+                             scanned=person.scanned_din)
+        coi = identity.check(session, batch, where="bedside", label=f"Subject COI (person {n})",
+                             expected="subject.coi", scanned=person.scanned_coi)
         scans.append((din, coi))
     credentials = [signatures.authenticate(person.user, password=person.password, username=person.username)
                    for person in (first, second)]  # both before the first write

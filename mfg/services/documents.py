@@ -22,8 +22,9 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from ..config import TEMPLATES_DIR
+from ..domain import guards
 from ..domain.canonical import canonical_json, iso_utc
-from ..domain.errors import NotFound, PermissionDenied, ValidationFailed
+from ..domain.errors import NotFound, ValidationFailed
 from ..models import Batch, DocumentRevision, QualificationRecord, User, utcnow
 from ..reports import pdf as pdfs
 from . import audit, snapshot
@@ -123,6 +124,12 @@ def issue(session: Session, batch: Batch, *, kind: str, reason: str, site: pdfs.
     return document
 
 
+def guard_print_labels(session: Session, user: User, batch: Batch) -> list[guards.Refusal]:
+    from . import bags
+
+    return guards.print_labels(guards.person(user), lot=batch.lot, bag_count=len(bags.of_batch(session, batch)))
+
+
 def print_labels(session: Session, batch: Batch, *, reason: str, site: pdfs.SiteSigner, demo: bool,
                  signer: User, password: str, username: str | None, require_username: bool,
                  label_size: tuple[float, float] = (4, 4)) -> DocumentRevision:
@@ -131,8 +138,7 @@ def print_labels(session: Session, batch: Batch, *, reason: str, site: pdfs.Site
     from . import signatures
     from ..domain.signing import Meaning
 
-    if not signer.has_role("operator"):
-        raise PermissionDenied("printing labels needs the operator role")
+    guards.enforce(guard_print_labels(session, signer, batch))
     reprint = bool(revisions(session, batch, "labels"))
     if reprint and not reason.strip():
         raise ValidationFailed("A label reprint needs a reason.")

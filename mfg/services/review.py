@@ -1,9 +1,10 @@
-"""QA: deviations (classify, investigate, close with a signature), review by exception and the batch decision.
+"""QA: review by exception and the batch decision (deviations are ``services.deviations``).
 
 Review by exception lists only what needs QA's eyes (:func:`exceptions`): values out of limit,
-corrections, deviations, identity events, pending results. Each must be marked reviewed before a
-decision. The decision (:func:`decide`) is signed; the service enforces that the releaser performed and
-verified no step of the batch and that no deviation is open (a rejection needs neither).
+corrections, deviations, identity events, pending results, label reprints. Each must be marked reviewed
+before a decision. The decision (:func:`decide`) is signed; its guard (``domain.guards.decide``, with the
+facts of :func:`decision_facts`) refuses a releaser who performed or verified a step of the batch, an open
+deviation, an unreviewed item, an incomplete record, and a full release while a result is pending.
 """
 
 from __future__ import annotations
@@ -15,88 +16,16 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
-from ..domain import sequence
-from ..domain.errors import ConflictError, NotFound, PermissionDenied, ValidationFailed
+from ..domain import guards, sequence
+from ..domain.errors import ConflictError, NotFound, ValidationFailed
 from ..domain.signing import Meaning
 from ..domain.sop_schema import ChoiceField, step_index
-from ..domain.status import TransitionTable
-from ..models import (AuditEntry, Batch, BatchDecision, Deviation, DocumentRevision, RecordedValue, ReviewMark, Signature,
+from ..models import (AuditEntry, Batch, BatchDecision, DocumentRevision, RecordedValue, ReviewMark, Signature,
                       StepExecution, User, utcnow)
-from . import audit, batches, signatures
+from . import audit, batches, deviations, signatures
 
-QA = "qa"
-CLASSIFICATIONS = ("minor", "major", "critical")
-DEVIATION_STATUS = TransitionTable("A deviation", {"open": {"closed": "close"}, "closed": {}})
+QA = guards.QA
 DECISIONS = {"released": Meaning.RELEASED, "conditionally_released": Meaning.RELEASED, "rejected": Meaning.REJECTED}
-
-
-def _require_qa(user: User, what: str) -> None:
-    if not user.has_role(QA):
-        raise PermissionDenied(f"{what} needs the QA role")
-
-
-def get_deviation(session: Session, deviation_id: int) -> Deviation:
-    deviation = session.get(Deviation, deviation_id)
-    if deviation is None:
-        raise NotFound(f"no deviation with id {deviation_id}")
-    return deviation
-
-
-def open_by_hand(session: Session, batch: Batch, *, description: str, user: User) -> Deviation:
-    """Anyone working on the batch (operator or QA) may open a deviation by hand."""
-    if not user.has_role("operator", QA):
-        raise PermissionDenied("opening a deviation needs the operator or QA role")
-    if not description.strip():
-        raise ValidationFailed("Describe the deviation.")
-    deviation = batches._open_deviation(session, batch, None, "manual", description.strip(), user)
-    audit.flush(session, reason="deviation opened by hand")
-    return deviation
-
-
-def investigate(session: Session, deviation: Deviation, *, classification: str, investigation: str,
-                root_cause: str, impact: str, capa_reference: str, user: User) -> Deviation:
-    """QA records (or revises, while open) the classification and the investigation; every change is audited."""
-    _require_qa(user, "investigating a deviation")
-    if deviation.status != "open":
-        raise ValidationFailed(f"deviation {deviation.number} is closed")
-    problems = []
-    if classification not in CLASSIFICATIONS:
-        problems.append(f"Classification must be one of {', '.join(CLASSIFICATIONS)}.")
-    for label, text in (("Investigation", investigation), ("Root cause", root_cause),
-                        ("Impact on this and other batches", impact)):
-        if not (text or "").strip():
-            problems.append(f"{label} is required.")
-    if classification in ("major", "critical") and not (capa_reference or "").strip():
-        problems.append(f"A {classification} deviation needs a CAPA reference.")
-    if problems:
-        raise ValidationFailed(*problems)
-    deviation.classification = classification
-    deviation.investigation, deviation.root_cause = investigation.strip(), root_cause.strip()
-    deviation.impact, deviation.capa_reference = impact.strip(), (capa_reference or "").strip() or None
-    audit.flush(session, reason=f"deviation {deviation.number} investigated")
-    return deviation
-
-
-def close(session: Session, deviation: Deviation, *, signer: User, password: str, username: str | None,
-          require_username: bool, expected_row_version: int | None = None) -> Deviation:
-    """QA closes an investigated deviation with an e-signature bound to its classification and findings."""
-    _require_qa(signer, "closing a deviation")
-    if not deviation.classification or not deviation.root_cause:
-        raise ValidationFailed(f"deviation {deviation.number} must be classified and investigated before it closes")
-    if expected_row_version is not None and deviation.row_version != expected_row_version:
-        raise ConflictError(f"deviation {deviation.number} was changed by someone else; nothing was stored")
-    DEVIATION_STATUS.check(deviation.status, "closed")
-    credentials = signatures.authenticate(signer, password=password, username=username,
-                                          require_username=require_username)  # before the first write
-    deviation.status, deviation.closed_at, deviation.closed_by_id = "closed", utcnow(), signer.id
-    try:
-        session.flush()
-    except StaleDataError:
-        raise ConflictError(f"deviation {deviation.number} was changed by someone else; nothing was stored") from None
-    signatures.sign(session, signer=signer, credentials=credentials, meaning=Meaning.APPROVED, record=deviation,
-                    comment="deviation closed")
-    audit.flush(session, reason=f"deviation {deviation.number} closed")
-    return deviation
 
 
 # --- review by exception ----------------------------------------------------------------------------
@@ -143,7 +72,7 @@ def exceptions(session: Session, batch: Batch) -> list[Exception_]:
             if answers and value.text in answers:
                 items.append(Exception_(f"pending:{value.id}", "pending result", f"{where}: {field_id}",
                                         f"recorded as {value.text}", ex.id))
-    for deviation in batches.deviations(session, batch):
+    for deviation in deviations.of_batch(session, batch):
         items.append(Exception_(f"deviation:{deviation.id}", "deviation", f"{deviation.number} ({deviation.status})",
                                 deviation.description, deviation.execution_id))
     for document in session.scalars(sa.select(DocumentRevision).where(
@@ -167,8 +96,12 @@ def marks(session: Session, batch: Batch) -> dict[str, ReviewMark]:
     return {m.item_key: m for m in session.scalars(sa.select(ReviewMark).where(ReviewMark.batch_id == batch.id))}
 
 
+def guard_review(session: Session, user: User, batch: Batch) -> list[guards.Refusal]:
+    return guards.review_batch(guards.person(user))
+
+
 def mark_reviewed(session: Session, batch: Batch, key: str, *, user: User, comment: str = "") -> ReviewMark:
-    _require_qa(user, "reviewing a batch")
+    guards.enforce(guard_review(session, user, batch))
     if key not in {item.key for item in exceptions(session, batch)}:
         raise NotFound(f"batch {batch.lot} has no review item {key!r}")
     mark = ReviewMark(batch_id=batch.id, item_key=key, reviewed_by_id=user.id, reviewed_at=utcnow(),
@@ -189,56 +122,33 @@ def participants(session: Session, batch: Batch) -> set[int]:
         Signature.meaning.in_((Meaning.PERFORMED.value, Meaning.VERIFIED.value)))))
 
 
-def _personal_problems(session: Session, batch: Batch, user: User) -> list[str]:
-    problems = []
-    if not user.has_role(QA):
-        problems.append("Only QA decides on a batch.")
-    if user.id in participants(session, batch):
-        problems.append(f"{user.full_name} performed or verified a step of this batch and may not decide on it.")
-    return problems
+def decision_facts(session: Session, batch: Batch, user: User) -> guards.DecisionFacts:
+    reviewed = marks(session, batch)
+    return guards.DecisionFacts(
+        lot=batch.lot, status=batch.status, allowed_moves=frozenset(sequence.BATCH_STATUS.allowed.get(batch.status, {})),
+        participant=user.id in participants(session, batch),
+        open_deviations=tuple(d.number for d in deviations.of_batch(session, batch) if d.status != "closed"),
+        unreviewed=sum(1 for item in exceptions(session, batch) if item.key not in reviewed),
+        all_complete=sequence.all_complete(batches.records(batch), *batches.progress(session, batch)),
+        pending=tuple(p.title for p in pending_results(session, batch)))
+
+
+def guard_decide(session: Session, user: User, batch: Batch, decision: str) -> list[guards.Refusal]:
+    """Why ``user`` may not record ``decision`` for ``batch`` now (empty when they may)."""
+    return guards.decide(guards.person(user), decision, decision_facts(session, batch, user))
 
 
 def decision_problems(session: Session, batch: Batch, decision: str, user: User) -> list[str]:
-    """Why ``user`` may not record ``decision`` for ``batch`` now (empty when they may)."""
-    problems = []
-    if decision not in DECISIONS:
-        return [f"unknown decision {decision!r}"]
-    problems.extend(_personal_problems(session, batch, user))
-    target = decision
-    allowed = sequence.BATCH_STATUS.allowed.get(batch.status, {})
-    if target not in allowed:
-        problems.append(f"batch {batch.lot} is {batch.status.replace('_', ' ')}: it cannot be {target.replace('_', ' ')}")
-    if decision != "rejected":
-        open_deviations = [d.number for d in batches.deviations(session, batch) if d.status != "closed"]
-        if open_deviations:
-            problems.append(f"Deviations still open: {', '.join(open_deviations)}. Close them before release.")
-        reviewed = marks(session, batch)
-        unreviewed = [item.title for item in exceptions(session, batch) if item.key not in reviewed]
-        if unreviewed:
-            problems.append(f"{len(unreviewed)} review item(s) not yet marked reviewed.")
-        if not sequence.all_complete(batches.records(batch), *batches.progress(session, batch)):
-            problems.append("Not every step is complete and verified.")
-        pending = pending_results(session, batch)
-        if decision == "released" and pending:
-            problems.append("Results are still pending (" + "; ".join(p.title for p in pending)
-                            + "): release conditionally, naming them, or wait for the final results.")
-        if decision == "conditionally_released" and not pending:
-            problems.append("Nothing is pending: release the batch without conditions.")
-    return problems
+    return guards.texts(guard_decide(session, user, batch, decision))
 
 
 def decide(session: Session, batch: Batch, *, decision: str, comment: str, signer: User, password: str,
            username: str | None, require_username: bool) -> BatchDecision:
     """Record QA's signed decision: released, conditionally released (the pending results named in the
     record) or rejected (a reason is required)."""
-    personal = _personal_problems(session, batch, signer)
-    if personal:
-        raise PermissionDenied(*personal)
-    problems = decision_problems(session, batch, decision, signer)
+    guards.enforce(guard_decide(session, signer, batch, decision))
     if decision == "rejected" and not comment.strip():
-        problems.append("A rejection needs a reason.")
-    if problems:
-        raise ValidationFailed(*problems)
+        raise ValidationFailed("A rejection needs a reason.")
     pending = "; ".join(f"{p.title} ({p.detail})" for p in pending_results(session, batch)) \
         if decision == "conditionally_released" else None
     sequence.BATCH_STATUS.check(batch.status, decision)

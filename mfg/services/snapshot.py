@@ -17,7 +17,7 @@ from ..domain.canonical import iso_utc
 from ..domain.signing import MEANING_LABELS, Meaning
 from ..models import (AuditEntry, AuditHead, Batch, CustodyEvent, Deviation, ProductBag, RecordedValue, ReviewMark,
                       Signature, SopVersion, StepExecution, User)
-from . import bags, batches, custody, growth, review, signatures, sops
+from . import bags, batch_pages, batches, custody, deviations, growth, review, signatures, sops
 
 SNAPSHOT_FORMAT = "mfg.batch-snapshot/1"
 
@@ -118,7 +118,7 @@ def _audit_trail(session: Session, batch: Batch) -> list[dict[str, Any]]:
 def batch_snapshot(session: Session, batch: Batch) -> dict[str, Any]:
     """Everything the batch record, the certificate of analysis and the labels show, as plain data."""
     users = {u.id: u.full_name for u in session.scalars(sa.select(User))}
-    invalidated = batches.invalidated_signature_ids(session, batch)
+    invalidated = batch_pages.invalidated_signature_ids(session, batch)
     subject = batch.subject
     config = sops.definition(session.get(SopVersion, subject.trial_config_version_id)) \
         if subject is not None and subject.trial_config_version_id else None
@@ -156,7 +156,7 @@ def batch_snapshot(session: Session, batch: Batch) -> dict[str, Any]:
                         "classification": d.classification, "investigation": d.investigation,
                         "root_cause": d.root_cause, "impact": d.impact, "capa_reference": d.capa_reference,
                         "signatures": _manifestations(session, d, set())}
-                       for d in batches.deviations(session, batch)],
+                       for d in deviations.of_batch(session, batch)],
         "custody": [{"kind": e.kind, "occurred_at": iso_utc(e.occurred_at), "from": e.from_location,
                      "to": e.to_location, "condition": e.condition, "scanned_din": e.scanned_din,
                      "signatures": _manifestations(session, e, set())} for e in custody.events(session, batch)],

@@ -10,12 +10,12 @@ from flask_login import current_user, login_required
 from markdown_it import MarkdownIt
 
 from ..domain import values
-from ..domain.errors import DomainError
+from ..domain.errors import DomainError, IdentityMismatch, StepConflict
 from ..domain.signing import Meaning
 from ..domain.sop_schema import step_index
 from ..extensions import db
 from ..models import SopVersion, utcnow
-from ..services import batches, signatures
+from ..services import batch_pages, batches, evaluation, signatures, starting, steps
 from .forms import ConfirmForm, SignForm
 from .security import roles_required, signed_action, signing_needs_username, transaction
 from .step_fields import WIDGETS, raw_value, step_form_class
@@ -53,9 +53,9 @@ def local_time(moment) -> str:
 def index():
     codes = list(db.session.scalars(sa.select(SopVersion.code).where(
         SopVersion.status == "effective", SopVersion.kind == "master_batch_record").order_by(SopVersion.code)))
-    page = batches.overview(db.session, current_user)
+    page = batch_pages.overview(db.session, current_user)
     before = request.args.get("before", type=int)
-    history, next_cursor = batches.decided_batches(db.session, before_id=before)
+    history, next_cursor = batch_pages.decided_batches(db.session, before_id=before)
     return render_template("batches/index.html", queue=page.queue, batches=page.active, stages=page.stages,
                            history=history, next_cursor=next_cursor, first_page=before is None, codes=codes,
                            form=ConfirmForm())
@@ -68,7 +68,7 @@ def start():
     if form.validate_on_submit():
         try:
             with transaction():
-                batch = batches.start_batch(db.session, codes=[request.form.get("code", "")],
+                batch = starting.start_batch(db.session, codes=[request.form.get("code", "")],
                                             user=current_user._get_current_object())
         except DomainError as exc:
             for problem in exc.problems:
@@ -88,7 +88,7 @@ def start_nk():
     if form.validate_on_submit():
         try:
             with transaction():
-                batch = batches.start_nk_batch(
+                batch = starting.start_nk_batch(
                     db.session, subject=clinical.get_subject(db.session, request.form.get("subject_id", type=int) or 0),
                     user=current_user._get_current_object())
         except DomainError as exc:
@@ -104,7 +104,7 @@ def start_nk():
 @login_required
 def show(batch_id: int):
     batch = batches.get(db.session, batch_id)
-    page = batches.batch_page(db.session, batch)
+    page = batch_pages.batch_page(db.session, batch)
     return render_template("batches/show.html", batch=batch, records=page.records, by_step=page.by_step,
                            open_refs=page.open_refs, progress=page.progress, deadlines=page.deadlines,
                            deviations=page.deviations, bags=page.bags, charts=page.charts, now=utcnow())
@@ -151,18 +151,18 @@ def step(batch_id: int, position: int, step_id: str, instance: int):
     problems: list[str] = []
     if request.method == "POST":
         if form.validate_on_submit():
-            entry = batches.StepInput(
+            entry = evaluation.StepInput(
                 raw={f.id: raw_value(form, f) for f in step_def.fields if f.type != "calculated"},
                 field_comments={f.id: getattr(form, f"c_{f.id}").data or "" for f in step_def.fields
                                 if f.type != "calculated"},
                 comment=form.comment.data or "")
-            outcome = signed_action(lambda: batches.perform_step(
+            outcome = signed_action(lambda: steps.perform_step(
                 db.session, batch, position=position, step_id=step_id, instance=instance, entry=entry,
                 signer=current_user._get_current_object(), password=form.password.data,
                 username=form.username.data, require_username=signing_needs_username(), tz=_tz()))
             if outcome.locked_out:
                 return redirect(url_for("auth.login"))
-            if isinstance(outcome.error, batches.StepConflict):
+            if isinstance(outcome.error, StepConflict):
                 done = batches.find_execution(db.session, batch, position, step_id, instance)
                 if done is not None:
                     flash(f"{step_def.title} was already completed by {done.performed_by.full_name} at "
@@ -175,7 +175,7 @@ def step(batch_id: int, position: int, step_id: str, instance: int):
                       "warning" if flagged else "success")
                 return redirect(url_for("batches.show", batch_id=batch.id))
             problems = outcome.problems
-            if isinstance(outcome.error, batches.IdentityMismatch):
+            if isinstance(outcome.error, IdentityMismatch):
                 # as on the custody screen: the next attempt starts from a fresh scan of the container in hand
                 for f in step_def.fields:
                     if f.type == "scan":
@@ -184,7 +184,7 @@ def step(batch_id: int, position: int, step_id: str, instance: int):
     else:
         status = 200
     window = step_def.time_window
-    window_hours = batches.window_hours(db.session, batch, window.max_hours) if window else None
+    window_hours = evaluation.window_hours(db.session, batch, window.max_hours) if window else None
     return render_template("batches/step.html", batch=batch, stage=stage, step=step_def, position=position,
                            instance=instance, form=form, problems=problems, widgets=WIDGETS, window_hours=window_hours,
                            needs_username=signing_needs_username(), meaning=Meaning.PERFORMED), status
@@ -206,13 +206,13 @@ def _execution_page(batch, ex, submitted, problems, status=200):
     if submitted is not None:
         dialog, form = submitted
         forms[dialog] = form
-    _stage, step_def = _step(batch, batches._position(batch, ex.sop_version_id), ex.step_id)
+    _stage, step_def = _step(batch, batches.position_of(batch, ex.sop_version_id), ex.step_id)
     may_verify = (ex.status == "awaiting_verification" and current_user.has_role("operator")
                   and current_user.id not in batches.performers(db.session, ex))
     return render_template("batches/execution.html", batch=batch, ex=ex, step=step_def,
                            history=sorted(ex.values, key=lambda v: v.id), current=ex.current_values(),
                            signatures=signatures.for_record(db.session, ex),
-                           invalidated=batches.invalidated_signature_ids(db.session, batch),
+                           invalidated=batch_pages.invalidated_signature_ids(db.session, batch),
                            verify_form=forms["verify"], correct_form=forms["correct"], resign_form=forms["resign"],
                            may_verify=may_verify, problems=problems, needs_username=signing_needs_username(),
                            Meaning=Meaning), status
@@ -246,7 +246,7 @@ def _execution_action(batch_id: int, execution_id: int, dialog: str, call, done:
 @roles_required("operator")
 def verify(batch_id: int, execution_id: int):
     return _execution_action(batch_id, execution_id, "verify",
-                             lambda ex, form, sign: batches.verify_step(db.session, ex, **sign), "Step verified.")
+                             lambda ex, form, sign: steps.verify_step(db.session, ex, **sign), "Step verified.")
 
 
 @bp.route("/<int:batch_id>/execution/<int:execution_id>/correct", methods=["POST"])
@@ -254,7 +254,7 @@ def verify(batch_id: int, execution_id: int):
 def correct(batch_id: int, execution_id: int):
     return _execution_action(
         batch_id, execution_id, "correct",
-        lambda ex, form, sign: batches.correct_value(
+        lambda ex, form, sign: steps.correct_value(
             db.session, ex, field_id=request.form.get("field_id", ""), raw=request.form.get("new_value", ""),
             reason=request.form.get("reason", ""), field_comment=request.form.get("value_comment", ""), tz=_tz(),
             **sign),
@@ -265,4 +265,4 @@ def correct(batch_id: int, execution_id: int):
 @roles_required("operator")
 def resign(batch_id: int, execution_id: int):
     return _execution_action(batch_id, execution_id, "resign",
-                             lambda ex, form, sign: batches.resign_step(db.session, ex, **sign), "Step signed again.")
+                             lambda ex, form, sign: steps.resign_step(db.session, ex, **sign), "Step signed again.")

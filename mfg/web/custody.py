@@ -9,7 +9,7 @@ from wtforms import Form, FormField, PasswordField, StringField
 from wtforms.validators import DataRequired, Length
 
 from ..domain import isbt128
-from ..domain.errors import DomainError
+from ..domain.errors import DomainError, IdentityMismatch
 from ..domain.signing import Meaning
 from ..extensions import db
 from ..models import Batch
@@ -82,7 +82,7 @@ def _scan_fields(form: HandOffForm | BedsideForm) -> list:
 def _refused(batch_id: int, form: HandOffForm | BedsideForm, outcome: SignedOutcome):
     """Re-render after a refused action: an identity hard stop on top of the page, anything else on the form."""
     forms = {"bedside_form" if isinstance(form, BedsideForm) else "handoff_form": form}
-    if isinstance(outcome.error, batches.IdentityMismatch):
+    if isinstance(outcome.error, IdentityMismatch):
         # The scans are cleared: the next attempt starts from a fresh scan of the container in hand.
         for scan in _scan_fields(form):
             scan.data = ""

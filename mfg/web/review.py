@@ -22,7 +22,7 @@ from ..domain.errors import DomainError
 from ..domain.signing import Meaning
 from ..extensions import db
 from ..models import Batch, Deviation
-from ..services import accounts, batches, review, signatures
+from ..services import accounts, batches, deviations, review, signatures
 from .forms import SignForm
 from .security import roles_required, signed_action, signing_needs_username, transaction
 
@@ -57,7 +57,7 @@ class OpenDeviationForm(FlaskForm):
 
 class InvestigationForm(FlaskForm):
     classification = SelectField("Classification", choices=[SelectChoice("", "choose…")] + [
-        SelectChoice(c, c) for c in review.CLASSIFICATIONS])
+        SelectChoice(c, c) for c in deviations.CLASSIFICATIONS])
     investigation = TextAreaField("Investigation", validators=[Length(max=8000)])
     root_cause = TextAreaField("Root cause", validators=[Length(max=4000)])
     impact = TextAreaField("Impact on this and other batches", validators=[Length(max=4000)])
@@ -88,7 +88,7 @@ def _unreviewed(batch: Batch) -> list[review.Exception_]:
 def index():
     session = db.session
     waiting = list(session.scalars(sa.select(Batch).where(Batch.status.in_(REVIEW_STATUSES)).order_by(Batch.id)))
-    counts = {b.id: (sum(1 for d in batches.deviations(session, b) if d.status != "closed"), len(_unreviewed(b)))
+    counts = {b.id: (sum(1 for d in deviations.of_batch(session, b) if d.status != "closed"), len(_unreviewed(b)))
               for b in waiting}
     open_deviations = list(session.scalars(sa.select(Deviation).where(Deviation.status != "closed")
                                            .order_by(Deviation.id)))
@@ -108,7 +108,7 @@ def _batch_page(batch: Batch, *, decision_form: DecisionForm | None = None,
     session = db.session
     items = review.exceptions(session, batch)
     marks = review.marks(session, batch)
-    deviations = batches.deviations(session, batch)
+    found = deviations.of_batch(session, batch)
     decisions = review.decisions(session, batch)
     possible = _decisions_open(batch)
     form = decision_form or DecisionForm(prefix="decide")
@@ -118,7 +118,7 @@ def _batch_page(batch: Batch, *, decision_form: DecisionForm | None = None,
         coi=isbt128.parse_coi(isbt128.COI_PREFIX + batch.subject.coi) if batch.subject else None,
         din=isbt128.din_from_text(batch.din) if batch.din else None,
         items=items, marks=marks, reviewers=_names(m.reviewed_by_id for m in marks.values()),
-        deviation_ids={f"deviation:{d.id}": d.id for d in deviations}, deviations=deviations,
+        deviation_ids={f"deviation:{d.id}": d.id for d in found}, deviations=found,
         decision_problems={d: review.decision_problems(session, batch, d, _user()) for d in possible},
         decision_nouns=DECISION_NOUNS, decision_labels=DECISION_LABELS,
         decisions=decisions, decided_signatures={d.id: signatures.for_record(session, d) for d in decisions},
@@ -185,7 +185,7 @@ def open_deviation(batch_id: int):
     if form.validate_on_submit():
         try:
             with transaction():
-                deviation = review.open_by_hand(db.session, the_batch, description=form.description.data,
+                deviation = deviations.open_by_hand(db.session, the_batch, description=form.description.data,
                                                 user=_user())
                 deviation_id, number = deviation.id, deviation.number
         except DomainError as exc:
@@ -223,18 +223,18 @@ def _deviation_page(deviation: Deviation, *, investigation_form: InvestigationFo
 @bp.route("/deviations/<int:deviation_id>")
 @login_required
 def deviation(deviation_id: int):
-    return _deviation_page(review.get_deviation(db.session, deviation_id))
+    return _deviation_page(deviations.get(db.session, deviation_id))
 
 
 @bp.route("/deviations/<int:deviation_id>/investigation", methods=["POST"])
 @roles_required(QA)
 def investigate(deviation_id: int):
-    found = review.get_deviation(db.session, deviation_id)
+    found = deviations.get(db.session, deviation_id)
     form = InvestigationForm(prefix="inv")
     if form.validate_on_submit():
         try:
             with transaction():
-                review.investigate(db.session, found, classification=form.classification.data,
+                deviations.investigate(db.session, found, classification=form.classification.data,
                                    investigation=form.investigation.data, root_cause=form.root_cause.data,
                                    impact=form.impact.data, capa_reference=form.capa_reference.data, user=_user())
         except DomainError as exc:
@@ -242,16 +242,16 @@ def investigate(deviation_id: int):
         else:
             flash(f"Investigation of {found.number} recorded.", "success")
             return redirect(url_for("review.deviation", deviation_id=deviation_id))
-    return _deviation_page(review.get_deviation(db.session, deviation_id), investigation_form=form, status=400)
+    return _deviation_page(deviations.get(db.session, deviation_id), investigation_form=form, status=400)
 
 
 @bp.route("/deviations/<int:deviation_id>/close", methods=["POST"])
 @roles_required(QA)
 def close_deviation(deviation_id: int):
-    found = review.get_deviation(db.session, deviation_id)
+    found = deviations.get(db.session, deviation_id)
     form = CloseForm(prefix="close")
     if form.validate_on_submit():
-        outcome = signed_action(lambda: review.close(
+        outcome = signed_action(lambda: deviations.close(
             db.session, found, signer=_user(), password=form.password.data, username=form.username.data,
             require_username=signing_needs_username(),
             expected_row_version=request.form.get("row_version", type=int)))
@@ -261,4 +261,4 @@ def close_deviation(deviation_id: int):
             flash(f"Deviation {outcome.value.number} closed and signed.", "success")
             return redirect(url_for("review.deviation", deviation_id=deviation_id))
         form.form_errors.extend(outcome.problems)
-    return _deviation_page(review.get_deviation(db.session, deviation_id), close_form=form, status=400)
+    return _deviation_page(deviations.get(db.session, deviation_id), close_form=form, status=400)

@@ -19,8 +19,8 @@ from ..domain import accounts as rules
 from ..domain.errors import AuthenticationFailed, DomainError
 from ..extensions import db, login_manager
 from ..models import User, utcnow
-from ..services import accounts, audit, batches
-from ..services.batches import IdentityMismatch
+from ..services import accounts, audit
+from ..unit_of_work import unit_of_work
 
 F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")
@@ -67,32 +67,17 @@ def safe_next(target: str | None) -> str | None:
 
 @contextmanager
 def transaction() -> Iterator[Session]:
-    """The request's one unit of work: commit on success, roll back on any error.
-
-    A wrong password (login or e-signature) rolls the action back, then counts and audits the failure
-    in its own commit, and signs the user out if that locked the account. An identity mismatch rolls
-    the step back, then audits it and opens a deviation in its own commit.
-    """
-    session = db.session
+    """The request's one unit of work (``mfg.unit_of_work``: commit, or roll back and record a wrong password
+    or an identity mismatch), acting as the signed-in user. A wrong password that locked the signed-in
+    user's own account signs them out."""
+    actor = current_user._get_current_object() if current_user.is_authenticated else None
     try:
-        yield session
-        session.commit()
-    except IdentityMismatch as mismatch:
-        # A hard stop: the step is not stored, but the event is audited and a deviation opened.
-        session.rollback()
-        batches.record_identity_mismatch(session, mismatch, current_user._get_current_object())
-        session.commit()
-        raise
+        with unit_of_work(db.session, actor=actor, policy=policy()) as session:
+            yield session
     except AuthenticationFailed as failure:
-        session.rollback()
-        user = accounts.record_authentication_failure(session, failure, policy())
-        session.commit()
-        if user is not None and user.locked and current_user.is_authenticated and current_user.id == user.id:
+        if actor is not None and failure.locked_user_id == actor.id:
             logout_user()
             session_clear_signing()
-        raise
-    except BaseException:
-        session.rollback()
         raise
 
 

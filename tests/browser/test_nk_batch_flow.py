@@ -31,7 +31,8 @@ from mfg.config import RESOURCE_ROOT
 from mfg.domain import isbt128
 from mfg.extensions import db
 from mfg.models import AuditEntry, User, utcnow
-from mfg.services import audit, bags, batches, custody, demo, demo_nk, review, signatures, sops
+from mfg.services import audit, bags, batches, custody, deviations, review, signatures, sops
+from mfg.demo import nk_batch as demo_nk, seed as demo
 from tests.browser.pages import Person, credentials, flash, go, people, row
 from tests.support import PASSWORD
 
@@ -128,7 +129,7 @@ def batch_status(page: Page) -> Locator:
     return page.get_by_role("heading", level=1).locator(".status")
 
 
-def deviations(page: Page) -> Locator:
+def deviation_items(page: Page) -> Locator:
     return page.locator("section.deviations").get_by_role("listitem")
 
 
@@ -223,8 +224,8 @@ def identity_hard_stop(olivia: Person, step: DemoStep, field_id: str, wrong: str
     page.get_by_role("link", name=f"Batch {lot}").click()
     expect(open_row(page, step)).to_be_visible()
     expect(row(page, step.heading)).to_have_count(1)  # the open row only: no execution was stored
-    expect(deviations(page)).to_have_count(count)
-    expect(deviations(page).last).to_contain_text(re.compile(
+    expect(deviation_items(page)).to_have_count(count)
+    expect(deviation_items(page).last).to_contain_text(re.compile(
         rf"^DEV-\d{{4}}-\d{{4}} \(identity, open\): Identity mismatch at step '{step.step_id}' \({re.escape(label)}\)"))
 
 
@@ -367,7 +368,7 @@ def test_one_nk_batch_from_intake_to_the_bedside(live_server: str, live_app: Fla
         expect(page.get_by_role("link", name="Open step")).to_have_count(0)
         expect(page.locator("td .status").filter(has_text=re.compile("awaiting verification|needs signature"))
                ).to_have_count(0)
-        expect(deviations(page)).to_have_count(2)  # the two identity stops; every value was in its limits
+        expect(deviation_items(page)).to_have_count(2)  # the two identity stops; every value was in its limits
 
         # --- custody: Olivia hands the bag off ----------------------------------------------------------------
         din = isbt128.din_from_text(lot).barcode("00")
@@ -388,11 +389,11 @@ def test_one_nk_batch_from_intake_to_the_bedside(live_server: str, live_app: Fla
             quinn = session.scalar(sa.select(User).where(User.username == "qa1"))
             audit.set_actor(session, quinn)
             released = batches.get(session, batch_id)
-            for deviation in batches.deviations(session, released):  # the two identity stops, investigated
-                review.investigate(session, deviation, classification="minor", investigation="scan of the wrong "
+            for deviation in deviations.of_batch(session, released):  # the two identity stops, investigated
+                deviations.investigate(session, deviation, classification="minor", investigation="scan of the wrong "
                                    "container, stopped before use", root_cause="wrong container at hand",
                                    impact="none: the right container was then scanned", capa_reference="", user=quinn)
-                review.close(session, deviation, signer=quinn, password=PASSWORD, username="qa1",
+                deviations.close(session, deviation, signer=quinn, password=PASSWORD, username="qa1",
                              require_username=True)
             for item in review.exceptions(session, released):
                 review.mark_reviewed(session, released, item.key, user=quinn)
@@ -445,4 +446,4 @@ def test_one_nk_batch_from_intake_to_the_bedside(live_server: str, live_app: Fla
             ("bedside", "clara", "nadia", None, subject_coi)]
         assert session.scalar(sa.select(sa.func.count()).select_from(AuditEntry)
                               .where(AuditEntry.action == "identity.mismatch")) == 2
-        assert [d.origin for d in batches.deviations(session, batch)] == ["identity", "identity"]
+        assert [d.origin for d in deviations.of_batch(session, batch)] == ["identity", "identity"]

@@ -16,7 +16,7 @@ from urllib.parse import urldefrag, urlsplit
 from mfg import create_app
 from mfg.extensions import db
 from mfg.models import Batch
-from mfg.services import accounts, audit, batches, review
+from mfg.services import accounts, audit, deviations, starting
 
 USERS = ("operator1", "operator2", "qa1", "clinical1", "admin1")
 PASSWORD = sys.argv[1]
@@ -28,8 +28,8 @@ with app.app_context():
     operator = accounts.get_by_username(db.session, "operator1")
     audit.set_actor(db.session, operator)
     demo_batch = db.session.get(Batch, 1)
-    batches.start_batch(db.session, codes=["DEMO-PROC"], user=operator)
-    review.open_by_hand(db.session, demo_batch, description="opened by the crawl", user=operator)
+    starting.start_batch(db.session, codes=["DEMO-PROC"], user=operator)
+    deviations.open_by_hand(db.session, demo_batch, description="opened by the crawl", user=operator)
     db.session.commit()
 reached: set[str] = set()
 failures: list[str] = []

@@ -21,7 +21,7 @@ import pytest
 
 from mfg.config import RESOURCE_ROOT, RUN_LOCK
 from mfg.domain import lockfile
-from mfg.services.demo import DEMO_PASSWORD
+from mfg.demo.seed import DEMO_PASSWORD
 
 CRAWL = Path(__file__).with_name("crawl.py")
 NK_RECORDS = ("NK-EXPAND", "NK-FORMULATE", "NK-INTAKE", "NK-RELEASE")

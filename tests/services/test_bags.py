@@ -13,7 +13,9 @@ import sqlalchemy as sa
 from mfg.domain import isbt128
 from mfg.domain.errors import ValidationFailed
 from mfg.models import Deviation, ProductBag, StepExecution, utcnow
-from mfg.services import bags, batches, demo, demo_nk, growth
+from mfg.services import bags, batch_pages, batches, growth, steps
+from mfg.demo import nk_batch as demo_nk, seed as demo
+from mfg.domain.errors import IdentityMismatch
 from tests.support import PASSWORD
 
 from .test_demo_nk import nk_demo  # noqa: F401 - the fixture
@@ -36,7 +38,7 @@ def _perform(session, batch, nk_demo, step_id, instance=1, **raw):  # noqa: F811
                               bags=bags.of_batch(session, batch), now=utcnow().replace(second=0, microsecond=0),
                               tz=UTC)
     entry.raw.update(raw)
-    return batches.perform_step(session, batch, position=position, step_id=step_id, instance=instance, entry=entry,
+    return steps.perform_step(session, batch, position=position, step_id=step_id, instance=instance, entry=entry,
                                 signer=nk_demo["olivia"], password=PASSWORD, username="olivia",
                                 require_username=True, tz=UTC)
 
@@ -61,7 +63,7 @@ def test_filling_the_bags_divides_the_product_as_the_dose_plan_says(nk_demo, ses
     assert bag.product_code_barcode == "=<S9999VA0" and bag.execution_id == execution.id
     formulated = batches.find_execution(session, batch, 3, "formulate", 1).current_values()["formulated_at"].moment
     assert bag.expires_at == formulated + timedelta(hours=48)  # NK-TRIAL v1 shelf life
-    expiry = [d for d in batches.deadlines(session, batch) if d.step_title == "Product expiry"]
+    expiry = [d for d in batch_pages.deadlines(session, batch) if d.step_title == "Product expiry"]
     assert len(expiry) == 1 and expiry[0].due_at == bag.expires_at and not expiry[0].overdue
     # the bags are append-only: the database refuses to change one
     with pytest.raises(sa.exc.DBAPIError, match="GMP record guard"):
@@ -73,13 +75,13 @@ def test_values_the_bags_were_made_from_can_no_longer_be_corrected(nk_demo, sess
     batch, subject = _run(session, nk_demo, ("NK-FORMULATE", "print_labels"))
     dose_plan = batches.find_execution(session, batch, 3, "dose_plan", 1)
     with pytest.raises(ValidationFailed, match="divided into bags .* correcting 'dose_plan'"):
-        batches.correct_value(session, dose_plan, field_id="viable_concentration", raw="16.00", reason="recount",
+        steps.correct_value(session, dose_plan, field_id="viable_concentration", raw="16.00", reason="recount",
                               field_comment="", signer=nk_demo["olivia"], password=PASSWORD, username="olivia",
                               require_username=True, tz=UTC)
 
 
 def _verify(session, execution, nk_demo):  # noqa: F811
-    batches.verify_step(session, execution, signer=nk_demo["oscar"], password=PASSWORD, username="oscar",
+    steps.verify_step(session, execution, signer=nk_demo["oscar"], password=PASSWORD, username="oscar",
                         require_username=True)
 
 
@@ -94,7 +96,7 @@ def test_every_bag_is_scanned_back_once_and_a_foreign_label_is_a_hard_stop(nk_de
     session.commit()
 
     foreign = isbt128.ProductCode("S9999", "V", "C0").barcode()  # a division this product does not have
-    with pytest.raises(batches.IdentityMismatch, match="Product code with division on the label"):
+    with pytest.raises(IdentityMismatch, match="Product code with division on the label"):
         _perform(session, batch, nk_demo, "scan_back", product_code=foreign)
     session.rollback()
     with pytest.raises(ValidationFailed, match="Product code data must be 10 characters"):
@@ -126,14 +128,14 @@ def test_a_receipt_typed_outside_the_hold_time_opens_a_deviation_whenever_it_is_
     for moment, problem in ((future, "is in the future"),):
         entry.raw["received_at"] = moment.strftime("%Y-%m-%d %H:%M")
         with pytest.raises(ValidationFailed, match=problem):
-            batches.perform_step(session, batch, position=0, step_id="transport_receipt", instance=1, entry=entry,
+            steps.perform_step(session, batch, position=0, step_id="transport_receipt", instance=1, entry=entry,
                                  signer=nk_demo["olivia"], password=PASSWORD, username="olivia",
                                  require_username=True, tz=UTC)
         session.rollback()
     if late <= utcnow():
         entry.raw["received_at"] = late.strftime("%Y-%m-%d %H:%M")
         entry.field_comments["received_at"] = "courier delayed"
-        batches.perform_step(session, batch, position=0, step_id="transport_receipt", instance=1, entry=entry,
+        steps.perform_step(session, batch, position=0, step_id="transport_receipt", instance=1, entry=entry,
                              signer=nk_demo["olivia"], password=PASSWORD, username="olivia",
                              require_username=True, tz=UTC)
         [deviation] = session.scalars(sa.select(Deviation).where(Deviation.origin == "time_window")).all()

@@ -5,11 +5,14 @@ from __future__ import annotations
 import threading
 from zoneinfo import ZoneInfo
 
-import pytest
 
 from mfg.extensions import db
 from mfg.models import StepExecution
-from mfg.services import audit, batches, signatures
+from mfg.services import audit, evaluation, signatures, steps
+from mfg.models import User
+from mfg.domain.errors import StepConflict
+from mfg.models import Signature
+from mfg.models import Batch
 from tests.support import PASSWORD
 
 from .test_batch_engine import GOOD, plant  # noqa: F401 - the fixture
@@ -47,16 +50,16 @@ def test_two_operators_complete_the_same_step_exactly_one_wins(app, plant):  # n
     users = [plant["olivia"].id, plant["oscar"].id]
 
     def perform(session, i):
-        batch = session.get(batches.Batch, batch_id)
-        signer = session.get(batches.User, users[i])
+        batch = session.get(Batch, batch_id)
+        signer = session.get(User, users[i])
         audit.set_actor(session, signer)
-        return batches.perform_step(session, batch, position=0, step_id="line_clearance", instance=1,
-                                    entry=batches.StepInput(raw=GOOD["line_clearance"]()), signer=signer,
+        return steps.perform_step(session, batch, position=0, step_id="line_clearance", instance=1,
+                                    entry=evaluation.StepInput(raw=GOOD["line_clearance"]()), signer=signer,
                                     password=PASSWORD, username=None, require_username=False, tz=ZoneInfo("UTC")).id
 
     outcomes = _race(app, perform)
     wins = [o for o in outcomes if isinstance(o, int)]
-    conflicts = [o for o in outcomes if isinstance(o, batches.StepConflict)]
+    conflicts = [o for o in outcomes if isinstance(o, StepConflict)]
     assert len(wins) == 1 and len(conflicts) == 1, outcomes
     with app.app_context():
         session = db.new_session()
@@ -77,19 +80,19 @@ def test_two_verifiers_at_once_no_lost_update(app, plant, make_user):  # noqa: F
 
     def verify(session, i):
         execution = session.get(StepExecution, execution_id)
-        signer = session.get(batches.User, verifiers[i])
+        signer = session.get(User, verifiers[i])
         audit.set_actor(session, signer)
-        batches.verify_step(session, execution, signer=signer, password=PASSWORD, username=None,
+        steps.verify_step(session, execution, signer=signer, password=PASSWORD, username=None,
                             require_username=False)
         return signer.id
 
     outcomes = _race(app, verify)
     wins = [o for o in outcomes if isinstance(o, int)]
-    assert len(wins) == 1 and sum(isinstance(o, batches.StepConflict) for o in outcomes) == 1, outcomes
+    assert len(wins) == 1 and sum(isinstance(o, StepConflict) for o in outcomes) == 1, outcomes
     with app.app_context():
         s = db.new_session()
         execution = s.get(StepExecution, execution_id)
         assert execution.status == "complete"
-        assert s.get(batches.Signature, execution.verified_signature_id).user_id == wins[0]
+        assert s.get(Signature, execution.verified_signature_id).user_id == wins[0]
         assert audit.verify(s).ok
         s.close()

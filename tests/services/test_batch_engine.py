@@ -9,8 +9,11 @@ import pytest
 import sqlalchemy as sa
 
 from mfg.domain.errors import AuthenticationFailed, InvalidTransition, PermissionDenied, ValidationFailed
-from mfg.models import AuditEntry, Deviation, RecordedValue, SignatureInvalidation, StepExecution, utcnow
-from mfg.services import batches, masterdata, signatures
+from mfg.models import AuditEntry, RecordedValue, SignatureInvalidation, StepExecution, utcnow
+from mfg.services import batch_pages, deviations, evaluation, masterdata, signatures, starting, steps
+from mfg.domain.errors import StepConflict
+from mfg.models import Signature
+from mfg.domain.errors import IdentityMismatch
 from tests.support import PASSWORD
 
 UTC = ZoneInfo("UTC")
@@ -30,15 +33,15 @@ def plant(session, approved_sop, make_user):
                            expiry=today + timedelta(days=200), qc_status="released")
     masterdata.receive_lot(session, material="Phosphate-buffered saline", lot_number="PBS-OLD",
                            expiry=today - timedelta(days=1), qc_status="released")
-    batch = batches.start_batch(session, codes=["DEMO-PROC"], user=olivia)
+    batch = starting.start_batch(session, codes=["DEMO-PROC"], user=olivia)
     session.commit()
     return {"session": session, "batch": batch, "olivia": olivia, "oscar": oscar}
 
 
 def perform(plant, step_id, raw, *, who="olivia", instance=1, comments=None, comment="", password=PASSWORD):
     session = plant["session"]
-    return batches.perform_step(session, plant["batch"], position=0, step_id=step_id, instance=instance,
-                                entry=batches.StepInput(raw=raw, field_comments=comments or {}, comment=comment),
+    return steps.perform_step(session, plant["batch"], position=0, step_id=step_id, instance=instance,
+                                entry=evaluation.StepInput(raw=raw, field_comments=comments or {}, comment=comment),
                                 signer=plant[who], password=password, username=None, require_username=False,
                                 tz=UTC)
 
@@ -68,7 +71,7 @@ def test_a_good_step_is_stored_signed_and_references_its_definition(plant):
     assert ex.status == "complete" and plant["batch"].status == "in_progress"
     assert {v.field_id: v.text for v in ex.values}["cabinet"] == "BSC-01"
     assert len(ex.definition_sha256) == 64 and ex.sop_version_id == plant["batch"].master_records[0].sop_version_id
-    sig = session.get(batches.Signature, ex.performed_signature_id)
+    sig = session.get(Signature, ex.performed_signature_id)
     assert sig.meaning == "performed" and sig.printed_name == "Olivia Operator"
     assert signatures.check_all(session)[1] == []
 
@@ -107,7 +110,7 @@ def test_steps_follow_the_master_record_order(plant):
     session.rollback()
     perform(plant, "line_clearance", GOOD["line_clearance"]())
     session.commit()
-    with pytest.raises(batches.StepConflict):
+    with pytest.raises(StepConflict):
         perform(plant, "line_clearance", GOOD["line_clearance"]())
 
 
@@ -115,11 +118,11 @@ def test_identity_scan_must_match_and_expired_lots_are_refused(plant):
     session = plant["session"]
     perform(plant, "line_clearance", GOOD["line_clearance"]())
     session.commit()
-    with pytest.raises(batches.IdentityMismatch, match="IDENTITY MISMATCH") as info:
+    with pytest.raises(IdentityMismatch, match="IDENTITY MISMATCH") as info:
         perform(plant, "identify_material", {"lot_scan": "DEMO-PROC-1999-0001", "buffer": "PBS-7"})
     session.rollback()
     # what the edge does after rolling the step back: audit the stop and open a deviation
-    deviation = batches.record_identity_mismatch(session, info.value, plant["olivia"])
+    deviation = deviations.record_identity_mismatch(session, info.value, plant["olivia"])
     session.commit()
     assert deviation.origin == "identity" and "DEMO-PROC-1999-0001" in deviation.description
     entry = session.scalar(sa.select(AuditEntry).where(AuditEntry.action == "identity.mismatch"))
@@ -140,7 +143,7 @@ def test_out_of_limit_needs_a_comment_is_stored_flagged_and_opens_a_deviation(pl
     session.commit()
     value = ex.current_values()["room_temperature"]
     assert value.text == "26.0" and not value.in_limits and "above the maximum" in value.limit_message
-    (deviation,) = batches.deviations(session, plant["batch"])
+    (deviation,) = deviations.of_batch(session, plant["batch"])
     assert deviation.origin == "out_of_limit" and deviation.status == "open" and deviation.step_id == "room_check"
     assert deviation.number.startswith("DEV-")
 
@@ -159,18 +162,18 @@ def test_verification_by_a_second_operator_only(plant):
     ex = _prepare(plant)
     assert ex.status == "awaiting_verification"
     with pytest.raises(PermissionDenied, match="different operator"):
-        batches.verify_step(session, ex, signer=plant["olivia"], password=PASSWORD, username=None,
+        steps.verify_step(session, ex, signer=plant["olivia"], password=PASSWORD, username=None,
                             require_username=False)
     session.rollback()
     with pytest.raises(AuthenticationFailed):
-        batches.verify_step(session, ex, signer=plant["oscar"], password="wrong-password", username=None,
+        steps.verify_step(session, ex, signer=plant["oscar"], password="wrong-password", username=None,
                             require_username=False)
     session.rollback()
-    batches.verify_step(session, ex, signer=plant["oscar"], password=PASSWORD, username=None,
+    steps.verify_step(session, ex, signer=plant["oscar"], password=PASSWORD, username=None,
                         require_username=False)
     session.commit()
     assert ex.status == "complete"
-    assert session.get(batches.Signature, ex.verified_signature_id).printed_name == "Oscar Verifier"
+    assert session.get(Signature, ex.verified_signature_id).printed_name == "Oscar Verifier"
 
 
 def test_stage_waits_for_verification(plant):
@@ -179,7 +182,7 @@ def test_stage_waits_for_verification(plant):
     with pytest.raises(InvalidTransition):
         perform(plant, "initial_count", GOOD["initial_count"]())
     session.rollback()
-    batches.verify_step(session, ex, signer=plant["oscar"], password=PASSWORD, username=None, require_username=False)
+    steps.verify_step(session, ex, signer=plant["oscar"], password=PASSWORD, username=None, require_username=False)
     ex2 = perform(plant, "initial_count", GOOD["initial_count"]())
     session.commit()
     assert ex2.current_values()["total_cells"].text == "250.0"
@@ -191,21 +194,21 @@ def test_missed_time_window_opens_a_deviation(plant):
     perform(plant, "line_clearance", raw)
     perform(plant, "room_check", GOOD["room_check"]())
     ex = perform(plant, "identify_material", GOOD["identify_material"](plant["batch"].lot))
-    batches.verify_step(session, ex, signer=plant["oscar"], password=PASSWORD, username=None, require_username=False)
+    steps.verify_step(session, ex, signer=plant["oscar"], password=PASSWORD, username=None, require_username=False)
     session.commit()
-    (deadline,) = batches.deadlines(session, plant["batch"])
+    (deadline,) = batch_pages.deadlines(session, plant["batch"])
     assert deadline.step_title == "Initial count" and deadline.overdue and deadline.remaining_minutes <= -59
     perform(plant, "initial_count", GOOD["initial_count"]())
     session.commit()
-    assert batches.deadlines(session, plant["batch"]) == []
-    (deviation,) = batches.deviations(session, plant["batch"])
+    assert batch_pages.deadlines(session, plant["batch"]) == []
+    (deviation,) = deviations.of_batch(session, plant["batch"])
     assert deviation.origin == "time_window" and "allows 0-2 h" in deviation.description
 
 
 def test_repeatable_step_and_calculation_errors(plant):
     session = plant["session"]
     ex = _prepare(plant)
-    batches.verify_step(session, ex, signer=plant["oscar"], password=PASSWORD, username=None, require_username=False)
+    steps.verify_step(session, ex, signer=plant["oscar"], password=PASSWORD, username=None, require_username=False)
     perform(plant, "initial_count", GOOD["initial_count"]())
     for day in (1, 2, 3):
         perform(plant, "daily_check", {"checked_at": now_text(), "ph": "7.30", "appearance": "Clear"}, instance=day)
@@ -224,13 +227,13 @@ def test_repeatable_step_and_calculation_errors(plant):
 def test_division_by_zero_is_a_clear_error(plant):
     session = plant["session"]
     ex = _prepare(plant)
-    batches.verify_step(session, ex, signer=plant["oscar"], password=PASSWORD, username=None, require_username=False)
+    steps.verify_step(session, ex, signer=plant["oscar"], password=PASSWORD, username=None, require_username=False)
     perform(plant, "initial_count", {"volume_ml": "100.0", "concentration": "2.50", "viability": "95.0"})
     perform(plant, "daily_check", {"checked_at": now_text(), "ph": "7.30", "appearance": "Clear"})
     session.commit()
     # correcting the initial volume to zero is out of limit but legal; recovery then divides by zero
     initial = session.scalar(sa.select(StepExecution).where(StepExecution.step_id == "initial_count"))
-    batches.correct_value(session, initial, field_id="volume_ml", raw="0.0", reason="misread", field_comment="re-measured",
+    steps.correct_value(session, initial, field_id="volume_ml", raw="0.0", reason="misread", field_comment="re-measured",
                           signer=plant["olivia"], password=PASSWORD, username=None, require_username=False, tz=UTC)
     session.commit()
     with pytest.raises(ValidationFailed, match="division by zero"):
@@ -240,16 +243,16 @@ def test_division_by_zero_is_a_clear_error(plant):
 def test_correction_keeps_the_original_invalidates_signatures_and_is_audited(plant):
     session = plant["session"]
     ex = _prepare(plant)
-    batches.verify_step(session, ex, signer=plant["oscar"], password=PASSWORD, username=None, require_username=False)
+    steps.verify_step(session, ex, signer=plant["oscar"], password=PASSWORD, username=None, require_username=False)
     session.commit()
     old_signatures = {ex.performed_signature_id, ex.verified_signature_id}
     with pytest.raises(ValidationFailed, match="reason"):
-        batches.correct_value(session, ex, field_id="buffer", raw="PBS-7", reason=" ", field_comment="",
+        steps.correct_value(session, ex, field_id="buffer", raw="PBS-7", reason=" ", field_comment="",
                               signer=plant["olivia"], password=PASSWORD, username=None, require_username=False, tz=UTC)
     session.rollback()
     masterdata.receive_lot(session, material="Phosphate-buffered saline", lot_number="PBS-8",
                            expiry=date.today() + timedelta(days=10), qc_status="released")
-    row = batches.correct_value(session, ex, field_id="buffer", raw="PBS-8", reason="wrong bottle scanned",
+    row = steps.correct_value(session, ex, field_id="buffer", raw="PBS-8", reason="wrong bottle scanned",
                                 field_comment="", signer=plant["olivia"], password=PASSWORD, username=None,
                                 require_username=False, tz=UTC)
     session.commit()
@@ -264,10 +267,10 @@ def test_correction_keeps_the_original_invalidates_signatures_and_is_audited(pla
     assert "correction: wrong bottle scanned" in reasons
     # the corrector is now a performer: only a third person, or the original verifier, may verify
     with pytest.raises(PermissionDenied):
-        batches.verify_step(session, ex, signer=plant["olivia"], password=PASSWORD, username=None,
+        steps.verify_step(session, ex, signer=plant["olivia"], password=PASSWORD, username=None,
                             require_username=False)
     session.rollback()
-    batches.verify_step(session, ex, signer=plant["oscar"], password=PASSWORD, username=None, require_username=False)
+    steps.verify_step(session, ex, signer=plant["oscar"], password=PASSWORD, username=None, require_username=False)
     session.commit()
     assert ex.status == "complete"
 
@@ -285,13 +288,13 @@ def test_a_correction_recalculates_later_steps_and_asks_for_new_signatures(plant
     the final count's signature no longer stands, and the step must be signed again."""
     session = plant["session"]
     ex = _prepare(plant)
-    batches.verify_step(session, ex, signer=plant["oscar"], password=PASSWORD, username=None, require_username=False)
+    steps.verify_step(session, ex, signer=plant["oscar"], password=PASSWORD, username=None, require_username=False)
     initial = perform(plant, "initial_count", GOOD["initial_count"]())
     perform(plant, "daily_check", {"checked_at": now_text(), "ph": "7.30", "appearance": "Clear"})
     final = perform(plant, "final_count", {"final_volume_ml": "50.0", "final_concentration": "4.00"})
     session.commit()
     assert final.current_values()["recovery"].text == "80.0"
-    batches.correct_value(session, initial, field_id="volume_ml", raw="110.0", reason="re-read the scale",
+    steps.correct_value(session, initial, field_id="volume_ml", raw="110.0", reason="re-read the scale",
                           field_comment="", signer=plant["olivia"], password=PASSWORD, username=None,
                           require_username=False, tz=UTC)
     session.commit()
@@ -304,7 +307,7 @@ def test_a_correction_recalculates_later_steps_and_asks_for_new_signatures(plant
     with pytest.raises(InvalidTransition):  # the batch cannot move on past an unsigned step
         perform(plant, "close_out", {"waste_disposed": "yes", "summary": "x"}, comment="done")
     session.rollback()
-    batches.resign_step(session, final, signer=plant["oscar"], password=PASSWORD, username=None,
+    steps.resign_step(session, final, signer=plant["oscar"], password=PASSWORD, username=None,
                         require_username=False)
     session.commit()
     assert final.status == "complete" and signatures.check_all(session)[1] == []
@@ -345,14 +348,14 @@ def test_the_password_is_checked_before_the_first_write(plant, order_of_work):
     ex = perform(plant, "identify_material", GOOD["identify_material"](plant["batch"].lot))
     session.commit()
     order_of_work.clear()
-    batches.verify_step(session, ex, signer=plant["oscar"], password=PASSWORD, username=None, require_username=False)
+    steps.verify_step(session, ex, signer=plant["oscar"], password=PASSWORD, username=None, require_username=False)
     session.commit()
     assert order_of_work[0] == "password" and order_of_work.count("password") == 1, order_of_work
     masterdata.receive_lot(session, material="Phosphate-buffered saline", lot_number="PBS-9",
                            expiry=date.today() + timedelta(days=10), qc_status="released")
     session.commit()
     order_of_work.clear()
-    batches.correct_value(session, ex, field_id="buffer", raw="PBS-9", reason="wrong bottle scanned",
+    steps.correct_value(session, ex, field_id="buffer", raw="PBS-9", reason="wrong bottle scanned",
                           field_comment="", signer=plant["olivia"], password=PASSWORD, username=None,
                           require_username=False, tz=UTC)
     session.commit()

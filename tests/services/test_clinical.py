@@ -8,7 +8,6 @@ from datetime import date, timedelta
 from decimal import Decimal
 
 import pytest
-import sqlalchemy as sa
 
 from mfg.config import RESOURCE_ROOT
 from mfg.domain import isbt128

@@ -8,7 +8,8 @@ import sqlalchemy as sa
 from mfg.domain import isbt128
 from mfg.domain.errors import AuthenticationFailed, PermissionDenied, ValidationFailed
 from mfg.models import CustodyEvent, Signature
-from mfg.services import batches, custody, signatures
+from mfg.services import custody, signatures
+from mfg.domain.errors import IdentityMismatch
 from tests.support import PASSWORD
 
 from .test_nk_batch import _open, nk  # noqa: F401 - the fixture
@@ -44,7 +45,7 @@ def test_a_hand_off_of_the_wrong_bag_is_a_hard_stop(nk):  # noqa: F811
     session = nk["session"]
     batch = _open(nk)
     other = isbt128.make_din("X9999", 26, 999999).barcode("00")
-    with pytest.raises(batches.IdentityMismatch, match="Bag DIN"):
+    with pytest.raises(IdentityMismatch, match="Bag DIN"):
         custody.hand_off(session, batch, scanned_din=other, from_location="a", to_location="b", condition="ok",
                          signer=nk["olivia"], password=PASSWORD, username="olivia", require_username=True)
     session.rollback()
@@ -73,7 +74,7 @@ def test_bedside_check_needs_two_different_people_and_matching_scans(nk, make_us
         custody.bedside_check(session, batch, first=_scan(clara, "clara", batch, subject),
                               second=_scan(clara, "clara", batch, subject))
     wrong_subject = isbt128.CoiId("X9999", 26, 4242).barcode()
-    with pytest.raises(batches.IdentityMismatch, match="Subject COI \\(person 2\\)"):
+    with pytest.raises(IdentityMismatch, match="Subject COI \\(person 2\\)"):
         custody.bedside_check(session, batch, first=_scan(clara, "clara", batch, subject),
                               second=_scan(nurse, "nina", batch, subject, scanned_coi=wrong_subject))
     session.rollback()

@@ -1,5 +1,5 @@
 """The NK demo data set: master data, the demo subject, and one NK batch driven through the real services
-with real signatures (mfg/services/demo_nk.py), its numbers checked against DOMAIN.md section 10 by hand."""
+with real signatures (mfg/demo/nk_batch.py), its numbers checked against DOMAIN.md section 10 by hand."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ from mfg.config import RESOURCE_ROOT
 from mfg.domain.sop_schema import parse_definition, step_index
 from mfg.extensions import db
 from mfg.models import Batch, Donor, Equipment, MaterialLot, RecordedValue, StepExecution, Subject, utcnow
-from mfg.services import accounts, audit, batches, demo, demo_nk, masterdata, signatures, sops
+from mfg.services import accounts, audit, batches, deviations, masterdata, signatures, sops
+from mfg.demo import nk_batch as demo_nk, seed as demo
 from tests.support import PASSWORD
 
 UTC = ZoneInfo("UTC")
@@ -136,7 +137,7 @@ def _text(session, batch, code, step_id, field_id, instance=1) -> str:
 
 def _assert_clean(session, batch, performer, verifier):
     """No deviation, every value within limits, every step complete, signed by the right people."""
-    assert batches.deviations(session, batch) == []
+    assert deviations.of_batch(session, batch) == []
     values = list(session.scalars(sa.select(RecordedValue).join(StepExecution).where(StepExecution.batch_id == batch.id)))
     assert values and [(v.field_id, v.limit_message) for v in values if not v.in_limits] == []
     for execution in batches.executions(session, batch):

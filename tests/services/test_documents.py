@@ -15,7 +15,8 @@ from mfg.domain import isbt128
 from mfg.domain.errors import ValidationFailed
 from mfg.reports import pdf as pdfs
 from mfg.reports.site_certificate import ensure_site_certificate
-from mfg.services import batches, demo, demo_nk, documents, review, signatures
+from mfg.services import batches, deviations, documents, review, signatures, steps
+from mfg.demo import nk_batch as demo_nk, seed as demo
 from tests.support import PASSWORD
 
 from .test_demo_nk import nk_demo  # noqa: F401 - the fixture
@@ -62,11 +63,11 @@ def test_release_issues_a_signed_batch_record_and_certificate_and_labels_scan(nk
     assert {din.barcode("00"), "=<S9999VA0", coi.barcode()} <= decoded
     assert "label reprint" in [i.kind for i in review.exceptions(session, batch)]
 
-    deviation = review.open_by_hand(session, batch, description="Incubator door ajar 2 min on day 9", user=olivia)
-    review.investigate(session, deviation, classification="minor", investigation="Door alarm log reviewed",
+    deviation = deviations.open_by_hand(session, batch, description="Incubator door ajar 2 min on day 9", user=olivia)
+    deviations.investigate(session, deviation, classification="minor", investigation="Door alarm log reviewed",
                        root_cause="Latch not engaged", impact="None: temperature and CO2 stayed in range",
                        capa_reference="", user=quinn)
-    review.close(session, deviation, **_sign(quinn))
+    deviations.close(session, deviation, **_sign(quinn))
     for item in review.exceptions(session, batch):
         review.mark_reviewed(session, batch, item.key, user=quinn)
     decision = review.decide(session, batch, decision="conditionally_released", comment="", **_sign(quinn))
@@ -99,7 +100,7 @@ def test_release_issues_a_signed_batch_record_and_certificate_and_labels_scan(nk
 
     # the 14-day result: a correction, reviewed, the final release issues new revisions (supplemental CoA)
     sterility = next(ex for ex in batches.executions(session, batch) if ex.step_id == "sterility")
-    batches.correct_value(session, sterility, field_id="result", raw="No growth", reason="14-day culture read",
+    steps.correct_value(session, sterility, field_id="result", raw="No growth", reason="14-day culture read",
                           field_comment="", tz=UTC, **_sign(olivia))
     for item in review.exceptions(session, batch):
         if item.key not in review.marks(session, batch):

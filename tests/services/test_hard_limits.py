@@ -11,7 +11,7 @@ from mfg.config import RESOURCE_ROOT
 from mfg.domain.errors import ValidationFailed
 from mfg.domain.sop_schema import parse_definition, step_index
 from mfg.models import Deviation, RecordedValue
-from mfg.services import batches, sops
+from mfg.services import evaluation, sops, starting, steps
 from tests.support import PASSWORD
 
 RECORD = """\
@@ -51,12 +51,12 @@ def test_a_value_over_a_refusing_limit_stores_nothing(session, make_user, sops_d
     olivia = session.merge(make_user("olivia", "operator"))
     version = sops.load_directory(session, sops_dir, loader=loader).loaded[0]
     sops.approve(session, version, signer=approver, password=PASSWORD, username=None, require_username=False)
-    batch = batches.start_batch(session, codes=["HARD-LIMIT"], user=olivia)
+    batch = starting.start_batch(session, codes=["HARD-LIMIT"], user=olivia)
     session.commit()
 
     def submit(cells):
-        return batches.perform_step(session, batch, position=0, step_id="formulate", instance=1,
-                                    entry=batches.StepInput(raw={"cells": cells, "weight": "62.4"},
+        return steps.perform_step(session, batch, position=0, step_id="formulate", instance=1,
+                                    entry=evaluation.StepInput(raw={"cells": cells, "weight": "62.4"},
                                                             field_comments={"per_kg": "noted"}),
                                     signer=olivia, password=PASSWORD, username=None, require_username=False,
                                     tz=ZoneInfo("UTC"))
@@ -105,16 +105,16 @@ def test_a_correction_that_would_break_a_refusing_limit_downstream_is_refused(se
     olivia = session.merge(make_user("olivia", "operator"))
     version = sops.load_directory(session, sops_dir, loader=loader).loaded[0]
     sops.approve(session, version, signer=approver, password=PASSWORD, username=None, require_username=False)
-    batch = batches.start_batch(session, codes=["HARD-CHAIN"], user=olivia)
+    batch = starting.start_batch(session, codes=["HARD-CHAIN"], user=olivia)
     sign = dict(signer=olivia, password=PASSWORD, username=None, require_username=False, tz=ZoneInfo("UTC"))
-    count = batches.perform_step(session, batch, position=0, step_id="count", instance=1,
-                                 entry=batches.StepInput(raw={"cells": "1000000"}), **sign)
-    batches.perform_step(session, batch, position=0, step_id="plan", instance=1,
-                         entry=batches.StepInput(raw={"note": ""}), **sign)
+    count = steps.perform_step(session, batch, position=0, step_id="count", instance=1,
+                                 entry=evaluation.StepInput(raw={"cells": "1000000"}), **sign)
+    steps.perform_step(session, batch, position=0, step_id="plan", instance=1,
+                         entry=evaluation.StepInput(raw={"note": ""}), **sign)
     session.commit()
     before = session.scalar(sa.select(sa.func.count()).select_from(RecordedValue))
     with pytest.raises(ValidationFailed, match="REFUSED: this correction would make Plan"):
-        batches.correct_value(session, count, field_id="cells", raw="12480000", reason="recount",
+        steps.correct_value(session, count, field_id="cells", raw="12480000", reason="recount",
                               field_comment="", **sign)
     session.rollback()
     assert session.scalar(sa.select(sa.func.count()).select_from(RecordedValue)) == before

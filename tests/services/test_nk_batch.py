@@ -14,7 +14,8 @@ from mfg.config import RESOURCE_ROOT
 from mfg.domain import isbt128
 from mfg.domain.errors import ValidationFailed
 from mfg.models import AuditEntry, StepExecution, utcnow
-from mfg.services import batches, clinical, sops
+from mfg.services import clinical, evaluation, sops, starting, steps
+from mfg.domain.errors import IdentityMismatch
 from tests.support import PASSWORD
 
 UTC = ZoneInfo("UTC")
@@ -47,7 +48,7 @@ def _sign_dose(nk):
 def test_an_nk_batch_needs_an_eligible_donor_and_a_signed_dose(nk):
     session = nk["session"]
     with pytest.raises(ValidationFailed) as info:
-        batches.start_nk_batch(session, subject=nk["subject"], user=nk["olivia"])
+        starting.start_nk_batch(session, subject=nk["subject"], user=nk["olivia"])
     assert any("not determined eligible" in p for p in info.value.problems)
     assert any("no signed dose level" in p for p in info.value.problems)
 
@@ -56,15 +57,15 @@ def _open(nk):
     session = nk["session"]
     clinical.determine_eligibility(session, nk["donor"], eligible=True, summary="complete", user=nk["clara"])
     _sign_dose(nk)
-    batch = batches.start_nk_batch(session, subject=nk["subject"], user=nk["olivia"])
+    batch = starting.start_nk_batch(session, subject=nk["subject"], user=nk["olivia"])
     session.commit()
     return batch
 
 
 def _identify(nk, batch, bag, coi):
-    return batches.perform_step(
+    return steps.perform_step(
         nk["session"], batch, position=0, step_id="identify_bag", instance=1,
-        entry=batches.StepInput(raw={"bag_din": bag, "subject_coi": coi, "donor_code": "D-001",
+        entry=evaluation.StepInput(raw={"bag_din": bag, "subject_coi": coi, "donor_code": "D-001",
                                      "product_name": "Apheresis", "collection_facility": "Site A",
                                      "collection_end": (utcnow() - timedelta(hours=3)).strftime("%Y-%m-%d %H:%M")}),
         signer=nk["olivia"], password=PASSWORD, username=None, require_username=False, tz=UTC)
@@ -74,7 +75,7 @@ def test_the_batch_inherits_an_allocated_din_and_the_subject_coi(nk):
     batch = _open(nk)
     din = isbt128.din_from_text(batch.din)
     assert din.fin == "X9999" and batch.lot == batch.din and batch.subject.coi == nk["subject"].coi
-    assert [pin.sop_version.code for pin in batch.master_records] == list(batches.NK_RECORDS)
+    assert [pin.sop_version.code for pin in batch.master_records] == list(starting.NK_RECORDS)
 
 
 @pytest.mark.parametrize("form", ["barcode", "keyboard"])
@@ -93,11 +94,11 @@ def test_a_wrong_bag_or_wrong_subject_is_a_hard_stop(nk):
     batch = _open(nk)
     other = clinical.allocate_din(session, "X9999")  # a real DIN, of another collection
     coi = isbt128.parse_coi(isbt128.COI_PREFIX + nk["subject"].coi).barcode()
-    with pytest.raises(batches.IdentityMismatch, match="Bag DIN"):
+    with pytest.raises(IdentityMismatch, match="Bag DIN"):
         _identify(nk, batch, other.barcode(), coi)
     session.rollback()
     wrong_coi = isbt128.CoiId("X9999", 26, 999).barcode()
-    with pytest.raises(batches.IdentityMismatch, match="Subject COI"):
+    with pytest.raises(IdentityMismatch, match="Subject COI"):
         _identify(nk, batch, isbt128.din_from_text(batch.din).barcode(), wrong_coi)
     session.rollback()
     with pytest.raises(ValidationFailed, match="check character"):  # a misread is refused, not a mismatch
@@ -108,7 +109,7 @@ def test_a_wrong_bag_or_wrong_subject_is_a_hard_stop(nk):
 
 def test_calculations_get_the_subject_and_trial_context(nk, session):
     batch = _open(nk)
-    numbers = batches.context_numbers(session, batch)
+    numbers = evaluation.context_numbers(session, batch)
     assert numbers["subject.weight_kg"] == Decimal("62.4") and numbers["subject.dose_per_kg"] == 3_000_000
     assert numbers["trial.cd3_limit_per_kg"] == 200_000 and str(numbers["trial.max_bag_volume_ml"]) == "100.0"
     assert session.scalar(sa.select(AuditEntry).where(AuditEntry.reason == "batch opened for subject S-01"))

@@ -9,7 +9,8 @@ import sqlalchemy as sa
 
 from mfg.domain.errors import ConflictError, PermissionDenied, ValidationFailed
 from mfg.models import BatchDecision, Signature
-from mfg.services import audit, batches, demo, demo_nk, review, signatures
+from mfg.services import audit, batches, deviations, review, signatures, steps
+from mfg.demo import nk_batch as demo_nk, seed as demo
 from tests.support import PASSWORD
 
 from .test_demo_nk import nk_demo  # noqa: F401 - the fixture
@@ -35,7 +36,7 @@ def test_qa_reviews_by_exception_and_releases_conditionally_then_finally(nk_demo
     # what QA must look at: the pending sterility result (the demo batch has nothing out of limit)
     items = review.exceptions(session, batch)
     assert [(i.kind, i.title) for i in items] == [("pending result", "sterility #1: result")]
-    deviation = review.open_by_hand(session, batch, description="Label printer jammed once; label reprinted",
+    deviation = deviations.open_by_hand(session, batch, description="Label printer jammed once; label reprinted",
                                     user=olivia)
     session.commit()
 
@@ -53,14 +54,14 @@ def test_qa_reviews_by_exception_and_releases_conditionally_then_finally(nk_demo
 
     # the deviation: classified and investigated, closed with a signature bound to the findings
     with pytest.raises(ValidationFailed, match="must be classified"):
-        review.close(session, deviation, **_sign(quinn))
+        deviations.close(session, deviation, **_sign(quinn))
     with pytest.raises(ValidationFailed, match="A major deviation needs a CAPA reference"):
-        review.investigate(session, deviation, classification="major", investigation="jam", root_cause="worn roller",
+        deviations.investigate(session, deviation, classification="major", investigation="jam", root_cause="worn roller",
                            impact="none", capa_reference="", user=quinn)
-    review.investigate(session, deviation, classification="minor", investigation="Printer log reviewed",
+    deviations.investigate(session, deviation, classification="minor", investigation="Printer log reviewed",
                        root_cause="Worn feed roller", impact="No impact on this or other batches: the reprint was "
                        "checked and scanned back", capa_reference="", user=quinn)
-    review.close(session, deviation, **_sign(quinn))
+    deviations.close(session, deviation, **_sign(quinn))
     session.commit()
     [closure] = signatures.for_record(session, deviation)
     assert closure.meaning == "approved" and '"root_cause":"Worn feed roller"' in closure.content
@@ -84,10 +85,10 @@ def test_qa_reviews_by_exception_and_releases_conditionally_then_finally(nk_demo
     sterility = next(ex for ex in batches.executions(session, batch) if ex.step_id == "sterility")
     with pytest.raises(ValidationFailed, match="only a pending result may be entered"):
         other = next(ex for ex in batches.executions(session, batch) if ex.step_id == "gram_stain")
-        batches.correct_value(session, other, field_id="result", raw="No organisms seen", reason="x", field_comment="",
+        steps.correct_value(session, other, field_id="result", raw="No organisms seen", reason="x", field_comment="",
                               tz=UTC, **_sign(olivia))
     session.rollback()
-    batches.correct_value(session, sterility, field_id="result", raw="No growth", reason="14-day culture read",
+    steps.correct_value(session, sterility, field_id="result", raw="No growth", reason="14-day culture read",
                           field_comment="", tz=UTC, **_sign(olivia))
     session.commit()
     assert batch.status == "conditionally_released" and sterility.status == "complete"  # no verification step

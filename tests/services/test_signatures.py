@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 from mfg.domain.canonical import content_hash
 from mfg.domain.errors import AuthenticationFailed, PermissionDenied, ValidationFailed
-from mfg.models import AuditEntry, Signature, SopVersion
+from mfg.models import AuditEntry, Signature
 from mfg.services import accounts, signatures, sops
 from tests.support import DEMO_SOP, PASSWORD
 

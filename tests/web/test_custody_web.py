@@ -14,7 +14,7 @@ from mfg.config import RESOURCE_ROOT
 from mfg.domain import isbt128
 from mfg.extensions import db
 from mfg.models import CustodyEvent, Deviation, Signature, User
-from mfg.services import audit, batches, clinical, sops
+from mfg.services import audit, clinical, sops, starting
 from tests.support import PASSWORD
 
 BAD_CREDENTIALS = "User name or password is not correct."
@@ -46,7 +46,7 @@ def nk_batch(app, make_user):
         clinical.determine_eligibility(s, donor, eligible=True, summary="complete", user=clara)
         clinical.assign_dose_level(s, subject, level="DL2", signer=clara, password=PASSWORD, username=None,
                                    require_username=False)
-        batch = batches.start_nk_batch(s, subject=subject, user=olivia)
+        batch = starting.start_nk_batch(s, subject=subject, user=olivia)
         batch.status = "released"  # the bedside check's precondition; QA's release is tested in test_review*.py
         s.commit()
         return {"id": batch.id, "lot": batch.lot, "din": isbt128.din_from_text(batch.din),

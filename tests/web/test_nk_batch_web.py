@@ -12,7 +12,8 @@ import pytest
 
 from mfg.config import RESOURCE_ROOT
 from mfg.extensions import db
-from mfg.services import audit, demo, demo_nk, sops
+from mfg.services import audit, sops
+from mfg.demo import nk_batch as demo_nk, seed as demo
 from tests.support import PASSWORD
 
 UTC = ZoneInfo("UTC")

@@ -15,7 +15,8 @@ import sqlalchemy as sa
 from mfg.config import RESOURCE_ROOT
 from mfg.extensions import db
 from mfg.models import Batch, BatchDecision, Deviation, DocumentRevision, ReviewMark, Signature
-from mfg.services import audit, demo, demo_nk, sops
+from mfg.services import audit, sops
+from mfg.demo import nk_batch as demo_nk, seed as demo
 from tests.support import PASSWORD
 
 UTC = ZoneInfo("UTC")
@@ -117,7 +118,7 @@ def test_qa_reviews_closes_a_deviation_and_releases_conditionally_through_the_sc
     queue = client.get("/review/")
     text = _text(queue)
     assert batch["lot"] in text and "NK-001" in text and "awaiting review" in text
-    row = re.search(rf"<tr>\s*<td>NK-001</td>.*?</tr>", queue.get_data(as_text=True), re.S).group(0)
+    row = re.search(r"<tr>\s*<td>NK-001</td>.*?</tr>", queue.get_data(as_text=True), re.S).group(0)
     assert re.findall(r"<td[^>]*>(\d+)</td>", row) == ["1", "2"]  # 1 open deviation; 2 items not yet reviewed
     assert f'href="/review/deviations/{dev_id}">{number}</a>' in queue.get_data(as_text=True)
     assert f'href="{review_url}"' in queue.get_data(as_text=True)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-import mfg.models.base
 from mfg.migrate import never_deleted
 
 

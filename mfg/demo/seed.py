@@ -13,7 +13,8 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from ..models import SopVersion
-from . import accounts, audit, demo_nk, sops
+from ..services import accounts, audit, sops
+from . import nk_batch as demo_nk
 
 DEMO_PASSWORD = "demo-pass-2026"
 DEMO_USERS: tuple[tuple[str, str, str], ...] = (
@@ -46,7 +47,7 @@ def seed_master_data(session: Session) -> list[str]:
     from datetime import date, timedelta
 
     from ..models import Equipment, MaterialLot
-    from . import masterdata
+    from ..services import masterdata
 
     created = []
     audit.set_actor(session, accounts.get_by_username(session, SOP_APPROVER))

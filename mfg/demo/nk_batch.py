@@ -1,5 +1,8 @@
 """Demo and validation data for one complete NK batch, driven through the real services with real signatures.
 
+This module is longer than 600 lines because most of it is data: the values an operator types at every step
+of the four NK records (DEMO_VALUES), kept in one place so that they read as one batch record.
+
 * :func:`seed_nk_master_data`: two calibrated pieces of equipment of every equipment type and two
   QC-released lots of every material the effective NK master records name (read from the records, so
   it stays in step with them).
@@ -50,7 +53,7 @@ from ..domain.calc import round_half_up
 from ..domain.errors import ValidationFailed
 from ..domain.sop_schema import Field, MasterRecord, Step, step_index
 from ..models import Batch, Donor, Equipment, MaterialLot, RecordedValue, SopVersion, Subject, User, utcnow
-from . import audit, batches, clinical, masterdata, sops
+from ..services import audit, batches, clinical, evaluation, masterdata, sops, starting, steps
 
 __all__ = [
     "DEMO_COMMENTS",
@@ -101,7 +104,7 @@ def lot_number(material: str, n: int) -> str:
     return f"{_slug(material, 40)}-DEMO-{n}"
 
 
-def named_master_data(session: Session, codes: Iterable[str] = batches.NK_RECORDS) -> tuple[list[str], list[str]]:
+def named_master_data(session: Session, codes: Iterable[str] = starting.NK_RECORDS) -> tuple[list[str], list[str]]:
     """(equipment types, materials) named by the effective versions of ``codes``, in record order.
     A code without an effective version names nothing."""
     types: dict[str, None] = {}
@@ -119,7 +122,7 @@ def named_master_data(session: Session, codes: Iterable[str] = batches.NK_RECORD
     return list(types), list(materials)
 
 
-def seed_nk_master_data(session: Session, codes: Iterable[str] = batches.NK_RECORDS) -> list[str]:
+def seed_nk_master_data(session: Session, codes: Iterable[str] = starting.NK_RECORDS) -> list[str]:
     """Create what is missing of: two in-service pieces of equipment, calibrated for a year, of every
     equipment type, and two QC-released lots, expiring in a year, of every material that the effective
     master records ``codes`` name. Returns the identifiers and lot numbers created (empty when nothing
@@ -550,7 +553,7 @@ def _record(batch: Batch, code: str) -> MasterRecord:
 
 
 def entry_for(code: str, step_id: str, instance: int, *, batch: Batch, subject: Subject, bags: Sequence[Any],
-              now: datetime, tz: ZoneInfo) -> batches.StepInput:
+              now: datetime, tz: ZoneInfo) -> evaluation.StepInput:
     """The operator's entry for instance ``instance`` of step ``step_id`` of record ``code`` in ``batch``.
 
     Typed values come from :data:`DEMO_VALUES`; scans, equipment, material lots and ticks of required
@@ -589,7 +592,7 @@ def entry_for(code: str, step_id: str, instance: int, *, batch: Batch, subject: 
     unknown = set(given) - {f.id for f in step.fields}
     if unknown:
         raise ValidationFailed(f"demo data: {code} step {step_id!r} has no field {', '.join(sorted(unknown))}")
-    return batches.StepInput(raw=raw, comment=DEMO_COMMENTS.get((code, step_id), ""))
+    return evaluation.StepInput(raw=raw, comment=DEMO_COMMENTS.get((code, step_id), ""))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -618,7 +621,7 @@ def run_nk_batch(session: Session, *, subject: Subject, performer: User, verifie
     (five feeds, one in-process count, one scan-back per bag). Stops before performing the step
     ``until`` = (record code, step id), or when no step the demo performs is open. Flushes, never commits.
     """
-    batch = batches.start_nk_batch(session, subject=subject, user=performer)
+    batch = starting.start_nk_batch(session, subject=subject, user=performer)
     now = utcnow().replace(second=0, microsecond=0)
     records = batches.records(batch)
     codes = [record.code for record in records]
@@ -628,7 +631,7 @@ def run_nk_batch(session: Session, *, subject: Subject, performer: User, verifie
         for item in batches.open_steps(session, batch):
             code = codes[item.ref.position]
             if _per_bag(item.step) and not bags:
-                from . import bags as bag_service  # product bags are made by the dividing step
+                from ..services import bags as bag_service  # product bags are made by the dividing step
 
                 bags = bag_service.of_batch(session, batch)
             if item.instance <= planned_instances(code, item.step, bags):
@@ -640,11 +643,11 @@ def run_nk_batch(session: Session, *, subject: Subject, performer: User, verifie
             return batch
         entry = entry_for(code, item.step.id, item.instance, batch=batch, subject=subject, bags=bags, now=now, tz=tz)
         with _acting_as(session, performer):
-            execution = batches.perform_step(session, batch, position=item.ref.position, step_id=item.step.id,
+            execution = steps.perform_step(session, batch, position=item.ref.position, step_id=item.step.id,
                                              instance=item.instance, entry=entry, signer=performer,
                                              password=password, username=performer.username,
                                              require_username=True, tz=tz)
         if item.step.verification == "required":
             with _acting_as(session, verifier):
-                batches.verify_step(session, execution, signer=verifier, password=password,
+                steps.verify_step(session, execution, signer=verifier, password=password,
                                     username=verifier.username, require_username=True)

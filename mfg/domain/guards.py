@@ -1,0 +1,314 @@
+"""Guards: for every user action, the one function that says whether it may happen now, and every reason
+why not (SENAITE's ``workflow/*/guards.py`` is the model).
+
+Pure: plain facts in (who acts, statuses, what was recorded), a list of :class:`Refusal` out; empty means
+allowed. The service enforces its guard before its first write (:func:`enforce` raises with every reason);
+the screens ask the same guard, through ``services.permissions`` and ``web.actions``, whether to offer the
+action at all. No template, view or service restates a condition written here.
+
+A refusal is ``role`` (the person lacks the role), ``duty`` (segregation of duties: the performer does not
+verify, the releaser did no step), ``sequence`` (not yet, or no longer, in the master record's order or the
+record's transitions), ``done`` (someone already did it: the service reports who, as a conflict) or
+``state`` (the record is not in a state that allows it). :func:`enforce` raises PermissionDenied for role
+and duty refusals, InvalidTransition when every other refusal is about the sequence, else ValidationFailed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from .errors import InvalidTransition, PermissionDenied, ValidationFailed
+
+OPERATOR, QA, CLINICAL, ADMIN = "operator", "qa", "clinical", "admin"
+
+# Batch statuses, by what they allow.
+STEPS_OPEN = ("created", "in_progress")  # steps may be performed
+RECORD_OPEN = ("created", "in_progress", "awaiting_review")  # any recorded value may be corrected
+INFUSIBLE = ("released", "conditionally_released")  # a bag may be infused
+# QA's possible decisions and the transition each makes (domain.sequence.BATCH_STATUS).
+DECISIONS = ("released", "conditionally_released", "rejected")
+CLASSIFICATIONS = ("minor", "major", "critical")
+
+
+@dataclass(frozen=True)
+class Refusal:
+    kind: str  # "role", "duty", "sequence", "done" or "state"
+    text: str
+
+    def __str__(self) -> str:
+        return self.text
+
+
+@dataclass(frozen=True)
+class Person:
+    """Who acts, as a guard needs to know them."""
+
+    id: int
+    roles: frozenset[str]
+    name: str
+
+    def has(self, *roles: str) -> bool:
+        return bool(self.roles.intersection(roles))
+
+
+def person(user: object) -> Person:
+    """A :class:`Person` from anything with ``id``, ``role_list`` and ``full_name`` (the User model)."""
+    return Person(getattr(user, "id"), frozenset(getattr(user, "role_list")), getattr(user, "full_name"))
+
+
+def texts(refusals: Iterable[Refusal]) -> list[str]:
+    return [r.text for r in refusals]
+
+
+def enforce(refusals: list[Refusal]) -> None:
+    """Raise with every reason when the guard refused: PermissionDenied when any refusal is about the person
+    (role, segregation of duties), InvalidTransition when all are about the sequence, else ValidationFailed."""
+    if not refusals:
+        return
+    if any(r.kind in ("role", "duty") for r in refusals):
+        raise PermissionDenied(*texts(refusals))
+    if all(r.kind in ("sequence", "done") for r in refusals):
+        raise InvalidTransition(*texts(refusals))
+    raise ValidationFailed(*texts(refusals))
+
+
+def only_done(refusals: list[Refusal]) -> bool:
+    """The only refusal is that someone already did it: the service reports the conflict (who, when)."""
+    return bool(refusals) and all(r.kind == "done" for r in refusals)
+
+
+def _role(actor: Person, roles: tuple[str, ...], what: str) -> list[Refusal]:
+    if actor.has(*roles):
+        return []
+    names = " or ".join("QA" if r == QA else r for r in roles)
+    return [Refusal("role", f"{what} needs the {names} role")]
+
+
+def _status(status: str) -> str:
+    return status.replace("_", " ")
+
+
+# --- batches and steps ---------------------------------------------------------------------------------------
+
+def start_batch(actor: Person) -> list[Refusal]:
+    return _role(actor, (OPERATOR,), "starting a batch")
+
+
+def start_product_batch(actor: Person, *, subject_code: str, donor_problems: list[str],
+                        dose_signed: bool) -> list[Refusal]:
+    """Open the batch record for a subject's expected collection: the donor determined eligible and the
+    subject's dose level signed."""
+    refusals = _role(actor, (OPERATOR,), "opening a batch record")
+    refusals += [Refusal("state", problem) for problem in donor_problems]
+    if not dose_signed:
+        refusals.append(Refusal("state", f"subject {subject_code} has no signed dose level"))
+    return refusals
+
+
+def perform_step(actor: Person, *, lot: str, batch_status: str, step_id: str, instance: int, performed: bool,
+                 not_open: str | None) -> list[Refusal]:
+    """``performed``: this instance was already recorded; ``not_open``: why the instance is not open in the
+    master record's sequence (None when it is)."""
+    refusals = _role(actor, (OPERATOR,), "performing a step")
+    if batch_status not in STEPS_OPEN:
+        refusals.append(Refusal("state", f"batch {lot} is {_status(batch_status)}: no step can be performed"))
+    elif performed:
+        refusals.append(Refusal("done", f"step '{step_id}' #{instance} has already been performed"))
+    elif not_open:
+        refusals.append(Refusal("sequence", not_open))
+    return refusals
+
+
+def verify_step(actor: Person, *, step_status: str, performer_ids: set[int]) -> list[Refusal]:
+    """A second operator verifies: never one who performed (or re-signed) the step."""
+    refusals = _role(actor, (OPERATOR,), "verifying a step")
+    if actor.id in performer_ids:
+        refusals.append(Refusal("duty", "You performed this step: a different operator must verify it."))
+    if step_status != "awaiting_verification":
+        refusals.append(Refusal("sequence", f"this step is {_status(step_status)}: it is not waiting for "
+                                            "verification"))
+    return refusals
+
+
+def resign_step(actor: Person, *, step_status: str) -> list[Refusal]:
+    refusals = _role(actor, (OPERATOR,), "signing a step")
+    if step_status != "needs_signature":
+        refusals.append(Refusal("state", "This step does not need a new signature."))
+    return refusals
+
+
+def correct_value(actor: Person, *, lot: str, batch_status: str, field_label: str, calculated: bool,
+                  pending: bool, divided_at: str | None, step_id: str) -> list[Refusal]:
+    """Correct one recorded value. While the record is open any entered value may be corrected; after a
+    conditional release only a value still pending (e.g. sterility "Pending"), whose final result is
+    entered as its correction; never a calculated value (its inputs are corrected) nor a value the bags
+    were made from once the product is divided (``divided_at``: the dividing step, or None)."""
+    refusals = _role(actor, (OPERATOR,), "correcting a step")
+    if batch_status == "conditionally_released":
+        if not pending:
+            refusals.append(Refusal("state", f"batch {lot} is conditionally released: only a pending result may be "
+                                             f"entered (as a correction of its 'pending' value); {field_label} is "
+                                             "not pending"))
+    elif batch_status not in RECORD_OPEN:
+        refusals.append(Refusal("state", f"batch {lot} is {_status(batch_status)}: its record is closed"))
+    if calculated:
+        refusals.append(Refusal("state", f"{field_label}: a calculated value is corrected by correcting its inputs."))
+    if divided_at is not None:
+        refusals.append(Refusal("state", f"The product was divided into bags from the values up to step "
+                                         f"'{divided_at}'; correcting '{step_id}' would change bags already filled. "
+                                         "Nothing was stored: report it to QA as a deviation."))
+    return refusals
+
+
+# --- deviations --------------------------------------------------------------------------------------------
+
+def open_deviation(actor: Person) -> list[Refusal]:
+    """Anyone working on a batch (operator or QA) may record a deviation, whatever the batch's status: an
+    event found after release must be recordable too."""
+    return _role(actor, (OPERATOR, QA), "opening a deviation")
+
+
+def investigate_deviation(actor: Person, status: str, number: str = "") -> list[Refusal]:
+    refusals = _role(actor, (QA,), "investigating a deviation")
+    if status != "open":
+        refusals.append(Refusal("state", f"deviation {number} is closed".replace("  ", " ")))
+    return refusals
+
+
+def investigation_problems(classification: str, investigation: str, root_cause: str, impact: str,
+                           capa_reference: str) -> list[str]:
+    """What an investigation must say: a classification, the investigation, root cause and impact, and a
+    CAPA reference for a major or critical deviation."""
+    problems = []
+    if classification not in CLASSIFICATIONS:
+        problems.append(f"Classification must be one of {', '.join(CLASSIFICATIONS)}.")
+    for label, text in (("Investigation", investigation), ("Root cause", root_cause),
+                        ("Impact on this and other batches", impact)):
+        if not (text or "").strip():
+            problems.append(f"{label} is required.")
+    if classification in ("major", "critical") and not (capa_reference or "").strip():
+        problems.append(f"A {classification} deviation needs a CAPA reference.")
+    return problems
+
+
+def close_deviation(actor: Person, status: str, number: str, *, classified: bool) -> list[Refusal]:
+    refusals = investigate_deviation(actor, status, number)
+    if status == "open" and not classified:
+        refusals.append(Refusal("state", f"deviation {number} must be classified and investigated before it closes"))
+    return refusals
+
+
+# --- QA review and the batch decision ---------------------------------------------------------------------
+
+def review_batch(actor: Person) -> list[Refusal]:
+    return _role(actor, (QA,), "reviewing a batch")
+
+
+@dataclass(frozen=True)
+class DecisionFacts:
+    """What QA's decision on a batch depends on."""
+
+    lot: str
+    status: str
+    allowed_moves: frozenset[str]  # the statuses the batch's status may move to (BATCH_STATUS)
+    participant: bool  # the deciding person performed or verified a step of the batch
+    open_deviations: tuple[str, ...]
+    unreviewed: int
+    all_complete: bool
+    pending: tuple[str, ...]  # the results still pending, by title
+
+
+def decide(actor: Person, decision: str, facts: DecisionFacts) -> list[Refusal]:
+    """Release, conditional release (naming the pending results) or rejection. The releaser performed and
+    verified no step; a release needs every step complete, every review item marked and no open deviation;
+    a full release needs no pending result, a conditional one at least one. A rejection needs none of that."""
+    if decision not in DECISIONS:
+        return [Refusal("state", f"unknown decision {decision!r}")]
+    refusals = _role(actor, (QA,), "deciding on a batch")
+    if refusals:
+        refusals = [Refusal("role", "Only QA decides on a batch.")]
+    if facts.participant:
+        refusals.append(Refusal("duty", f"{actor.name} performed or verified a step of this batch and may not "
+                                        "decide on it."))
+    if decision not in facts.allowed_moves:
+        refusals.append(Refusal("state", f"batch {facts.lot} is {_status(facts.status)}: it cannot be "
+                                         f"{_status(decision)}"))
+    if decision == "rejected":
+        return refusals
+    if facts.open_deviations:
+        refusals.append(Refusal("state", f"Deviations still open: {', '.join(facts.open_deviations)}. Close them "
+                                         "before release."))
+    if facts.unreviewed:
+        refusals.append(Refusal("state", f"{facts.unreviewed} review item(s) not yet marked reviewed."))
+    if not facts.all_complete:
+        refusals.append(Refusal("state", "Not every step is complete and verified."))
+    if decision == "released" and facts.pending:
+        refusals.append(Refusal("state", "Results are still pending (" + "; ".join(facts.pending)
+                                + "): release conditionally, naming them, or wait for the final results."))
+    if decision == "conditionally_released" and not facts.pending:
+        refusals.append(Refusal("state", "Nothing is pending: release the batch without conditions."))
+    return refusals
+
+
+# --- bags and documents ------------------------------------------------------------------------------------
+
+def print_labels(actor: Person, *, lot: str, bag_count: int) -> list[Refusal]:
+    refusals = _role(actor, (OPERATOR,), "printing labels")
+    if not bag_count:
+        refusals.append(Refusal("state", f"batch {lot} has no bags to label yet"))
+    return refusals
+
+
+CUSTODY_ROLES = (OPERATOR, CLINICAL)
+
+
+def hand_off(actor: Person) -> list[Refusal]:
+    return _role(actor, CUSTODY_ROLES, "recording a hand-off")
+
+
+def bedside_check(actor: Person, *, lot: str, batch_status: str) -> list[Refusal]:
+    """The two-person bedside check is recorded from the screen of an operator or clinical user, for a
+    product QA released (or released conditionally); who the two people are is checked by their signatures."""
+    refusals = _role(actor, CUSTODY_ROLES, "recording a bedside check")
+    if batch_status not in INFUSIBLE:
+        refusals.append(Refusal("state", f"Batch {lot} is {_status(batch_status)}: only a product QA has released "
+                                         "(or released conditionally) may be infused. Do not infuse; call QA."))
+    return refusals
+
+
+def two_people(first_id: int, second_id: int) -> list[Refusal]:
+    if first_id == second_id:
+        return [Refusal("duty", "The bedside check needs two different people.")]
+    return []
+
+
+# --- master records, master data, subjects, accounts ------------------------------------------------------
+
+def load_master_records(actor: Person) -> list[Refusal]:
+    return _role(actor, (QA,), "loading master records")
+
+
+def approve_master_record(actor: Person, *, status: str, loaded_by_id: int) -> list[Refusal]:
+    """QA approves a draft; the person who loaded it may not (author and approver differ)."""
+    refusals = _role(actor, (QA,), "approving a master record")
+    if actor.id == loaded_by_id:
+        refusals.append(Refusal("duty", "The person who loaded a master record cannot approve it "
+                                        "(author and approver must differ)."))
+    if status != "draft":
+        refusals.append(Refusal("state", f"this master record version is {status}: only a draft is approved"))
+    return refusals
+
+
+def manage_master_data(actor: Person) -> list[Refusal]:
+    """Equipment and material lots: registered, received and released by QA."""
+    return _role(actor, (QA,), "changing equipment and material lots")
+
+
+def manage_subjects(actor: Person) -> list[Refusal]:
+    """Subjects, donors, donor tests, eligibility and dose levels."""
+    return _role(actor, (CLINICAL,), "recording subjects and donors")
+
+
+def manage_accounts(actor: Person) -> list[Refusal]:
+    return _role(actor, (ADMIN,), "managing user accounts")

@@ -1,0 +1,230 @@
+"""Read models of the batch screens: the work queue and batch lists, the batch page, the countdowns.
+
+Each loads what its screen shows in a fixed number of queries however many batches, steps and values
+there are (``tests/web/test_query_counts.py``); nothing here writes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+import sqlalchemy as sa
+import sqlalchemy.orm as so
+from sqlalchemy.orm import Session
+
+from ..domain import sequence
+from ..domain.signing import Meaning
+from ..domain.sop_schema import MasterRecord, step_index
+from ..models import Batch, BatchMasterRecord, Deviation, Signature, SignatureInvalidation, StepExecution, User, utcnow
+from . import bags, batches, deviations, evaluation, growth
+
+
+@dataclass(frozen=True)
+class Deadline:
+    """An open step whose time window is running: what the batch page counts down to."""
+
+    step_title: str
+    window: str
+    due_at: object  # aware UTC datetime
+    overdue: bool
+    remaining_minutes: int
+
+
+def deadlines(session: Session, batch: Batch) -> list[Deadline]:
+    """Countdowns for every open step with a time window whose reference time is recorded (the hold
+    time from end of collection, for example), soonest first. Derived from the master records only."""
+    now = utcnow()
+    found = []
+    for item in batches.open_steps(session, batch):
+        window = item.step.time_window
+        if window is None:
+            continue
+        reference = evaluation.window_reference(session, batch, item.ref.position, item.step)
+        hours = evaluation.window_hours(session, batch, window.max_hours)
+        if reference is None or hours is None:
+            continue
+        due = reference + timedelta(hours=float(hours))
+        found.append(Deadline(item.step.title, f"at most {float(hours):g} h after {window.after}", due,
+                              due < now, int((due - now).total_seconds() // 60)))
+    if batch.status not in ("rejected",):
+        made = bags.of_batch(session, batch)
+        if made:
+            due = min(bag.expires_at for bag in made)
+            found.append(Deadline("Product expiry", f"{len(made)} bag{'s' if len(made) != 1 else ''}, shelf life "
+                                  "from formulation (trial configuration)", due, due < now,
+                                  int((due - now).total_seconds() // 60)))
+    return sorted(found, key=lambda d: d.due_at)
+
+
+ACTIVE = ("created", "in_progress", "awaiting_review")
+
+
+def active_batches(session: Session) -> list[Batch]:
+    """Batches not yet decided, with what their screens show loaded up front (a fixed number of queries
+    however many batches there are)."""
+    return list(session.scalars(
+        sa.select(Batch).where(Batch.status.in_(ACTIVE)).order_by(Batch.id)
+        .options(so.selectinload(Batch.master_records).selectinload(BatchMasterRecord.sop_version),
+                 so.joinedload(Batch.subject), so.joinedload(Batch.created_by))))
+
+
+def decided_batches(session: Session, *, before_id: int | None = None,
+                    limit: int = 50) -> tuple[list[Batch], int | None]:
+    """Decided batches (released, conditionally released, rejected), newest first, keyset-paginated on the
+    id: the page (with subjects and starters, in the same query) and the cursor of the next one."""
+    query = sa.select(Batch).where(Batch.status.not_in(ACTIVE))
+    if before_id is not None:
+        query = query.where(Batch.id < before_id)
+    found = list(session.scalars(query.order_by(Batch.id.desc()).limit(limit + 1)
+                                 .options(so.joinedload(Batch.subject), so.joinedload(Batch.created_by))))
+    return found[:limit], (found[limit - 1].id if len(found) > limit else None)
+
+
+def _counted_steps(batches_: list[Batch]) -> set[tuple[int, str]]:
+    """(master record version, step id) of the steps whose recorded value sets how often another step
+    repeats (``repeat.count``): the only values ``_progress`` reads."""
+    counted = set()
+    for batch in batches_:
+        for pin, record in zip(batch.master_records, batches.records(batch)):
+            for _stage, step in step_index(record).values():
+                if step.repeat is not None and step.repeat.count is not None:
+                    counted.add((pin.sop_version_id, step.repeat.count.split(".")[0]))
+    return counted
+
+
+def _executions_of(session: Session, batches_: list[Batch], *,
+                   all_values: bool = False) -> dict[int, list[StepExecution | sa.Row]]:
+    """The executions of these batches, by batch, in id order.
+
+    With ``all_values``: every execution with every value (two queries), for a page that shows them. Without:
+    for lists of batches, plain rows (id, batch_id, sop_version_id, step_id, instance, status: what the
+    queue and ``_progress`` read), except the executions of steps that set how often another step repeats
+    (``repeat.count``), loaded with their values because ``_progress`` reads them; two queries, and no ORM
+    object per execution (thousands of them for a few dozen active batches, each request).
+    """
+    found: dict[int, list[StepExecution | sa.Row]] = {batch.id: [] for batch in batches_}
+    if not batches_:
+        return found
+    of_batches = StepExecution.batch_id.in_(list(found))
+    if all_values:
+        for ex in session.scalars(sa.select(StepExecution).where(of_batches).order_by(StepExecution.id)
+                                  .options(so.selectinload(StepExecution.values))):
+            found[ex.batch_id].append(ex)
+        return found
+    rows = session.execute(sa.select(StepExecution.id, StepExecution.batch_id, StepExecution.sop_version_id,
+                                     StepExecution.step_id, StepExecution.instance, StepExecution.status)
+                           .where(of_batches).order_by(StepExecution.id)).all()
+    counted = _counted_steps(batches_)
+    needed = [row.id for row in rows if (row.sop_version_id, row.step_id) in counted]
+    loaded = {ex.id: ex for ex in session.scalars(
+        sa.select(StepExecution).where(StepExecution.id.in_(needed))
+        .options(so.joinedload(StepExecution.values))).unique()} if needed else {}
+    for row in rows:
+        found[row.batch_id].append(loaded.get(row.id, row))
+    return found
+
+
+def _performers_of(session: Session, executions_: list[StepExecution | sa.Row]) -> dict[int, set[int]]:
+    """``performers`` of many executions in one query."""
+    found: dict[int, set[int]] = {ex.id: set() for ex in executions_}
+    if executions_:
+        for record_id, user_id in session.execute(sa.select(Signature.record_id, Signature.user_id).where(
+                Signature.record_type == StepExecution.__tablename__, Signature.meaning == Meaning.PERFORMED.value,
+                Signature.record_id.in_([str(ex.id) for ex in executions_]))):
+            found[int(record_id)].add(user_id)
+    return found
+
+
+def _furthest_stage(batch: Batch, opened: list[sequence.Open]) -> str:
+    """The stage a batch has reached: its furthest open step's, or its status."""
+    return opened[-1].stage.title if opened else batch.status.replace("_", " ")
+
+
+@dataclass(frozen=True)
+class QueueItem:
+    batch: Batch
+    kind: str  # "perform", "verify" or "sign"
+    title: str
+    url_args: dict
+    stage: str = ""
+
+
+@dataclass(frozen=True)
+class Overview:
+    """The work queue screen: the user's next steps and the active batches with the stage each has reached."""
+
+    queue: list[QueueItem]
+    active: list[Batch]  # NK batches by subject, then the rest
+    stages: dict[int, str]  # batch id -> stage reached
+
+
+def overview(session: Session, user: User) -> Overview:
+    """The user's next steps across the active batches (steps open to perform, and steps waiting for a
+    verification this user may give: not their own) and those batches with their stages, in a fixed
+    number of queries however many batches there are, decided ones never read."""
+    active = sorted(active_batches(session), key=lambda b: (b.subject is None, b.subject.code if b.subject else "",
+                                                            b.id))
+    found = _executions_of(session, active)
+    opened = {batch.id: batches.open_from(batch, found[batch.id]) for batch in active}
+    waiting = [ex for batch in active for ex in found[batch.id] if ex.status == "awaiting_verification"]
+    performed_by = _performers_of(session, waiting)
+    items: list[QueueItem] = []
+    for batch in sorted(active, key=lambda b: b.id):
+        for item in opened[batch.id]:
+            title = item.step.title + (f" ({item.step.repeat.label} {item.instance})" if item.step.repeat else "")
+            items.append(QueueItem(batch, "perform", title, {"batch_id": batch.id, "position": item.ref.position,
+                                                             "step_id": item.ref.step_id,
+                                                             "instance": item.instance}, item.stage.title))
+        for ex in found[batch.id]:
+            if ex.status in ("awaiting_verification", "needs_signature"):
+                step = step_index(batches.records(batch)[batches.position_of(batch, ex.sop_version_id)])[ex.step_id][1]
+                title = step.title + (f" ({step.repeat.label} {ex.instance})" if step.repeat else "")
+                if ex.status == "needs_signature":
+                    items.append(QueueItem(batch, "sign", f"Sign again: {title}",
+                                           {"batch_id": batch.id, "execution_id": ex.id}))
+                elif user.id not in performed_by[ex.id]:
+                    items.append(QueueItem(batch, "verify", f"Verify: {title}",
+                                           {"batch_id": batch.id, "execution_id": ex.id}))
+    return Overview(items, active, {batch.id: _furthest_stage(batch, opened[batch.id]) for batch in active})
+
+
+@dataclass(frozen=True)
+class BatchPage:
+    """What the batch page shows."""
+
+    records: list[MasterRecord]
+    by_step: dict[tuple[int, str], list[StepExecution]]  # (position, step id) -> its executions
+    open_refs: dict[tuple[int, str], int]  # (position, step id) -> the instance open now
+    progress: dict[tuple[int, str], tuple[int, int]]  # (position, stage id) -> (steps complete, steps)
+    deadlines: list[Deadline]
+    deviations: list[Deviation]
+    bags: list
+    charts: list
+
+
+def batch_page(session: Session, batch: Batch) -> BatchPage:
+    """The batch page in a fixed number of queries however many steps were recorded: the executions and
+    all their values are loaded in two queries first, so the readers below find them in the session."""
+    # its pinned records (two queries, not one per pinned record), subject and starter (joined)
+    session.scalars(sa.select(Batch).where(Batch.id == batch.id).options(
+        so.selectinload(Batch.master_records).selectinload(BatchMasterRecord.sop_version),
+        so.joinedload(Batch.subject), so.joinedload(Batch.created_by))).one()
+    loaded = _executions_of(session, [batch], all_values=True)[batch.id]
+    records_ = batches.records(batch)
+    by_step: dict[tuple[int, str], list[StepExecution]] = {}
+    for ex in loaded:
+        by_step.setdefault((batches.position_of(batch, ex.sop_version_id), ex.step_id), []).append(ex)
+    progress_ = {(position, stage.id): (sum(1 for st in stage.steps if by_step.get((position, st.id)) and all(
+        ex.status == "complete" for ex in by_step[(position, st.id)])), len(stage.steps))
+        for position, record in enumerate(records_) for stage in record.stages}
+    return BatchPage(records_, by_step, {(o.ref.position, o.ref.step_id): o.instance for o in batches.open_from(batch, loaded)},
+                     progress_, deadlines(session, batch), deviations.of_batch(session, batch), bags.of_batch(session, batch),
+                     growth.charts(session, batch))
+
+
+def invalidated_signature_ids(session: Session, batch: Batch) -> set[int]:
+    return set(session.scalars(sa.select(SignatureInvalidation.signature_id).join(
+        Signature, Signature.id == SignatureInvalidation.signature_id).join(
+        StepExecution, sa.cast(StepExecution.id, sa.String) == Signature.record_id).where(
+        Signature.record_type == StepExecution.__tablename__, StepExecution.batch_id == batch.id)))

@@ -1,0 +1,122 @@
+"""Deviations: every way one opens, and QA's investigation and signed closure.
+
+One function opens a deviation (:func:`open_deviation`); :func:`out_of_limit` is the rule "an out-of-limit
+value opens a deviation", used wherever a value is stored (performed, corrected, recalculated);
+:func:`record_identity_mismatch` is the record side of the identity hard stop (the unit of work calls it
+after rolling the refused action back). QA classifies and investigates an open deviation and closes it
+with an e-signature bound to its findings.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+from sqlalchemy.orm.exc import StaleDataError
+
+from ..domain import guards
+from ..domain.errors import ConflictError, IdentityMismatch, NotFound, PermissionDenied, ValidationFailed
+from ..domain.signing import Meaning
+from ..domain.status import TransitionTable
+from ..models import Batch, Deviation, StepExecution, User, utcnow
+from . import audit, batches, sequences, signatures
+
+CLASSIFICATIONS = guards.CLASSIFICATIONS
+DEVIATION_STATUS = TransitionTable("A deviation", {"open": {"closed": "close"}, "closed": {}})
+
+
+def open_deviation(session: Session, batch: Batch, execution: StepExecution | None, origin: str,
+                   description: str, user: User) -> Deviation:
+    """Open a deviation on ``batch`` (at ``execution``, if any), numbered DEV-<year>-<n>."""
+    year = utcnow().year
+    number = sequences.next_value(session, f"deviation:{year}")
+    deviation = Deviation(number=f"DEV-{year}-{number:04d}", batch_id=batch.id,
+                          execution_id=execution.id if execution else None,
+                          step_id=execution.step_id if execution else None, origin=origin,
+                          description=description, status="open", opened_by_id=user.id)
+    session.add(deviation)
+    return deviation
+
+
+def out_of_limit(session: Session, batch: Batch, execution: StepExecution, what: str, problems: list[str],
+                 user: User) -> Deviation | None:
+    """The rule: a value stored outside its limits opens a deviation (``what`` names the step and how the
+    value came: "<step>", "<step> (corrected)", "<step> (recalculated)"). None when within limits."""
+    if not problems:
+        return None
+    return open_deviation(session, batch, execution, "out_of_limit", f"{what}: {'; '.join(problems)}", user)
+
+
+def record_identity_mismatch(session: Session, mismatch: IdentityMismatch, user: User) -> Deviation:
+    """After the refused action was rolled back: the audit entry and the deviation of an identity stop."""
+    batch = batches.get(session, mismatch.batch_id)
+    audit.record_event(session, "identity.mismatch", user=user, entity_type="batch", entity_id=batch.id,
+                       details={"step": mismatch.step_id, "field": mismatch.label,
+                                "expected": mismatch.expected_name, "scanned": mismatch.scanned[:200]},
+                       reason="identity check failed: hard stop")
+    deviation = open_deviation(session, batch, None, "identity",
+                               f"Identity mismatch at step '{mismatch.step_id}' ({mismatch.label}): scanned "
+                               f"'{mismatch.scanned[:60]}' does not match the batch's {mismatch.expected_name}",
+                               user)
+    deviation.step_id = mismatch.step_id
+    audit.flush(session, reason="identity check failed: hard stop")
+    return deviation
+
+
+def of_batch(session: Session, batch: Batch) -> list[Deviation]:
+    return list(session.scalars(sa.select(Deviation).where(Deviation.batch_id == batch.id).order_by(Deviation.id)))
+
+
+def get(session: Session, deviation_id: int) -> Deviation:
+    deviation = session.get(Deviation, deviation_id)
+    if deviation is None:
+        raise NotFound(f"no deviation with id {deviation_id}")
+    return deviation
+
+
+def open_by_hand(session: Session, batch: Batch, *, description: str, user: User) -> Deviation:
+    """Anyone working on the batch (operator or QA) may open a deviation by hand."""
+    guards.enforce(guards.open_deviation(guards.person(user)))
+    if not description.strip():
+        raise ValidationFailed("Describe the deviation.")
+    deviation = open_deviation(session, batch, None, "manual", description.strip(), user)
+    audit.flush(session, reason="deviation opened by hand")
+    return deviation
+
+
+def investigate(session: Session, deviation: Deviation, *, classification: str, investigation: str,
+                root_cause: str, impact: str, capa_reference: str, user: User) -> Deviation:
+    """QA records (or revises, while open) the classification and the investigation; every change is audited."""
+    guards.enforce(guards.investigate_deviation(guards.person(user), deviation.status))
+    problems = guards.investigation_problems(classification, investigation, root_cause, impact, capa_reference)
+    if problems:
+        raise ValidationFailed(*problems)
+    deviation.classification = classification
+    deviation.investigation, deviation.root_cause = investigation.strip(), root_cause.strip()
+    deviation.impact, deviation.capa_reference = impact.strip(), (capa_reference or "").strip() or None
+    audit.flush(session, reason=f"deviation {deviation.number} investigated")
+    return deviation
+
+
+def close(session: Session, deviation: Deviation, *, signer: User, password: str, username: str | None,
+          require_username: bool, expected_row_version: int | None = None) -> Deviation:
+    """QA closes an investigated deviation with an e-signature bound to its classification and findings."""
+    guards.enforce(guards.close_deviation(guards.person(signer), deviation.status, deviation.number,
+                                          classified=bool(deviation.classification and deviation.root_cause)))
+    if expected_row_version is not None and deviation.row_version != expected_row_version:
+        raise ConflictError(f"deviation {deviation.number} was changed by someone else; nothing was stored")
+    DEVIATION_STATUS.check(deviation.status, "closed")
+    credentials = signatures.authenticate(signer, password=password, username=username,
+                                          require_username=require_username)  # before the first write
+    deviation.status, deviation.closed_at, deviation.closed_by_id = "closed", utcnow(), signer.id
+    try:
+        session.flush()
+    except StaleDataError:
+        raise ConflictError(f"deviation {deviation.number} was changed by someone else; nothing was stored") from None
+    signatures.sign(session, signer=signer, credentials=credentials, meaning=Meaning.APPROVED, record=deviation,
+                    comment="deviation closed")
+    audit.flush(session, reason=f"deviation {deviation.number} closed")
+    return deviation
+
+
+__all__ = ["CLASSIFICATIONS", "PermissionDenied", "close", "get", "investigate", "of_batch", "open_by_hand",
+           "open_deviation", "out_of_limit", "record_identity_mismatch"]

@@ -1,0 +1,215 @@
+"""Evaluation of what an operator entered on a step: parse every field, compute the calculations, judge
+the limits, check scans, equipment, material lots and time windows.
+
+:func:`evaluate` collects every problem (a malformed entry, a refused calculation, a missing comment) and
+raises them together, so nothing is stored and the operator sees all of them at once; an identity mismatch
+(``services.identity``) is raised before anything else. What is out of limit is not refused: it is
+returned with its problems, stored flagged, and opens a deviation (``deviations.out_of_limit``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import Decimal
+from zoneinfo import ZoneInfo
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from ..domain import values
+from ..domain.errors import IdentityMismatch, ValidationFailed
+from ..domain.sop_schema import ScanField, Step
+from ..models import Batch, RecordedValue, SopVersion, StepExecution, utcnow
+from . import bags, batches, identity, masterdata, sops
+
+# Every date-time a step records is an event that has happened (received, fed, formulated...): a time
+# later than now is impossible and refused; a few minutes are allowed for a wall clock a little ahead.
+FUTURE_TOLERANCE = timedelta(minutes=5)
+
+
+@dataclass
+class StepInput:
+    """What the operator entered on a step screen: raw text per field, comments, the step comment."""
+
+    raw: dict[str, str]
+    field_comments: dict[str, str] = field(default_factory=dict)
+    comment: str = ""
+
+
+@dataclass(frozen=True)
+class Evaluated:
+    field_id: str
+    field_type: str
+    raw: str
+    parsed: values.Parsed
+    unit: str | None
+    limit_problems: list[str]
+
+
+def inputs_from_batch(session: Session, batch: Batch, position: int) -> dict[str, Decimal | None]:
+    """Current numeric values of earlier steps, as ``step_id.field_id`` for calculations."""
+    found: dict[str, Decimal | None] = {}
+    version_id = batch.master_records[position].sop_version_id
+    for ex in batches.executions(session, batch):
+        if ex.sop_version_id == version_id:
+            for field_id, value in ex.current_values().items():
+                found[f"{ex.step_id}.{field_id}"] = value.number
+    return found
+
+
+def context_numbers(session: Session, batch: Batch) -> dict[str, Decimal | None]:
+    """The subject and trial values a calculation may use (``sop_schema.CONTEXT_NAMES``): the subject's
+    weight and signed dose level, and the trial configuration version that dose was assigned under."""
+    subject = batch.subject
+    if subject is None:
+        return {}
+    numbers: dict[str, Decimal | None] = {
+        "subject.weight_kg": subject.weight_kg,
+        "subject.dose_per_kg": Decimal(subject.dose_cells_per_kg) if subject.dose_cells_per_kg else None}
+    if subject.trial_config_version_id:
+        config = sops.definition(session.get(SopVersion, subject.trial_config_version_id))
+        numbers |= {"trial.cd3_limit_per_kg": Decimal(config.cd3_limit_per_kg),
+                    "trial.endotoxin_limit_eu_per_kg": Decimal(str(config.endotoxin_limit_eu_per_kg)),
+                    "trial.max_bag_volume_ml": Decimal(str(config.max_bag_volume_ml)),
+                    "trial.apheresis_hold_hours": Decimal(str(config.apheresis_hold_hours)),
+                    "trial.shelf_life_hours": Decimal(str(config.shelf_life_hours))}
+    return numbers
+
+
+def _scanned_before(session: Session, batch: Batch, position: int, step: Step, instance: int, f: ScanField,
+                    scanned: str) -> str | None:
+    """Each bag is scanned once in a step: a bag scanned in another instance of it is refused (nothing
+    stored), and the operator scans the next bag."""
+    version_id = batch.master_records[position].sop_version_id
+    for ex in batches.executions(session, batch):
+        if ex.sop_version_id == version_id and ex.step_id == step.id and ex.instance != instance:
+            earlier = ex.current_values().get(f.id)
+            if earlier is not None and identity.normalise(f.expected, earlier.text) == scanned:
+                division = bags.expected_codes(session, batch)[scanned].division
+                label = step.repeat.label if step.repeat else "instance"
+                return (f"{f.label}: bag {division} was already scanned in {label} {ex.instance}; "
+                        "scan the next bag. Nothing was stored.")
+    return None
+
+
+def evaluate(session: Session, batch: Batch, position: int, step: Step, entry: StepInput,
+             tz: ZoneInfo, instance: int = 1) -> list[Evaluated]:
+    """Parse every field (collecting every malformed entry), compute calculations, judge limits.
+
+    Raises ``ValidationFailed`` listing every problem when anything is malformed or a check refuses it;
+    then nothing is stored.
+    """
+    problems: list[str] = []
+    evaluated: list[Evaluated] = []
+    numbers: dict[str, Decimal | None] = inputs_from_batch(session, batch, position)
+    numbers |= context_numbers(session, batch)
+    mismatches: list[IdentityMismatch] = []
+    today = utcnow().date()
+    for f in step.fields:
+        if f.type == "calculated":
+            continue
+        raw = (entry.raw.get(f.id) or "").strip()
+        kind = values.KINDS[f.type]
+        try:
+            parsed = kind.parse(f, raw, tz=tz)
+        except ValidationFailed as exc:
+            problems.extend(exc.problems)
+            continue
+        numbers[f.id] = parsed.number
+        if parsed.moment is not None and parsed.moment > utcnow() + FUTURE_TOLERANCE:
+            problems.append(f"{f.label}: {raw} is in the future; record the time it happened")
+            continue
+        if parsed.text:
+            if f.type == "equipment":
+                problems.extend(masterdata.equipment_problems(session, parsed.text, f.equipment_type, today))
+            elif f.type == "material":
+                problems.extend(masterdata.lot_problems(session, f.material, parsed.text, today))
+            elif isinstance(f, ScanField):
+                try:
+                    scanned = identity.check(session, batch, where=step.id, label=f.label, expected=f.expected,
+                                             scanned=parsed.text)
+                except IdentityMismatch as mismatch:
+                    mismatches.append(mismatch)
+                    continue
+                except ValidationFailed as exc:
+                    problems.extend(exc.problems)
+                    continue
+                if f.expected == "bag.product_code":
+                    again = _scanned_before(session, batch, position, step, instance, f, scanned)
+                    problems.extend([again] if again else [])
+        evaluated.append(Evaluated(f.id, f.type, raw, parsed, getattr(f, "unit", None),
+                                   kind.limit_problems(f, parsed)))
+    if mismatches:
+        raise mismatches[0]  # the hard stop comes before any other problem
+    if problems:
+        raise ValidationFailed(*problems)
+    refused: list[str] = []
+    for f in step.fields:
+        if f.type == "calculated":
+            parsed = values.KINDS["calculated"].compute(f, numbers)
+            numbers[f.id] = parsed.number
+            limit_problems = values.KINDS["calculated"].limit_problems(f, parsed)
+            if limit_problems and f.refuse_outside_limits:
+                refused.extend(f"REFUSED: {p}. The master record does not allow this value; nothing was stored."
+                               for p in limit_problems)
+            evaluated.append(Evaluated(f.id, f.type, "", parsed, f.unit, limit_problems))
+    if refused:
+        raise ValidationFailed(*refused)
+    labels = {f.id: f.label for f in step.fields}
+    missing_comments = [f"{labels[e.field_id]}: an out-of-limit value needs a comment "
+                        f"({'; '.join(e.limit_problems)})"
+                        for e in evaluated if e.limit_problems and not entry.field_comments.get(e.field_id, "").strip()]
+    if step.comment_required and not entry.comment.strip():
+        missing_comments.append("This step needs a comment.")
+    if missing_comments:
+        raise ValidationFailed(*missing_comments)
+    return evaluated
+
+
+def window_reference(session: Session, batch: Batch, position: int, step: Step) -> datetime | None:
+    """The recorded date-time a step's time window counts from (its latest value), or None."""
+    return recorded_moment(session, batch, position, step.time_window.after)
+
+
+def recorded_moment(session: Session, batch: Batch, position: int, reference: str) -> datetime | None:
+    """The latest recorded date-time of ``<step_id>.<field_id>`` in the record at ``position``, or None."""
+    ref_step, ref_field = reference.split(".")
+    version_id = batch.master_records[position].sop_version_id
+    return session.scalar(
+        sa.select(RecordedValue.moment).join(StepExecution)
+        .where(StepExecution.batch_id == batch.id, StepExecution.sop_version_id == version_id,
+               StepExecution.step_id == ref_step, RecordedValue.field_id == ref_field)
+        .order_by(RecordedValue.id.desc()).limit(1))
+
+
+def window_hours(session: Session, batch: Batch, hours: float | str) -> Decimal | None:
+    """A time window's hours: a number in the master record, or a context name such as the trial
+    configuration's ``trial.apheresis_hold_hours`` (None when the batch has no such context)."""
+    if isinstance(hours, str):
+        return context_numbers(session, batch).get(hours)
+    return Decimal(str(hours))
+
+
+def time_window_problem(session: Session, batch: Batch, position: int, step: Step,
+                         evaluated: list[Evaluated]) -> str | None:
+    """Outside its window: the time recorded in the step's ``at`` field (when it really happened), or the
+    time it is signed, is not within the master record's hours of the reference time."""
+    window = step.time_window
+    if window is None:
+        return None
+    reference = window_reference(session, batch, position, step)
+    if reference is None:
+        return None
+    max_hours = window_hours(session, batch, window.max_hours)
+    if max_hours is None:
+        return (f"step '{step.id}' has a time window of {window.max_hours}, which this batch does not define; "
+                "the window could not be checked")
+    happened = next((e.parsed.moment for e in evaluated if e.field_id == window.at), None) or utcnow()
+    elapsed = happened - reference
+    if elapsed > timedelta(hours=float(max_hours)) or elapsed < timedelta(hours=window.min_hours):
+        hours = elapsed.total_seconds() / 3600
+        what = f"'{step.id}.{window.at}' is" if window.at else f"step '{step.id}' performed"
+        return (f"{what} {hours:.2f} h after {window.after}; the master record allows "
+                f"{window.min_hours:g}-{float(max_hours):g} h")
+    return None

@@ -1,0 +1,55 @@
+"""Starting a batch: pinned to the effective versions of its master records; a product batch is also
+opened for a subject's expected collection, with the collection's DIN and the subject's COI."""
+
+from __future__ import annotations
+
+from sqlalchemy.orm import Session
+
+from ..domain import guards
+from ..domain.errors import ValidationFailed
+from ..models import Batch, BatchMasterRecord, Subject, User, utcnow
+from . import audit, clinical, sequences, sops
+
+
+def guard_start_product_batch(session: Session, user: User, subject: Subject) -> list[guards.Refusal]:
+    return guards.start_product_batch(guards.person(user), subject_code=subject.code,
+                                      donor_problems=clinical.eligibility_problems(subject.donor),
+                                      dose_signed=bool(subject.dose_level and subject.dose_signature_id))
+
+
+def start_batch(session: Session, *, codes: list[str], user: User, lot: str | None = None) -> Batch:
+    """Start a batch pinned to the effective version of each master record code, in the order given."""
+    guards.enforce(guards.start_batch(guards.person(user)))
+    versions, problems = [], []
+    for code in codes:
+        version = sops.effective(session, code)
+        if version is None:
+            problems.append(f"master record {code} has no effective version")
+        versions.append(version)
+    if problems or not versions:
+        raise ValidationFailed(*(problems or ["name at least one master record"]))
+    if lot is None:
+        year = utcnow().year
+        lot = f"{codes[0]}-{year}-{sequences.next_value(session, f'lot:{codes[0]}:{year}'):04d}"
+    batch = Batch(lot=lot, status="created", created_by_id=user.id)
+    batch.master_records = [BatchMasterRecord(position=i, sop_version_id=v.id) for i, v in enumerate(versions)]
+    session.add(batch)
+    audit.flush(session, reason="batch started")
+    return batch
+
+
+NK_RECORDS = ("NK-INTAKE", "NK-EXPAND", "NK-RELEASE", "NK-FORMULATE")
+
+
+def start_nk_batch(session: Session, *, subject: Subject, user: User, codes: tuple[str, ...] = NK_RECORDS) -> Batch:
+    """Open the batch record for a subject's expected collection: pins the effective NK master records,
+    allocates the collection's DIN (the label the collection bag will carry) and links the subject's
+    chain-of-identity id. Refused for a donor not determined eligible or a subject without a signed
+    dose level. At intake the bag's DIN and the subject's COI are scanned against this batch."""
+    guards.enforce(guard_start_product_batch(session, user, subject))
+    config = sops.trial_configuration(session)
+    din = clinical.allocate_din(session, config.facility_identification_number)
+    batch = start_batch(session, codes=list(codes), user=user, lot=din.text)
+    batch.din, batch.subject = din.text, subject
+    audit.flush(session, reason=f"batch opened for subject {subject.code}")
+    return batch
