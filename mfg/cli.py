@@ -48,6 +48,8 @@ def _run(action, *, actor=None):
     mismatch is recorded as on the web, ``actor`` being the person acting); domain errors become a message
     and exit code 1."""
     session = _cli_session()
+    if actor is not None:
+        audit.set_actor(session, actor)  # the command acts as this person, as a signed-in user does on screen
     try:
         with unit_of_work(session, actor=actor, policy=_policy()):
             return action(session)
@@ -280,6 +282,38 @@ def demo_batch_command(out: Path) -> None:
     click.echo(f"batch {lot} conditionally released (sterility pending)")
 
 
+custody_cli = AppGroup("custody", help="Chain of custody, from a station without a browser (a courier's scanner).")
+
+
+@custody_cli.command("hand-off")
+@click.option("--batch", "lot", required=True, help="The batch's lot (its DIN for an NK batch).")
+@click.option("--user", "username", required=True, help="Who hands off; they sign \"Performed by\".")
+@click.option("--password-file", required=True, help="File whose first line is the password, or - for stdin.")
+@click.option("--scan", "scanned", required=True, help="The bag's DIN as scanned (=DIN+flags) or typed with its check.")
+@click.option("--from", "from_location", required=True)
+@click.option("--to", "to_location", required=True)
+@click.option("--condition", required=True)
+def custody_hand_off(lot: str, username: str, password_file: str, scanned: str, from_location: str,
+                     to_location: str, condition: str) -> None:
+    """Record a signed hand-off after the bag's scan matches the batch: the same service, guard and unit of
+    work as the screen (a mismatch is a hard stop with its audit entry and deviation; a wrong password
+    counts toward lockout). Exit 1 with the reason when refused."""
+    from .services import batches, custody
+
+    password = _read_password(password_file)
+    session = _cli_session()
+    try:
+        signer, batch = _user(session, username), batches.by_lot(session, lot)
+    except DomainError as exc:
+        raise click.ClickException("\n".join(exc.problems)) from None
+    event = _run(lambda s: custody.hand_off(s, batch, scanned_din=scanned, from_location=from_location,
+                                            to_location=to_location, condition=condition, signer=signer,
+                                            password=password, username=username, require_username=True),
+                 actor=signer)
+    click.echo(f"hand-off of {lot} from {event.from_location} to {event.to_location} recorded, signed by "
+               f"{signer.full_name}")
+
+
 @click.command("qualify")
 @with_appcontext
 @click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path),
@@ -336,3 +370,4 @@ def init_app(app: Flask) -> None:
     app.cli.add_command(audit_cli)
     app.cli.add_command(backup_command)
     app.cli.add_command(qualify_command)
+    app.cli.add_command(custody_cli)

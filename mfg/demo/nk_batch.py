@@ -59,6 +59,7 @@ __all__ = [
     "DEMO_COMMENTS",
     "DEMO_VALUES",
     "DemoContext",
+    "continue_nk_batch",
     "entry_for",
     "equipment_identifier",
     "lot_number",
@@ -622,6 +623,15 @@ def run_nk_batch(session: Session, *, subject: Subject, performer: User, verifie
     ``until`` = (record code, step id), or when no step the demo performs is open. Flushes, never commits.
     """
     batch = starting.start_nk_batch(session, subject=subject, user=performer)
+    return continue_nk_batch(session, batch, performer=performer, verifier=verifier, password=password, tz=tz,
+                             until=until)
+
+
+def continue_nk_batch(session: Session, batch: Batch, *, performer: User, verifier: User, password: str,
+                      tz: ZoneInfo, until: tuple[str, str] | None = None) -> Batch:
+    """Perform the open steps of ``batch`` with the demo entries, in order, as :func:`run_nk_batch` does
+    (a batch stopped with ``until``, or whose step was performed by hand, carries on from where it is)."""
+    subject = batch.subject
     now = utcnow().replace(second=0, microsecond=0)
     records = batches.records(batch)
     codes = [record.code for record in records]

@@ -22,6 +22,8 @@ from .errors import InvalidTransition, PermissionDenied, ValidationFailed
 
 OPERATOR, QA, CLINICAL, ADMIN = "operator", "qa", "clinical", "admin"
 
+CUSTODY_ROLES = (OPERATOR, CLINICAL)
+
 # Batch statuses, by what they allow.
 STEPS_OPEN = ("created", "in_progress")  # steps may be performed
 RECORD_OPEN = ("created", "in_progress", "awaiting_review")  # any recorded value may be corrected
@@ -78,11 +80,41 @@ def only_done(refusals: list[Refusal]) -> bool:
     return bool(refusals) and all(r.kind == "done" for r in refusals)
 
 
-def _role(actor: Person, roles: tuple[str, ...], what: str) -> list[Refusal]:
+# Who may do what: the roles of each action, and how a refusal names the action. Each guard of the same name
+# checks them first; the web edge reads them (``role_refusals``) to refuse a POST before loading anything.
+ROLES: dict[str, tuple[tuple[str, ...], str]] = {
+    "start_batch": ((OPERATOR,), "starting a batch"),
+    "start_product_batch": ((OPERATOR,), "opening a batch record"),
+    "perform_step": ((OPERATOR,), "performing a step"),
+    "verify_step": ((OPERATOR,), "verifying a step"),
+    "resign_step": ((OPERATOR,), "signing a step"),
+    "correct_value": ((OPERATOR,), "correcting a step"),
+    "open_deviation": ((OPERATOR, QA), "opening a deviation"),
+    "investigate_deviation": ((QA,), "investigating a deviation"),
+    "review_batch": ((QA,), "reviewing a batch"),
+    "decide": ((QA,), "deciding on a batch"),
+    "print_labels": ((OPERATOR,), "printing labels"),
+    "hand_off": ((OPERATOR, CLINICAL), "recording a hand-off"),
+    "bedside_check": ((OPERATOR, CLINICAL), "recording a bedside check"),
+    "load_master_records": ((QA,), "loading master records"),
+    "approve_master_record": ((QA,), "approving a master record"),
+    "manage_master_data": ((QA,), "changing equipment and material lots"),
+    "manage_subjects": ((CLINICAL,), "recording subjects and donors"),
+    "manage_accounts": ((ADMIN,), "managing user accounts"),
+}
+
+
+def role_refusals(action: str, actor: Person) -> list[Refusal]:
+    """The role part of guard ``action`` alone (no facts needed)."""
+    roles, what = ROLES[action]
     if actor.has(*roles):
         return []
     names = " or ".join("QA" if r == QA else r for r in roles)
     return [Refusal("role", f"{what} needs the {names} role")]
+
+
+def _role(actor: Person, action: str) -> list[Refusal]:
+    return role_refusals(action, actor)
 
 
 def _status(status: str) -> str:
@@ -92,14 +124,14 @@ def _status(status: str) -> str:
 # --- batches and steps ---------------------------------------------------------------------------------------
 
 def start_batch(actor: Person) -> list[Refusal]:
-    return _role(actor, (OPERATOR,), "starting a batch")
+    return _role(actor, "start_batch")
 
 
 def start_product_batch(actor: Person, *, subject_code: str, donor_problems: list[str],
                         dose_signed: bool) -> list[Refusal]:
     """Open the batch record for a subject's expected collection: the donor determined eligible and the
     subject's dose level signed."""
-    refusals = _role(actor, (OPERATOR,), "opening a batch record")
+    refusals = _role(actor, "start_product_batch")
     refusals += [Refusal("state", problem) for problem in donor_problems]
     if not dose_signed:
         refusals.append(Refusal("state", f"subject {subject_code} has no signed dose level"))
@@ -110,7 +142,7 @@ def perform_step(actor: Person, *, lot: str, batch_status: str, step_id: str, in
                  not_open: str | None) -> list[Refusal]:
     """``performed``: this instance was already recorded; ``not_open``: why the instance is not open in the
     master record's sequence (None when it is)."""
-    refusals = _role(actor, (OPERATOR,), "performing a step")
+    refusals = _role(actor, "perform_step")
     if batch_status not in STEPS_OPEN:
         refusals.append(Refusal("state", f"batch {lot} is {_status(batch_status)}: no step can be performed"))
     elif performed:
@@ -122,7 +154,7 @@ def perform_step(actor: Person, *, lot: str, batch_status: str, step_id: str, in
 
 def verify_step(actor: Person, *, step_status: str, performer_ids: set[int]) -> list[Refusal]:
     """A second operator verifies: never one who performed (or re-signed) the step."""
-    refusals = _role(actor, (OPERATOR,), "verifying a step")
+    refusals = _role(actor, "verify_step")
     if actor.id in performer_ids:
         refusals.append(Refusal("duty", "You performed this step: a different operator must verify it."))
     if step_status != "awaiting_verification":
@@ -132,7 +164,7 @@ def verify_step(actor: Person, *, step_status: str, performer_ids: set[int]) -> 
 
 
 def resign_step(actor: Person, *, step_status: str) -> list[Refusal]:
-    refusals = _role(actor, (OPERATOR,), "signing a step")
+    refusals = _role(actor, "resign_step")
     if step_status != "needs_signature":
         refusals.append(Refusal("state", "This step does not need a new signature."))
     return refusals
@@ -144,7 +176,7 @@ def correct_value(actor: Person, *, lot: str, batch_status: str, field_label: st
     conditional release only a value still pending (e.g. sterility "Pending"), whose final result is
     entered as its correction; never a calculated value (its inputs are corrected) nor a value the bags
     were made from once the product is divided (``divided_at``: the dividing step, or None)."""
-    refusals = _role(actor, (OPERATOR,), "correcting a step")
+    refusals = _role(actor, "correct_value")
     if batch_status == "conditionally_released":
         if not pending:
             refusals.append(Refusal("state", f"batch {lot} is conditionally released: only a pending result may be "
@@ -166,11 +198,11 @@ def correct_value(actor: Person, *, lot: str, batch_status: str, field_label: st
 def open_deviation(actor: Person) -> list[Refusal]:
     """Anyone working on a batch (operator or QA) may record a deviation, whatever the batch's status: an
     event found after release must be recordable too."""
-    return _role(actor, (OPERATOR, QA), "opening a deviation")
+    return _role(actor, "open_deviation")
 
 
 def investigate_deviation(actor: Person, status: str, number: str = "") -> list[Refusal]:
-    refusals = _role(actor, (QA,), "investigating a deviation")
+    refusals = _role(actor, "investigate_deviation")
     if status != "open":
         refusals.append(Refusal("state", f"deviation {number} is closed".replace("  ", " ")))
     return refusals
@@ -202,7 +234,7 @@ def close_deviation(actor: Person, status: str, number: str, *, classified: bool
 # --- QA review and the batch decision ---------------------------------------------------------------------
 
 def review_batch(actor: Person) -> list[Refusal]:
-    return _role(actor, (QA,), "reviewing a batch")
+    return _role(actor, "review_batch")
 
 
 @dataclass(frozen=True)
@@ -225,7 +257,7 @@ def decide(actor: Person, decision: str, facts: DecisionFacts) -> list[Refusal]:
     a full release needs no pending result, a conditional one at least one. A rejection needs none of that."""
     if decision not in DECISIONS:
         return [Refusal("state", f"unknown decision {decision!r}")]
-    refusals = _role(actor, (QA,), "deciding on a batch")
+    refusals = _role(actor, "decide")
     if refusals:
         refusals = [Refusal("role", "Only QA decides on a batch.")]
     if facts.participant:
@@ -254,23 +286,20 @@ def decide(actor: Person, decision: str, facts: DecisionFacts) -> list[Refusal]:
 # --- bags and documents ------------------------------------------------------------------------------------
 
 def print_labels(actor: Person, *, lot: str, bag_count: int) -> list[Refusal]:
-    refusals = _role(actor, (OPERATOR,), "printing labels")
+    refusals = _role(actor, "print_labels")
     if not bag_count:
         refusals.append(Refusal("state", f"batch {lot} has no bags to label yet"))
     return refusals
 
 
-CUSTODY_ROLES = (OPERATOR, CLINICAL)
-
-
 def hand_off(actor: Person) -> list[Refusal]:
-    return _role(actor, CUSTODY_ROLES, "recording a hand-off")
+    return _role(actor, "hand_off")
 
 
 def bedside_check(actor: Person, *, lot: str, batch_status: str) -> list[Refusal]:
     """The two-person bedside check is recorded from the screen of an operator or clinical user, for a
     product QA released (or released conditionally); who the two people are is checked by their signatures."""
-    refusals = _role(actor, CUSTODY_ROLES, "recording a bedside check")
+    refusals = _role(actor, "bedside_check")
     if batch_status not in INFUSIBLE:
         refusals.append(Refusal("state", f"Batch {lot} is {_status(batch_status)}: only a product QA has released "
                                          "(or released conditionally) may be infused. Do not infuse; call QA."))
@@ -286,29 +315,29 @@ def two_people(first_id: int, second_id: int) -> list[Refusal]:
 # --- master records, master data, subjects, accounts ------------------------------------------------------
 
 def load_master_records(actor: Person) -> list[Refusal]:
-    return _role(actor, (QA,), "loading master records")
+    return _role(actor, "load_master_records")
 
 
 def approve_master_record(actor: Person, *, status: str, loaded_by_id: int) -> list[Refusal]:
     """QA approves a draft; the person who loaded it may not (author and approver differ)."""
-    refusals = _role(actor, (QA,), "approving a master record")
+    refusals = _role(actor, "approve_master_record")
     if actor.id == loaded_by_id:
         refusals.append(Refusal("duty", "The person who loaded a master record cannot approve it "
                                         "(author and approver must differ)."))
     if status != "draft":
-        refusals.append(Refusal("state", f"this master record version is {status}: only a draft is approved"))
+        refusals.append(Refusal("sequence", f"this master record version is {status}: only a draft is approved"))
     return refusals
 
 
 def manage_master_data(actor: Person) -> list[Refusal]:
     """Equipment and material lots: registered, received and released by QA."""
-    return _role(actor, (QA,), "changing equipment and material lots")
+    return _role(actor, "manage_master_data")
 
 
 def manage_subjects(actor: Person) -> list[Refusal]:
     """Subjects, donors, donor tests, eligibility and dose levels."""
-    return _role(actor, (CLINICAL,), "recording subjects and donors")
+    return _role(actor, "manage_subjects")
 
 
 def manage_accounts(actor: Person) -> list[Refusal]:
-    return _role(actor, (ADMIN,), "managing user accounts")
+    return _role(actor, "manage_accounts")

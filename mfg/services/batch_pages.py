@@ -13,7 +13,7 @@ import sqlalchemy as sa
 import sqlalchemy.orm as so
 from sqlalchemy.orm import Session
 
-from ..domain import sequence
+from ..domain import guards, sequence
 from ..domain.signing import Meaning
 from ..domain.sop_schema import MasterRecord, step_index
 from ..models import Batch, BatchMasterRecord, Deviation, Signature, SignatureInvalidation, StepExecution, User, utcnow
@@ -160,32 +160,38 @@ class Overview:
 
 
 def overview(session: Session, user: User) -> Overview:
-    """The user's next steps across the active batches (steps open to perform, and steps waiting for a
-    verification this user may give: not their own) and those batches with their stages, in a fixed
-    number of queries however many batches there are, decided ones never read."""
+    """The user's next steps across the active batches (steps open to perform, steps to sign again, steps
+    waiting for a verification this user may give), each as its guard allows it to this user, and those
+    batches with their stages, in a fixed number of queries however many batches there are, decided ones
+    never read."""
     active = sorted(active_batches(session), key=lambda b: (b.subject is None, b.subject.code if b.subject else "",
                                                             b.id))
     found = _executions_of(session, active)
     opened = {batch.id: batches.open_from(batch, found[batch.id]) for batch in active}
     waiting = [ex for batch in active for ex in found[batch.id] if ex.status == "awaiting_verification"]
     performed_by = _performers_of(session, waiting)
+    person = guards.person(user)
     items: list[QueueItem] = []
     for batch in sorted(active, key=lambda b: b.id):
         for item in opened[batch.id]:
+            if guards.perform_step(person, lot=batch.lot, batch_status=batch.status, step_id=item.ref.step_id,
+                                   instance=item.instance, performed=False, not_open=None):
+                continue
             title = item.step.title + (f" ({item.step.repeat.label} {item.instance})" if item.step.repeat else "")
             items.append(QueueItem(batch, "perform", title, {"batch_id": batch.id, "position": item.ref.position,
                                                              "step_id": item.ref.step_id,
                                                              "instance": item.instance}, item.stage.title))
         for ex in found[batch.id]:
-            if ex.status in ("awaiting_verification", "needs_signature"):
-                step = step_index(batches.records(batch)[batches.position_of(batch, ex.sop_version_id)])[ex.step_id][1]
-                title = step.title + (f" ({step.repeat.label} {ex.instance})" if step.repeat else "")
-                if ex.status == "needs_signature":
-                    items.append(QueueItem(batch, "sign", f"Sign again: {title}",
-                                           {"batch_id": batch.id, "execution_id": ex.id}))
-                elif user.id not in performed_by[ex.id]:
-                    items.append(QueueItem(batch, "verify", f"Verify: {title}",
-                                           {"batch_id": batch.id, "execution_id": ex.id}))
+            if ex.status == "needs_signature" and not guards.resign_step(person, step_status=ex.status):
+                kind, label = "sign", "Sign again"
+            elif ex.status == "awaiting_verification" and not guards.verify_step(
+                    person, step_status=ex.status, performer_ids=performed_by[ex.id]):
+                kind, label = "verify", "Verify"
+            else:
+                continue
+            step = step_index(batches.records(batch)[batches.position_of(batch, ex.sop_version_id)])[ex.step_id][1]
+            title = step.title + (f" ({step.repeat.label} {ex.instance})" if step.repeat else "")
+            items.append(QueueItem(batch, kind, f"{label}: {title}", {"batch_id": batch.id, "execution_id": ex.id}))
     return Overview(items, active, {batch.id: _furthest_stage(batch, opened[batch.id]) for batch in active})
 
 

@@ -41,6 +41,13 @@ def get(session: Session, batch_id: int) -> Batch:
     return batch
 
 
+def by_lot(session: Session, lot: str) -> Batch:
+    batch = session.scalar(sa.select(Batch).where(Batch.lot == lot))
+    if batch is None:
+        raise NotFound(f"no batch with lot {lot}")
+    return batch
+
+
 def executions(session: Session, batch: Batch) -> list[StepExecution]:
     return list(session.scalars(sa.select(StepExecution).where(StepExecution.batch_id == batch.id)
                                 .order_by(StepExecution.id)))

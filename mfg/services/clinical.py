@@ -8,8 +8,8 @@ from decimal import Decimal, InvalidOperation
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from ..domain import isbt128
-from ..domain.errors import ConflictError, NotFound, PermissionDenied, ValidationFailed
+from ..domain import guards, isbt128
+from ..domain.errors import ConflictError, NotFound, ValidationFailed
 from ..domain.signing import Meaning
 from ..models import Donor, DonorTest, SignatureInvalidation, Subject, User, utcnow
 from . import audit, sequences, signatures, sops
@@ -20,9 +20,12 @@ RESULTS = ("negative", "non-reactive", "reactive", "positive", "indeterminate")
 ACCEPTABLE_RESULTS = ("negative", "non-reactive")
 
 
+def guard_subjects(session: Session | None, user: User) -> list[guards.Refusal]:
+    return guards.manage_subjects(guards.person(user))
+
+
 def _require_clinical(user: User) -> None:
-    if not user.has_role(CLINICAL):
-        raise PermissionDenied("this needs the clinical coordinator role")
+    guards.enforce(guard_subjects(None, user))
 
 
 def _code(value: str, what: str) -> str:

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
 from ..domain import guards
-from ..domain.errors import ConflictError, IdentityMismatch, NotFound, PermissionDenied, ValidationFailed
+from ..domain.errors import ConflictError, IdentityMismatch, NotFound, ValidationFailed
 from ..domain.signing import Meaning
 from ..domain.status import TransitionTable
 from ..models import Batch, Deviation, StepExecution, User, utcnow
@@ -73,9 +73,22 @@ def get(session: Session, deviation_id: int) -> Deviation:
     return deviation
 
 
+def guard_open(session: Session, user: User, batch: Batch) -> list[guards.Refusal]:
+    return guards.open_deviation(guards.person(user))
+
+
+def guard_investigate(session: Session, user: User, deviation: Deviation) -> list[guards.Refusal]:
+    return guards.investigate_deviation(guards.person(user), deviation.status, deviation.number)
+
+
+def guard_close(session: Session, user: User, deviation: Deviation) -> list[guards.Refusal]:
+    return guards.close_deviation(guards.person(user), deviation.status, deviation.number,
+                                  classified=bool(deviation.classification and deviation.root_cause))
+
+
 def open_by_hand(session: Session, batch: Batch, *, description: str, user: User) -> Deviation:
     """Anyone working on the batch (operator or QA) may open a deviation by hand."""
-    guards.enforce(guards.open_deviation(guards.person(user)))
+    guards.enforce(guard_open(session, user, batch))
     if not description.strip():
         raise ValidationFailed("Describe the deviation.")
     deviation = open_deviation(session, batch, None, "manual", description.strip(), user)
@@ -86,7 +99,7 @@ def open_by_hand(session: Session, batch: Batch, *, description: str, user: User
 def investigate(session: Session, deviation: Deviation, *, classification: str, investigation: str,
                 root_cause: str, impact: str, capa_reference: str, user: User) -> Deviation:
     """QA records (or revises, while open) the classification and the investigation; every change is audited."""
-    guards.enforce(guards.investigate_deviation(guards.person(user), deviation.status))
+    guards.enforce(guard_investigate(session, user, deviation))
     problems = guards.investigation_problems(classification, investigation, root_cause, impact, capa_reference)
     if problems:
         raise ValidationFailed(*problems)
@@ -100,8 +113,7 @@ def investigate(session: Session, deviation: Deviation, *, classification: str, 
 def close(session: Session, deviation: Deviation, *, signer: User, password: str, username: str | None,
           require_username: bool, expected_row_version: int | None = None) -> Deviation:
     """QA closes an investigated deviation with an e-signature bound to its classification and findings."""
-    guards.enforce(guards.close_deviation(guards.person(signer), deviation.status, deviation.number,
-                                          classified=bool(deviation.classification and deviation.root_cause)))
+    guards.enforce(guard_close(session, signer, deviation))
     if expected_row_version is not None and deviation.row_version != expected_row_version:
         raise ConflictError(f"deviation {deviation.number} was changed by someone else; nothing was stored")
     DEVIATION_STATUS.check(deviation.status, "closed")
@@ -117,6 +129,3 @@ def close(session: Session, deviation: Deviation, *, signer: User, password: str
     audit.flush(session, reason=f"deviation {deviation.number} closed")
     return deviation
 
-
-__all__ = ["CLASSIFICATIONS", "PermissionDenied", "close", "get", "investigate", "of_batch", "open_by_hand",
-           "open_deviation", "out_of_limit", "record_identity_mismatch"]

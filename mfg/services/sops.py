@@ -15,7 +15,8 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from ..domain.errors import NotFound, PermissionDenied, ValidationFailed
+from ..domain import guards
+from ..domain.errors import NotFound, ValidationFailed
 from ..domain.signing import Meaning
 from ..domain.documents import Document, parse_document
 from ..domain.sop_schema import DefinitionError
@@ -24,7 +25,6 @@ from ..domain.status import SOP_STATUS
 from ..models import SopVersion, User, utcnow
 from . import audit, signatures
 
-LOADER_ROLE = "qa"
 
 
 @dataclass(frozen=True)
@@ -62,8 +62,7 @@ def _read(path: Path, root: Path) -> tuple[str, str, str, Document]:
 def load_directory(session: Session, directory: Path, *, loader: User) -> LoadResult:
     """Load every definition under ``directory`` (:func:`definition_files`); all or nothing: any problem
     loads no file."""
-    if not loader.has_role(LOADER_ROLE):
-        raise PermissionDenied("loading master records needs the qa role")
+    guards.enforce(guards.load_master_records(guards.person(loader)))
     problems: list[str] = []
     pending: list[tuple[str, str, str, Document]] = []
     unchanged: list[str] = []
@@ -132,15 +131,15 @@ def trial_configuration(session: Session, code: str = "NK-TRIAL") -> TrialConfig
     return document
 
 
+def guard_approve(session: Session, user: User, version: SopVersion) -> list[guards.Refusal]:
+    return guards.approve_master_record(guards.person(user), status=version.status, loaded_by_id=version.loaded_by_id)
+
+
 def approve(session: Session, version: SopVersion, *, signer: User, password: str, username: str | None,
             require_username: bool, comment: str | None = None) -> SopVersion:
     """QA approves a draft with an e-signature; the loader may not approve their own upload."""
+    guards.enforce(guard_approve(session, signer, version))
     SOP_STATUS.check(version.status, "effective")
-    if not signer.has_role("qa"):
-        raise PermissionDenied("approving a master record needs the qa role")
-    if signer.id == version.loaded_by_id:
-        raise PermissionDenied("The person who loaded a master record cannot approve it "
-                               "(author and approver must differ).")
     current = effective(session, version.code)
     if current is not None and current.version > version.version:
         raise ValidationFailed(f"{version.code} v{current.version} is already effective; "

@@ -11,6 +11,10 @@ from ..models import Batch, BatchMasterRecord, Subject, User, utcnow
 from . import audit, clinical, sequences, sops
 
 
+def guard_start_batch(session: Session, user: User) -> list[guards.Refusal]:
+    return guards.start_batch(guards.person(user))
+
+
 def guard_start_product_batch(session: Session, user: User, subject: Subject) -> list[guards.Refusal]:
     return guards.start_product_batch(guards.person(user), subject_code=subject.code,
                                       donor_problems=clinical.eligibility_problems(subject.donor),
@@ -19,7 +23,7 @@ def guard_start_product_batch(session: Session, user: User, subject: Subject) ->
 
 def start_batch(session: Session, *, codes: list[str], user: User, lot: str | None = None) -> Batch:
     """Start a batch pinned to the effective version of each master record code, in the order given."""
-    guards.enforce(guards.start_batch(guards.person(user)))
+    guards.enforce(guard_start_batch(session, user))
     versions, problems = [], []
     for code in codes:
         version = sops.effective(session, code)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from flask import Blueprint, flash, redirect, render_template, url_for
-from flask_login import current_user
+from flask_login import current_user, login_required
 
 from ..domain.errors import DomainError
 from ..extensions import db
@@ -52,7 +52,7 @@ def user(user_id: int):
 
 
 @bp.route("/users/<int:user_id>/<action>", methods=["POST"])
-@roles_required("admin")
+@login_required
 def user_action(user_id: int, action: str):
     target = accounts.get(db.session, user_id)
     forms = _forms(target)

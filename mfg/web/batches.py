@@ -17,7 +17,7 @@ from ..extensions import db
 from ..models import SopVersion, utcnow
 from ..services import batch_pages, batches, evaluation, signatures, starting, steps
 from .forms import ConfirmForm, SignForm
-from .security import roles_required, signed_action, signing_needs_username, transaction
+from .security import signed_action, signing_needs_username, transaction
 from .step_fields import WIDGETS, raw_value, step_form_class
 
 bp = Blueprint("batches", __name__, url_prefix="/batches")
@@ -62,7 +62,7 @@ def index():
 
 
 @bp.route("/start", methods=["POST"])
-@roles_required("operator")
+@login_required
 def start():
     form = ConfirmForm()
     if form.validate_on_submit():
@@ -80,7 +80,7 @@ def start():
 
 
 @bp.route("/start-nk", methods=["POST"])
-@roles_required("operator")
+@login_required
 def start_nk():
     from ..services import clinical
 
@@ -143,8 +143,6 @@ def _step(batch, position: int, step_id: str):
 @bp.route("/<int:batch_id>/step/<int:position>/<step_id>/<int:instance>", methods=["GET", "POST"])
 @login_required
 def step(batch_id: int, position: int, step_id: str, instance: int):
-    if request.method == "POST" and not current_user.has_role("operator"):
-        abort(403)
     batch = batches.get(db.session, batch_id)
     stage, step_def = _step(batch, position, step_id)
     form = step_form_class(step_def)()
@@ -207,14 +205,13 @@ def _execution_page(batch, ex, submitted, problems, status=200):
         dialog, form = submitted
         forms[dialog] = form
     _stage, step_def = _step(batch, batches.position_of(batch, ex.sop_version_id), ex.step_id)
-    may_verify = (ex.status == "awaiting_verification" and current_user.has_role("operator")
-                  and current_user.id not in batches.performers(db.session, ex))
     return render_template("batches/execution.html", batch=batch, ex=ex, step=step_def,
                            history=sorted(ex.values, key=lambda v: v.id), current=ex.current_values(),
                            signatures=signatures.for_record(db.session, ex),
                            invalidated=batch_pages.invalidated_signature_ids(db.session, batch),
                            verify_form=forms["verify"], correct_form=forms["correct"], resign_form=forms["resign"],
-                           may_verify=may_verify, problems=problems, needs_username=signing_needs_username(),
+                           correctable=steps.correctable_fields(db.session, current_user._get_current_object(), ex),
+                           problems=problems, needs_username=signing_needs_username(),
                            Meaning=Meaning), status
 
 
@@ -243,14 +240,14 @@ def _execution_action(batch_id: int, execution_id: int, dialog: str, call, done:
 
 
 @bp.route("/<int:batch_id>/execution/<int:execution_id>/verify", methods=["POST"])
-@roles_required("operator")
+@login_required
 def verify(batch_id: int, execution_id: int):
     return _execution_action(batch_id, execution_id, "verify",
                              lambda ex, form, sign: steps.verify_step(db.session, ex, **sign), "Step verified.")
 
 
 @bp.route("/<int:batch_id>/execution/<int:execution_id>/correct", methods=["POST"])
-@roles_required("operator")
+@login_required
 def correct(batch_id: int, execution_id: int):
     return _execution_action(
         batch_id, execution_id, "correct",
@@ -262,7 +259,7 @@ def correct(batch_id: int, execution_id: int):
 
 
 @bp.route("/<int:batch_id>/execution/<int:execution_id>/resign", methods=["POST"])
-@roles_required("operator")
+@login_required
 def resign(batch_id: int, execution_id: int):
     return _execution_action(batch_id, execution_id, "resign",
                              lambda ex, form, sign: steps.resign_step(db.session, ex, **sign), "Step signed again.")

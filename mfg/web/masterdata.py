@@ -9,7 +9,7 @@ from ..domain.errors import DomainError
 from ..extensions import db
 from ..services import masterdata
 from .forms import EquipmentForm, EquipmentStatusForm, LotStatusForm, MaterialLotForm
-from .security import roles_required, transaction
+from .security import transaction
 
 bp = Blueprint("masterdata", __name__, url_prefix="/masterdata")
 
@@ -29,7 +29,7 @@ def index():
 
 
 @bp.route("/equipment", methods=["POST"])
-@roles_required("qa")
+@login_required
 def add_equipment():
     form = EquipmentForm(prefix="eq")
     if form.validate_on_submit():
@@ -48,7 +48,7 @@ def add_equipment():
 
 
 @bp.route("/lots", methods=["POST"])
-@roles_required("qa")
+@login_required
 def receive_lot():
     form = MaterialLotForm(prefix="lot")
     if form.validate_on_submit():
@@ -65,7 +65,7 @@ def receive_lot():
 
 
 @bp.route("/equipment/<int:equipment_id>/status", methods=["POST"])
-@roles_required("qa")
+@login_required
 def equipment_status(equipment_id: int):
     form = EquipmentStatusForm()
     if form.validate_on_submit():
@@ -85,7 +85,7 @@ def equipment_status(equipment_id: int):
 
 
 @bp.route("/lots/<int:lot_id>/status", methods=["POST"])
-@roles_required("qa")
+@login_required
 def lot_status(lot_id: int):
     form = LotStatusForm()
     if form.validate_on_submit():

@@ -1,8 +1,9 @@
 """QA screens: the review queue, review by exception with the signed batch decision, and deviations
 (opened by hand, investigated, closed with a signature).
 
-The services decide everything (who may decide, what blocks a release); these views show their
-answers before the user acts (``decision_problems``) and again after a refusal. A refused signed
+The guards decide everything (who may decide, what blocks a release); these views show their answers
+before the user acts (each decision the status allows, with its refusals; only the allowed ones can be
+signed) and again after a refusal. A refused signed
 action re-renders its page with status 400 and the service's messages, PermissionDenied included
 (the releaser who performed or verified a step), as every other signed screen does.
 """
@@ -17,13 +18,14 @@ from wtforms import HiddenField, RadioField, SelectField, StringField, TextAreaF
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, Length, Optional
 
-from ..domain import isbt128, sequence
+from ..domain import guards, isbt128
 from ..domain.errors import DomainError
 from ..domain.signing import Meaning
 from ..extensions import db
 from ..models import Batch, Deviation
 from ..services import accounts, batches, deviations, review, signatures
 from .forms import SignForm
+from .actions import may_open
 from .security import roles_required, signed_action, signing_needs_username, transaction
 
 bp = Blueprint("review", __name__, url_prefix="/review")
@@ -97,10 +99,12 @@ def index():
                            batch_of=batch_of)
 
 
-def _decisions_open(batch: Batch) -> list[str]:
-    """The decisions the batch's status still allows, in the order of the radio buttons."""
-    allowed = sequence.BATCH_STATUS.allowed.get(batch.status, {})
-    return [d for d in DECISION_LABELS if d in allowed]
+def _decisions(batch: Batch) -> tuple[dict[str, list[str]], list[str]]:
+    """The decisions the batch's status still allows, each with the guard's refusals (empty: it may be
+    signed now), and those of them that may be signed now, in the order of the radio buttons."""
+    refused = {d: review.guard_decide(db.session, _user(), batch, d) for d in DECISION_LABELS}
+    open_now = {d: guards.texts(r) for d, r in refused.items() if not any(x.kind == "sequence" for x in r)}
+    return open_now, [d for d, found in open_now.items() if not found]
 
 
 def _batch_page(batch: Batch, *, decision_form: DecisionForm | None = None,
@@ -110,16 +114,16 @@ def _batch_page(batch: Batch, *, decision_form: DecisionForm | None = None,
     marks = review.marks(session, batch)
     found = deviations.of_batch(session, batch)
     decisions = review.decisions(session, batch)
-    possible = _decisions_open(batch)
+    open_now, allowed = _decisions(batch)
     form = decision_form or DecisionForm(prefix="decide")
-    form.decision.choices = [SelectChoice(d, DECISION_LABELS[d]) for d in possible]
+    form.decision.choices = [SelectChoice(d, DECISION_LABELS[d]) for d in allowed]
     return render_template(
         "review/batch.html", batch=batch,
         coi=isbt128.parse_coi(isbt128.COI_PREFIX + batch.subject.coi) if batch.subject else None,
         din=isbt128.din_from_text(batch.din) if batch.din else None,
         items=items, marks=marks, reviewers=_names(m.reviewed_by_id for m in marks.values()),
         deviation_ids={f"deviation:{d.id}": d.id for d in found}, deviations=found,
-        decision_problems={d: review.decision_problems(session, batch, d, _user()) for d in possible},
+        decision_problems=open_now, may_decide=bool(allowed),
         decision_nouns=DECISION_NOUNS, decision_labels=DECISION_LABELS,
         decisions=decisions, decided_signatures={d.id: signatures.for_record(session, d) for d in decisions},
         decision_form=form, mark_form=MarkForm(), open_form=open_form or OpenDeviationForm(prefix="deviation"),
@@ -134,7 +138,7 @@ def batch(batch_id: int):
 
 
 @bp.route("/batches/<int:batch_id>/mark", methods=["POST"])
-@roles_required(QA)
+@login_required
 def mark(batch_id: int):
     the_batch = batches.get(db.session, batch_id)
     form = MarkForm()
@@ -150,11 +154,12 @@ def mark(batch_id: int):
 
 
 @bp.route("/batches/<int:batch_id>/decide", methods=["POST"])
-@roles_required(QA)
+@login_required
 def decide(batch_id: int):
     the_batch = batches.get(db.session, batch_id)
     form = DecisionForm(prefix="decide")
-    form.decision.choices = [SelectChoice(d, DECISION_LABELS[d]) for d in _decisions_open(the_batch)]
+    # any known decision is accepted here: one the guard refuses is refused by the service, with its reasons
+    form.decision.choices = [SelectChoice(d, label) for d, label in DECISION_LABELS.items()]
     if not form.validate_on_submit():
         return _batch_page(the_batch, decision_form=form, status=400)
     from ..services import documents
@@ -176,7 +181,7 @@ def decide(batch_id: int):
 
 
 @bp.route("/batches/<int:batch_id>/deviations", methods=["POST"])
-@roles_required("operator", QA)
+@login_required
 def open_deviation(batch_id: int):
     """Open a deviation by hand: from the QA review page, or (an operator) from the batch page."""
     the_batch = batches.get(db.session, batch_id)
@@ -195,7 +200,7 @@ def open_deviation(batch_id: int):
             return redirect(url_for("review.deviation", deviation_id=deviation_id))
     else:
         problems = [e for errors in form.errors.values() for e in errors]
-    if current_user.has_role(QA):
+    if may_open("review.batch"):
         form.form_errors.extend(p for p in problems if p not in form.description.errors)
         return _batch_page(batches.get(db.session, batch_id), open_form=form, status=400)
     for problem in problems:  # an operator posts from the batch page, which is not ours to render
@@ -227,7 +232,7 @@ def deviation(deviation_id: int):
 
 
 @bp.route("/deviations/<int:deviation_id>/investigation", methods=["POST"])
-@roles_required(QA)
+@login_required
 def investigate(deviation_id: int):
     found = deviations.get(db.session, deviation_id)
     form = InvestigationForm(prefix="inv")
@@ -246,7 +251,7 @@ def investigate(deviation_id: int):
 
 
 @bp.route("/deviations/<int:deviation_id>/close", methods=["POST"])
-@roles_required(QA)
+@login_required
 def close_deviation(deviation_id: int):
     found = deviations.get(db.session, deviation_id)
     form = CloseForm(prefix="close")

@@ -38,7 +38,9 @@ def policy() -> accounts.Policy:
 
 
 def roles_required(*roles: str) -> Callable[[F], F]:
-    """The signed-in user must hold one of ``roles``; anyone else gets the 403 page."""
+    """The signed-in user must hold one of ``roles`` to open this page; anyone else gets the 403 page.
+    The roles are recorded on the view (``required_roles``) for the navigation (``actions.may_open``).
+    What a user may *do* is the guards' to say (``web.actions``), not a page's roles."""
 
     def decorator(view: F) -> F:
         @wraps(view)
@@ -49,6 +51,7 @@ def roles_required(*roles: str) -> Callable[[F], F]:
                 abort(403)
             return view(*args, **kwargs)
 
+        wrapped.required_roles = roles  # type: ignore[attr-defined]
         return wrapped  # type: ignore[return-value]
 
     return decorator

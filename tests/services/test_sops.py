@@ -115,5 +115,5 @@ def test_only_qa_approves_a_master_record(session, qa, sops_dir, make_user):
     clinical = session.merge(make_user("clara", "clinical"))
     shutil.copy(DEMO_SOP, sops_dir)
     version = sops.load_directory(session, sops_dir, loader=loader).loaded[0]
-    with pytest.raises(PermissionDenied, match="qa role"):
+    with pytest.raises(PermissionDenied, match="QA role"):
         sops.approve(session, version, signer=clinical, password=PASSWORD, username="clara", require_username=True)

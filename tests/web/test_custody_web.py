@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from mfg.config import RESOURCE_ROOT
 from mfg.domain import isbt128
 from mfg.extensions import db
-from mfg.models import CustodyEvent, Deviation, Signature, User
+from mfg.models import AuditEntry, CustodyEvent, Deviation, Signature, User
 from mfg.services import audit, clinical, sops, starting
 from tests.support import PASSWORD
 
@@ -210,3 +210,70 @@ def test_the_custody_page_needs_a_sign_in_and_an_existing_batch(nk_batch, client
     assert client.get(f"/batches/{nk_batch['id']}/custody").status_code == 302
     login("olivia")
     assert client.get("/batches/9999/custody").status_code == 404
+
+
+def _trail(app, since: int) -> list[tuple]:
+    """The audit entries after ``since``, as what they say (no times, sequence numbers or hashes)."""
+    import json
+
+    with app.app_context():
+        rows = db.session.scalars(sa.select(AuditEntry).where(AuditEntry.seq > since).order_by(AuditEntry.seq))
+        found = []
+        for e in rows:
+            after = json.loads(e.after) if e.after else None
+            if isinstance(after, dict):  # what differs by nature between two attempts: ids, times, the count
+                after = {k: ("(count)" if k == "failed_logins" else v) for k, v in after.items()
+                         if k not in ("id", "opened_at", "number")}
+            found.append((e.action, e.entity_type, e.username, e.reason, json.dumps(after, sort_keys=True)))
+        return found
+
+
+def _seq(app) -> int:
+    with app.app_context():
+        return db.session.scalar(sa.select(sa.func.coalesce(sa.func.max(AuditEntry.seq), 0)))
+
+
+def _deviations(app) -> list[tuple]:
+    with app.app_context():
+        return [(d.origin, d.step_id, d.description, d.status, d.opened_by_id)
+                for d in db.session.scalars(sa.select(Deviation).order_by(Deviation.id))]
+
+
+def test_a_wrong_bag_and_a_wrong_password_through_the_cli_are_recorded_as_through_the_screen(
+        nk_batch, app, client, login, tmp_path):
+    """The failure side of the GMP policy lives in the unit of work, not in the web edge: the CLI's hand-off
+    leaves the same audit entries, deviation and lockout count as the screen's."""
+    other = isbt128.make_din("X9999", 26, 999999).barcode("00")
+    secret = tmp_path / "password"
+    runner = app.test_cli_runner()
+
+    def cli(scan: str, password: str):
+        secret.write_text(password + "\n")
+        return runner.invoke(args=["custody", "hand-off", "--batch", nk_batch["lot"], "--user", "olivia",
+                                   "--password-file", str(secret), "--scan", scan, "--from", "Cleanroom",
+                                   "--to", "Courier", "--condition", "sealed"])
+
+    login("olivia")
+    results = {}
+    for edge in ("web", "cli"):
+        for case, scan, password in (("mismatch", other, PASSWORD), ("password", nk_batch["bag"], "wrong-password")):
+            start, deviations_before = _seq(app), len(_deviations(app))
+            if edge == "web":
+                response = _handoff(client, nk_batch, **{"handoff-scanned_din": scan, "handoff-password": password})
+                assert response.status_code == 400
+            else:
+                result = cli(scan, password)
+                assert result.exit_code == 1, result.output
+                assert ("IDENTITY MISMATCH" if case == "mismatch" else BAD_CREDENTIALS) in result.output
+            results[(edge, case)] = (_trail(app, start), _deviations(app)[deviations_before:])
+    assert results[("web", "mismatch")] == results[("cli", "mismatch")]
+    entries, opened = results[("cli", "mismatch")]
+    assert [e[0] for e in entries] == ["identity.mismatch", "deviation.create"] and len(opened) == 1
+    assert opened[0][0] == "identity" and "Bag DIN" in opened[0][2]
+    assert results[("web", "password")] == results[("cli", "password")]
+    entries, opened = results[("cli", "password")]
+    assert [e[0] for e in entries] == ["user_account.update", "signature.failure"] and opened == []
+    assert _count(app, CustodyEvent) == 0
+    with app.app_context():
+        assert db.session.scalar(sa.select(User.failed_logins).where(User.username == "olivia")) == 2
+    assert cli(nk_batch["bag"], PASSWORD).exit_code == 0 and _count(app, CustodyEvent) == 1
