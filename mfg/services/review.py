@@ -20,7 +20,7 @@ from ..domain import guards, sequence
 from ..domain.errors import ConflictError, NotFound, ValidationFailed
 from ..domain.signing import Meaning
 from ..domain.sop_schema import ChoiceField, step_index
-from ..models import (AuditEntry, Batch, BatchDecision, DocumentRevision, RecordedValue, ReviewMark, Signature,
+from ..models import (AuditEntry, Batch, BatchDecision, Deviation, DocumentRevision, RecordedValue, ReviewMark, Signature,
                       StepExecution, User, utcnow)
 from . import audit, batches, deviations, signatures
 
@@ -171,3 +171,36 @@ def decide(session: Session, batch: Batch, *, decision: str, comment: str, signe
 def decisions(session: Session, batch: Batch) -> list[BatchDecision]:
     return list(session.scalars(sa.select(BatchDecision).where(BatchDecision.batch_id == batch.id)
                                 .order_by(BatchDecision.id)))
+
+
+# The batch statuses QA has work on: waiting for the decision, or released on condition of pending results.
+REVIEW_STATUSES = ("awaiting_review", "conditionally_released")
+
+
+@dataclass(frozen=True)
+class Queue:
+    """The QA review queue: the batches waiting for QA, with (open deviations, unreviewed items) of each, and
+    every open deviation with its batch."""
+
+    batches: list[Batch]
+    counts: dict[int, tuple[int, int]]
+    open_deviations: list[Deviation]
+    batch_of: dict[int, Batch]
+
+
+def queue(session: Session) -> Queue:
+    """Open deviations in one query; the unreviewed items are counted per waiting batch (a handful)."""
+    waiting = list(session.scalars(sa.select(Batch).where(Batch.status.in_(REVIEW_STATUSES)).order_by(Batch.id)))
+    open_deviations = list(session.scalars(sa.select(Deviation).where(Deviation.status != "closed")
+                                           .order_by(Deviation.id)))
+    ids = {d.batch_id for d in open_deviations}
+    batch_of = {b.id: b for b in session.scalars(sa.select(Batch).where(Batch.id.in_(ids)))} if ids else {}
+    open_by_batch: dict[int, int] = {}
+    for deviation in open_deviations:
+        open_by_batch[deviation.batch_id] = open_by_batch.get(deviation.batch_id, 0) + 1
+    counts = {}
+    for batch in waiting:
+        reviewed = marks(session, batch)
+        counts[batch.id] = (open_by_batch.get(batch.id, 0),
+                            sum(1 for item in exceptions(session, batch) if item.key not in reviewed))
+    return Queue(waiting, counts, open_deviations, batch_of)

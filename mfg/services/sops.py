@@ -105,6 +105,12 @@ def list_versions(session: Session) -> list[SopVersion]:
     return list(session.scalars(sa.select(SopVersion).order_by(SopVersion.code, SopVersion.version.desc())))
 
 
+def effective_codes(session: Session, *, kind: str) -> list[str]:
+    """The codes of the effective versions of ``kind`` (master batch records, trial configurations)."""
+    return list(session.scalars(sa.select(SopVersion.code).where(
+        SopVersion.status == "effective", SopVersion.kind == kind).order_by(SopVersion.code)))
+
+
 def get(session: Session, sop_id: int) -> SopVersion:
     version = session.get(SopVersion, sop_id)
     if version is None:

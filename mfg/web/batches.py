@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from zoneinfo import ZoneInfo
 
-import sqlalchemy as sa
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
 from markdown_it import MarkdownIt
@@ -14,8 +13,8 @@ from ..domain.errors import DomainError, IdentityMismatch, StepConflict
 from ..domain.signing import Meaning
 from ..domain.sop_schema import step_index
 from ..extensions import db
-from ..models import SopVersion, utcnow
-from ..services import batch_pages, batches, evaluation, signatures, starting, steps
+from ..models import utcnow
+from ..services import batch_pages, sops, batches, evaluation, signatures, starting, steps
 from .forms import ConfirmForm, SignForm
 from .security import signed_action, signing_needs_username, transaction
 from .step_fields import WIDGETS, raw_value, step_form_class
@@ -51,8 +50,7 @@ def local_time(moment) -> str:
 @bp.route("/")
 @login_required
 def index():
-    codes = list(db.session.scalars(sa.select(SopVersion.code).where(
-        SopVersion.status == "effective", SopVersion.kind == "master_batch_record").order_by(SopVersion.code)))
+    codes = sops.effective_codes(db.session, kind="master_batch_record")
     page = batch_pages.overview(db.session, current_user)
     before = request.args.get("before", type=int)
     history, next_cursor = batch_pages.decided_batches(db.session, before_id=before)

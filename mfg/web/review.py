@@ -10,7 +10,6 @@ action re-renders its page with status 400 and the service's messages, Permissio
 
 from __future__ import annotations
 
-import sqlalchemy as sa
 from flask import Blueprint, current_app, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
 from flask_wtf import FlaskForm
@@ -31,8 +30,6 @@ from .security import roles_required, signed_action, signing_needs_username, tra
 bp = Blueprint("review", __name__, url_prefix="/review")
 
 QA = review.QA
-# The batch statuses QA has work on: waiting for the decision, or released on condition of pending results.
-REVIEW_STATUSES = ("awaiting_review", "conditionally_released")
 DECISION_LABELS = {"released": "Released", "conditionally_released": "Conditionally released", "rejected": "Rejected"}
 # How the decision panel names what is refused ("Release is not possible yet: ...").
 DECISION_NOUNS = {"released": "Release", "conditionally_released": "Conditional release", "rejected": "Rejection"}
@@ -88,15 +85,9 @@ def _unreviewed(batch: Batch) -> list[review.Exception_]:
 @bp.route("/")
 @roles_required(QA)
 def index():
-    session = db.session
-    waiting = list(session.scalars(sa.select(Batch).where(Batch.status.in_(REVIEW_STATUSES)).order_by(Batch.id)))
-    counts = {b.id: (sum(1 for d in deviations.of_batch(session, b) if d.status != "closed"), len(_unreviewed(b)))
-              for b in waiting}
-    open_deviations = list(session.scalars(sa.select(Deviation).where(Deviation.status != "closed")
-                                           .order_by(Deviation.id)))
-    batch_of = {d.batch_id: batches.get(session, d.batch_id) for d in open_deviations}
-    return render_template("review/index.html", batches=waiting, counts=counts, open_deviations=open_deviations,
-                           batch_of=batch_of)
+    found = review.queue(db.session)
+    return render_template("review/index.html", batches=found.batches, counts=found.counts,
+                           open_deviations=found.open_deviations, batch_of=found.batch_of)
 
 
 def _decisions(batch: Batch) -> tuple[dict[str, list[str]], list[str]]:
