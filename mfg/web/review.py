@@ -77,11 +77,6 @@ def _names(ids) -> dict[int, str]:
     return {uid: accounts.get(db.session, uid).full_name for uid in set(ids) if uid is not None}
 
 
-def _unreviewed(batch: Batch) -> list[review.Exception_]:
-    reviewed = review.marks(db.session, batch)
-    return [item for item in review.exceptions(db.session, batch) if item.key not in reviewed]
-
-
 @bp.route("/")
 @roles_required(QA)
 def index():
