@@ -52,8 +52,9 @@ from ..domain import dose, isbt128, sequence
 from ..domain.calc import round_half_up
 from ..domain.errors import ValidationFailed
 from ..domain.sop_schema import Field, MasterRecord, Step, step_index
-from ..models import Batch, Donor, Equipment, MaterialLot, RecordedValue, SopVersion, Subject, User, utcnow
+from ..models import Batch, Donor, Equipment, MaterialLot, RecordedValue, Subject, User, utcnow
 from ..services import audit, batches, clinical, evaluation, masterdata, sops, starting, steps
+from ..services import bags as bag_service
 
 __all__ = [
     "DEMO_COMMENTS",
@@ -105,9 +106,19 @@ def lot_number(material: str, n: int) -> str:
     return f"{_slug(material, 40)}-DEMO-{n}"
 
 
-def named_master_data(session: Session, codes: Iterable[str] = starting.NK_RECORDS) -> tuple[list[str], list[str]]:
-    """(equipment types, materials) named by the effective versions of ``codes``, in record order.
-    A code without an effective version names nothing."""
+def _product_records(session: Session) -> list[str]:
+    """The master records the effective trial configuration names for the product (none without one)."""
+    try:
+        return list(sops.trial_configuration(session).product_master_records)
+    except ValidationFailed:
+        return []
+
+
+def named_master_data(session: Session, codes: Iterable[str] | None = None) -> tuple[list[str], list[str]]:
+    """(equipment types, materials) named by the effective versions of ``codes`` (default: the product's
+    master records, from the trial configuration), in record order. A code without an effective version
+    names nothing."""
+    codes = _product_records(session) if codes is None else codes
     types: dict[str, None] = {}
     materials: dict[str, None] = {}
     for code in codes:
@@ -123,7 +134,7 @@ def named_master_data(session: Session, codes: Iterable[str] = starting.NK_RECOR
     return list(types), list(materials)
 
 
-def seed_nk_master_data(session: Session, codes: Iterable[str] = starting.NK_RECORDS) -> list[str]:
+def seed_nk_master_data(session: Session, codes: Iterable[str] | None = None) -> list[str]:
     """Create what is missing of: two in-service pieces of equipment, calibrated for a year, of every
     equipment type, and two QC-released lots, expiring in a year, of every material that the effective
     master records ``codes`` name. Returns the identifiers and lot numbers created (empty when nothing
@@ -319,23 +330,15 @@ def _selection_input(ctx: DemoContext) -> str:
 
 
 def _planned_bags(ctx: DemoContext) -> list[dose.Bag]:
-    """The bags the recorded dose plan gives (the fewest of at most the trial's largest bag volume)."""
-    def number(field_id: str) -> Decimal:
-        value = ctx.recorded("NK-FORMULATE", "dose_plan", field_id).number
-        assert value is not None
-        return value
-
-    config = sops.definition(ctx.session.get(SopVersion, ctx.subject.trial_config_version_id))
-    plan = dose.formulation(dose_per_kg=ctx.subject.dose_cells_per_kg, weight_kg=ctx.subject.weight_kg,
-                            viable_per_ml=number("viable_concentration") * 1_000_000,
-                            nk_fraction=number("nk_pct") / 100, cd3_fraction=number("cd3_pct") / 100,
-                            endotoxin_eu_per_ml=number("endotoxin_eu_per_ml"),
-                            cd3_limit_per_kg=config.cd3_limit_per_kg,
-                            endotoxin_limit_eu_per_kg=config.endotoxin_limit_eu_per_kg)
-    formulated_at = ctx.recorded("NK-FORMULATE", "formulate", "formulated_at").moment
-    assert formulated_at is not None
-    return dose.split_into_bags(plan, max_bag_volume_ml=config.max_bag_volume_ml, formulated_at=formulated_at,
-                                shelf_life=timedelta(hours=config.shelf_life_hours))
+    """The bags the recorded dose plan gives (what the operator fills), as the dividing step will make them."""
+    position, step = next((p, s) for p, record in enumerate(batches.records(ctx.batch))
+                          for _stage, s in step_index(record).values() if s.divides_product is not None)
+    division = step.divides_product
+    assert division is not None
+    numbers = evaluation.inputs_from_batch(ctx.session, ctx.batch, position)
+    numbers |= evaluation.context_numbers(ctx.session, ctx.batch)
+    return bag_service.planned(ctx.batch, division, numbers,
+                               evaluation.recorded_moment(ctx.session, ctx.batch, position, division.expires_from))
 
 
 def _bag_volume(ctx: DemoContext) -> str:
@@ -622,7 +625,7 @@ def run_nk_batch(session: Session, *, subject: Subject, performer: User, verifie
     (five feeds, one in-process count, one scan-back per bag). Stops before performing the step
     ``until`` = (record code, step id), or when no step the demo performs is open. Flushes, never commits.
     """
-    batch = starting.start_nk_batch(session, subject=subject, user=performer)
+    batch = starting.start_product_batch(session, subject=subject, user=performer)
     return continue_nk_batch(session, batch, performer=performer, verifier=verifier, password=password, tz=tz,
                              until=until)
 
@@ -641,8 +644,6 @@ def continue_nk_batch(session: Session, batch: Batch, *, performer: User, verifi
         for item in batches.open_steps(session, batch):
             code = codes[item.ref.position]
             if _per_bag(item.step) and not bags:
-                from ..services import bags as bag_service  # product bags are made by the dividing step
-
                 bags = bag_service.of_batch(session, batch)
             if item.instance <= planned_instances(code, item.step, bags):
                 wanted.append((_order(records, codes, item), code, item))

@@ -41,6 +41,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationInfo, fiel
 # CALCULATION_FUNCTIONS stays importable from here as before.
 from mfg.domain.calc import CALCULATION_FUNCTIONS as CALCULATION_FUNCTIONS
 from mfg.domain.calc import Reference, inspect_expression
+from mfg.domain.context import CONTEXT_NAMES as CONTEXT_NAMES
 
 __all__ = [
     "CONTEXT_NAMES",
@@ -73,22 +74,10 @@ CODE_PATTERN = r"^[A-Z][A-Z0-9-]{1,39}$"
 IDENTIFIER_PATTERN = r"^[a-z][a-z0-9_]{0,39}$"
 DOTTED_NAME_PATTERN = r"^[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)*$"
 
-CONTEXT_NAMES: frozenset[str] = frozenset(
-    {
-        "subject.weight_kg",
-        "subject.dose_per_kg",
-        "trial.cd3_limit_per_kg",
-        "trial.endotoxin_limit_eu_per_kg",
-        "trial.max_bag_volume_ml",
-        "trial.apheresis_hold_hours",
-        "trial.shelf_life_hours",
-    }
-)
-"""Names a calculation may use besides fields: numbers the batch provides at run time from the subject's
-record (weight in kg, assigned dose level in cells/kg) and the trial configuration (limits, bag volume).
-The engine passes them with the recorded values, keyed exactly as written here. The list is fixed: any
-other ``subject.*`` or ``trial.*`` name is refused when the definition is loaded, and no step may be
-called ``subject`` or ``trial`` so that a name always means one thing."""
+# CONTEXT_NAMES (mfg.domain.context): names a calculation, a time window or a limit may use besides fields,
+# numbers the batch provides at run time from the subject's record and the trial configuration. Any other
+# ``subject.*`` or ``trial.*`` name is refused when the definition is loaded, and no step may be called
+# ``subject`` or ``trial`` so that a name always means one thing.
 
 CONTEXT_NAMESPACES: frozenset[str] = frozenset(name.partition(".")[0] for name in CONTEXT_NAMES)
 
@@ -169,13 +158,32 @@ def _not_blank(value: str) -> str:
 Identifier = Annotated[str, AfterValidator(_identifier)]
 Text = Annotated[str, AfterValidator(_not_blank)]
 Limit = Annotated[float, pydantic.Field(allow_inf_nan=False)]
+
+
+def _limit_or_name(value: object) -> float | str:
+    """A limit: a finite number, or a context name whose value the batch provides at run time
+    (``max: trial.endotoxin_limit_eu_per_kg``: the limit of the trial configuration the subject's dose was
+    assigned under, so that a new approved configuration changes what is checked; the value is never
+    copied into the definition)."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        if not math.isfinite(value):
+            raise ValueError(f"must be a finite number, got {value!r}")
+        return float(value)
+    if isinstance(value, str) and value in CONTEXT_NAMES:
+        return value
+    raise ValueError(f"must be a valid number, got {_short_repr(value)}, or a context name "
+                     f"({', '.join(sorted(CONTEXT_NAMES))})")
+
+
+LimitOrName = Annotated[Any, AfterValidator(_limit_or_name)]
 Decimals = Annotated[int, pydantic.Field(ge=0, le=10)]
 
 
 def _not_below_min(value: float | None, info: ValidationInfo) -> float | None:
-    """Shared rule for ``max``: a range whose upper limit is below its lower limit accepts nothing."""
+    """Shared rule for ``max`` and ``below``: a range whose upper limit is below its lower limit accepts
+    nothing (checked when both are numbers; a named limit is known only at run time)."""
     low = info.data.get("min")
-    if value is not None and low is not None and value < low:
+    if isinstance(value, int | float) and isinstance(low, int | float) and value < low:
         raise ValueError(f"must not be below min ({low:g})")
     return value
 
@@ -202,25 +210,29 @@ class FieldBase(_Model):
 class NumberField(FieldBase):
     """A measured value with a unit, shown and stored with ``decimals`` places.
 
-    A value outside [min, max] is still stored, but flagged: it needs a comment and opens a deviation.
-    ``critical`` values need a second person's check. ``target`` is the expected value, shown as guidance.
+    A value outside [min, max] (or not below ``below``) is still stored, but flagged: it needs a comment
+    and opens a deviation. Each limit is a number or a context name (:data:`NamedLimit`). ``critical``
+    values need a second person's check. ``target`` is the expected value, shown as guidance.
     """
 
     type: Literal["number"]
     unit: Text
     decimals: Decimals = 2
-    min: Limit | None = None
-    max: Limit | None = None
+    min: LimitOrName | None = None
+    max: LimitOrName | None = None
+    below: LimitOrName | None = None
     target: Limit | None = None
     critical: bool = False
 
-    _check_max = field_validator("max")(_not_below_min)
+    _check_max = field_validator("max", "below")(_not_below_min)
 
     @field_validator("target")
     @classmethod
     def _target_within_limits(cls, value: float | None, info: ValidationInfo) -> float | None:
         """A target outside the limits would guide the operator to an out-of-limit result."""
         low, high = info.data.get("min"), info.data.get("max")
+        low = low if isinstance(low, int | float) else None
+        high = high if isinstance(high, int | float) else None
         if value is not None and ((low is not None and value < low) or (high is not None and value > high)):
             raise ValueError(f"must lie within min and max ({_range_text(low, high)})")
         return value
@@ -350,7 +362,8 @@ class CalculatedField(FieldBase):
     ``expression`` uses + - * / **, parentheses, numbers, the functions min, max, abs, round, log10 and
     sqrt, ids of number, integer and calculated fields of the same step, ``<step_id>.<field_id>`` for
     such fields of any step, and the run-time context names of :data:`CONTEXT_NAMES` (e.g.
-    ``subject.weight_kg``). Limits apply to the result, as for ``number``: a result outside them is
+    ``subject.weight_kg``). Limits (numbers or context names) apply to the result, as for ``number``
+    (``below`` is strict: a result equal to it is outside): a result outside them is
     stored, flagged and opens a deviation, unless ``refuse_outside_limits`` is set, in which case the
     step is refused and nothing is stored (a formulation over the residual T-cell cap must be refused,
     not warned about).
@@ -360,11 +373,12 @@ class CalculatedField(FieldBase):
     expression: Annotated[str, AfterValidator(_expression_syntax)]
     unit: Text
     decimals: Decimals = 2
-    min: Limit | None = None
-    max: Limit | None = None
+    min: LimitOrName | None = None
+    max: LimitOrName | None = None
+    below: LimitOrName | None = None
     refuse_outside_limits: bool = False
 
-    _check_max = field_validator("max")(_not_below_min)
+    _check_max = field_validator("max", "below")(_not_below_min)
 
 
 Field = Annotated[

@@ -5,6 +5,7 @@ here, never in code, and the demo file marks each such value as configurable.
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -36,6 +37,9 @@ class TrialConfiguration(_Model):
     description: str = ""
     trial_id: str = Field(pattern=r"^NCT[0-9]{8}$")
     dose_levels: list[DoseLevel] = Field(min_length=1)
+    # The master records a product batch is made under, in the order they are performed (their codes);
+    # a batch for a subject pins the effective version of each. Empty in a configuration that makes none.
+    product_master_records: list[str] = Field(default_factory=list)
     infusions_per_subject: int = Field(ge=1)
     cd3_limit_per_kg: int = Field(gt=0)
     endotoxin_limit_eu_per_kg: float = Field(gt=0)
@@ -73,6 +77,16 @@ class TrialConfiguration(_Model):
             ZoneInfo(value)
         except (ZoneInfoNotFoundError, ValueError):
             raise ValueError(f"unknown time zone {value!r}") from None
+        return value
+
+    @field_validator("product_master_records")
+    @classmethod
+    def _records(cls, value: list[str]) -> list[str]:
+        bad = [code for code in value if not re.fullmatch(CODE_PATTERN, code)]
+        if bad:
+            raise ValueError(f"not master record codes: {', '.join(map(repr, bad))}")
+        if len(set(value)) != len(value):
+            raise ValueError("each master record is named once")
         return value
 
     @model_validator(mode="after")

@@ -45,7 +45,7 @@ from __future__ import annotations
 
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from decimal import Decimal, InvalidOperation
@@ -53,6 +53,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 from zoneinfo import ZoneInfo
 
 from mfg.domain.calc import CalculationError, evaluate, round_half_up
+from mfg.domain.limits import LIMIT_CHECKS, LimitContext, limit_text, limit_value
 from mfg.domain.canonical import iso_utc
 from mfg.domain.errors import ValidationFailed
 from mfg.domain.sop_schema import (
@@ -92,6 +93,8 @@ __all__ = [
     "compute",
     "display",
     "kind_of",
+    "Calculated",
+    "calculate",
     "limit_problems",
     "parse",
     "restore",
@@ -179,8 +182,9 @@ class FieldKind(ABC, Generic[F]):
         """The :class:`Parsed` value for ``text`` as stored by :meth:`parse` (no entry rules applied)."""
         return Parsed(text)
 
-    def limit_problems(self, field: F, parsed: Parsed) -> list[str]:
-        """Why the value is out of limit (flag, comment, deviation); empty when within limits or empty."""
+    def limit_problems(self, field: F, parsed: Parsed, context: LimitContext | None = None) -> list[str]:
+        """Why the value is out of limit (flag, comment, deviation); empty when within limits or empty.
+        ``context`` gives the values of limits named by context name (``trial.cd3_limit_per_kg``)."""
         return []
 
     def display(self, field: F, parsed_text: str, *, tz: ZoneInfo | None = None) -> str:
@@ -196,17 +200,6 @@ class FieldKind(ABC, Generic[F]):
 def _with_unit(value: str, unit: str) -> str:
     """``62 %``, ``185.2 mL``; unit ``1`` means dimensionless and is not shown."""
     return value if unit == "1" else f"{value} {unit}"
-
-
-def _limit_text(limit: float | int) -> str:
-    """A limit from the definition as written there: ``70`` for 70.0, ``7.6`` for 7.6."""
-    number = _exact(limit)
-    return "0" if number.is_zero() else f"{number.normalize():f}"
-
-
-def _exact(limit: float | int) -> Decimal:
-    """The decimal number a limit written in the definition means (7.6 is 7.6, not its binary neighbour)."""
-    return Decimal(repr(limit)) if isinstance(limit, float) else Decimal(limit)
 
 
 def _places(count: int) -> str:
@@ -250,18 +243,24 @@ class _NumericKind(FieldKind[F]):
         except InvalidOperation as exc:
             raise ValueError(f"stored value {text!r} of {field.label!r} is not a number") from exc
 
-    def limit_problems(self, field: F, parsed: Parsed) -> list[str]:
-        """Compare the value as recorded (after rounding, for calculated fields) with min and max."""
+    def limit_problems(self, field: F, parsed: Parsed, context: LimitContext | None = None) -> list[str]:
+        """Compare the value as recorded (after rounding, for calculated fields) with min, max and below
+        (strict); a named limit takes its value from ``context``, and one the batch does not define means
+        the value cannot be judged, which is out of limit."""
         if parsed.number is None:
             return []
-        low: float | int | None = getattr(field, "min", None)
-        high: float | int | None = getattr(field, "max", None)
         unit: str = getattr(field, "unit", "1")
         shown = _with_unit(parsed.text, unit)
-        if low is not None and parsed.number < _exact(low):
-            return [f"{field.label} {shown} is below the minimum {_with_unit(_limit_text(low), unit)}"]
-        if high is not None and parsed.number > _exact(high):
-            return [f"{field.label} {shown} is above the maximum {_with_unit(_limit_text(high), unit)}"]
+        for attribute, outside, words in LIMIT_CHECKS:
+            limit = getattr(field, attribute, None)
+            if limit is None:
+                continue
+            value = limit_value(limit, context)
+            if value is None:
+                return [f"{field.label} {shown} cannot be judged: its limit {limit} is not defined for this batch"]
+            if outside(parsed.number, value):
+                return [f"{field.label} {shown} is {words} {_with_unit(limit_text(value), unit)}"
+                        + (f" ({limit})" if isinstance(limit, str) else "")]
         return []
 
     def display(self, field: F, parsed_text: str, *, tz: ZoneInfo | None = None) -> str:
@@ -370,7 +369,7 @@ class ChoiceKind(FieldKind[ChoiceField]):
             )
         return Parsed(entry)
 
-    def limit_problems(self, field: ChoiceField, parsed: Parsed) -> list[str]:
+    def limit_problems(self, field: ChoiceField, parsed: Parsed, context: LimitContext | None = None) -> list[str]:
         if parsed.is_empty or field.acceptable is None or parsed.text in field.acceptable:
             return []
         return [f"{field.label} {parsed.text!r} is not acceptable (acceptable: {', '.join(field.acceptable)})"]
@@ -544,14 +543,47 @@ def restore(field: Field, text: str) -> Parsed:
     return kind_of(field).restore(field, text)
 
 
-def limit_problems(field: Field, parsed: Parsed) -> list[str]:
+def limit_problems(field: Field, parsed: Parsed, context: LimitContext | None = None) -> list[str]:
     """:meth:`FieldKind.limit_problems` of ``field``'s kind."""
-    return kind_of(field).limit_problems(field, parsed)
+    return kind_of(field).limit_problems(field, parsed, context)
 
 
 def display(field: Field, parsed_text: str, *, tz: ZoneInfo | None = None) -> str:
     """:meth:`FieldKind.display` of ``field``'s kind."""
     return kind_of(field).display(field, parsed_text, tz=tz)
+
+
+@dataclass(frozen=True)
+class Calculated:
+    """One calculated field of a step, computed and judged (:func:`calculate`)."""
+
+    field: CalculatedField
+    parsed: Parsed
+    limit_problems: list[str]
+
+    @property
+    def refused(self) -> list[str]:
+        """The problems that refuse the step (``refuse_outside_limits``), as the operator reads them."""
+        if not (self.limit_problems and self.field.refuse_outside_limits):
+            return []
+        return [f"REFUSED: {p}. The master record does not allow this value; nothing was stored."
+                for p in self.limit_problems]
+
+
+def calculate(fields: Sequence[Field], numbers: dict[str, Decimal | None]) -> list[Calculated]:
+    """Compute every calculated field of ``fields`` in order (each result is added to ``numbers`` under its
+    id, for the fields after it) and judge it against its limits, named limits taken from ``numbers``.
+    The one place a step's calculations run, for the engine and for anyone checking a master record's
+    arithmetic (the dose formulation, for example, lives only in NK-FORMULATE's calculated fields)."""
+    found = []
+    kind = KINDS["calculated"]
+    assert isinstance(kind, CalculatedKind)
+    for f in fields:
+        if isinstance(f, CalculatedField):
+            parsed = kind.compute(f, numbers)
+            numbers[f.id] = parsed.number
+            found.append(Calculated(f, parsed, kind.limit_problems(f, parsed, numbers)))
+    return found
 
 
 def compute(field: CalculatedField, values: Mapping[str, Decimal | float | int | None]) -> Parsed:

@@ -29,22 +29,27 @@ def of_batch(session: Session, batch: Batch) -> list[ProductBag]:
                                 .order_by(ProductBag.position)))
 
 
-def plan(batch: Batch, division: Division, numbers: dict[str, Decimal | None],
-         expires_from: datetime | None, count: Decimal | None) -> list[dose.Bag]:
-    """The bags the recorded dose plan gives; refused (nothing stored) when the operator's count differs.
-
-    ``numbers`` holds the recorded values (``step.field``, and this step's own fields by id) and the
-    context names (``trial.max_bag_volume_ml``, ``trial.shelf_life_hours``).
-    """
+def planned(batch: Batch, division: Division, numbers: dict[str, Decimal | None],
+            expires_from: datetime | None) -> list[dose.Bag]:
+    """The bags the recorded dose plan gives: the fewest of at most the trial configuration's largest bag
+    volume, volumes as equal as possible (``dose.divide``). ``numbers`` holds the recorded values
+    (``step.field``, and the dividing step's own fields by id) and the context names
+    (``trial.max_bag_volume_ml``, ``trial.shelf_life_hours``)."""
     if batch.subject is None or numbers.get("trial.max_bag_volume_ml") is None:
         raise ValidationFailed(f"batch {batch.lot} has no subject and trial configuration to divide the product by")
     if expires_from is None:
         raise ValidationFailed(f"the product cannot be divided before {division.expires_from} is recorded")
     totals = {name: calc.evaluate(getattr(division, name), numbers)
               for name in ("volume_ml", "viable_cells", "nk_cells")}
-    bags = dose.divide(calc.round_half_up(totals["volume_ml"], 1), totals["viable_cells"], totals["nk_cells"],
+    return dose.divide(calc.round_half_up(totals["volume_ml"], 1), totals["viable_cells"], totals["nk_cells"],
                        max_bag_volume_ml=numbers["trial.max_bag_volume_ml"], formulated_at=expires_from,
                        shelf_life=timedelta(hours=float(numbers["trial.shelf_life_hours"])))
+
+
+def plan(batch: Batch, division: Division, numbers: dict[str, Decimal | None],
+         expires_from: datetime | None, count: Decimal | None) -> list[dose.Bag]:
+    """:func:`planned`, refused (nothing stored) when the operator's count of bags differs from it."""
+    bags = planned(batch, division, numbers, expires_from)
     if count is None or count != len(bags):
         volumes = " + ".join(f"{bag.volume_ml} mL" for bag in bags)
         raise ValidationFailed(

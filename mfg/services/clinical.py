@@ -143,7 +143,7 @@ def assign_dose_level(session: Session, subject: Subject, *, level: str, signer:
                       username: str | None, require_username: bool) -> Subject:
     """Assign the dose level from the effective trial configuration, signed "Approved by"."""
     _require_clinical(signer)
-    version = sops.effective(session, "NK-TRIAL")
+    version = sops.trial_configuration_version(session)
     config = sops.trial_configuration(session)
     try:
         dose = config.dose_level(level)

@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from ..domain import values
+from ..domain import context, values
 from ..domain.errors import IdentityMismatch, ValidationFailed
 from ..domain.sop_schema import ScanField, Step
 from ..models import Batch, RecordedValue, SopVersion, StepExecution, utcnow
@@ -59,8 +59,8 @@ def inputs_from_batch(session: Session, batch: Batch, position: int) -> dict[str
 
 
 def context_numbers(session: Session, batch: Batch) -> dict[str, Decimal | None]:
-    """The subject and trial values a calculation may use (``sop_schema.CONTEXT_NAMES``): the subject's
-    weight and signed dose level, and the trial configuration version that dose was assigned under."""
+    """The subject and trial values a definition may use (``domain.context``): the subject's weight and
+    signed dose level, and the fields of the trial configuration version that dose was assigned under."""
     subject = batch.subject
     if subject is None:
         return {}
@@ -69,11 +69,7 @@ def context_numbers(session: Session, batch: Batch) -> dict[str, Decimal | None]
         "subject.dose_per_kg": Decimal(subject.dose_cells_per_kg) if subject.dose_cells_per_kg else None}
     if subject.trial_config_version_id:
         config = sops.definition(session.get(SopVersion, subject.trial_config_version_id))
-        numbers |= {"trial.cd3_limit_per_kg": Decimal(config.cd3_limit_per_kg),
-                    "trial.endotoxin_limit_eu_per_kg": Decimal(str(config.endotoxin_limit_eu_per_kg)),
-                    "trial.max_bag_volume_ml": Decimal(str(config.max_bag_volume_ml)),
-                    "trial.apheresis_hold_hours": Decimal(str(config.apheresis_hold_hours)),
-                    "trial.shelf_life_hours": Decimal(str(config.shelf_life_hours))}
+        numbers |= {f"trial.{name}": Decimal(str(getattr(config, name))) for name in context.TRIAL_FIELDS}
     return numbers
 
 
@@ -139,21 +135,16 @@ def evaluate(session: Session, batch: Batch, position: int, step: Step, entry: S
                     again = _scanned_before(session, batch, position, step, instance, f, scanned)
                     problems.extend([again] if again else [])
         evaluated.append(Evaluated(f.id, f.type, raw, parsed, getattr(f, "unit", None),
-                                   kind.limit_problems(f, parsed)))
+                                   kind.limit_problems(f, parsed, numbers)))
     if mismatches:
         raise mismatches[0]  # the hard stop comes before any other problem
     if problems:
         raise ValidationFailed(*problems)
     refused: list[str] = []
-    for f in step.fields:
-        if f.type == "calculated":
-            parsed = values.KINDS["calculated"].compute(f, numbers)
-            numbers[f.id] = parsed.number
-            limit_problems = values.KINDS["calculated"].limit_problems(f, parsed)
-            if limit_problems and f.refuse_outside_limits:
-                refused.extend(f"REFUSED: {p}. The master record does not allow this value; nothing was stored."
-                               for p in limit_problems)
-            evaluated.append(Evaluated(f.id, f.type, "", parsed, f.unit, limit_problems))
+    for result in values.calculate(step.fields, numbers):
+        refused.extend(result.refused)
+        evaluated.append(Evaluated(result.field.id, "calculated", "", result.parsed, result.field.unit,
+                                   result.limit_problems))
     if refused:
         raise ValidationFailed(*refused)
     labels = {f.id: f.label for f in step.fields}

@@ -12,12 +12,12 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from ..domain import isbt128, values
+from ..domain import isbt128, limits, values
 from ..domain.canonical import iso_utc
 from ..domain.signing import MEANING_LABELS, Meaning
 from ..models import (AuditEntry, AuditHead, Batch, CustodyEvent, Deviation, ProductBag, RecordedValue, ReviewMark,
                       Signature, SopVersion, StepExecution, User)
-from . import bags, batch_pages, batches, custody, deviations, growth, review, signatures, sops
+from . import bags, batch_pages, batches, custody, deviations, evaluation, growth, review, signatures, sops
 
 SNAPSHOT_FORMAT = "mfg.batch-snapshot/1"
 
@@ -35,19 +35,6 @@ def _manifestations(session: Session, record: Any, invalidated: set[int]) -> lis
             for s in signatures.for_record(session, record)]
 
 
-def _limits(field: Any) -> str:
-    parts = []
-    if getattr(field, "min", None) is not None:
-        parts.append(f">= {field.min:g}")
-    if getattr(field, "max", None) is not None:
-        parts.append(f"<= {field.max:g}")
-    if getattr(field, "acceptable", None):
-        parts.append("acceptable: " + ", ".join(field.acceptable))
-    if getattr(field, "expected", None):
-        parts.append(f"must match {field.expected}")
-    return "; ".join(parts)
-
-
 def _value(field: Any, value: RecordedValue, users: dict[int, str]) -> dict[str, Any]:
     return {"text": values.display(field, value.text) if field is not None else value.text, "raw": value.text,
             "unit": value.unit, "in_limits": value.in_limits, "limit_message": value.limit_message,
@@ -57,6 +44,7 @@ def _value(field: Any, value: RecordedValue, users: dict[int, str]) -> dict[str,
 
 def _steps(session: Session, batch: Batch, users: dict[int, str], invalidated: set[int]) -> list[dict[str, Any]]:
     done = batches.executions(session, batch)
+    context = evaluation.context_numbers(session, batch)  # the values of limits named by the records
     records = []
     for position, record in enumerate(batches.records(batch)):
         version_id = batch.master_records[position].sop_version_id
@@ -76,7 +64,7 @@ def _steps(session: Session, batch: Batch, users: dict[int, str], invalidated: s
                         while cursor.supersedes_id:  # the original and every earlier value, newest first
                             cursor = by_id[cursor.supersedes_id]
                             history.append(_value(f, cursor, users))
-                        rows.append({"field": f.id, "label": f.label, "limits": _limits(f),
+                        rows.append({"field": f.id, "label": f.label, "limits": limits.limits_text(f, context),
                                      "value": _value(f, now, users), "earlier": history,
                                      "pending": now.text in (getattr(f, "pending", None) or ())})
                     steps.append({"step": step.id, "title": step.title, "instance": ex.instance,

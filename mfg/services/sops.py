@@ -126,14 +126,26 @@ def definition(version: SopVersion) -> Document:
     return parse_document(version.content, version.source_name)
 
 
-def trial_configuration(session: Session, code: str = "NK-TRIAL") -> TrialConfiguration:
+TRIAL_KIND = "trial_configuration"
+
+
+def trial_configuration_version(session: Session) -> SopVersion:
+    """The effective version of the site's one trial configuration (the document of kind
+    ``trial_configuration``, whatever its code); refused when none or more than one is effective."""
+    found = list(session.scalars(sa.select(SopVersion).where(SopVersion.kind == TRIAL_KIND,
+                                                             SopVersion.status == "effective")))
+    if not found:
+        raise ValidationFailed("no effective trial configuration: QA must approve one first")
+    if len(found) > 1:
+        raise ValidationFailed("more than one trial configuration is effective ("
+                               + ", ".join(f"{v.code} v{v.version}" for v in found) + "): one trial per site")
+    return found[0]
+
+
+def trial_configuration(session: Session) -> TrialConfiguration:
     """The effective trial and site configuration; refused when none is effective."""
-    version = effective(session, code)
-    if version is None:
-        raise ValidationFailed(f"no effective trial configuration {code}: QA must approve one first")
-    document = definition(version)
-    if not isinstance(document, TrialConfiguration):
-        raise ValidationFailed(f"{code} is not a trial configuration")
+    document = definition(trial_configuration_version(session))
+    assert isinstance(document, TrialConfiguration)
     return document
 
 

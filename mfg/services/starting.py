@@ -42,18 +42,19 @@ def start_batch(session: Session, *, codes: list[str], user: User, lot: str | No
     return batch
 
 
-NK_RECORDS = ("NK-INTAKE", "NK-EXPAND", "NK-RELEASE", "NK-FORMULATE")
-
-
-def start_nk_batch(session: Session, *, subject: Subject, user: User, codes: tuple[str, ...] = NK_RECORDS) -> Batch:
-    """Open the batch record for a subject's expected collection: pins the effective NK master records,
-    allocates the collection's DIN (the label the collection bag will carry) and links the subject's
-    chain-of-identity id. Refused for a donor not determined eligible or a subject without a signed
-    dose level. At intake the bag's DIN and the subject's COI are scanned against this batch."""
+def start_product_batch(session: Session, *, subject: Subject, user: User) -> Batch:
+    """Open the batch record for a subject's expected collection: pins the effective versions of the master
+    records the trial configuration names (``product_master_records``, in order), allocates the
+    collection's DIN (the label the collection bag will carry) and links the subject's chain-of-identity
+    id. Refused for a donor not determined eligible or a subject without a signed dose level. At intake the
+    bag's DIN and the subject's COI are scanned against this batch."""
     guards.enforce(guard_start_product_batch(session, user, subject))
     config = sops.trial_configuration(session)
+    if not config.product_master_records:
+        raise ValidationFailed(f"the trial configuration {config.code} v{config.version} names no master records "
+                               "for the product (product_master_records): QA must approve one that does")
     din = clinical.allocate_din(session, config.facility_identification_number)
-    batch = start_batch(session, codes=list(codes), user=user, lot=din.text)
+    batch = start_batch(session, codes=list(config.product_master_records), user=user, lot=din.text)
     batch.din, batch.subject = din.text, subject
     audit.flush(session, reason=f"batch opened for subject {subject.code}")
     return batch

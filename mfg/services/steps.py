@@ -325,12 +325,10 @@ def _recompute_dependents(session: Session, batch: Batch, position: int, correct
         current = ex.current_values()
         numbers.update({fid: v.number for fid, v in current.items()})
         now, rows, flagged = utcnow(), [], []
-        for f in calculated:
-            parsed = values.KINDS["calculated"].compute(f, numbers)
-            numbers[f.id] = parsed.number
+        for result in values.calculate(step.fields, numbers):
+            f, parsed, problems = result.field, result.parsed, result.limit_problems
             if f.id in current and parsed.text != current[f.id].text:
-                problems = values.KINDS["calculated"].limit_problems(f, parsed)
-                if problems and f.refuse_outside_limits:
+                if result.refused:
                     raise ValidationFailed(*(f"REFUSED: this correction would make {step.title} {p}; the master "
                                              "record does not allow it. Nothing was stored." for p in problems))
                 rows.append(RecordedValue(execution_id=ex.id, field_id=f.id, field_type=f.type, raw="",

@@ -59,7 +59,7 @@ def _decide(batch_id: int, decision: str | None = None) -> list[Refusal]:
 # endpoint -> (the action whose roles a POST needs, its guard called with the endpoint's URL arguments)
 GUARDS: dict[str, tuple[str, Guard]] = {
     "batches.start": ("start_batch", lambda: starting.guard_start_batch(db.session, _user())),
-    "batches.start_nk": ("start_product_batch", _subject_from_form),
+    "batches.start_product": ("start_product_batch", _subject_from_form),
     "batches.step": ("perform_step", lambda batch_id, position, step_id, instance: steps.guard_perform_step(
         db.session, _user(), batches.get(db.session, batch_id), position, step_id, instance)),
     "batches.verify": ("verify_step", lambda batch_id, execution_id: steps.guard_verify_step(

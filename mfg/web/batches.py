@@ -8,7 +8,7 @@ from flask import Blueprint, abort, current_app, flash, redirect, render_templat
 from flask_login import current_user, login_required
 from markdown_it import MarkdownIt
 
-from ..domain import values
+from ..domain import limits, values
 from ..domain.errors import DomainError, IdentityMismatch, StepConflict
 from ..domain.signing import Meaning
 from ..domain.sop_schema import step_index
@@ -38,6 +38,12 @@ def markdown_filter(text: str) -> str:
 def shown(value, field) -> str:
     """A recorded value as screens show it: with its unit; date-times in the site time zone."""
     return values.display(field, value.text, tz=_tz())
+
+
+@bp.app_template_filter("limits")
+def limits_filter(field, context=None) -> str:
+    """A field's limits as the records state them (named limits with the batch's values, when given)."""
+    return limits.limits_text(field, context)
 
 
 @bp.app_template_filter("local")
@@ -77,16 +83,16 @@ def start():
     return redirect(url_for("batches.index"))
 
 
-@bp.route("/start-nk", methods=["POST"])
+@bp.route("/start-product", methods=["POST"])
 @login_required
-def start_nk():
+def start_product():
     from ..services import clinical
 
     form = ConfirmForm()
     if form.validate_on_submit():
         try:
             with transaction():
-                batch = starting.start_nk_batch(
+                batch = starting.start_product_batch(
                     db.session, subject=clinical.get_subject(db.session, request.form.get("subject_id", type=int) or 0),
                     user=current_user._get_current_object())
         except DomainError as exc:
@@ -182,6 +188,7 @@ def step(batch_id: int, position: int, step_id: str, instance: int):
     window = step_def.time_window
     window_hours = evaluation.window_hours(db.session, batch, window.max_hours) if window else None
     return render_template("batches/step.html", batch=batch, stage=stage, step=step_def, position=position,
+                           context=evaluation.context_numbers(db.session, batch),
                            instance=instance, form=form, problems=problems, widgets=WIDGETS, window_hours=window_hours,
                            needs_username=signing_needs_username(), meaning=Meaning.PERFORMED), status
 
@@ -204,6 +211,7 @@ def _execution_page(batch, ex, submitted, problems, status=200):
         forms[dialog] = form
     _stage, step_def = _step(batch, batches.position_of(batch, ex.sop_version_id), ex.step_id)
     return render_template("batches/execution.html", batch=batch, ex=ex, step=step_def,
+                           context=evaluation.context_numbers(db.session, batch),
                            history=sorted(ex.values, key=lambda v: v.id), current=ex.current_values(),
                            signatures=signatures.for_record(db.session, ex),
                            invalidated=batch_pages.invalidated_signature_ids(db.session, batch),

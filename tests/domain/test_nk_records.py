@@ -35,7 +35,7 @@ NK = Path(__file__).resolve().parents[2] / "sops" / "nk"
 CODES = ("NK-INTAKE", "NK-EXPAND", "NK-RELEASE", "NK-FORMULATE")
 SITE = ZoneInfo("UTC")
 
-# DOMAIN.md section 10: subject 62.4 kg at DL2 (3 x 10^6 NK cells/kg); trial limits of NK-TRIAL v1.
+# DOMAIN.md section 10: subject 62.4 kg at DL2 (3 x 10^6 NK cells/kg); trial limits of NK-TRIAL.
 CONTEXT: dict[str, Decimal] = {
     "subject.weight_kg": Decimal("62.4"),
     "subject.dose_per_kg": Decimal("3000000"),
@@ -45,8 +45,13 @@ CONTEXT: dict[str, Decimal] = {
 }
 
 
+def latest(code: str) -> Path:
+    """The newest version of a record in the folder: the one a new installation makes effective."""
+    return max(NK.glob(f"{code}_v*.yaml"), key=lambda path: int(path.stem.rpartition("_v")[2]))
+
+
 def load(code: str) -> MasterRecord:
-    path = NK / f"{code}_v1.yaml"
+    path = latest(code)
     return parse_definition(path.read_text(encoding="utf-8"), path.name)
 
 
@@ -95,7 +100,7 @@ def evaluate(code: str, entries: Entries, context: Mapping[str, Decimal] = CONTE
                     continue
                 numbers[f.id] = own[f.id] = parsed.number
                 computed[f"{label}.{f.id}"] = parsed.number
-                found = values.limit_problems(f, parsed)
+                found = values.limit_problems(f, parsed, numbers)
                 if found:
                     problems[f"{label}.{f.id}"] = found
             if step.repeat is None:
@@ -205,8 +210,10 @@ def changed(entries: Entries, step_id: str, **raw: str) -> dict[str, Any]:
 # --- files ---------------------------------------------------------------------------------------
 
 
-def test_the_nk_folder_holds_exactly_the_four_records() -> None:
-    assert sorted(path.name for path in NK.glob("*.yaml")) == sorted(f"{code}_v1.yaml" for code in CODES)
+def test_the_nk_folder_holds_the_four_records_each_in_versions_from_1() -> None:
+    names = {path.name for path in NK.glob("*.yaml")}
+    assert names == {f"{code}_v{n}.yaml" for code in CODES
+                     for n in range(1, int(latest(code).stem.rpartition("_v")[2]) + 1)}
 
 
 @pytest.mark.parametrize("path", sorted(NK.glob("*.yaml")), ids=lambda path: path.name)
@@ -214,14 +221,13 @@ def test_every_nk_record_parses_and_is_named_after_its_code_and_version(path: Pa
     record = parse_definition(path.read_text(encoding="utf-8"), path.name)
 
     assert record.kind == "master_batch_record"
-    assert record.version == 1
     assert path.name == f"{record.code}_v{record.version}.yaml"
     assert record.code in CODES
 
 
 @pytest.mark.parametrize("code", CODES)
 def test_values_not_given_by_the_registry_are_labelled_configurable(code: str) -> None:
-    text = (NK / f"{code}_v1.yaml").read_text(encoding="utf-8")
+    text = latest(code).read_text(encoding="utf-8")
     assert "configurable" in text.lower()
     assert "not from the registry" in text or "not values from the registry" in text
 
@@ -347,11 +353,13 @@ def test_per_kg_limits_are_calculated_from_the_subjects_weight(code: str, step_i
 
     assert "subject.weight_kg" in cd3.expression and "subject.weight_kg" in endotoxin.expression
     assert "trial.cd3_limit_per_kg" in cd3.help and "trial.endotoxin_limit_eu_per_kg" in endotoxin.help
-    # < 2 x 10^5 CD3+ cells/kg is strict; <= 5 EU/kg allows equality (as mfg.domain.dose)
-    assert values.limit_problems(cd3, values.restore(cd3, "199999")) == []
-    assert values.limit_problems(cd3, values.restore(cd3, "200000"))
-    assert values.limit_problems(endotoxin, values.restore(endotoxin, "5.000")) == []
-    assert values.limit_problems(endotoxin, values.restore(endotoxin, "5.001"))
+    # the limits are the trial configuration's, by name: < 2 x 10^5 CD3+ cells/kg is strict; <= 5 EU/kg
+    # allows equality
+    assert (cd3.below, endotoxin.max) == ("trial.cd3_limit_per_kg", "trial.endotoxin_limit_eu_per_kg")
+    assert values.limit_problems(cd3, values.restore(cd3, "199999"), CONTEXT) == []
+    assert values.limit_problems(cd3, values.restore(cd3, "200000"), CONTEXT)
+    assert values.limit_problems(endotoxin, values.restore(endotoxin, "5.000"), CONTEXT) == []
+    assert values.limit_problems(endotoxin, values.restore(endotoxin, "5.001"), CONTEXT)
 
 
 # --- the plausible batch of DOMAIN.md section 10 ---------------------------------------------------

@@ -39,3 +39,15 @@ def test_invalid_configurations_name_the_file_and_the_problem(change, message):
 def test_unknown_document_kind_is_refused():
     with pytest.raises(DefinitionError, match="unknown document kind 'recipe'"):
         parse_document("kind: recipe\ncode: X\n", "x.yaml")
+
+
+def test_the_trial_context_names_are_numeric_fields_of_the_configuration():
+    """domain.context declares each ``trial.*`` name once, as a field of the configuration of that name."""
+    from mfg.domain import context
+    from mfg.domain.trial_config import TrialConfiguration
+
+    config = parse_document(TRIAL.read_text(), TRIAL.name)
+    for name in context.TRIAL_FIELDS:
+        assert name in TrialConfiguration.model_fields
+        assert isinstance(getattr(config, name), int | float)
+    assert context.CONTEXT_NAMES == set(context.SUBJECT_NAMES) | {f"trial.{n}" for n in context.TRIAL_FIELDS}

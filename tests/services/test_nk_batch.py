@@ -48,7 +48,7 @@ def _sign_dose(nk):
 def test_an_nk_batch_needs_an_eligible_donor_and_a_signed_dose(nk):
     session = nk["session"]
     with pytest.raises(ValidationFailed) as info:
-        starting.start_nk_batch(session, subject=nk["subject"], user=nk["olivia"])
+        starting.start_product_batch(session, subject=nk["subject"], user=nk["olivia"])
     assert any("not determined eligible" in p for p in info.value.problems)
     assert any("no signed dose level" in p for p in info.value.problems)
 
@@ -57,7 +57,7 @@ def _open(nk):
     session = nk["session"]
     clinical.determine_eligibility(session, nk["donor"], eligible=True, summary="complete", user=nk["clara"])
     _sign_dose(nk)
-    batch = starting.start_nk_batch(session, subject=nk["subject"], user=nk["olivia"])
+    batch = starting.start_product_batch(session, subject=nk["subject"], user=nk["olivia"])
     session.commit()
     return batch
 
@@ -75,7 +75,29 @@ def test_the_batch_inherits_an_allocated_din_and_the_subject_coi(nk):
     batch = _open(nk)
     din = isbt128.din_from_text(batch.din)
     assert din.fin == "X9999" and batch.lot == batch.din and batch.subject.coi == nk["subject"].coi
-    assert [pin.sop_version.code for pin in batch.master_records] == list(starting.NK_RECORDS)
+    assert [pin.sop_version.code for pin in batch.master_records] == [
+        "NK-INTAKE", "NK-EXPAND", "NK-RELEASE", "NK-FORMULATE"]  # as the trial configuration names them
+    assert [pin.sop_version.version for pin in batch.master_records] == [1, 1, 2, 2]  # the effective versions
+    # every context name a definition may use has its value for this batch (domain.context, declared once)
+    from mfg.domain.context import CONTEXT_NAMES
+    from mfg.services import evaluation
+
+    found = evaluation.context_numbers(nk["session"], batch)
+    assert set(found) == CONTEXT_NAMES and all(value is not None for value in found.values())
+
+
+def test_a_trial_configuration_that_names_no_product_records_opens_no_batch(nk, sops_dir, make_user):
+    """The product's master records come from the trial configuration, not from code: a version 3 that
+    names none, approved, opens no batch."""
+    session = nk["session"]
+    text = (sops_dir / "trial" / "NK-TRIAL_v2.yaml").read_text().replace("version: 2\n", "version: 3\n")
+    (sops_dir / "trial" / "NK-TRIAL_v3.yaml").write_text(
+        text.replace("product_master_records: [NK-INTAKE, NK-EXPAND, NK-RELEASE, NK-FORMULATE]\n", ""))
+    version = sops.load_directory(session, sops_dir, loader=session.merge(make_user("lou", "qa"))).loaded[0]
+    sops.approve(session, version, signer=nk["approver"], password=PASSWORD, username=None, require_username=False)
+    session.commit()
+    with pytest.raises(ValidationFailed, match="NK-TRIAL v3 names no master records for the product"):
+        _open(nk)
 
 
 @pytest.mark.parametrize("form", ["barcode", "keyboard"])

@@ -65,7 +65,7 @@ def test_step_screen_renders_instruction_fields_limits_and_signing(demo, client,
     login("olivia")
     batch_id = _start(client)
     page = client.get(f"/batches/{batch_id}/step/0/room_check/1").get_data(as_text=True)
-    assert "min 18.0" in page and "max 25.0" in page and "°C" in page and 'inputmode="decimal"' in page
+    assert "&gt;= 18; &lt;= 25" in page and "°C" in page and 'inputmode="decimal"' in page
     assert "Record and sign as Performed by" in page and 'name="username"' in page
     clearance = client.get(f"/batches/{batch_id}/step/0/line_clearance/1").get_data(as_text=True)
     assert "<strong>no material, label or record</strong>" in clearance  # Markdown rendered

@@ -46,7 +46,7 @@ def nk_batch(app, make_user):
         clinical.determine_eligibility(s, donor, eligible=True, summary="complete", user=clara)
         clinical.assign_dose_level(s, subject, level="DL2", signer=clara, password=PASSWORD, username=None,
                                    require_username=False)
-        batch = starting.start_nk_batch(s, subject=subject, user=olivia)
+        batch = starting.start_product_batch(s, subject=subject, user=olivia)
         batch.status = "released"  # the bedside check's precondition; QA's release is tested in test_review*.py
         s.commit()
         return {"id": batch.id, "lot": batch.lot, "din": isbt128.din_from_text(batch.din),
