@@ -25,6 +25,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import sqlalchemy as sa
+from _database import temporary_database  # bench/ is on sys.path when a script runs
 from sqlalchemy.orm import Session
 
 from mfg.domain.audit_chain import GENESIS_HASH, ChainEntry
@@ -33,8 +34,6 @@ from mfg.extensions import make_engine
 from mfg.migrate import upgrade
 from mfg.models import AuditEntry, AuditHead
 from mfg.services import audit
-
-from _database import temporary_database  # bench/ is on sys.path when a script runs
 
 CHUNK = 20_000
 COLUMNS = ("seq", "occurred_at", "user_id", "username", "action", "entity_type", "entity_id", "before", "after",
@@ -119,7 +118,8 @@ def _floor(n: int) -> float:
     spent = 0.0
     entries = _entries(n)
     while True:
-        chunk = [canonical_json(entry.content()).encode("utf-8") for _, (entry, _hash) in zip(range(100_000), entries)]
+        chunk = [canonical_json(entry.content()).encode("utf-8") for _, (entry, _hash) in zip(range(100_000), entries,
+                                                                                              strict=False)]
         if not chunk:
             return spent
         sha256 = hashlib.sha256

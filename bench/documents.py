@@ -60,7 +60,7 @@ def main() -> None:
                     start = time.perf_counter()
                     HTML(string=html).write_pdf()
                     floor.append(time.perf_counter() - start)
-                total = statistics.median(r + s for r, s in zip(rendered, signed_s))
+                total = statistics.median(r + s for r, s in zip(rendered, signed_s, strict=False))
                 figures[kind] = {"pages": pages, "render_s": statistics.median(rendered),
                                  "sign_s": statistics.median(signed_s), "total_s": total,
                                  "floor_s": statistics.median(floor), "repeat": args.repeat,

@@ -42,7 +42,6 @@ from pathlib import Path
 from urllib.parse import urlencode
 
 import sqlalchemy as sa
-
 from _database import temporary_database  # bench/ is on sys.path when a script runs
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -382,10 +381,10 @@ def run_level(port: int, names: list[str], seconds: float) -> dict:
         t.start()
     try:
         ready.wait(timeout=120)
-    except threading.BrokenBarrierError:
+    except threading.BrokenBarrierError as broken:
         for t in threads:
             t.join(timeout=5)
-        raise RuntimeError(f"operators could not get ready: {setup_errors}")
+        raise RuntimeError(f"operators could not get ready: {setup_errors}") from broken
     cpu0, t0 = clock["cpu0"], clock["t0"]
     for t in threads:
         t.join(timeout=seconds + 120)
@@ -480,13 +479,14 @@ def _report(result: dict) -> None:
           f"committed insert {f['insert_commit_ms_median']:.2f} ms (p95 {f['insert_commit_ms_p95']:.2f}); "
           f"one step floor {f['one_step_floor_ms']:.1f} ms; argon2 alone in {f['processes']} processes: "
           f"{f['verifications_per_s']:.2f} verifications/s (target 70 %: {0.7 * f['verifications_per_s']:.2f}/s)\n")
-    print("| operators | signed steps | p50 ms | p95 ms | steps/s in window (incl. drain) | ratio to argon2 floor | peak worker RSS MB "
-          "| batch start p50 ms | client CPU | non-success |")
+    print("| operators | signed steps | p50 ms | p95 ms | steps/s in window (incl. drain) | ratio to argon2 floor "
+          "| peak worker RSS MB | batch start p50 ms | client CPU | non-success |")
     print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     for lv in result["levels"]:
         bad = {k: v for k, v in lv["statuses"].items() if k != "step 302"}
         print(f"| {lv['operators']} | {lv['signed_steps']} | {_fmt(lv['p50_ms'])} | {_fmt(lv['p95_ms'])} "
-              f"| {lv['steps_per_s']:.2f} ({lv['steps_per_s_incl_drain']:.2f}) | {lv['ratio_to_argon2_floor']:.0%} | {_fmt(lv['max_worker_peak_rss_mb'])} "
+              f"| {lv['steps_per_s']:.2f} ({lv['steps_per_s_incl_drain']:.2f}) | {lv['ratio_to_argon2_floor']:.0%} "
+              f"| {_fmt(lv['max_worker_peak_rss_mb'])} "
               f"| {_fmt(lv['batch_start_p50_ms'])} | {lv['client_cpu_fraction_of_one_core']:.0%} "
               f"| {bad or '–'} |")
     for lv in result["levels"]:

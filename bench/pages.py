@@ -55,20 +55,36 @@ from functools import partial
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+import audit_verify  # the audit trail generator and seeder (bench/audit_verify.py)
 import sqlalchemy as sa
+from _database import temporary_database  # bench/ is on sys.path when a script runs
 
 from mfg import create_app
 from mfg.config import RESOURCE_ROOT
+from mfg.demo import nk_batch as demo_nk
+from mfg.demo import seed as demo
 from mfg.domain import isbt128
 from mfg.extensions import db, make_engine
 from mfg.migrate import upgrade
-from mfg.models import (AuditEntry, Base, Batch, BatchDecision, BatchMasterRecord, Counter, Deviation, Donor, DonorTest,
-                        ProductBag, RecordedValue, ReviewMark, Signature, StepExecution, Subject, UTCDateTime)
+from mfg.models import (
+    AuditEntry,
+    Base,
+    Batch,
+    BatchDecision,
+    BatchMasterRecord,
+    Counter,
+    Deviation,
+    Donor,
+    DonorTest,
+    ProductBag,
+    RecordedValue,
+    ReviewMark,
+    Signature,
+    StepExecution,
+    Subject,
+    UTCDateTime,
+)
 from mfg.services import accounts, audit, deviations, review
-from mfg.demo import nk_batch as demo_nk, seed as demo
-
-from _database import temporary_database  # bench/ is on sys.path when a script runs
-import audit_verify  # the audit trail generator and seeder (bench/audit_verify.py)
 
 FIN = "X9999"
 HISTORY_YEARS = 3

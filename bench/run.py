@@ -93,7 +93,8 @@ def _markdown(report: dict) -> str:
         floor = load["floor"]
         for level in load["levels"]:
             target = level["ratio_to_argon2_floor"] >= 0.7 if level["operators"] == 20 else None
-            lines.append(f"| {database} | {level['operators']} | {level['steps_per_s']:.2f} | {_num(level['p50_ms'], '.0f')} "
+            lines.append(f"| {database} | {level['operators']} | {level['steps_per_s']:.2f} "
+                         f"| {_num(level['p50_ms'], '.0f')} "
                          f"| {_num(level['p95_ms'], '.0f')} | {floor['verifications_per_s']:.2f} "
                          f"| {_pct(level['ratio_to_argon2_floor'])} | {floor['one_step_floor_ms']:.0f} "
                          f"| {_num(level['max_worker_peak_rss_mb'], '.0f')} | {_verdict(target)} |")
@@ -110,7 +111,8 @@ def _markdown(report: dict) -> str:
     for kind, doc in documents.items():
         if isinstance(doc, dict) and "pages" in doc:
             target = doc["ratio_to_floor"] <= 1.15 if kind == "batch_record" else None
-            lines.append(f"| {kind} | {doc['pages']} | {doc['render_s']:.2f} | {doc['sign_s']:.2f} | {doc['total_s']:.2f} "
+            lines.append(f"| {kind} | {doc['pages']} | {doc['render_s']:.2f} | {doc['sign_s']:.2f} "
+                         f"| {doc['total_s']:.2f} "
                          f"| {doc['floor_s']:.2f} | {doc['ratio_to_floor']:.2f}x | {_verdict(target)} |")
     lines.append("")
 

@@ -12,10 +12,11 @@ import shutil
 import statistics
 import tempfile
 import time
-from datetime import date, timedelta
 from collections.abc import Callable
+from datetime import date, timedelta
 from pathlib import Path
 
+from _database import temporary_database  # bench/ is on sys.path when a script runs
 
 from mfg import create_app
 from mfg.config import RESOURCE_ROOT
@@ -23,8 +24,6 @@ from mfg.extensions import db
 from mfg.migrate import upgrade
 from mfg.models import utcnow
 from mfg.services import accounts, audit, masterdata, sops
-
-from _database import temporary_database  # bench/ is on sys.path when a script runs
 
 PASSWORD = "bench-password-123"
 

@@ -11,13 +11,13 @@ import click
 from flask import Flask, current_app
 from flask.cli import AppGroup, with_appcontext
 
+from .demo import seed as demo_data
 from .domain.errors import DomainError
 from .extensions import db
 from .migrate import upgrade
 from .reports.site_certificate import ensure_site_certificate
 from .services import accounts, audit, signatures, sops
 from .unit_of_work import unit_of_work
-from .demo import seed as demo_data
 
 
 def _policy() -> accounts.Policy:

@@ -10,9 +10,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from hypothesis import settings
 import sqlalchemy as sa
 from flask import Flask
+from hypothesis import settings
 from sqlalchemy.orm import Session
 
 from mfg import create_app
@@ -20,8 +20,8 @@ from mfg.extensions import db
 from mfg.migrate import upgrade
 from mfg.models import User
 from mfg.services import accounts, audit, sops
-
 from tests.support import DEMO_SOP, PASSWORD
+
 PG_URL = os.environ.get("MFG_TEST_DATABASE_URL", "").strip()
 _schemas = itertools.count(1)
 

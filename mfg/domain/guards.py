@@ -56,7 +56,7 @@ class Person:
 
 def person(user: object) -> Person:
     """A :class:`Person` from anything with ``id``, ``role_list`` and ``full_name`` (the User model)."""
-    return Person(getattr(user, "id"), frozenset(getattr(user, "role_list")), getattr(user, "full_name"))
+    return Person(user.id, frozenset(user.role_list), user.full_name)
 
 
 def texts(refusals: Iterable[Refusal]) -> list[str]:

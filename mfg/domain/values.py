@@ -53,9 +53,9 @@ from typing import Any, ClassVar, Generic, TypeVar
 from zoneinfo import ZoneInfo
 
 from mfg.domain.calc import CalculationError, evaluate, round_half_up
-from mfg.domain.limits import LIMIT_CHECKS, LimitContext, limit_text, limit_value
 from mfg.domain.canonical import iso_utc
 from mfg.domain.errors import ValidationFailed
+from mfg.domain.limits import LIMIT_CHECKS, LimitContext, limit_text, limit_value
 from mfg.domain.sop_schema import (
     CalculatedField,
     ChoiceField,

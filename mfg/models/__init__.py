@@ -1,8 +1,8 @@
 """SQLAlchemy 2 typed models. Importing this package registers every table on ``Base.metadata``."""
 
 from .audit import AuditEntry, AuditHead
-from .batch import Batch, BatchMasterRecord, Deviation, RecordedValue, SignatureInvalidation, StepExecution
 from .base import Audited, Base, Signable, UTCDateTime, utcnow
+from .batch import Batch, BatchMasterRecord, Deviation, RecordedValue, SignatureInvalidation, StepExecution
 from .clinical import Donor, DonorTest, Subject
 from .custody import CustodyEvent, ProductBag
 from .masterdata import Counter, Equipment, MaterialLot
@@ -13,9 +13,12 @@ from .sop import SopVersion
 from .user import User
 
 # Record types that carry e-signatures, by the name a Signature stores in ``record_type``.
-SIGNABLE: dict[str, type[Signable]] = {model.__tablename__: model for model in (SopVersion, StepExecution, Subject, CustodyEvent,
-                                                                                  Deviation, BatchDecision, DocumentRevision)}
+SIGNABLE: dict[str, type[Signable]] = {
+    model.__tablename__: model
+    for model in (SopVersion, StepExecution, Subject, CustodyEvent, Deviation, BatchDecision, DocumentRevision)}
 
-__all__ = ["AuditEntry", "AuditHead", "Audited", "Base", "Batch", "BatchDecision", "DocumentRevision", "ReviewMark", "BatchMasterRecord", "Counter", "CustodyEvent", "Deviation", "Donor", "DonorTest",
-           "Equipment", "MaterialLot", "ProductBag", "QualificationRecord", "RecordedValue", "SIGNABLE", "Signable", "Signature", "SignatureInvalidation",
+__all__ = ["AuditEntry", "AuditHead", "Audited", "Base", "Batch", "BatchDecision", "DocumentRevision", "ReviewMark",
+           "BatchMasterRecord", "Counter", "CustodyEvent", "Deviation", "Donor", "DonorTest",
+           "Equipment", "MaterialLot", "ProductBag", "QualificationRecord", "RecordedValue", "SIGNABLE", "Signable",
+           "Signature", "SignatureInvalidation",
            "SopVersion", "StepExecution", "Subject", "UTCDateTime", "User", "utcnow"]

@@ -69,6 +69,7 @@ class Subject(Audited, Signable, Base):
         """What the clinical coordinator attests when assigning the dose level."""
         return {"record": "subject", "code": self.code, "coi": self.coi, "donor_id": self.donor_id,
                 # Fixed at the column's two decimals: PostgreSQL and SQLite return 62.40 and 62.4.
-                "weight_kg": f"{Decimal(self.weight_kg):.2f}", "weight_measured_on": self.weight_measured_on.isoformat(),
+                "weight_kg": f"{Decimal(self.weight_kg):.2f}",
+                "weight_measured_on": self.weight_measured_on.isoformat(),
                 "dose_level": self.dose_level, "dose_cells_per_kg": self.dose_cells_per_kg,
                 "trial_config_version_id": self.trial_config_version_id}

@@ -10,5 +10,7 @@ from cryptography.utils import CryptographyDeprecationWarning
 # Ignored by its exact message and the module that reports it, here, before pdf.py imports pyHanko, so that
 # neither the suite (warnings are errors) nor an administrator's command prints it; nothing broader.
 warnings.filterwarnings(
-    "ignore", message=r"DSA is deprecated and support will be removed in a future release\. Use a more modern signature algorithm\.\Z",
+    "ignore",
+    message=r"DSA is deprecated and support will be removed in a future release\. Use a more modern signature "
+            r"algorithm\.\Z",
     category=CryptographyDeprecationWarning, module=r"pyhanko\.sign\.signers\.pdf_cms\Z")

@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 from ..domain.audit_chain import ChainEntry, ChainHead, VerifyResult, next_times, verify_chain
 from ..domain.canonical import canonical_json
 from ..domain.errors import DomainError
-from ..models import AuditEntry, AuditHead, Audited, User, utcnow
+from ..models import Audited, AuditEntry, AuditHead, User, utcnow
 
 ACTOR_KEY = "audit_actor"
 REASON_KEY = "audit_reason"

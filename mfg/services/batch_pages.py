@@ -86,7 +86,7 @@ def _counted_steps(batches_: list[Batch]) -> set[tuple[int, str]]:
     repeats (``repeat.count``): the only values ``_progress`` reads."""
     counted = set()
     for batch in batches_:
-        for pin, record in zip(batch.master_records, batches.records(batch)):
+        for pin, record in zip(batch.master_records, batches.records(batch), strict=False):
             for _stage, step in step_index(record).values():
                 if step.repeat is not None and step.repeat.count is not None:
                     counted.add((pin.sop_version_id, step.repeat.count.split(".")[0]))
@@ -224,8 +224,10 @@ def batch_page(session: Session, batch: Batch) -> BatchPage:
     progress_ = {(position, stage.id): (sum(1 for st in stage.steps if by_step.get((position, st.id)) and all(
         ex.status == "complete" for ex in by_step[(position, st.id)])), len(stage.steps))
         for position, record in enumerate(records_) for stage in record.stages}
-    return BatchPage(records_, by_step, {(o.ref.position, o.ref.step_id): o.instance for o in batches.open_from(batch, loaded)},
-                     progress_, deadlines(session, batch), deviations.of_batch(session, batch), bags.of_batch(session, batch),
+    return BatchPage(records_, by_step, {(o.ref.position, o.ref.step_id): o.instance for o in batches.open_from(batch,
+                                                                                                                loaded)},
+                     progress_, deadlines(session, batch), deviations.of_batch(session, batch), bags.of_batch(session,
+                                                                                                              batch),
                      growth.charts(session, batch))
 
 

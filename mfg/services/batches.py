@@ -67,7 +67,8 @@ def progress(session: Session, batch: Batch) -> tuple[dict[sequence.StepRef, lis
     return progress_from(batch, executions(session, batch))
 
 
-def progress_from(batch: Batch, found: list[StepExecution]) -> tuple[dict[sequence.StepRef, list[sequence.InstanceState]],
+def progress_from(batch: Batch, found: list[StepExecution]) -> tuple[dict[sequence.StepRef,
+                                                                          list[sequence.InstanceState]],
                                                                  dict[sequence.StepRef, int]]:
     """``progress`` from executions already loaded (with their values, for the counts)."""
     done: dict[sequence.StepRef, list[sequence.InstanceState]] = defaultdict(list)

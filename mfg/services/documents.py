@@ -83,7 +83,8 @@ def render(kind: str, snap: dict[str, Any], *, revision: int, reason: str, demo:
     subject = snap["subject"] or {}
     header = f"{KINDS[kind]} · lot {snap['batch']['lot']} · COI ID {subject.get('coi_eye_readable', '-')}"
     html = document_html(
-        f"reports/{kind}.html", s=snap, revision=revision, reason=reason, generated_at=generated_at, charts=_charts(snap),
+        f"reports/{kind}.html", s=snap, revision=revision, reason=reason, generated_at=generated_at,
+        charts=_charts(snap),
         header=header, watermark=demo, title=f"{KINDS[kind]} {snap['batch']['lot']}")
     return pdfs.render_pdf(html, attachment=canonical_json(snap).encode(), attachment_name=f"{kind}-snapshot.json",
                            title=f"{KINDS[kind]} {snap['batch']['lot']} revision {revision}")
@@ -135,8 +136,8 @@ def print_labels(session: Session, batch: Batch, *, reason: str, site: pdfs.Site
                  label_size: tuple[float, float] = (4, 4)) -> DocumentRevision:
     """Print the bag labels: the first print, or a reprint, which is counted on the labels, needs a
     reason and is signed (and shows in QA's review)."""
-    from . import signatures
     from ..domain.signing import Meaning
+    from . import signatures
 
     guards.enforce(guard_print_labels(session, signer, batch))
     reprint = bool(revisions(session, batch, "labels"))

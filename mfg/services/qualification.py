@@ -268,7 +268,8 @@ def report(target: Installation, checks: list[Check]) -> Report:
             "newest migration), so verify-pdf cannot check this copy: mend it, then qualify again")
     snapshot = canonical_json(facts).encode()
     html = documents.document_html(
-        "reports/qualification.html", f=facts, checks=checks, not_stored=not_stored, signed=signer is not None, watermark=facts["demo"],
+        "reports/qualification.html", f=facts, checks=checks, not_stored=not_stored, signed=signer is not None,
+        watermark=facts["demo"],
         generated_at=iso_utc(target.now), title=f"Installation qualification {facts['host']} {stamp}",
         header=f"Installation qualification · {facts['host']} · {iso_utc(target.now)} · "
                f"{'PASSED' if passed else 'FAILED'}")

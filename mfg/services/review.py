@@ -20,8 +20,19 @@ from ..domain import guards, sequence
 from ..domain.errors import ConflictError, NotFound, ValidationFailed
 from ..domain.signing import Meaning
 from ..domain.sop_schema import ChoiceField, step_index
-from ..models import (AuditEntry, Batch, BatchDecision, Deviation, DocumentRevision, RecordedValue, ReviewMark, Signature,
-                      StepExecution, User, utcnow)
+from ..models import (
+    AuditEntry,
+    Batch,
+    BatchDecision,
+    Deviation,
+    DocumentRevision,
+    RecordedValue,
+    ReviewMark,
+    Signature,
+    StepExecution,
+    User,
+    utcnow,
+)
 from . import audit, batches, deviations, signatures
 
 QA = guards.QA
@@ -61,7 +72,8 @@ def exceptions(session: Session, batch: Batch) -> list[Exception_]:
         current = ex.current_values()
         for value in ex.values:
             if not value.in_limits:
-                items.append(Exception_(f"value:{value.id}", "out of limit", f"{where}: {value.field_id} = {value.text}",
+                items.append(Exception_(f"value:{value.id}", "out of limit",
+                                        f"{where}: {value.field_id} = {value.text}",
                                         value.limit_message or "", ex.id))
             if value.supersedes_id:
                 original = session.get(RecordedValue, value.supersedes_id)
@@ -125,7 +137,8 @@ def participants(session: Session, batch: Batch) -> set[int]:
 def decision_facts(session: Session, batch: Batch, user: User) -> guards.DecisionFacts:
     reviewed = marks(session, batch)
     return guards.DecisionFacts(
-        lot=batch.lot, status=batch.status, allowed_moves=frozenset(sequence.BATCH_STATUS.allowed.get(batch.status, {})),
+        lot=batch.lot, status=batch.status, allowed_moves=frozenset(sequence.BATCH_STATUS.allowed.get(batch.status,
+                                                                                                      {})),
         participant=user.id in participants(session, batch),
         open_deviations=tuple(d.number for d in deviations.of_batch(session, batch) if d.status != "closed"),
         unreviewed=sum(1 for item in exceptions(session, batch) if item.key not in reviewed),

@@ -15,8 +15,20 @@ from sqlalchemy.orm import Session
 from ..domain import isbt128, limits, values
 from ..domain.canonical import iso_utc
 from ..domain.signing import MEANING_LABELS, Meaning
-from ..models import (AuditEntry, AuditHead, Batch, CustodyEvent, Deviation, ProductBag, RecordedValue, ReviewMark,
-                      Signature, SopVersion, StepExecution, User)
+from ..models import (
+    AuditEntry,
+    AuditHead,
+    Batch,
+    CustodyEvent,
+    Deviation,
+    ProductBag,
+    RecordedValue,
+    ReviewMark,
+    Signature,
+    SopVersion,
+    StepExecution,
+    User,
+)
 from . import bags, batch_pages, batches, custody, deviations, evaluation, growth, review, signatures, sops
 
 SNAPSHOT_FORMAT = "mfg.batch-snapshot/1"
@@ -38,7 +50,8 @@ def _manifestations(session: Session, record: Any, invalidated: set[int]) -> lis
 def _value(field: Any, value: RecordedValue, users: dict[int, str]) -> dict[str, Any]:
     return {"text": values.display(field, value.text) if field is not None else value.text, "raw": value.text,
             "unit": value.unit, "in_limits": value.in_limits, "limit_message": value.limit_message,
-            "comment": value.comment, "entered_by": users.get(value.entered_by_id), "entered_at": iso_utc(value.entered_at),
+            "comment": value.comment, "entered_by": users.get(value.entered_by_id),
+            "entered_at": iso_utc(value.entered_at),
             "correction_reason": value.correction_reason}
 
 
@@ -79,16 +92,19 @@ def _steps(session: Session, batch: Batch, users: dict[int, str], invalidated: s
 
 def _audit_trail(session: Session, batch: Batch) -> list[dict[str, Any]]:
     """The audit entries of the batch and of everything recorded for it, in order."""
-    executions = [str(i) for i in session.scalars(sa.select(StepExecution.id).where(StepExecution.batch_id == batch.id))]
+    executions = [str(i) for i in session.scalars(
+        sa.select(StepExecution.id).where(StepExecution.batch_id == batch.id))]
     values_ = [str(i) for i in session.scalars(sa.select(RecordedValue.id).join(StepExecution).where(
         StepExecution.batch_id == batch.id))]
     owned = {
         "batch": [str(batch.id)], "step_execution": executions, "recorded_value": values_,
         "deviation": [str(i) for i in session.scalars(sa.select(Deviation.id).where(Deviation.batch_id == batch.id))],
-        "product_bag": [str(i) for i in session.scalars(sa.select(ProductBag.id).where(ProductBag.batch_id == batch.id))],
+        "product_bag": [str(i) for i in session.scalars(
+            sa.select(ProductBag.id).where(ProductBag.batch_id == batch.id))],
         "custody_event": [str(i) for i in session.scalars(sa.select(CustodyEvent.id).where(
             CustodyEvent.batch_id == batch.id))],
-        "review_mark": [str(i) for i in session.scalars(sa.select(ReviewMark.id).where(ReviewMark.batch_id == batch.id))],
+        "review_mark": [str(i) for i in session.scalars(
+            sa.select(ReviewMark.id).where(ReviewMark.batch_id == batch.id))],
     }
     decisions = [str(d.id) for d in review.decisions(session, batch)]
     owned["batch_decision"] = decisions
@@ -149,7 +165,8 @@ def batch_snapshot(session: Session, batch: Batch) -> dict[str, Any]:
                      "to": e.to_location, "condition": e.condition, "scanned_din": e.scanned_din,
                      "signatures": _manifestations(session, e, set())} for e in custody.events(session, batch)],
         "review": [{"kind": i.kind, "title": i.title, "detail": i.detail,
-                    "reviewed_by": users.get(m.reviewed_by_id) if (m := review.marks(session, batch).get(i.key)) else None}
+                    "reviewed_by": users.get(m.reviewed_by_id) if (m := review.marks(session,
+                                                                                     batch).get(i.key)) else None}
                    for i in review.exceptions(session, batch)],
         "decisions": [{"decision": d.decision, "pending": d.pending, "comment": d.comment,
                        "decided_at": iso_utc(d.decided_at), "signatures": _manifestations(session, d, set())}

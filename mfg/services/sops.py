@@ -16,15 +16,14 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from ..domain import guards
+from ..domain.documents import Document, parse_document
 from ..domain.errors import NotFound, ValidationFailed
 from ..domain.signing import Meaning
-from ..domain.documents import Document, parse_document
 from ..domain.sop_schema import DefinitionError
-from ..domain.trial_config import TrialConfiguration
 from ..domain.status import SOP_STATUS
+from ..domain.trial_config import TrialConfiguration
 from ..models import SopVersion, User, utcnow
 from . import audit, signatures
-
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,6 @@ from ..domain.sop_schema import Step, step_index
 from ..models import Batch, RecordedValue, SignatureInvalidation, StepExecution, User, utcnow
 from . import audit, bags, batches, deviations, evaluation, signatures
 
-
 # --- guards: the facts each step command depends on ------------------------------------------------------
 
 def guard_perform_step(session: Session, user: User, batch: Batch, position: int, step_id: str,

@@ -6,8 +6,22 @@ from flask import Flask
 
 
 def init_app(app: Flask) -> None:
-    from . import (actions, admin, audit_trail, auth, batches, clinical, custody, documents, errors, main, masterdata,
-                   review, security, sops)
+    from . import (
+        actions,
+        admin,
+        audit_trail,
+        auth,
+        batches,
+        clinical,
+        custody,
+        documents,
+        errors,
+        main,
+        masterdata,
+        review,
+        security,
+        sops,
+    )
 
     security.init_app(app)
     actions.init_app(app)  # after security: it acts as the signed-in user

@@ -22,7 +22,7 @@ from ..domain import guards
 from ..domain.guards import Refusal
 from ..extensions import db
 from ..models import User
-from ..services import (batches, clinical, custody, deviations, documents, review, sops, starting, steps)
+from ..services import batches, clinical, custody, deviations, documents, review, sops, starting, steps
 
 Guard = Callable[..., list[Refusal]]
 

@@ -14,8 +14,7 @@ from ..domain.signing import Meaning
 from ..extensions import db
 from ..models import Batch
 from ..services import accounts, batches, custody, signatures
-from .security import (SignedOutcome, mark_signed, signed_action, signing_needs_username,
-                       transaction)
+from .security import SignedOutcome, mark_signed, signed_action, signing_needs_username, transaction
 
 bp = Blueprint("custody", __name__, url_prefix="/batches")
 

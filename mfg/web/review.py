@@ -23,8 +23,8 @@ from ..domain.signing import Meaning
 from ..extensions import db
 from ..models import Batch, Deviation
 from ..services import accounts, batches, deviations, review, signatures
-from .forms import SignForm
 from .actions import may_open
+from .forms import SignForm
 from .security import roles_required, signed_action, signing_needs_username, transaction
 
 bp = Blueprint("review", __name__, url_prefix="/review")

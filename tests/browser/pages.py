@@ -12,7 +12,6 @@ from playwright.sync_api import Browser, BrowserContext, Locator, Page, expect
 from tests.support import PASSWORD
 
 
-
 @dataclass
 
 class Person:

@@ -324,7 +324,8 @@ def test_two_operators_execute_the_demo_process(live_server: str, live_app: Flas
     expect(row(corrections, "Volume").get_by_role("cell")).to_have_text(
         ["Volume", "100.0 mL", "110.0 mL", "transcription error: read 110 mL", re.compile(f"^{OLIVIA}, ")])
     expect(row(corrections, "Total viable cells").get_by_role("cell")).to_have_text(
-        ["Total viable cells", "250.0 10^6 cells", "275.0 10^6 cells", "transcription error: read 110 mL", re.compile(f"^{OLIVIA}, ")])
+        ["Total viable cells", "250.0 10^6 cells", "275.0 10^6 cells", "transcription error: read 110 mL",
+         re.compile(f"^{OLIVIA}, ")])
 
     signatures = page.locator("ul.signatures").get_by_role("listitem")
     expect(signatures).to_have_count(2)

@@ -28,11 +28,12 @@ from flask import Flask
 from playwright.sync_api import Browser, Locator, Page, expect
 
 from mfg.config import RESOURCE_ROOT
+from mfg.demo import nk_batch as demo_nk
+from mfg.demo import seed as demo
 from mfg.domain import isbt128
 from mfg.extensions import db
 from mfg.models import AuditEntry, User, utcnow
 from mfg.services import audit, bags, batches, custody, deviations, review, signatures, sops
-from mfg.demo import nk_batch as demo_nk, seed as demo
 from tests.browser.pages import Person, credentials, flash, go, people, row
 from tests.support import PASSWORD
 

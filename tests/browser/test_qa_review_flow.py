@@ -29,12 +29,13 @@ from playwright.sync_api import Browser, Locator, Page, expect
 from pypdf import PdfReader
 
 from mfg.config import RESOURCE_ROOT
+from mfg.demo import nk_batch as demo_nk
+from mfg.demo import seed as demo
 from mfg.extensions import db
 from mfg.models import BatchDecision, DocumentRevision, Signature, User
 from mfg.reports.pdf import load_site_signer, verify_pdf
 from mfg.reports.site_certificate import ensure_site_certificate
 from mfg.services import audit, batches, deviations, documents, review, signatures, sops
-from mfg.demo import nk_batch as demo_nk, seed as demo
 from tests.browser.pages import Person, credentials, flash, go, people, row
 from tests.support import PASSWORD
 
@@ -209,7 +210,8 @@ def test_release_refused_with_an_open_deviation_and_to_a_participant_then_grante
         expect(items.get_by_text(f"Reviewed by {QUINN} at")).to_have_count(2)
         problems = decision_section(page).locator("ul.decision-problems")
         expect(problems).to_contain_text("Conditional release is possible.")
-        expect(problems).to_contain_text("Release is not possible yet: Results are still pending (sterility #1: result)")
+        expect(problems).to_contain_text(
+            "Release is not possible yet: Results are still pending (sterility #1: result)")
 
         # --- the conditional release, signed with the password only ---------------------------------------
         decide(quinn, "Conditionally released")

@@ -5,7 +5,8 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from mfg.domain import accounts
 from mfg.domain.audit_chain import GENESIS_HASH, ChainEntry, ChainHead, next_times, verify_chain

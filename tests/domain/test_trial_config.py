@@ -23,7 +23,8 @@ def test_the_demo_trial_configuration_parses_with_the_issue_defaults():
 
 
 @pytest.mark.parametrize("change,message", [
-    (("facility_identification_number: X9999", "facility_identification_number: O9999"), "facility_identification_number"),
+    (("facility_identification_number: X9999", "facility_identification_number: O9999"),
+     "facility_identification_number"),
     (("cells_per_kg: 3000000", "cells_per_kg: 300000"), "dose levels must increase"),
     (("site_timezone: UTC", "site_timezone: Mars/Olympus"), "unknown time zone"),
     (("trial_id: NCT05744440", "trial_id: 5744440"), "trial_id"),

@@ -21,8 +21,8 @@ from mfg.extensions import db
 from mfg.services import audit
 from tests.faults.inprocess import sign_line_clearance, start_batch
 from tests.faults.live import free_port
-from tests.support import PASSWORD
 from tests.faults.records import assert_whole_line_clearance, counts, half_written, line_clearance
+from tests.support import PASSWORD
 
 postgresql_only = pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 WRITES = ("INSERT", "UPDATE", "DELETE")

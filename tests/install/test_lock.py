@@ -98,7 +98,8 @@ def test_every_requirement_of_pyproject_is_pinned_within_its_range():
     for requirement in _requirements(tomllib.loads((RESOURCE_ROOT / "pyproject.toml").read_text())):
         name = lockfile.normalise(requirement.name)
         assert name in pins, f"{requirement} is not in requirements/test.txt"
-        assert requirement.specifier.contains(pins[name], prereleases=True), f"{name}=={pins[name]} not in {requirement}"
+        assert requirement.specifier.contains(pins[name],
+                                              prereleases=True), f"{name}=={pins[name]} not in {requirement}"
 
 
 def test_the_run_lock_is_the_test_lock_without_the_test_tools():

@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 
 from mfg.config import RESOURCE_ROOT, RUN_LOCK
-from mfg.domain import lockfile
 from mfg.demo.seed import DEMO_PASSWORD
+from mfg.domain import lockfile
 
 CRAWL = Path(__file__).with_name("crawl.py")
 NK_RECORDS = ("NK-EXPAND", "NK-FORMULATE", "NK-INTAKE", "NK-RELEASE")
@@ -67,7 +67,8 @@ def test_the_wheel_carries_templates_master_records_migrations_and_the_lock(inst
             if path.is_file():
                 assert f"mfg/{path.relative_to(RESOURCE_ROOT)}" in names, path
     assert "mfg/requirements/run.txt" in names and "mfg/static/app.css" in names
-    assert {f"mfg/migrations/versions/{p.name}" for p in (RESOURCE_ROOT / "mfg/migrations/versions").glob("*.py")} <= names
+    migrations = (RESOURCE_ROOT / "mfg" / "migrations" / "versions").glob("*.py")
+    assert {f"mfg/migrations/versions/{p.name}" for p in migrations} <= names
     assert not any(name.startswith(("tests/", "bench/", "instance/")) for name in names)
 
 

@@ -25,8 +25,15 @@ from mfg.domain import isbt128
 from mfg.domain.errors import ValidationFailed
 from mfg.reports import labels
 from mfg.reports.labels import (
-    DEFAULT_WARNINGS, DEMO_MARK, LabelData, barcode_svg_code128, datamatrix_content, datamatrix_svg,
-    format_cells, label_html, render_labels_pdf,
+    DEFAULT_WARNINGS,
+    DEMO_MARK,
+    LabelData,
+    barcode_svg_code128,
+    datamatrix_content,
+    datamatrix_svg,
+    format_cells,
+    label_html,
+    render_labels_pdf,
 )
 
 DPI = 600
@@ -270,7 +277,7 @@ def test_nothing_is_drawn_in_the_page_margin(size: tuple[int, int], original_ima
                                              wide_pdf: bytes) -> None:
     """Text or barcodes running past the label edge would be cut off by the printer."""
     image = original_image if size == (4, 4) else page_image(wide_pdf)
-    assert [abs(got - inches * DPI) <= 1 for got, inches in zip(image.size, size)] == [True, True]
+    assert [abs(got - inches * DPI) <= 1 for got, inches in zip(image.size, size, strict=False)] == [True, True]
     edge = round(2 * PX_PER_MM)
     width, height = image.size
     for box in ((0, 0, width, edge), (0, height - edge, width, height),

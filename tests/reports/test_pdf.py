@@ -25,14 +25,20 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import NameOID
 from PIL import Image
-from pypdf import PdfReader
 from pyhanko.pdf_utils import generic
 from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
 from pyhanko.pdf_utils.reader import PdfFileReader
+from pypdf import PdfReader
 
 from mfg.config import RESOURCE_ROOT
 from mfg.reports.pdf import (
-    DocumentResourceError, SigningMaterialError, SiteSigner, load_site_signer, render_pdf, sha256_hex, sign_pdf,
+    DocumentResourceError,
+    SigningMaterialError,
+    SiteSigner,
+    load_site_signer,
+    render_pdf,
+    sha256_hex,
+    sign_pdf,
     verify_pdf,
 )
 from mfg.reports.site_certificate import ensure_site_certificate
@@ -56,7 +62,7 @@ def quiet_pyhanko() -> Iterator[None]:
     for logger in loggers:
         logger.setLevel(logging.CRITICAL)
     yield
-    for logger, level in zip(loggers, levels):
+    for logger, level in zip(loggers, levels, strict=False):
         logger.setLevel(level)
 
 
@@ -467,7 +473,6 @@ def test_signing_and_verifying_work_inside_a_running_event_loop(demo_pdf: bytes,
     """pyHanko's synchronous API calls asyncio.run: under a running loop (Playwright's sync API in the
     same test session, an ASGI server) the pipeline must still sign and verify."""
     import asyncio
-
     from concurrent.futures import ThreadPoolExecutor
 
     async def inside() -> bool:

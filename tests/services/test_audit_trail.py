@@ -12,7 +12,6 @@ from sqlalchemy.exc import DatabaseError
 from mfg.domain.errors import DomainError
 from mfg.models import AuditEntry, Signature, User
 from mfg.services import accounts, audit
-
 from tests.support import PASSWORD
 
 

@@ -10,12 +10,12 @@ from zoneinfo import ZoneInfo
 import pytest
 import sqlalchemy as sa
 
+from mfg.demo import nk_batch as demo_nk
+from mfg.demo import seed as demo
 from mfg.domain import isbt128
-from mfg.domain.errors import ValidationFailed
+from mfg.domain.errors import IdentityMismatch, ValidationFailed
 from mfg.models import Deviation, ProductBag, StepExecution, utcnow
 from mfg.services import bags, batch_pages, batches, growth, steps
-from mfg.demo import nk_batch as demo_nk, seed as demo
-from mfg.domain.errors import IdentityMismatch
 from tests.support import PASSWORD
 
 from .test_demo_nk import nk_demo  # noqa: F401 - the fixture

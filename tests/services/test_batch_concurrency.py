@@ -5,14 +5,10 @@ from __future__ import annotations
 import threading
 from zoneinfo import ZoneInfo
 
-
-from mfg.extensions import db
-from mfg.models import StepExecution
-from mfg.services import audit, evaluation, signatures, steps
-from mfg.models import User
 from mfg.domain.errors import StepConflict
-from mfg.models import Signature
-from mfg.models import Batch
+from mfg.extensions import db
+from mfg.models import Batch, Signature, StepExecution, User
+from mfg.services import audit, evaluation, signatures, steps
 from tests.support import PASSWORD
 
 from .test_batch_engine import GOOD, plant  # noqa: F401 - the fixture

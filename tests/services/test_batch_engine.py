@@ -8,12 +8,16 @@ from zoneinfo import ZoneInfo
 import pytest
 import sqlalchemy as sa
 
-from mfg.domain.errors import AuthenticationFailed, InvalidTransition, PermissionDenied, ValidationFailed
-from mfg.models import AuditEntry, RecordedValue, SignatureInvalidation, StepExecution, utcnow
+from mfg.domain.errors import (
+    AuthenticationFailed,
+    IdentityMismatch,
+    InvalidTransition,
+    PermissionDenied,
+    StepConflict,
+    ValidationFailed,
+)
+from mfg.models import AuditEntry, RecordedValue, Signature, SignatureInvalidation, StepExecution, utcnow
 from mfg.services import batch_pages, deviations, evaluation, masterdata, signatures, starting, steps
-from mfg.domain.errors import StepConflict
-from mfg.models import Signature
-from mfg.domain.errors import IdentityMismatch
 from tests.support import PASSWORD
 
 UTC = ZoneInfo("UTC")
@@ -233,7 +237,8 @@ def test_division_by_zero_is_a_clear_error(plant):
     session.commit()
     # correcting the initial volume to zero is out of limit but legal; recovery then divides by zero
     initial = session.scalar(sa.select(StepExecution).where(StepExecution.step_id == "initial_count"))
-    steps.correct_value(session, initial, field_id="volume_ml", raw="0.0", reason="misread", field_comment="re-measured",
+    steps.correct_value(session, initial, field_id="volume_ml", raw="0.0", reason="misread",
+                        field_comment="re-measured",
                           signer=plant["olivia"], password=PASSWORD, username=None, require_username=False, tz=UTC)
     session.commit()
     with pytest.raises(ValidationFailed, match="division by zero"):

@@ -6,10 +6,9 @@ import pytest
 import sqlalchemy as sa
 
 from mfg.domain import isbt128
-from mfg.domain.errors import AuthenticationFailed, PermissionDenied, ValidationFailed
+from mfg.domain.errors import AuthenticationFailed, IdentityMismatch, PermissionDenied, ValidationFailed
 from mfg.models import CustodyEvent, Signature
 from mfg.services import custody, signatures
-from mfg.domain.errors import IdentityMismatch
 from tests.support import PASSWORD
 
 from .test_nk_batch import _open, nk  # noqa: F401 - the fixture

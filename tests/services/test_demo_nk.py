@@ -12,11 +12,12 @@ import pytest
 import sqlalchemy as sa
 
 from mfg.config import RESOURCE_ROOT
+from mfg.demo import nk_batch as demo_nk
+from mfg.demo import seed as demo
 from mfg.domain.sop_schema import parse_definition, step_index
 from mfg.extensions import db
 from mfg.models import Batch, Donor, Equipment, MaterialLot, RecordedValue, StepExecution, Subject, utcnow
 from mfg.services import accounts, audit, batches, deviations, masterdata, signatures, sops
-from mfg.demo import nk_batch as demo_nk, seed as demo
 from tests.support import PASSWORD
 
 UTC = ZoneInfo("UTC")
@@ -49,7 +50,8 @@ def nk_demo(session, make_user, sops_dir):
 
 
 def _usable_equipment(session, equipment_type):
-    return [e.identifier for e in session.scalars(sa.select(Equipment).where(Equipment.equipment_type == equipment_type))
+    found = session.scalars(sa.select(Equipment).where(Equipment.equipment_type == equipment_type))
+    return [e.identifier for e in found
             if not masterdata.equipment_problems(session, e.identifier, equipment_type, date.today())]
 
 
@@ -138,7 +140,8 @@ def _text(session, batch, code, step_id, field_id, instance=1) -> str:
 def _assert_clean(session, batch, performer, verifier):
     """No deviation, every value within limits, every step complete, signed by the right people."""
     assert deviations.of_batch(session, batch) == []
-    values = list(session.scalars(sa.select(RecordedValue).join(StepExecution).where(StepExecution.batch_id == batch.id)))
+    values = list(session.scalars(
+        sa.select(RecordedValue).join(StepExecution).where(StepExecution.batch_id == batch.id)))
     assert values and [(v.field_id, v.limit_message) for v in values if not v.in_limits] == []
     for execution in batches.executions(session, batch):
         assert execution.status == "complete", execution.step_id

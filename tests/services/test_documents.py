@@ -11,12 +11,13 @@ import pytest
 import zxingcpp
 from pypdf import PdfReader
 
+from mfg.demo import nk_batch as demo_nk
+from mfg.demo import seed as demo
 from mfg.domain import isbt128
 from mfg.domain.errors import ValidationFailed
 from mfg.reports import pdf as pdfs
 from mfg.reports.site_certificate import ensure_site_certificate
 from mfg.services import batches, deviations, documents, review, signatures, steps
-from mfg.demo import nk_batch as demo_nk, seed as demo
 from tests.support import PASSWORD
 
 from .test_demo_nk import nk_demo  # noqa: F401 - the fixture

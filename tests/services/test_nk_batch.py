@@ -12,10 +12,9 @@ import sqlalchemy as sa
 
 from mfg.config import RESOURCE_ROOT
 from mfg.domain import isbt128
-from mfg.domain.errors import ValidationFailed
+from mfg.domain.errors import IdentityMismatch, ValidationFailed
 from mfg.models import AuditEntry, StepExecution, utcnow
 from mfg.services import clinical, evaluation, sops, starting, steps
-from mfg.domain.errors import IdentityMismatch
 from tests.support import PASSWORD
 
 UTC = ZoneInfo("UTC")

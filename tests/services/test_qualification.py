@@ -104,8 +104,8 @@ def test_a_disabled_or_rewritten_guard_fails_the_guards_check(app, instance, tmp
     with engine.begin() as conn:
         if engine.dialect.name == "sqlite":
             conn.execute(sa.text("DROP TRIGGER audit_entry_refuse_update"))
-            conn.execute(sa.text("CREATE TRIGGER audit_entry_refuse_update BEFORE UPDATE ON audit_entry "
-                                 "WHEN 0 BEGIN SELECT RAISE(ABORT, 'GMP record guard: UPDATE on audit_entry refused'); END"))
+            conn.execute(sa.text("CREATE TRIGGER audit_entry_refuse_update BEFORE UPDATE ON audit_entry WHEN 0 "
+                                 "BEGIN SELECT RAISE(ABORT, 'GMP record guard: UPDATE on audit_entry refused'); END"))
             expected = ["trigger audit_entry_refuse_update on audit_entry was changed"]
         else:
             conn.execute(sa.text("ALTER TABLE audit_entry DISABLE TRIGGER audit_entry_refuse_change"))

@@ -7,10 +7,11 @@ from zoneinfo import ZoneInfo
 import pytest
 import sqlalchemy as sa
 
+from mfg.demo import nk_batch as demo_nk
+from mfg.demo import seed as demo
 from mfg.domain.errors import ConflictError, PermissionDenied, ValidationFailed
 from mfg.models import BatchDecision, Signature
 from mfg.services import audit, batches, deviations, review, signatures, steps
-from mfg.demo import nk_batch as demo_nk, seed as demo
 from tests.support import PASSWORD
 
 from .test_demo_nk import nk_demo  # noqa: F401 - the fixture
@@ -56,7 +57,8 @@ def test_qa_reviews_by_exception_and_releases_conditionally_then_finally(nk_demo
     with pytest.raises(ValidationFailed, match="must be classified"):
         deviations.close(session, deviation, **_sign(quinn))
     with pytest.raises(ValidationFailed, match="A major deviation needs a CAPA reference"):
-        deviations.investigate(session, deviation, classification="major", investigation="jam", root_cause="worn roller",
+        deviations.investigate(session, deviation, classification="major", investigation="jam",
+                               root_cause="worn roller",
                            impact="none", capa_reference="", user=quinn)
     deviations.investigate(session, deviation, classification="minor", investigation="Printer log reviewed",
                        root_cause="Worn feed roller", impact="No impact on this or other batches: the reprint was "

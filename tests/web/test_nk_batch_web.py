@@ -11,9 +11,10 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from mfg.config import RESOURCE_ROOT
+from mfg.demo import nk_batch as demo_nk
+from mfg.demo import seed as demo
 from mfg.extensions import db
 from mfg.services import audit, sops
-from mfg.demo import nk_batch as demo_nk, seed as demo
 from tests.support import PASSWORD
 
 UTC = ZoneInfo("UTC")

@@ -13,10 +13,11 @@ import pytest
 import sqlalchemy as sa
 
 from mfg.config import RESOURCE_ROOT
+from mfg.demo import nk_batch as demo_nk
+from mfg.demo import seed as demo
 from mfg.extensions import db
 from mfg.models import Batch, BatchDecision, Deviation, DocumentRevision, ReviewMark, Signature
 from mfg.services import audit, sops
-from mfg.demo import nk_batch as demo_nk, seed as demo
 from tests.support import PASSWORD
 
 UTC = ZoneInfo("UTC")

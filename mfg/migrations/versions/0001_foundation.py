@@ -1,7 +1,7 @@
 """foundation: users, audit trail, signatures, master records
 
 Revision ID: 0001
-Revises: 
+Revises:
 Create Date: 2026-11-26
 
 Tables for accounts, the hash-chained audit trail and its head, e-signatures and master record
@@ -17,7 +17,6 @@ from alembic import op
 import mfg.models.base
 from mfg.domain.audit_chain import GENESIS_HASH
 from mfg.migrate import append_only, immutable_columns, never_deleted
-
 
 revision = '0001'
 down_revision = None

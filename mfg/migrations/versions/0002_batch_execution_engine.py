@@ -17,7 +17,6 @@ from alembic import op
 import mfg.models.base
 from mfg.migrate import append_only, never_deleted
 
-
 revision = '0002'
 down_revision = '0001'
 branch_labels = None

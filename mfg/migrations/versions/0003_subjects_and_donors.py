@@ -16,7 +16,6 @@ from alembic import op
 import mfg.models.base
 from mfg.migrate import never_deleted
 
-
 revision = '0003'
 down_revision = '0002'
 branch_labels = None

@@ -15,7 +15,6 @@ from alembic import op
 
 from mfg.migrate import never_deleted
 
-
 revision = '0004'
 down_revision = '0003'
 branch_labels = None

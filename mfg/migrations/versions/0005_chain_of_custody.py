@@ -15,7 +15,6 @@ from alembic import op
 import mfg.models.base
 from mfg.migrate import append_only
 
-
 revision = '0005'
 down_revision = '0004'
 branch_labels = None

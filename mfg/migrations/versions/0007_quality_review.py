@@ -16,7 +16,6 @@ from alembic import op
 import mfg.models.base
 from mfg.migrate import append_only, never_deleted
 
-
 revision = '0007'
 down_revision = '0006'
 branch_labels = None

@@ -16,7 +16,6 @@ from alembic import op
 import mfg.models.base
 from mfg.migrate import append_only
 
-
 revision = '0011'
 down_revision = '0010'
 branch_labels = None
