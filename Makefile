@@ -8,7 +8,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PIP_INSTALL := $(BIN)/python -m pip install --quiet --disable-pip-version-check
 LOCK_VENV := .venv-lock
 
-.PHONY: run test bench install install-test lock lock-check chromium clean-venv
+.PHONY: run test bench lint install install-test lock lock-check chromium clean-venv
 
 ## make install: the run environment, exactly as locked (requirements/run.txt: every package pinned with its
 ## hashes, binary wheels only), then the product itself, built by the locked backend. A changed lock or
@@ -61,6 +61,12 @@ chromium:
 ## make test: install what the tests need and run the whole suite
 test: install-test chromium
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+## make lint: ruff (lint and import order) and mypy (strict on mfg/domain), both must be clean; .ci/run runs it
+## before the suite
+lint: install-test
+	$(BIN)/ruff check mfg tests bench requirements
+	$(BIN)/mypy
 
 ## make bench: run bench/ (SQLite, and PostgreSQL when MFG_BENCH_DATABASE_URL or MFG_TEST_DATABASE_URL is set);
 ## writes bench/out/report.md and bench/out/report.json. BENCH_ARGS=--quick tries the harness at small sizes.

@@ -277,7 +277,7 @@ def enrol_subject_with_dose(clara: Person) -> None:
     expect(page.get_by_role("definition").filter(has_text=re.compile(r"^DL2: 3000000 NK cells/kg$"))).to_be_visible()
     expect(page.get_by_role("definition").filter(has_text=f"Approved by {CLARA} (clara)")).to_be_visible()
     # opening the batch record is an operator's act: not offered to the coordinator
-    expect(page.get_by_role("button", name=re.compile("Open the NK batch record"))).to_have_count(0)
+    expect(page.get_by_role("button", name=re.compile("Open the batch record"))).to_have_count(0)
 
 
 def open_batch_record(olivia: Person) -> tuple[int, str]:
@@ -285,7 +285,7 @@ def open_batch_record(olivia: Person) -> tuple[int, str]:
     page = olivia.page
     page.get_by_role("banner").get_by_role("link", name="Subjects", exact=True).click()
     page.get_by_role("link", name=demo_nk.DEMO_SUBJECT, exact=True).click()
-    page.get_by_role("button", name="Open the NK batch record for this subject's collection").click()
+    page.get_by_role("button", name="Open the batch record for this subject's collection").click()
     opened = flash(page, "opened: the collection bag must carry this DIN.")
     expect(opened).to_have_text(re.compile(r"^Batch record X9999\d{8} opened"))
     lot = re.match(r"Batch record (\S+) opened", opened.inner_text()).group(1)

@@ -87,7 +87,7 @@ def test_an_operator_opens_the_nk_batch_record_from_the_subject(trial_app, clien
     login("olivia")
     page = client.get(f"/clinical/subjects/{subject_id}").get_data(as_text=True)
     # the guard refuses (donor not eligible, no dose level): the screen offers nothing and says why
-    assert "Open the NK batch record" not in page and "The batch record cannot be opened yet" in page
+    assert "Open the batch record" not in page and "The batch record cannot be opened yet" in page
     assert "not determined eligible" in page and "no signed dose level" in page
     refused = client.post("/batches/start-product", data={"subject_id": subject_id}, follow_redirects=True)
     text = refused.get_data(as_text=True)
