@@ -6,6 +6,7 @@ import getpass
 import secrets
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 import click
 from flask import Flask, current_app
@@ -18,6 +19,9 @@ from .migrate import upgrade
 from .reports.site_certificate import ensure_site_certificate
 from .services import accounts, audit, signatures, sops
 from .unit_of_work import unit_of_work
+
+if TYPE_CHECKING:
+    from .models import QualificationRecord
 
 
 def _policy() -> accounts.Policy:
@@ -336,8 +340,10 @@ def qualify_command(out: Path | None) -> None:
     out = out or Path(current_app.instance_path) / "qualification"
     out.mkdir(parents=True, exist_ok=True)
     (out / report.filename).write_bytes(report.content)
-    click.echo(f"wrote {out / report.filename}" + (f" ({report.not_stored})" if report.not_stored else
-                                                   f" (stored, sha256 {report.stored.sha256})"))
+    click.echo(f"wrote {out / report.filename}" + (
+        f" ({report.not_stored})" if report.not_stored
+        # a report is stored unless it says why not (qualification.report)
+        else f" (stored, sha256 {cast('QualificationRecord', report.stored).sha256})"))
     failed = [check.title for check in checks if not check.passed]
     if failed:
         click.echo(f"QUALIFICATION FAILED: {len(failed)} of {len(checks)} checks: {'; '.join(failed)}", err=True)

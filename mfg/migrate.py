@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 from alembic import command
@@ -194,7 +195,7 @@ def guard_problems(connection: sa.Connection) -> list[str]:
     expected = guard_triggers(dialect)
     problems = []
     if dialect == "sqlite":
-        found = {name: (table, sql) for name, table, sql in connection.execute(sa.text(
+        found: dict[str, tuple[Any, ...]] = {name: (table, sql) for name, table, sql in connection.execute(sa.text(
             "SELECT name, tbl_name, sql FROM sqlite_master WHERE type = 'trigger'"))}
         for name, trigger in expected.items():
             if name not in found:

@@ -51,7 +51,7 @@ from sqlalchemy.orm import Session, object_session
 from ..domain import dose, isbt128, sequence
 from ..domain.calc import round_half_up
 from ..domain.errors import ValidationFailed
-from ..domain.sop_schema import Field, MasterRecord, Step, step_index
+from ..domain.sop_schema import MasterRecord, ScanField, Step, step_index
 from ..models import Batch, Donor, Equipment, MaterialLot, RecordedValue, Subject, User, utcnow
 from ..services import audit, batches, clinical, evaluation, masterdata, sops, starting, steps
 from ..services import bags as bag_service
@@ -516,7 +516,7 @@ def planned_instances(code: str, step: Step, bags: Sequence[Any]) -> int:
     return len(DEMO_VALUES.get((code, step.id), ({},)))
 
 
-def _scan(ctx: DemoContext, f: Field) -> str:
+def _scan(ctx: DemoContext, f: ScanField) -> str:
     """What the operator scans for a scan field: the barcode of the identifier it expects."""
     expected = f.expected
     if expected in ("batch.din", "bag.din"):
@@ -652,6 +652,7 @@ def continue_nk_batch(session: Session, batch: Batch, *, performer: User, verifi
         _key, code, item = min(wanted, key=lambda w: w[0])
         if until == (code, item.step.id):
             return batch
+        assert subject is not None  # an NK batch is made for a subject (starting.start_product_batch)
         entry = entry_for(code, item.step.id, item.instance, batch=batch, subject=subject, bags=bags, now=now, tz=tz)
         with _acting_as(session, performer):
             execution = steps.perform_step(session, batch, position=item.ref.position, step_id=item.step.id,

@@ -90,9 +90,11 @@ def seed_master_records(session: Session, sops_dir: Path) -> list[SopVersion]:
     loader = accounts.get_by_username(session, SOP_LOADER)
     approver = accounts.get_by_username(session, SOP_APPROVER)
     audit.set_actor(session, loader)
+    assert loader is not None  # a demo user (seed_users)
     result = sops.load_directory(session, sops_dir, loader=loader)
     audit.set_actor(session, approver)
     for version in sorted(result.loaded, key=lambda v: (v.code, v.version)):
+        assert approver is not None  # a demo user (seed_users)
         sops.approve(session, version, signer=approver, password=DEMO_PASSWORD, username=approver.username,
                      require_username=True, comment="demo instance set-up")
     return result.loaded

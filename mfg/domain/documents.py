@@ -3,13 +3,16 @@ configuration. Loading, hashing and approval treat them alike (services.sops).""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import yaml
 
 from .sop_schema import ROOT, DefinitionError, MasterRecord, parse_definition
 from .trial_config import TrialConfiguration, parse_trial_configuration
 
 Document = MasterRecord | TrialConfiguration
-PARSERS = {"master_batch_record": parse_definition, "trial_configuration": parse_trial_configuration}
+PARSERS: dict[str, Callable[[str, str], Document]] = {
+    "master_batch_record": parse_definition, "trial_configuration": parse_trial_configuration}
 
 
 def parse_document(text: str, source: str) -> Document:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Protocol
 
 from .errors import InvalidTransition, PermissionDenied, ValidationFailed
 
@@ -54,7 +55,18 @@ class Person:
         return bool(self.roles.intersection(roles))
 
 
-def person(user: object) -> Person:
+class UserLike(Protocol):
+    """What :func:`person` reads from the one who acts (the User model)."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def role_list(self) -> Iterable[str]: ...
+    @property
+    def full_name(self) -> str: ...
+
+
+def person(user: UserLike) -> Person:
     """A :class:`Person` from anything with ``id``, ``role_list`` and ``full_name`` (the User model)."""
     return Person(user.id, frozenset(user.role_list), user.full_name)
 

@@ -130,7 +130,7 @@ _CHECK_FLAG_BASE = 60
 
 
 def _check_value(chars: str) -> int:
-    total = sum(_VALUE[c] * 2 ** n for n, c in enumerate(reversed(chars), start=1))
+    total: int = sum(_VALUE[c] * 2 ** n for n, c in enumerate(reversed(chars), start=1))
     return (38 - total % 37) % 37
 
 
@@ -148,7 +148,7 @@ def mod37_2(chars: str) -> str:
 # --- FIN, year, sequence ---------------------------------------------------------------------------------
 
 
-def _fin_problems(fin: object) -> list[str]:
+def fin_problems(fin: object) -> list[str]:
     if not isinstance(fin, str):
         return [f"FIN must be text, got {type(fin).__name__}"]
     if len(fin) != 5:
@@ -180,7 +180,7 @@ def _number_problems(name: str, value: object, digits: int) -> list[str]:
 
 
 def _identity_problems(what: str, fin: object, year: object, sequence: object) -> list[str]:
-    return (_fin_problems(fin)
+    return (fin_problems(fin)
             + _number_problems(f"{what} year (last 2 digits of the year)", year, 2)
             + _number_problems(f"{what} sequence number", sequence, 6))
 
@@ -188,7 +188,7 @@ def _identity_problems(what: str, fin: object, year: object, sequence: object) -
 def _split_identity(what: str, text: str) -> tuple[str, int, int]:
     """FIN, year and sequence from 13 characters ``appppyynnnnnn``; every problem is reported."""
     fin, year, sequence = text[:5], text[5:7], text[7:13]
-    problems = _fin_problems(fin)
+    problems = fin_problems(fin)
     if not _all_digits(year):
         problems.append(f"{what} year (the 2 characters after the FIN) must be 2 digits, got {year!r}")
     if not _all_digits(sequence):
@@ -200,7 +200,7 @@ def _split_identity(what: str, text: str) -> tuple[str, int, int]:
 
 def _looks_like_identity(text: str) -> bool:
     """13 characters that are a syntactically valid FIN, year and sequence (so only a check is missing)."""
-    return len(text) == 13 and not _fin_problems(text[:5]) and _all_digits(text[5:])
+    return len(text) == 13 and not fin_problems(text[:5]) and _all_digits(text[5:])
 
 
 def _all_digits(text: str) -> bool:
@@ -395,7 +395,7 @@ def _division_problems(division: object) -> list[str]:
         return [f"Division must be 2 characters ('00' undivided, 'A0'-'Z0', or 'Aa'-'Zz'), got {division!r}"]
     if division == UNDIVIDED:
         return []
-    first, second = division
+    first, second = division[0], division[1]
     problems = []
     if first not in UPPER:
         problems.append(f"Division character 1 is {first!r}: it must be an upper-case letter A-Z (or '00' undivided)")

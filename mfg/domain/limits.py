@@ -9,7 +9,7 @@ and by the screens and printed records (``limits_text``).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from decimal import Decimal
 from typing import Any
 
@@ -31,9 +31,10 @@ LimitContext = Mapping[str, Decimal | None]
 """The values of named limits (context names such as ``trial.endotoxin_limit_eu_per_kg``) for one batch."""
 
 # min, max and below: how a value is outside each, and how a refusal says it
-LIMIT_CHECKS = (("min", lambda value, limit: value < limit, "below the minimum"),
-                 ("max", lambda value, limit: value > limit, "above the maximum"),
-                 ("below", lambda value, limit: value >= limit, "not below"))
+LIMIT_CHECKS: tuple[tuple[str, Callable[[Decimal, Decimal], bool], str], ...] = (
+    ("min", lambda value, limit: value < limit, "below the minimum"),
+    ("max", lambda value, limit: value > limit, "above the maximum"),
+    ("below", lambda value, limit: value >= limit, "not below"))
 
 
 def limit_value(limit: float | int | str, context: LimitContext | None) -> Decimal | None:

@@ -58,7 +58,7 @@ class TrialConfiguration(_Model):
     @field_validator("facility_identification_number")
     @classmethod
     def _fin(cls, value: str) -> str:
-        problems = isbt128._fin_problems(value)
+        problems = isbt128.fin_problems(value)
         if problems:
             raise ValueError("; ".join(problems))
         return value

@@ -2,12 +2,17 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 import sqlalchemy.orm as so
 
 from .base import UTC, Audited, Base, Hash64, IntPK, Signable, utcnow
+
+if TYPE_CHECKING:
+    from .clinical import Subject
+    from .sop import SopVersion
+    from .user import User
 
 
 class Batch(Audited, Base):
@@ -26,8 +31,8 @@ class Batch(Audited, Base):
     din: so.Mapped[str | None] = so.mapped_column(sa.String(13), unique=True)
     row_version: so.Mapped[int] = so.mapped_column(default=1)
 
-    created_by: so.Mapped["User"] = so.relationship()  # noqa: F821
-    subject: so.Mapped["Subject | None"] = so.relationship()  # noqa: F821
+    created_by: so.Mapped["User"] = so.relationship()
+    subject: so.Mapped["Subject | None"] = so.relationship()
     master_records: so.Mapped[list["BatchMasterRecord"]] = so.relationship(
         back_populates="batch", order_by="BatchMasterRecord.position")
     executions: so.Mapped[list["StepExecution"]] = so.relationship(back_populates="batch")
@@ -45,7 +50,7 @@ class BatchMasterRecord(Audited, Base):
     sop_version_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey("sop_version.id"))
 
     batch: so.Mapped[Batch] = so.relationship(back_populates="master_records")
-    sop_version: so.Mapped["SopVersion"] = so.relationship()  # noqa: F821
+    sop_version: so.Mapped["SopVersion"] = so.relationship()
 
 
 class StepExecution(Audited, Signable, Base):
@@ -74,7 +79,7 @@ class StepExecution(Audited, Signable, Base):
     row_version: so.Mapped[int] = so.mapped_column(default=1)
 
     batch: so.Mapped[Batch] = so.relationship(back_populates="executions")
-    performed_by: so.Mapped["User"] = so.relationship()  # noqa: F821
+    performed_by: so.Mapped["User"] = so.relationship()
     values: so.Mapped[list["RecordedValue"]] = so.relationship(back_populates="execution",
                                                                order_by="RecordedValue.id")
 
@@ -119,7 +124,7 @@ class RecordedValue(Audited, Base):
     correction_reason: so.Mapped[str | None] = so.mapped_column(sa.Text)
 
     execution: so.Mapped[StepExecution] = so.relationship(back_populates="values")
-    entered_by: so.Mapped["User"] = so.relationship()  # noqa: F821
+    entered_by: so.Mapped["User"] = so.relationship()
 
     __table_args__ = (sa.Index("ix_recorded_value_execution", "execution_id"),)
 

@@ -1,9 +1,14 @@
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import sqlalchemy as sa
 import sqlalchemy.orm as so
 
 from .base import UTC, Audited, Base, Hash64, IntPK
+
+if TYPE_CHECKING:
+    from .user import User
 
 
 class Signature(Audited, Base):
@@ -28,6 +33,6 @@ class Signature(Audited, Base):
     content: so.Mapped[str] = so.mapped_column(sa.Text)
     content_sha256: so.Mapped[Hash64]
 
-    user: so.Mapped["User"] = so.relationship()  # noqa: F821
+    user: so.Mapped["User"] = so.relationship()
 
     __table_args__ = (sa.Index("ix_signature_record", "record_type", "record_id"),)

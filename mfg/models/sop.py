@@ -1,12 +1,16 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 import sqlalchemy.orm as so
 
 from .base import UTC, Audited, Base, Hash64, IntPK, Signable, utcnow
+
+if TYPE_CHECKING:
+    from .signature import Signature
+    from .user import User
 
 
 class SopVersion(Audited, Signable, Base):
@@ -35,9 +39,9 @@ class SopVersion(Audited, Signable, Base):
     approval_signature_id: so.Mapped[int | None] = so.mapped_column(sa.ForeignKey("signature.id"))
     superseded_at: so.Mapped[datetime | None]
 
-    loaded_by: so.Mapped["User"] = so.relationship(foreign_keys=[loaded_by_id])  # noqa: F821
-    approved_by: so.Mapped["User | None"] = so.relationship(foreign_keys=[approved_by_id])  # noqa: F821
-    approval_signature: so.Mapped["Signature | None"] = so.relationship()  # noqa: F821
+    loaded_by: so.Mapped["User"] = so.relationship(foreign_keys=[loaded_by_id])
+    approved_by: so.Mapped["User | None"] = so.relationship(foreign_keys=[approved_by_id])
+    approval_signature: so.Mapped["Signature | None"] = so.relationship()
 
     __table_args__ = (
         sa.UniqueConstraint("code", "version"),

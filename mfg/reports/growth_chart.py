@@ -18,6 +18,7 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from typing import TYPE_CHECKING, Any
 
 import matplotlib
 from matplotlib.figure import Figure
@@ -25,9 +26,12 @@ from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormat
 
 from mfg.domain.errors import ValidationFailed
 
+if TYPE_CHECKING:
+    from matplotlib.typing import RcKeyType
+
 EMPTY_MESSAGE = "No cell counts recorded yet"
 _SIZE_INCHES = (16 / 2.54, 9 / 2.54)  # 16 x 9 cm
-_RC = {
+_RC: dict[RcKeyType, Any] = {
     "svg.fonttype": "none",  # text stays text (searchable, extractable from the PDF)
     "svg.hashsalt": "mfg",  # deterministic clip-path and glyph ids
     "font.family": "sans-serif",

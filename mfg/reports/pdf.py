@@ -29,7 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar, cast
 
 from asn1crypto import keys, x509
 from cryptography.hazmat.primitives import serialization
@@ -47,6 +47,9 @@ from pyhanko.sign.validation.status import SignatureCoverageLevel
 from pyhanko_certvalidator import ValidationContext
 from pyhanko_certvalidator.registry import CertificateStore, SimpleCertificateStore
 from pyhanko_certvalidator.util import get_pyca_cryptography_hash
+
+if TYPE_CHECKING:
+    from pypdf.generic import DictionaryObject
 
 log = logging.getLogger(__name__)
 
@@ -155,7 +158,8 @@ def missing_fonts(fonts: tuple[tuple[str, str], ...] = DOCUMENT_FONTS) -> list[s
     pdf = HTML(string=html, url_fetcher=_data_only_fetcher(strict=True), base_url=None).write_pdf()
     embedded = set()
     for page in PdfReader(io.BytesIO(pdf)).pages:
-        for font in page["/Resources"].get("/Font", {}).values():
+        # a page's /Resources is a dictionary (pypdf resolves the reference; its stubs say PdfObject)
+        for font in cast("DictionaryObject", page["/Resources"]).get("/Font", {}).values():
             embedded.add(_font_key(str(font.get_object()["/BaseFont"]).split("+")[-1]))
     return [f"{family} {weight}" for family, weight in fonts
             if _font_key(family + ("" if weight == "normal" else weight)) not in embedded]

@@ -11,11 +11,11 @@ reason for a change comes from ``flush(session, reason=...)``.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy import event
@@ -28,6 +28,9 @@ from ..models import Audited, AuditEntry, AuditHead, User, utcnow
 
 ACTOR_KEY = "audit_actor"
 REASON_KEY = "audit_reason"
+
+# One entry to append: action, entity type, entity id, before, after (canonical JSON), reason.
+_Row = tuple[str, str | None, str | None, str | None, str | None, str | None]
 
 
 @dataclass(frozen=True)
@@ -78,9 +81,8 @@ def record_event(session: Session, action: str, *, user: User | None = None, ent
                                            reason)])
 
 
-def _append(connection: sa.Connection, actor: Actor,
-            rows: list[tuple[str, str | None, str | None, str | None, str | None, str | None]]) -> None:
-    head_table = AuditHead.__table__
+def _append(connection: sa.Connection, actor: Actor, rows: list[_Row]) -> None:
+    head_table = cast(sa.Table, AuditHead.__table__)  # a mapped class's __table__ is typed as a FromClause
     # Lock the head row first: an UPDATE takes PostgreSQL's row lock and SQLite's write lock.
     head = connection.execute(
         sa.update(head_table).where(head_table.c.id == 1).values(seq=head_table.c.seq)
@@ -95,7 +97,7 @@ def _append(connection: sa.Connection, actor: Actor,
                            before, after, reason, prev_hash)
         prev_hash = chain.compute_hash()
         values.append({**chain.content(), "occurred_at": now, "entry_hash": prev_hash})
-    connection.execute(sa.insert(AuditEntry.__table__), values)
+    connection.execute(sa.insert(cast(sa.Table, AuditEntry.__table__)), values)
     connection.execute(sa.update(head_table).where(head_table.c.id == 1)
                        .values(seq=seq, entry_hash=prev_hash, max_at=max_at, unordered_at=unordered_at))
 
@@ -132,7 +134,7 @@ def _refuse_deletes(session: Session, _context: object, _instances: object) -> N
 
 @event.listens_for(Session, "after_flush")
 def _audit_flush(session: Session, _context: object) -> None:
-    rows = []
+    rows: list[_Row] = []
     reason = session.info.get(REASON_KEY)
     for obj in session.new:
         if isinstance(obj, Audited):
@@ -157,14 +159,14 @@ _CHAIN_COLUMNS = (AuditEntry.seq, AuditEntry.occurred_at, AuditEntry.user_id, Au
                   AuditEntry.after, AuditEntry.reason, AuditEntry.prev_hash, AuditEntry.entry_hash)
 
 
-def _chain_rows(session: Session, batch: int = 5000) -> Iterator[tuple[ChainEntry, str]]:
+def _chain_rows(session: Session, batch: int = 5000) -> Generator[tuple[ChainEntry, str], None, None]:
     # Core rows on the session's connection (same transaction): plain tuples, no ORM row loading.
     result = session.connection().execute(sa.select(*_CHAIN_COLUMNS).order_by(AuditEntry.seq)
                                           .execution_options(yield_per=batch))
     try:
         make = ChainEntry._make
         for row in result:
-            yield make(row[:-1]), row[-1]
+            yield make(row[:-1]), cast(str, row[-1])  # SQLAlchemy types only a select's first ten columns
     finally:  # stopping early (a break found) must still close PostgreSQL's server-side cursor
         result.close()
 

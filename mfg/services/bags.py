@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from ..domain import calc, dose, isbt128
 from ..domain.errors import ValidationFailed
 from ..domain.sop_schema import Division
+from ..domain.trial_config import TrialConfiguration
 from ..models import Batch, ProductBag, SopVersion, StepExecution
 from . import sops
 
@@ -41,9 +42,12 @@ def planned(batch: Batch, division: Division, numbers: dict[str, Decimal | None]
         raise ValidationFailed(f"the product cannot be divided before {division.expires_from} is recorded")
     totals = {name: calc.evaluate(getattr(division, name), numbers)
               for name in ("volume_ml", "viable_cells", "nk_cells")}
+    maximum, shelf_life_hours = numbers["trial.max_bag_volume_ml"], numbers["trial.shelf_life_hours"]
+    # checked above; the trial configuration (evaluation.context_numbers) gives every trial.* value or none
+    assert maximum is not None and shelf_life_hours is not None
     return dose.divide(calc.round_half_up(totals["volume_ml"], 1), totals["viable_cells"], totals["nk_cells"],
-                       max_bag_volume_ml=numbers["trial.max_bag_volume_ml"], formulated_at=expires_from,
-                       shelf_life=timedelta(hours=float(numbers["trial.shelf_life_hours"])))
+                       max_bag_volume_ml=maximum, formulated_at=expires_from,
+                       shelf_life=timedelta(hours=float(shelf_life_hours)))
 
 
 def plan(batch: Batch, division: Division, numbers: dict[str, Decimal | None],
@@ -60,7 +64,11 @@ def plan(batch: Batch, division: Division, numbers: dict[str, Decimal | None],
 
 
 def create(session: Session, batch: Batch, execution: StepExecution, planned: list[dose.Bag]) -> list[ProductBag]:
-    config = sops.definition(session.get(SopVersion, batch.subject.trial_config_version_id))
+    assert batch.subject is not None  # the bags were planned (planned() refuses a batch without a subject)
+    version = session.get(SopVersion, batch.subject.trial_config_version_id)
+    assert version is not None  # the subject's trial configuration version (a foreign key)
+    config = sops.definition(version)
+    assert isinstance(config, TrialConfiguration)
     made = []
     for bag in planned:
         division = isbt128.division_code(bag.index)

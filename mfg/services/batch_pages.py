@@ -7,7 +7,8 @@ there are (``tests/web/test_query_counts.py``); nothing here writes.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import cast
 
 import sqlalchemy as sa
 import sqlalchemy.orm as so
@@ -26,7 +27,7 @@ class Deadline:
 
     step_title: str
     window: str
-    due_at: object  # aware UTC datetime
+    due_at: datetime  # aware UTC
     overdue: bool
     remaining_minutes: int
 
@@ -216,7 +217,8 @@ def batch_page(session: Session, batch: Batch) -> BatchPage:
     session.scalars(sa.select(Batch).where(Batch.id == batch.id).options(
         so.selectinload(Batch.master_records).selectinload(BatchMasterRecord.sop_version),
         so.joinedload(Batch.subject), so.joinedload(Batch.created_by))).one()
-    loaded = _executions_of(session, [batch], all_values=True)[batch.id]
+    # with all_values, every execution is an ORM object (with its values), never a plain row
+    loaded = cast(list[StepExecution], _executions_of(session, [batch], all_values=True)[batch.id])
     records_ = batches.records(batch)
     by_step: dict[tuple[int, str], list[StepExecution]] = {}
     for ex in loaded:

@@ -8,6 +8,7 @@ Nothing here writes.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Sequence
 from functools import lru_cache
 
 import sqlalchemy as sa
@@ -67,10 +68,10 @@ def progress(session: Session, batch: Batch) -> tuple[dict[sequence.StepRef, lis
     return progress_from(batch, executions(session, batch))
 
 
-def progress_from(batch: Batch, found: list[StepExecution]) -> tuple[dict[sequence.StepRef,
-                                                                          list[sequence.InstanceState]],
-                                                                 dict[sequence.StepRef, int]]:
-    """``progress`` from executions already loaded (with their values, for the counts)."""
+def progress_from(batch: Batch, found: Sequence[StepExecution | sa.Row]) -> tuple[
+        dict[sequence.StepRef, list[sequence.InstanceState]], dict[sequence.StepRef, int]]:
+    """``progress`` from executions already loaded (with their values, for the counts): ORM objects, or plain
+    rows (``batch_pages``) for the executions whose values no count reads."""
     done: dict[sequence.StepRef, list[sequence.InstanceState]] = defaultdict(list)
     for ex in found:
         done[sequence.StepRef(position_of(batch, ex.sop_version_id), ex.step_id)].append(
@@ -122,7 +123,7 @@ def get_execution(session: Session, batch: Batch, execution_id: int) -> StepExec
     return execution
 
 
-def open_from(batch: Batch, found: list[StepExecution | sa.Row]) -> list[sequence.Open]:
+def open_from(batch: Batch, found: Sequence[StepExecution | sa.Row]) -> list[sequence.Open]:
     """``open_steps`` from executions already loaded."""
     if batch.status not in ("created", "in_progress"):
         return []

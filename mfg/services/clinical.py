@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import date
 from decimal import Decimal, InvalidOperation
+from typing import cast
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -104,7 +105,8 @@ def _weight(raw: str) -> Decimal:
         weight = Decimal(str(raw).strip())
     except (InvalidOperation, ValueError):
         raise ValidationFailed(f"Weight {raw!r} is not a number in kg (e.g. 62.4).") from None
-    if not weight.is_finite() or weight <= 0 or weight > 400 or -weight.as_tuple().exponent > 2:
+    # a finite Decimal's exponent is an int (only NaN and infinity have a letter)
+    if not weight.is_finite() or weight <= 0 or weight > 400 or -cast(int, weight.as_tuple().exponent) > 2:
         raise ValidationFailed("Weight must be a positive number of kg with at most 2 decimals.")
     return weight
 

@@ -196,6 +196,7 @@ def verify(session: Session, data: bytes, trusted: Any) -> FileCheck:
     if check.attachment is None or pdfs.sha256_hex(check.attachment) != stored.snapshot_sha256:
         return FileCheck(False, "the embedded snapshot does not match the stored record", summary)
     batch = session.get(Batch, stored.batch_id)
+    assert batch is not None  # batch_id is a foreign key
     summary.append(f"document: {KINDS[stored.kind]} of lot {batch.lot}, revision {stored.revision}, "
                    f"{stored.pages} pages, sha256 {digest}")
     summary.append(f"snapshot: matches the stored record (sha256 {stored.snapshot_sha256})")

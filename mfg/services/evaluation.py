@@ -68,7 +68,9 @@ def context_numbers(session: Session, batch: Batch) -> dict[str, Decimal | None]
         "subject.weight_kg": subject.weight_kg,
         "subject.dose_per_kg": Decimal(subject.dose_cells_per_kg) if subject.dose_cells_per_kg else None}
     if subject.trial_config_version_id:
-        config = sops.definition(session.get(SopVersion, subject.trial_config_version_id))
+        version = session.get(SopVersion, subject.trial_config_version_id)
+        assert version is not None  # the subject's trial configuration version (a foreign key)
+        config = sops.definition(version)
         numbers |= {f"trial.{name}": Decimal(str(getattr(config, name))) for name in context.TRIAL_FIELDS}
     return numbers
 
@@ -160,6 +162,7 @@ def evaluate(session: Session, batch: Batch, position: int, step: Step, entry: S
 
 def window_reference(session: Session, batch: Batch, position: int, step: Step) -> datetime | None:
     """The recorded date-time a step's time window counts from (its latest value), or None."""
+    assert step.time_window is not None  # callers pass only steps with a time window
     return recorded_moment(session, batch, position, step.time_window.after)
 
 

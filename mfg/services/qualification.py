@@ -118,7 +118,7 @@ def check_guards(target: Installation) -> tuple[bool, list[str]]:
 def secret_files(config: Mapping[str, Any], instance_path: Path) -> list[Path]:
     """The files whose reading would let someone sign or forge sessions: the instance configuration (the
     secret key) and the site's private key, or its PKCS#12 file and password file."""
-    names = ["config.py"]
+    names: list[str | None] = ["config.py"]
     if config.get("SIGNING_PKCS12_FILE"):
         names += [config["SIGNING_PKCS12_FILE"], config.get("SIGNING_PKCS12_PASSWORD_FILE")]
     else:
@@ -258,6 +258,7 @@ def report(target: Installation, checks: list[Check]) -> Report:
     filename = f"IQ-{facts['host']}-{stamp}.pdf"
     failed = ", ".join(c.key for c in checks if not c.passed)
     by_key = {c.key: c for c in checks}
+    not_stored: str | None
     try:
         signer = target.signer()
     except pdfs.SigningMaterialError as error:

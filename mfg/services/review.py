@@ -77,6 +77,7 @@ def exceptions(session: Session, batch: Batch) -> list[Exception_]:
                                         value.limit_message or "", ex.id))
             if value.supersedes_id:
                 original = session.get(RecordedValue, value.supersedes_id)
+                assert original is not None  # supersedes_id is a foreign key
                 items.append(Exception_(f"correction:{value.id}", "correction", f"{where}: {value.field_id}",
                                         f"{original.text} -> {value.text}: {value.correction_reason}", ex.id))
         for field_id, value in current.items():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -19,7 +21,7 @@ def next_value(session: Session, name: str) -> int:
     """
     connection = session.connection()
     insert = pg_insert if connection.dialect.name == "postgresql" else sqlite_insert
-    table = Counter.__table__
+    table = cast(sa.Table, Counter.__table__)  # a mapped class's __table__ is typed as a FromClause
     connection.execute(insert(table).values(name=name, value=0).on_conflict_do_nothing())
     return connection.execute(sa.update(table).where(table.c.name == name)
                               .values(value=table.c.value + 1).returning(table.c.value)).scalar_one()

@@ -7,7 +7,7 @@ PDF/A-3b file and ``verify-pdf`` can compare it with the stored record. Times ar
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 from ..domain import isbt128, limits, values
 from ..domain.canonical import iso_utc
 from ..domain.signing import MEANING_LABELS, Meaning
+from ..domain.trial_config import TrialConfiguration
 from ..models import (
     AuditEntry,
     AuditHead,
@@ -124,8 +125,13 @@ def batch_snapshot(session: Session, batch: Batch) -> dict[str, Any]:
     users = {u.id: u.full_name for u in session.scalars(sa.select(User))}
     invalidated = batch_pages.invalidated_signature_ids(session, batch)
     subject = batch.subject
-    config = sops.definition(session.get(SopVersion, subject.trial_config_version_id)) \
-        if subject is not None and subject.trial_config_version_id else None
+    config: TrialConfiguration | None = None
+    if subject is not None and subject.trial_config_version_id:
+        version = session.get(SopVersion, subject.trial_config_version_id)
+        assert version is not None  # the subject's trial configuration version (a foreign key)
+        document = sops.definition(version)
+        assert isinstance(document, TrialConfiguration)
+        config = document
     din = isbt128.din_from_text(batch.din) if batch.din else None
     coi = isbt128.parse_coi(isbt128.COI_PREFIX + subject.coi) if subject is not None else None
     head = session.get(AuditHead, 1)
@@ -139,7 +145,9 @@ def batch_snapshot(session: Session, batch: Batch) -> dict[str, Any]:
                   "din": batch.din, "din_eye_readable": din.eye_readable() if din else None,
                   "din_check": din.check if din else None},
         "subject": None if subject is None else {
-            "code": subject.code, "coi": subject.coi, "coi_eye_readable": coi.eye_readable(), "coi_check": coi.check,
+            # coi is parsed whenever there is a subject
+            "code": subject.code, "coi": subject.coi, "coi_eye_readable": cast(isbt128.CoiId, coi).eye_readable(),
+            "coi_check": cast(isbt128.CoiId, coi).check,
             "weight_kg": _number(subject.weight_kg), "weight_measured_on": subject.weight_measured_on.isoformat(),
             "dose_level": subject.dose_level, "dose_cells_per_kg": subject.dose_cells_per_kg},
         "trial": None if config is None else {

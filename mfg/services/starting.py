@@ -3,11 +3,13 @@ opened for a subject's expected collection, with the collection's DIN and the su
 
 from __future__ import annotations
 
+from typing import cast
+
 from sqlalchemy.orm import Session
 
 from ..domain import guards
 from ..domain.errors import ValidationFailed
-from ..models import Batch, BatchMasterRecord, Subject, User, utcnow
+from ..models import Batch, BatchMasterRecord, SopVersion, Subject, User, utcnow
 from . import audit, clinical, sequences, sops
 
 
@@ -36,7 +38,9 @@ def start_batch(session: Session, *, codes: list[str], user: User, lot: str | No
         year = utcnow().year
         lot = f"{codes[0]}-{year}-{sequences.next_value(session, f'lot:{codes[0]}:{year}'):04d}"
     batch = Batch(lot=lot, status="created", created_by_id=user.id)
-    batch.master_records = [BatchMasterRecord(position=i, sop_version_id=v.id) for i, v in enumerate(versions)]
+    # no problems: every code has an effective version
+    batch.master_records = [BatchMasterRecord(position=i, sop_version_id=v.id)
+                            for i, v in enumerate(cast(list[SopVersion], versions))]
     session.add(batch)
     audit.flush(session, reason="batch started")
     return batch

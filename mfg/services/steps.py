@@ -67,7 +67,8 @@ def guard_correct_value(session: Session, user: User, execution: StepExecution,
     if target is None:
         return [guards.Refusal("state", f"step '{step.id}' has no field '{field_id}'")]
     current = execution.current_values().get(field_id)
-    pending = bool(getattr(target, "pending", None) and current is not None and current.text in target.pending)
+    answers = getattr(target, "pending", None)  # choice fields only
+    pending = bool(answers and current is not None and current.text in answers)
     return guards.correct_value(guards.person(user), lot=batch.lot, batch_status=batch.status,
                                 field_label=target.label, calculated=target.type == "calculated", pending=pending,
                                 divided_at=_divided_at(session, batch, position, step), step_id=step.id)

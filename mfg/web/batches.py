@@ -171,6 +171,7 @@ def step(batch_id: int, position: int, step_id: str, instance: int):
                           f"{done.performed_at:%Y-%m-%d %H:%M:%S} UTC. Nothing you entered was stored.", "error")
                     return redirect(url_for("batches.execution", batch_id=batch.id, execution_id=done.id))
             if outcome.ok:
+                assert outcome.value is not None  # perform_step returns the execution it recorded
                 flagged = [v for v in outcome.value.values if not v.in_limits]
                 flash(f"{step_def.title} recorded and signed." + (
                     f" {len(flagged)} value(s) out of limit: a deviation was opened." if flagged else ""),

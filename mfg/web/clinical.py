@@ -100,7 +100,7 @@ def eligibility(donor_id: int):
     donor = clinical.get_donor(db.session, donor_id)
     form = EligibilityForm(prefix="elig")
     if form.validate_on_submit():
-        done = _run(lambda: clinical.determine_eligibility(
+        done = _run(lambda: clinical.determine_eligibility(  # type: ignore[func-returns-value]  # None; "or True" = ran
             db.session, donor, eligible=form.eligible.data == "eligible", summary=form.summary.data,
             user=current_user._get_current_object()) or True, form)
         if done:

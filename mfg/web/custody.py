@@ -111,6 +111,7 @@ def handoff(batch_id: int):
     if outcome.locked_out:
         return redirect(url_for("auth.login"))
     if outcome.ok:
+        assert outcome.value is not None  # hand_off returns the event it recorded
         flash(f"Hand-off from {outcome.value.from_location} to {outcome.value.to_location} recorded and signed.",
               "success")
         return redirect(url_for("custody.show", batch_id=batch_id))

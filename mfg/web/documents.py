@@ -68,7 +68,9 @@ def print_labels(batch_id: int):
     if outcome.locked_out:
         return redirect(url_for("auth.login"))
     if outcome.ok:
+        assert outcome.value is not None  # print_labels returns the revision it issued
         flash(f"Labels printed (revision {outcome.value.revision}) and signed.", "success")
         return redirect(url_for("documents.index", batch_id=batch_id))
+    assert outcome.error is not None  # not ok
     form.form_errors.extend(outcome.error.problems)
     return _page(batch, form, 400)

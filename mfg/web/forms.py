@@ -54,7 +54,7 @@ class AtLeastOne(DataRequired):
 
     def __init__(self, message: str | None = None) -> None:
         super().__init__(message)
-        self.field_flags = {}
+        self.field_flags: dict[str, bool] = {}
 
 
 class UserCreateForm(FlaskForm):

@@ -158,6 +158,7 @@ def decide(batch_id: int):
     if outcome.locked_out:
         return redirect(url_for("auth.login"))
     if outcome.ok:
+        assert outcome.value is not None  # decide_and_issue returns the decision and the documents issued
         decision, issued = outcome.value
         flash(f"Batch {the_batch.lot}: {DECISION_LABELS[decision.decision].lower()}, signed; issued "
               + ", ".join(f"{documents.KINDS[d.kind].lower()} revision {d.revision}" for d in issued) + ".", "success")
@@ -249,6 +250,7 @@ def close_deviation(deviation_id: int):
         if outcome.locked_out:
             return redirect(url_for("auth.login"))
         if outcome.ok:
+            assert outcome.value is not None  # close returns the deviation
             flash(f"Deviation {outcome.value.number} closed and signed.", "success")
             return redirect(url_for("review.deviation", deviation_id=deviation_id))
         form.form_errors.extend(outcome.problems)

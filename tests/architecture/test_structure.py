@@ -131,3 +131,31 @@ def test_no_module_is_over_600_lines_without_a_reason_at_its_top():
             head = "\n".join(lines[:40]).lower()
             assert "longer than" in head and "because" in head, (
                 f"{name} has {len(lines)} lines: split it, or say at its top why it is longer than {SIZE_LIMIT}")
+
+
+def _private_uses(name: str, path: Path) -> list[str]:
+    """``module._helper`` where ``module`` is another mfg module this one imports."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    modules: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[:len(package.split(".")) - node.level + 1]
+                base = ".".join(anchor + ([base] if base else []))
+            for alias in node.names:
+                if f"{base}.{alias.name}" in MODULES:
+                    modules.add(alias.asname or alias.name)
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name in MODULES and alias.asname:
+                    modules.add(alias.asname)
+    return [f"{node.value.id}.{node.attr}" for node in ast.walk(tree)
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in modules
+            and node.attr.startswith("_") and not node.attr.startswith("__")]
+
+
+def test_no_module_uses_another_modules_private_helpers():
+    found = {name: uses for name, path in MODULES.items() if (uses := _private_uses(name, path))}
+    assert found == {}
