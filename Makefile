@@ -10,37 +10,37 @@ LOCK_VENV := .venv-lock
 
 .PHONY: run test bench lint install install-test lock lock-check chromium clean-venv
 
-## make install: the run environment, exactly as locked (requirements/run.txt: every package pinned with its
+## make install: the run environment, exactly as locked (requirements/run.lock: every package pinned with its
 ## hashes, binary wheels only), then the product itself, built by the locked backend. A changed lock or
 ## pyproject.toml builds the environment anew, so nothing stays installed that the lock does not name.
 ## --no-deps: the lock is the whole resolution (pip 23 would otherwise look for the newest release of a
 ## dependency named with an extra, such as weasyprint's fonttools[woff], and refuse it); pip check then
 ## proves every installed package's requirements are met.
 LOCKED_INSTALL := $(PIP_INSTALL) --no-deps --require-hashes --only-binary :all:
-$(BIN)/.installed-run: requirements/run.txt pyproject.toml
+$(BIN)/.installed-run: requirements/run.lock pyproject.toml
 	rm -rf $(VENV)
 	$(PYTHON) -m venv $(VENV)
-	$(LOCKED_INSTALL) -r requirements/run.txt
+	$(LOCKED_INSTALL) -r requirements/run.lock
 	$(PIP_INSTALL) --no-deps --no-build-isolation -e .
 	$(BIN)/python -m pip check
 	touch $@
 
-## make install-test: and the test extra, from requirements/test.txt (the same versions, plus the test tools)
-$(BIN)/.installed-test: requirements/test.txt $(BIN)/.installed-run
-	$(LOCKED_INSTALL) -r requirements/test.txt
+## make install-test: and the test extra, from requirements/test.lock (the same versions, plus the test tools)
+$(BIN)/.installed-test: requirements/test.lock $(BIN)/.installed-run
+	$(LOCKED_INSTALL) -r requirements/test.lock
 	$(BIN)/python -m pip check
 	touch $@
 
 install: $(BIN)/.installed-run
 install-test: $(BIN)/.installed-test
 
-## make lock: regenerate requirements/*.txt from pyproject.toml with the pinned uv (requirements/tools.txt),
+## make lock: regenerate requirements/*.lock from pyproject.toml with the pinned uv (requirements/tools.lock),
 ## keeping every version pyproject.toml still allows; `make lock UPGRADE=1` takes the newest releases.
 ## The one way to change what is installed; run `make test` after it.
 lock:
 	[ -x $(LOCK_VENV)/bin/python ] || $(PYTHON) -m venv $(LOCK_VENV)
 	$(LOCK_VENV)/bin/python -m pip install --quiet --disable-pip-version-check --no-deps --require-hashes \
-		--only-binary :all: -r requirements/tools.txt
+		--only-binary :all: -r requirements/tools.lock
 	$(LOCK_VENV)/bin/python requirements/lock.py $(if $(UPGRADE),--upgrade)
 
 ## make lock-check: does the lock agree with pyproject.toml? (standard library only: runs before installing)

@@ -22,7 +22,7 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 RESOURCE_ROOT = PACKAGE_DIR if (PACKAGE_DIR / "templates").is_dir() else PACKAGE_DIR.parent
 TEMPLATES_DIR = RESOURCE_ROOT / "templates"
 # The run lock: every package and version the product was tested with (`make lock`).
-RUN_LOCK = RESOURCE_ROOT / "requirements" / "run.txt"
+RUN_LOCK = RESOURCE_ROOT / "requirements" / "run.lock"
 
 DEFAULTS: dict[str, object] = {
     # None: SQLite file ``mfg.sqlite3`` inside the instance folder.

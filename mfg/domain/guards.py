@@ -216,7 +216,7 @@ def open_deviation(actor: Person) -> list[Refusal]:
 def investigate_deviation(actor: Person, status: str, number: str = "") -> list[Refusal]:
     refusals = _role(actor, "investigate_deviation")
     if status != "open":
-        refusals.append(Refusal("state", f"deviation {number} is closed".replace("  ", " ")))
+        refusals.append(Refusal("state", f"deviation {number} is closed" if number else "the deviation is closed"))
     return refusals
 
 

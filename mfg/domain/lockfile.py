@@ -1,4 +1,4 @@
-"""The dependency lock as the installed product reads it: ``requirements/run.txt``, which ``make lock``
+"""The dependency lock as the installed product reads it: ``requirements/run.lock``, which ``make lock``
 (``requirements/lock.py``) writes and the wheel carries. Pure: text in, facts and problems out.
 
 The format, as lock.py writes it: a comment header with ``target-python``, ``target-platform``,

@@ -46,24 +46,24 @@ def test_a_dependency_added_to_pyproject_without_make_lock_fails_the_check(copy)
     (copy / "pyproject.toml").write_text(text.replace('"pypdf>=4",', '"pypdf>=4",\n    "requests>=2",'))
     result = _check(copy)
     assert result.returncode == 1
-    assert "requirements/run.txt was made from another pyproject.toml" in result.stderr
+    assert "requirements/run.lock was made from another pyproject.toml" in result.stderr
     assert "run `make lock`" in result.stderr
 
 
 def test_a_range_changed_in_pyproject_without_make_lock_fails_the_check(copy):
     text = (copy / "pyproject.toml").read_text()
     (copy / "pyproject.toml").write_text(text.replace('"sqlalchemy>=2.0.30,<2.2"', '"sqlalchemy>=2.0.30,<2.1"'))
-    assert "requirements/test.txt was made from another pyproject.toml" in _check(copy).stderr
+    assert "requirements/test.lock was made from another pyproject.toml" in _check(copy).stderr
 
 
 def test_a_lock_edited_by_hand_fails_the_check(copy):
-    path = copy / "requirements" / "run.txt"
+    path = copy / "requirements" / "run.lock"
     version = lockfile.parse(path.read_text()).pins["flask"]
     path.write_text(path.read_text().replace(f"flask=={version}", "flask==3.0.0"))
     result = _check(copy)
     assert result.returncode == 1
-    assert "requirements/run.txt was edited by hand" in result.stderr
-    assert "run.txt pins flask==3.0.0 but test.txt" in result.stderr
+    assert "requirements/run.lock was edited by hand" in result.stderr
+    assert "run.lock pins flask==3.0.0 but test.lock" in result.stderr
 
 
 def test_a_change_to_pyproject_that_installs_nothing_else_keeps_the_lock(copy):
@@ -78,7 +78,7 @@ def test_the_products_reader_and_the_lock_script_read_the_same_pins_and_digests(
         import lock as script  # requirements/lock.py
     finally:
         sys.path.remove(str(REQUIREMENTS))
-    for name in ("run.txt", "test.txt", "tools.txt"):
+    for name in ("run.lock", "test.lock", "tools.lock"):
         text = (REQUIREMENTS / name).read_text()
         parsed = lockfile.parse(text)
         digests, body = script.split(text)
@@ -94,17 +94,17 @@ def _requirements(pyproject: dict) -> list[Requirement]:
 
 
 def test_every_requirement_of_pyproject_is_pinned_within_its_range():
-    pins = lockfile.parse((REQUIREMENTS / "test.txt").read_text()).pins
+    pins = lockfile.parse((REQUIREMENTS / "test.lock").read_text()).pins
     for requirement in _requirements(tomllib.loads((RESOURCE_ROOT / "pyproject.toml").read_text())):
         name = lockfile.normalise(requirement.name)
-        assert name in pins, f"{requirement} is not in requirements/test.txt"
+        assert name in pins, f"{requirement} is not in requirements/test.lock"
         assert requirement.specifier.contains(pins[name],
                                               prereleases=True), f"{name}=={pins[name]} not in {requirement}"
 
 
 def test_the_run_lock_is_the_test_lock_without_the_test_tools():
     run = lockfile.parse(RUN_LOCK.read_text()).pins
-    test = lockfile.parse((REQUIREMENTS / "test.txt").read_text()).pins
+    test = lockfile.parse((REQUIREMENTS / "test.lock").read_text()).pins
     assert run.items() <= test.items()
     assert {"pytest", "playwright", "hypothesis"} <= test.keys() - run.keys()
 
@@ -114,13 +114,13 @@ def test_this_environment_is_exactly_the_test_lock():
     installed = {}
     for dist in importlib.metadata.distributions():
         installed.setdefault(lockfile.normalise(dist.metadata["Name"]), dist.version)
-    lock = lockfile.parse((REQUIREMENTS / "test.txt").read_text())
+    lock = lockfile.parse((REQUIREMENTS / "test.lock").read_text())
     assert lockfile.differences(lock, installed, python=".".join(platform.python_version_tuple()[:2]),
                                 machine=platform.machine(), system=platform.system()) == []
 
 
 def test_differences_name_every_way_an_installation_departs_from_its_lock():
-    lock = lockfile.parse((REQUIREMENTS / "run.txt").read_text())
+    lock = lockfile.parse((REQUIREMENTS / "run.lock").read_text())
     installed = dict(lock.pins)
     installed["itsdangerous"] = "2.1.2"
     del installed["flask"]
@@ -129,7 +129,7 @@ def test_differences_name_every_way_an_installation_departs_from_its_lock():
                      "this is aarch64 Linux; the lock was made and tested for x86_64-unknown-linux-gnu",
                      f"flask {lock.pins['flask']} is not installed",
                      f"itsdangerous 2.1.2 is installed; the lock has {lock.pins['itsdangerous']}"]
-    edited = lockfile.parse((REQUIREMENTS / "run.txt").read_text().replace("# ----\n", "# ----\n# a note\n"))
+    edited = lockfile.parse((REQUIREMENTS / "run.lock").read_text().replace("# ----\n", "# ----\n# a note\n"))
     assert lockfile.differences(edited, lock.pins, python="3.11", machine="x86_64", system="Linux") == [
         "the lock file was edited after `make lock` wrote it (its lock-sha256 does not match)"]
 

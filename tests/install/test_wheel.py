@@ -66,7 +66,7 @@ def test_the_wheel_carries_templates_master_records_migrations_and_the_lock(inst
         for path in (RESOURCE_ROOT / folder).rglob("*"):
             if path.is_file():
                 assert f"mfg/{path.relative_to(RESOURCE_ROOT)}" in names, path
-    assert "mfg/requirements/run.txt" in names and "mfg/static/app.css" in names
+    assert "mfg/requirements/run.lock" in names and "mfg/static/app.css" in names
     migrations = (RESOURCE_ROOT / "mfg" / "migrations" / "versions").glob("*.py")
     assert {f"mfg/migrations/versions/{p.name}" for p in migrations} <= names
     assert not any(name.startswith(("tests/", "bench/", "instance/")) for name in names)
