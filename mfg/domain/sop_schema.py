@@ -58,6 +58,7 @@ __all__ = [
     "MasterRecord",
     "MaterialField",
     "NumberField",
+    "ResultTime",
     "Repeat",
     "ScanField",
     "Stage",
@@ -207,6 +208,35 @@ class FieldBase(_Model):
     help: str = ""
 
 
+def _sample_reference(value: str) -> str:
+    """A datetime field of the same step (``sampled_at``) or of an earlier step (``sampling.sampled_at``)."""
+    return _field_reference(value) if "." in value else _identifier(value)
+
+
+class ResultTime(_Model):
+    """When a test result can exist, from the specification's method (DOMAIN.md section 4).
+
+    ``sample`` names the recorded date-time the sample was taken or the test started: a datetime field of
+    the same step (``inoculated_at``) or ``<step_id>.<field_id>`` of an earlier step. No result (other
+    than a ``pending`` answer) may be entered before sample + ``minimum_hours``, the method's minimum
+    duration; a result recorded as pending at release is due at sample + ``due_hours``, the method's
+    duration (``domain.result_time``).
+    """
+
+    method: Text
+    sample: Annotated[str, AfterValidator(_sample_reference)]
+    minimum_hours: Limit = pydantic.Field(ge=0)
+    due_hours: Limit = pydantic.Field(gt=0)
+
+    @field_validator("due_hours")
+    @classmethod
+    def _due_after_minimum(cls, value: float, info: ValidationInfo) -> float:
+        low = info.data.get("minimum_hours")
+        if isinstance(low, float | int) and value < low:
+            raise ValueError(f"must not be below minimum_hours ({low:g})")
+        return value
+
+
 class NumberField(FieldBase):
     """A measured value with a unit, shown and stored with ``decimals`` places.
 
@@ -216,6 +246,7 @@ class NumberField(FieldBase):
     """
 
     type: Literal["number"]
+    result_time: ResultTime | None = None
     unit: Text
     decimals: Decimals = 2
     min: LimitOrName | None = None
@@ -242,6 +273,7 @@ class IntegerField(FieldBase):
     """A counted value (whole number) with a unit; limits behave as for ``number``."""
 
     type: Literal["integer"]
+    result_time: ResultTime | None = None
     unit: Text
     min: int | None = None
     max: int | None = None
@@ -265,6 +297,7 @@ class ChoiceField(FieldBase):
     """
 
     type: Literal["choice"]
+    result_time: ResultTime | None = None
     choices: list[Text] = pydantic.Field(min_length=1)
     acceptable: list[Text] | None = pydantic.Field(None, min_length=1)
     pending: list[Text] = pydantic.Field(default_factory=list)
@@ -756,6 +789,7 @@ def _cross_check(record: MasterRecord) -> Iterator[_Problem]:
     yield from _duplicate_ids(record)
     yield from _reserved_step_ids(places)
     yield from _time_window_problems(places)
+    yield from _result_time_problems(places)
     yield from _division_problems(places)
     yield from _chart_problems(record, places)
     yield from _calculation_problems(places)
@@ -856,6 +890,24 @@ def _time_window_problems(places: dict[str, _Place]) -> Iterator[_Problem]:
             problem = _earlier_field_problem(place, places, repeat.count, "integer")
             if problem:
                 yield _Problem(f"{place.path}.repeat.count", problem)
+
+
+def _result_time_problems(places: dict[str, _Place]) -> Iterator[_Problem]:
+    """A result's sample time is a datetime of its own step or of an earlier, non-repeatable one."""
+    for place in places.values():
+        for number, f in enumerate(place.step.fields):
+            result_time = getattr(f, "result_time", None)
+            if result_time is None:
+                continue
+            path = f"{place.path}.fields[{number}].result_time.sample"
+            if "." in result_time.sample:
+                problem = _earlier_field_problem(place, places, result_time.sample, "datetime")
+                if problem:
+                    yield _Problem(path, problem)
+            else:
+                own = _fields_by_id(place.step).get(result_time.sample)
+                if own is None or own.type != "datetime":
+                    yield _Problem(path, f"step {place.step.id!r} has no datetime field {result_time.sample!r}")
 
 
 def _chart_problems(record: MasterRecord, places: dict[str, _Place]) -> Iterator[_Problem]:

@@ -803,3 +803,36 @@ def test_time_window_hours_must_be_positive_hours(hours: object, fragment: str) 
     step(document, 0, 1)["time_window"] = {"after": "start.started_at", "max_hours": hours}
     error = only_problem(document)
     assert error.startswith(f"{SOURCE}: stages[0].steps[1].time_window.max_hours: ") and fragment in error, error
+
+
+# --- result times (when a result can exist, when a pending one is due) ---------------------------
+
+def _with_result_time(result_time: dict[str, Any]) -> dict[str, Any]:
+    document = minimal()
+    fields = step(document, 0, 1)["fields"]
+    fields.insert(0, {"id": "sampled_at", "type": "datetime", "label": "Sampled at"})
+    fields.append({"id": "culture", "type": "choice", "label": "Culture", "choices": ["Pending", "No growth"],
+                   "pending": ["Pending"], "result_time": result_time})
+    return document
+
+
+def test_a_result_time_names_the_sample_time_and_the_methods_durations() -> None:
+    record = parse_definition(dump(_with_result_time(
+        {"method": "14-day culture", "sample": "sampled_at", "minimum_hours": 336, "due_hours": 336})), SOURCE)
+    field = record.stages[0].steps[1].fields[-1]
+    assert field.result_time is not None
+    assert (field.result_time.sample, field.result_time.minimum_hours, field.result_time.due_hours) == \
+        ("sampled_at", 336, 336)
+
+
+@pytest.mark.parametrize(("result_time", "fragment"), [
+    ({"method": "culture", "sample": "not_here", "minimum_hours": 1, "due_hours": 2}, "no datetime field 'not_here'"),
+    ({"method": "culture", "sample": "measure.volume", "minimum_hours": 1, "due_hours": 2},
+     "must refer to an earlier step"),
+    ({"method": "culture", "sample": "sampled_at", "minimum_hours": 5, "due_hours": 2}, "must not be below minimum"),
+    ({"method": "culture", "sample": "sampled_at", "minimum_hours": -1, "due_hours": 2}, "greater than or equal"),
+])
+def test_a_result_time_must_name_a_recorded_datetime_and_a_due_time_after_the_minimum(
+        result_time: dict[str, Any], fragment: str) -> None:
+    errors = problems(_with_result_time(result_time))
+    assert any(fragment in error for error in errors), errors
