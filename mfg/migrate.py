@@ -78,6 +78,11 @@ GUARDS: dict[str, Guard] = {
     "batch_decision": Guard(APPEND_ONLY),
     "document_revision": Guard(APPEND_ONLY),
     "qualification_record": Guard(APPEND_ONLY),
+    "pending_result": Guard(NEVER_DELETED, immutable=("batch_id", "execution_id", "field_id", "pending_value_id",
+                                                      "label", "method", "sampled_at", "due_at", "decision_id",
+                                                      "created_at")),
+    "bag_block": Guard(APPEND_ONLY),
+    "clinical_alert": Guard(NEVER_DELETED, immutable=("batch_id", "deviation_id", "finding", "raised_at")),
 }
 
 

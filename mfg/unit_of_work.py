@@ -6,6 +6,8 @@ command, an API, a job) can drop it:
 
 * an identity mismatch (``IdentityMismatch``): the refused action is rolled back, then the event is
   audited and its deviation opened (``deviations.record_identity_mismatch``), in their own commit;
+* a blocked, expired or unreleased product at a hand-off or the bedside (``ProductBlocked``): the same, through
+  ``lifecycle.record_blocked_scan``;
 * a wrong password at sign-in or signing (``AuthenticationFailed``): the action is rolled back, then the
   failure is counted toward lockout and audited (``accounts.record_authentication_failure``) in its own
   commit, and ``failure.locked_user_id`` names the account it locked, if it did (the web edge then signs
@@ -21,9 +23,9 @@ from contextlib import contextmanager
 
 from sqlalchemy.orm import Session
 
-from .domain.errors import AuthenticationFailed, IdentityMismatch
+from .domain.errors import AuthenticationFailed, IdentityMismatch, ProductBlocked
 from .models import User
-from .services import accounts, deviations
+from .services import accounts, deviations, lifecycle
 
 
 @contextmanager
@@ -38,6 +40,13 @@ def unit_of_work(session: Session, *, actor: User | None, policy: accounts.Polic
         if actor is None:
             raise RuntimeError("an identity check failed outside a person's action: nobody to record it") from mismatch
         deviations.record_identity_mismatch(session, mismatch, actor)
+        session.commit()
+        raise
+    except ProductBlocked as stop:
+        session.rollback()
+        if actor is None:
+            raise RuntimeError("a product stop outside a person's action: nobody to record it") from stop
+        lifecycle.record_blocked_scan(session, stop, actor)
         session.commit()
         raise
     except AuthenticationFailed as failure:

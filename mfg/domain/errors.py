@@ -76,3 +76,13 @@ class AuthenticationFailed(DomainError):
         self.username = username
         self.context = context
         self.locked_user_id: int | None = None
+
+
+class ProductBlocked(ValidationFailed):
+    """A blocked, expired or unreleased product scanned at a hand-off or the bedside: a hard stop. Nothing of
+    the action is stored; the unit of work rolls it back, then audits the event and opens a deviation in its
+    own commit (``services.lifecycle.record_blocked_scan``). There is no override."""
+
+    def __init__(self, batch_id: int, where: str, stop: str, division: str | None) -> None:
+        super().__init__(stop)
+        self.batch_id, self.where, self.division = batch_id, where, division

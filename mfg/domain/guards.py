@@ -15,114 +15,25 @@ and duty refusals, InvalidTransition when every other refusal is about the seque
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass
-from typing import Protocol
+from .lifecycle import RECORD_OPEN, RESULTS_OPEN, STEPS_OPEN
+from .refusal import (  # noqa: F401 - re-exported: every guard's caller writes guards.Refusal, guards.person
+    ADMIN,
+    CLINICAL,
+    CUSTODY_ROLES,
+    OPERATOR,
+    QA,
+    ROLES,
+    Person,
+    Refusal,
+    UserLike,
+    enforce,
+    only_done,
+    person,
+    role_refusals,
+    texts,
+)
 
-from .errors import InvalidTransition, PermissionDenied, ValidationFailed
-
-OPERATOR, QA, CLINICAL, ADMIN = "operator", "qa", "clinical", "admin"
-
-CUSTODY_ROLES = (OPERATOR, CLINICAL)
-
-# Batch statuses, by what they allow.
-STEPS_OPEN = ("created", "in_progress")  # steps may be performed
-RECORD_OPEN = ("created", "in_progress", "awaiting_review")  # any recorded value may be corrected
-INFUSIBLE = ("released", "conditionally_released")  # a bag may be infused
-# QA's possible decisions and the transition each makes (domain.sequence.BATCH_STATUS).
-DECISIONS = ("released", "conditionally_released", "rejected")
 CLASSIFICATIONS = ("minor", "major", "critical")
-
-
-@dataclass(frozen=True)
-class Refusal:
-    kind: str  # "role", "duty", "sequence", "done" or "state"
-    text: str
-
-    def __str__(self) -> str:
-        return self.text
-
-
-@dataclass(frozen=True)
-class Person:
-    """Who acts, as a guard needs to know them."""
-
-    id: int
-    roles: frozenset[str]
-    name: str
-
-    def has(self, *roles: str) -> bool:
-        return bool(self.roles.intersection(roles))
-
-
-class UserLike(Protocol):
-    """What :func:`person` reads from the one who acts (the User model)."""
-
-    @property
-    def id(self) -> int: ...
-    @property
-    def role_list(self) -> Iterable[str]: ...
-    @property
-    def full_name(self) -> str: ...
-
-
-def person(user: UserLike) -> Person:
-    """A :class:`Person` from anything with ``id``, ``role_list`` and ``full_name`` (the User model)."""
-    return Person(user.id, frozenset(user.role_list), user.full_name)
-
-
-def texts(refusals: Iterable[Refusal]) -> list[str]:
-    return [r.text for r in refusals]
-
-
-def enforce(refusals: list[Refusal]) -> None:
-    """Raise with every reason when the guard refused: PermissionDenied when any refusal is about the person
-    (role, segregation of duties), InvalidTransition when all are about the sequence, else ValidationFailed."""
-    if not refusals:
-        return
-    if any(r.kind in ("role", "duty") for r in refusals):
-        raise PermissionDenied(*texts(refusals))
-    if all(r.kind in ("sequence", "done") for r in refusals):
-        raise InvalidTransition(*texts(refusals))
-    raise ValidationFailed(*texts(refusals))
-
-
-def only_done(refusals: list[Refusal]) -> bool:
-    """The only refusal is that someone already did it: the service reports the conflict (who, when)."""
-    return bool(refusals) and all(r.kind == "done" for r in refusals)
-
-
-# Who may do what: the roles of each action, and how a refusal names the action. Each guard of the same name
-# checks them first; the web edge reads them (``role_refusals``) to refuse a POST before loading anything.
-ROLES: dict[str, tuple[tuple[str, ...], str]] = {
-    "start_batch": ((OPERATOR,), "starting a batch"),
-    "start_product_batch": ((OPERATOR,), "opening a batch record"),
-    "perform_step": ((OPERATOR,), "performing a step"),
-    "verify_step": ((OPERATOR,), "verifying a step"),
-    "resign_step": ((OPERATOR,), "signing a step"),
-    "correct_value": ((OPERATOR,), "correcting a step"),
-    "open_deviation": ((OPERATOR, QA), "opening a deviation"),
-    "investigate_deviation": ((QA,), "investigating a deviation"),
-    "review_batch": ((QA,), "reviewing a batch"),
-    "decide": ((QA,), "deciding on a batch"),
-    "print_labels": ((OPERATOR,), "printing labels"),
-    "hand_off": ((OPERATOR, CLINICAL), "recording a hand-off"),
-    "bedside_check": ((OPERATOR, CLINICAL), "recording a bedside check"),
-    "load_master_records": ((QA,), "loading master records"),
-    "approve_master_record": ((QA,), "approving a master record"),
-    "manage_master_data": ((QA,), "changing equipment and material lots"),
-    "manage_subjects": ((CLINICAL,), "recording subjects and donors"),
-    "manage_accounts": ((ADMIN,), "managing user accounts"),
-}
-
-
-def role_refusals(action: str, actor: Person) -> list[Refusal]:
-    """The role part of guard ``action`` alone (no facts needed)."""
-    roles, what = ROLES[action]
-    if actor.has(*roles):
-        return []
-    names = " or ".join("QA" if r == QA else r for r in roles)
-    return [Refusal("role", f"{what} needs the {names} role")]
 
 
 def _role(actor: Person, action: str) -> list[Refusal]:
@@ -183,17 +94,15 @@ def resign_step(actor: Person, *, step_status: str) -> list[Refusal]:
 
 
 def correct_value(actor: Person, *, lot: str, batch_status: str, field_label: str, calculated: bool,
-                  pending: bool, divided_at: str | None, step_id: str) -> list[Refusal]:
-    """Correct one recorded value. While the record is open any entered value may be corrected; after a
-    conditional release only a value still pending (e.g. sterility "Pending"), whose final result is
-    entered as its correction; never a calculated value (its inputs are corrected) nor a value the bags
-    were made from once the product is divided (``divided_at``: the dividing step, or None)."""
+                  divided_at: str | None, step_id: str) -> list[Refusal]:
+    """Correct one recorded value while the record is open; never a calculated value (its inputs are
+    corrected) nor a value the bags were made from once the product is divided (``divided_at``: the dividing
+    step, or None). After a conditional release nothing is corrected: a pending result is entered as its own
+    signed action (:func:`enter_result`), and the "pending" stays in the record."""
     refusals = _role(actor, "correct_value")
-    if batch_status == "conditionally_released":
-        if not pending:
-            refusals.append(Refusal("state", f"batch {lot} is conditionally released: only a pending result may be "
-                                             f"entered (as a correction of its 'pending' value); {field_label} is "
-                                             "not pending"))
+    if batch_status in RESULTS_OPEN:
+        refusals.append(Refusal("state", f"batch {lot} is {_status(batch_status)}: its record is closed; a pending "
+                                         "result is entered through its own result entry, not as a correction"))
     elif batch_status not in RECORD_OPEN:
         refusals.append(Refusal("state", f"batch {lot} is {_status(batch_status)}: its record is closed"))
     if calculated:
@@ -249,49 +158,27 @@ def review_batch(actor: Person) -> list[Refusal]:
     return _role(actor, "review_batch")
 
 
-@dataclass(frozen=True)
-class DecisionFacts:
-    """What QA's decision on a batch depends on."""
+# --- pending results ---------------------------------------------------------------------------------------
 
-    lot: str
-    status: str
-    allowed_moves: frozenset[str]  # the statuses the batch's status may move to (BATCH_STATUS)
-    participant: bool  # the deciding person performed or verified a step of the batch
-    open_deviations: tuple[str, ...]
-    unreviewed: int
-    all_complete: bool
-    pending: tuple[str, ...]  # the results still pending, by title
+def enter_result(actor: Person, *, lot: str, batch_status: str, label: str, status: str) -> list[Refusal]:
+    """The result of a test pending at the conditional release is entered as its own signed action, once,
+    while the batch waits for it (conditionally released, or under investigation)."""
+    refusals = _role(actor, "enter_result")
+    if batch_status not in RESULTS_OPEN:
+        refusals.append(Refusal("state", f"batch {lot} is {_status(batch_status)}: no pending result is entered now"))
+    if status != "pending":
+        refusals.append(Refusal("done", f"{label}: the result has already been entered"))
+    return refusals
 
 
-def decide(actor: Person, decision: str, facts: DecisionFacts) -> list[Refusal]:
-    """Release, conditional release (naming the pending results) or rejection. The releaser performed and
-    verified no step; a release needs every step complete, every review item marked and no open deviation;
-    a full release needs no pending result, a conditional one at least one. A rejection needs none of that."""
-    if decision not in DECISIONS:
-        return [Refusal("state", f"unknown decision {decision!r}")]
-    refusals = _role(actor, "decide")
-    if refusals:
-        refusals = [Refusal("role", "Only QA decides on a batch.")]
-    if facts.participant:
-        refusals.append(Refusal("duty", f"{actor.name} performed or verified a step of this batch and may not "
-                                        "decide on it."))
-    if decision not in facts.allowed_moves:
-        refusals.append(Refusal("state", f"batch {facts.lot} is {_status(facts.status)}: it cannot be "
-                                         f"{_status(decision)}"))
-    if decision == "rejected":
-        return refusals
-    if facts.open_deviations:
-        refusals.append(Refusal("state", f"Deviations still open: {', '.join(facts.open_deviations)}. Close them "
-                                         "before release."))
-    if facts.unreviewed:
-        refusals.append(Refusal("state", f"{facts.unreviewed} review item(s) not yet marked reviewed."))
-    if not facts.all_complete:
-        refusals.append(Refusal("state", "Not every step is complete and verified."))
-    if decision == "released" and facts.pending:
-        refusals.append(Refusal("state", "Results are still pending (" + "; ".join(facts.pending)
-                                + "): release conditionally, naming them, or wait for the final results."))
-    if decision == "conditionally_released" and not facts.pending:
-        refusals.append(Refusal("state", "Nothing is pending: release the batch without conditions."))
+def verify_result(actor: Person, *, label: str, status: str, entered_by_id: int | None) -> list[Refusal]:
+    """A second operator verifies a result entry: never the one who entered it."""
+    refusals = _role(actor, "verify_result")
+    if actor.id == entered_by_id:
+        refusals.append(Refusal("duty", "You entered this result: a different operator must verify it."))
+    if status != "awaiting_verification":
+        refusals.append(Refusal("sequence", f"{label}: the result is {_status(status)}, not waiting for "
+                                            "verification"))
     return refusals
 
 
@@ -308,13 +195,22 @@ def hand_off(actor: Person) -> list[Refusal]:
     return _role(actor, "hand_off")
 
 
-def bedside_check(actor: Person, *, lot: str, batch_status: str) -> list[Refusal]:
-    """The two-person bedside check is recorded from the screen of an operator or clinical user, for a
-    product QA released (or released conditionally); who the two people are is checked by their signatures."""
+def bedside_check(actor: Person, *, lot: str, bag_count: int) -> list[Refusal]:
+    """The two-person bedside check is recorded from the screen of an operator or clinical user, for a bag of
+    a divided product; who the two people are is checked by their signatures. Whether the scanned bag may be
+    infused (released, not blocked, not expired) is the hard stop of the scan (``lifecycle.infusion_stop``),
+    with its audit entry and deviation, never a hidden button."""
     refusals = _role(actor, "bedside_check")
-    if batch_status not in INFUSIBLE:
-        refusals.append(Refusal("state", f"Batch {lot} is {_status(batch_status)}: only a product QA has released "
-                                         "(or released conditionally) may be infused. Do not infuse; call QA."))
+    if not bag_count:
+        refusals.append(Refusal("state", f"batch {lot} has no bags yet: there is nothing to infuse"))
+    return refusals
+
+
+def acknowledge_alert(actor: Person, *, acknowledged: bool) -> list[Refusal]:
+    """A clinical user acknowledges a product alert, once, for the whole clinic."""
+    refusals = _role(actor, "acknowledge_alert")
+    if acknowledged:
+        refusals.append(Refusal("done", "this alert has already been acknowledged"))
     return refusals
 
 

@@ -23,16 +23,6 @@ from .errors import InvalidTransition
 from .sop_schema import MasterRecord, Stage, Step
 from .status import TransitionTable
 
-BATCH_STATUS = TransitionTable("A batch", {
-    "created": {"in_progress": "perform the first step", "rejected": "reject"},
-    "in_progress": {"awaiting_review": "complete the last step", "rejected": "reject"},
-    "awaiting_review": {"released": "release", "conditionally_released": "release conditionally",
-                        "rejected": "reject", "in_progress": "correct a value"},
-    "conditionally_released": {"released": "final results"},
-    "released": {},
-    "rejected": {},
-})
-
 STEP_STATUS = TransitionTable("A step", {
     "awaiting_verification": {"complete": "verify", "needs_signature": "correct a value"},
     "complete": {"needs_signature": "correct a value"},

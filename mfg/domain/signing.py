@@ -12,6 +12,10 @@ class Meaning(str, Enum):
     APPROVED = "approved"
     RELEASED = "released"
     REJECTED = "rejected"
+    CANCELLED = "cancelled"
+    INVESTIGATION = "under_investigation"
+    RECALLED = "recalled"
+    ACKNOWLEDGED = "acknowledged"
 
     @property
     def label(self) -> str:
@@ -25,6 +29,10 @@ MEANING_LABELS = {
     Meaning.APPROVED: "Approved by",
     Meaning.RELEASED: "Released by",
     Meaning.REJECTED: "Rejected by",
+    Meaning.CANCELLED: "Cancelled by",
+    Meaning.INVESTIGATION: "Placed under investigation by",
+    Meaning.RECALLED: "Recalled by",
+    Meaning.ACKNOWLEDGED: "Acknowledged by",
 }
 
 # The roles that may sign with each meaning. Administrators sign nothing (SPEC: who uses it). A
@@ -37,6 +45,10 @@ ROLE_FOR_MEANING: dict[Meaning, tuple[str, ...]] = {
     Meaning.APPROVED: ("qa", "clinical"),
     Meaning.RELEASED: ("qa",),
     Meaning.REJECTED: ("qa",),
+    Meaning.CANCELLED: ("operator", "qa"),  # a batch started by mistake
+    Meaning.INVESTIGATION: ("qa",),
+    Meaning.RECALLED: ("qa",),
+    Meaning.ACKNOWLEDGED: ("clinical",),  # the clinic acknowledges a product alert
 }
 
 

@@ -7,7 +7,7 @@ from .clinical import Donor, DonorTest, Subject
 from .custody import CustodyEvent, ProductBag
 from .masterdata import Counter, Equipment, MaterialLot
 from .qualification import QualificationRecord
-from .quality import BatchDecision, DocumentRevision, ReviewMark
+from .quality import BagBlock, BatchDecision, ClinicalAlert, DocumentRevision, PendingResult, ReviewMark
 from .signature import Signature
 from .sop import SopVersion
 from .user import User
@@ -15,9 +15,11 @@ from .user import User
 # Record types that carry e-signatures, by the name a Signature stores in ``record_type``.
 SIGNABLE: dict[str, type[Signable]] = {
     model.__tablename__: model
-    for model in (SopVersion, StepExecution, Subject, CustodyEvent, Deviation, BatchDecision, DocumentRevision)}
+    for model in (SopVersion, StepExecution, Subject, CustodyEvent, Deviation, BatchDecision, DocumentRevision,
+                  PendingResult, ClinicalAlert)}
 
 __all__ = ["AuditEntry", "AuditHead", "Audited", "Base", "Batch", "BatchDecision", "DocumentRevision", "ReviewMark",
+           "BagBlock", "ClinicalAlert", "PendingResult",
            "BatchMasterRecord", "Counter", "CustodyEvent", "Deviation", "Donor", "DonorTest",
            "Equipment", "MaterialLot", "ProductBag", "QualificationRecord", "RecordedValue", "SIGNABLE", "Signable",
            "Signature", "SignatureInvalidation",

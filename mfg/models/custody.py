@@ -24,6 +24,9 @@ class CustodyEvent(Audited, Signable, Base):
     kind: so.Mapped[str] = so.mapped_column(sa.String(20))
     scanned_din: so.Mapped[str] = so.mapped_column(sa.String(20))
     scanned_coi: so.Mapped[str | None] = so.mapped_column(sa.String(20))
+    # The bag infused (bedside) or handed on: scanned by its product code with division. None on events
+    # recorded before bags were scanned (migration 0012) and on hand-offs of the starting material.
+    bag_id: so.Mapped[int | None] = so.mapped_column(sa.ForeignKey("product_bag.id"))
     from_location: so.Mapped[str | None] = so.mapped_column(sa.String(100))
     to_location: so.Mapped[str | None] = so.mapped_column(sa.String(100))
     condition: so.Mapped[str | None] = so.mapped_column(sa.String(200))
@@ -33,7 +36,7 @@ class CustodyEvent(Audited, Signable, Base):
 
     def signed_content(self) -> dict[str, Any]:
         return {"record": "custody_event", "batch_id": self.batch_id, "kind": self.kind,
-                "scanned_din": self.scanned_din, "scanned_coi": self.scanned_coi,
+                "scanned_din": self.scanned_din, "scanned_coi": self.scanned_coi, "bag_id": self.bag_id,
                 "from": self.from_location, "to": self.to_location, "condition": self.condition,
                 "occurred_at": self.occurred_at}
 

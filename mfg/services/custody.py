@@ -1,13 +1,16 @@
 """Chain of custody: every hand-off of the product, and the two-person bedside check before infusion.
 
 Each event scans the bag; the bedside check also scans the subject's chain-of-identity identifier,
-twice, by two different people. A scan that does not match the batch is the identity hard stop
-(``services.identity.check``: audited and a deviation opened by the unit of work), with no override.
+twice, by two different people, and the bag itself (its product code with the division). A scan that does
+not match the batch is the identity hard stop (``services.identity.check``); a blocked, expired or unreleased
+bag is the product hard stop (``services.lifecycle.infusion_stop``, ``handoff_stop``). Both are audited and
+open a deviation through the unit of work, with no override.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -16,7 +19,7 @@ from ..domain import guards
 from ..domain.errors import ValidationFailed
 from ..domain.signing import Meaning
 from ..models import Batch, CustodyEvent, User, utcnow
-from . import audit, identity, signatures
+from . import audit, bags, identity, lifecycle, signatures
 
 CUSTODY_ROLES = guards.CUSTODY_ROLES
 
@@ -26,18 +29,21 @@ def guard_hand_off(session: Session, user: User, batch: Batch) -> list[guards.Re
 
 
 def guard_bedside_check(session: Session, user: User, batch: Batch) -> list[guards.Refusal]:
-    return guards.bedside_check(guards.person(user), lot=batch.lot, batch_status=batch.status)
+    return guards.bedside_check(guards.person(user), lot=batch.lot, bag_count=len(bags.of_batch(session, batch)))
 
 
 def hand_off(session: Session, batch: Batch, *, scanned_din: str, from_location: str, to_location: str,
-             condition: str, signer: User, password: str, username: str | None, require_username: bool) -> CustodyEvent:
-    """Record a hand-off (who, when, from, to, condition) after the bag's DIN is scanned and matches."""
+             condition: str, signer: User, password: str, username: str | None, require_username: bool,
+             tz: ZoneInfo | None = None) -> CustodyEvent:
+    """Record a hand-off (who, when, from, to, condition) after the bag's DIN is scanned and matches, and the
+    product is neither blocked nor expired."""
     guards.enforce(guard_hand_off(session, signer, batch))
     problems = [f"{what} is required." for what, value in
                 (("From", from_location), ("To", to_location), ("Condition", condition)) if not (value or "").strip()]
     if problems:
         raise ValidationFailed(*problems)
     din = identity.check(session, batch, where="hand-off", label="Bag DIN", expected="batch.din", scanned=scanned_din)
+    lifecycle.handoff_stop(session, batch, tz=tz or ZoneInfo("UTC"))
     credentials = signatures.authenticate(signer, password=password, username=username,
                                           require_username=require_username)  # before the first write
     event = CustodyEvent(batch_id=batch.id, kind="handoff", scanned_din=din, from_location=from_location.strip(),
@@ -58,18 +64,20 @@ class BedsideScan:
     password: str
     scanned_din: str
     scanned_coi: str
+    scanned_bag: str = ""
 
 
 def bedside_check(session: Session, batch: Batch, *, first: BedsideScan, second: BedsideScan,
-                  recorded_by: User | None = None) -> CustodyEvent:
-    """Two different people each scan the bag and the subject's identifier; both must match the batch.
+                  recorded_by: User | None = None, tz: ZoneInfo | None = None) -> CustodyEvent:
+    """Two different people each scan the bag's DIN, the bag (product code with division) and the subject's
+    identifier; all must match the batch and both must scan the same bag, which must be infusible: released
+    (or released conditionally), not blocked, not expired, not infused before.
 
     The first signs "Performed by", the second "Verified by", each with user name and password, on the
-    screen of ``recorded_by`` (the signed-in user; the first person by default). Only a product QA released
-    (or released conditionally) may be infused: anything else is refused first.
+    screen of ``recorded_by`` (the signed-in user; the first person by default).
     """
     recorder = recorded_by if recorded_by is not None else first.user
-    guards.enforce(guard_bedside_check(session, recorder, batch))  # the product first: "Do not infuse"
+    guards.enforce(guard_bedside_check(session, recorder, batch))
     guards.enforce(guards.two_people(first.user.id, second.user.id))
     # Each person's role is checked by their signature, after their password: a shared screen must not
     # tell whether a name it was given exists or what role it has.
@@ -79,11 +87,22 @@ def bedside_check(session: Session, batch: Batch, *, first: BedsideScan, second:
                              scanned=person.scanned_din)
         coi = identity.check(session, batch, where="bedside", label=f"Subject COI (person {n})",
                              expected="subject.coi", scanned=person.scanned_coi)
-        scans.append((din, coi))
+        code = identity.check(session, batch, where="bedside", label=f"Bag label (person {n})",
+                              expected="bag.product_code", scanned=person.scanned_bag)
+        scans.append((din, coi, code))
+    if scans[0][2] != scans[1][2]:
+        raise ValidationFailed("The two people scanned different bags: both scan the one bag at the bedside.")
+    bag = bags.expected_codes(session, batch)[scans[0][2]]
+    lifecycle.infusion_stop(session, batch, bag, where="bedside", tz=tz or ZoneInfo("UTC"))
+    given = lifecycle.infused(session, batch).get(bag.id)
+    if given is not None:
+        raise ValidationFailed(f"Bag {bag.division} of batch {batch.lot} was already infused ({given:%Y-%m-%d %H:%M} "
+                               "UTC): do not infuse it again.")
     credentials = [signatures.authenticate(person.user, password=person.password, username=person.username)
                    for person in (first, second)]  # both before the first write
     event = CustodyEvent(batch_id=batch.id, kind="bedside", scanned_din=scans[0][0], scanned_coi=scans[0][1],
-                         performed_by_id=first.user.id, verified_by_id=second.user.id, occurred_at=utcnow())
+                         bag_id=bag.id, performed_by_id=first.user.id, verified_by_id=second.user.id,
+                         occurred_at=utcnow())
     session.add(event)
     audit.flush(session, reason="two-person bedside identity check")
     for person, meaning, checked in ((first, Meaning.PERFORMED, credentials[0]),

@@ -2,7 +2,7 @@
 
 Review by exception lists only what needs QA's eyes (:func:`exceptions`): values out of limit,
 corrections, deviations, identity events, pending results, label reprints. Each must be marked reviewed
-before a decision. The decision (:func:`decide`) is signed; its guard (``domain.guards.decide``, with the
+before a decision. The decision (:func:`decide`) is signed; its guard (``domain.lifecycle.decide``, with the
 facts of :func:`decision_facts`) refuses a releaser who performed or verified a step of the batch, an open
 deviation, an unreviewed item, an incomplete record, and a full release while a result is pending.
 """
@@ -10,13 +10,13 @@ deviation, an unreviewed item, an incomplete record, and a full release while a 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
-from sqlalchemy.orm.exc import StaleDataError
 
-from ..domain import guards, sequence
+from ..domain import guards, lifecycle, sequence
 from ..domain.errors import ConflictError, NotFound, ValidationFailed
 from ..domain.signing import Meaning
 from ..domain.sop_schema import ChoiceField, step_index
@@ -33,10 +33,13 @@ from ..models import (
     User,
     utcnow,
 )
-from . import audit, batches, deviations, signatures
+from . import audit, batches, deviations, results, signatures
+from . import lifecycle as batch_lifecycle
 
 QA = guards.QA
-DECISIONS = {"released": Meaning.RELEASED, "conditionally_released": Meaning.RELEASED, "rejected": Meaning.REJECTED}
+# The meaning of QA's signature on each decision (lifecycle.DECISIONS).
+MEANINGS = {"released": Meaning.RELEASED, "conditionally_released": Meaning.RELEASED, "rejected": Meaning.REJECTED,
+            "under_investigation": Meaning.INVESTIGATION, "recalled": Meaning.RECALLED}
 
 
 # --- review by exception ----------------------------------------------------------------------------
@@ -88,6 +91,12 @@ def exceptions(session: Session, batch: Batch) -> list[Exception_]:
     for deviation in deviations.of_batch(session, batch):
         items.append(Exception_(f"deviation:{deviation.id}", "deviation", f"{deviation.number} ({deviation.status})",
                                 deviation.description, deviation.execution_id))
+    for entry in results.of_batch(session, batch):
+        if entry.status != "pending":
+            flagged = "" if entry.in_limits else f" OUT OF SPECIFICATION: {entry.limit_message}"
+            items.append(Exception_(f"result:{entry.id}", "result entry", entry.label,
+                                    f"pending -> {entry.result_text}{flagged}"
+                                    + (f" ({entry.comment})" if entry.comment else ""), entry.execution_id))
     for document in session.scalars(sa.select(DocumentRevision).where(
             DocumentRevision.batch_id == batch.id, DocumentRevision.kind == "labels", DocumentRevision.revision > 1)
             .order_by(DocumentRevision.revision)):
@@ -132,24 +141,30 @@ def participants(session: Session, batch: Batch) -> set[int]:
     ids = sa.select(sa.cast(StepExecution.id, sa.String)).where(StepExecution.batch_id == batch.id)
     return set(session.scalars(sa.select(Signature.user_id).where(
         Signature.record_type == StepExecution.__tablename__, Signature.record_id.in_(ids),
-        Signature.meaning.in_((Meaning.PERFORMED.value, Meaning.VERIFIED.value)))))
+        Signature.meaning.in_((Meaning.PERFORMED.value, Meaning.VERIFIED.value))))) \
+        | results.participants(session, batch)
 
 
-def decision_facts(session: Session, batch: Batch, user: User) -> guards.DecisionFacts:
+def decision_facts(session: Session, batch: Batch, user: User) -> lifecycle.DecisionFacts:
+    """Before the conditional release the pending results are the recorded pending answers; after it, the
+    pending result records not yet entered and verified."""
     reviewed = marks(session, batch)
-    return guards.DecisionFacts(
-        lot=batch.lot, status=batch.status, allowed_moves=frozenset(sequence.BATCH_STATUS.allowed.get(batch.status,
-                                                                                                      {})),
-        participant=user.id in participants(session, batch),
+    if lifecycle.results_open(batch.status) or batch.status == "released":
+        found = results.of_batch(session, batch)
+        pending, failed = results.unsettled(found), results.failed(found)
+    else:
+        pending, failed = tuple(p.title for p in pending_results(session, batch)), ()
+    return lifecycle.DecisionFacts(
+        lot=batch.lot, status=batch.status, participant=user.id in participants(session, batch),
         open_deviations=tuple(d.number for d in deviations.of_batch(session, batch) if d.status != "closed"),
         unreviewed=sum(1 for item in exceptions(session, batch) if item.key not in reviewed),
         all_complete=sequence.all_complete(batches.records(batch), *batches.progress(session, batch)),
-        pending=tuple(p.title for p in pending_results(session, batch)))
+        pending=pending, failed=failed)
 
 
 def guard_decide(session: Session, user: User, batch: Batch, decision: str) -> list[guards.Refusal]:
     """Why ``user`` may not record ``decision`` for ``batch`` now (empty when they may)."""
-    return guards.decide(guards.person(user), decision, decision_facts(session, batch, user))
+    return lifecycle.decide(guards.person(user), decision, decision_facts(session, batch, user))
 
 
 def decision_problems(session: Session, batch: Batch, decision: str, user: User) -> list[str]:
@@ -157,28 +172,36 @@ def decision_problems(session: Session, batch: Batch, decision: str, user: User)
 
 
 def decide(session: Session, batch: Batch, *, decision: str, comment: str, signer: User, password: str,
-           username: str | None, require_username: bool) -> BatchDecision:
-    """Record QA's signed decision: released, conditionally released (the pending results named in the
-    record) or rejected (a reason is required)."""
+           username: str | None, require_username: bool, tz: ZoneInfo | None = None) -> BatchDecision:
+    """Record QA's signed decision (``domain.lifecycle``): released (the final release, after a conditional
+    one), conditionally released (each pending result becomes a record with its due time), rejected,
+    under investigation (after a complaint: bags not yet infused blocked, the clinic alerted) or recalled.
+    A rejection, investigation or recall needs a reason."""
     guards.enforce(guard_decide(session, signer, batch, decision))
-    if decision == "rejected" and not comment.strip():
-        raise ValidationFailed("A rejection needs a reason.")
+    if decision in lifecycle.NEEDS_REASON and not comment.strip():
+        raise ValidationFailed(f"A decision '{decision.replace('_', ' ')}' needs a reason.")
     pending = "; ".join(f"{p.title} ({p.detail})" for p in pending_results(session, batch)) \
         if decision == "conditionally_released" else None
-    sequence.BATCH_STATUS.check(batch.status, decision)
     credentials = signatures.authenticate(signer, password=password, username=username,
                                           require_username=require_username)  # before the first write
-    batch.status = decision
-    try:
-        session.flush()  # the claim on the batch's row version: two QA users cannot both decide
-    except StaleDataError:
-        raise ConflictError(f"batch {batch.lot} was changed by someone else; nothing was stored") from None
+    previous = batch.status
+    if decision != "under_investigation":  # protect_patients moves it, with everything that goes with it
+        batch_lifecycle.move(batch, decision)
+        batch_lifecycle.claim(session, batch)  # two QA users cannot both decide
     record = BatchDecision(batch_id=batch.id, decision=decision, pending=pending, comment=comment.strip() or None,
                            decided_by_id=signer.id, decided_at=utcnow())
     session.add(record)
     audit.flush(session, reason=f"batch {decision.replace('_', ' ')}")
-    signatures.sign(session, signer=signer, credentials=credentials, meaning=DECISIONS[decision], record=record,
-                    comment=f"batch {decision.replace('_', ' ')}" + (f"; pending: {pending}" if pending else ""))
+    if decision == "conditionally_released":
+        results.open_pending(session, batch, record)
+    if decision == "under_investigation":
+        batch_lifecycle.protect_patients(session, batch, finding=f"placed under investigation by QA: {comment.strip()}",
+                                         user=signer, tz=tz or ZoneInfo("UTC"))
+    what = "final release" if decision == "released" and previous == "conditionally_released" else \
+        decision.replace("_", " ")
+    signatures.sign(session, signer=signer, credentials=credentials, meaning=MEANINGS[decision], record=record,
+                    comment=f"batch {what}" + (f"; pending: {pending}" if pending else "")
+                    + (f": {comment.strip()}" if decision in lifecycle.NEEDS_REASON else ""))
     return record
 
 
@@ -187,8 +210,7 @@ def decisions(session: Session, batch: Batch) -> list[BatchDecision]:
                                 .order_by(BatchDecision.id)))
 
 
-# The batch statuses QA has work on: waiting for the decision, or released on condition of pending results.
-REVIEW_STATUSES = ("awaiting_review", "conditionally_released")
+REVIEW_STATUSES = lifecycle.QA_WORK
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from ..domain.errors import NotFound, StepConflict, ValidationFailed
 from ..domain.signing import Meaning
 from ..domain.sop_schema import Step, step_index
 from ..models import Batch, RecordedValue, SignatureInvalidation, StepExecution, User, utcnow
-from . import audit, bags, batches, deviations, evaluation, signatures
+from . import audit, bags, batches, deviations, evaluation, lifecycle, signatures
 
 # --- guards: the facts each step command depends on ------------------------------------------------------
 
@@ -66,11 +66,8 @@ def guard_correct_value(session: Session, user: User, execution: StepExecution,
     target = next((f for f in step.fields if f.id == field_id), None)
     if target is None:
         return [guards.Refusal("state", f"step '{step.id}' has no field '{field_id}'")]
-    current = execution.current_values().get(field_id)
-    answers = getattr(target, "pending", None)  # choice fields only
-    pending = bool(answers and current is not None and current.text in answers)
     return guards.correct_value(guards.person(user), lot=batch.lot, batch_status=batch.status,
-                                field_label=target.label, calculated=target.type == "calculated", pending=pending,
+                                field_label=target.label, calculated=target.type == "calculated",
                                 divided_at=_divided_at(session, batch, position, step), step_id=step.id)
 
 
@@ -180,22 +177,14 @@ def _plan_bags(session: Session, batch: Batch, position: int, step: Step,
                      own.get(division.count))
 
 
-def _move(batch: Batch, target: str) -> None:
-    """Every batch status change goes through the one transition table."""
-    if batch.status != target:
-        sequence.BATCH_STATUS.check(batch.status, target)
-        batch.status = target
-
-
 def _settle(session: Session, batch: Batch) -> None:
     """After a step changed: in progress, or awaiting QA review once every stage is complete."""
     if batch.status in ("created", "awaiting_review"):
-        _move(batch, "in_progress")
+        lifecycle.move(batch, "in_progress")
     session.flush()  # the step's new status must be in the state read below
-    # a conditionally released batch stays so while its pending result is entered and verified
     if batch.status == "in_progress" and sequence.all_complete(batches.records(batch),
                                                                *batches.progress(session, batch)):
-        _move(batch, "awaiting_review")
+        lifecycle.move(batch, "awaiting_review")
 
 
 # --- verify ---------------------------------------------------------------------------------------------------
@@ -232,8 +221,8 @@ def correct_value(session: Session, execution: StepExecution, *, field_id: str, 
 
     The step's earlier signatures no longer stand (recorded as invalidations); the corrector signs the
     corrected step "Performed by" and, where the master record requires it, a different operator must
-    verify it again. Calculated fields of the step are recomputed from the corrected inputs. After a
-    conditional release, this is how a pending result (sterility "Pending") receives its final value.
+    verify it again. Calculated fields of the step are recomputed from the corrected inputs. (After a
+    conditional release nothing is corrected: a pending result has its own entry, ``services.results``.)
     """
     if field_id not in execution.current_values():
         raise NotFound(f"step '{execution.step_id}' has no recorded field '{field_id}'")

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, flash, redirect, render_template, url_for
+from zoneinfo import ZoneInfo
+
+from flask import Blueprint, current_app, flash, redirect, render_template, url_for
 from flask_login import current_user, login_required
 from flask_wtf import FlaskForm
 from wtforms import Form, FormField, PasswordField, StringField
 from wtforms.validators import DataRequired, Length
 
 from ..domain import isbt128
-from ..domain.errors import DomainError, IdentityMismatch
+from ..domain.errors import DomainError, IdentityMismatch, ProductBlocked
 from ..domain.signing import Meaning
 from ..extensions import db
 from ..models import Batch
-from ..services import accounts, batches, custody, signatures
+from ..services import accounts, bags, batches, custody, lifecycle, signatures
 from .security import SignedOutcome, mark_signed, signed_action, signing_needs_username, transaction
 
 bp = Blueprint("custody", __name__, url_prefix="/batches")
@@ -44,6 +46,8 @@ class BedsidePersonForm(Form):
     password = PasswordField("Password", validators=[DataRequired()], render_kw={"autocomplete": "off"})
     scanned_din = StringField("Scan bag DIN", validators=[DataRequired("Scan the bag's DIN."), Length(max=40)],
                               render_kw=_SCAN)
+    scanned_bag = StringField("Scan bag label (product code)", validators=[
+        DataRequired("Scan the bag's product code."), Length(max=40)], render_kw=_SCAN)
     scanned_coi = StringField("Scan subject COI", validators=[DataRequired("Scan the subject's COI."),
                                                                Length(max=40)], render_kw=_SCAN)
 
@@ -51,6 +55,10 @@ class BedsidePersonForm(Form):
 class BedsideForm(FlaskForm):
     first = FormField(BedsidePersonForm, "Person 1")
     second = FormField(BedsidePersonForm, "Person 2")
+
+
+def _tz() -> ZoneInfo:
+    return ZoneInfo(current_app.config["SITE_TIMEZONE"])
 
 
 def _coi(batch: Batch) -> isbt128.CoiId | None:
@@ -67,6 +75,8 @@ def _page(batch: Batch, *, handoff_form: HandOffForm | None = None, bedside_form
         "custody/show.html", batch=batch, coi=_coi(batch),
         din=isbt128.din_from_text(batch.din) if batch.din else None, events=events, names=names,
         signed={e.id: signatures.for_record(session, e) for e in events},
+        bags=bags.of_batch(session, batch), bag_states=lifecycle.bag_states(session, batch),
+        bag_stops=lifecycle.bag_stops(session, batch, tz=_tz()),
         handoff_form=handoff_form or HandOffForm(prefix="handoff"),
         bedside_form=bedside_form or BedsideForm(prefix="bedside"), hard_stop=hard_stop or [],
         needs_username=signing_needs_username(), performed=Meaning.PERFORMED, verified=Meaning.VERIFIED), status
@@ -74,14 +84,15 @@ def _page(batch: Batch, *, handoff_form: HandOffForm | None = None, bedside_form
 
 def _scan_fields(form: HandOffForm | BedsideForm) -> list:
     if isinstance(form, BedsideForm):
-        return [panel[name] for panel in (form.first, form.second) for name in ("scanned_din", "scanned_coi")]
+        return [panel[name] for panel in (form.first, form.second)
+                for name in ("scanned_din", "scanned_bag", "scanned_coi")]
     return [form.scanned_din]
 
 
 def _refused(batch_id: int, form: HandOffForm | BedsideForm, outcome: SignedOutcome):
     """Re-render after a refused action: an identity hard stop on top of the page, anything else on the form."""
     forms = {"bedside_form" if isinstance(form, BedsideForm) else "handoff_form": form}
-    if isinstance(outcome.error, IdentityMismatch):
+    if isinstance(outcome.error, IdentityMismatch | ProductBlocked):
         # The scans are cleared: the next attempt starts from a fresh scan of the container in hand.
         for scan in _scan_fields(form):
             scan.data = ""
@@ -107,7 +118,7 @@ def handoff(batch_id: int):
         db.session, batch, scanned_din=form.scanned_din.data, from_location=form.from_location.data,
         to_location=form.to_location.data, condition=form.condition.data,
         signer=current_user._get_current_object(), password=form.password.data, username=form.username.data,
-        require_username=signing_needs_username()))
+        require_username=signing_needs_username(), tz=_tz()))
     if outcome.locked_out:
         return redirect(url_for("auth.login"))
     if outcome.ok:
@@ -122,7 +133,7 @@ def _scan(panel: FormField) -> custody.BedsideScan:
     return custody.BedsideScan(user=signatures.signer_named(db.session, panel.username.data),
                                username=panel.username.data,
                                password=panel.password.data, scanned_din=panel.scanned_din.data,
-                               scanned_coi=panel.scanned_coi.data)
+                               scanned_coi=panel.scanned_coi.data, scanned_bag=panel.scanned_bag.data)
 
 
 @bp.route("/<int:batch_id>/custody/bedside", methods=["POST"])
@@ -136,7 +147,8 @@ def bedside(batch_id: int):
     # session may then sign with the password alone (21 CFR 11.200).
     try:
         with transaction():
-            event = custody.bedside_check(db.session, batch, first=_scan(form.first), second=_scan(form.second))
+            event = custody.bedside_check(db.session, batch, first=_scan(form.first), second=_scan(form.second),
+                                          recorded_by=current_user._get_current_object(), tz=_tz())
             signers = (event.performed_by_id, event.verified_by_id)
     except DomainError as exc:
         outcome: SignedOutcome = SignedOutcome(error=exc)

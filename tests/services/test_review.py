@@ -11,7 +11,7 @@ from mfg.demo import nk_batch as demo_nk
 from mfg.demo import seed as demo
 from mfg.domain.errors import ConflictError, PermissionDenied, ValidationFailed
 from mfg.models import BatchDecision, Signature
-from mfg.services import audit, batches, deviations, review, signatures, steps
+from mfg.services import audit, batches, deviations, results, review, signatures, steps
 from tests.support import PASSWORD
 
 from .test_demo_nk import nk_demo  # noqa: F401 - the fixture
@@ -83,19 +83,32 @@ def test_qa_reviews_by_exception_and_releases_conditionally_then_finally(nk_demo
     assert batch.status == "conditionally_released" and "sterility #1: result (recorded as Pending)" in decision.pending
     assert signatures.for_record(session, decision)[0].meaning == "released"
 
-    # the 14-day result arrives: entered as a correction, verified, reviewed, then the final release
+    # the 14-day result arrives: no correction of the record any more; its own result entry, verified
     sterility = next(ex for ex in batches.executions(session, batch) if ex.step_id == "sterility")
-    with pytest.raises(ValidationFailed, match="only a pending result may be entered"):
-        other = next(ex for ex in batches.executions(session, batch) if ex.step_id == "gram_stain")
-        steps.correct_value(session, other, field_id="result", raw="No organisms seen", reason="x", field_comment="",
-                              tz=UTC, **_sign(olivia))
+    with pytest.raises(ValidationFailed, match="result entry, not as a correction"):
+        steps.correct_value(session, sterility, field_id="result", raw="No growth", reason="14-day culture read",
+                            field_comment="", tz=UTC, **_sign(olivia))
     session.rollback()
-    steps.correct_value(session, sterility, field_id="result", raw="No growth", reason="14-day culture read",
-                          field_comment="", tz=UTC, **_sign(olivia))
+    [pending] = results.of_batch(session, batch)
+    assert (pending.label, pending.status) == ("Sterility: Sterility (14-day culture)", "pending")
+    results.enter_result(session, pending, raw="No growth", comment="", tz=UTC, **_sign(olivia))
     session.commit()
-    assert batch.status == "conditionally_released" and sterility.status == "complete"  # no verification step
+    assert batch.status == "conditionally_released" and pending.status == "awaiting_verification"
+    with pytest.raises(ValidationFailed, match="Results are still pending"):
+        review.decide(session, batch, decision="released", comment="", **_sign(quinn))
+    session.rollback()
+    with pytest.raises(PermissionDenied, match="You entered this result"):
+        results.verify_result(session, pending, **_sign(olivia))
+    session.rollback()
+    nora = session.merge(make_user("nora", "operator", full_name="Nora Second"))
+    results.verify_result(session, pending, **_sign(nora))
+    session.commit()
+    # the pending value stays in the step's record; the result is its own signed record
+    assert sterility.current_values()["result"].text == "Pending"
+    assert [(s.username, s.meaning) for s in signatures.for_record(session, pending)] == \
+        [("olivia", "performed"), ("nora", "verified")]
     new_items = [i for i in review.exceptions(session, batch) if i.key not in review.marks(session, batch)]
-    assert [i.kind for i in new_items] == ["correction"]
+    assert [(i.kind, i.detail) for i in new_items] == [("result entry", "pending -> No growth")]
     with pytest.raises(ValidationFailed, match="1 review item"):
         review.decide(session, batch, decision="released", comment="", **_sign(quinn))
     session.rollback()
