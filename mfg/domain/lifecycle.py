@@ -51,6 +51,7 @@ RECORD_OPEN = ("created", "in_progress", "awaiting_review")  # any recorded valu
 INFUSIBLE = ("released", "conditionally_released")  # a bag not blocked and not expired may be infused
 RESULTS_OPEN = ("conditionally_released", "under_investigation")  # pending results may be entered
 FINISHED = ("released", "rejected", "recalled", "cancelled")  # nothing more is expected of the batch
+NOT_TO_BE_USED = ("rejected", "recalled", "cancelled")  # its product is not to be used (expiry no longer matters)
 IN_WORK = ("created", "in_progress", "awaiting_review")  # on the operators' work queue
 QA_WORK = ("awaiting_review", "conditionally_released", "under_investigation")  # on QA's queue
 

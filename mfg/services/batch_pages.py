@@ -14,7 +14,7 @@ import sqlalchemy as sa
 import sqlalchemy.orm as so
 from sqlalchemy.orm import Session
 
-from ..domain import guards, sequence
+from ..domain import guards, lifecycle, sequence
 from ..domain.signing import Meaning
 from ..domain.sop_schema import MasterRecord, step_index
 from ..models import Batch, BatchMasterRecord, Deviation, Signature, SignatureInvalidation, StepExecution, User, utcnow
@@ -48,7 +48,7 @@ def deadlines(session: Session, batch: Batch) -> list[Deadline]:
         due = reference + timedelta(hours=float(hours))
         found.append(Deadline(item.step.title, f"at most {float(hours):g} h after {window.after}", due,
                               due < now, int((due - now).total_seconds() // 60)))
-    if batch.status not in ("rejected",):
+    if batch.status not in lifecycle.NOT_TO_BE_USED:
         made = bags.of_batch(session, batch)
         if made:
             due = min(bag.expires_at for bag in made)
@@ -58,7 +58,7 @@ def deadlines(session: Session, batch: Batch) -> list[Deadline]:
     return sorted(found, key=lambda d: d.due_at)
 
 
-ACTIVE = ("created", "in_progress", "awaiting_review")
+ACTIVE = lifecycle.IN_WORK  # on the work queue; a cancelled batch leaves it and stays in the record
 
 
 def active_batches(session: Session) -> list[Batch]:
@@ -72,7 +72,7 @@ def active_batches(session: Session) -> list[Batch]:
 
 def decided_batches(session: Session, *, before_id: int | None = None,
                     limit: int = 50) -> tuple[list[Batch], int | None]:
-    """Decided batches (released, conditionally released, rejected), newest first, keyset-paginated on the
+    """Batches off the work queue (decided, under investigation, cancelled), newest first, keyset-paginated on the
     id: the page (with subjects and starters, in the same query) and the cursor of the next one."""
     query = sa.select(Batch).where(Batch.status.not_in(ACTIVE))
     if before_id is not None:

@@ -158,20 +158,20 @@ def issue_for_decision(session: Session, batch: Batch, *, decision: str, site: p
     after the first it is a supplemental certificate), generated once and stored."""
     reason = decision.replace("_", " ")
     issued = [issue(session, batch, kind="batch_record", reason=reason, site=site, demo=demo, user=user)]
-    if decision != "rejected":
+    if decision in ("released", "conditionally_released"):
         issued.append(issue(session, batch, kind="coa", reason=reason, site=site, demo=demo, user=user))
     return issued
 
 
 def decide_and_issue(session: Session, batch: Batch, *, decision: str, comment: str, site: pdfs.SiteSigner,
                      demo: bool, signer: User, password: str, username: str | None,
-                     require_username: bool) -> tuple[Any, list[DocumentRevision]]:
+                     require_username: bool, tz: Any = None) -> tuple[Any, list[DocumentRevision]]:
     """QA's signed decision (``review.decide``) and, in the same transaction, the documents it issues: a
     decision is never recorded without its signed batch record."""
     from . import review
 
     record = review.decide(session, batch, decision=decision, comment=comment, signer=signer, password=password,
-                           username=username, require_username=require_username)
+                           username=username, require_username=require_username, tz=tz)
     return record, issue_for_decision(session, batch, decision=record.decision, site=site, demo=demo, user=signer)
 
 

@@ -113,6 +113,14 @@ def due(session: Session) -> list[Due]:
             for result, batch in rows]
 
 
+def answers(field: Field) -> list[str] | None:
+    """The answers a result entry may give (a choice field's choices that are not pending), or None when the
+    result is typed."""
+    if isinstance(field, ChoiceField):
+        return [c for c in field.choices if c not in field.pending]
+    return None
+
+
 def pending_value(session: Session, pending: PendingResult) -> RecordedValue:
     found = session.get(RecordedValue, pending.pending_value_id)
     assert found is not None  # a foreign key

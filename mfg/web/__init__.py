@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from flask import Flask
 
+from ..domain.signing import MEANING_LABELS
+
 
 def init_app(app: Flask) -> None:
     from . import (
@@ -18,6 +20,7 @@ def init_app(app: Flask) -> None:
         errors,
         main,
         masterdata,
+        results,
         review,
         security,
         sops,
@@ -37,3 +40,7 @@ def init_app(app: Flask) -> None:
     app.register_blueprint(custody.bp)
     app.register_blueprint(review.bp)
     app.register_blueprint(documents.bp)
+    app.register_blueprint(results.bp)
+    app.context_processor(results.alert_banner)
+    # how a signature's meaning is written (21 CFR 11.50), from the one table of meanings
+    app.jinja_env.globals["meaning_labels"] = {m.value: label for m, label in MEANING_LABELS.items()}

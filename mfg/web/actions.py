@@ -19,10 +19,23 @@ from flask import Flask, abort, current_app, request
 from flask_login import current_user
 
 from ..domain import guards
+from ..domain import lifecycle as lifecycle_rules
 from ..domain.guards import Refusal
 from ..extensions import db
 from ..models import User
-from ..services import batches, clinical, custody, deviations, documents, review, sops, starting, steps
+from ..services import (
+    batches,
+    clinical,
+    custody,
+    deviations,
+    documents,
+    lifecycle,
+    results,
+    review,
+    sops,
+    starting,
+    steps,
+)
 
 Guard = Callable[..., list[Refusal]]
 
@@ -52,7 +65,7 @@ def _decide(batch_id: int, decision: str | None = None) -> list[Refusal]:
     decision = decision or request.form.get("decide-decision")
     if decision:
         return review.guard_decide(db.session, _user(), batch, decision)
-    refused = [review.guard_decide(db.session, _user(), batch, d) for d in guards.DECISIONS]
+    refused = [review.guard_decide(db.session, _user(), batch, d) for d in lifecycle_rules.DECISIONS]
     return [] if any(not r for r in refused) else refused[0]
 
 
@@ -79,6 +92,14 @@ GUARDS: dict[str, tuple[str, Guard]] = {
     "review.decide": ("decide", _decide),
     "documents.print_labels": ("print_labels", lambda batch_id: documents.guard_print_labels(
         db.session, _user(), batches.get(db.session, batch_id))),
+    "results.enter": ("enter_result", lambda result_id: results.guard_enter(
+        db.session, _user(), results.get(db.session, result_id))),
+    "results.verify": ("verify_result", lambda result_id: results.guard_verify(
+        db.session, _user(), results.get(db.session, result_id))),
+    "results.cancel": ("cancel_batch", lambda batch_id: lifecycle.guard_cancel(
+        db.session, _user(), batches.get(db.session, batch_id))),
+    "results.acknowledge": ("acknowledge_alert", lambda alert_id: lifecycle.guard_acknowledge(
+        db.session, _user(), lifecycle.get_alert(db.session, alert_id))),
     "custody.handoff": ("hand_off", lambda batch_id: custody.guard_hand_off(
         db.session, _user(), batches.get(db.session, batch_id))),
     "custody.bedside": ("bedside_check", lambda batch_id: custody.guard_bedside_check(

@@ -14,7 +14,7 @@ from ..domain.signing import Meaning
 from ..domain.sop_schema import step_index
 from ..extensions import db
 from ..models import utcnow
-from ..services import batch_pages, batches, evaluation, signatures, sops, starting, steps
+from ..services import batch_pages, batches, evaluation, lifecycle, review, signatures, sops, starting, steps
 from .forms import ConfirmForm, SignForm
 from .security import signed_action, signing_needs_username, transaction
 from .step_fields import WIDGETS, raw_value, step_form_class
@@ -50,7 +50,7 @@ def limits_filter(field, context=None) -> str:
 def local_time(moment) -> str:
     if moment is None:
         return ""
-    return moment.astimezone(_tz()).strftime("%Y-%m-%d %H:%M %Z")
+    return lifecycle.shown_in(_tz())(moment)
 
 
 @bp.route("/")
@@ -111,7 +111,8 @@ def show(batch_id: int):
     page = batch_pages.batch_page(db.session, batch)
     return render_template("batches/show.html", batch=batch, records=page.records, by_step=page.by_step,
                            open_refs=page.open_refs, progress=page.progress, deadlines=page.deadlines,
-                           deviations=page.deviations, bags=page.bags, charts=page.charts, now=utcnow())
+                           deviations=page.deviations, bags=page.bags, charts=page.charts, now=utcnow(),
+                           decisions=review.decisions(db.session, batch), needs_username=signing_needs_username())
 
 
 @bp.route("/<int:batch_id>/growth-<int:number>.svg")

@@ -10,6 +10,8 @@ action re-renders its page with status 400 and the service's messages, Permissio
 
 from __future__ import annotations
 
+from zoneinfo import ZoneInfo
+
 from flask import Blueprint, current_app, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
 from flask_wtf import FlaskForm
@@ -22,7 +24,7 @@ from ..domain.errors import DomainError
 from ..domain.signing import Meaning
 from ..extensions import db
 from ..models import Batch, Deviation
-from ..services import accounts, batches, deviations, review, signatures
+from ..services import accounts, batches, deviations, results, review, signatures
 from .actions import may_open
 from .forms import SignForm
 from .security import roles_required, signed_action, signing_needs_username, transaction
@@ -30,9 +32,11 @@ from .security import roles_required, signed_action, signing_needs_username, tra
 bp = Blueprint("review", __name__, url_prefix="/review")
 
 QA = review.QA
-DECISION_LABELS = {"released": "Released", "conditionally_released": "Conditionally released", "rejected": "Rejected"}
+DECISION_LABELS = {"released": "Released", "conditionally_released": "Conditionally released", "rejected": "Rejected",
+                   "under_investigation": "Under investigation", "recalled": "Recalled", "cancelled": "Cancelled"}
 # How the decision panel names what is refused ("Release is not possible yet: ...").
-DECISION_NOUNS = {"released": "Release", "conditionally_released": "Conditional release", "rejected": "Rejection"}
+DECISION_NOUNS = {"released": "Release", "conditionally_released": "Conditional release", "rejected": "Rejection",
+                  "under_investigation": "Placing under investigation", "recalled": "Recall"}
 
 
 class MarkForm(FlaskForm):
@@ -46,7 +50,8 @@ class DecisionForm(SignForm):
 
     decision = RadioField("Decision", choices=[SelectChoice(k, v) for k, v in DECISION_LABELS.items()],
                           validators=[DataRequired("Choose a decision.")])
-    comment = TextAreaField("Comment (a rejection needs the reason)", validators=[Optional(), Length(max=2000)])
+    comment = TextAreaField("Comment (a rejection, investigation or recall needs the reason)",
+                            validators=[Optional(), Length(max=2000)])
 
 
 class OpenDeviationForm(FlaskForm):
@@ -82,13 +87,14 @@ def _names(ids) -> dict[int, str]:
 def index():
     found = review.queue(db.session)
     return render_template("review/index.html", batches=found.batches, counts=found.counts,
-                           open_deviations=found.open_deviations, batch_of=found.batch_of)
+                           open_deviations=found.open_deviations, batch_of=found.batch_of,
+                           owed=results.due(db.session))
 
 
 def _decisions(batch: Batch) -> tuple[dict[str, list[str]], list[str]]:
     """The decisions the batch's status still allows, each with the guard's refusals (empty: it may be
     signed now), and those of them that may be signed now, in the order of the radio buttons."""
-    refused = {d: review.guard_decide(db.session, _user(), batch, d) for d in DECISION_LABELS}
+    refused = {d: review.guard_decide(db.session, _user(), batch, d) for d in DECISION_NOUNS}
     open_now = {d: guards.texts(r) for d, r in refused.items() if not any(x.kind == "sequence" for x in r)}
     return open_now, [d for d, found in open_now.items() if not found]
 
@@ -114,7 +120,7 @@ def _batch_page(batch: Batch, *, decision_form: DecisionForm | None = None,
         decisions=decisions, decided_signatures={d.id: signatures.for_record(session, d) for d in decisions},
         decision_form=form, mark_form=MarkForm(), open_form=open_form or OpenDeviationForm(prefix="deviation"),
         problems=problems or [], needs_username=signing_needs_username(),
-        released=Meaning.RELEASED, rejected=Meaning.REJECTED), status
+        meanings=review.MEANINGS, pending_results=results.of_batch(session, batch)), status
 
 
 @bp.route("/batches/<int:batch_id>")
@@ -145,7 +151,7 @@ def decide(batch_id: int):
     the_batch = batches.get(db.session, batch_id)
     form = DecisionForm(prefix="decide")
     # any known decision is accepted here: one the guard refuses is refused by the service, with its reasons
-    form.decision.choices = [SelectChoice(d, label) for d, label in DECISION_LABELS.items()]
+    form.decision.choices = [SelectChoice(d, DECISION_LABELS[d]) for d in DECISION_NOUNS]
     if not form.validate_on_submit():
         return _batch_page(the_batch, decision_form=form, status=400)
     from ..services import documents
@@ -154,7 +160,7 @@ def decide(batch_id: int):
     outcome = signed_action(lambda: documents.decide_and_issue(
         db.session, the_batch, decision=form.decision.data, comment=form.comment.data or "", signer=_user(),
         password=form.password.data, username=form.username.data, require_username=signing_needs_username(),
-        site=site_signer(), demo=bool(current_app.config["DEMO"])))
+        site=site_signer(), demo=bool(current_app.config["DEMO"]), tz=ZoneInfo(current_app.config["SITE_TIMEZONE"])))
     if outcome.locked_out:
         return redirect(url_for("auth.login"))
     if outcome.ok:
