@@ -247,43 +247,39 @@ def verify_pdf_command(file: Path) -> None:
 @click.command("demo-batch")
 @with_appcontext
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Directory for the batch record, certificate of analysis and labels PDFs.")
-def demo_batch_command(out: Path) -> None:
-    """Drive one complete NK batch through the services as the demo users, with real signatures (intake
-    to conditional release, sterility pending), and write its signed documents into OUT."""
+              help="Directory for the signed documents the scenario issues (PDF).")
+@click.option("--scenario", type=click.Choice(["conditional", "final", "sterility-positive", "cancelled"]),
+              default="conditional", show_default=True, help="Which end of the lifecycle the batch reaches.")
+def demo_batch_command(out: Path, scenario: str) -> None:
+    """Drive one NK batch through the services as the demo people, with real signatures, to the end SCENARIO
+    names (the OQ validation data sets: see mfg/demo/scenarios.py), and write its signed documents into OUT.
+    Each action is its own unit of work acting as the person who does it."""
     from zoneinfo import ZoneInfo
 
-    from .demo import nk_batch as demo_nk
-    from .services import documents, review
+    from .demo import scenarios
 
     if not current_app.config["DEMO"]:
         raise click.ClickException("demo-batch runs on a demo instance only (flask --app mfg init --demo)")
-    site, tz = _site_signer(), ZoneInfo(current_app.config["SITE_TIMEZONE"])
-    password = demo_data.DEMO_PASSWORD
+    setting = scenarios.Setting(site=_site_signer(), tz=ZoneInfo(current_app.config["SITE_TIMEZONE"]),
+                                password=demo_data.DEMO_PASSWORD)
 
-    def run(session):
-        users = {name: _user(session, name) for name in ("operator1", "operator2", "qa1", "clinical1")}
-        sign = {"password": password, "require_username": True}
-        subject = demo_nk.seed_demo_subject(session, users["clinical1"], password)
-        batch = demo_nk.run_nk_batch(session, subject=subject, performer=users["operator1"],
-                                     verifier=users["operator2"], password=password, tz=tz)
-        audit.set_actor(session, users["operator1"])
-        labels = documents.print_labels(session, batch, reason="", site=site, demo=True, signer=users["operator1"],
-                                        username="operator1", **sign)
-        audit.set_actor(session, users["qa1"])
-        for item in review.exceptions(session, batch):
-            review.mark_reviewed(session, batch, item.key, user=users["qa1"], comment="demo review")
-        _decision, issued = documents.decide_and_issue(session, batch, decision="conditionally_released",
-                                                       comment="demo batch", site=site, demo=True,
-                                                       signer=users["qa1"], username="qa1", **sign)
-        return batch.lot, [labels, *issued]
+    def act(username: str, action):  # noqa: ANN001, ANN202 - a scenario's action and its result
+        session = _cli_session()
+        person = _user(session, username)
+        audit.set_actor(session, person)
+        with unit_of_work(session, actor=person, policy=_policy()):
+            return action(session)
 
-    lot, issued = _run(run)
+    try:
+        outcome = scenarios.RUN[scenario](act, setting)
+    except DomainError as exc:
+        raise click.ClickException("\n".join(exc.problems)) from None
     out.mkdir(parents=True, exist_ok=True)
-    for document in issued:
+    for document in outcome.documents:
         (out / document.filename).write_bytes(document.content)
         click.echo(f"wrote {out / document.filename} ({document.pages} pages, sha256 {document.sha256})")
-    click.echo(f"batch {lot} conditionally released (sterility pending)")
+    for note in outcome.notes:
+        click.echo(note)
 
 
 custody_cli = AppGroup("custody", help="Chain of custody, from a station without a browser (a courier's scanner).")

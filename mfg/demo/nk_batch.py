@@ -201,9 +201,11 @@ def _acting_as(session: Session, user: User) -> Iterator[None]:
             session.info[audit.ACTOR_KEY] = previous
 
 
-def seed_demo_subject(session: Session, clinical_user: User, password: str) -> Subject:
-    """The eligible demo donor and subject ``NK-001`` (62.4 kg, dose level DL2 signed by ``clinical_user``
-    with ``password``); only what is missing is created, so calling it again changes nothing."""
+def seed_demo_subject(session: Session, clinical_user: User, password: str, *, code: str = DEMO_SUBJECT,
+                      dose_level: str = DEMO_DOSE_LEVEL) -> Subject:
+    """The eligible demo donor and subject ``code`` (``NK-001`` by default: 62.4 kg, dose level DL2 signed by
+    ``clinical_user`` with ``password``); only what is missing is created, so calling it again changes
+    nothing."""
     with _acting_as(session, clinical_user):
         donor = session.scalar(sa.select(Donor).where(Donor.code == DEMO_DONOR))
         if donor is None:
@@ -219,12 +221,12 @@ def seed_demo_subject(session: Session, clinical_user: User, password: str) -> S
                 summary=("DEMO donor: screening questionnaire and physical examination without findings; "
                          f"infectious-disease panel ({', '.join(t for t, _ in DONOR_TESTS)}) negative on a "
                          "specimen drawn within 7 days before collection."))
-        subject = session.scalar(sa.select(Subject).where(Subject.code == DEMO_SUBJECT))
+        subject = session.scalar(sa.select(Subject).where(Subject.code == code))
         if subject is None:
-            subject = clinical.enrol_subject(session, code=DEMO_SUBJECT, donor=donor, weight_kg=DEMO_WEIGHT_KG,
+            subject = clinical.enrol_subject(session, code=code, donor=donor, weight_kg=DEMO_WEIGHT_KG,
                                              measured_on=date.today(), user=clinical_user)
-        if subject.dose_level != DEMO_DOSE_LEVEL or subject.dose_signature_id is None:
-            clinical.assign_dose_level(session, subject, level=DEMO_DOSE_LEVEL, signer=clinical_user,
+        if subject.dose_level != dose_level or subject.dose_signature_id is None:
+            clinical.assign_dose_level(session, subject, level=dose_level, signer=clinical_user,
                                        password=password, username=clinical_user.username, require_username=True)
     return subject
 
@@ -625,7 +627,8 @@ def run_nk_batch(session: Session, *, subject: Subject, performer: User, verifie
     (five feeds, one in-process count, one scan-back per bag). Stops before performing the step
     ``until`` = (record code, step id), or when no step the demo performs is open. Flushes, never commits.
     """
-    batch = starting.start_product_batch(session, subject=subject, user=performer)
+    with _acting_as(session, performer):  # the audit trail names who opened the batch record, as on screen
+        batch = starting.start_product_batch(session, subject=subject, user=performer)
     return continue_nk_batch(session, batch, performer=performer, verifier=verifier, password=password, tz=tz,
                              until=until)
 

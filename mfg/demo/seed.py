@@ -23,6 +23,7 @@ DEMO_USERS: tuple[tuple[str, str, str], ...] = (
     ("qa1", "Quinn Quality", "qa"),
     ("qa2", "Quentin Reviewer", "qa"),
     ("clinical1", "Clara Coordinator", "clinical"),
+    ("clinical2", "Chris Nurse", "clinical"),  # the second person of the bedside check
     ("admin1", "Adam Administrator", "admin"),
 )
 SOP_LOADER, SOP_APPROVER = "qa2", "qa1"

@@ -1,7 +1,10 @@
 """When a test result can exist, and when a pending one is due (DOMAIN.md section 4).
 
-A result cannot exist before its sample time plus the method's minimum duration; a result recorded as
-pending at a conditional release is due at the sample time plus the method's duration. Both come from the
+A result within specification cannot exist before its sample time plus the method's minimum duration (a
+14-day culture cannot read "no growth" on day 1); a failing result may be reported as soon as it is found (a
+culture flags growth when it is detected), and refusing it would hide a hazard, so the minimum applies to
+results within specification only. A result recorded as pending at a conditional release is due at the
+sample time plus the method's duration. Both come from the
 field's ``result_time`` in the master record (``sop_schema.ResultTime``); the sample time is a recorded
 date-time, never a typed culture day. Pure: the service resolves the sample time and asks.
 """

@@ -143,7 +143,8 @@ def field_of(session: Session, pending: PendingResult) -> Field:
 def enter_result(session: Session, pending: PendingResult, *, raw: str, comment: str, signer: User, password: str,
                  username: str | None, require_username: bool, tz: ZoneInfo) -> PendingResult:
     """Enter the final result of a pending test, signed "Performed by". Refused (nothing stored) when
-    malformed, still a pending answer, or earlier than the sample time plus the method's minimum duration;
+    malformed, still a pending answer, or (within specification) earlier than the sample time plus the method's
+    minimum duration;
     outside its specification it is stored, flagged, needs a comment and protects patients at once."""
     guards.enforce(guard_enter(session, signer, pending))
     batch = batches.get(session, pending.batch_id)
@@ -154,12 +155,12 @@ def enter_result(session: Session, pending: PendingResult, *, raw: str, comment:
     if isinstance(field, ChoiceField) and parsed.text in field.pending:
         raise ValidationFailed(f"{pending.label}: '{parsed.text}' is still pending; enter the result when it is known.")
     now = utcnow()
+    problems = kind.limit_problems(field, parsed, {})
     timing = getattr(field, "result_time", None)
-    if timing is not None:
+    if timing is not None and not problems:  # a failing result is reported when found (domain.result_time)
         early = result_time.too_early(pending.label, timing, pending.sampled_at, now, lifecycle.shown_in(tz))
         if early:
             raise ValidationFailed(early)
-    problems = kind.limit_problems(field, parsed, {})
     if problems and not (comment or "").strip():
         raise ValidationFailed(f"{pending.label}: an out-of-specification result needs a comment "
                                f"({'; '.join(problems)})")

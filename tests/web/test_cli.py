@@ -141,3 +141,47 @@ def test_init_refuses_an_installation_without_its_master_records(app, tmp_path):
     app.config["SOPS_DIR"] = str(tmp_path)  # exists, but holds no definition file
     result = runner.invoke(args=["init"])
     assert result.exit_code == 1 and f"no master records in {tmp_path}" in result.output
+
+
+def _scenario(app, tmp_path, scenario):
+    runner = app.test_cli_runner()
+    app.config["SOPS_DIR"] = str(RESOURCE_ROOT / "sops")
+    assert runner.invoke(args=["init", "--demo"]).exit_code == 0
+    out = tmp_path / scenario
+    result = runner.invoke(args=["demo-batch", "--out", str(out), "--scenario", scenario])
+    assert result.exit_code == 0, result.output
+    return runner, result.output, sorted(p.name.split("-", 1)[1] for p in out.iterdir()) if out.exists() else []
+
+
+def _actors(action):
+    from mfg.extensions import db
+    from mfg.models import AuditEntry
+
+    return {e.username for e in db.session.scalars(sa.select(AuditEntry).where(AuditEntry.action.like(action)))}
+
+
+def test_the_final_scenario_ends_with_a_supplemental_certificate_and_a_second_batch_record(app, tmp_path):
+    runner, output, files = _scenario(app, tmp_path, "final")
+    assert "released on its final results" in output
+    assert files == ["labels-r1.pdf", "batch_record-r1.pdf", "coa-r1.pdf", "batch_record-r2.pdf", "coa-r2.pdf"] or \
+        sorted(files) == sorted(["labels-r1.pdf", "batch_record-r1.pdf", "coa-r1.pdf", "batch_record-r2.pdf",
+                                 "coa-r2.pdf"])
+    with app.app_context():
+        assert _actors("batch.create") == {"operator1"}  # not the command line's account
+        assert runner.invoke(args=["audit", "verify"]).exit_code == 0
+
+
+def test_the_sterility_positive_scenario_blocks_the_other_bag_alerts_the_clinic_and_rejects(app, tmp_path):
+    runner, output, files = _scenario(app, tmp_path, "sterility-positive")
+    assert "infused after the two-person bedside check" in output
+    assert "refused at the bedside: BAG" in output and "IS BLOCKED" in output
+    assert "rejected" in output
+    with app.app_context():
+        assert _actors("product.blocked") == {"clinical1"}
+        assert runner.invoke(args=["audit", "verify"]).exit_code == 0
+    assert "batch_record-r2.pdf" in files
+
+
+def test_the_cancelled_scenario_cancels_before_any_starting_material(app, tmp_path):
+    runner, output, files = _scenario(app, tmp_path, "cancelled")
+    assert "cancelled before any starting material was received" in output and files == []
