@@ -19,9 +19,12 @@ from ..domain.trial_config import TrialConfiguration
 from ..models import (
     AuditEntry,
     AuditHead,
+    BagBlock,
     Batch,
+    ClinicalAlert,
     CustodyEvent,
     Deviation,
+    PendingResult,
     ProductBag,
     RecordedValue,
     ReviewMark,
@@ -30,7 +33,20 @@ from ..models import (
     StepExecution,
     User,
 )
-from . import bags, batch_pages, batches, custody, deviations, evaluation, growth, review, signatures, sops
+from . import (
+    bags,
+    batch_pages,
+    batches,
+    custody,
+    deviations,
+    evaluation,
+    growth,
+    lifecycle,
+    results,
+    review,
+    signatures,
+    sops,
+)
 
 SNAPSHOT_FORMAT = "mfg.batch-snapshot/1"
 
@@ -56,8 +72,22 @@ def _value(field: Any, value: RecordedValue, users: dict[int, str]) -> dict[str,
             "correction_reason": value.correction_reason}
 
 
+def _final(session: Session, entry: PendingResult, users: dict[int, str]) -> dict[str, Any]:
+    """A result entered after the conditional release, as the records show it beside its "pending"."""
+    return {"label": entry.label, "method": entry.method,
+            "sampled_at": iso_utc(entry.sampled_at) if entry.sampled_at else None,
+            "due_at": iso_utc(entry.due_at) if entry.due_at else None, "status": entry.status,
+            "result": entry.result_text, "in_limits": entry.in_limits, "limit_message": entry.limit_message,
+            "comment": entry.comment, "entered_by": users.get(entry.entered_by_id) if entry.entered_by_id else None,
+            "entered_at": iso_utc(entry.entered_at) if entry.entered_at else None,
+            "verified_by": users.get(entry.verified_by_id) if entry.verified_by_id else None,
+            "verified_at": iso_utc(entry.verified_at) if entry.verified_at else None,
+            "signatures": _manifestations(session, entry, set())}
+
+
 def _steps(session: Session, batch: Batch, users: dict[int, str], invalidated: set[int]) -> list[dict[str, Any]]:
     done = batches.executions(session, batch)
+    finals = {p.pending_value_id: _final(session, p, users) for p in results.of_batch(session, batch)}
     context = evaluation.context_numbers(session, batch)  # the values of limits named by the records
     records = []
     for position, record in enumerate(batches.records(batch)):
@@ -80,7 +110,8 @@ def _steps(session: Session, batch: Batch, users: dict[int, str], invalidated: s
                             history.append(_value(f, cursor, users))
                         rows.append({"field": f.id, "label": f.label, "limits": limits.limits_text(f, context),
                                      "value": _value(f, now, users), "earlier": history,
-                                     "pending": now.text in (getattr(f, "pending", None) or ())})
+                                     "pending": now.text in (getattr(f, "pending", None) or ()),
+                                     "final": finals.get(now.id)})
                     steps.append({"step": step.id, "title": step.title, "instance": ex.instance,
                                   "instance_label": f"{step.repeat.label} {ex.instance}" if step.repeat else "",
                                   "status": ex.status, "comment": ex.comment, "values": rows,
@@ -109,6 +140,9 @@ def _audit_trail(session: Session, batch: Batch) -> list[dict[str, Any]]:
     }
     decisions = [str(d.id) for d in review.decisions(session, batch)]
     owned["batch_decision"] = decisions
+    for model in (PendingResult, ClinicalAlert, BagBlock):
+        owned[model.__tablename__] = [str(i) for i in session.scalars(sa.select(model.id).where(
+            model.batch_id == batch.id))]
     signed = sa.or_(*(sa.and_(Signature.record_type == kind, Signature.record_id.in_(ids))
                       for kind, ids in owned.items() if ids))
     signature_ids = [str(i) for i in session.scalars(sa.select(Signature.id).where(signed))]
@@ -135,6 +169,7 @@ def batch_snapshot(session: Session, batch: Batch) -> dict[str, Any]:
     din = isbt128.din_from_text(batch.din) if batch.din else None
     coi = isbt128.parse_coi(isbt128.COI_PREFIX + subject.coi) if subject is not None else None
     head = session.get(AuditHead, 1)
+    bag_divisions = {b.id: b.division for b in bags.of_batch(session, batch)}
     chart = [{"title": c.chart.title, "unit": c.chart.unit,
               "points": [{"label": p.label, "day": _number(p.day), "value": _number(p.value)} for p in c.points]}
              for c in growth.charts(session, batch)]
@@ -171,7 +206,16 @@ def batch_snapshot(session: Session, batch: Batch) -> dict[str, Any]:
                        for d in deviations.of_batch(session, batch)],
         "custody": [{"kind": e.kind, "occurred_at": iso_utc(e.occurred_at), "from": e.from_location,
                      "to": e.to_location, "condition": e.condition, "scanned_din": e.scanned_din,
+                     "bag": bag_divisions.get(e.bag_id) if e.bag_id else None,
                      "signatures": _manifestations(session, e, set())} for e in custody.events(session, batch)],
+        "pending_results": [_final(session, p, users) for p in results.of_batch(session, batch)],
+        "bag_blocks": [{"bag": bag_divisions.get(b.bag_id), "reason": b.reason, "blocked_at": iso_utc(b.blocked_at),
+                        "blocked_by": users.get(b.blocked_by_id)} for b in lifecycle.blocks(session, batch).values()],
+        "clinical_alerts": [{"finding": a.finding, "raised_at": iso_utc(a.raised_at),
+                             "acknowledged_by": users.get(a.acknowledged_by_id) if a.acknowledged_by_id else None,
+                             "acknowledged_at": iso_utc(a.acknowledged_at) if a.acknowledged_at else None,
+                             "signatures": _manifestations(session, a, set())}
+                            for a in lifecycle.alerts_of(session, batch)],
         "review": [{"kind": i.kind, "title": i.title, "detail": i.detail,
                     "reviewed_by": users.get(m.reviewed_by_id) if (m := review.marks(session,
                                                                                      batch).get(i.key)) else None}
