@@ -153,6 +153,15 @@ def _scenario(app, tmp_path, scenario):
     return runner, result.output, sorted(p.name.split("-", 1)[1] for p in out.iterdir()) if out.exists() else []
 
 
+def _pdf_text(path):
+    import io
+
+    from pypdf import PdfReader
+
+    return " ".join(" ".join((page.extract_text() or "").split()) for page in PdfReader(io.BytesIO(
+        path.read_bytes())).pages)
+
+
 def _actors(action):
     from mfg.extensions import db
     from mfg.models import AuditEntry
@@ -163,9 +172,13 @@ def _actors(action):
 def test_the_final_scenario_ends_with_a_supplemental_certificate_and_a_second_batch_record(app, tmp_path):
     runner, output, files = _scenario(app, tmp_path, "final")
     assert "released on its final results" in output
-    assert files == ["labels-r1.pdf", "batch_record-r1.pdf", "coa-r1.pdf", "batch_record-r2.pdf", "coa-r2.pdf"] or \
-        sorted(files) == sorted(["labels-r1.pdf", "batch_record-r1.pdf", "coa-r1.pdf", "batch_record-r2.pdf",
-                                 "coa-r2.pdf"])
+    assert sorted(files) == ["batch_record-r1.pdf", "batch_record-r2.pdf", "coa-r1.pdf", "coa-r2.pdf", "labels-r1.pdf"]
+    first, supplemental = (next((tmp_path / "final").glob(f"*-coa-r{n}.pdf")) for n in (1, 2))
+    assert "Supplemental" not in _pdf_text(first) and "PENDING" in _pdf_text(first)
+    text = _pdf_text(supplemental)
+    assert "Supplemental: supersedes revision 1" in text and "No growth (final result; pending at release" in text
+    for document in (first, supplemental):  # both revisions stay valid
+        assert runner.invoke(args=["verify-pdf", str(document)]).exit_code == 0
     with app.app_context():
         assert _actors("batch.create") == {"operator1"}  # not the command line's account
         assert runner.invoke(args=["audit", "verify"]).exit_code == 0
