@@ -6,8 +6,8 @@ import pytest
 import sqlalchemy as sa
 
 from mfg.domain import isbt128
-from mfg.domain.errors import AuthenticationFailed, IdentityMismatch, PermissionDenied, ValidationFailed
-from mfg.models import CustodyEvent, Signature
+from mfg.domain.errors import IdentityMismatch
+from mfg.models import CustodyEvent
 from mfg.services import custody, signatures
 from tests.support import PASSWORD
 
@@ -51,60 +51,5 @@ def test_a_hand_off_of_the_wrong_bag_is_a_hard_stop(nk):  # noqa: F811
     assert session.scalar(sa.select(sa.func.count()).select_from(CustodyEvent)) == 0
 
 
-def _scan(user, username, batch, subject, **override):
-    values = dict(user=user, username=username, password=PASSWORD, scanned_din=_bag(batch),
-                  scanned_coi=_coi(subject))
-    values.update(override)
-    return custody.BedsideScan(**values)
-
-
-def test_bedside_check_needs_two_different_people_and_matching_scans(nk, make_user):  # noqa: F811
-    session = nk["session"]
-    batch = _open(nk)
-    subject, clara = nk["subject"], nk["clara"]
-    with pytest.raises(ValidationFailed, match="only a product QA has released .* may be infused"):
-        custody.bedside_check(session, batch, first=_scan(clara, "clara", batch, subject),
-                              second=_scan(clara, "clara", batch, subject))
-    session.rollback()
-    _released(session, batch)
-    nurse = session.merge(make_user("nina", "clinical"))
-    clara, subject = nk["clara"], nk["subject"]
-    with pytest.raises(PermissionDenied, match="two different people"):
-        custody.bedside_check(session, batch, first=_scan(clara, "clara", batch, subject),
-                              second=_scan(clara, "clara", batch, subject))
-    wrong_subject = isbt128.CoiId("X9999", 26, 4242).barcode()
-    with pytest.raises(IdentityMismatch, match="Subject COI \\(person 2\\)"):
-        custody.bedside_check(session, batch, first=_scan(clara, "clara", batch, subject),
-                              second=_scan(nurse, "nina", batch, subject, scanned_coi=wrong_subject))
-    session.rollback()
-    with pytest.raises(AuthenticationFailed):
-        custody.bedside_check(session, batch, first=_scan(clara, "clara", batch, subject),
-                              second=_scan(nurse, "nina", batch, subject, password="wrong-password"))
-    session.rollback()
-    assert session.scalar(sa.select(sa.func.count()).select_from(CustodyEvent)) == 0
-    event = custody.bedside_check(session, batch, first=_scan(clara, "clara", batch, subject),
-                                  second=_scan(nurse, "nina", batch, subject))
-    session.commit()
-    meanings = [(s.username, s.meaning) for s in signatures.for_record(session, event)]
-    assert meanings == [("clara", "performed"), ("nina", "verified")]
-    assert event.scanned_coi == subject.coi and signatures.check_all(session)[1] == []
-    assert session.scalar(sa.select(sa.func.count()).select_from(Signature).where(
-        Signature.record_type == "custody_event")) == 2
-
-
-def test_a_bedside_signer_without_the_role_is_told_so_only_after_the_password(nk):  # noqa: F811
-    """The screen is shared: a wrong password for any name reads the same; the role is checked after it."""
-    session = nk["session"]
-    batch = _released(session, _open(nk))
-    clara, subject, approver = nk["clara"], nk["subject"], nk["approver"]
-    with pytest.raises(AuthenticationFailed, match="User name or password is not correct"):
-        custody.bedside_check(session, batch, first=_scan(clara, "clara", batch, subject),
-                              second=_scan(approver, "approver", batch, subject, password="wrong-password"))
-    session.rollback()
-    with pytest.raises(AuthenticationFailed, match="User name or password is not correct"):
-        signatures.signer_named(session, "nobody-here")
-    with pytest.raises(PermissionDenied, match="needs the operator or clinical role"):
-        custody.bedside_check(session, batch, first=_scan(clara, "clara", batch, subject),
-                              second=_scan(approver, "approver", batch, subject))
-    session.rollback()
-    assert session.scalar(sa.select(sa.func.count()).select_from(CustodyEvent)) == 0
+# The bedside check (two people, the bag, the subject) runs on a released NK batch with bags: tests/services/
+# test_lifecycle.py.

@@ -16,7 +16,14 @@ from mfg.config import RESOURCE_ROOT
 from mfg.demo import scenarios
 from mfg.demo.seed import DEMO_PASSWORD
 from mfg.domain import isbt128
-from mfg.domain.errors import IdentityMismatch, InvalidTransition, PermissionDenied, ProductBlocked, ValidationFailed
+from mfg.domain.errors import (
+    AuthenticationFailed,
+    IdentityMismatch,
+    InvalidTransition,
+    PermissionDenied,
+    ProductBlocked,
+    ValidationFailed,
+)
 from mfg.extensions import db
 from mfg.models import AuditEntry, BagBlock, Batch, CustodyEvent, Deviation, User
 from mfg.reports.pdf import load_site_signer
@@ -164,3 +171,34 @@ def test_a_batch_started_by_mistake_is_cancelled_with_a_reason_and_leaves_the_wo
         ("operator1", "cancelled")]
     with pytest.raises(ValidationFailed, match="only a batch with no step performed"):
         act("qa1", lambda s: lifecycle.cancel(s, batch, reason="again", **_sign("qa1")))
+
+
+def test_the_bedside_check_needs_two_different_people_the_same_bag_and_the_role_after_the_password(demo_site):
+    """The screen is shared: a wrong password for any name reads the same; the role is checked after it."""
+    act("qa1", lambda s: accounts.create_user(s, username="nina", full_name="Nina Nurse", roles="clinical",
+                                              password=DEMO_PASSWORD, policy=accounts.Policy(), temporary=False))
+    outcome = scenarios.conditional(act, demo_site, subject_code="NK-002", dose_level="DL4")
+    batch = db.session.scalars(sa.select(Batch).where(Batch.lot == outcome.lot)).one()
+    first, second = bags.of_batch(db.session, batch)
+
+    def check(one: str, two: str, bag_two=None, **override):
+        return act(one, lambda s: custody.bedside_check(
+            s, batch, first=_scan(batch, first, one), second=_scan(batch, bag_two or first, two, **override), tz=UTC))
+
+    with pytest.raises(PermissionDenied, match="two different people"):
+        check("clinical1", "clinical1")
+    wrong_subject = isbt128.CoiId("X9999", 26, 4242).barcode()
+    with pytest.raises(IdentityMismatch, match="Subject COI \\(person 2\\)"):
+        check("clinical1", "nina", scanned_coi=wrong_subject)
+    with pytest.raises(ValidationFailed, match="scanned different bags"):
+        check("clinical1", "nina", bag_two=second)
+    with pytest.raises(AuthenticationFailed, match="User name or password is not correct"):
+        check("clinical1", "qa1", password="wrong-password")
+    with pytest.raises(PermissionDenied, match="needs the operator or clinical role"):
+        check("clinical1", "qa1")
+    assert _count(CustodyEvent, CustodyEvent.kind == "bedside") == 0
+    event = check("clinical1", "nina")
+    assert [(s.username, s.meaning) for s in signatures.for_record(db.session, event)] == [
+        ("clinical1", "performed"), ("nina", "verified")]
+    assert (event.scanned_coi, event.bag_id) == (batch.subject.coi, first.id)
+    assert signatures.check_all(db.session)[1] == []
