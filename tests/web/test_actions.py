@@ -1,12 +1,14 @@
 """The screens offer exactly what the guards allow.
 
 Every POST endpoint has a guard (``mfg.web.actions.GUARDS``). One NK batch is taken through its life
-(a step awaiting verification; complete with an open deviation; conditionally released with its labels);
+(a step awaiting verification, beside a batch just opened; complete with an open deviation; conditionally
+released with its labels; its sterility result entered out of specification, the batch under investigation and
+the clinic alerted);
 at each point every page reachable by links is walked as every role, and each form a page offers (every
 decision it lists, every field its correction dialog names) is held to its guard: the guard must allow it.
 Then the refusals: where a guard refuses, the screen offers nothing and a hand-made POST is refused with
 the guard's reason. And the defect that started it: after a conditional release, the pending result is
-corrected from the execution page.
+entered from the screens (its own result entry now, not a correction).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from mfg.demo import nk_batch as demo_nk
 from mfg.demo import seed as demo
 from mfg.extensions import db
 from mfg.models import Batch, RecordedValue, StepExecution, User, utcnow
-from mfg.services import audit, batches, deviations, documents, review, sops, steps
+from mfg.services import audit, batches, deviations, documents, results, review, sops, starting, steps
 from mfg.web import actions
 from tests.support import PASSWORD
 
@@ -68,7 +70,7 @@ def _walk(app, client, username: str) -> dict[str, str]:
     client.post("/auth/login", data={"username": username, "password": PASSWORD})
     with app.app_context():
         ids = list(db.session.scalars(sa.select(Batch.id)))
-    queue = ["/", "/batches/", "/review/", "/clinical/", "/sops/", "/masterdata/", "/admin/users"]
+    queue = ["/", "/batches/", "/review/", "/results", "/clinical/", "/sops/", "/masterdata/", "/admin/users"]
     queue += [f"/batches/{i}/{page}" for i in ids for page in ("custody", "documents")]
     queue += [f"/review/batches/{i}" for i in ids]
     seen, pages = set(queue), {}
@@ -145,6 +147,8 @@ def test_every_offered_action_is_allowed_by_its_guard_through_a_batchs_life(plan
         batch = demo_nk.run_nk_batch(s, subject=subject, performer=_user("olivia"), verifier=_user("oscar"),
                                      password=PASSWORD, tz=UTC, until=("NK-EXPAND", "culture_initiation"))
         awaiting = _perform_next(s, batch, subject, _user("olivia"))
+        other = demo_nk.seed_demo_subject(s, _user("clara"), PASSWORD, code="NK-003")
+        starting.start_product_batch(s, subject=other, user=_user("olivia"))  # opened: it may still be cancelled
         s.commit()
         assert batches.open_steps(s, batch), "a step stays open to perform beside the one awaiting verification"
         batch_id, awaiting_id = batch.id, awaiting.id
@@ -190,10 +194,24 @@ def test_every_offered_action_is_allowed_by_its_guard_through_a_batchs_life(plan
     for name, _roles, _full in USERS:
         offered |= _check_offers(app, name, _walk(app, client, name))
 
+    # 4. the sterility culture flags growth: entered (awaiting verification), the batch under investigation, the
+    # clinic alerted
+    with app.app_context():
+        s = db.session
+        audit.set_actor(s, _user("olivia"))
+        [pending] = results.of_batch(s, s.get(Batch, batch_id))
+        results.enter_result(s, pending, raw="Growth", comment="bottle flagged", signer=_user("olivia"),
+                             password=PASSWORD, username=None, require_username=False, tz=UTC)
+        s.commit()
+        assert s.get(Batch, batch_id).status == "under_investigation"
+    for name, _roles, _full in USERS:
+        offered |= _check_offers(app, name, _walk(app, client, name))
+
     # the walk reached the actions of a batch's life, each offered to someone
     assert {"batches.verify", "batches.correct", "batches.step", "review.open_deviation", "review.investigate",
             "review.mark", "review.decide", "documents.print_labels", "custody.handoff", "custody.bedside",
-            "clinical.assign_dose", "masterdata.add_equipment", "sops.load", "admin.create_user"} <= offered
+            "clinical.assign_dose", "masterdata.add_equipment", "sops.load", "admin.create_user", "results.enter",
+            "results.verify", "results.cancel", "results.acknowledge"} <= offered
 
 
 def _site(app):
@@ -227,24 +245,35 @@ def _login(client, name):
     client.post("/auth/login", data={"username": name, "password": PASSWORD})
 
 
-def test_after_a_conditional_release_the_pending_result_is_corrected_from_the_execution_page(released):
-    """The defect: the service allowed it, the screen offered the correction only to an open record."""
+def test_after_a_conditional_release_the_pending_result_is_entered_from_the_screens(released):
+    """The defect: the service allowed a correction that the screen never offered. Now the pending result has
+    its own entry, offered on the results page; the execution page offers no correction; the pending stays."""
     app, batch_id, ids = released
     client = app.test_client()
     _login(client, "olivia")
     page = client.get(f"/batches/{batch_id}/execution/{ids['sterility']}").get_data(as_text=True)
-    assert "Correct a value" in page
-    dialog = page[page.index("Correct a value"):]
-    assert re.findall(r'<option value="([^"]+)"', dialog) == ["result"]  # only the pending result
-    response = client.post(f"/batches/{batch_id}/execution/{ids['sterility']}/correct", data={
-        "field_id": "result", "new_value": "No growth", "reason": "14-day culture read: no growth",
-        "correct-password": PASSWORD, "correct-username": "olivia"})
+    assert "Correct a value" not in page
+    assert "Sterility" in client.get("/").get_data(as_text=True)  # the home page lists the result due
+    with app.app_context():
+        [pending] = results.of_batch(db.session, db.session.get(Batch, batch_id))
+        pending_id = pending.id
+    page = client.get("/results").get_data(as_text=True)
+    assert f'action="/results/{pending_id}/enter"' in page
+    response = client.post(f"/results/{pending_id}/enter", data={
+        f"r{pending_id}-result": "No growth", f"r{pending_id}-password": PASSWORD,
+        f"r{pending_id}-username": "olivia"})
     assert response.status_code == 302, response.get_data(as_text=True)
     with app.app_context():
+        entered = results.get(db.session, pending_id)
+        assert (entered.status, entered.result_text) == ("awaiting_verification", "No growth")
         current = db.session.get(StepExecution, ids["sterility"]).current_values()["result"]
-        assert current.text == "No growth" and current.supersedes_id is not None
-        original = db.session.get(RecordedValue, current.supersedes_id)
-        assert original.text == "Pending"  # the original stays
+        assert current.text == "Pending" and current.supersedes_id is None  # the pending stays in the record
+    # the one who entered it is not offered its verification, and a hand-made POST is refused
+    assert f'action="/results/{pending_id}/verify"' not in client.get("/results").get_data(as_text=True)
+    response = client.post(f"/results/{pending_id}/verify", data={f"v{pending_id}-password": PASSWORD})
+    assert response.status_code == 400
+    assert "You entered this result: a different operator must verify it." in html.unescape(
+        response.get_data(as_text=True))
 
 
 def test_where_the_guard_refuses_the_screen_offers_nothing_and_a_hand_made_post_is_refused(released):
@@ -262,8 +291,8 @@ def test_where_the_guard_refuses_the_screen_offers_nothing_and_a_hand_made_post_
         "field_id": field_id, "new_value": "80", "reason": "typo", "correct-password": PASSWORD,
         "correct-username": "olivia"})
     assert response.status_code == 400
-    assert "is conditionally released: only a pending result may be entered" in html.unescape(
-        response.get_data(as_text=True))
+    assert "is conditionally released: its record is closed; a pending result is entered through its own result " \
+        "entry" in html.unescape(response.get_data(as_text=True))
     with app.app_context():
         assert db.session.scalar(sa.select(sa.func.count()).select_from(RecordedValue)) == before
     client.post("/auth/logout")
