@@ -253,6 +253,7 @@ def demo_batch_command(out: Path) -> None:
     to conditional release, sterility pending), and write its signed documents into OUT."""
     from zoneinfo import ZoneInfo
 
+    from . import document_worker
     from .demo import nk_batch as demo_nk
     from .services import documents, review
 
@@ -273,17 +274,56 @@ def demo_batch_command(out: Path) -> None:
         audit.set_actor(session, users["qa1"])
         for item in review.exceptions(session, batch):
             review.mark_reviewed(session, batch, item.key, user=users["qa1"], comment="demo review")
-        _decision, issued = documents.decide_and_issue(session, batch, decision="conditionally_released",
-                                                       comment="demo batch", site=site, demo=True,
-                                                       signer=users["qa1"], username="qa1", **sign)
-        return batch.lot, [labels, *issued]
+        _decision, job = documents.decide_and_request_documents(session, batch, decision="conditionally_released",
+                                                                comment="demo batch", signer=users["qa1"],
+                                                                username="qa1", **sign)
+        return batch.lot, labels, job.id
 
-    lot, issued = _run(run)
+    lot, labels, job_id = _run(run)
+    # the decision committed with its documents job; the CLI makes them inline, right after
+    outcomes = [o for o in document_worker.run_pending(document_worker.Settings.of(current_app)) if o.job_id == job_id]
+    if not outcomes or not outcomes[0].documents:
+        raise click.ClickException(f"batch {lot}: the documents were not made"
+                                   + (f" ({outcomes[0].error})" if outcomes and outcomes[0].error else ""))
     out.mkdir(parents=True, exist_ok=True)
-    for document in issued:
+    for document in [labels, *outcomes[0].documents]:
         (out / document.filename).write_bytes(document.content)
         click.echo(f"wrote {out / document.filename} ({document.pages} pages, sha256 {document.sha256})")
     click.echo(f"batch {lot} conditionally released (sterility pending)")
+
+
+documents_cli = AppGroup("documents", help="The documents QA's decisions ask for (the documents outbox).")
+
+
+@documents_cli.command("work")
+@click.option("--once", is_flag=True, help="Make what is pending now, then exit (else keep polling).")
+def documents_work(once: bool) -> None:
+    """Make the documents of pending decisions, as the app servers' worker threads do: claim a job, render
+    and sign with no lock held, store. Several may run at once, on any machine of the site."""
+    from . import document_worker
+
+    settings = document_worker.Settings.of(current_app)
+    poll = float(current_app.config["DOCUMENT_WORKER_POLL_SECONDS"])
+    while True:
+        for outcome in document_worker.run_pending(settings):
+            if outcome.documents:
+                click.echo(f"job {outcome.job_id}: " + ", ".join(d.filename for d in outcome.documents))
+            else:
+                click.echo(f"job {outcome.job_id}: not made ({outcome.error or 'the claim was lost'})", err=True)
+        if once:
+            return
+        document_worker.wait(poll)
+
+
+@documents_cli.command("retry")
+@click.option("--batch", "lot", required=True, help="The batch's lot.")
+def documents_retry(lot: str) -> None:
+    """Give a failed documents job of the batch its attempts back (after fixing what made it fail)."""
+    from .services import batches, document_jobs
+
+    audit.set_actor(_cli_session(), name="cli:documents retry")
+    job = _run(lambda s: document_jobs.retry(s, batches.by_lot(s, lot)))
+    click.echo(f"job {job.id} of {lot} is pending again: a worker makes its documents")
 
 
 custody_cli = AppGroup("custody", help="Chain of custody, from a station without a browser (a courier's scanner).")
@@ -377,3 +417,4 @@ def init_app(app: Flask) -> None:
     app.cli.add_command(backup_command)
     app.cli.add_command(qualify_command)
     app.cli.add_command(custody_cli)
+    app.cli.add_command(documents_cli)

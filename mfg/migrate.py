@@ -78,6 +78,9 @@ GUARDS: dict[str, Guard] = {
     "batch_decision": Guard(APPEND_ONLY),
     "document_revision": Guard(APPEND_ONLY),
     "qualification_record": Guard(APPEND_ONLY),
+    # a job changes state (claimed, done): never deleted, and what it was asked to make never changes
+    "document_job": Guard(NEVER_DELETED, immutable=("batch_id", "decision_id", "kinds", "reason", "created_at",
+                                                    "created_by_id")),
 }
 
 

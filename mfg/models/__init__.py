@@ -6,6 +6,7 @@ from .batch import Batch, BatchMasterRecord, Deviation, RecordedValue, Signature
 from .clinical import Donor, DonorTest, Subject
 from .custody import CustodyEvent, ProductBag
 from .masterdata import Counter, Equipment, MaterialLot
+from .outbox import DocumentJob
 from .qualification import QualificationRecord
 from .quality import BatchDecision, DocumentRevision, ReviewMark
 from .signature import Signature
@@ -17,8 +18,8 @@ SIGNABLE: dict[str, type[Signable]] = {
     model.__tablename__: model
     for model in (SopVersion, StepExecution, Subject, CustodyEvent, Deviation, BatchDecision, DocumentRevision)}
 
-__all__ = ["AuditEntry", "AuditHead", "Audited", "Base", "Batch", "BatchDecision", "DocumentRevision", "ReviewMark",
-           "BatchMasterRecord", "Counter", "CustodyEvent", "Deviation", "Donor", "DonorTest",
+__all__ = ["AuditEntry", "AuditHead", "Audited", "Base", "Batch", "BatchDecision", "DocumentJob", "DocumentRevision",
+           "ReviewMark", "BatchMasterRecord", "Counter", "CustodyEvent", "Deviation", "Donor", "DonorTest",
            "Equipment", "MaterialLot", "ProductBag", "QualificationRecord", "RecordedValue", "SIGNABLE", "Signable",
            "Signature", "SignatureInvalidation",
            "SopVersion", "StepExecution", "Subject", "UTCDateTime", "User", "utcnow"]
