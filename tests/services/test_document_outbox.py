@@ -214,3 +214,11 @@ def test_the_guard_is_pure():
     assert guards.documents_ready(lot="L1", pending=False) == []
     [refusal] = guards.documents_ready(lot="L1", pending=True)
     assert refusal.kind == "state" and "L1" in refusal.text and "being prepared" in refusal.text
+
+
+def test_the_cli_makes_what_is_pending(app, session, decide, site_certificate):
+    decided = decide()
+    result = app.test_cli_runner().invoke(args=["documents", "work", "--once"])
+    assert result.exit_code == 0, result.output
+    assert f"{decided.batch.lot}-batch_record-r1.pdf" in result.output
+    assert not document_jobs.documents_pending(session, decided.batch)
