@@ -35,6 +35,8 @@ BENCHES: dict[str, tuple[str, bool, list[str], list[str]]] = {
     "audit_verify": ("audit_verify.py", True, ["--entries", "1000000"], ["--entries", "20000"]),
     "pages": ("pages.py", True, ["--batches", "10000", "--audit-entries", "1000000"],
               ["--batches", "300", "--audit-entries", "20000"]),
+    "decision": ("decision.py", True, ["--operators", "8", "--baseline-seconds", "15"],
+                 ["--operators", "4", "--baseline-seconds", "6"]),
 }
 
 
@@ -144,6 +146,22 @@ def _markdown(report: dict) -> str:
             lines.append(f"| {database} | {pages['batches']:,} | {pages['audit_entries']:,} | {name} "
                          f"| {page['p50_ms']:.1f} | {page['p95_ms']:.1f} | {page['queries']} "
                          f"| {_verdict(page['p95_ms'] < 100)} |")
+    lines.append("")
+    lines += ["## QA's decision while operators sign steps", "",
+              "gunicorn as `make run`; operators sign DEMO-PROC steps while qa1 signs the conditional release of "
+              "a demo NK batch. Floor: the operators' p95 before QA's click. Target: the decision commits in "
+              "under 1 s and the operators' p95 while the documents are made stays within 2x the floor.", "",
+              "| database | operators | decision s | documents s | p95 before ms | p95 during ms | max during ms "
+              "| target |", "|---|---:|---:|---:|---:|---:|---:|---|"]
+    for database, dec in results.get("decision", {}).items():
+        if "error" in dec:
+            lines.append(f"| {database} | failed: {dec['error']} |||||||")
+            continue
+        met = (dec["decision_s"] < 1 and dec["during_p95_ms"] is not None and dec["baseline_p95_ms"] is not None
+               and dec["during_p95_ms"] <= 2 * dec["baseline_p95_ms"])
+        lines.append(f"| {database} | {dec['operators']} | {dec['decision_s']:.2f} | {_num(dec['documents_s'], '.2f')} "
+                     f"| {_num(dec['baseline_p95_ms'], '.0f')} | {_num(dec['during_p95_ms'], '.0f')} "
+                     f"| {_num(dec['during_max_ms'], '.0f')} | {_verdict(met)} |")
     lines.append("")
     lines += ["Raw figures of each benchmark are in report.json and its log in the same folder.", ""]
     return "\n".join(lines)

@@ -44,4 +44,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
 
     from . import cli
     cli.init_app(app)
+
+    from . import document_worker
+    document_worker.init_app(app)
     return app

@@ -256,12 +256,23 @@ def demo_batch_command(out: Path, scenario: str) -> None:
     Each action is its own unit of work acting as the person who does it."""
     from zoneinfo import ZoneInfo
 
+    from . import document_worker
     from .demo import scenarios
 
     if not current_app.config["DEMO"]:
         raise click.ClickException("demo-batch runs on a demo instance only (flask --app mfg init --demo)")
+    worker = document_worker.Settings.of(current_app)
+
+    def make_documents() -> list:
+        """The decision committed with its documents job: the CLI makes them inline, right after."""
+        outcomes = document_worker.run_pending(worker)
+        failed = [o for o in outcomes if not o.documents]
+        if failed:
+            raise click.ClickException(f"documents job {failed[0].job_id} was not made ({failed[0].error})")
+        return [d for o in outcomes for d in o.documents]
+
     setting = scenarios.Setting(site=_site_signer(), tz=ZoneInfo(current_app.config["SITE_TIMEZONE"]),
-                                password=demo_data.DEMO_PASSWORD)
+                                password=demo_data.DEMO_PASSWORD, make_documents=make_documents)
 
     def act(username: str, action):  # noqa: ANN001, ANN202 - a scenario's action and its result
         session = _cli_session()
@@ -280,6 +291,40 @@ def demo_batch_command(out: Path, scenario: str) -> None:
         click.echo(f"wrote {out / document.filename} ({document.pages} pages, sha256 {document.sha256})")
     for note in outcome.notes:
         click.echo(note)
+
+
+documents_cli = AppGroup("documents", help="The documents QA's decisions ask for (the documents outbox).")
+
+
+@documents_cli.command("work")
+@click.option("--once", is_flag=True, help="Make what is pending now, then exit (else keep polling).")
+def documents_work(once: bool) -> None:
+    """Make the documents of pending decisions, as the app servers' worker threads do: claim a job, render
+    and sign with no lock held, store. Several may run at once, on any machine of the site."""
+    from . import document_worker
+
+    settings = document_worker.Settings.of(current_app)
+    poll = float(current_app.config["DOCUMENT_WORKER_POLL_SECONDS"])
+    while True:
+        for outcome in document_worker.run_pending(settings):
+            if outcome.documents:
+                click.echo(f"job {outcome.job_id}: " + ", ".join(d.filename for d in outcome.documents))
+            else:
+                click.echo(f"job {outcome.job_id}: not made ({outcome.error or 'the claim was lost'})", err=True)
+        if once:
+            return
+        document_worker.wait(poll)
+
+
+@documents_cli.command("retry")
+@click.option("--batch", "lot", required=True, help="The batch's lot.")
+def documents_retry(lot: str) -> None:
+    """Give a failed documents job of the batch its attempts back (after fixing what made it fail)."""
+    from .services import batches, document_jobs
+
+    audit.set_actor(_cli_session(), name="cli:documents retry")
+    job = _run(lambda s: document_jobs.retry(s, batches.by_lot(s, lot)))
+    click.echo(f"job {job.id} of {lot} is pending again: a worker makes its documents")
 
 
 custody_cli = AppGroup("custody", help="Chain of custody, from a station without a browser (a courier's scanner).")
@@ -373,3 +418,4 @@ def init_app(app: Flask) -> None:
     app.cli.add_command(backup_command)
     app.cli.add_command(qualify_command)
     app.cli.add_command(custody_cli)
+    app.cli.add_command(documents_cli)

@@ -56,6 +56,12 @@ DEFAULTS: dict[str, object] = {
     "CERTIFICATE_RENEWAL_DAYS": 60,
     # Bag label size in inches (width, height): the site's label stock.
     "LABEL_SIZE_IN": [4, 4],
+    # The documents worker (mfg/document_worker.py): a thread in every app server process makes the documents
+    # QA's decisions ask for. Off (false): none starts, and `flask --app mfg documents work` makes them.
+    "DOCUMENT_WORKER": True,
+    "DOCUMENT_WORKER_POLL_SECONDS": 10,
+    # A claimed job whose worker has not finished within this time (a killed process) is taken again.
+    "DOCUMENT_JOB_LEASE_SECONDS": 120,
 }
 
 ENV_PREFIX = "MFG_"

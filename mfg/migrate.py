@@ -83,6 +83,9 @@ GUARDS: dict[str, Guard] = {
                                                       "created_at")),
     "bag_block": Guard(APPEND_ONLY),
     "clinical_alert": Guard(NEVER_DELETED, immutable=("batch_id", "deviation_id", "finding", "raised_at")),
+    # a job changes state (claimed, done): never deleted, and what it was asked to make never changes
+    "document_job": Guard(NEVER_DELETED, immutable=("batch_id", "decision_id", "kinds", "reason", "created_at",
+                                                    "created_by_id")),
 }
 
 

@@ -75,7 +75,8 @@ def make_app(database_url: str, tmp_path: Path, **overrides: object) -> Flask:
     sops_dir = tmp_path / "sops"
     sops_dir.mkdir(exist_ok=True)
     config = {"TESTING": True, "SECRET_KEY": "test-secret", "INSTANCE_PATH": instance,
-              "DATABASE_URL": database_url, "SOPS_DIR": str(sops_dir), "WTF_CSRF_ENABLED": False}
+              "DATABASE_URL": database_url, "SOPS_DIR": str(sops_dir), "WTF_CSRF_ENABLED": False,
+              "DOCUMENT_WORKER": False}  # tests make documents explicitly (tests/support.make_documents)
     config.update(overrides)
     return create_app(config)
 

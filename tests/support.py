@@ -16,3 +16,22 @@ def drop_audit_update_guard(engine) -> None:  # noqa: ANN001 - a SQLAlchemy engi
     with engine.begin() as conn:
         conn.execute(sa.text("DROP TRIGGER audit_entry_refuse_update" if engine.dialect.name == "sqlite" else
                              "DROP TRIGGER audit_entry_refuse_change ON audit_entry"))
+
+
+def documents_worker(app, site, *, demo: bool = True, lease_seconds: float = 120.0):  # noqa: ANN001, ANN201
+    """The documents worker's settings for a test app, signing with ``site`` (mfg/document_worker.py)."""
+    from mfg import document_worker
+    from mfg.extensions import db
+    from mfg.services import accounts
+
+    return document_worker.Settings(new_session=lambda: db.new_session(app), policy=accounts.Policy(),
+                                    site=lambda: site, demo=demo, lease_seconds=lease_seconds)
+
+
+def make_documents(app, site, *, demo: bool = True) -> list:  # noqa: ANN001
+    """Run the documents worker as an app server's thread does, until no job is left; the documents made."""
+    from mfg import document_worker
+
+    outcomes = document_worker.run_pending(documents_worker(app, site, demo=demo))
+    assert outcomes and all(o.documents for o in outcomes), outcomes
+    return [d for o in outcomes for d in o.documents]

@@ -50,11 +50,13 @@ class Outcome:
 
 @dataclass(frozen=True)
 class Setting:
-    """What the demo acts with: the site's signing key, the time zone, the people's password."""
+    """What the demo acts with: the site's signing key (labels), the time zone, the people's password, and
+    how the edge has the documents of a decision made once it committed (the documents worker, inline)."""
 
     site: Any
     tz: ZoneInfo
     password: str
+    make_documents: Callable[[], list[DocumentRevision]]
     demo: bool = True
 
 
@@ -105,15 +107,14 @@ def conditional(act: Act, setting: Setting, *, subject_code: str = demo_nk.DEMO_
 
 
 def _decide(act: Act, setting: Setting, lot: str, decision: str, comment: str) -> list[DocumentRevision]:
-    def decide(session: Session) -> list[DocumentRevision]:
+    def decide(session: Session) -> None:
         batch = _batch(session, lot)
         _review_all(session, batch, _user(session, "qa1"))
-        _record, issued = documents.decide_and_issue(session, batch, decision=decision, comment=comment,
-                                                     site=setting.site, demo=setting.demo, tz=setting.tz,
-                                                     **_sign(session, "qa1", setting))
-        return issued
+        documents.decide_and_request_documents(session, batch, decision=decision, comment=comment, tz=setting.tz,
+                                               **_sign(session, "qa1", setting))
 
-    return act("qa1", decide)
+    act("qa1", decide)
+    return setting.make_documents()
 
 
 def _enter_sterility(act: Act, setting: Setting, lot: str, answer: str, comment: str = "") -> None:

@@ -191,6 +191,15 @@ def print_labels(actor: Person, *, lot: str, bag_count: int) -> list[Refusal]:
     return refusals
 
 
+def documents_ready(*, lot: str, pending: bool) -> list[Refusal]:
+    """Nothing is issued to the clinic (hand-off, bedside check) while the signed documents of QA's decision
+    are still being prepared (``services.document_jobs``): the product travels with its batch record."""
+    if pending:
+        return [Refusal("state", f"The documents of QA's decision on batch {lot} are being prepared: nothing may be "
+                                 "issued to the clinic until they exist. Try again in a minute; if it lasts, call QA.")]
+    return []
+
+
 def hand_off(actor: Person) -> list[Refusal]:
     return _role(actor, "hand_off")
 

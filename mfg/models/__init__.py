@@ -6,6 +6,7 @@ from .batch import Batch, BatchMasterRecord, Deviation, RecordedValue, Signature
 from .clinical import Donor, DonorTest, Subject
 from .custody import CustodyEvent, ProductBag
 from .masterdata import Counter, Equipment, MaterialLot
+from .outbox import DocumentJob
 from .qualification import QualificationRecord
 from .quality import BagBlock, BatchDecision, ClinicalAlert, DocumentRevision, PendingResult, ReviewMark
 from .signature import Signature
@@ -18,8 +19,8 @@ SIGNABLE: dict[str, type[Signable]] = {
     for model in (SopVersion, StepExecution, Subject, CustodyEvent, Deviation, BatchDecision, DocumentRevision,
                   PendingResult, ClinicalAlert)}
 
-__all__ = ["AuditEntry", "AuditHead", "Audited", "Base", "Batch", "BatchDecision", "DocumentRevision", "ReviewMark",
-           "BagBlock", "ClinicalAlert", "PendingResult",
+__all__ = ["AuditEntry", "AuditHead", "Audited", "Base", "Batch", "BatchDecision", "DocumentJob", "DocumentRevision",
+           "ReviewMark", "BagBlock", "ClinicalAlert", "PendingResult",
            "BatchMasterRecord", "Counter", "CustodyEvent", "Deviation", "Donor", "DonorTest",
            "Equipment", "MaterialLot", "ProductBag", "QualificationRecord", "RecordedValue", "SIGNABLE", "Signable",
            "Signature", "SignatureInvalidation",

@@ -19,17 +19,22 @@ from ..domain import guards
 from ..domain.errors import ValidationFailed
 from ..domain.signing import Meaning
 from ..models import Batch, CustodyEvent, User, utcnow
-from . import audit, bags, identity, lifecycle, signatures
+from . import audit, bags, document_jobs, identity, lifecycle, signatures
 
 CUSTODY_ROLES = guards.CUSTODY_ROLES
 
 
 def guard_hand_off(session: Session, user: User, batch: Batch) -> list[guards.Refusal]:
-    return guards.hand_off(guards.person(user))
+    return guards.hand_off(guards.person(user)) + _documents_ready(session, batch)
 
 
 def guard_bedside_check(session: Session, user: User, batch: Batch) -> list[guards.Refusal]:
-    return guards.bedside_check(guards.person(user), lot=batch.lot, bag_count=len(bags.of_batch(session, batch)))
+    return (guards.bedside_check(guards.person(user), lot=batch.lot, bag_count=len(bags.of_batch(session, batch)))
+            + _documents_ready(session, batch))
+
+
+def _documents_ready(session: Session, batch: Batch) -> list[guards.Refusal]:
+    return guards.documents_ready(lot=batch.lot, pending=document_jobs.documents_pending(session, batch))
 
 
 def hand_off(session: Session, batch: Batch, *, scanned_din: str, from_location: str, to_location: str,

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import jinja2
 import sqlalchemy as sa
@@ -25,9 +26,9 @@ from ..config import TEMPLATES_DIR
 from ..domain import guards
 from ..domain.canonical import canonical_json, iso_utc
 from ..domain.errors import NotFound, ValidationFailed
-from ..models import Batch, DocumentRevision, QualificationRecord, User, utcnow
+from ..models import Batch, BatchDecision, DocumentJob, DocumentRevision, QualificationRecord, User, utcnow
 from ..reports import pdf as pdfs
-from . import audit, snapshot
+from . import audit, document_jobs, snapshot
 
 KINDS = {"batch_record": "Batch record", "coa": "Certificate of analysis", "labels": "Labels"}
 
@@ -103,26 +104,61 @@ def revisions(session: Session, batch: Batch, kind: str | None = None) -> list[D
     return list(session.scalars(query.order_by(DocumentRevision.kind, DocumentRevision.revision)))
 
 
+@dataclass(frozen=True)
+class Rendered:
+    """A signed document made and not yet stored (rendering needs no transaction)."""
+
+    kind: str
+    revision: int
+    content: bytes
+    snapshot_sha256: str
+    pages: int
+    reason: str
+    generated_at: datetime
+
+
+def next_revision(session: Session, batch: Batch, kind: str) -> int:
+    return len(revisions(session, batch, kind)) + 1
+
+
+def render_signed(snap: dict[str, Any], *, kind: str, revision: int, reason: str, site: pdfs.SiteSigner, demo: bool,
+                  label_size: tuple[float, float] = (4, 4)) -> Rendered:
+    """Render and sign revision ``revision`` of ``kind`` from the snapshot: no database, no lock."""
+    if kind not in KINDS:
+        raise ValidationFailed(f"unknown document kind {kind!r}")
+    now = utcnow()
+    lot = snap["batch"]["lot"]
+    unsigned = render(kind, snap, revision=revision, reason=reason, demo=demo, generated_at=iso_utc(now),
+                      label_size=label_size)
+    signed = pdfs.sign_pdf(unsigned, site, reason=f"{KINDS[kind]} {lot} revision {revision}: {reason}",
+                           location="DEMO site" if demo else "Manufacturing site")
+    return Rendered(kind=kind, revision=revision, content=signed,
+                    snapshot_sha256=pdfs.sha256_hex(canonical_json(snap).encode()), pages=page_count(signed),
+                    reason=reason, generated_at=now)
+
+
+def store(session: Session, batch: Batch, rendered: Rendered, *, user_id: int) -> DocumentRevision:
+    """Store a rendered document as the next revision of its kind (flushes; audited)."""
+    if rendered.revision != next_revision(session, batch, rendered.kind):
+        raise ValidationFailed(f"{KINDS[rendered.kind]} revision {rendered.revision} of {batch.lot} was rendered, "
+                               f"but the next revision is {next_revision(session, batch, rendered.kind)}")
+    number, kind = rendered.revision, rendered.kind
+    document = DocumentRevision(batch_id=batch.id, kind=kind, revision=number,
+                                filename=f"{batch.lot}-{kind}-r{number}.pdf", sha256=pdfs.sha256_hex(rendered.content),
+                                snapshot_sha256=rendered.snapshot_sha256, pages=rendered.pages, reason=rendered.reason,
+                                content=rendered.content, created_at=rendered.generated_at, created_by_id=user_id)
+    session.add(document)
+    audit.flush(session, reason=f"{KINDS[kind]} revision {number} issued: {rendered.reason}")
+    return document
+
+
 def issue(session: Session, batch: Batch, *, kind: str, reason: str, site: pdfs.SiteSigner, demo: bool,
           user: User, label_size: tuple[float, float] = (4, 4)) -> DocumentRevision:
     """Render, sign and store the next revision of ``kind`` for ``batch`` (in the caller's transaction)."""
-    if kind not in KINDS:
-        raise ValidationFailed(f"unknown document kind {kind!r}")
-    number = len(revisions(session, batch, kind)) + 1
-    snap = snapshot.batch_snapshot(session, batch)
-    now = utcnow()
-    unsigned = render(kind, snap, revision=number, reason=reason, demo=demo, generated_at=iso_utc(now),
-                      label_size=label_size)
-    signed = pdfs.sign_pdf(unsigned, site, reason=f"{KINDS[kind]} {batch.lot} revision {number}: {reason}",
-                           location="DEMO site" if demo else "Manufacturing site")
-    document = DocumentRevision(batch_id=batch.id, kind=kind, revision=number,
-                                filename=f"{batch.lot}-{kind}-r{number}.pdf", sha256=pdfs.sha256_hex(signed),
-                                snapshot_sha256=pdfs.sha256_hex(canonical_json(snap).encode()),
-                                pages=page_count(signed), reason=reason, content=signed, created_at=now,
-                                created_by_id=user.id)
-    session.add(document)
-    audit.flush(session, reason=f"{KINDS[kind]} revision {number} issued: {reason}")
-    return document
+    rendered = render_signed(snapshot.batch_snapshot(session, batch), kind=kind,
+                             revision=next_revision(session, batch, kind), reason=reason, site=site, demo=demo,
+                             label_size=label_size)
+    return store(session, batch, rendered, user_id=user.id)
 
 
 def guard_print_labels(session: Session, user: User, batch: Batch) -> list[guards.Refusal]:
@@ -152,27 +188,59 @@ def print_labels(session: Session, batch: Batch, *, reason: str, site: pdfs.Site
     return document
 
 
-def issue_for_decision(session: Session, batch: Batch, *, decision: str, site: pdfs.SiteSigner, demo: bool,
-                       user: User) -> list[DocumentRevision]:
-    """At QA's decision: the batch record (every decision) and the certificate of analysis (a release;
-    after the first it is a supplemental certificate), generated once and stored."""
-    reason = decision.replace("_", " ")
-    issued = [issue(session, batch, kind="batch_record", reason=reason, site=site, demo=demo, user=user)]
-    if decision in ("released", "conditionally_released"):
-        issued.append(issue(session, batch, kind="coa", reason=reason, site=site, demo=demo, user=user))
-    return issued
-
-
-def decide_and_issue(session: Session, batch: Batch, *, decision: str, comment: str, site: pdfs.SiteSigner,
-                     demo: bool, signer: User, password: str, username: str | None,
-                     require_username: bool, tz: Any = None) -> tuple[Any, list[DocumentRevision]]:
-    """QA's signed decision (``review.decide``) and, in the same transaction, the documents it issues: a
-    decision is never recorded without its signed batch record."""
+def decide_and_request_documents(session: Session, batch: Batch, *, decision: str, comment: str, signer: User,
+                                 password: str, username: str | None, require_username: bool,
+                                 tz: ZoneInfo | None = None) -> tuple[BatchDecision, DocumentJob]:
+    """QA's signed decision (``review.decide``) and, in the same transaction, the request for the documents
+    it issues (``document_jobs.enqueue``): the decision is never recorded without its documents on the way,
+    and it commits without waiting for them. A documents worker (``mfg.document_worker``) makes them after."""
     from . import review
 
     record = review.decide(session, batch, decision=decision, comment=comment, signer=signer, password=password,
                            username=username, require_username=require_username, tz=tz)
-    return record, issue_for_decision(session, batch, decision=record.decision, site=site, demo=demo, user=signer)
+    return record, document_jobs.enqueue(session, batch, record, user=signer)
+
+
+@dataclass(frozen=True)
+class JobPlan:
+    """What a documents job will render: read in a short transaction, rendered after it ended."""
+
+    job_id: int
+    batch_id: int
+    snapshot: dict[str, Any]
+    documents: tuple[tuple[str, int], ...]  # (kind, revision number)
+    reason: str
+
+
+def job_plan(session: Session, job: DocumentJob) -> JobPlan:
+    """The snapshot and revision numbers of a claimed job's documents (reads only)."""
+    batch = session.get(Batch, job.batch_id)
+    assert batch is not None  # batch_id is a foreign key
+    return JobPlan(job.id, batch.id, snapshot.batch_snapshot(session, batch),
+                   tuple((kind, next_revision(session, batch, kind)) for kind in job.kind_list), job.reason)
+
+
+def render_plan(plan: JobPlan, *, site: pdfs.SiteSigner, demo: bool) -> list[Rendered]:
+    """Render and sign every document of a job (seconds; no database)."""
+    return [render_signed(plan.snapshot, kind=kind, revision=number, reason=plan.reason, site=site, demo=demo)
+            for kind, number in plan.documents]
+
+
+def complete_job(session: Session, job_id: int, token: str, rendered: list[Rendered]) -> list[DocumentRevision] | None:
+    """Store a job's rendered documents and mark it done, if the claim ``token`` still holds it (flushes).
+    None when the claim was lost (another worker took the job over), or the revision numbers moved since
+    the plan (the job is then given back, to be rendered again)."""
+    job = document_jobs.hold(session, job_id, token)
+    if job is None:
+        return None
+    batch = session.get(Batch, job.batch_id)
+    assert batch is not None  # batch_id is a foreign key
+    if any(r.revision != next_revision(session, batch, r.kind) for r in rendered):
+        document_jobs.release(session, job_id, token, error="revision numbers moved while rendering")
+        return None
+    stored = [store(session, batch, r, user_id=job.created_by_id) for r in rendered]
+    document_jobs.mark_done(session, job)
+    return stored
 
 
 @dataclass(frozen=True)

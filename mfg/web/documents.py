@@ -13,7 +13,7 @@ from wtforms.validators import DataRequired, Length
 
 from ..extensions import db
 from ..reports.pdf import SiteSigner, load_site_signer
-from ..services import batches, documents, signatures
+from ..services import batches, document_jobs, documents, signatures
 from .security import signed_action, signing_needs_username
 
 bp = Blueprint("documents", __name__, url_prefix="/batches")
@@ -29,6 +29,12 @@ class LabelForm(FlaskForm):
 def site_signer() -> SiteSigner:
     """The site's signing key and certificate from instance/ (or the configured PKCS#12)."""
     return load_site_signer(current_app.config, Path(current_app.instance_path))
+
+
+@bp.app_template_global("documents_job")
+def documents_job(batch):
+    """The job of QA's decision whose documents do not exist yet, for the "being prepared" notice."""
+    return document_jobs.open_job(db.session, batch)
 
 
 def _page(batch, form=None, status=200):

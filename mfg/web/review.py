@@ -154,20 +154,21 @@ def decide(batch_id: int):
     form.decision.choices = [SelectChoice(d, DECISION_LABELS[d]) for d in DECISION_NOUNS]
     if not form.validate_on_submit():
         return _batch_page(the_batch, decision_form=form, status=400)
+    from .. import document_worker
     from ..services import documents
-    from .documents import site_signer
 
-    outcome = signed_action(lambda: documents.decide_and_issue(
+    outcome = signed_action(lambda: documents.decide_and_request_documents(
         db.session, the_batch, decision=form.decision.data, comment=form.comment.data or "", signer=_user(),
         password=form.password.data, username=form.username.data, require_username=signing_needs_username(),
-        site=site_signer(), demo=bool(current_app.config["DEMO"]), tz=ZoneInfo(current_app.config["SITE_TIMEZONE"])))
+        tz=ZoneInfo(current_app.config["SITE_TIMEZONE"])))
     if outcome.locked_out:
         return redirect(url_for("auth.login"))
     if outcome.ok:
-        assert outcome.value is not None  # decide_and_issue returns the decision and the documents issued
-        decision, issued = outcome.value
-        flash(f"Batch {the_batch.lot}: {DECISION_LABELS[decision.decision].lower()}, signed; issued "
-              + ", ".join(f"{documents.KINDS[d.kind].lower()} revision {d.revision}" for d in issued) + ".", "success")
+        assert outcome.value is not None  # the decision and its documents job
+        decision, job = outcome.value
+        document_worker.wake()  # committed: this process's worker makes the documents now
+        flash(f"Batch {the_batch.lot}: {DECISION_LABELS[decision.decision].lower()}, signed. Documents being "
+              f"prepared: " + ", ".join(documents.KINDS[kind].lower() for kind in job.kind_list) + ".", "success")
         return redirect(url_for("review.batch", batch_id=batch_id))
     form.form_errors.extend(outcome.problems)
     return _batch_page(batches.get(db.session, batch_id), decision_form=form, status=400)

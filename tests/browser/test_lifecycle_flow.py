@@ -38,7 +38,7 @@ from mfg.reports.site_certificate import ensure_site_certificate
 from mfg.services import accounts, audit, bags, sops, starting
 from mfg.unit_of_work import unit_of_work
 from tests.browser.pages import Person, credentials, flash, go, people, row
-from tests.support import PASSWORD
+from tests.support import PASSWORD, make_documents
 
 NAMES = {"operator1": "Olivia Operator", "operator2": "Oscar Verifier", "qa1": "Quinn Quality",
          "qa2": "Quentin Reviewer", "clinical1": "Clara Coordinator", "clinical2": "Chris Nurse"}
@@ -67,8 +67,9 @@ def _plant(live_app: Flask, make_user: Callable[..., User]) -> scenarios.Setting
                          require_username=True)
         demo.seed_master_data(session)
         session.commit()
-        return scenarios.Setting(site=load_site_signer(live_app.config, instance),
-                                 tz=ZoneInfo(live_app.config["SITE_TIMEZONE"]), password=PASSWORD)
+        site = load_site_signer(live_app.config, instance)
+        return scenarios.Setting(site=site, tz=ZoneInfo(live_app.config["SITE_TIMEZONE"]), password=PASSWORD,
+                                 make_documents=lambda: make_documents(live_app, site))
 
 
 def _act(live_app: Flask) -> scenarios.Act:
@@ -141,6 +142,8 @@ def test_the_pending_result_is_entered_verified_and_the_batch_finally_released_w
         go(section.get_by_role("button", name="Sign the decision"))
         expect(flash(page, f"Batch {lot}: released, signed")).to_be_visible()
         expect(status(page)).to_have_text("released")
+        with live_app.app_context():
+            make_documents(live_app, setting.site)  # the documents worker, as an app server's thread runs it
 
         # the supplemental certificate, revision 2: downloaded, signed by the site, superseding revision 1
         go(page.get_by_role("link", name="Full batch record"))

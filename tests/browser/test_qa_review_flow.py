@@ -37,7 +37,7 @@ from mfg.reports.pdf import load_site_signer, verify_pdf
 from mfg.reports.site_certificate import ensure_site_certificate
 from mfg.services import audit, batches, deviations, documents, review, signatures, sops
 from tests.browser.pages import Person, credentials, flash, go, people, row
-from tests.support import PASSWORD
+from tests.support import PASSWORD, make_documents
 
 VICTOR, QUINN = "Victor Both", "Quinn Quality"
 DEVIATION_TEXT = "Incubator door found ajar for about 2 minutes during the day 9 feed."
@@ -215,9 +215,13 @@ def test_release_refused_with_an_open_deviation_and_to_a_participant_then_grante
 
         # --- the conditional release, signed with the password only ---------------------------------------
         decide(quinn, "Conditionally released")
-        expect(flash(page, f"Batch {lot}: conditionally released, signed;")).to_have_text(
-            f"Batch {lot}: conditionally released, signed; issued batch record revision 1, "
-            "certificate of analysis revision 1.")
+        expect(flash(page, f"Batch {lot}: conditionally released, signed.")).to_have_text(
+            f"Batch {lot}: conditionally released, signed. Documents being prepared: batch record, "
+            "certificate of analysis.")
+        expect(page.locator(".documents-pending")).to_contain_text("Documents being prepared")
+        make_documents(live_app, load_site_signer(live_app.config, Path(live_app.instance_path)))  # the worker
+        page.reload()
+        expect(page.locator(".documents-pending")).to_have_count(0)
         expect(status(page)).to_have_text("conditionally released")
         decided = decision_section(page).locator("ul.decisions").get_by_role("listitem")
         expect(decided).to_have_count(1)

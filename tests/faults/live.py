@@ -135,8 +135,10 @@ class Gunicorn:
     """``gunicorn --workers 2 --threads 4 --bind 127.0.0.1:PORT 'mfg:create_app()'`` (as `make run`, access
     log off), in a process group of its own so that one signal reaches the master and its workers."""
 
-    def __init__(self, instance: Path, database_url: str, log: Path, port: int | None = None):
+    def __init__(self, instance: Path, database_url: str, log: Path, port: int | None = None,
+                 env: dict[str, str] | None = None):
         self.instance, self.database_url, self.log_path = instance, database_url, log
+        self.env = env or {}  # MFG_* settings of this run only
         self.port = port or free_port()
         self.proc: subprocess.Popen | None = None
         self._log = None
@@ -152,7 +154,7 @@ class Gunicorn:
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             [str(BIN / "gunicorn"), "--workers", "2", "--threads", "4", "--bind", f"127.0.0.1:{self.port}",
-             "mfg:create_app()"], cwd=RESOURCE_ROOT, env=instance_env(self.instance, self.database_url),
+             "mfg:create_app()"], cwd=RESOURCE_ROOT, env={**instance_env(self.instance, self.database_url), **self.env},
             stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
         try:
             self._wait_ready(timeout)

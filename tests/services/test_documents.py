@@ -17,8 +17,8 @@ from mfg.domain import isbt128
 from mfg.domain.errors import ValidationFailed
 from mfg.reports import pdf as pdfs
 from mfg.reports.site_certificate import ensure_site_certificate
-from mfg.services import batches, deviations, documents, review, signatures, steps
-from tests.support import PASSWORD
+from mfg.services import batches, deviations, document_jobs, documents, review, signatures, steps
+from tests.support import PASSWORD, make_documents
 
 from .test_demo_nk import nk_demo  # noqa: F401 - the fixture
 
@@ -39,7 +39,8 @@ def site(tmp_path):
     return pdfs.SiteSigner.from_files(tmp_path / "key.pem", tmp_path / "cert.pem")
 
 
-def test_release_issues_a_signed_batch_record_and_certificate_and_labels_scan(nk_demo, session, make_user, site):  # noqa: F811
+def test_release_issues_a_signed_batch_record_and_certificate_and_labels_scan(
+        nk_demo, app, session, make_user, site):  # noqa: F811
     quinn = session.merge(make_user("quinn", "qa", full_name="Quinn Quality"))
     olivia = nk_demo["olivia"]
     demo.seed_master_data(session)
@@ -71,10 +72,14 @@ def test_release_issues_a_signed_batch_record_and_certificate_and_labels_scan(nk
     deviations.close(session, deviation, **_sign(quinn))
     for item in review.exceptions(session, batch):
         review.mark_reviewed(session, batch, item.key, user=quinn)
-    decision = review.decide(session, batch, decision="conditionally_released", comment="", **_sign(quinn))
-    record, coa = documents.issue_for_decision(session, batch, decision=decision.decision, site=site, demo=True,
-                                               user=quinn)
-    session.commit()
+    _decision, job = documents.decide_and_request_documents(session, batch, decision="conditionally_released",
+                                                            comment="", **_sign(quinn))
+    session.commit()  # the decision commits with its documents job, and no document yet
+    assert job.status == "pending" and job.kind_list == ["batch_record", "coa"]
+    assert document_jobs.documents_pending(session, batch) and not documents.revisions(session, batch, "coa")
+    record, coa = make_documents(app, site)  # the worker, after the decision's transaction
+    assert not document_jobs.documents_pending(session, batch)
+    assert record.created_by_id == coa.created_by_id == quinn.id
 
     pages = _text(record.content)
     assert record.pages == len(pages) > 5
@@ -106,10 +111,10 @@ def test_release_issues_a_signed_batch_record_and_certificate_and_labels_scan(nk
     for item in review.exceptions(session, batch):
         if item.key not in review.marks(session, batch):
             review.mark_reviewed(session, batch, item.key, user=quinn)
-    final = review.decide(session, batch, decision="released", comment="final results", **_sign(quinn))
-    record2, coa2 = documents.issue_for_decision(session, batch, decision=final.decision, site=site, demo=True,
-                                                 user=quinn)
+    documents.decide_and_request_documents(session, batch, decision="released", comment="final results",
+                                           **_sign(quinn))
     session.commit()
+    record2, coa2 = make_documents(app, site)
     assert (record2.revision, coa2.revision) == (2, 2)
     assert "SUPPLEMENTAL" in _text(coa2.content)[0]
     amended = " ".join(_text(record2.content)).replace("\n", " ")

@@ -29,6 +29,7 @@ from mfg.models import AuditEntry, BagBlock, Batch, CustodyEvent, Deviation, Use
 from mfg.reports.pdf import load_site_signer
 from mfg.services import accounts, audit, bags, batch_pages, custody, lifecycle, results, review, signatures, starting
 from mfg.unit_of_work import unit_of_work
+from tests.support import make_documents
 
 UTC = ZoneInfo("UTC")
 
@@ -40,7 +41,8 @@ def demo_site(app, site_certificate):
     assert app.test_cli_runner().invoke(args=["init", "--demo"]).exit_code == 0
     with app.app_context():
         site = load_site_signer(app.config, Path(app.instance_path))
-        yield scenarios.Setting(site=site, tz=UTC, password=DEMO_PASSWORD)
+        yield scenarios.Setting(site=site, tz=UTC, password=DEMO_PASSWORD,
+                                make_documents=lambda: make_documents(app, site))
 
 
 def _user(name: str) -> User:

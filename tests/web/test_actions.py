@@ -31,7 +31,7 @@ from mfg.extensions import db
 from mfg.models import Batch, RecordedValue, StepExecution, User, utcnow
 from mfg.services import audit, batches, deviations, documents, results, review, sops, starting, steps
 from mfg.web import actions
-from tests.support import PASSWORD
+from tests.support import PASSWORD, make_documents
 
 UTC = ZoneInfo("UTC")
 FORM = re.compile(r'<form method="post"(?: action="([^"]*)")?[^>]*>(.*?)</form>', re.S)
@@ -187,10 +187,11 @@ def test_every_offered_action_is_allowed_by_its_guard_through_a_batchs_life(plan
         site = _site(app)
         documents.print_labels(s, batch, reason="", site=site, demo=True, signer=_user("olivia"), password=PASSWORD,
                                username=None, require_username=False)
-        documents.decide_and_issue(s, batch, decision="conditionally_released", comment="sterility pending",
-                                   site=site, demo=True, signer=quinn, password=PASSWORD, username=None,
-                                   require_username=False)
+        documents.decide_and_request_documents(s, batch, decision="conditionally_released",
+                                               comment="sterility pending", signer=quinn, password=PASSWORD,
+                                               username=None, require_username=False)
         s.commit()
+    make_documents(app, site)  # the documents worker, after the decision committed
     for name, _roles, _full in USERS:
         offered |= _check_offers(app, name, _walk(app, client, name))
 

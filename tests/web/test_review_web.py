@@ -18,7 +18,7 @@ from mfg.demo import seed as demo
 from mfg.extensions import db
 from mfg.models import Batch, BatchDecision, Deviation, DocumentRevision, ReviewMark, Signature
 from mfg.services import audit, sops
-from tests.support import PASSWORD
+from tests.support import PASSWORD, make_documents
 
 UTC = ZoneInfo("UTC")
 
@@ -202,11 +202,21 @@ def test_qa_reviews_closes_a_deviation_and_releases_conditionally_through_the_sc
         assert db.session.get(Batch, batch["id"]).status == "conditionally_released"
     assert _count(app, Signature, Signature.record_type == "batch_decision", Signature.meaning == "released") == 1
     text = _text(client.get(review_url))
-    assert "conditionally released, signed; issued batch record revision 1, certificate of analysis revision 1" \
-        in text  # generated once at the decision, signed and stored
+    assert "conditionally released, signed. Documents being prepared: batch record, certificate of analysis." \
+        in text  # the decision committed at once; its documents come from the worker, after it
+    assert "Documents being prepared: the batch record and certificate of analysis of QA's decision" in text
+    assert "Documents being prepared" in _text(client.get(f"/batches/{batch['id']}/documents"))
+    with app.app_context():
+        assert db.session.scalars(sa.select(DocumentRevision.kind)).all() == []
+    from mfg.reports.pdf import load_site_signer
+
+    make_documents(app, load_site_signer(app.config, Path(app.instance_path)))  # the worker's pass
+    text = _text(client.get(review_url))
+    assert "Documents being prepared" not in text
+    assert "Documents being prepared" not in _text(client.get(f"/batches/{batch['id']}"))
     with app.app_context():
         issued = db.session.scalars(sa.select(DocumentRevision.kind).order_by(DocumentRevision.id)).all()
-    assert issued == ["batch_record", "coa"]
+    assert issued == ["batch_record", "coa"]  # generated once, signed and stored
     assert "Released by Quinn Quality (quinn)" in text and " UTC" in text
     assert "Pending at this decision: sterility #1: result (recorded as Pending)" in text
     assert "Conditionally released" in text
