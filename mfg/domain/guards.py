@@ -15,7 +15,7 @@ and duty refusals, InvalidTransition when every other refusal is about the seque
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -29,6 +29,15 @@ CUSTODY_ROLES = (OPERATOR, CLINICAL)
 STEPS_OPEN = ("created", "in_progress")  # steps may be performed
 RECORD_OPEN = ("created", "in_progress", "awaiting_review")  # any recorded value may be corrected
 INFUSIBLE = ("released", "conditionally_released")  # a bag may be infused
+# A batch in one of these statuses is finished: nothing more is made, decided or infused under its dose, so
+# the subject's dose level may be reassigned (for later batches only). Every other status is open: created,
+# in progress, awaiting review, conditionally released (results pending) and under investigation. The one
+# definition of "finished" and "open" for the rules that need it (assign_dose_level); keep it in step with
+# domain.sequence.BATCH_STATUS when a status is added.
+BATCH_FINISHED = ("released", "rejected", "recalled", "cancelled")
+# A batch in one of these statuses made no product that was infused: it does not count toward the trial's
+# infusions per subject (a recalled product may have been infused, so it counts).
+NEVER_INFUSED = ("rejected", "cancelled")
 # QA's possible decisions and the transition each makes (domain.sequence.BATCH_STATUS).
 DECISIONS = ("released", "conditionally_released", "rejected")
 CLASSIFICATIONS = ("minor", "major", "critical")
@@ -97,6 +106,7 @@ def only_done(refusals: list[Refusal]) -> bool:
 ROLES: dict[str, tuple[tuple[str, ...], str]] = {
     "start_batch": ((OPERATOR,), "starting a batch"),
     "start_product_batch": ((OPERATOR,), "opening a batch record"),
+    "assign_dose_level": ((CLINICAL,), "assigning a dose level"),
     "perform_step": ((OPERATOR,), "performing a step"),
     "verify_step": ((OPERATOR,), "verifying a step"),
     "resign_step": ((OPERATOR,), "signing a step"),
@@ -139,14 +149,35 @@ def start_batch(actor: Person) -> list[Refusal]:
     return _role(actor, "start_batch")
 
 
-def start_product_batch(actor: Person, *, subject_code: str, donor_problems: list[str],
-                        dose_signed: bool) -> list[Refusal]:
-    """Open the batch record for a subject's expected collection: the donor determined eligible and the
-    subject's dose level signed."""
+def start_product_batch(actor: Person, *, subject_code: str, donor_problems: list[str], dose_signed: bool,
+                        batches: Sequence[tuple[str, str]] = (),
+                        infusions_per_subject: int | None = None) -> list[Refusal]:
+    """Open the batch record for a subject's expected collection: the donor determined eligible, the
+    subject's dose level signed, and fewer batches that count as infusions (every batch of the subject,
+    ``batches`` as (lot, status), except the rejected and cancelled: ``NEVER_INFUSED``) than the trial
+    configuration's ``infusions_per_subject`` (None: no effective configuration, which the service refuses)."""
     refusals = _role(actor, "start_product_batch")
     refusals += [Refusal("state", problem) for problem in donor_problems]
     if not dose_signed:
         refusals.append(Refusal("state", f"subject {subject_code} has no signed dose level"))
+    counted = [f"{lot} ({_status(status)})" for lot, status in batches if status not in NEVER_INFUSED]
+    if infusions_per_subject is not None and len(counted) >= infusions_per_subject:
+        allowed = f"{infusions_per_subject} infusion{'s' if infusions_per_subject != 1 else ''}"
+        refusals.append(Refusal("state", f"subject {subject_code} already has batch{'es' if len(counted) > 1 else ''} "
+                                         f"{', '.join(counted)}: the trial allows {allowed} per subject "
+                                         "(infusions_per_subject); another batch is refused"))
+    return refusals
+
+
+def assign_dose_level(actor: Person, *, subject_code: str, batches: Sequence[tuple[str, str]]) -> list[Refusal]:
+    """Assign (or reassign) a subject's dose level: refused while a batch of the subject is open (``batches``
+    as (lot, status); open = not in ``BATCH_FINISHED``), since that batch was pinned the dose in force when it
+    started. A later assignment applies to later batches only."""
+    refusals = _role(actor, "assign_dose_level")
+    refusals += [Refusal("state", f"batch {lot} of subject {subject_code} is open ({_status(status)}): its dose "
+                                  "was pinned when it started; the dose level can be reassigned once it is "
+                                  f"{', '.join(map(_status, BATCH_FINISHED[:-1]))} or {_status(BATCH_FINISHED[-1])}")
+                 for lot, status in batches if status not in BATCH_FINISHED]
     return refusals
 
 
