@@ -18,8 +18,9 @@ the reassigned one. A batch with no such signature (none should exist: a product
 takes the subject's current values and signature. The wording comes from that trial configuration version's
 dose level. Generic demo batches (no subject) keep every column NULL.
 
-SQLite rebuilds the table in batch mode, which drops its guard triggers: they are created again (the lead
-re-chains this revision after 0012; a later batch-mode change of ``batch`` must create them again too).
+Columns are added in place on both databases (SQLite's batch mode would rebuild the table, which a database
+holding batches refuses with its foreign keys on). A later batch-mode change of ``batch`` on SQLite drops the
+guard triggers and must create them again (``never_deleted``, ``immutable_columns``).
 """
 
 from __future__ import annotations
@@ -74,40 +75,50 @@ def _backfill(conn: sa.Connection) -> None:
         conn.execute(sa.text(
             "UPDATE batch SET dose_level = :level, dose_cells_per_kg = :cells, dose_label = :label, "
             "weight_kg = :weight, weight_measured_on = :measured, dose_signature_id = :signature, "
-            "trial_config_version_id = :version WHERE id = :id"),
+            "trial_config_version_id = :version WHERE id = :id").bindparams(
+                sa.bindparam("weight", type_=sa.Numeric(6, 2)), sa.bindparam("measured", type_=sa.Date())),
             {"level": level, "cells": cells, "label": _label(conn, version_id, level, cache), "weight": weight,
              "measured": measured_on, "signature": signature_id, "version": version_id, "id": batch_id})
 
 
+COLUMNS = (('dose_level', sa.String(length=10)), ('dose_cells_per_kg', sa.BigInteger()), ('dose_label', sa.Text()),
+           ('weight_kg', sa.Numeric(precision=6, scale=2)), ('weight_measured_on', sa.Date()))
+REFERENCES = (('dose_signature_id', 'signature'), ('trial_config_version_id', 'sop_version'))
+
+
+def _fk(column: str, table: str) -> str:
+    return f'fk_batch_{column}_{table}'
+
+
 def upgrade() -> None:
-    with op.batch_alter_table('batch', schema=None) as batch_op:
-        batch_op.add_column(sa.Column('dose_level', sa.String(length=10), nullable=True))
-        batch_op.add_column(sa.Column('dose_cells_per_kg', sa.BigInteger(), nullable=True))
-        batch_op.add_column(sa.Column('dose_label', sa.Text(), nullable=True))
-        batch_op.add_column(sa.Column('weight_kg', sa.Numeric(precision=6, scale=2), nullable=True))
-        batch_op.add_column(sa.Column('weight_measured_on', sa.Date(), nullable=True))
-        batch_op.add_column(sa.Column('dose_signature_id', sa.Integer(), nullable=True))
-        batch_op.add_column(sa.Column('trial_config_version_id', sa.Integer(), nullable=True))
-        batch_op.create_foreign_key(batch_op.f('fk_batch_dose_signature_id_signature'), 'signature',
-                                    ['dose_signature_id'], ['id'])
-        batch_op.create_foreign_key(batch_op.f('fk_batch_trial_config_version_id_sop_version'), 'sop_version',
-                                    ['trial_config_version_id'], ['id'])
+    # Columns are added in place (no table rebuild), so a SQLite database with batches upgrades with its
+    # foreign keys on and keeps the batch table's guard trigger.
+    for name, type_ in COLUMNS:
+        op.add_column('batch', sa.Column(name, type_, nullable=True))
+    for name, table in REFERENCES:
+        if op.get_context().dialect.name == "sqlite":  # SQLite adds a column's reference only inline
+            op.execute(f'ALTER TABLE batch ADD COLUMN {name} INTEGER CONSTRAINT {_fk(name, table)} '
+                       f'REFERENCES {table} (id)')
+        else:
+            op.add_column('batch', sa.Column(name, sa.Integer(), nullable=True))
+            op.create_foreign_key(_fk(name, table), 'batch', table, [name], ['id'])
     _backfill(op.get_bind())
-    if op.get_context().dialect.name == "sqlite":
-        never_deleted(op, "batch")
     immutable_columns(op, "batch", PINNED)
 
 
 def downgrade() -> None:
+    # SQLite rebuilds the table to drop a referencing column: with rows that other tables reference, that
+    # needs foreign keys off (a downgrade of a database with NK batches is for PostgreSQL or a restored copy).
     if op.get_context().dialect.name == "sqlite":
         op.execute("DROP TRIGGER IF EXISTS batch_immutable")
-    else:
-        op.execute("DROP TRIGGER IF EXISTS batch_immutable ON batch")
-        op.execute("DROP FUNCTION IF EXISTS batch_immutable()")
-    with op.batch_alter_table('batch', schema=None) as batch_op:
-        batch_op.drop_constraint(batch_op.f('fk_batch_trial_config_version_id_sop_version'), type_='foreignkey')
-        batch_op.drop_constraint(batch_op.f('fk_batch_dose_signature_id_signature'), type_='foreignkey')
-        for column in reversed(PINNED):
-            batch_op.drop_column(column)
-    if op.get_context().dialect.name == "sqlite":
+        with op.batch_alter_table('batch', schema=None) as batch_op:  # the rebuilt table leaves the references out
+            for column in reversed(PINNED):
+                batch_op.drop_column(column)
         never_deleted(op, "batch")
+        return
+    op.execute("DROP TRIGGER IF EXISTS batch_immutable ON batch")
+    op.execute("DROP FUNCTION IF EXISTS batch_immutable()")
+    for name, table in REFERENCES:
+        op.drop_constraint(_fk(name, table), 'batch', type_='foreignkey')
+    for column in reversed(PINNED):
+        op.drop_column('batch', column)
