@@ -152,8 +152,8 @@ def test_a_label_reprint_after_a_reassignment_shows_the_dose_the_bags_were_made_
     assert _context(session, batch) == DL2
 
 
-def test_the_migration_pins_each_existing_batch_the_dose_signed_before_it_started(database_url, nk_demo,
-                                                                                  session):  # noqa: F811
+def test_the_migration_pins_each_existing_batch_the_dose_signed_before_it_started(
+        database_url, nk_demo, session):  # noqa: F811
     """Migration 0013 backfills a batch from the subject's dose signature in force at its start, not from
     a reassignment made afterwards (what a database of the earlier schema may hold). PostgreSQL: downgraded
     to 0011 and upgraded again. SQLite cannot rebuild the batch table under rows that reference it (foreign
