@@ -79,6 +79,7 @@ def start_product_batch(session: Session, *, subject: Subject, user: User) -> Ba
     record of the batch uses from then on. Refused for a donor not determined eligible, a subject without a
     signed dose level, or a subject with as many batches as the trial allows infusions. At intake the bag's
     DIN and the subject's COI are scanned against this batch."""
+    clinical.lock_subject(session, subject)  # two starts, or a start and a reassignment, one after the other
     guards.enforce(guard_start_product_batch(session, user, subject))
     config = sops.trial_configuration(session)
     if not config.product_master_records:

@@ -25,6 +25,7 @@ from mfg.reports.site_certificate import ensure_site_certificate
 from mfg.services import audit, batches, clinical, documents, evaluation, review, snapshot, starting, steps
 from tests.support import PASSWORD
 
+from .test_batch_concurrency import _race
 from .test_demo_nk import nk_demo  # noqa: F401 - the fixture
 
 UTC = ZoneInfo("UTC")
@@ -190,3 +191,26 @@ def test_the_migration_pins_each_existing_batch_the_dose_signed_before_it_starte
                                      Batch.trial_config_version_id).where(Batch.id == batch_id)).one()
     engine.dispose()
     assert tuple(row) == expected
+
+
+def test_two_operators_opening_a_batch_for_the_same_subject_at_once_make_one(app, nk_demo, session, make_user):  # noqa: F811
+    """The subject is locked while a batch starts (``clinical.lock_subject``): the second start waits for the
+    first's commit and is refused naming its batch. Never two batches."""
+    subject = demo_nk.seed_demo_subject(session, nk_demo["clara"], PASSWORD)
+    session.commit()
+    subject_id, users = subject.id, [nk_demo["olivia"].id, nk_demo["oscar"].id]
+
+    def start(worker, i):
+        from mfg.models import Subject, User
+
+        user = worker.get(User, users[i])
+        audit.set_actor(worker, user)
+        return starting.start_product_batch(worker, subject=worker.get(Subject, subject_id), user=user).lot
+
+    outcomes = _race(app, start)
+    lots = [o for o in outcomes if isinstance(o, str)]
+    assert len(lots) == 1, outcomes
+    [refused] = [o for o in outcomes if not isinstance(o, str)]
+    assert isinstance(refused, ValidationFailed) and f"already has batch {lots[0]}" in str(refused.problems)
+    session.expire_all()
+    assert session.scalars(sa.select(Batch.lot).where(Batch.subject_id == subject_id)).all() == lots
