@@ -62,7 +62,7 @@ def context_numbers(session: Session, batch: Batch) -> dict[str, Decimal | None]
     """The subject and trial values a definition may use (``domain.context``), as pinned to the batch when
     it started (never the subject's current values): the weight and the signed dose level, and the fields
     of the trial configuration version that dose was assigned under."""
-    if batch.subject is None:
+    if batch.subject_id is None:
         return {}
     numbers: dict[str, Decimal | None] = {
         "subject.weight_kg": batch.weight_kg,
