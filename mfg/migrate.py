@@ -66,7 +66,9 @@ GUARDS: dict[str, Guard] = {
     "batch_master_record": Guard(APPEND_ONLY),
     "equipment": Guard(NEVER_DELETED),
     "material_lot": Guard(NEVER_DELETED),
-    "batch": Guard(NEVER_DELETED),
+    # the dose pinned at start (migration 0013) never changes
+    "batch": Guard(NEVER_DELETED, immutable=("dose_level", "dose_cells_per_kg", "dose_label", "weight_kg",
+                                             "weight_measured_on", "dose_signature_id", "trial_config_version_id")),
     "step_execution": Guard(NEVER_DELETED),
     "deviation": Guard(NEVER_DELETED),
     "donor": Guard(NEVER_DELETED),

@@ -15,7 +15,9 @@ and duty refusals, InvalidTransition when every other refusal is about the seque
 
 from __future__ import annotations
 
-from .lifecycle import RECORD_OPEN, RESULTS_OPEN, STEPS_OPEN
+from collections.abc import Sequence
+
+from .lifecycle import FINISHED, NEVER_INFUSED, RECORD_OPEN, RESULTS_OPEN, STEPS_OPEN
 from .refusal import (  # noqa: F401 - re-exported: every guard's caller writes guards.Refusal, guards.person
     ADMIN,
     CLINICAL,
@@ -50,14 +52,35 @@ def start_batch(actor: Person) -> list[Refusal]:
     return _role(actor, "start_batch")
 
 
-def start_product_batch(actor: Person, *, subject_code: str, donor_problems: list[str],
-                        dose_signed: bool) -> list[Refusal]:
-    """Open the batch record for a subject's expected collection: the donor determined eligible and the
-    subject's dose level signed."""
+def start_product_batch(actor: Person, *, subject_code: str, donor_problems: list[str], dose_signed: bool,
+                        batches: Sequence[tuple[str, str]] = (),
+                        infusions_per_subject: int | None = None) -> list[Refusal]:
+    """Open the batch record for a subject's expected collection: the donor determined eligible, the
+    subject's dose level signed, and fewer batches that count as infusions (every batch of the subject,
+    ``batches`` as (lot, status), except the rejected and cancelled: ``NEVER_INFUSED``) than the trial
+    configuration's ``infusions_per_subject`` (None: no effective configuration, which the service refuses)."""
     refusals = _role(actor, "start_product_batch")
     refusals += [Refusal("state", problem) for problem in donor_problems]
     if not dose_signed:
         refusals.append(Refusal("state", f"subject {subject_code} has no signed dose level"))
+    counted = [f"{lot} ({_status(status)})" for lot, status in batches if status not in NEVER_INFUSED]
+    if infusions_per_subject is not None and len(counted) >= infusions_per_subject:
+        allowed = f"{infusions_per_subject} infusion{'s' if infusions_per_subject != 1 else ''}"
+        refusals.append(Refusal("state", f"subject {subject_code} already has batch{'es' if len(counted) > 1 else ''} "
+                                         f"{', '.join(counted)}: the trial allows {allowed} per subject "
+                                         "(infusions_per_subject); another batch is refused"))
+    return refusals
+
+
+def assign_dose_level(actor: Person, *, subject_code: str, batches: Sequence[tuple[str, str]]) -> list[Refusal]:
+    """Assign (or reassign) a subject's dose level: refused while a batch of the subject is open (``batches``
+    as (lot, status); open = not in ``FINISHED``), since that batch was pinned the dose in force when it
+    started. A later assignment applies to later batches only."""
+    refusals = _role(actor, "assign_dose_level")
+    refusals += [Refusal("state", f"batch {lot} of subject {subject_code} is open ({_status(status)}): its dose "
+                                  "was pinned when it started; the dose level can be reassigned once it is "
+                                  f"{', '.join(map(_status, FINISHED[:-1]))} or {_status(FINISHED[-1])}")
+                 for lot, status in batches if status not in FINISHED]
     return refusals
 
 

@@ -50,7 +50,12 @@ STEPS_OPEN = ("created", "in_progress")  # steps may be performed
 RECORD_OPEN = ("created", "in_progress", "awaiting_review")  # any recorded value may be corrected
 INFUSIBLE = ("released", "conditionally_released")  # a bag not blocked and not expired may be infused
 RESULTS_OPEN = ("conditionally_released", "under_investigation")  # pending results may be entered
-FINISHED = ("released", "rejected", "recalled", "cancelled")  # nothing more is expected of the batch
+# Finished: nothing more is made, decided or infused under the batch's dose, so the subject's dose level may be
+# reassigned (for later batches only); every other status is open (guards.assign_dose_level).
+FINISHED = ("released", "rejected", "recalled", "cancelled")
+# Made no product that was infused: does not count toward the trial's infusions per subject (a recalled product
+# may have been infused, so it counts).
+NEVER_INFUSED = ("rejected", "cancelled")
 NOT_TO_BE_USED = ("rejected", "recalled", "cancelled")  # its product is not to be used (expiry no longer matters)
 IN_WORK = ("created", "in_progress", "awaiting_review")  # on the operators' work queue
 QA_WORK = ("awaiting_review", "conditionally_released", "under_investigation")  # on QA's queue

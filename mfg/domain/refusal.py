@@ -78,6 +78,7 @@ def only_done(refusals: list[Refusal]) -> bool:
 ROLES: dict[str, tuple[tuple[str, ...], str]] = {
     "start_batch": ((OPERATOR,), "starting a batch"),
     "start_product_batch": ((OPERATOR,), "opening a batch record"),
+    "assign_dose_level": ((CLINICAL,), "assigning a dose level"),
     "perform_step": ((OPERATOR,), "performing a step"),
     "verify_step": ((OPERATOR,), "verifying a step"),
     "resign_step": ((OPERATOR,), "signing a step"),

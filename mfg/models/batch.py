@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +29,19 @@ class Batch(Audited, Base):
     # batch inherits with the subject's chain-of-identity id. Generic demo batches have neither.
     subject_id: so.Mapped[int | None] = so.mapped_column(sa.ForeignKey("subject.id"))
     din: so.Mapped[str | None] = so.mapped_column(sa.String(13), unique=True)
+    # NK batches: the dose the product is made for, pinned from the subject when the batch starts
+    # (starting.start_product_batch) and never changed: the signed dose level (code, NK cells per kg, the
+    # trial configuration's wording), the weight it is given per kg of with the date it was measured, the
+    # signature that assigned the level, and the trial configuration version it was assigned under (the
+    # ``trial.*`` numbers). Every calculation, label and record of the batch reads these, never the subject's
+    # current values: a later reassignment applies to later batches only. None for generic demo batches.
+    dose_level: so.Mapped[str | None] = so.mapped_column(sa.String(10))
+    dose_cells_per_kg: so.Mapped[int | None] = so.mapped_column(sa.BigInteger)
+    dose_label: so.Mapped[str | None] = so.mapped_column(sa.Text)
+    weight_kg: so.Mapped[Decimal | None] = so.mapped_column(sa.Numeric(6, 2))
+    weight_measured_on: so.Mapped[date | None] = so.mapped_column(sa.Date)
+    dose_signature_id: so.Mapped[int | None] = so.mapped_column(sa.ForeignKey("signature.id"))
+    trial_config_version_id: so.Mapped[int | None] = so.mapped_column(sa.ForeignKey("sop_version.id"))
     row_version: so.Mapped[int] = so.mapped_column(default=1)
 
     created_by: so.Mapped["User"] = so.relationship()

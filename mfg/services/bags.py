@@ -64,9 +64,9 @@ def plan(batch: Batch, division: Division, numbers: dict[str, Decimal | None],
 
 
 def create(session: Session, batch: Batch, execution: StepExecution, planned: list[dose.Bag]) -> list[ProductBag]:
-    assert batch.subject is not None  # the bags were planned (planned() refuses a batch without a subject)
-    version = session.get(SopVersion, batch.subject.trial_config_version_id)
-    assert version is not None  # the subject's trial configuration version (a foreign key)
+    # the bags were planned (planned() refuses a batch without a subject, whose batch pins the version)
+    version = session.get(SopVersion, batch.trial_config_version_id)
+    assert version is not None  # the batch's pinned trial configuration version (a foreign key)
     config = sops.definition(version)
     assert isinstance(config, TrialConfiguration)
     made = []

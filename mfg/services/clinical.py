@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from ..domain import guards, isbt128
 from ..domain.errors import ConflictError, NotFound, ValidationFailed
 from ..domain.signing import Meaning
-from ..models import Donor, DonorTest, SignatureInvalidation, Subject, User, utcnow
+from ..models import Batch, Donor, DonorTest, SignatureInvalidation, Subject, User, utcnow
 from . import audit, sequences, signatures, sops
 
 CLINICAL = "clinical"
@@ -141,10 +141,36 @@ def enrol_subject(session: Session, *, code: str, donor: Donor, weight_kg: str, 
     return subject
 
 
+def subject_batches(session: Session, subject: Subject) -> list[tuple[str, str]]:
+    """Every batch made for ``subject``, as (lot, status), oldest first: the facts of the guards that
+    count them (``guards.assign_dose_level``, ``guards.start_product_batch``)."""
+    return [(lot, status) for lot, status in session.execute(
+        sa.select(Batch.lot, Batch.status).where(Batch.subject_id == subject.id).order_by(Batch.id))]
+
+
+def lock_subject(session: Session, subject: Subject) -> None:
+    """Reload ``subject`` holding its row until the commit, so that a dose assignment and a batch start for the
+    same subject run one after the other, the second seeing what the first did. PostgreSQL: the row lock.
+    SQLite locks only for a write and its driver reads outside a transaction until the first one: a write
+    that changes nothing takes the database's one write lock first."""
+    if session.connection().dialect.name == "sqlite":
+        session.execute(sa.update(Subject).where(Subject.id == subject.id).values(id=Subject.id),
+                        execution_options={"synchronize_session": False})
+    session.refresh(subject, with_for_update=True)
+
+
+def guard_assign_dose_level(session: Session, user: User, subject: Subject) -> list[guards.Refusal]:
+    return guards.assign_dose_level(guards.person(user), subject_code=subject.code,
+                                    batches=subject_batches(session, subject))
+
+
 def assign_dose_level(session: Session, subject: Subject, *, level: str, signer: User, password: str,
                       username: str | None, require_username: bool) -> Subject:
-    """Assign the dose level from the effective trial configuration, signed "Approved by"."""
-    _require_clinical(signer)
+    """Assign the dose level from the effective trial configuration, signed "Approved by". Refused while a
+    batch of the subject is open: each batch keeps the dose pinned when it started, and a reassignment
+    applies to later batches only."""
+    lock_subject(session, subject)
+    guards.enforce(guard_assign_dose_level(session, signer, subject))
     version = sops.trial_configuration_version(session)
     config = sops.trial_configuration(session)
     try:

@@ -59,17 +59,17 @@ def inputs_from_batch(session: Session, batch: Batch, position: int) -> dict[str
 
 
 def context_numbers(session: Session, batch: Batch) -> dict[str, Decimal | None]:
-    """The subject and trial values a definition may use (``domain.context``): the subject's weight and
-    signed dose level, and the fields of the trial configuration version that dose was assigned under."""
-    subject = batch.subject
-    if subject is None:
+    """The subject and trial values a definition may use (``domain.context``), as pinned to the batch when
+    it started (never the subject's current values): the weight and the signed dose level, and the fields
+    of the trial configuration version that dose was assigned under."""
+    if batch.subject_id is None:
         return {}
     numbers: dict[str, Decimal | None] = {
-        "subject.weight_kg": subject.weight_kg,
-        "subject.dose_per_kg": Decimal(subject.dose_cells_per_kg) if subject.dose_cells_per_kg else None}
-    if subject.trial_config_version_id:
-        version = session.get(SopVersion, subject.trial_config_version_id)
-        assert version is not None  # the subject's trial configuration version (a foreign key)
+        "subject.weight_kg": batch.weight_kg,
+        "subject.dose_per_kg": Decimal(batch.dose_cells_per_kg) if batch.dose_cells_per_kg else None}
+    if batch.trial_config_version_id:
+        version = session.get(SopVersion, batch.trial_config_version_id)
+        assert version is not None  # the batch's pinned trial configuration version (a foreign key)
         config = sops.definition(version)
         numbers |= {f"trial.{name}": Decimal(str(getattr(config, name))) for name in context.TRIAL_FIELDS}
     return numbers

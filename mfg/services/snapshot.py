@@ -160,9 +160,9 @@ def batch_snapshot(session: Session, batch: Batch) -> dict[str, Any]:
     invalidated = batch_pages.invalidated_signature_ids(session, batch)
     subject = batch.subject
     config: TrialConfiguration | None = None
-    if subject is not None and subject.trial_config_version_id:
-        version = session.get(SopVersion, subject.trial_config_version_id)
-        assert version is not None  # the subject's trial configuration version (a foreign key)
+    if subject is not None and batch.trial_config_version_id:
+        version = session.get(SopVersion, batch.trial_config_version_id)
+        assert version is not None  # the batch's pinned trial configuration version (a foreign key)
         document = sops.definition(version)
         assert isinstance(document, TrialConfiguration)
         config = document
@@ -170,6 +170,7 @@ def batch_snapshot(session: Session, batch: Batch) -> dict[str, Any]:
     coi = isbt128.parse_coi(isbt128.COI_PREFIX + subject.coi) if subject is not None else None
     head = session.get(AuditHead, 1)
     bag_divisions = {b.id: b.division for b in bags.of_batch(session, batch)}
+    assigned = session.get(Signature, batch.dose_signature_id) if batch.dose_signature_id else None
     chart = [{"title": c.chart.title, "unit": c.chart.unit,
               "points": [{"label": p.label, "day": _number(p.day), "value": _number(p.value)} for p in c.points]}
              for c in growth.charts(session, batch)]
@@ -183,8 +184,14 @@ def batch_snapshot(session: Session, batch: Batch) -> dict[str, Any]:
             # coi is parsed whenever there is a subject
             "code": subject.code, "coi": subject.coi, "coi_eye_readable": cast(isbt128.CoiId, coi).eye_readable(),
             "coi_check": cast(isbt128.CoiId, coi).check,
-            "weight_kg": _number(subject.weight_kg), "weight_measured_on": subject.weight_measured_on.isoformat(),
-            "dose_level": subject.dose_level, "dose_cells_per_kg": subject.dose_cells_per_kg},
+            # the dose and weight pinned to the batch when it started, never the subject's current ones
+            "weight_kg": _number(batch.weight_kg),
+            "weight_measured_on": batch.weight_measured_on.isoformat() if batch.weight_measured_on else None,
+            "dose_level": batch.dose_level, "dose_cells_per_kg": batch.dose_cells_per_kg,
+            "dose_label": batch.dose_label,
+            "dose_assigned": None if assigned is None else {
+                "meaning": MEANING_LABELS[Meaning(assigned.meaning)], "printed_name": assigned.printed_name,
+                "signed_at": iso_utc(assigned.signed_at), "content_sha256": assigned.content_sha256}},
         "trial": None if config is None else {
             "trial_id": config.trial_id, "configuration": f"{config.code} v{config.version}",
             "product_code": config.product_description_code + config.donation_type,

@@ -1,14 +1,16 @@
 """Starting a batch: pinned to the effective versions of its master records; a product batch is also
-opened for a subject's expected collection, with the collection's DIN and the subject's COI."""
+opened for a subject's expected collection, with the collection's DIN, the subject's COI and the subject's
+dose (level, cells per kg, weight with its date, the signature that assigned the level), pinned for good."""
 
 from __future__ import annotations
 
-from typing import cast
+from typing import Any, cast
 
 from sqlalchemy.orm import Session
 
 from ..domain import guards
 from ..domain.errors import ValidationFailed
+from ..domain.trial_config import TrialConfiguration
 from ..models import Batch, BatchMasterRecord, SopVersion, Subject, User, utcnow
 from . import audit, clinical, sequences, sops
 
@@ -18,13 +20,36 @@ def guard_start_batch(session: Session, user: User) -> list[guards.Refusal]:
 
 
 def guard_start_product_batch(session: Session, user: User, subject: Subject) -> list[guards.Refusal]:
+    try:
+        infusions: int | None = sops.trial_configuration(session).infusions_per_subject
+    except ValidationFailed:  # no effective trial configuration: start_product_batch refuses it
+        infusions = None
     return guards.start_product_batch(guards.person(user), subject_code=subject.code,
                                       donor_problems=clinical.eligibility_problems(subject.donor),
-                                      dose_signed=bool(subject.dose_level and subject.dose_signature_id))
+                                      dose_signed=bool(subject.dose_level and subject.dose_signature_id),
+                                      batches=clinical.subject_batches(session, subject),
+                                      infusions_per_subject=infusions)
 
 
-def start_batch(session: Session, *, codes: list[str], user: User, lot: str | None = None) -> Batch:
-    """Start a batch pinned to the effective version of each master record code, in the order given."""
+def pinned_dose(session: Session, subject: Subject) -> dict[str, Any]:
+    """The subject's signed dose as a batch pins it (``Batch`` columns): the level, its cells per kg and
+    the trial configuration's wording of it, the weight with its date, the assigning signature and the trial
+    configuration version the level was assigned under."""
+    version = session.get(SopVersion, subject.trial_config_version_id)
+    assert version is not None  # a signed dose level names its trial configuration version (a foreign key)
+    config = sops.definition(version)
+    assert isinstance(config, TrialConfiguration)
+    assert subject.dose_level is not None  # start_product_batch's guard refuses an unsigned dose level
+    return {"dose_level": subject.dose_level, "dose_cells_per_kg": subject.dose_cells_per_kg,
+            "dose_label": config.dose_level(subject.dose_level).label or None,
+            "weight_kg": subject.weight_kg, "weight_measured_on": subject.weight_measured_on,
+            "dose_signature_id": subject.dose_signature_id, "trial_config_version_id": version.id}
+
+
+def start_batch(session: Session, *, codes: list[str], user: User, lot: str | None = None,
+                dose: dict[str, Any] | None = None) -> Batch:
+    """Start a batch pinned to the effective version of each master record code, in the order given, and
+    to ``dose`` (:func:`pinned_dose`; the database refuses any later change to it)."""
     guards.enforce(guard_start_batch(session, user))
     versions, problems = [], []
     for code in codes:
@@ -37,7 +62,7 @@ def start_batch(session: Session, *, codes: list[str], user: User, lot: str | No
     if lot is None:
         year = utcnow().year
         lot = f"{codes[0]}-{year}-{sequences.next_value(session, f'lot:{codes[0]}:{year}'):04d}"
-    batch = Batch(lot=lot, status="created", created_by_id=user.id)
+    batch = Batch(lot=lot, status="created", created_by_id=user.id, **(dose or {}))
     # no problems: every code has an effective version
     batch.master_records = [BatchMasterRecord(position=i, sop_version_id=v.id)
                             for i, v in enumerate(cast(list[SopVersion], versions))]
@@ -49,16 +74,20 @@ def start_batch(session: Session, *, codes: list[str], user: User, lot: str | No
 def start_product_batch(session: Session, *, subject: Subject, user: User) -> Batch:
     """Open the batch record for a subject's expected collection: pins the effective versions of the master
     records the trial configuration names (``product_master_records``, in order), allocates the
-    collection's DIN (the label the collection bag will carry) and links the subject's chain-of-identity
-    id. Refused for a donor not determined eligible or a subject without a signed dose level. At intake the
-    bag's DIN and the subject's COI are scanned against this batch."""
+    collection's DIN (the label the collection bag will carry), links the subject's chain-of-identity id and
+    pins the subject's signed dose and weight (:func:`pinned_dose`), which every calculation, label and
+    record of the batch uses from then on. Refused for a donor not determined eligible, a subject without a
+    signed dose level, or a subject with as many batches as the trial allows infusions. At intake the bag's
+    DIN and the subject's COI are scanned against this batch."""
+    clinical.lock_subject(session, subject)  # two starts, or a start and a reassignment, one after the other
     guards.enforce(guard_start_product_batch(session, user, subject))
     config = sops.trial_configuration(session)
     if not config.product_master_records:
         raise ValidationFailed(f"the trial configuration {config.code} v{config.version} names no master records "
                                "for the product (product_master_records): QA must approve one that does")
     din = clinical.allocate_din(session, config.facility_identification_number)
-    batch = start_batch(session, codes=list(config.product_master_records), user=user, lot=din.text)
+    batch = start_batch(session, codes=list(config.product_master_records), user=user, lot=din.text,
+                        dose=pinned_dose(session, subject))
     batch.din, batch.subject = din.text, subject
     audit.flush(session, reason=f"batch opened for subject {subject.code}")
     return batch

@@ -115,7 +115,8 @@ GUARDS: dict[str, tuple[str, Guard]] = {
     "clinical.add_subject": ("manage_subjects", lambda: clinical.guard_subjects(db.session, _user())),
     "clinical.add_test": ("manage_subjects", lambda donor_id: clinical.guard_subjects(db.session, _user())),
     "clinical.eligibility": ("manage_subjects", lambda donor_id: clinical.guard_subjects(db.session, _user())),
-    "clinical.assign_dose": ("manage_subjects", lambda subject_id: clinical.guard_subjects(db.session, _user())),
+    "clinical.assign_dose": ("assign_dose_level", lambda subject_id: clinical.guard_assign_dose_level(
+        db.session, _user(), clinical.get_subject(db.session, subject_id))),
     "admin.create_user": ("manage_accounts", lambda: guards.manage_accounts(_person())),
     "admin.user_action": ("manage_accounts", lambda user_id, action: guards.manage_accounts(_person())),
 }

@@ -29,7 +29,7 @@ from mfg.demo import nk_batch as demo_nk
 from mfg.demo import seed as demo
 from mfg.extensions import db
 from mfg.models import Batch, RecordedValue, StepExecution, User, utcnow
-from mfg.services import audit, batches, deviations, documents, results, review, sops, starting, steps
+from mfg.services import audit, batches, clinical, deviations, documents, results, review, sops, starting, steps
 from mfg.web import actions
 from tests.support import PASSWORD, make_documents
 
@@ -144,6 +144,9 @@ def test_every_offered_action_is_allowed_by_its_guard_through_a_batchs_life(plan
         s = db.session
         audit.set_actor(s, name="test-setup")
         subject = demo_nk.seed_demo_subject(s, _user("clara"), PASSWORD)
+        # a subject with no batch yet: its dose level may be assigned (NK-001's waits for its open batch)
+        clinical.enrol_subject(s, code="NK-002", donor=subject.donor, weight_kg="70", measured_on=utcnow().date(),
+                               user=_user("clara"))
         batch = demo_nk.run_nk_batch(s, subject=subject, performer=_user("olivia"), verifier=_user("oscar"),
                                      password=PASSWORD, tz=UTC, until=("NK-EXPAND", "culture_initiation"))
         awaiting = _perform_next(s, batch, subject, _user("olivia"))

@@ -92,3 +92,51 @@ def test_an_operator_opens_the_nk_batch_record_from_the_subject(trial_app, clien
     refused = client.post("/batches/start-product", data={"subject_id": subject_id}, follow_redirects=True)
     text = refused.get_data(as_text=True)
     assert "not determined eligible" in text and "no signed dose level" in text
+
+
+@pytest.fixture
+def nk_app(app, make_user):
+    """The NK master records and trial configuration effective; the demo subject NK-001 (DL2) and its batch
+    opened (created): (app, subject id, lot)."""
+    from mfg.demo import nk_batch as demo_nk
+    from mfg.services import starting
+
+    sops_dir = Path(app.config["SOPS_DIR"])
+    for folder in ("nk", "trial"):
+        shutil.copytree(RESOURCE_ROOT / "sops" / folder, sops_dir / folder)
+    loader, approver = make_user("loader", "qa"), make_user("approver", "qa")
+    clara = make_user("clara", "clinical", full_name="Clara Coordinator")
+    olivia = make_user("olivia", "operator")
+    with app.app_context():
+        s = db.session
+        audit.set_actor(s, name="test-setup")
+        for version in sops.load_directory(s, sops_dir, loader=s.merge(loader)).loaded:
+            sops.approve(s, version, signer=s.merge(approver), password=PASSWORD, username=None,
+                         require_username=False)
+        subject = demo_nk.seed_demo_subject(s, s.merge(clara), PASSWORD)
+        batch = starting.start_product_batch(s, subject=subject, user=s.merge(olivia))
+        s.commit()
+        return app, subject.id, batch.lot
+
+
+def test_the_subject_page_says_why_neither_the_dose_nor_a_second_batch_is_offered(nk_app, client, login):
+    app, subject_id, lot = nk_app
+    login("clara")
+    page = " ".join(client.get(f"/clinical/subjects/{subject_id}").get_data(as_text=True).split())
+    assert "Sign: assign dose level" not in page
+    assert (f"The dose level cannot be reassigned now: batch {lot} of subject NK-001 is open (created): its dose "
+            "was pinned when it started") in page
+    refused = client.post(f"/clinical/subjects/{subject_id}/dose",
+                          data={"level": "DL4", "username": "clara", "password": PASSWORD})
+    assert refused.status_code == 400 and f"batch {lot} of subject NK-001 is open" in refused.get_data(as_text=True)
+    with app.app_context():
+        assert db.session.get(Subject, subject_id).dose_level == "DL2"
+    client.post("/auth/logout")
+
+    login("olivia")
+    page = " ".join(client.get(f"/clinical/subjects/{subject_id}").get_data(as_text=True).split())
+    assert "Open the batch record" not in page
+    assert (f"The batch record cannot be opened yet: subject NK-001 already has batch {lot} (created): the trial "
+            "allows 1 infusion per subject") in page
+    again = client.post("/batches/start-product", data={"subject_id": subject_id}, follow_redirects=True)
+    assert f"already has batch {lot} (created)" in again.get_data(as_text=True)

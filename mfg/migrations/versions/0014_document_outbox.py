@@ -1,7 +1,7 @@
 """document outbox
 
 Revision ID: 0014
-Revises: 0012
+Revises: 0013
 Create Date: 2026-12-06
 
 QA's decision no longer renders its documents in its own transaction: it writes a ``document_job``
@@ -19,7 +19,7 @@ import mfg.models.base
 from mfg.migrate import immutable_columns, never_deleted
 
 revision = '0014'
-down_revision = '0012'
+down_revision = '0013'
 branch_labels = None
 depends_on = None
 
