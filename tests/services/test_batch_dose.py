@@ -22,7 +22,7 @@ from mfg.migrate import MIGRATIONS, alembic_config
 from mfg.models import Batch
 from mfg.reports import pdf as pdfs
 from mfg.reports.site_certificate import ensure_site_certificate
-from mfg.services import audit, batches, clinical, documents, evaluation, review, snapshot, starting, steps
+from mfg.services import audit, clinical, documents, evaluation, results, review, snapshot, starting
 from tests.support import PASSWORD
 
 from .test_batch_concurrency import _race
@@ -125,9 +125,9 @@ def test_a_label_reprint_after_a_reassignment_shows_the_dose_the_bags_were_made_
         _reassign(session, subject, clara)
     session.rollback()
 
-    sterility = next(ex for ex in batches.executions(session, batch) if ex.step_id == "sterility")
-    steps.correct_value(session, sterility, field_id="result", raw="No growth", reason="14-day culture read",
-                        field_comment="", tz=UTC, **_sign(olivia))
+    [pending] = results.of_batch(session, batch)  # the 14-day sterility result: entered and verified
+    results.enter_result(session, pending, raw="No growth", comment="", tz=UTC, **_sign(olivia))
+    results.verify_result(session, pending, **_sign(nk_demo["oscar"]))
     for item in review.exceptions(session, batch):
         if item.key not in review.marks(session, batch):
             review.mark_reviewed(session, batch, item.key, user=quinn)
@@ -157,7 +157,7 @@ def test_the_migration_pins_each_existing_batch_the_dose_signed_before_it_starte
         database_url, nk_demo, session):  # noqa: F811
     """Migration 0013 backfills a batch from the subject's dose signature in force at its start, not from
     a reassignment made afterwards (what a database of the earlier schema may hold). PostgreSQL: downgraded
-    to 0011 and upgraded again. SQLite cannot rebuild the batch table under rows that reference it (foreign
+    to 0012 and upgraded again. SQLite cannot rebuild the batch table under rows that reference it (foreign
     keys on), so there the pinned columns are emptied and the migration's backfill runs on them."""
     subject = demo_nk.seed_demo_subject(session, nk_demo["clara"], PASSWORD)
     batch = starting.start_product_batch(session, subject=subject, user=nk_demo["olivia"])
@@ -171,7 +171,7 @@ def test_the_migration_pins_each_existing_batch_the_dose_signed_before_it_starte
     reassign = sa.text("UPDATE subject SET dose_level = 'DL4', dose_cells_per_kg = 30000000")
     if engine.dialect.name == "postgresql":
         config = alembic_config(database_url)
-        command.downgrade(config, "0011")
+        command.downgrade(config, "0012")
         with engine.begin() as conn:  # the old schema let the subject's dose change under an open batch
             conn.execute(reassign)
         command.upgrade(config, "head")
