@@ -255,3 +255,22 @@ def test_the_culture_day_is_calculated_from_the_recorded_times_and_the_growth_ch
     [chart] = growth.charts(session, batch)
     assert [(p.label, p.day, p.value) for p in chart.points] == [
         ("Seeded", Decimal(0), Decimal(190)), ("Count 1", Decimal("7.25"), Decimal(2600))]
+
+
+def test_a_corrected_seeding_time_recalculates_the_culture_day_and_moves_the_chart_point(timed, make_user):
+    session, batch = timed["session"], timed["batch"]
+    seeded = _seed(timed, utcnow() - timedelta(days=9))
+    timed["perform"]("count", {"counted_at": _typed(seeded + timedelta(days=7, hours=6)), "cells": "2600"})
+    session.commit()
+    seed = batches.find_execution(session, batch, 0, "seed", 1)
+    oscar = session.merge(make_user("oscar", "operator"))
+
+    steps.correct_value(session, seed, field_id="seeded_at", raw=_typed(seeded - timedelta(days=1)),
+                        reason="seeding time mistyped", field_comment="", signer=oscar, password=PASSWORD,
+                        username=None, require_username=False, tz=SITE)
+    session.commit()
+
+    count = batches.find_execution(session, batch, 0, "count", 1).current_values()
+    assert count["culture_day"].text == "8.25" and count["culture_day"].correction_reason.startswith("recalculated")
+    [chart] = growth.charts(session, batch)
+    assert chart.points[-1].day == Decimal("8.25")
