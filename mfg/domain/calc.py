@@ -15,7 +15,8 @@ Elapsed time. ``hours_between(a, b)`` and ``days_between(a, b)`` give the time f
 date-time ``b`` (negative when ``b`` is earlier) in hours or days (24 h), e.g. a culture day
 ``days_between(culture_initiation.seeded_at, counted_at)``. Their two arguments must be field references
 (no numbers, no arithmetic); a date-time reaches :func:`evaluate` as a number, its POSIX seconds
-(:func:`moment_number`, which the services use when they gather a calculation's inputs), so every value
+(:func:`moment_number` through :func:`calculation_input`, which the services use when they gather a
+calculation's inputs), so every value
 stays a Decimal. The master-record schema makes this honest: a datetime field may be named *only* as an
 argument of these functions, and their arguments must be datetime fields (:func:`elapsed_references`
 names the references that are such arguments), so seconds are never added to cells.
@@ -50,6 +51,7 @@ __all__ = [
     "CalculationError",
     "Reference",
     "ELAPSED_FUNCTIONS",
+    "calculation_input",
     "elapsed_references",
     "evaluate",
     "inspect_expression",
@@ -277,6 +279,15 @@ def moment_number(moment: datetime) -> Decimal:
         raise ValueError(f"a recorded date-time has a time zone, not {moment!r}")
     since = moment - _EPOCH
     return Decimal(since.days * 86400 + since.seconds) + Decimal(since.microseconds).scaleb(-6)
+
+
+def calculation_input(number: Decimal | None, moment: datetime | None) -> Decimal | None:
+    """A recorded value as a calculation takes it: the number of a number, integer or calculated field;
+    of a datetime field its POSIX seconds (:func:`moment_number`), which only ``hours_between`` and
+    ``days_between`` may use (the schema allows a datetime reference nowhere else); None otherwise."""
+    if number is not None:
+        return number
+    return moment_number(moment) if moment is not None else None
 
 
 def parse_expression(expression: str) -> ast.Expression:

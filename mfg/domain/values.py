@@ -52,7 +52,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any, ClassVar, Generic, TypeVar
 from zoneinfo import ZoneInfo
 
-from mfg.domain.calc import CalculationError, evaluate, moment_number, round_half_up
+from mfg.domain.calc import CalculationError, evaluate, round_half_up
 from mfg.domain.canonical import iso_utc
 from mfg.domain.errors import ValidationFailed
 from mfg.domain.limits import LIMIT_CHECKS, LimitContext, limit_text, limit_value
@@ -95,7 +95,6 @@ __all__ = [
     "kind_of",
     "Calculated",
     "calculate",
-    "calculation_input",
     "limit_problems",
     "parse",
     "restore",
@@ -585,15 +584,6 @@ def calculate(fields: Sequence[Field], numbers: dict[str, Decimal | None]) -> li
             numbers[f.id] = parsed.number
             found.append(Calculated(f, parsed, kind.limit_problems(f, parsed, numbers)))
     return found
-
-
-def calculation_input(number: Decimal | None, moment: datetime | None) -> Decimal | None:
-    """A recorded value as a calculation takes it: the number of a number, integer or calculated field;
-    of a datetime field its POSIX seconds (``calc.moment_number``), which only ``hours_between`` and
-    ``days_between`` may use (the schema allows a datetime reference nowhere else); None otherwise."""
-    if number is not None:
-        return number
-    return moment_number(moment) if moment is not None else None
 
 
 def compute(field: CalculatedField, values: Mapping[str, Decimal | float | int | None]) -> Parsed:

@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from ..domain import context, values
+from ..domain import calc, context, values
 from ..domain.errors import IdentityMismatch, ValidationFailed
 from ..domain.result_time import too_early
 from ..domain.sop_schema import ScanField, Step, not_before_references
@@ -50,13 +50,13 @@ class Evaluated:
 
 def inputs_from_batch(session: Session, batch: Batch, position: int) -> dict[str, Decimal | None]:
     """Current numeric values of earlier steps, as ``step_id.field_id`` for calculations (a date-time as
-    its POSIX seconds, for ``hours_between``/``days_between``: ``values.calculation_input``)."""
+    its POSIX seconds, for ``hours_between``/``days_between``: ``calc.calculation_input``)."""
     found: dict[str, Decimal | None] = {}
     version_id = batch.master_records[position].sop_version_id
     for ex in batches.executions(session, batch):
         if ex.sop_version_id == version_id:
             for field_id, value in ex.current_values().items():
-                found[f"{ex.step_id}.{field_id}"] = values.calculation_input(value.number, value.moment)
+                found[f"{ex.step_id}.{field_id}"] = calc.calculation_input(value.number, value.moment)
     return found
 
 
@@ -116,7 +116,7 @@ def evaluate(session: Session, batch: Batch, position: int, step: Step, entry: S
         except ValidationFailed as exc:
             problems.extend(exc.problems)
             continue
-        numbers[f.id] = values.calculation_input(parsed.number, parsed.moment)
+        numbers[f.id] = calc.calculation_input(parsed.number, parsed.moment)
         if parsed.moment is not None and parsed.moment > utcnow() + FUTURE_TOLERANCE:
             problems.append(f"{f.label}: {raw} is in the future; record the time it happened")
             continue

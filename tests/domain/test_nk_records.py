@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo
 import pytest
 import yaml
 
-from mfg.domain import values
+from mfg.domain import calc, values
 from mfg.domain.calc import CalculationError
 from mfg.domain.sop_schema import (
     CONTEXT_NAMES,
@@ -99,7 +99,7 @@ def evaluate(code: str, entries: Entries, context: Mapping[str, Decimal] = CONTE
                     parsed = values.parse(f, raw[f.id], tz=SITE)
                 else:
                     continue
-                numbers[f.id] = own[f.id] = values.calculation_input(parsed.number, parsed.moment)
+                numbers[f.id] = own[f.id] = calc.calculation_input(parsed.number, parsed.moment)
                 computed[f"{label}.{f.id}"] = parsed.number
                 found = values.limit_problems(f, parsed, numbers)
                 if found:
