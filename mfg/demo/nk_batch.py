@@ -18,15 +18,16 @@ of the four NK records (DEMO_VALUES), kept in one place so that they read as one
 
 Decisions worth knowing when reading a demo batch:
 
-* **Time.** A demo batch is recorded in one sitting, so its 14-day culture cannot take 14 real days, and
-  the hold times from the end of collection (to the signature of the receipt, and of the start of
-  processing: 12 h each) are measured against the real signing time. Every date-time is therefore
-  computed back from ``now``: the collection ended 3 h 35 min before receipt (DOMAIN: 06:40 -> 10:15)
-  and about 6 h before ``now``; later events
-  follow in process order on a compressed clock (one culture day = :data:`MINUTES_PER_CULTURE_DAY`
-  minutes, formulation 15 min before ``now``). Every time is in the past, in process order and inside
-  the hold time; the ``culture_day`` fields keep the planned days (3, 5, 7, 9, 11; count on day 7;
-  harvest on day 14). The formulation time is recent, so the bags' shelf life runs from about now.
+* **Time.** A demo batch is recorded in one sitting, but its date-times are those of the real process:
+  every date-time is computed back from ``now`` so that the 14-day culture takes 14 days of recorded time
+  (NK-EXPAND v2 calculates each culture day from the recorded seeding and the step's own date-time, and
+  refuses a date-time before the seeding; a result cannot be entered before its method allows). The
+  collection ended about 14 days 19 h before ``now``, was received 3 h 35 min later (DOMAIN: 06:40 ->
+  10:15) and processed 45 min after receipt (the hold times judge these recorded times); the culture was
+  seeded 5 h after selection started; feeds on days 3, 5, 7, 9 and 11, a count on day 7, the harvest on
+  day 14 at :data:`HARVESTED` minutes before ``now``; release sampling and formulation follow in the last
+  minutes (formulation 15 min before ``now``, so the bags' shelf life runs from about now). Every time is
+  in the past and in process order.
 * **Selection input.** DOMAIN's 1.9 x 10^8 NK cells after selection from the whole collection
   (2264 x 10^6 viable NK cells at intake) would be an 8.4 % recovery, below the record's 15 % alert limit
   (DOMAIN's "recovery 82 %" cannot come from its own numbers). The record allows processing part of the
@@ -170,9 +171,10 @@ DEMO_DONOR_ABO_RH = "A+"
 DEMO_SUBJECT = "NK-001"
 DEMO_WEIGHT_KG = "62.4"
 DEMO_DOSE_LEVEL = "DL2"
-SPECIMEN_DAYS_BEFORE = 3
-"""Donor test specimens drawn 3 days before today: within the 7 days before collection that
-21 CFR 1271.80 (DOMAIN section 2) allows, the collection being today."""
+SPECIMEN_DAYS_BEFORE = 18
+"""Donor test specimens drawn 18 days before today: 3 days before the collection (about 15 days before
+today, see the timeline below), within the 7 days before collection that 21 CFR 1271.80 (DOMAIN section 2)
+allows."""
 DONOR_TESTS: tuple[tuple[str, str], ...] = (
     ("HIV-1/2 Ab", "non-reactive"),
     ("HBsAg", "non-reactive"),
@@ -235,12 +237,14 @@ def seed_demo_subject(session: Session, clinical_user: User, password: str, *, c
 # What the operator enters
 # --------------------------------------------------------------------------------------------------
 
-# The timeline, in minutes before ``now`` (see the module docstring).
-RECEIVED = 150
+# The timeline, in minutes before ``now`` (see the module docstring): the real culture, ending before now.
+MINUTES_PER_DAY = 24 * 60
+HARVESTED = 3 * 60  # day 14, 3 h before now; release sampling and formulation follow
+CULTURE_DAY_0 = HARVESTED + 14 * MINUTES_PER_DAY
+SELECTION_STARTED = CULTURE_DAY_0 + 5 * 60  # CD3 depletion and CD56 enrichment take about 5 h
+RECEIVED = SELECTION_STARTED + 45
 COLLECTION_ENDED = RECEIVED + 3 * 60 + 35  # 3 h 35 min from end of collection to receipt (DOMAIN section 10)
-SELECTION_STARTED = 130
-CULTURE_DAY_0 = 110
-MINUTES_PER_CULTURE_DAY = 5
+COUNTED_AFTER_FEED = 30  # the day 7 count, 30 min after the day 7 feed
 SAMPLED = 35
 CULTURES_INOCULATED = 30
 FORMULATED = 15
@@ -298,7 +302,8 @@ def _at(minutes_before_now: int) -> Callable[[DemoContext], str]:
 
 
 def _day(culture_day: int, extra_minutes: int = 0) -> Callable[[DemoContext], str]:
-    return _at(CULTURE_DAY_0 - culture_day * MINUTES_PER_CULTURE_DAY - extra_minutes)
+    """The date-time of a culture day (day 0 = seeding), as the operator types it."""
+    return _at(CULTURE_DAY_0 - culture_day * MINUTES_PER_DAY - extra_minutes)
 
 
 def _copy(code: str, step_id: str, field_id: str) -> Callable[[DemoContext], str]:
@@ -347,9 +352,18 @@ def _bag_volume(ctx: DemoContext) -> str:
     return f"{Decimal(ctx.bag.volume_ml):.1f}"
 
 
+FEED_DAYS = (3, 5, 7, 9, 11)
+COUNT_DAYS = (7,)
+CULTURE_DAYS: dict[tuple[str, str], tuple[int, ...]] = {
+    ("NK-EXPAND", "feed"): FEED_DAYS,
+    ("NK-EXPAND", "in_process_count"): COUNT_DAYS,
+}
+"""The culture day of each instance of a repeated culture step: when the demo records it (the record
+calculates the culture day from the recorded date-times) and the order the demo does the steps in."""
+
+
 def _feed(culture_day: int, medium_added_ml: int) -> Entry:
-    return {"fed_at": _day(culture_day), "culture_day": str(culture_day), "medium_added_ml": str(medium_added_ml),
-            "il2_concentration": "100"}
+    return {"fed_at": _day(culture_day), "medium_added_ml": str(medium_added_ml), "il2_concentration": "100"}
 
 
 DEMO_VALUES: dict[tuple[str, str], tuple[Entry, ...]] = {
@@ -418,10 +432,9 @@ DEMO_VALUES: dict[tuple[str, str], tuple[Entry, ...]] = {
         "seeded_nk_cells": _copy("NK-EXPAND", "post_selection_count", "nk_cells"),
         "feeder_cells": "380",  # 2 feeder cells per NK cell
     },),
-    ("NK-EXPAND", "feed"): (_feed(3, 100), _feed(5, 200), _feed(7, 400), _feed(9, 500), _feed(11, 500)),
+    ("NK-EXPAND", "feed"): tuple(_feed(day, ml) for day, ml in zip(FEED_DAYS, (100, 200, 400, 500, 500), strict=True)),
     ("NK-EXPAND", "in_process_count"): ({
-        "counted_at": _day(7, extra_minutes=2),
-        "culture_day": "7",
+        "counted_at": _day(COUNT_DAYS[0], extra_minutes=COUNTED_AFTER_FEED),
         "culture_volume_ml": "400",
         "viable_concentration": "6.50",  # 400 mL x 6.50 = 2600 x 10^6 viable (2.6 x 10^9)
         "viability": "95.0",
@@ -429,7 +442,6 @@ DEMO_VALUES: dict[tuple[str, str], tuple[Entry, ...]] = {
     },),
     ("NK-EXPAND", "harvest_culture"): ({
         "harvested_at": _day(14),
-        "culture_day": "14",
         "volume_ml": "250.0",
         "viable_concentration": "54.00",  # 250 mL x 54.00 = 13500 x 10^6 viable (1.35 x 10^10)
         "viability": "93.0",
@@ -612,10 +624,9 @@ def _order(records: Sequence[MasterRecord], codes: Sequence[str], item: sequence
     feeds of days 9 and 11 after it)."""
     stages = [stage.id for stage in records[item.ref.position].stages]
     steps = [step.id for step in item.stage.steps]
-    entries = DEMO_VALUES.get((codes[item.ref.position], item.step.id), ())
-    day = entries[item.instance - 1].get("culture_day", "0") if item.instance <= len(entries) else "0"
-    return (item.ref.position, stages.index(item.stage.id), int(day) if isinstance(day, str) else 0,
-            steps.index(item.step.id), item.instance)
+    days = CULTURE_DAYS.get((codes[item.ref.position], item.step.id), ())
+    day = days[item.instance - 1] if item.instance <= len(days) else 0
+    return (item.ref.position, stages.index(item.stage.id), day, steps.index(item.step.id), item.instance)
 
 
 def run_nk_batch(session: Session, *, subject: Subject, performer: User, verifier: User, password: str,

@@ -11,6 +11,16 @@ the operators recorded, e.g. ``final_total_cells / initial_count.total_cells * 1
   (28 significant digits). Python's ``eval`` is never used, so an expression can do nothing but arithmetic;
 * rounds results the GMP way (:func:`round_half_up`).
 
+Elapsed time. ``hours_between(a, b)`` and ``days_between(a, b)`` give the time from date-time ``a`` to
+date-time ``b`` (negative when ``b`` is earlier) in hours or days (24 h), e.g. a culture day
+``days_between(culture_initiation.seeded_at, counted_at)``. Their two arguments must be field references
+(no numbers, no arithmetic); a date-time reaches :func:`evaluate` as a number, its POSIX seconds
+(:func:`moment_number` through :func:`calculation_input`, which the services use when they gather a
+calculation's inputs), so every value
+stays a Decimal. The master-record schema makes this honest: a datetime field may be named *only* as an
+argument of these functions, and their arguments must be datetime fields (:func:`elapsed_references`
+names the references that are such arguments), so seconds are never added to cells.
+
 Anything that stops a calculation (a value not recorded yet, division by zero, the square root of a
 negative number, a power too large to compute) raises :class:`CalculationError` with a message an
 operator can act on; nothing is stored in that case.
@@ -20,6 +30,7 @@ from __future__ import annotations
 
 import ast
 from collections.abc import Callable, Mapping
+from datetime import datetime, timezone
 from decimal import (
     ROUND_HALF_UP,
     Context,
@@ -39,8 +50,12 @@ __all__ = [
     "PRECISION",
     "CalculationError",
     "Reference",
+    "ELAPSED_FUNCTIONS",
+    "calculation_input",
+    "elapsed_references",
     "evaluate",
     "inspect_expression",
+    "moment_number",
     "parse_expression",
     "referenced_names",
     "round_half_up",
@@ -54,8 +69,13 @@ CALCULATION_FUNCTIONS: dict[str, tuple[int, int | None]] = {
     "min": (2, None),
     "round": (1, 2),
     "sqrt": (1, 1),
+    "hours_between": (2, 2),
+    "days_between": (2, 2),
 }
 """The functions an expression may call, with how many positional arguments each takes."""
+
+ELAPSED_FUNCTIONS: dict[str, int] = {"hours_between": 3600, "days_between": 86400}
+"""Elapsed time between two date-time fields, by the seconds in the unit of its result."""
 
 PRECISION = 28
 """Significant digits of every intermediate and final result (the :mod:`decimal` default)."""
@@ -76,6 +96,9 @@ _CONTEXT = Context(
     Emin=-MAX_RESULT_EXPONENT,
     traps=[InvalidOperation, DivisionByZero, Overflow],
 )
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
 class CalculationError(ValidationFailed):
@@ -144,8 +167,15 @@ def _parse(expression: str) -> tuple[ast.Expression | None, list[str]]:
 
 def _check(tree: ast.Expression) -> tuple[list[Reference], list[str]]:
     """Walk ``tree`` (iteratively: no recursion limit) and collect references and forbidden constructs."""
+    references, problems, _elapsed = _check_all(tree)
+    return references, problems
+
+
+def _check_all(tree: ast.Expression) -> tuple[list[Reference], list[str], list[Reference]]:
+    """:func:`_check`, and the references that are arguments of an elapsed-time function."""
     references: list[Reference] = []
     problems: list[str] = []
+    elapsed: list[Reference] = []
     pending: list[ast.expr] = [tree.body]
     while pending:
         node = pending.pop()
@@ -179,11 +209,21 @@ def _check(tree: ast.Expression) -> tuple[list[Reference], list[str]]:
                 problems.append(problem)
             else:
                 children = list(node.args)
+                if isinstance(node.func, ast.Name) and node.func.id in ELAPSED_FUNCTIONS:
+                    elapsed.extend(_reference_of(argument) for argument in node.args)
         else:
             what = _FORBIDDEN_SYNTAX.get(type(node), f"{type(node).__name__} syntax")
             problems.append(f"{what} not allowed in calculations")
         pending.extend(reversed(children))  # keep left-to-right order in messages
-    return references, problems
+    return references, problems, elapsed
+
+
+def _reference_of(node: ast.expr) -> Reference:
+    """The field reference an elapsed-time argument is (``_call_problem`` allowed only references)."""
+    if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
+        return Reference(node.value.id, node.attr)
+    assert isinstance(node, ast.Name)
+    return Reference(None, node.id)
 
 
 def _call_problem(call: ast.Call) -> str | None:
@@ -197,6 +237,11 @@ def _call_problem(call: ast.Call) -> str | None:
     if len(call.args) < fewest or (most is not None and len(call.args) > most):
         expected = str(fewest) if fewest == most else f"{fewest} to {most}" if most else f"at least {fewest}"
         return f"{name}() takes {expected} argument{'s' if expected != '1' else ''}, got {len(call.args)}"
+    if name in ELAPSED_FUNCTIONS and not all(
+            isinstance(arg, ast.Name) or (isinstance(arg, ast.Attribute) and isinstance(arg.value, ast.Name))
+            for arg in call.args):
+        return (f"{name}() takes two date-time fields, e.g. {name}(culture_initiation.seeded_at, counted_at), "
+                f"not {ast.unparse(call)!r}")
     return None
 
 
@@ -208,7 +253,8 @@ def inspect_expression(expression: str) -> tuple[list[Reference], list[str]]:
     """Return the field references in ``expression`` (in order of appearance) and every problem with it.
 
     Allowed: numbers, field names, ``step.field``, + - * / ** (binary), unary + and -, parentheses, and
-    calls of min, max, abs, round, log10 and sqrt with the right number of positional arguments.
+    calls of min, max, abs, round, log10 and sqrt with the right number of positional arguments, and of
+    hours_between and days_between with two field references.
     Anything else (comparisons, strings, other functions, ``%``, indexing, ...) is a problem. The list of
     problems is empty for an allowed expression. Never raises for bad input.
     """
@@ -216,6 +262,32 @@ def inspect_expression(expression: str) -> tuple[list[Reference], list[str]]:
     if tree is None:
         return [], problems
     return _check(tree)
+
+
+def elapsed_references(expression: str) -> list[Reference]:
+    """The references in ``expression`` that are arguments of ``hours_between``/``days_between`` (they
+    must name date-time fields; every other reference names a number). Empty for a bad expression."""
+    tree, _problems = _parse(expression)
+    if tree is None:
+        return []
+    return _check_all(tree)[2]
+
+
+def moment_number(moment: datetime) -> Decimal:
+    """A date-time as :func:`evaluate` takes it: its POSIX seconds (exact to the microsecond)."""
+    if moment.tzinfo is None:
+        raise ValueError(f"a recorded date-time has a time zone, not {moment!r}")
+    since = moment - _EPOCH
+    return Decimal(since.days * 86400 + since.seconds) + Decimal(since.microseconds).scaleb(-6)
+
+
+def calculation_input(number: Decimal | None, moment: datetime | None) -> Decimal | None:
+    """A recorded value as a calculation takes it: the number of a number, integer or calculated field;
+    of a datetime field its POSIX seconds (:func:`moment_number`), which only ``hours_between`` and
+    ``days_between`` may use (the schema allows a datetime reference nowhere else); None otherwise."""
+    if number is not None:
+        return number
+    return moment_number(moment) if moment is not None else None
 
 
 def parse_expression(expression: str) -> ast.Expression:
@@ -256,6 +328,9 @@ def evaluate(expression: str, values: Mapping[str, Decimal | float | int | None]
     value; ``None`` or an absent key means the value is not recorded yet. Floats are taken by their
     shortest decimal form (``2.675`` means 2.675, not the binary number closest to it). Number constants in
     the expression are read exactly as written.
+
+    ``hours_between(a, b)`` and ``days_between(a, b)`` are ``(b - a) / 3600`` and ``(b - a) / 86400`` of
+    date-times given as POSIX seconds (:func:`moment_number`).
 
     ``round(x)`` and ``round(x, n)`` round half up like :func:`round_half_up` (not Python's "round half to
     even"); ``n`` must be a whole number from -28 to 28.
@@ -375,6 +450,9 @@ class _Evaluator:
     def _call(self, name: str, node: ast.Call) -> Decimal:
         arguments = [self.value(argument) for argument in node.args]
         first = arguments[0]
+        if name in ELAPSED_FUNCTIONS:
+            seconds = _CONTEXT.subtract(arguments[1], first)
+            return _CONTEXT.divide(seconds, Decimal(ELAPSED_FUNCTIONS[name]))
         if name == "min":
             return min(arguments)
         if name == "max":

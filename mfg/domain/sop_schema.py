@@ -40,7 +40,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationInfo, fiel
 # The whitelist of calculated-field expressions lives in calc.py, next to the evaluator that relies on it;
 # CALCULATION_FUNCTIONS stays importable from here as before.
 from mfg.domain.calc import CALCULATION_FUNCTIONS as CALCULATION_FUNCTIONS
-from mfg.domain.calc import Reference, inspect_expression
+from mfg.domain.calc import Reference, elapsed_references, inspect_expression
 from mfg.domain.context import CONTEXT_NAMES as CONTEXT_NAMES
 
 __all__ = [
@@ -65,6 +65,7 @@ __all__ = [
     "Step",
     "TextField",
     "TimeWindow",
+    "not_before_references",
     "parse_definition",
     "step_index",
 ]
@@ -336,9 +337,15 @@ class ChoiceField(FieldBase):
 
 
 class DateTimeField(FieldBase):
-    """A date and time, stored in UTC and shown in the site's time zone."""
+    """A date and time, stored in UTC and shown in the site's time zone.
+
+    ``not_before`` (``<step_id>.<field_id>``, a datetime field of an earlier, non-repeatable step) is the
+    recorded date-time this event cannot precede: a count is not before the seeding it counts from. An
+    entry earlier than it is refused (:func:`not_before_references`, enforced by ``services.evaluation``).
+    """
 
     type: Literal["datetime"]
+    not_before: Annotated[str, AfterValidator(_field_reference)] | None = None
 
 
 class ConfirmationField(FieldBase):
@@ -790,6 +797,7 @@ def _cross_check(record: MasterRecord) -> Iterator[_Problem]:
     yield from _reserved_step_ids(places)
     yield from _time_window_problems(places)
     yield from _result_time_problems(places)
+    yield from _not_before_problems(places)
     yield from _division_problems(places)
     yield from _chart_problems(record, places)
     yield from _calculation_problems(places)
@@ -910,6 +918,34 @@ def _result_time_problems(places: dict[str, _Place]) -> Iterator[_Problem]:
                     yield _Problem(path, f"step {place.step.id!r} has no datetime field {result_time.sample!r}")
 
 
+def _not_before_problems(places: dict[str, _Place]) -> Iterator[_Problem]:
+    """A datetime's ``not_before`` names a datetime already recorded, once, when its step starts."""
+    for place in places.values():
+        for number, f in enumerate(place.step.fields):
+            if isinstance(f, DateTimeField) and f.not_before is not None:
+                problem = _earlier_field_problem(place, places, f.not_before, "datetime")
+                if problem:
+                    yield _Problem(f"{place.path}.fields[{number}].not_before", problem)
+
+
+def not_before_references(step: Step) -> dict[str, list[str]]:
+    """For each datetime field of ``step``, the recorded date-times it must not precede: its
+    ``not_before`` (``<step_id>.<field_id>``), and, where a result of the step names a sample date-time of
+    the same step (``result_time.sample``), that sample for every datetime field listed after it (what is
+    read or done with a sample happens after it is taken). The one statement of that order; the services
+    enforce it when a step is performed."""
+    found: dict[str, list[str]] = {}
+    samples = {rt.sample for f in step.fields if (rt := getattr(f, "result_time", None)) is not None
+               and "." not in rt.sample}
+    seen: list[str] = []
+    for f in step.fields:
+        if not isinstance(f, DateTimeField):
+            continue
+        found[f.id] = ([f.not_before] if f.not_before else []) + [sample for sample in seen if sample in samples]
+        seen.append(f.id)
+    return {field_id: references for field_id, references in found.items() if references}
+
+
 def _chart_problems(record: MasterRecord, places: dict[str, _Place]) -> Iterator[_Problem]:
     """A chart point names a step of this record and numeric fields of that step."""
     if record.growth_chart is None:
@@ -948,9 +984,8 @@ def _division_problems(places: dict[str, _Place]) -> Iterator[_Problem]:
         if problem:
             yield _Problem(f"{path}.expires_from", problem)
         for name in ("volume_ml", "viable_cells", "nk_cells"):
-            references, _ = inspect_expression(getattr(division, name))
-            for reference in references:
-                problem, _target = _resolve(reference, place, places, None)
+            for reference, moment in _typed_references(getattr(division, name)):
+                problem, _target = _resolve(reference, place, places, None, moment=moment)
                 if problem:
                     yield _Problem(f"{path}.{name}", problem)
 
@@ -969,9 +1004,8 @@ def _calculation_problems(places: dict[str, _Place]) -> Iterator[_Problem]:
             path = f"{place.path}.fields[{field_number}].expression"
             expression_path[node] = path
             depends_on[node] = []
-            references, _ = inspect_expression(field.expression)
-            for reference in references:
-                problem, target = _resolve(reference, place, places, field)
+            for reference, moment in _typed_references(field.expression):
+                problem, target = _resolve(reference, place, places, field, moment=moment)
                 if problem:
                     yield _Problem(path, problem)
                 elif target is not None:
@@ -979,10 +1013,29 @@ def _calculation_problems(places: dict[str, _Place]) -> Iterator[_Problem]:
     yield from _cycles(depends_on, expression_path)
 
 
+def _typed_references(expression: str) -> list[tuple[Reference, bool]]:
+    """Each reference of ``expression`` with whether it is an argument of an elapsed-time function (a
+    date-time) or not (a number)."""
+    references, _ = inspect_expression(expression)
+    moments = elapsed_references(expression)
+    typed = []
+    for reference in references:
+        moment = reference in moments
+        if moment:
+            moments.remove(reference)
+        typed.append((reference, moment))
+    return typed
+
+
 def _resolve(
-    reference: Reference, place: _Place, places: dict[str, _Place], calculated: CalculatedField | None
+    reference: Reference, place: _Place, places: dict[str, _Place], calculated: CalculatedField | None,
+    *, moment: bool = False,
 ) -> tuple[str | None, tuple[str, str] | None]:
-    """Return (problem, None) or (None, the calculated field referred to, if the target is calculated)."""
+    """Return (problem, None) or (None, the calculated field referred to, if the target is calculated).
+    ``moment``: the reference is an argument of hours_between/days_between and must be a datetime field;
+    a datetime field is used nowhere else."""
+    if reference.step in CONTEXT_NAMESPACES and moment:
+        return f"{str(reference)!r} is a context number; hours_between and days_between take datetime fields", None
     if reference.step in CONTEXT_NAMESPACES:
         if str(reference) in CONTEXT_NAMES:
             return None, None  # provided by the batch at run time
@@ -999,9 +1052,12 @@ def _resolve(
         if reference.step is None:
             return f"unknown name {reference.field!r}: step {place.step.id!r} has no such field", None
         return f"step {reference.step!r} has no field {reference.field!r}", None
-    if field.type not in NUMERIC_FIELD_TYPES:
+    if moment and field.type != "datetime":
+        return f"{str(reference)!r} is a {field.type} field; hours_between and days_between take datetime fields", None
+    if not moment and field.type not in NUMERIC_FIELD_TYPES:
         return (
-            f"{str(reference)!r} is a {field.type} field; calculations use number, integer and calculated fields only",
+            f"{str(reference)!r} is a {field.type} field; calculations use number, integer and calculated fields only"
+            + (" (a datetime only in hours_between or days_between)" if field.type == "datetime" else ""),
             None,
         )
     if not own_step and target.step.repeat is not None:

@@ -43,7 +43,7 @@ _RENDER_LOCK = threading.Lock()
 
 @dataclass(frozen=True)
 class Point:
-    day: Decimal  # culture day (0 = seeding); may be fractional
+    day: Decimal  # culture day (0 = seeding), as recorded (calculated from the recorded times); may be fractional
     value: Decimal  # cells, in the unit named by the chart's y label (e.g. 10^6 cells)
     label: str  # e.g. "Seeded", "Count 1", "Harvest"
 

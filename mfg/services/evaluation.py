@@ -17,9 +17,10 @@ from zoneinfo import ZoneInfo
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from ..domain import context, values
+from ..domain import calc, context, values
 from ..domain.errors import IdentityMismatch, ValidationFailed
-from ..domain.sop_schema import ScanField, Step
+from ..domain.result_time import too_early
+from ..domain.sop_schema import ScanField, Step, not_before_references
 from ..models import Batch, RecordedValue, SopVersion, StepExecution, utcnow
 from . import bags, batches, identity, masterdata, sops
 
@@ -48,13 +49,14 @@ class Evaluated:
 
 
 def inputs_from_batch(session: Session, batch: Batch, position: int) -> dict[str, Decimal | None]:
-    """Current numeric values of earlier steps, as ``step_id.field_id`` for calculations."""
+    """Current numeric values of earlier steps, as ``step_id.field_id`` for calculations (a date-time as
+    its POSIX seconds, for ``hours_between``/``days_between``: ``calc.calculation_input``)."""
     found: dict[str, Decimal | None] = {}
     version_id = batch.master_records[position].sop_version_id
     for ex in batches.executions(session, batch):
         if ex.sop_version_id == version_id:
             for field_id, value in ex.current_values().items():
-                found[f"{ex.step_id}.{field_id}"] = value.number
+                found[f"{ex.step_id}.{field_id}"] = calc.calculation_input(value.number, value.moment)
     return found
 
 
@@ -114,7 +116,7 @@ def evaluate(session: Session, batch: Batch, position: int, step: Step, entry: S
         except ValidationFailed as exc:
             problems.extend(exc.problems)
             continue
-        numbers[f.id] = parsed.number
+        numbers[f.id] = calc.calculation_input(parsed.number, parsed.moment)
         if parsed.moment is not None and parsed.moment > utcnow() + FUTURE_TOLERANCE:
             problems.append(f"{f.label}: {raw} is in the future; record the time it happened")
             continue
@@ -140,6 +142,12 @@ def evaluate(session: Session, batch: Batch, position: int, step: Step, entry: S
                                    kind.limit_problems(f, parsed, numbers)))
     if mismatches:
         raise mismatches[0]  # the hard stop comes before any other problem
+    if not problems:
+        problems.extend(order_problems(session, batch, position, step, evaluated, tz, instance))
+        entered_at = utcnow()
+        for f in step.fields:
+            problem = result_time_problem(session, batch, position, step, f.id, entered_at, evaluated, tz, instance)
+            problems.extend([problem] if problem else [])
     if problems:
         raise ValidationFailed(*problems)
     refused: list[str] = []
@@ -158,6 +166,67 @@ def evaluate(session: Session, batch: Batch, position: int, step: Step, entry: S
     if missing_comments:
         raise ValidationFailed(*missing_comments)
     return evaluated
+
+
+def local_text(moment: datetime, tz: ZoneInfo) -> str:
+    """A moment as screens show it: the site's local time with its zone (``2026-03-29 10:30 CEST``)."""
+    return moment.astimezone(tz).strftime("%Y-%m-%d %H:%M %Z")
+
+
+def _moment_of(session: Session, batch: Batch, position: int, step: Step, reference: str,
+               evaluated: list[Evaluated], instance: int) -> datetime | None:
+    """A recorded date-time named as in a master record: ``field_id`` of this step (the value being
+    entered, else the one recorded in this instance) or ``<step_id>.<field_id>`` of an earlier step."""
+    if "." in reference:
+        return recorded_moment(session, batch, position, reference)
+    entered = next((e for e in evaluated if e.field_id == reference), None)
+    if entered is not None:
+        return entered.parsed.moment
+    version_id = batch.master_records[position].sop_version_id
+    return session.scalar(
+        sa.select(RecordedValue.moment).join(StepExecution)
+        .where(StepExecution.batch_id == batch.id, StepExecution.sop_version_id == version_id,
+               StepExecution.step_id == step.id, StepExecution.instance == instance,
+               RecordedValue.field_id == reference)
+        .order_by(RecordedValue.id.desc()).limit(1))
+
+
+def order_problems(session: Session, batch: Batch, position: int, step: Step, evaluated: list[Evaluated],
+                   tz: ZoneInfo, instance: int = 1) -> list[str]:
+    """A date-time entered earlier than a recorded date-time it depends on (``not_before``, or the sample
+    of a result of the same step: ``sop_schema.not_before_references``) is refused, naming both times."""
+    found = []
+    labels = {f.id: f.label for f in step.fields}
+    for e in evaluated:
+        for reference in not_before_references(step).get(e.field_id, []):
+            earliest = _moment_of(session, batch, position, step, reference, evaluated, instance)
+            if e.parsed.moment is None or earliest is None or e.parsed.moment >= earliest:
+                continue
+            found.append(f"{labels[e.field_id]}: {local_text(e.parsed.moment, tz)} is before {reference} "
+                         f"({local_text(earliest, tz)}); it cannot have happened before it. Nothing was stored.")
+    return found
+
+
+def result_time_problem(session: Session, batch: Batch, position: int, step: Step, field_id: str,
+                        entered_at: datetime, evaluated: list[Evaluated], tz: ZoneInfo,
+                        instance: int = 1) -> str | None:
+    """Why the result entered for ``field_id`` at ``entered_at`` cannot exist yet (``domain.result_time``:
+    before its sample time plus the method's minimum duration), naming the earliest allowed time in the
+    site's local time; None when it may, when the field has no ``result_time``, when nothing or one of
+    the field's ``pending`` answers is entered. The sample time is the value of this step being entered
+    (``evaluated``) or recorded in this ``instance``, or the recorded date-time of an earlier step.
+
+    ``evaluate`` asks it when a step is performed or corrected (a pending result given its value later is
+    judged against the time of that entry); an action entering a result alone asks it the same way."""
+    f = next((f for f in step.fields if f.id == field_id), None)
+    result_time = getattr(f, "result_time", None)
+    entered = next((e for e in evaluated if e.field_id == field_id), None)
+    if f is None or result_time is None or entered is None or entered.parsed.is_empty:
+        return None
+    if entered.parsed.text in getattr(f, "pending", []):
+        return None
+    sampled_at = _moment_of(session, batch, position, step, result_time.sample, evaluated, instance)
+    return too_early(f.label, result_time, sampled_at, entered_at, lambda moment: local_text(moment, tz))
 
 
 def window_reference(session: Session, batch: Batch, position: int, step: Step) -> datetime | None:

@@ -1,7 +1,9 @@
 """The growth chart of a batch: points read from recorded values as the master record's ``growth_chart``
 names them (``sop_schema.GrowthChart``), drawn by ``reports.growth_chart`` on the batch page and later in
 the batch record. Nothing about the NK process is written here: the master record says which steps and
-fields are the culture day and the cells."""
+fields are the culture day and the cells. The day is read as recorded: where the record calculates it from
+recorded date-times (NK-EXPAND v2: ``days_between(culture_initiation.seeded_at, counted_at)``), the chart
+plots the computed day, and a corrected date-time moves the point (the calculation is redone)."""
 
 from __future__ import annotations
 

@@ -17,7 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
-from ..domain import dose, guards, sequence, values
+from ..domain import calc, dose, guards, sequence, values
 from ..domain.calc import referenced_names as calc_names
 from ..domain.canonical import content_hash
 from ..domain.errors import NotFound, StepConflict, ValidationFailed
@@ -170,7 +170,7 @@ def _plan_bags(session: Session, batch: Batch, position: int, step: Step,
     if division is None:
         return None
     numbers = evaluation.inputs_from_batch(session, batch, position) | evaluation.context_numbers(session, batch)
-    own = {e.field_id: e.parsed.number for e in evaluated}
+    own = {e.field_id: calc.calculation_input(e.parsed.number, e.parsed.moment) for e in evaluated}
     numbers |= own | {f"{step.id}.{field_id}": number for field_id, number in own.items()}
     return bags.plan(batch, division, numbers,
                      evaluation.recorded_moment(session, batch, position, division.expires_from),
@@ -312,7 +312,7 @@ def _recompute_dependents(session: Session, batch: Batch, position: int, correct
             continue
         numbers = evaluation.inputs_from_batch(session, batch, position) | evaluation.context_numbers(session, batch)
         current = ex.current_values()
-        numbers.update({fid: v.number for fid, v in current.items()})
+        numbers.update({fid: calc.calculation_input(v.number, v.moment) for fid, v in current.items()})
         now, rows, flagged = utcnow(), [], []
         for result in values.calculate(step.fields, numbers):
             f, parsed, problems = result.field, result.parsed, result.limit_problems

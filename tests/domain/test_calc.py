@@ -217,3 +217,34 @@ def test_round_half_up_differs_from_float_rounding() -> None:
 def test_round_half_up_refuses_non_finite() -> None:
     with pytest.raises(ValueError):
         round_half_up(Decimal("NaN"), 2)
+
+
+# --- elapsed time between recorded date-times -------------------------------------------------------
+
+
+def test_hours_and_days_between_two_recorded_date_times() -> None:
+    from datetime import datetime, timedelta, timezone
+
+    seeded = datetime(2026, 3, 2, 16, 0, tzinfo=timezone.utc)
+    counted = seeded + timedelta(days=7, minutes=30)
+    moments = {"culture_initiation.seeded_at": calc.moment_number(seeded), "counted_at": calc.moment_number(counted)}
+
+    assert evaluate("hours_between(culture_initiation.seeded_at, counted_at)", moments) == Decimal("168.5")
+    assert round_half_up(evaluate("days_between(culture_initiation.seeded_at, counted_at)", moments), 2) == \
+        Decimal("7.02")
+    assert evaluate("days_between(counted_at, culture_initiation.seeded_at) * 24", moments) == Decimal("-168.5")
+    assert calc.moment_number(datetime(1970, 1, 1, 0, 0, 1, 500000, tzinfo=timezone.utc)) == Decimal("1.5")
+    assert calc.moment_number(datetime(1969, 12, 31, 23, 59, 59, tzinfo=timezone.utc)) == Decimal(-1)
+
+
+def test_elapsed_time_functions_take_two_field_references_only() -> None:
+    for expression, fragment in [
+        ("hours_between(1, counted_at)", "hours_between() takes two date-time fields"),
+        ("days_between(seeded_at + 1, counted_at)", "days_between() takes two date-time fields"),
+        ("days_between(seeded_at)", "days_between() takes 2 arguments, got 1"),
+    ]:
+        _, found = inspect_expression(expression)
+        assert any(fragment in problem for problem in found), (expression, found)
+    assert calc.elapsed_references("a * days_between(s.a, b) + b") == [Reference("s", "a"), Reference(None, "b")]
+    with pytest.raises(CalculationError, match="'counted_at', which is not recorded yet"):
+        evaluate("hours_between(seeded_at, counted_at)", {"seeded_at": Decimal(0)})

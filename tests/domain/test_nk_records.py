@@ -9,6 +9,7 @@ values of the step, of earlier steps (``step_id.field_id``) and of the context (
 """
 
 from collections.abc import Mapping
+from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from zoneinfo import ZoneInfo
 import pytest
 import yaml
 
-from mfg.domain import values
+from mfg.domain import calc, values
 from mfg.domain.calc import CalculationError
 from mfg.domain.sop_schema import (
     CONTEXT_NAMES,
@@ -98,7 +99,7 @@ def evaluate(code: str, entries: Entries, context: Mapping[str, Decimal] = CONTE
                     parsed = values.parse(f, raw[f.id], tz=SITE)
                 else:
                     continue
-                numbers[f.id] = own[f.id] = parsed.number
+                numbers[f.id] = own[f.id] = calc.calculation_input(parsed.number, parsed.moment)
                 computed[f"{label}.{f.id}"] = parsed.number
                 found = values.limit_problems(f, parsed, numbers)
                 if found:
@@ -135,6 +136,14 @@ INTAKE_S10: Entries = {
     "accept_material": {"decision": "Accepted"},
 }
 
+SEEDED = datetime(2026, 3, 2, 16, 0)  # day 0 of the culture (site time, UTC here)
+
+
+def culture_day(day: int, minutes: int = 0) -> str:
+    """The date-time of a culture day as typed: NK-EXPAND v2 calculates the culture day from it."""
+    return f"{SEEDED + timedelta(days=day, minutes=minutes):%Y-%m-%d %H:%M}"
+
+
 EXPAND_S10: Entries = {
     # s10's recovery of 82 % means about 2.3 x 10^8 NK cells went into selection (part of the collection).
     "selection_input": {"input_volume_ml": "185", "input_nk_cells": "232"},
@@ -145,17 +154,18 @@ EXPAND_S10: Entries = {
         "nk_purity": "91",  # s10
         "cd3_pct": "0.40",  # s10
     },
-    "culture_initiation": {"il2_concentration": "100", "seeded_nk_cells": "190", "feeder_cells": "380"},  # s10
+    "culture_initiation": {"seeded_at": culture_day(0), "il2_concentration": "100", "seeded_nk_cells": "190",
+                           "feeder_cells": "380"},  # s10
     "feed": [
-        {"culture_day": str(day), "medium_added_ml": "100", "il2_concentration": "100"} for day in (3, 5, 7, 9, 11)
+        {"fed_at": culture_day(day), "medium_added_ml": "100", "il2_concentration": "100"} for day in (3, 5, 7, 9, 11)
     ],  # s10: feeds on days 3, 5, 7, 9, 11
     "in_process_count": [
         # s10: day 7, 2.6 x 10^9 viable cells, 95 %
-        {"culture_day": "7", "culture_volume_ml": "200", "viable_concentration": "13.00", "viability": "95",
-         "nk_purity": "92.0"}  # in-process purity: not in s10, an illustrative value
+        {"counted_at": culture_day(7, 30), "culture_volume_ml": "200", "viable_concentration": "13.00",
+         "viability": "95", "nk_purity": "92.0"}  # in-process purity: not in s10, an illustrative value
     ],
     "harvest_culture": {
-        "culture_day": "14",  # s10
+        "harvested_at": culture_day(14),  # s10: day 14
         "volume_ml": "450.0",
         "viable_concentration": "30.00",  # s10: 1.35 x 10^10 viable cells
         "viability": "93",  # s10
@@ -393,6 +403,37 @@ def test_section_10_calculations_give_the_documented_figures() -> None:
         assert calculated[f"{step}.endotoxin_per_kg"] == Decimal("0.026")
     assert formulate["print_labels.labels_minus_bags"] == Decimal("0")
     assert formulate["scan_back#1.bag_fill_pct"] == Decimal("13.4")
+
+
+def test_nk_expand_v2_calculates_every_culture_day_from_the_recorded_seeding_and_step_times() -> None:
+    expand = evaluate("NK-EXPAND", EXPAND_S10)["values"]
+
+    assert [expand[f"feed#{n}.culture_day"] for n in range(1, 6)] == [Decimal(d) for d in ("3.0", "5.0", "7.0",
+                                                                                          "9.0", "11.0")]
+    assert expand["in_process_count#1.culture_day"] == Decimal("7.0")  # 7 days 30 min
+    assert expand["harvest_culture.culture_day"] == Decimal("14.0")
+    for step_id, moment in (("feed", "fed_at"), ("in_process_count", "counted_at"),
+                            ("harvest_culture", "harvested_at")):
+        day = field("NK-EXPAND", step_id, "culture_day")
+        assert isinstance(day, CalculatedField)  # nobody types it
+        assert day.expression == f"days_between(culture_initiation.seeded_at, {moment})"
+        assert field("NK-EXPAND", step_id, moment).not_before == "culture_initiation.seeded_at"
+
+
+def test_a_harvest_recorded_70_minutes_after_seeding_is_culture_day_0_not_14() -> None:
+    entries = changed(EXPAND_S10, "harvest_culture", harvested_at=culture_day(0, 70))
+    result = evaluate("NK-EXPAND", entries)
+
+    assert result["values"]["harvest_culture.culture_day"] == Decimal("0.0")
+    assert list(result["problems"]) == ["harvest_culture.culture_day"]  # below the day 9-21 of the record
+
+
+def test_nk_expand_v1_stays_as_loaded_with_its_typed_culture_day() -> None:
+    path = NK / "NK-EXPAND_v1.yaml"
+    v1 = {step_id: step for step_id, (_, step) in step_index(parse_definition(path.read_text(), path.name)).items()}
+
+    assert {next(f.type for f in v1[s].fields if f.id == "culture_day")
+            for s in ("feed", "in_process_count", "harvest_culture")} == {"integer"}
 
 
 @pytest.mark.parametrize(

@@ -15,6 +15,7 @@ from mfg.domain.sop_schema import (
     DefinitionError,
     MasterRecord,
     NumberField,
+    not_before_references,
     parse_definition,
     step_index,
 )
@@ -836,3 +837,65 @@ def test_a_result_time_must_name_a_recorded_datetime_and_a_due_time_after_the_mi
         result_time: dict[str, Any], fragment: str) -> None:
     errors = problems(_with_result_time(result_time))
     assert any(fragment in error for error in errors), errors
+
+
+# --- elapsed time in calculations; a date-time not before the one it depends on ----------------------
+
+def test_a_calculation_computes_elapsed_time_from_datetime_fields() -> None:
+    document = minimal()
+    step(document, 0, 1)["fields"].insert(0, {"id": "measured_at", "type": "datetime", "label": "Measured"})
+    add_calculation(document, "hours_between(start.started_at, measured_at)", "hours")
+    add_calculation(document, "days_between(start.started_at, measured_at) * volume", "day_volume")
+
+    record = parse_definition(dump(document), SOURCE)
+    assert [f.id for f in record.stages[0].steps[1].fields][-2:] == ["hours", "day_volume"]
+
+
+@pytest.mark.parametrize(("expression", "fragment"), [
+    ("hours_between(start.started_at, volume)", "'volume' is a number field; hours_between and days_between take "
+                                               "datetime fields"),
+    ("days_between(start.note, start.started_at)", "'start.note' is a text field; hours_between"),
+    ("days_between(subject.weight_kg, start.started_at)", "is a context number; hours_between"),
+    ("start.started_at * 2", "'start.started_at' is a datetime field; calculations use number, integer and "
+                             "calculated fields only (a datetime only in hours_between or days_between)"),
+    ("days_between(start.started_at, start.started_at) + start.started_at", "is a datetime field; calculations"),
+])
+def test_elapsed_time_takes_datetime_fields_and_a_datetime_is_used_nowhere_else(expression: str,
+                                                                                fragment: str) -> None:
+    document = minimal()
+    path = add_calculation(document, expression)
+    assert_reported(problems(document), path, fragment)
+
+
+def test_a_datetime_may_not_be_before_an_earlier_steps_datetime() -> None:
+    document = minimal()
+    step(document, 0, 1)["fields"].insert(0, {"id": "measured_at", "type": "datetime", "label": "Measured",
+                                              "not_before": "start.started_at"})
+    record = parse_definition(dump(document), SOURCE)
+    measured = record.stages[0].steps[1].fields[0]
+    assert measured.type == "datetime" and measured.not_before == "start.started_at"
+    assert not_before_references(record.stages[0].steps[1]) == {"measured_at": ["start.started_at"]}
+
+
+@pytest.mark.parametrize(("not_before", "fragment"), [
+    ("start.note", "'start.note' is a text field; this needs a datetime field"),
+    ("measure.measured_at", "must refer to an earlier step"),
+    ("finish.done_at", "comes later in the record"),
+    ("started_at", "is not a reference of the form <step_id>.<field_id>"),
+])
+def test_not_before_names_an_earlier_recorded_datetime(not_before: str, fragment: str) -> None:
+    document = minimal()
+    step(document, 0, 1)["fields"].insert(0, {"id": "measured_at", "type": "datetime", "label": "Measured",
+                                              "not_before": not_before})
+    step(document, 1, 0)["fields"].append({"id": "done_at", "type": "datetime", "label": "Done"})
+    errors = problems(document)
+    assert any("not_before" in error and fragment in error for error in errors), errors
+
+
+def test_a_result_with_a_same_step_sample_orders_the_steps_later_datetimes_after_the_sample() -> None:
+    document = _with_result_time({"method": "14-day culture", "sample": "sampled_at", "minimum_hours": 336,
+                                  "due_hours": 336})
+    step(document, 0, 1)["fields"].append({"id": "read_at", "type": "datetime", "label": "Read at"})
+    record = parse_definition(dump(document), SOURCE)
+
+    assert not_before_references(record.stages[0].steps[1]) == {"read_at": ["sampled_at"]}

@@ -150,4 +150,8 @@ def test_the_growth_chart_reads_the_points_the_master_record_names(nk_demo, sess
     assert [(p.label, p.day, p.value) for p in chart.points][0] == ("Seeded", Decimal(0), Decimal(190))
     assert [p.label for p in chart.points] == ["Seeded", "Count 1", "Harvest"]
     assert chart.points[-1].value == Decimal(12555) and chart.points[-1].day == Decimal(14)
+    # NK-EXPAND v2: the days are calculated from the recorded seeding and count times (day 7 + 30 min -> 7.0)
+    assert [p.day for p in chart.points] == [Decimal(0), Decimal(7), Decimal(14)]
+    count = batches.find_execution(session, batch, 1, "in_process_count", 1).current_values()
+    assert count["culture_day"].field_type == "calculated" and count["culture_day"].text == "7.0"
     assert session.scalar(sa.select(sa.func.count()).select_from(StepExecution)) > 0

@@ -116,7 +116,9 @@ def test_the_demo_subject_is_eligible_with_a_signed_dose_and_seeding_again_chang
     assert len(donor.tests) == len(demo_nk.DONOR_TESTS) >= 9
     for test in donor.tests:
         assert test.result in ("negative", "non-reactive")
-        assert date.today() - timedelta(days=7) <= test.specimen_date <= date.today()  # 21 CFR 1271.80: 7 days
+        # 21 CFR 1271.80: within the 7 days before the demo batch's collection (about 14.5 days ago)
+        collected = (utcnow() - timedelta(minutes=demo_nk.COLLECTION_ENDED)).date()
+        assert collected - timedelta(days=7) <= test.specimen_date <= collected
 
     again = demo_nk.seed_demo_subject(session, clara, PASSWORD)
     session.commit()
@@ -186,8 +188,10 @@ def test_the_demo_batch_runs_to_labelling_without_a_deviation_and_with_the_domai
     assert text("NK-EXPAND", "post_selection_count", "cd3_pct") == "0.40"
     assert text("NK-EXPAND", "culture_initiation", "seeded_nk_cells") == "190"
     # Feeds on days 3, 5, 7, 9, 11 with IL-2; the day 7 count: 400 mL x 6.50 = 2600 x 10^6 viable,
-    # 2600 / 190 = 13.68 -> 13.7-fold.
-    assert [text("NK-EXPAND", "feed", "culture_day", n) for n in range(1, 6)] == ["3", "5", "7", "9", "11"]
+    # 2600 / 190 = 13.68 -> 13.7-fold. NK-EXPAND v2 calculates the culture days from the recorded times.
+    assert [text("NK-EXPAND", "feed", "culture_day", n) for n in range(1, 6)] == ["3.0", "5.0", "7.0", "9.0", "11.0"]
+    assert text("NK-EXPAND", "in_process_count", "culture_day") == "7.0"  # 7 days 30 min after seeding
+    assert text("NK-EXPAND", "harvest_culture", "culture_day") == "14.0"
     assert all(text("NK-EXPAND", "feed", "il2_lot", n) for n in range(1, 6))
     assert text("NK-EXPAND", "in_process_count", "viable_cells") == "2600"
     assert text("NK-EXPAND", "in_process_count", "viable_fold") == "13.7"
@@ -217,7 +221,8 @@ def test_the_demo_batch_runs_to_labelling_without_a_deviation_and_with_the_domai
     assert round(number("NK-FORMULATE", "dose_plan", "cd3_per_kg") / 1000, 1) == Decimal("8.1")
     assert text("NK-FORMULATE", "bag_preparation", "bag_count") == "1"
 
-    # Date-times: all in the past, in process order, collection to receipt 3 h 35 min, inside the hold time.
+    # Date-times: all in the past, in process order, collection to receipt 3 h 35 min, inside the hold time;
+    # the culture takes its real 14 days (seeding to harvest), ending before now.
     def moment(code, step_id, field_id, instance=1):
         return _value(session, batch, code, step_id, field_id, instance).moment
 
@@ -234,7 +239,9 @@ def test_the_demo_batch_runs_to_labelling_without_a_deviation_and_with_the_domai
                 moment("NK-FORMULATE", "formulate", "formulated_at")]
     assert timeline == sorted(timeline) and len(set(timeline)) == len(timeline) and timeline[-1] < utcnow()
     assert timeline[1] - timeline[0] == timedelta(hours=3, minutes=35)
-    assert utcnow() - timeline[0] < timedelta(hours=12)
+    assert timeline[2] - timeline[0] < timedelta(hours=12)  # processing started within the hold time
+    assert timeline[-4] - timeline[3] == timedelta(days=14)  # seeded (day 0) to harvest (day 14)
+    assert timedelta(days=14) < utcnow() - timeline[0] < timedelta(days=16)
     assert moment("NK-EXPAND", "selection_input", "collection_end") == timeline[0]
 
 

@@ -76,7 +76,7 @@ def test_the_batch_inherits_an_allocated_din_and_the_subject_coi(nk):
     assert din.fin == "X9999" and batch.lot == batch.din and batch.subject.coi == nk["subject"].coi
     assert [pin.sop_version.code for pin in batch.master_records] == [
         "NK-INTAKE", "NK-EXPAND", "NK-RELEASE", "NK-FORMULATE"]  # as the trial configuration names them
-    assert [pin.sop_version.version for pin in batch.master_records] == [1, 1, 2, 2]  # the effective versions
+    assert [pin.sop_version.version for pin in batch.master_records] == [1, 2, 2, 2]  # the effective versions
     # every context name a definition may use has its value for this batch (domain.context, declared once)
     from mfg.domain.context import CONTEXT_NAMES
     from mfg.services import evaluation

@@ -131,7 +131,7 @@ def test_qa_reviews_closes_a_deviation_and_releases_conditionally_through_the_sc
     assert "pending result" in text and "sterility #1: result" in text and "recorded as Pending" in text
     assert f"{number} (open)" in text and f'href="/batches/{batch["id"]}">Full batch record</a>' in page
     assert re.search(rf'href="/batches/{batch["id"]}/execution/\d+">Step record</a>', page)
-    assert "NK-EXPAND v1" in text and "sha256 " in text
+    assert "NK-EXPAND v2" in text and "sha256 " in text
     assert _keys(response) == [k for k in _keys(response) if k.startswith(("pending:", "deviation:"))]
     assert len(_keys(response)) == 2
     assert "Release is not possible yet:" in text and f"Deviations still open: {number}" in text
