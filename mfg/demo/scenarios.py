@@ -69,6 +69,12 @@ def _sign(session: Session, username: str, setting: Setting) -> dict[str, Any]:
             "require_username": True}
 
 
+def _subject(session: Session, subject_id: int) -> Subject:
+    found = session.get(Subject, subject_id)
+    assert found is not None  # created by the scenario's first action
+    return found
+
+
 def _batch(session: Session, lot: str) -> Batch:
     return session.scalars(sa.select(Batch).where(Batch.lot == lot)).one()
 
@@ -92,7 +98,7 @@ def conditional(act: Act, setting: Setting, *, subject_code: str = demo_nk.DEMO_
     subject_id = act("clinical1", subject)
 
     def manufacture(session: Session) -> str:
-        batch = demo_nk.run_nk_batch(session, subject=session.get(Subject, subject_id),
+        batch = demo_nk.run_nk_batch(session, subject=_subject(session, subject_id),
                                      performer=_user(session, "operator1"), verifier=_user(session, "operator2"),
                                      password=setting.password, tz=setting.tz)
         return batch.lot
@@ -201,7 +207,7 @@ def cancelled(act: Act, setting: Setting) -> Outcome:
 
     subject_id = act("clinical1", subject)
     outcome.lot = act("operator1", lambda s: starting.start_product_batch(
-        s, subject=s.get(Subject, subject_id), user=_user(s, "operator1")).lot)
+        s, subject=_subject(s, subject_id), user=_user(s, "operator1")).lot)
     act("operator1", lambda s: batch_lifecycle.cancel(
         s, _batch(s, outcome.lot), reason="Opened for the wrong collection date; the collection was rescheduled",
         **_sign(s, "operator1", setting)))

@@ -18,22 +18,22 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from .lifecycle import FINISHED, NEVER_INFUSED, RECORD_OPEN, RESULTS_OPEN, STEPS_OPEN
-from .refusal import (  # noqa: F401 - re-exported: every guard's caller writes guards.Refusal, guards.person
-    ADMIN,
-    CLINICAL,
-    CUSTODY_ROLES,
-    OPERATOR,
-    QA,
-    ROLES,
-    Person,
-    Refusal,
-    UserLike,
-    enforce,
-    only_done,
-    person,
-    role_refusals,
-    texts,
-)
+
+# re-exported: every guard's caller writes guards.Refusal, guards.person, guards.enforce
+from .refusal import ADMIN as ADMIN
+from .refusal import CLINICAL as CLINICAL
+from .refusal import CUSTODY_ROLES as CUSTODY_ROLES
+from .refusal import OPERATOR as OPERATOR
+from .refusal import QA as QA
+from .refusal import ROLES as ROLES
+from .refusal import Person as Person
+from .refusal import Refusal as Refusal
+from .refusal import UserLike as UserLike
+from .refusal import enforce as enforce
+from .refusal import only_done as only_done
+from .refusal import person as person
+from .refusal import role_refusals as role_refusals
+from .refusal import texts as texts
 
 CLASSIFICATIONS = ("minor", "major", "critical")
 

@@ -169,7 +169,8 @@ def evaluate(session: Session, batch: Batch, position: int, step: Step, entry: S
 
 
 def local_text(moment: datetime, tz: ZoneInfo) -> str:
-    """A moment as screens show it: the site's local time with its zone (``2026-03-29 10:30 CEST``)."""
+    """A moment as screens show it: the site's local time with its zone (``2026-03-29 10:30 CEST``). The
+    one way the product writes a moment for a person (the screens' ``local`` filter, every message)."""
     return moment.astimezone(tz).strftime("%Y-%m-%d %H:%M %Z")
 
 
@@ -213,7 +214,8 @@ def result_time_problem(session: Session, batch: Batch, position: int, step: Ste
     """Why the result entered for ``field_id`` at ``entered_at`` cannot exist yet (``domain.result_time``:
     before its sample time plus the method's minimum duration), naming the earliest allowed time in the
     site's local time; None when it may, when the field has no ``result_time``, when nothing or one of
-    the field's ``pending`` answers is entered. The sample time is the value of this step being entered
+    the field's ``pending`` answers is entered, or a failing result (reported when found). The sample time
+    is the value of this step being entered
     (``evaluated``) or recorded in this ``instance``, or the recorded date-time of an earlier step.
 
     ``evaluate`` asks it when a step is performed or corrected (a pending result given its value later is
@@ -224,6 +226,8 @@ def result_time_problem(session: Session, batch: Batch, position: int, step: Ste
     if f is None or result_time is None or entered is None or entered.parsed.is_empty:
         return None
     if entered.parsed.text in getattr(f, "pending", []):
+        return None
+    if entered.limit_problems:  # a failing result is reported as soon as it is found (domain.result_time)
         return None
     sampled_at = _moment_of(session, batch, position, step, result_time.sample, evaluated, instance)
     return too_early(f.label, result_time, sampled_at, entered_at, lambda moment: local_text(moment, tz))

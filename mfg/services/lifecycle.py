@@ -23,12 +23,12 @@ from ..domain import guards, lifecycle
 from ..domain.errors import ConflictError, NotFound, ProductBlocked, ValidationFailed
 from ..domain.signing import Meaning
 from ..models import BagBlock, Batch, BatchDecision, ClinicalAlert, CustodyEvent, Deviation, ProductBag, User, utcnow
-from . import audit, bags, deviations, signatures
+from . import audit, bags, deviations, evaluation, signatures
 
 
 def shown_in(tz: ZoneInfo) -> Callable[[datetime], str]:
-    """How a moment is written for a person: the site's local time with its zone."""
-    return lambda moment: moment.astimezone(tz).strftime("%Y-%m-%d %H:%M %Z")
+    """How a moment is written for a person: the site's local time with its zone (``evaluation.local_text``)."""
+    return lambda moment: evaluation.local_text(moment, tz)
 
 
 def move(batch: Batch, target: str) -> None:
@@ -76,7 +76,7 @@ def cancel(session: Session, batch: Batch, *, reason: str, signer: User, passwor
 
 def infused(session: Session, batch: Batch) -> dict[int, datetime]:
     """When each bag of the batch was infused (its bedside check), by bag id."""
-    return {bag_id: at for bag_id, at in session.execute(
+    return {bag_id: at for bag_id, at in session.execute(  # type: ignore[misc]  # bag_id IS NOT NULL below
         sa.select(CustodyEvent.bag_id, CustodyEvent.occurred_at).where(
             CustodyEvent.batch_id == batch.id, CustodyEvent.kind == "bedside", CustodyEvent.bag_id.is_not(None)))}
 

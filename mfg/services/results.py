@@ -156,11 +156,13 @@ def enter_result(session: Session, pending: PendingResult, *, raw: str, comment:
         raise ValidationFailed(f"{pending.label}: '{parsed.text}' is still pending; enter the result when it is known.")
     now = utcnow()
     problems = kind.limit_problems(field, parsed, {})
-    timing = getattr(field, "result_time", None)
-    if timing is not None and not problems:  # a failing result is reported when found (domain.result_time)
-        early = result_time.too_early(pending.label, timing, pending.sampled_at, now, lifecycle.shown_in(tz))
-        if early:
-            raise ValidationFailed(early)
+    position, step = batches.step_of(batch, execution)
+    entered = evaluation.Evaluated(field.id, field.type, (raw or "").strip(), parsed, getattr(field, "unit", None),
+                                   problems)
+    early = evaluation.result_time_problem(session, batch, position, step, field.id, now, [entered], tz,
+                                           execution.instance)
+    if early:  # within specification only: a failing result is reported when found (domain.result_time)
+        raise ValidationFailed(early)
     if problems and not (comment or "").strip():
         raise ValidationFailed(f"{pending.label}: an out-of-specification result needs a comment "
                                f"({'; '.join(problems)})")

@@ -91,12 +91,12 @@ def exceptions(session: Session, batch: Batch) -> list[Exception_]:
     for deviation in deviations.of_batch(session, batch):
         items.append(Exception_(f"deviation:{deviation.id}", "deviation", f"{deviation.number} ({deviation.status})",
                                 deviation.description, deviation.execution_id))
-    for entry in results.of_batch(session, batch):
-        if entry.status != "pending":
-            flagged = "" if entry.in_limits else f" OUT OF SPECIFICATION: {entry.limit_message}"
-            items.append(Exception_(f"result:{entry.id}", "result entry", entry.label,
-                                    f"pending -> {entry.result_text}{flagged}"
-                                    + (f" ({entry.comment})" if entry.comment else ""), entry.execution_id))
+    for result in results.of_batch(session, batch):
+        if result.status != "pending":
+            flagged = "" if result.in_limits else f" OUT OF SPECIFICATION: {result.limit_message}"
+            items.append(Exception_(f"result:{result.id}", "result entry", result.label,
+                                    f"pending -> {result.result_text}{flagged}"
+                                    + (f" ({result.comment})" if result.comment else ""), result.execution_id))
     for document in session.scalars(sa.select(DocumentRevision).where(
             DocumentRevision.batch_id == batch.id, DocumentRevision.kind == "labels", DocumentRevision.revision > 1)
             .order_by(DocumentRevision.revision)):
