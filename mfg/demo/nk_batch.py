@@ -24,9 +24,14 @@ Decisions worth knowing when reading a demo batch:
   computed back from ``now``: the collection ended 3 h 35 min before receipt (DOMAIN: 06:40 -> 10:15)
   and about 6 h before ``now``; later events
   follow in process order on a compressed clock (one culture day = :data:`MINUTES_PER_CULTURE_DAY`
-  minutes, formulation 15 min before ``now``). Every time is in the past, in process order and inside
-  the hold time; the ``culture_day`` fields keep the planned days (3, 5, 7, 9, 11; count on day 7;
-  harvest on day 14). The formulation time is recent, so the bags' shelf life runs from about now.
+  minutes, formulation about 4 h 45 min before ``now``). Every time is in the past, in process order and
+  inside the hold time; the ``culture_day`` fields keep the planned days (3, 5, 7, 9, 11; count on day 7;
+  harvest on day 14). The bags' shelf life (48 h) runs from the formulation, about 5 h before ``now``.
+* **Result times.** No result is entered before its sample time plus its method's minimum duration (the
+  master records' ``result_time``): the pre-wash mycoplasma sample (qPCR, 3 h) is taken 5 h and the
+  final-product samples (potency, 4 h, the longest) 4 h 30 min before ``now``, so every release result
+  entered now can exist; the whole timeline sits that far back. The 14-day sterility culture and the
+  48-72 h preliminary read cannot exist yet: they stay **Pending** (conditional release).
 * **Selection input.** DOMAIN's 1.9 x 10^8 NK cells after selection from the whole collection
   (2264 x 10^6 viable NK cells at intake) would be an 8.4 % recovery, below the record's 15 % alert limit
   (DOMAIN's "recovery 82 %" cannot come from its own numbers). The record allows processing part of the
@@ -234,14 +239,16 @@ def seed_demo_subject(session: Session, clinical_user: User, password: str) -> S
 # --------------------------------------------------------------------------------------------------
 
 # The timeline, in minutes before ``now`` (see the module docstring).
-RECEIVED = 150
+RECEIVED = 420
 COLLECTION_ENDED = RECEIVED + 3 * 60 + 35  # 3 h 35 min from end of collection to receipt (DOMAIN section 10)
-SELECTION_STARTED = 130
-CULTURE_DAY_0 = 110
+SELECTION_STARTED = 400
+CULTURE_DAY_0 = 380  # harvest (day 14) at 310
 MINUTES_PER_CULTURE_DAY = 5
-SAMPLED = 35
-CULTURES_INOCULATED = 30
-FORMULATED = 15
+# NK-FORMULATE v3 and NK-RELEASE v3: every result entered now is at least its method's minimum after its sample
+PRE_WASH_SAMPLED = 300  # mycoplasma qPCR (3 h), in-process flow (1 h) and endotoxin (15 min)
+FORMULATED = 285
+SAMPLED = 270  # the final-product QC sample, after the fill: potency (4 h) is the longest method
+CULTURES_INOCULATED = 265
 
 SELECTION_VOLUME_ML = 80
 """Millilitres of the 185 mL collection put into selection (see the module docstring)."""
@@ -434,7 +441,37 @@ DEMO_VALUES: dict[tuple[str, str], tuple[Entry, ...]] = {
         "nk_purity": "93.0",
         "cd3_pct": "0.25",
     },),
-    # ---- NK-RELEASE: NK-SPEC v1 results of DOMAIN section 10, sterility pending ----
+    # ---- NK-FORMULATE v3: pre-wash sampling; 15 x 10^6 viable cells/mL; 62.4 kg at DL2 -> 13.4 mL in one bag ----
+    ("NK-FORMULATE", "identify_product"): ({},),
+    ("NK-FORMULATE", "pre_wash_sampling"): ({
+        "sampled_at": _at(PRE_WASH_SAMPLED),
+        "mycoplasma_sample_id": lambda ctx: f"{ctx.batch.lot}-MYC",
+    },),
+    ("NK-FORMULATE", "in_process_tests"): ({
+        "nk_pct": "93.0",  # the harvest's purity and CD3+ (DOMAIN section 10)
+        "cd3_pct": "0.25",
+        "endotoxin_eu_per_ml": "0.20",  # unwashed cells in culture medium: above the final product's 0.12
+    },),
+    ("NK-FORMULATE", "formulate"): ({"formulated_at": _at(FORMULATED)},),
+    ("NK-FORMULATE", "dose_plan"): ({
+        "viable_concentration": "15.00",
+    },),
+    ("NK-FORMULATE", "bag_preparation"): ({
+        "bag_count": lambda ctx: str(len(_planned_bags(ctx))),
+        "qc_sample_volume_ml": "8.0",
+    },),
+    ("NK-FORMULATE", "print_labels"): ({
+        "labels_printed": _copy("NK-FORMULATE", "bag_preparation", "bag_count"),
+    },),
+    ("NK-FORMULATE", "scan_back"): ({
+        "label_volume_ml": _bag_volume,
+    },),
+    ("NK-FORMULATE", "final_inspection"): ({
+        "bag_integrity": "All intact",
+        "contents": "No clumps or foreign matter",
+        "labels": "Attached and legible on every bag",
+    },),
+    # ---- NK-RELEASE v3: the final product's NK-SPEC v2 results of DOMAIN section 10, sterility pending ----
     ("NK-RELEASE", "identify_container"): ({},),
     ("NK-RELEASE", "sampling"): ({
         "sampled_at": _at(SAMPLED),
@@ -444,14 +481,21 @@ DEMO_VALUES: dict[tuple[str, str], tuple[Entry, ...]] = {
         "inoculated_at": _at(CULTURES_INOCULATED),
         "result": "Pending",
     },),
+    ("NK-RELEASE", "sterility_preliminary"): ({
+        "inoculated_at": _at(CULTURES_INOCULATED),
+        "result": "Pending",
+    },),
     ("NK-RELEASE", "gram_stain"): ({"result": "No organisms seen"},),
     ("NK-RELEASE", "endotoxin"): ({
         "endotoxin_eu_per_ml": "0.12",
         "spike_recovery": "96",
     },),
-    ("NK-RELEASE", "mycoplasma"): ({"result": "Not detected"},),
+    ("NK-RELEASE", "mycoplasma"): ({
+        "sampled_at": _copy("NK-FORMULATE", "pre_wash_sampling", "sampled_at"),
+        "result": "Not detected",
+    },),
     ("NK-RELEASE", "cell_count"): ({
-        "viable_concentration": "54.00",
+        "viable_concentration": "15.00",  # the final product: 1.5 x 10^7/mL (DOMAIN section 10)
         "viability": "92.0",
     },),
     ("NK-RELEASE", "flow_cytometry"): ({
@@ -464,32 +508,11 @@ DEMO_VALUES: dict[tuple[str, str], tuple[Entry, ...]] = {
         "report_id": lambda ctx: f"HLA-{ctx.batch.lot}",
     },),
     ("NK-RELEASE", "potency"): ({"lysis_pct": "48.0"},),
-    ("NK-RELEASE", "dose_limits"): ({},),
+    ("NK-RELEASE", "dose_limits"): ({
+        "filled_volume_ml": _copy("NK-FORMULATE", "dose_plan", "volume_ml"),
+    },),
     ("NK-RELEASE", "results_review"): ({
         "outcome": "All available results meet the specification; sterility pending",
-    },),
-    # ---- NK-FORMULATE: 15 x 10^6 viable cells/mL; 62.4 kg at DL2 -> 13.4 mL in one bag ----
-    ("NK-FORMULATE", "identify_product"): ({},),
-    ("NK-FORMULATE", "formulate"): ({"formulated_at": _at(FORMULATED)},),
-    ("NK-FORMULATE", "dose_plan"): ({
-        "viable_concentration": "15.00",
-        "nk_pct": _copy("NK-RELEASE", "flow_cytometry", "nk_purity"),
-        "cd3_pct": _copy("NK-RELEASE", "flow_cytometry", "cd3_pct"),
-        "endotoxin_eu_per_ml": _copy("NK-RELEASE", "endotoxin", "endotoxin_eu_per_ml"),
-    },),
-    ("NK-FORMULATE", "bag_preparation"): ({
-        "bag_count": lambda ctx: str(len(_planned_bags(ctx))),
-    },),
-    ("NK-FORMULATE", "print_labels"): ({
-        "labels_printed": _copy("NK-FORMULATE", "bag_preparation", "bag_count"),
-    },),
-    ("NK-FORMULATE", "scan_back"): ({
-        "label_volume_ml": _bag_volume,
-    },),
-    ("NK-FORMULATE", "final_inspection"): ({
-        "bag_integrity": "All intact",
-        "contents": "No clumps or foreign matter",
-        "labels": "Attached and legible on every bag",
     },),
 }
 """The operator's typed entries for every step of the four NK records, by (record code, step id); one
