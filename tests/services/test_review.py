@@ -34,9 +34,11 @@ def test_qa_reviews_by_exception_and_releases_conditionally_then_finally(nk_demo
     session.commit()
     assert batch.status == "awaiting_review"
 
-    # what QA must look at: the pending sterility result (the demo batch has nothing out of limit)
+    # what QA must look at: the pending sterility results, the 14-day culture and its preliminary read (NK-RELEASE
+    # v3); the demo batch has nothing out of limit
     items = review.exceptions(session, batch)
-    assert [(i.kind, i.title) for i in items] == [("pending result", "sterility #1: result")]
+    assert [(i.kind, i.title) for i in items] == [("pending result", "sterility #1: result"),
+                                                  ("pending result", "sterility_preliminary #1: result")]
     deviation = deviations.open_by_hand(session, batch, description="Label printer jammed once; label reprinted",
                                     user=olivia)
     session.commit()
@@ -83,7 +85,13 @@ def test_qa_reviews_by_exception_and_releases_conditionally_then_finally(nk_demo
     assert batch.status == "conditionally_released" and "sterility #1: result (recorded as Pending)" in decision.pending
     assert signatures.for_record(session, decision)[0].meaning == "released"
 
-    # the 14-day result arrives: entered as a correction, verified, reviewed, then the final release
+    # the results arrive (preliminary read, then the 14-day culture): entered as corrections here (the signed
+    # result entry action is the lead's), reviewed, then the final release
+    preliminary = next(ex for ex in batches.executions(session, batch) if ex.step_id == "sterility_preliminary")
+    steps.correct_value(session, preliminary, field_id="result", raw="No growth at preliminary read",
+                        reason="72 h automated culture read", field_comment="", tz=UTC, **_sign(olivia))
+    session.commit()
+    assert batch.status == "conditionally_released"
     sterility = next(ex for ex in batches.executions(session, batch) if ex.step_id == "sterility")
     with pytest.raises(ValidationFailed, match="only a pending result may be entered"):
         other = next(ex for ex in batches.executions(session, batch) if ex.step_id == "gram_stain")
@@ -95,11 +103,12 @@ def test_qa_reviews_by_exception_and_releases_conditionally_then_finally(nk_demo
     session.commit()
     assert batch.status == "conditionally_released" and sterility.status == "complete"  # no verification step
     new_items = [i for i in review.exceptions(session, batch) if i.key not in review.marks(session, batch)]
-    assert [i.kind for i in new_items] == ["correction"]
-    with pytest.raises(ValidationFailed, match="1 review item"):
+    assert [i.kind for i in new_items] == ["correction", "correction"]
+    with pytest.raises(ValidationFailed, match="2 review item"):
         review.decide(session, batch, decision="released", comment="", **_sign(quinn))
     session.rollback()
-    review.mark_reviewed(session, batch, new_items[0].key, user=quinn)
+    for item in new_items:
+        review.mark_reviewed(session, batch, item.key, user=quinn)
     review.decide(session, batch, decision="released", comment="final results in specification", **_sign(quinn))
     session.commit()
     assert batch.status == "released"
