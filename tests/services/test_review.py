@@ -52,7 +52,7 @@ def test_qa_reviews_by_exception_and_releases_conditionally_then_finally(nk_demo
         review.decide(session, batch, decision="released", comment="", **_sign(quinn))
     problems = " ".join(refused.value.problems)
     assert f"Deviations still open: {deviation.number}" in problems and "not yet marked reviewed" in problems
-    assert "Results are still pending (sterility #1: result)" in problems
+    assert "Results are still pending (sterility #1: result; sterility_preliminary #1: result)" in problems
     session.rollback()
 
     # the deviation: classified and investigated, closed with a signature bound to the findings
