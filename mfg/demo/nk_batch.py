@@ -25,9 +25,15 @@ Decisions worth knowing when reading a demo batch:
   collection ended about 14 days 19 h before ``now``, was received 3 h 35 min later (DOMAIN: 06:40 ->
   10:15) and processed 45 min after receipt (the hold times judge these recorded times); the culture was
   seeded 5 h after selection started; feeds on days 3, 5, 7, 9 and 11, a count on day 7, the harvest on
-  day 14 at :data:`HARVESTED` minutes before ``now``; release sampling and formulation follow in the last
-  minutes (formulation 15 min before ``now``, so the bags' shelf life runs from about now). Every time is
-  in the past and in process order.
+  day 14 at :data:`HARVESTED` minutes before ``now``; the pre-wash samples, the formulation and the
+  final-product samples follow (formulation about 4 h 45 min before ``now``, so the bags' 48 h shelf life
+  runs from then). Every time is in the past and in process order.
+* **Result times.** No result is entered before its sample time plus its method's minimum duration (the
+  master records' ``result_time``): the pre-wash mycoplasma sample (qPCR, 3 h) is taken 5 h and the
+  final-product samples (potency, 4 h, the longest) 4 h 30 min before ``now``, so every release result
+  entered now can exist. The 14-day sterility culture and the 48-72 h preliminary read cannot exist yet:
+  they stay **Pending** (conditional release). ``now`` may be given (``run_nk_batch(now=...)``): the
+  ``final`` scenario runs the batch 15 days back, so that its 14-day result can be entered today.
 * **Selection input.** DOMAIN's 1.9 x 10^8 NK cells after selection from the whole collection
   (2264 x 10^6 viable NK cells at intake) would be an 8.4 % recovery, below the record's 15 % alert limit
   (DOMAIN's "recovery 82 %" cannot come from its own numbers). The record allows processing part of the
@@ -204,7 +210,7 @@ def _acting_as(session: Session, user: User) -> Iterator[None]:
 
 
 def seed_demo_subject(session: Session, clinical_user: User, password: str, *, code: str = DEMO_SUBJECT,
-                      dose_level: str = DEMO_DOSE_LEVEL) -> Subject:
+                      dose_level: str = DEMO_DOSE_LEVEL, today: date | None = None) -> Subject:
     """The eligible demo donor and subject ``code`` (``NK-001`` by default: 62.4 kg, dose level DL2 signed by
     ``clinical_user`` with ``password``); only what is missing is created, so calling it again changes
     nothing."""
@@ -213,7 +219,7 @@ def seed_demo_subject(session: Session, clinical_user: User, password: str, *, c
         if donor is None:
             donor = clinical.register_donor(session, code=DEMO_DONOR, abo_rh=DEMO_DONOR_ABO_RH, user=clinical_user)
         if not donor.tests:
-            drawn = date.today() - timedelta(days=SPECIMEN_DAYS_BEFORE)
+            drawn = (today or date.today()) - timedelta(days=SPECIMEN_DAYS_BEFORE)
             for test, result in DONOR_TESTS:
                 clinical.record_donor_test(session, donor, test=test, result=result, specimen_date=drawn,
                                            user=clinical_user)
@@ -226,7 +232,7 @@ def seed_demo_subject(session: Session, clinical_user: User, password: str, *, c
         subject = session.scalar(sa.select(Subject).where(Subject.code == code))
         if subject is None:
             subject = clinical.enrol_subject(session, code=code, donor=donor, weight_kg=DEMO_WEIGHT_KG,
-                                             measured_on=date.today(), user=clinical_user)
+                                             measured_on=today or date.today(), user=clinical_user)
         if subject.dose_level != dose_level or subject.dose_signature_id is None:
             clinical.assign_dose_level(session, subject, level=dose_level, signer=clinical_user,
                                        password=password, username=clinical_user.username, require_username=True)
@@ -239,15 +245,17 @@ def seed_demo_subject(session: Session, clinical_user: User, password: str, *, c
 
 # The timeline, in minutes before ``now`` (see the module docstring): the real culture, ending before now.
 MINUTES_PER_DAY = 24 * 60
-HARVESTED = 3 * 60  # day 14, 3 h before now; release sampling and formulation follow
+HARVESTED = 330  # day 14, 5 h 30 min before now; the pre-wash samples, formulation and final-product samples follow
 CULTURE_DAY_0 = HARVESTED + 14 * MINUTES_PER_DAY
 SELECTION_STARTED = CULTURE_DAY_0 + 5 * 60  # CD3 depletion and CD56 enrichment take about 5 h
 RECEIVED = SELECTION_STARTED + 45
 COLLECTION_ENDED = RECEIVED + 3 * 60 + 35  # 3 h 35 min from end of collection to receipt (DOMAIN section 10)
 COUNTED_AFTER_FEED = 30  # the day 7 count, 30 min after the day 7 feed
-SAMPLED = 35
-CULTURES_INOCULATED = 30
-FORMULATED = 15
+# NK-FORMULATE v3 and NK-RELEASE v3: every result entered now is at least its method's minimum after its sample
+PRE_WASH_SAMPLED = 300  # mycoplasma qPCR (3 h), in-process flow (1 h) and endotoxin (15 min)
+FORMULATED = 285
+SAMPLED = 270  # the final-product QC sample, after the fill: potency (4 h) is the longest method
+CULTURES_INOCULATED = 265
 
 SELECTION_VOLUME_ML = 80
 """Millilitres of the 185 mL collection put into selection (see the module docstring)."""
@@ -448,7 +456,37 @@ DEMO_VALUES: dict[tuple[str, str], tuple[Entry, ...]] = {
         "nk_purity": "93.0",
         "cd3_pct": "0.25",
     },),
-    # ---- NK-RELEASE: NK-SPEC v1 results of DOMAIN section 10, sterility pending ----
+    # ---- NK-FORMULATE v3: pre-wash sampling; 15 x 10^6 viable cells/mL; 62.4 kg at DL2 -> 13.4 mL in one bag ----
+    ("NK-FORMULATE", "identify_product"): ({},),
+    ("NK-FORMULATE", "pre_wash_sampling"): ({
+        "sampled_at": _at(PRE_WASH_SAMPLED),
+        "mycoplasma_sample_id": lambda ctx: f"{ctx.batch.lot}-MYC",
+    },),
+    ("NK-FORMULATE", "in_process_tests"): ({
+        "nk_pct": "93.0",  # the harvest's purity and CD3+ (DOMAIN section 10)
+        "cd3_pct": "0.25",
+        "endotoxin_eu_per_ml": "0.20",  # unwashed cells in culture medium: above the final product's 0.12
+    },),
+    ("NK-FORMULATE", "formulate"): ({"formulated_at": _at(FORMULATED)},),
+    ("NK-FORMULATE", "dose_plan"): ({
+        "viable_concentration": "15.00",
+    },),
+    ("NK-FORMULATE", "bag_preparation"): ({
+        "bag_count": lambda ctx: str(len(_planned_bags(ctx))),
+        "qc_sample_volume_ml": "8.0",
+    },),
+    ("NK-FORMULATE", "print_labels"): ({
+        "labels_printed": _copy("NK-FORMULATE", "bag_preparation", "bag_count"),
+    },),
+    ("NK-FORMULATE", "scan_back"): ({
+        "label_volume_ml": _bag_volume,
+    },),
+    ("NK-FORMULATE", "final_inspection"): ({
+        "bag_integrity": "All intact",
+        "contents": "No clumps or foreign matter",
+        "labels": "Attached and legible on every bag",
+    },),
+    # ---- NK-RELEASE v3: the final product's NK-SPEC v2 results of DOMAIN section 10, sterility pending ----
     ("NK-RELEASE", "identify_container"): ({},),
     ("NK-RELEASE", "sampling"): ({
         "sampled_at": _at(SAMPLED),
@@ -458,14 +496,21 @@ DEMO_VALUES: dict[tuple[str, str], tuple[Entry, ...]] = {
         "inoculated_at": _at(CULTURES_INOCULATED),
         "result": "Pending",
     },),
+    ("NK-RELEASE", "sterility_preliminary"): ({
+        "inoculated_at": _at(CULTURES_INOCULATED),
+        "result": "Pending",
+    },),
     ("NK-RELEASE", "gram_stain"): ({"result": "No organisms seen"},),
     ("NK-RELEASE", "endotoxin"): ({
         "endotoxin_eu_per_ml": "0.12",
         "spike_recovery": "96",
     },),
-    ("NK-RELEASE", "mycoplasma"): ({"result": "Not detected"},),
+    ("NK-RELEASE", "mycoplasma"): ({
+        "sampled_at": _copy("NK-FORMULATE", "pre_wash_sampling", "sampled_at"),
+        "result": "Not detected",
+    },),
     ("NK-RELEASE", "cell_count"): ({
-        "viable_concentration": "54.00",
+        "viable_concentration": "15.00",  # the final product: 1.5 x 10^7/mL (DOMAIN section 10)
         "viability": "92.0",
     },),
     ("NK-RELEASE", "flow_cytometry"): ({
@@ -478,32 +523,11 @@ DEMO_VALUES: dict[tuple[str, str], tuple[Entry, ...]] = {
         "report_id": lambda ctx: f"HLA-{ctx.batch.lot}",
     },),
     ("NK-RELEASE", "potency"): ({"lysis_pct": "48.0"},),
-    ("NK-RELEASE", "dose_limits"): ({},),
+    ("NK-RELEASE", "dose_limits"): ({
+        "filled_volume_ml": _copy("NK-FORMULATE", "dose_plan", "volume_ml"),
+    },),
     ("NK-RELEASE", "results_review"): ({
         "outcome": "All available results meet the specification; sterility pending",
-    },),
-    # ---- NK-FORMULATE: 15 x 10^6 viable cells/mL; 62.4 kg at DL2 -> 13.4 mL in one bag ----
-    ("NK-FORMULATE", "identify_product"): ({},),
-    ("NK-FORMULATE", "formulate"): ({"formulated_at": _at(FORMULATED)},),
-    ("NK-FORMULATE", "dose_plan"): ({
-        "viable_concentration": "15.00",
-        "nk_pct": _copy("NK-RELEASE", "flow_cytometry", "nk_purity"),
-        "cd3_pct": _copy("NK-RELEASE", "flow_cytometry", "cd3_pct"),
-        "endotoxin_eu_per_ml": _copy("NK-RELEASE", "endotoxin", "endotoxin_eu_per_ml"),
-    },),
-    ("NK-FORMULATE", "bag_preparation"): ({
-        "bag_count": lambda ctx: str(len(_planned_bags(ctx))),
-    },),
-    ("NK-FORMULATE", "print_labels"): ({
-        "labels_printed": _copy("NK-FORMULATE", "bag_preparation", "bag_count"),
-    },),
-    ("NK-FORMULATE", "scan_back"): ({
-        "label_volume_ml": _bag_volume,
-    },),
-    ("NK-FORMULATE", "final_inspection"): ({
-        "bag_integrity": "All intact",
-        "contents": "No clumps or foreign matter",
-        "labels": "Attached and legible on every bag",
     },),
 }
 """The operator's typed entries for every step of the four NK records, by (record code, step id); one
@@ -630,7 +654,7 @@ def _order(records: Sequence[MasterRecord], codes: Sequence[str], item: sequence
 
 
 def run_nk_batch(session: Session, *, subject: Subject, performer: User, verifier: User, password: str,
-                 tz: ZoneInfo, until: tuple[str, str] | None = None) -> Batch:
+                 tz: ZoneInfo, until: tuple[str, str] | None = None, now: datetime | None = None) -> Batch:
     """Open the NK batch of ``subject`` and perform its steps with the demo entries, in order.
 
     ``performer`` signs every step "Performed by", ``verifier`` signs "Verified by" every step that needs
@@ -641,15 +665,17 @@ def run_nk_batch(session: Session, *, subject: Subject, performer: User, verifie
     with _acting_as(session, performer):  # the audit trail names who opened the batch record, as on screen
         batch = starting.start_product_batch(session, subject=subject, user=performer)
     return continue_nk_batch(session, batch, performer=performer, verifier=verifier, password=password, tz=tz,
-                             until=until)
+                             until=until, now=now)
 
 
 def continue_nk_batch(session: Session, batch: Batch, *, performer: User, verifier: User, password: str,
-                      tz: ZoneInfo, until: tuple[str, str] | None = None) -> Batch:
+                      tz: ZoneInfo, until: tuple[str, str] | None = None, now: datetime | None = None) -> Batch:
     """Perform the open steps of ``batch`` with the demo entries, in order, as :func:`run_nk_batch` does
-    (a batch stopped with ``until``, or whose step was performed by hand, carries on from where it is)."""
+    (a batch stopped with ``until``, or whose step was performed by hand, carries on from where it is).
+    ``now``: the moment the demo timeline ends (the real time by default; earlier to record a batch whose
+    14-day result can be entered today). Signatures always carry the real time."""
     subject = batch.subject
-    now = utcnow().replace(second=0, microsecond=0)
+    now = (now or utcnow()).replace(second=0, microsecond=0)
     records = batches.records(batch)
     codes = [record.code for record in records]
     bags: list[Any] = []

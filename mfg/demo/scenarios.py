@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -28,7 +29,7 @@ from sqlalchemy.orm import Session
 
 from ..domain import isbt128
 from ..domain.errors import ProductBlocked
-from ..models import Batch, DocumentRevision, ProductBag, Subject, User
+from ..models import Batch, DocumentRevision, ProductBag, Subject, User, utcnow
 from ..services import bags, custody, documents, results, review, starting
 from ..services import lifecycle as batch_lifecycle
 from . import nk_batch as demo_nk
@@ -87,20 +88,22 @@ def _review_all(session: Session, batch: Batch, qa: User) -> None:
 
 
 def conditional(act: Act, setting: Setting, *, subject_code: str = demo_nk.DEMO_SUBJECT,
-                dose_level: str = demo_nk.DEMO_DOSE_LEVEL) -> Outcome:
-    """Intake to the conditional release (sterility pending); labels printed by the operator."""
+                dose_level: str = demo_nk.DEMO_DOSE_LEVEL, days_back: int = 0) -> Outcome:
+    """Intake to the conditional release (sterility pending); labels printed by the operator. ``days_back``:
+    the recorded process ends that many days before now (signatures carry the real time)."""
     outcome = Outcome()
+    ended = utcnow() - timedelta(days=days_back)
 
     def subject(session: Session) -> int:
         return demo_nk.seed_demo_subject(session, _user(session, "clinical1"), setting.password,
-                                         code=subject_code, dose_level=dose_level).id
+                                         code=subject_code, dose_level=dose_level, today=ended.date()).id
 
     subject_id = act("clinical1", subject)
 
     def manufacture(session: Session) -> str:
         batch = demo_nk.run_nk_batch(session, subject=_subject(session, subject_id),
                                      performer=_user(session, "operator1"), verifier=_user(session, "operator2"),
-                                     password=setting.password, tz=setting.tz)
+                                     password=setting.password, tz=setting.tz, now=ended)
         return batch.lot
 
     outcome.lot = act("operator1", manufacture)
@@ -123,12 +126,16 @@ def _decide(act: Act, setting: Setting, lot: str, decision: str, comment: str) -
     return setting.make_documents()
 
 
-def _enter_sterility(act: Act, setting: Setting, lot: str, answer: str, comment: str = "") -> None:
+def _enter_sterility(act: Act, setting: Setting, lot: str, answers: dict[str, str], comment: str = "") -> None:
+    """Enter the pending results whose field answers include the given one (by the field's choices), as
+    operator1; operator2 verifies them."""
     def enter(session: Session) -> None:
-        [pending] = [p for p in results.of_batch(session, _batch(session, lot)) if "Sterility" in p.label
-                     and p.status == "pending"]
-        results.enter_result(session, pending, raw=answer, comment=comment, tz=setting.tz,
-                             **_sign(session, "operator1", setting))
+        for pending in results.of_batch(session, _batch(session, lot)):
+            field = results.field_of(session, pending)
+            answer = next((a for a in answers.values() if a in (results.answers(field) or [])), None)
+            if pending.status == "pending" and answer is not None:
+                results.enter_result(session, pending, raw=answer, comment=comment, tz=setting.tz,
+                                     **_sign(session, "operator1", setting))
 
     act("operator1", enter)
 
@@ -140,10 +147,16 @@ def _enter_sterility(act: Act, setting: Setting, lot: str, answer: str, comment:
     act("operator2", verify)
 
 
+# The demo's sterility answers, by the words of the master records' choices (NK-RELEASE v2 and v3).
+NEGATIVE = {"culture": "No growth", "preliminary": "No growth at preliminary read"}
+POSITIVE = {"culture": "Growth"}  # the culture flags growth (reported as soon as it is found)
+
+
 def final(act: Act, setting: Setting) -> Outcome:
-    """On from the conditional release to the final release, with the supplemental certificate."""
-    outcome = conditional(act, setting)
-    _enter_sterility(act, setting, outcome.lot, "No growth")
+    """On from the conditional release to the final release, with the supplemental certificate. The batch
+    is recorded 15 days back, so that its 14-day culture (and the preliminary read) can be read today."""
+    outcome = conditional(act, setting, days_back=15)
+    _enter_sterility(act, setting, outcome.lot, NEGATIVE)
     outcome.documents += _decide(act, setting, outcome.lot, "released", "final results within specification")
     outcome.notes.append(f"batch {outcome.lot} released on its final results (supplemental certificate)")
     return outcome
@@ -179,7 +192,7 @@ def sterility_positive(act: Act, setting: Setting) -> Outcome:
         raise RuntimeError(f"the sterility-positive scenario needs two bags; batch {lot} has {len(divisions)}")
     _infuse(act, setting, lot, divisions[0])
     outcome.notes.append(f"bag {divisions[0]} infused after the two-person bedside check")
-    _enter_sterility(act, setting, lot, "Growth", comment="Aerobic bottle flagged positive; Gram-positive cocci")
+    _enter_sterility(act, setting, lot, POSITIVE, comment="Aerobic bottle flagged positive; Gram-positive cocci")
     alert = act("clinical2", lambda s: batch_lifecycle.alerts_of(s, _batch(s, lot))[-1].finding)
     outcome.notes.append(f"clinic alerted: {alert}")
     act("clinical2", lambda s: batch_lifecycle.acknowledge(

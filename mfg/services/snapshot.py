@@ -108,7 +108,10 @@ def _steps(session: Session, batch: Batch, users: dict[int, str], invalidated: s
                         while cursor.supersedes_id:  # the original and every earlier value, newest first
                             cursor = by_id[cursor.supersedes_id]
                             history.append(_value(f, cursor, users))
+                        timed = getattr(f, "result_time", None)  # the test's method, where the record names it
                         rows.append({"field": f.id, "label": f.label, "limits": limits.limits_text(f, context),
+                                     "method": timed.method if timed is not None
+                                     else "calculated" if f.type == "calculated" else "",
                                      "value": _value(f, now, users), "earlier": history,
                                      "pending": now.text in (getattr(f, "pending", None) or ()),
                                      "final": finals.get(now.id)})

@@ -363,7 +363,7 @@ def test_one_nk_batch_from_intake_to_the_bedside(live_server: str, live_app: Fla
         identity_hard_stop(olivia, step, "product_code", right[:-2] + "B0", lot, count=2)
         perform(olivia, oscar, step)
 
-        # --- the rest: final inspection; the batch awaits review --------------------------------------------
+        # --- the rest: final inspection, then NK-RELEASE (final product); the batch awaits review ----------
         assert perform_until(live_app, batch_id, now, olivia, oscar) is None
         expect(batch_status(page)).to_have_text("awaiting review")
         expect(page.get_by_role("link", name="Open step")).to_have_count(0)

@@ -174,9 +174,10 @@ EXPAND_S10: Entries = {
     },
 }
 
-RELEASE_S10: Entries = {
+RELEASE_S10: Entries = {  # NK-RELEASE v3: the final product, after the fill
     "sampling": {"sample_volume_ml": "6.0"},
     "sterility": {"result": "Pending"},  # s10
+    "sterility_preliminary": {"result": "Pending"},  # not available before infusion (48 h shelf life)
     "gram_stain": {"result": "No organisms seen"},  # s10
     "endotoxin": {"endotoxin_eu_per_ml": "0.12", "spike_recovery": "95"},  # s10: 0.12 EU/mL
     "mycoplasma": {"result": "Not detected"},  # s10
@@ -184,18 +185,18 @@ RELEASE_S10: Entries = {
     "flow_cytometry": {"nk_purity": "93", "cd3_pct": "0.25", "residual_feeder_pct": "0.01"},  # s10
     "hla_identity": {"result": "Matches donor"},  # s10
     "potency": {"lysis_pct": "48"},  # s10
-    "dose_limits": {},
+    "dose_limits": {"filled_volume_ml": "13.4"},  # NK-FORMULATE's dose plan: 13.4 mL (s10)
     "results_review": {"outcome": "All available results meet the specification; sterility pending"},
 }
 
-FORMULATE_S10: Entries = {
-    "dose_plan": {
-        "viable_concentration": "15.00",  # s10
+FORMULATE_S10: Entries = {  # NK-FORMULATE v3: the dose plan calculates from the pre-wash in-process results
+    "in_process_tests": {
         "nk_pct": "93",  # s10
         "cd3_pct": "0.25",  # s10
         "endotoxin_eu_per_ml": "0.12",  # s10
     },
-    "bag_preparation": {"bag_count": "1"},
+    "dose_plan": {"viable_concentration": "15.00"},  # s10
+    "bag_preparation": {"bag_count": "1", "qc_sample_volume_ml": "8.0"},
     "print_labels": {"labels_printed": "1"},
     "scan_back": [{"label_volume_ml": "13.4"}],
     "final_inspection": {
@@ -332,7 +333,7 @@ def test_release_record_names_its_specification_and_has_every_release_test() -> 
     record = load("NK-RELEASE")
     fields = {f"{step_id}.{f.id}" for step_id, step in steps("NK-RELEASE").items() for f in step.fields}
 
-    assert "specification: NK-SPEC v1" in record.description
+    assert "specification: NK-SPEC v2" in record.description
     for test in (
         "sterility.result",
         "gram_stain.result",
@@ -395,10 +396,13 @@ def test_section_10_calculations_give_the_documented_figures() -> None:
     # s10's "about 71" divides all viable cells by the NK cells seeded; the record counts NK cells only
     # (93 % of the harvest): 12 555 / 190.
     assert expand["harvest_culture.fold_expansion"] == Decimal("66.1")
+    assert formulate["dose_plan.target_nk_cells"] == Decimal("187.2")  # 1.87 x 10^8
+    assert formulate["dose_plan.volume_ml"] == Decimal("13.4")
+    # NK-RELEASE v3 judges the 13.4 mL filled, of the final product: 13.4 x 1.5e7 x 0.93 / 62.4 = 2 995 673/kg
+    assert release["dose_limits.delivered_nk_per_kg"] == Decimal("2995673")
+    assert release["dose_limits.dose_pct"] == Decimal("99.9")  # of 3 x 10^6/kg
     for calculated in (release, formulate):
         step = "dose_limits" if calculated is release else "dose_plan"
-        assert calculated[f"{step}.target_nk_cells"] == Decimal("187.2")  # 1.87 x 10^8
-        assert calculated[f"{step}.volume_ml"] == Decimal("13.4")
         assert calculated[f"{step}.cd3_per_kg"] == Decimal("8053")  # 8.1 x 10^3 /kg
         assert calculated[f"{step}.endotoxin_per_kg"] == Decimal("0.026")
     assert formulate["print_labels.labels_minus_bags"] == Decimal("0")
@@ -466,13 +470,13 @@ def test_clearly_out_of_limit_values_are_flagged(code: str, entries: Entries, fl
 
 
 def test_endotoxin_per_kg_is_flagged_at_a_high_dose_level_even_below_the_eu_per_ml_limit() -> None:
-    entries = changed(FORMULATE_S10, "dose_plan", endotoxin_eu_per_ml="4.90")
+    entries = changed(FORMULATE_S10, "in_process_tests", endotoxin_eu_per_ml="4.90")
     high_dose = {**CONTEXT, "subject.dose_per_kg": Decimal("30000000")}  # 3 x 10^7/kg: 134.2 mL
 
     problems = evaluate("NK-FORMULATE", entries, high_dose)["problems"]
 
     assert "dose_plan.endotoxin_per_kg" in problems
-    assert "dose_plan.endotoxin_eu_per_ml" not in problems
+    assert "in_process_tests.endotoxin_eu_per_ml" not in problems
 
 
 def test_a_bag_above_the_trials_largest_volume_is_flagged() -> None:
@@ -567,7 +571,8 @@ def test_a_step_may_not_take_the_name_of_a_context_namespace(step_id: str) -> No
 
 def test_a_context_value_not_provided_at_run_time_stops_the_calculation() -> None:
     volume = field("NK-FORMULATE", "dose_plan", "volume_ml")
-    inputs = {"viable_concentration": Decimal("15"), "nk_pct": Decimal("93"), "subject.dose_per_kg": Decimal(3000000)}
+    inputs = {"viable_concentration": Decimal("15"), "in_process_tests.nk_pct": Decimal("93"),
+              "subject.dose_per_kg": Decimal(3000000)}
 
     with pytest.raises(CalculationError, match="subject.weight_kg"):
         values.compute(volume, inputs)

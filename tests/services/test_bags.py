@@ -33,7 +33,7 @@ def _run(session, nk_demo, until):  # noqa: F811
 
 
 def _perform(session, batch, nk_demo, step_id, instance=1, **raw):  # noqa: F811
-    position = len(batch.master_records) - 1  # NK-FORMULATE
+    position = next(p.position for p in batch.master_records if p.sop_version.code == "NK-FORMULATE")
     entry = demo_nk.entry_for("NK-FORMULATE", step_id, instance, batch=batch, subject=batch.subject,
                               bags=bags.of_batch(session, batch), now=utcnow().replace(second=0, microsecond=0),
                               tz=UTC)
@@ -61,7 +61,7 @@ def test_filling_the_bags_divides_the_product_as_the_dose_plan_says(nk_demo, ses
     assert (bag.division, bag.volume_ml, bag.viable_cells, bag.nk_cells) == ("A0", Decimal("13.4"), 201_000_000,
                                                                               186_930_000)
     assert bag.product_code_barcode == "=<S9999VA0" and bag.execution_id == execution.id
-    formulated = batches.find_execution(session, batch, 3, "formulate", 1).current_values()["formulated_at"].moment
+    formulated = batches.find_execution(session, batch, 2, "formulate", 1).current_values()["formulated_at"].moment
     assert bag.expires_at == formulated + timedelta(hours=48)  # NK-TRIAL v1 shelf life
     expiry = [d for d in batch_pages.deadlines(session, batch) if d.step_title == "Product expiry"]
     assert len(expiry) == 1 and expiry[0].due_at == bag.expires_at and not expiry[0].overdue
@@ -73,7 +73,7 @@ def test_filling_the_bags_divides_the_product_as_the_dose_plan_says(nk_demo, ses
 
 def test_values_the_bags_were_made_from_can_no_longer_be_corrected(nk_demo, session):  # noqa: F811
     batch, subject = _run(session, nk_demo, ("NK-FORMULATE", "print_labels"))
-    dose_plan = batches.find_execution(session, batch, 3, "dose_plan", 1)
+    dose_plan = batches.find_execution(session, batch, 2, "dose_plan", 1)
     with pytest.raises(ValidationFailed, match="divided into bags .* correcting 'dose_plan'"):
         steps.correct_value(session, dose_plan, field_id="viable_concentration", raw="16.00", reason="recount",
                               field_comment="", signer=nk_demo["olivia"], password=PASSWORD, username="olivia",
@@ -108,7 +108,7 @@ def test_every_bag_is_scanned_back_once_and_a_foreign_label_is_a_hard_stop(nk_de
     with pytest.raises(ValidationFailed, match="bag A0 was already scanned in Bag 1; scan the next bag"):
         _perform(session, batch, nk_demo, "scan_back", instance=2, product_code=first.product_code_barcode)
     session.rollback()
-    assert batches.find_execution(session, batch, 3, "scan_back", 2) is None
+    assert batches.find_execution(session, batch, 2, "scan_back", 2) is None
     opened = [(o.ref.step_id, o.instance) for o in batches.open_steps(session, batch)]
     assert ("scan_back", 2) in opened and ("final_inspection", 1) not in opened  # one bag still to scan
     _verify(session, _perform(session, batch, nk_demo, "scan_back", instance=2,

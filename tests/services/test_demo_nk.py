@@ -164,9 +164,17 @@ def test_the_demo_batch_runs_to_labelling_without_a_deviation_and_with_the_domai
     assert batch.status == "in_progress"
     assert ("print_labels", 1) in [(o.ref.step_id, o.instance) for o in batches.open_steps(session, batch)]
     assert not [ex for ex in batches.executions(session, batch) if ex.step_id in ("print_labels", "scan_back")]
+    # NK-TRIAL v3: NK-FORMULATE before NK-RELEASE, whose final-product samples are drawn after the fill
+    assert [pin.sop_version.code for pin in batch.master_records][2:] == ["NK-FORMULATE", "NK-RELEASE"]
+    assert not [ex for ex in batches.executions(session, batch) if ex.step_id == "sterility"]
+    demo_nk.continue_nk_batch(session, batch, performer=nk_demo["olivia"], verifier=nk_demo["oscar"],
+                              password=PASSWORD, tz=UTC)
+    session.commit()
+    _assert_clean(session, batch, "olivia", "oscar")
+    assert batch.status == "awaiting_review"
     verified = {ex.step_id for ex in batches.executions(session, batch) if ex.verified_signature_id}
     assert {"identify_bag", "accept_material", "selection_input", "harvest_culture", "hla_identity",
-            "dose_plan"} <= verified
+            "dose_plan", "pre_wash_sampling", "in_process_tests", "mycoplasma", "dose_limits"} <= verified
 
     def text(code, step_id, field_id, instance=1):
         return _text(session, batch, code, step_id, field_id, instance)
@@ -201,23 +209,27 @@ def test_the_demo_batch_runs_to_labelling_without_a_deviation_and_with_the_domai
     assert (text("NK-EXPAND", "harvest_culture", "viable_cells"), text("NK-EXPAND", "harvest_culture", "nk_cells"),
             text("NK-EXPAND", "harvest_culture", "fold_expansion")) == ("13500", "12555", "66.1")
     assert round(Decimal(13500) / 190, 2) == Decimal("71.05")
-    # Release (NK-SPEC v1), sterility pending.
-    assert [text("NK-RELEASE", step, field) for step, field in (
-        ("cell_count", "viability"), ("flow_cytometry", "nk_purity"), ("flow_cytometry", "cd3_pct"),
-        ("endotoxin", "endotoxin_eu_per_ml"), ("mycoplasma", "result"), ("gram_stain", "result"),
-        ("potency", "lysis_pct"), ("hla_identity", "result"), ("sterility", "result"))] == \
-        ["92.0", "93.0", "0.25", "0.12", "Not detected", "No organisms seen", "48.0", "Matches donor", "Pending"]
-    # At the release concentration (54 x 10^6/mL): 187.2 x 10^6 / (54 x 10^6 x 0.93) = 3.73 -> 3.7 mL;
-    # 3.7 x 54e6 x 0.0025 / 62.4 = 8004.8 -> 8005 CD3+/kg; 3.7 x 0.12 / 62.4 = 0.0071 -> 0.007 EU/kg.
-    assert [text("NK-RELEASE", "dose_limits", f) for f in ("volume_ml", "cd3_per_kg", "endotoxin_per_kg")] == \
-        ["3.7", "8005", "0.007"]
-    # Formulation at 15 x 10^6 viable/mL; 62.4 kg x 3 x 10^6/kg = 187.2 x 10^6 NK cells;
+    # Formulation (NK-FORMULATE v3) at 15 x 10^6 viable/mL with the pre-wash in-process results (93 % NK,
+    # 0.25 % CD3+, 0.20 EU/mL); 62.4 kg x 3 x 10^6/kg = 187.2 x 10^6 NK cells;
     # 1.872e8 / (1.5e7 x 0.93) = 13.42 -> 13.4 mL; 13.4 x 1.5e7 x 0.0025 / 62.4 = 8052.9 -> 8053 CD3+/kg
-    # (8.1 x 10^3); 13.4 x 0.12 / 62.4 = 0.0258 -> 0.026 EU/kg; 13.4 mL in one bag (at most 100 mL each).
+    # (8.1 x 10^3); 13.4 x 0.20 / 62.4 = 0.0429 -> 0.043 EU/kg; 13.4 mL in one bag (at most 100 mL each).
     plan = {f: text("NK-FORMULATE", "dose_plan", f) for f in ("weight_kg", "dose_per_kg", "target_nk_cells",
                                                               "volume_ml", "cd3_per_kg", "endotoxin_per_kg")}
     assert plan == {"weight_kg": "62.40", "dose_per_kg": "3000000", "target_nk_cells": "187.2", "volume_ml": "13.4",
-                    "cd3_per_kg": "8053", "endotoxin_per_kg": "0.026"}
+                    "cd3_per_kg": "8053", "endotoxin_per_kg": "0.043"}
+    # Release of the final product (NK-SPEC v2), sterility and its preliminary read pending.
+    assert [text("NK-RELEASE", step, field) for step, field in (
+        ("cell_count", "viability"), ("flow_cytometry", "nk_purity"), ("flow_cytometry", "cd3_pct"),
+        ("endotoxin", "endotoxin_eu_per_ml"), ("mycoplasma", "result"), ("gram_stain", "result"),
+        ("potency", "lysis_pct"), ("hla_identity", "result"), ("sterility", "result"),
+        ("sterility_preliminary", "result"))] == \
+        ["92.0", "93.0", "0.25", "0.12", "Not detected", "No organisms seen", "48.0", "Matches donor", "Pending",
+         "Pending"]
+    # The 13.4 mL filled at 15 x 10^6/mL and 93 % NK: 13.4 x 1.5e7 x 0.93 / 62.4 = 2 995 673 NK/kg, 99.9 % of
+    # 3 x 10^6/kg; 13.4 x 1.5e7 x 0.0025 / 62.4 = 8053 CD3+/kg; 13.4 x 0.12 / 62.4 = 0.026 EU/kg.
+    assert [text("NK-RELEASE", "dose_limits", f) for f in (
+        "filled_volume_ml", "delivered_nk_per_kg", "dose_pct", "cd3_per_kg", "endotoxin_per_kg")] == \
+        ["13.4", "2995673", "99.9", "8053", "0.026"]
     assert round(number("NK-FORMULATE", "dose_plan", "cd3_per_kg") / 1000, 1) == Decimal("8.1")
     assert text("NK-FORMULATE", "bag_preparation", "bag_count") == "1"
 
@@ -234,15 +246,34 @@ def test_the_demo_batch_runs_to_labelling_without_a_deviation_and_with_the_domai
                 moment("NK-EXPAND", "in_process_count", "counted_at"),
                 *(moment("NK-EXPAND", "feed", "fed_at", n) for n in (4, 5)),
                 moment("NK-EXPAND", "harvest_culture", "harvested_at"),
+                moment("NK-FORMULATE", "pre_wash_sampling", "sampled_at"),
+                moment("NK-FORMULATE", "formulate", "formulated_at"),
                 moment("NK-RELEASE", "sampling", "sampled_at"),
-                moment("NK-RELEASE", "sterility", "inoculated_at"),
-                moment("NK-FORMULATE", "formulate", "formulated_at")]
+                moment("NK-RELEASE", "sterility", "inoculated_at")]
     assert timeline == sorted(timeline) and len(set(timeline)) == len(timeline) and timeline[-1] < utcnow()
     assert timeline[1] - timeline[0] == timedelta(hours=3, minutes=35)
     assert timeline[2] - timeline[0] < timedelta(hours=12)  # processing started within the hold time
     assert timeline[-4] - timeline[3] == timedelta(days=14)  # seeded (day 0) to harvest (day 14)
     assert timedelta(days=14) < utcnow() - timeline[0] < timedelta(days=16)
     assert moment("NK-EXPAND", "selection_input", "collection_end") == timeline[0]
+    assert moment("NK-RELEASE", "mycoplasma", "sampled_at") == moment("NK-FORMULATE", "pre_wash_sampling", "sampled_at")
+    # every result entered can exist: its sample time plus its method's minimum lies before it was entered
+    from mfg.domain import result_time
+
+    for code in ("NK-FORMULATE", "NK-RELEASE"):
+        record = next(r for r in batches.records(batch) if r.code == code)
+        for step_id, (_stage, step) in step_index(record).items():
+            for f in step.fields:
+                timed = getattr(f, "result_time", None)
+                if timed is None:
+                    continue
+                sample_step, _, sample_field = timed.sample.rpartition(".")
+                recorded = _value(session, batch, code, step_id, f.id)
+                sampled = moment(code, sample_step or step_id, sample_field)
+                if recorded.text == "Pending":
+                    assert result_time.earliest(timed, sampled) > utcnow(), (step_id, f.id)  # cannot exist yet
+                else:
+                    assert result_time.earliest(timed, sampled) <= recorded.entered_at, (step_id, f.id)
 
 
 def test_a_fresh_demo_instance_has_everything_and_runs_the_whole_demo_batch(app, session):

@@ -97,6 +97,18 @@ def test_release_issues_a_signed_batch_record_and_certificate_and_labels_scan(
     assert "DEMO" in whole and "Viable NK cells per culture day" in whole
     coa_text = " ".join(_text(coa.content))
     assert "PENDING" in coa_text and "NK-001" in coa_text and "Certificate of analysis" in coa_text
+    # NK-RELEASE v3: every final-product test with its method and specification; both sterility reads pending
+    coa_flat = " ".join(coa_text.split())
+    for test, method in (("Sterility (14-day culture)", "Compendial culture, 14 days"),
+                         ("Sterility (preliminary read)", "Automated culture, preliminary read at 48-72 h"),
+                         ("Gram stain", "Gram stain, smear microscopy"),
+                         ("Endotoxin", "Kinetic chromogenic LAL"),
+                         ("Mycoplasma (PCR, pre-wash cells and supernatant)", "Validated qPCR"),
+                         ("Specific lysis at 20:1", "4-hour cytotoxicity assay vs K562"),
+                         ("Cell dose as % of the assigned dose level", "calculated")):
+        assert test in coa_flat and method in coa_flat, test
+    assert coa_flat.count("(PENDING: a supplemental certificate follows") == 2
+    assert "Method" in coa_flat and "80" in coa_flat.partition("Cell dose as % of the assigned dose level")[2][:80]
 
     check = documents.verify(session, record.content, site.certificate)
     assert check.valid and "revision 1" in check.summary[1]
@@ -104,7 +116,11 @@ def test_release_issues_a_signed_batch_record_and_certificate_and_labels_scan(
     tampered[len(tampered) // 3] ^= 0x01
     assert not documents.verify(session, bytes(tampered), site.certificate).valid
 
-    # the 14-day result: a correction, reviewed, the final release issues new revisions (supplemental CoA)
+    # the preliminary read and the 14-day result: corrections here (the signed result entry is the lead's),
+    # reviewed, the final release issues new revisions (supplemental CoA)
+    preliminary = next(ex for ex in batches.executions(session, batch) if ex.step_id == "sterility_preliminary")
+    steps.correct_value(session, preliminary, field_id="result", raw="No growth at preliminary read",
+                        reason="72 h automated culture read", field_comment="", tz=UTC, **_sign(olivia))
     sterility = next(ex for ex in batches.executions(session, batch) if ex.step_id == "sterility")
     steps.correct_value(session, sterility, field_id="result", raw="No growth", reason="14-day culture read",
                           field_comment="", tz=UTC, **_sign(olivia))

@@ -6,6 +6,7 @@ exactly as the screens and the command line record them."""
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -85,9 +86,15 @@ def test_a_failed_result_after_the_conditional_release_blocks_the_bags_not_infus
     batch = db.session.scalars(sa.select(Batch).where(Batch.lot == outcome.lot)).one()
     first, second = bags.of_batch(db.session, batch)
     assert batch.status == "conditionally_released"
-    [pending] = results.of_batch(db.session, batch)
-    assert pending.status == "pending" and pending.label.startswith("Sterility")
-    assert [d.result.id for d in results.due(db.session)] == [pending.id]
+    owed = results.of_batch(db.session, batch)
+    [pending] = [p for p in owed if p.field_id == "result" and "14-day" in p.label]
+    assert {p.status for p in owed} == {"pending"} and len(owed) == 2  # the 14-day culture and the preliminary read
+    assert {d.result.id for d in results.due(db.session)} == {p.id for p in owed}
+    assert pending.due_at == pending.sampled_at + timedelta(hours=336)  # sample time + the method's duration
+    # a negative 14-day result cannot exist yet: refused, naming the earliest allowed time
+    with pytest.raises(ValidationFailed, match=r"cannot exist before .* \(sampled .* \+ 336 h\)"):
+        act("operator1", lambda s: results.enter_result(s, pending, raw="No growth", comment="", tz=UTC,
+                                                        **_sign("operator1")))
 
     # the bedside check scans the bag itself: another bag's label is the identity hard stop
     not_of_this_batch = isbt128.PRODUCT_CODE_PREFIX + first.product_code[:6] + "C0"

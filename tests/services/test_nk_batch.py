@@ -74,9 +74,10 @@ def test_the_batch_inherits_an_allocated_din_and_the_subject_coi(nk):
     batch = _open(nk)
     din = isbt128.din_from_text(batch.din)
     assert din.fin == "X9999" and batch.lot == batch.din and batch.subject.coi == nk["subject"].coi
+    # as NK-TRIAL v3 names them: the release record tests the final product, after the formulation's fill
     assert [pin.sop_version.code for pin in batch.master_records] == [
-        "NK-INTAKE", "NK-EXPAND", "NK-RELEASE", "NK-FORMULATE"]  # as the trial configuration names them
-    assert [pin.sop_version.version for pin in batch.master_records] == [1, 2, 2, 2]  # the effective versions
+        "NK-INTAKE", "NK-EXPAND", "NK-FORMULATE", "NK-RELEASE"]  # as the trial configuration names them
+    assert [pin.sop_version.version for pin in batch.master_records] == [1, 2, 3, 3]  # the effective versions
     # every context name a definition may use has its value for this batch (domain.context, declared once)
     from mfg.domain.context import CONTEXT_NAMES
     from mfg.services import evaluation
@@ -89,13 +90,13 @@ def test_a_trial_configuration_that_names_no_product_records_opens_no_batch(nk, 
     """The product's master records come from the trial configuration, not from code: a version 3 that
     names none, approved, opens no batch."""
     session = nk["session"]
-    text = (sops_dir / "trial" / "NK-TRIAL_v2.yaml").read_text().replace("version: 2\n", "version: 3\n")
-    (sops_dir / "trial" / "NK-TRIAL_v3.yaml").write_text(
-        text.replace("product_master_records: [NK-INTAKE, NK-EXPAND, NK-RELEASE, NK-FORMULATE]\n", ""))
+    text = (sops_dir / "trial" / "NK-TRIAL_v3.yaml").read_text().replace("version: 3\n", "version: 4\n")
+    (sops_dir / "trial" / "NK-TRIAL_v4.yaml").write_text(
+        text.replace("product_master_records: [NK-INTAKE, NK-EXPAND, NK-FORMULATE, NK-RELEASE]\n", ""))
     version = sops.load_directory(session, sops_dir, loader=session.merge(make_user("lou", "qa"))).loaded[0]
     sops.approve(session, version, signer=nk["approver"], password=PASSWORD, username=None, require_username=False)
     session.commit()
-    with pytest.raises(ValidationFailed, match="NK-TRIAL v3 names no master records for the product"):
+    with pytest.raises(ValidationFailed, match="NK-TRIAL v4 names no master records for the product"):
         _open(nk)
 
 

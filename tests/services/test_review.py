@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -10,7 +11,7 @@ import sqlalchemy as sa
 from mfg.demo import nk_batch as demo_nk
 from mfg.demo import seed as demo
 from mfg.domain.errors import ConflictError, PermissionDenied, ValidationFailed
-from mfg.models import BatchDecision, Signature
+from mfg.models import BatchDecision, Signature, utcnow
 from mfg.services import audit, batches, deviations, results, review, signatures, steps
 from tests.support import PASSWORD
 
@@ -28,15 +29,18 @@ def test_qa_reviews_by_exception_and_releases_conditionally_then_finally(nk_demo
     victor = session.merge(make_user("victor", "operator,qa", full_name="Victor Both"))
     olivia = nk_demo["olivia"]
     demo.seed_master_data(session)
-    subject = demo_nk.seed_demo_subject(session, nk_demo["clara"], PASSWORD)
+    ended = utcnow() - timedelta(days=15)  # the process recorded 15 days back: its 14-day results can be read today
+    subject = demo_nk.seed_demo_subject(session, nk_demo["clara"], PASSWORD, today=ended.date())
     batch = demo_nk.run_nk_batch(session, subject=subject, performer=olivia, verifier=victor, password=PASSWORD,
-                                 tz=UTC)
+                                 tz=UTC, now=ended)
     session.commit()
     assert batch.status == "awaiting_review"
 
-    # what QA must look at: the pending sterility result (the demo batch has nothing out of limit)
+    # what QA must look at: the pending sterility results, the 14-day culture and its preliminary read (NK-RELEASE
+    # v3); the demo batch has nothing out of limit
     items = review.exceptions(session, batch)
-    assert [(i.kind, i.title) for i in items] == [("pending result", "sterility #1: result")]
+    assert [(i.kind, i.title) for i in items] == [("pending result", "sterility #1: result"),
+                                                  ("pending result", "sterility_preliminary #1: result")]
     deviation = deviations.open_by_hand(session, batch, description="Label printer jammed once; label reprinted",
                                     user=olivia)
     session.commit()
@@ -50,7 +54,7 @@ def test_qa_reviews_by_exception_and_releases_conditionally_then_finally(nk_demo
         review.decide(session, batch, decision="released", comment="", **_sign(quinn))
     problems = " ".join(refused.value.problems)
     assert f"Deviations still open: {deviation.number}" in problems and "not yet marked reviewed" in problems
-    assert "Results are still pending (sterility #1: result)" in problems
+    assert "Results are still pending (sterility #1: result; sterility_preliminary #1: result)" in problems
     session.rollback()
 
     # the deviation: classified and investigated, closed with a signature bound to the findings
@@ -89,9 +93,13 @@ def test_qa_reviews_by_exception_and_releases_conditionally_then_finally(nk_demo
         steps.correct_value(session, sterility, field_id="result", raw="No growth", reason="14-day culture read",
                             field_comment="", tz=UTC, **_sign(olivia))
     session.rollback()
-    [pending] = results.of_batch(session, batch)
-    assert (pending.label, pending.status) == ("Sterility: Sterility (14-day culture)", "pending")
+    pending, preliminary = results.of_batch(session, batch)
+    assert [(p.label, p.status) for p in (pending, preliminary)] == [
+        ("Sterility: Sterility (14-day culture)", "pending"),
+        ("Sterility (preliminary automated-culture read): Sterility (preliminary read)", "pending")]
     results.enter_result(session, pending, raw="No growth", comment="", tz=UTC, **_sign(olivia))
+    results.enter_result(session, preliminary, raw="No growth at preliminary read", comment="", tz=UTC,
+                         **_sign(olivia))
     session.commit()
     assert batch.status == "conditionally_released" and pending.status == "awaiting_verification"
     with pytest.raises(ValidationFailed, match="Results are still pending"):
@@ -103,16 +111,23 @@ def test_qa_reviews_by_exception_and_releases_conditionally_then_finally(nk_demo
     nora = session.merge(make_user("nora", "operator", full_name="Nora Second"))
     results.verify_result(session, pending, **_sign(nora))
     session.commit()
+    with pytest.raises(ValidationFailed, match="Results are still pending .*preliminary"):
+        review.decide(session, batch, decision="released", comment="", **_sign(quinn))
+    session.rollback()
+    results.verify_result(session, preliminary, **_sign(nora))
+    session.commit()
     # the pending value stays in the step's record; the result is its own signed record
     assert sterility.current_values()["result"].text == "Pending"
     assert [(s.username, s.meaning) for s in signatures.for_record(session, pending)] == \
         [("olivia", "performed"), ("nora", "verified")]
     new_items = [i for i in review.exceptions(session, batch) if i.key not in review.marks(session, batch)]
-    assert [(i.kind, i.detail) for i in new_items] == [("result entry", "pending -> No growth")]
-    with pytest.raises(ValidationFailed, match="1 review item"):
+    assert [(i.kind, i.detail) for i in new_items] == [("result entry", "pending -> No growth"),
+                                                       ("result entry", "pending -> No growth at preliminary read")]
+    with pytest.raises(ValidationFailed, match="2 review item"):
         review.decide(session, batch, decision="released", comment="", **_sign(quinn))
     session.rollback()
-    review.mark_reviewed(session, batch, new_items[0].key, user=quinn)
+    for item in new_items:
+        review.mark_reviewed(session, batch, item.key, user=quinn)
     review.decide(session, batch, decision="released", comment="final results in specification", **_sign(quinn))
     session.commit()
     assert batch.status == "released"

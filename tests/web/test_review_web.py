@@ -120,7 +120,8 @@ def test_qa_reviews_closes_a_deviation_and_releases_conditionally_through_the_sc
     text = _text(queue)
     assert batch["lot"] in text and "NK-001" in text and "awaiting review" in text
     row = re.search(r"<tr>\s*<td>NK-001</td>.*?</tr>", queue.get_data(as_text=True), re.S).group(0)
-    assert re.findall(r"<td[^>]*>(\d+)</td>", row) == ["1", "2"]  # 1 open deviation; 2 items not yet reviewed
+    # 1 open deviation; 3 items not yet reviewed (the deviation and NK-RELEASE v3's two pending sterility reads)
+    assert re.findall(r"<td[^>]*>(\d+)</td>", row) == ["1", "3"]
     assert f'href="/review/deviations/{dev_id}">{number}</a>' in queue.get_data(as_text=True)
     assert f'href="{review_url}"' in queue.get_data(as_text=True)
 
@@ -129,11 +130,12 @@ def test_qa_reviews_closes_a_deviation_and_releases_conditionally_through_the_sc
     page, text = response.get_data(as_text=True), _text(response)
     assert response.status_code == 200
     assert "pending result" in text and "sterility #1: result" in text and "recorded as Pending" in text
+    assert "sterility_preliminary #1: result" in text
     assert f"{number} (open)" in text and f'href="/batches/{batch["id"]}">Full batch record</a>' in page
     assert re.search(rf'href="/batches/{batch["id"]}/execution/\d+">Step record</a>', page)
     assert "NK-EXPAND v2" in text and "sha256 " in text
     assert _keys(response) == [k for k in _keys(response) if k.startswith(("pending:", "deviation:"))]
-    assert len(_keys(response)) == 2
+    assert len(_keys(response)) == 3
     assert "Release is not possible yet:" in text and f"Deviations still open: {number}" in text
     assert 'name="decide-username"' in page  # the first signature of the session
 
@@ -179,7 +181,7 @@ def test_qa_reviews_closes_a_deviation_and_releases_conditionally_through_the_sc
             assert client.post(f"{review_url}/mark", data={"key": key}).status_code == 302
     text = _text(client.get(review_url))
     assert "Reviewed by Quinn Quality at" in text and "14-day culture ongoing" in text and "Mark reviewed" not in text
-    assert _count(app, ReviewMark, ReviewMark.batch_id == batch["id"]) == 2
+    assert _count(app, ReviewMark, ReviewMark.batch_id == batch["id"]) == 3
     client.post("/auth/logout")
 
     # Victor holds QA but verified the steps: the page says so, and his signed decision is refused
