@@ -32,9 +32,9 @@ from mfg.extensions import db
 from mfg.models import Batch, Subject, User
 from mfg.reports.pdf import load_site_signer
 from mfg.reports.site_certificate import ensure_site_certificate
-from mfg.services import audit, batches, documents, review, sops, steps
+from mfg.services import audit, batches, documents, review, sops
 from tests.browser.pages import credentials, flash, go, people, row
-from tests.support import PASSWORD
+from tests.support import PASSWORD, recorded_back, settle_pending_results
 
 CLARA, OLIVIA = "Clara Coordinator", "Olivia Operator"
 
@@ -66,9 +66,10 @@ def set_up(live_app: Flask, make_user: Callable[..., User]) -> tuple[int, str, i
                          require_username=True)
         demo.seed_master_data(session)
         session.commit()
-        subject = demo_nk.seed_demo_subject(session, users["clara"], PASSWORD)
+        ended, today = recorded_back()  # its 14-day results can be read today
+        subject = demo_nk.seed_demo_subject(session, users["clara"], PASSWORD, today=today)
         batch = demo_nk.run_nk_batch(session, subject=subject, performer=users["olivia"], verifier=users["oscar"],
-                                     password=PASSWORD, tz=ZoneInfo(live_app.config["SITE_TIMEZONE"]))
+                                     password=PASSWORD, tz=ZoneInfo(live_app.config["SITE_TIMEZONE"]), now=ended)
         audit.set_actor(session, users["olivia"])
         documents.print_labels(session, batch, reason="", site=load_site_signer(live_app.config, instance),
                                demo=True, **_sign(users["olivia"]))
@@ -89,9 +90,7 @@ def release(live_app: Flask, batch_id: int) -> None:
             review.mark_reviewed(session, batch, item.key, user=quinn)
         review.decide(session, batch, decision="conditionally_released", comment="sterility pending", **_sign(quinn))
         audit.set_actor(session, olivia)
-        sterility = next(ex for ex in batches.executions(session, batch) if ex.step_id == "sterility")
-        steps.correct_value(session, sterility, field_id="result", raw="No growth", reason="14-day culture read",
-                            field_comment="", tz=ZoneInfo("UTC"), **_sign(olivia))
+        settle_pending_results(session, batch, enterer=olivia, verifier=users["oscar"], tz=ZoneInfo("UTC"))
         audit.set_actor(session, quinn)
         for item in review.exceptions(session, batch):
             if item.key not in review.marks(session, batch):

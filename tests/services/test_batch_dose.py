@@ -22,8 +22,8 @@ from mfg.migrate import MIGRATIONS, alembic_config
 from mfg.models import Batch
 from mfg.reports import pdf as pdfs
 from mfg.reports.site_certificate import ensure_site_certificate
-from mfg.services import audit, clinical, documents, evaluation, results, review, snapshot, starting
-from tests.support import PASSWORD
+from mfg.services import audit, clinical, documents, evaluation, review, snapshot, starting
+from tests.support import PASSWORD, recorded_back, settle_pending_results
 
 from .test_batch_concurrency import _race
 from .test_demo_nk import nk_demo  # noqa: F401 - the fixture
@@ -113,9 +113,10 @@ def test_a_label_reprint_after_a_reassignment_shows_the_dose_the_bags_were_made_
     clara, olivia = nk_demo["clara"], nk_demo["olivia"]
     quinn = session.merge(make_user("quinn", "qa", full_name="Quinn Quality"))
     demo.seed_master_data(session)
-    subject = demo_nk.seed_demo_subject(session, clara, PASSWORD)
+    ended, today = recorded_back()  # its 14-day results can be read today
+    subject = demo_nk.seed_demo_subject(session, clara, PASSWORD, today=today)
     batch = demo_nk.run_nk_batch(session, subject=subject, performer=olivia, verifier=nk_demo["oscar"],
-                                 password=PASSWORD, tz=UTC)
+                                 password=PASSWORD, tz=UTC, now=ended)
     documents.print_labels(session, batch, reason="", site=site, demo=True, **_sign(olivia))
     for item in review.exceptions(session, batch):
         review.mark_reviewed(session, batch, item.key, user=quinn)
@@ -125,9 +126,7 @@ def test_a_label_reprint_after_a_reassignment_shows_the_dose_the_bags_were_made_
         _reassign(session, subject, clara)
     session.rollback()
 
-    [pending] = results.of_batch(session, batch)  # the 14-day sterility result: entered and verified
-    results.enter_result(session, pending, raw="No growth", comment="", tz=UTC, **_sign(olivia))
-    results.verify_result(session, pending, **_sign(nk_demo["oscar"]))
+    settle_pending_results(session, batch, enterer=olivia, verifier=nk_demo["oscar"], tz=UTC)  # the final results
     for item in review.exceptions(session, batch):
         if item.key not in review.marks(session, batch):
             review.mark_reviewed(session, batch, item.key, user=quinn)

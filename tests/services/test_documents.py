@@ -17,8 +17,8 @@ from mfg.domain import isbt128
 from mfg.domain.errors import ValidationFailed
 from mfg.reports import pdf as pdfs
 from mfg.reports.site_certificate import ensure_site_certificate
-from mfg.services import batches, deviations, document_jobs, documents, review, signatures, steps
-from tests.support import PASSWORD, make_documents
+from mfg.services import batches, deviations, document_jobs, documents, review, signatures
+from tests.support import PASSWORD, make_documents, recorded_back, settle_pending_results
 
 from .test_demo_nk import nk_demo  # noqa: F401 - the fixture
 
@@ -44,9 +44,10 @@ def test_release_issues_a_signed_batch_record_and_certificate_and_labels_scan(
     quinn = session.merge(make_user("quinn", "qa", full_name="Quinn Quality"))
     olivia = nk_demo["olivia"]
     demo.seed_master_data(session)
-    subject = demo_nk.seed_demo_subject(session, nk_demo["clara"], PASSWORD)
+    ended, today = recorded_back()  # the 14-day results can be read today
+    subject = demo_nk.seed_demo_subject(session, nk_demo["clara"], PASSWORD, today=today)
     batch = demo_nk.run_nk_batch(session, subject=subject, performer=olivia, verifier=nk_demo["oscar"],
-                                 password=PASSWORD, tz=UTC)
+                                 password=PASSWORD, tz=UTC, now=ended)
     session.commit()
 
     # labels: printed, then a reprint needs a reason, is signed and counted, and shows in QA's review
@@ -116,14 +117,9 @@ def test_release_issues_a_signed_batch_record_and_certificate_and_labels_scan(
     tampered[len(tampered) // 3] ^= 0x01
     assert not documents.verify(session, bytes(tampered), site.certificate).valid
 
-    # the preliminary read and the 14-day result: corrections here (the signed result entry is the lead's),
-    # reviewed, the final release issues new revisions (supplemental CoA)
-    preliminary = next(ex for ex in batches.executions(session, batch) if ex.step_id == "sterility_preliminary")
-    steps.correct_value(session, preliminary, field_id="result", raw="No growth at preliminary read",
-                        reason="72 h automated culture read", field_comment="", tz=UTC, **_sign(olivia))
-    sterility = next(ex for ex in batches.executions(session, batch) if ex.step_id == "sterility")
-    steps.correct_value(session, sterility, field_id="result", raw="No growth", reason="14-day culture read",
-                          field_comment="", tz=UTC, **_sign(olivia))
+    # the preliminary read and the 14-day result: their own result entries, verified; reviewed; the final
+    # release issues new revisions (the supplemental certificate)
+    settle_pending_results(session, batch, enterer=olivia, verifier=nk_demo["oscar"], tz=UTC)
     for item in review.exceptions(session, batch):
         if item.key not in review.marks(session, batch):
             review.mark_reviewed(session, batch, item.key, user=quinn)
@@ -132,8 +128,10 @@ def test_release_issues_a_signed_batch_record_and_certificate_and_labels_scan(
     session.commit()
     record2, coa2 = make_documents(app, site)
     assert (record2.revision, coa2.revision) == (2, 2)
-    assert "SUPPLEMENTAL" in _text(coa2.content)[0]
-    amended = " ".join(_text(record2.content)).replace("\n", " ")
-    assert "Corrected: original Pending" in amended and "14-day culture read" in amended  # original kept, reason
+    supplemental = " ".join(" ".join(t.split()) for t in _text(coa2.content))
+    assert "SUPPLEMENTAL" in supplemental and "Supplemental: supersedes revision 1" in supplemental
+    assert "No growth (final result; pending at release" in supplemental
+    amended = " ".join(" ".join(t.split()) for t in _text(record2.content))
+    assert "pending at release → No growth" in amended  # the pending stays, the result beside it
     assert [d.revision for d in documents.revisions(session, batch, "coa")] == [1, 2]  # every revision kept
     assert documents.verify(session, record.content, site.certificate).valid  # revision 1 still verifies

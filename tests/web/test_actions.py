@@ -31,7 +31,7 @@ from mfg.extensions import db
 from mfg.models import Batch, RecordedValue, StepExecution, User, utcnow
 from mfg.services import audit, batches, clinical, deviations, documents, results, review, sops, starting, steps
 from mfg.web import actions
-from tests.support import PASSWORD, make_documents
+from tests.support import PASSWORD, make_documents, recorded_back
 
 UTC = ZoneInfo("UTC")
 FORM = re.compile(r'<form method="post"(?: action="([^"]*)")?[^>]*>(.*?)</form>', re.S)
@@ -203,7 +203,7 @@ def test_every_offered_action_is_allowed_by_its_guard_through_a_batchs_life(plan
     with app.app_context():
         s = db.session
         audit.set_actor(s, _user("olivia"))
-        [pending] = results.of_batch(s, s.get(Batch, batch_id))
+        pending = results.of_batch(s, s.get(Batch, batch_id))[0]  # the 14-day culture
         results.enter_result(s, pending, raw="Growth", comment="bottle flagged", signer=_user("olivia"),
                              password=PASSWORD, username=None, require_username=False, tz=UTC)
         s.commit()
@@ -232,9 +232,10 @@ def released(plant):
     with app.app_context():
         s = db.session
         audit.set_actor(s, name="test-setup")
-        subject = demo_nk.seed_demo_subject(s, _user("clara"), PASSWORD)
+        ended, today = recorded_back()  # its 14-day result can be read today
+        subject = demo_nk.seed_demo_subject(s, _user("clara"), PASSWORD, today=today)
         batch = demo_nk.run_nk_batch(s, subject=subject, performer=_user("olivia"), verifier=_user("oscar"),
-                                     password=PASSWORD, tz=UTC)
+                                     password=PASSWORD, tz=UTC, now=ended)
         quinn = _user("quinn")
         for item in review.exceptions(s, batch):
             review.mark_reviewed(s, batch, item.key, user=quinn)
@@ -259,8 +260,7 @@ def test_after_a_conditional_release_the_pending_result_is_entered_from_the_scre
     assert "Correct a value" not in page
     assert "Sterility" in client.get("/").get_data(as_text=True)  # the home page lists the result due
     with app.app_context():
-        [pending] = results.of_batch(db.session, db.session.get(Batch, batch_id))
-        pending_id = pending.id
+        pending_id = results.of_batch(db.session, db.session.get(Batch, batch_id))[0].id  # the 14-day culture
     page = client.get("/results").get_data(as_text=True)
     assert f'action="/results/{pending_id}/enter"' in page
     response = client.post(f"/results/{pending_id}/enter", data={
