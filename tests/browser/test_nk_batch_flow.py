@@ -405,6 +405,8 @@ def test_one_nk_batch_from_intake_to_the_bedside(live_server: str, live_app: Fla
         # --- the bedside check: Clara and Nadia on Clara's screen, each with their own name and scans ---------
         with live_app.app_context():
             subject_coi = batches.get(db.session, batch_id).subject.coi
+            first_bag = bags.of_batch(db.session, batches.get(db.session, batch_id))[0]
+            bag_label = isbt128.PRODUCT_CODE_PREFIX + first_bag.product_code
         coi = isbt128.parse_coi(isbt128.COI_PREFIX + subject_coi).barcode()
         page = clara.page
         page.goto(batch_url)
@@ -416,6 +418,8 @@ def test_one_nk_batch_from_intake_to_the_bedside(live_server: str, live_app: Fla
             panel.get_by_label("Password", exact=True).fill(PASSWORD)
             panel.get_by_label("Scan bag DIN", exact=True).click()
             scan(page, din)
+            expect(panel.get_by_label("Scan bag label (product code)", exact=True)).to_be_focused()
+            scan(page, bag_label)  # the bag itself: its product code with the division
             expect(panel.get_by_label("Scan subject COI", exact=True)).to_be_focused()
             scan(page, coi)  # Enter moves on to person 2's panel, or to the button: no early submit
         expect(page.get_by_role("button", name=re.compile("^Record bedside check"))).to_be_focused()
@@ -445,6 +449,7 @@ def test_one_nk_batch_from_intake_to_the_bedside(live_server: str, live_app: Fla
                 for e in custody.events(session, batch)] == [
             ("handoff", "olivia", None, "Clinic ward 4", None),
             ("bedside", "clara", "nadia", None, subject_coi)]
+        assert custody.events(session, batch)[-1].bag_id == first_bag.id  # the bag infused is on record
         assert session.scalar(sa.select(sa.func.count()).select_from(AuditEntry)
                               .where(AuditEntry.action == "identity.mismatch")) == 2
         assert [d.origin for d in deviations.of_batch(session, batch)] == ["identity", "identity"]
