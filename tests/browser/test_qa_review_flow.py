@@ -151,9 +151,9 @@ def test_release_refused_with_an_open_deviation_and_to_a_participant_then_grante
         page = quinn.page
         open_review(quinn, lot)
         items = review_items(page)
-        expect(items).to_have_count(2)
-        expect(page.locator("section.review-items h2")).to_contain_text("2 of 2 not yet reviewed")
-        pending = row(page, "pending result")
+        expect(items).to_have_count(3)  # NK-RELEASE v3: the 14-day culture and the preliminary read, the deviation
+        expect(page.locator("section.review-items h2")).to_contain_text("3 of 3 not yet reviewed")
+        pending = row(page, "pending result").first
         expect(pending.get_by_role("cell")).to_have_text(
             ["pending result", re.compile(r"^sterility #1: result\s+Step record$"), "recorded as Pending",
              re.compile("Mark reviewed")])
@@ -201,17 +201,18 @@ def test_release_refused_with_an_open_deviation_and_to_a_participant_then_grante
         go(page.get_by_role("link", name=f"Review of {lot}"))
         expect(deviation_row.get_by_role("cell").nth(1)).to_have_text(f"{dev} (closed)")
         mark = page.get_by_role("button", name="Mark reviewed")
-        for left in (2, 1):
+        for left in (3, 2, 1):
             expect(mark).to_have_count(left)
             go(mark.first)
             expect(flash(page, "Marked reviewed.")).to_be_visible()
         expect(mark).to_have_count(0)
-        expect(page.locator("section.review-items h2")).to_contain_text("0 of 2 not yet reviewed")
-        expect(items.get_by_text(f"Reviewed by {QUINN} at")).to_have_count(2)
+        expect(page.locator("section.review-items h2")).to_contain_text("0 of 3 not yet reviewed")
+        expect(items.get_by_text(f"Reviewed by {QUINN} at")).to_have_count(3)
         problems = decision_section(page).locator("ul.decision-problems")
         expect(problems).to_contain_text("Conditional release is possible.")
         expect(problems).to_contain_text(
-            "Release is not possible yet: Results are still pending (sterility #1: result)")
+            "Release is not possible yet: Results are still pending (sterility #1: result; "
+            "sterility_preliminary #1: result)")
 
         # --- the conditional release, signed with the password only ---------------------------------------
         decide(quinn, "Conditionally released")
@@ -226,7 +227,8 @@ def test_release_refused_with_an_open_deviation_and_to_a_participant_then_grante
         decided = decision_section(page).locator("ul.decisions").get_by_role("listitem")
         expect(decided).to_have_count(1)
         expect(decided).to_contain_text(
-            "Conditionally released. Pending at this decision: sterility #1: result (recorded as Pending)")
+            "Conditionally released. Pending at this decision: sterility #1: result (recorded as Pending); "
+            "sterility_preliminary #1: result (recorded as Pending)")
         expect(decided.locator(".manifestation")).to_have_text(
             re.compile(rf"^Released by\s+{QUINN} \(quinn\), \d{{4}}-\d\d-\d\d \d\d:\d\d:\d\d UTC$"))
         expect(alerts(page)).to_have_count(0)
