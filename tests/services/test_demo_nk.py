@@ -253,7 +253,7 @@ def test_the_demo_batch_runs_to_labelling_without_a_deviation_and_with_the_domai
     assert timeline == sorted(timeline) and len(set(timeline)) == len(timeline) and timeline[-1] < utcnow()
     assert timeline[1] - timeline[0] == timedelta(hours=3, minutes=35)
     assert timeline[2] - timeline[0] < timedelta(hours=12)  # processing started within the hold time
-    assert timeline[-4] - timeline[3] == timedelta(days=14)  # seeded (day 0) to harvest (day 14)
+    assert timeline[-5] - timeline[3] == timedelta(days=14)  # seeded (day 0) to harvest (day 14)
     assert timedelta(days=14) < utcnow() - timeline[0] < timedelta(days=16)
     assert moment("NK-EXPAND", "selection_input", "collection_end") == timeline[0]
     assert moment("NK-RELEASE", "mycoplasma", "sampled_at") == moment("NK-FORMULATE", "pre_wash_sampling", "sampled_at")
