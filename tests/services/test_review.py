@@ -95,7 +95,7 @@ def test_qa_reviews_by_exception_and_releases_conditionally_then_finally(nk_demo
     session.rollback()
     pending, preliminary = results.of_batch(session, batch)
     assert [(p.label, p.status) for p in (pending, preliminary)] == [
-        ("Sterility: Sterility (14-day culture)", "pending"),
+        ("Sterility (14-day culture): Sterility (14-day culture)", "pending"),
         ("Sterility (preliminary automated-culture read): Sterility (preliminary read)", "pending")]
     results.enter_result(session, pending, raw="No growth", comment="", tz=UTC, **_sign(olivia))
     results.enter_result(session, preliminary, raw="No growth at preliminary read", comment="", tz=UTC,

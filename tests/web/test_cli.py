@@ -8,6 +8,7 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from mfg.config import RESOURCE_ROOT
+from mfg.demo.seed import DEMO_USERS
 from mfg.extensions import db
 from mfg.models import SopVersion, User
 from tests.support import DEMO_SOP, drop_audit_update_guard
@@ -89,7 +90,7 @@ def test_init_demo_is_idempotent(app):
     assert key.read_bytes() == key_bytes and config.read_text() == secret
     with app.app_context():
         assert db.session.scalar(sa.select(SopVersion.status)) == "effective"
-        assert db.session.scalar(sa.select(sa.func.count()).select_from(User)) == 6
+        assert db.session.scalar(sa.select(sa.func.count()).select_from(User)) == len(DEMO_USERS) == 7
     assert runner.invoke(args=["audit", "verify"]).exit_code == 0
 
 
