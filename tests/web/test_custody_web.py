@@ -5,16 +5,17 @@ from __future__ import annotations
 import re
 import shutil
 from datetime import date, timedelta
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
 from mfg.config import RESOURCE_ROOT
-from mfg.domain import isbt128
+from mfg.domain import dose, isbt128
 from mfg.extensions import db
-from mfg.models import AuditEntry, CustodyEvent, Deviation, Signature, User
-from mfg.services import audit, clinical, sops, starting
+from mfg.models import AuditEntry, CustodyEvent, Deviation, Signature, StepExecution, User, utcnow
+from mfg.services import audit, bags, clinical, sops, starting
 from tests.support import PASSWORD
 
 BAD_CREDENTIALS = "User name or password is not correct."
@@ -47,10 +48,22 @@ def nk_batch(app, make_user):
         clinical.assign_dose_level(s, subject, level="DL2", signer=clara, password=PASSWORD, username=None,
                                    require_username=False)
         batch = starting.start_product_batch(s, subject=subject, user=olivia)
-        batch.status = "released"  # the bedside check's precondition; QA's release is tested in test_review*.py
+        # the bedside check's preconditions, set here: a bag of the divided product (made by the dividing step in
+        # test_bags.py) and QA's release (tested in test_review*.py)
+        execution = StepExecution(batch_id=batch.id, sop_version_id=batch.master_records[-1].sop_version_id,
+                                  stage_id="formulation", step_id="bag_preparation", instance=1,
+                                  definition_sha256="0" * 64, status="complete", performed_by_id=olivia.id,
+                                  performed_at=utcnow())
+        s.add(execution)
+        s.flush()
+        [bag] = bags.create(s, batch, execution, [dose.Bag(
+            index=1, volume_ml=Decimal("13.4"), nk_cells=187_000_000, viable_cells=201_000_000,
+            expires_at=utcnow() + timedelta(hours=48))])
+        batch.status = "released"
         s.commit()
         return {"id": batch.id, "lot": batch.lot, "din": isbt128.din_from_text(batch.din),
                 "bag": isbt128.din_from_text(batch.din).barcode("00"),
+                "label": isbt128.PRODUCT_CODE_PREFIX + bag.product_code,
                 "coi": isbt128.parse_coi(isbt128.COI_PREFIX + subject.coi)}
 
 
@@ -79,7 +92,8 @@ def _bedside(client, batch, first="clara", second="nina", **override):
     data = {}
     for panel, username in (("first", first), ("second", second)):
         data |= {f"bedside-{panel}-username": username, f"bedside-{panel}-password": PASSWORD,
-                 f"bedside-{panel}-scanned_din": batch["bag"], f"bedside-{panel}-scanned_coi": batch["coi"].barcode()}
+                 f"bedside-{panel}-scanned_din": batch["bag"], f"bedside-{panel}-scanned_bag": batch["label"],
+                 f"bedside-{panel}-scanned_coi": batch["coi"].barcode()}
     data.update(override)
     return client.post(f"/batches/{batch['id']}/custody/bedside", data=data)
 
@@ -96,10 +110,10 @@ def test_the_custody_page_shows_the_identity_and_both_forms_to_an_operator(nk_ba
     assert "Person 1" in text and "Person 2" in text and "Performed by" in text and "Verified by" in text
     scan = re.search(r'<input[^>]*id="handoff-scanned_din"[^>]*>', page).group(0)
     assert "autofocus" in scan and 'autocomplete="off"' in scan and "data-scan" in scan
-    assert page.count("autofocus") == 1 and page.count("data-scan") == 5  # the hand-off's and 2 x 2 bedside scans
+    assert page.count("autofocus") == 1 and page.count("data-scan") == 7  # the hand-off's and 2 x 3 bedside scans
     for panel in ("first", "second"):
         assert f'name="bedside-{panel}-username"' in page and f'name="bedside-{panel}-password"' in page
-        assert f'name="bedside-{panel}-scanned_coi"' in page
+        assert f'name="bedside-{panel}-scanned_coi"' in page and f'name="bedside-{panel}-scanned_bag"' in page
     assert 'name="handoff-username"' in page  # the first signature of the session needs the user name
     assert "No custody events recorded yet" in text
 
