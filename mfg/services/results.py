@@ -25,7 +25,7 @@ from ..domain import guards, result_time, values
 from ..domain.errors import ConflictError, NotFound, ValidationFailed
 from ..domain.signing import Meaning
 from ..domain.sop_schema import ChoiceField, Field
-from ..models import Batch, BatchDecision, PendingResult, RecordedValue, StepExecution, User, utcnow
+from ..models import Batch, BatchDecision, PendingResult, StepExecution, User, utcnow
 from . import audit, batches, deviations, evaluation, lifecycle, signatures
 
 
@@ -119,12 +119,6 @@ def answers(field: Field) -> list[str] | None:
     if isinstance(field, ChoiceField):
         return [c for c in field.choices if c not in field.pending]
     return None
-
-
-def pending_value(session: Session, pending: PendingResult) -> RecordedValue:
-    found = session.get(RecordedValue, pending.pending_value_id)
-    assert found is not None  # a foreign key
-    return found
 
 
 # --- result entry -------------------------------------------------------------------------------------------
