@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from ..domain import calc, context, values
+from ..domain import calc, context, display, values
 from ..domain.errors import IdentityMismatch, ValidationFailed
 from ..domain.result_time import too_early
 from ..domain.sop_schema import ScanField, Step, not_before_references
@@ -171,7 +171,7 @@ def evaluate(session: Session, batch: Batch, position: int, step: Step, entry: S
 def local_text(moment: datetime, tz: ZoneInfo) -> str:
     """A moment as screens show it: the site's local time with its zone (``2026-03-29 10:30 CEST``). The
     one way the product writes a moment for a person (the screens' ``local`` filter, every message)."""
-    return moment.astimezone(tz).strftime("%Y-%m-%d %H:%M %Z")
+    return display.local(moment, tz)
 
 
 def _moment_of(session: Session, batch: Batch, position: int, step: Step, reference: str,
