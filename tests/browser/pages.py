@@ -3,13 +3,63 @@ fields, and small locators."""
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
 
+import sqlalchemy as sa
+from flask import Flask
 from playwright.sync_api import Browser, BrowserContext, Locator, Page, expect
 
-from tests.support import PASSWORD
+from mfg.config import RESOURCE_ROOT
+from mfg.demo import scenarios
+from mfg.demo import seed as demo
+from mfg.extensions import db
+from mfg.models import User
+from mfg.reports.pdf import load_site_signer
+from mfg.reports.site_certificate import ensure_site_certificate
+from mfg.services import audit, sops
+from tests.support import PASSWORD, make_documents
+
+# The cleanroom tablet the screens are made for: 1024x768, touch, no mouse hover to rely on.
+TABLET: dict[str, Any] = {"viewport": {"width": 1024, "height": 768}, "has_touch": True}
+
+
+NAMES = {"operator1": "Olivia Operator", "operator2": "Oscar Verifier", "qa1": "Quinn Quality",
+         "qa2": "Quentin Reviewer", "clinical1": "Clara Coordinator", "clinical2": "Chris Nurse"}
+ROLES = {"operator1": "operator", "operator2": "operator", "qa1": "qa", "qa2": "qa", "clinical1": "clinical",
+         "clinical2": "clinical"}
+
+
+def demo_plant(live_app: Flask, make_user: Callable[..., User]) -> scenarios.Setting:
+    """The demo people (with the tests' password), the NK master records effective, the demo master data and
+    the site's signing key: what `flask --app mfg init --demo` makes."""
+    for username, full_name in NAMES.items():
+        make_user(username, ROLES[username], full_name=full_name)
+    sops_dir = Path(live_app.config["SOPS_DIR"])
+    for folder in ("nk", "trial"):
+        shutil.copytree(RESOURCE_ROOT / "sops" / folder, sops_dir / folder)
+    instance = Path(live_app.instance_path)
+    ensure_site_certificate(instance / live_app.config["SIGNING_KEY_FILE"],
+                            instance / live_app.config["SIGNING_CERT_FILE"], "Test site", demo=True)
+    live_app.config["DEMO"] = True
+    with live_app.app_context():
+        session = db.session
+        audit.set_actor(session, name="test-setup")
+        users = {u.username: u for u in session.scalars(sa.select(User))}
+        for version in sops.load_directory(session, sops_dir, loader=users["qa2"]).loaded:
+            sops.approve(session, version, signer=users["qa1"], password=PASSWORD, username="qa1",
+                         require_username=True)
+        demo.seed_master_data(session)
+        session.commit()
+        site = load_site_signer(live_app.config, instance)
+        return scenarios.Setting(site=site, tz=ZoneInfo(live_app.config["SITE_TIMEZONE"]), password=PASSWORD,
+                                 make_documents=lambda: make_documents(live_app, site))
+
 
 
 @dataclass
@@ -57,12 +107,13 @@ def go(locator: Locator) -> None:
 
 @contextmanager
 
-def people(browser: Browser, base_url: str) -> Iterator[Callable[[str, str], Person]]:
-    """Makes a person signed in to a browser context of their own; closes every context at the end."""
+def people(browser: Browser, base_url: str, *, tablet: bool = False) -> Iterator[Callable[[str, str], Person]]:
+    """Makes a person signed in to a browser context of their own; closes every context at the end.
+    ``tablet``: the cleanroom tablet, 1024x768 with touch (:data:`TABLET`)."""
     opened: list[BrowserContext] = []
 
     def person(username: str, full_name: str) -> Person:
-        context = browser.new_context(base_url=base_url, accept_downloads=True)
+        context = browser.new_context(base_url=base_url, accept_downloads=True, **(TABLET if tablet else {}))
         opened.append(context)
         page = context.new_page()
         sign_in(page, username, full_name)

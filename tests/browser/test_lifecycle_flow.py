@@ -16,60 +16,24 @@ from __future__ import annotations
 
 import io
 import re
-import shutil
 from collections.abc import Callable
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 from flask import Flask
 from playwright.sync_api import Browser, Page, expect
 from pypdf import PdfReader
 
-from mfg.config import RESOURCE_ROOT
 from mfg.demo import nk_batch as demo_nk
 from mfg.demo import scenarios
-from mfg.demo import seed as demo
 from mfg.domain import isbt128
 from mfg.extensions import db
 from mfg.models import Batch, ProductBag, Subject, User
-from mfg.reports.pdf import load_site_signer, verify_pdf
-from mfg.reports.site_certificate import ensure_site_certificate
-from mfg.services import accounts, audit, bags, sops, starting
+from mfg.reports.pdf import verify_pdf
+from mfg.services import accounts, audit, bags, starting
 from mfg.unit_of_work import unit_of_work
-from tests.browser.pages import Person, credentials, flash, go, people, row
+from tests.browser.pages import NAMES, Person, credentials, demo_plant, flash, go, people, row
 from tests.support import PASSWORD, make_documents
-
-NAMES = {"operator1": "Olivia Operator", "operator2": "Oscar Verifier", "qa1": "Quinn Quality",
-         "qa2": "Quentin Reviewer", "clinical1": "Clara Coordinator", "clinical2": "Chris Nurse"}
-ROLES = {"operator1": "operator", "operator2": "operator", "qa1": "qa", "qa2": "qa", "clinical1": "clinical",
-         "clinical2": "clinical"}
-
-
-def _plant(live_app: Flask, make_user: Callable[..., User]) -> scenarios.Setting:
-    """The demo people (with the tests' password), the NK master records effective, the demo master data and
-    the site's signing key: what `flask --app mfg init --demo` makes."""
-    for username, full_name in NAMES.items():
-        make_user(username, ROLES[username], full_name=full_name)
-    sops_dir = Path(live_app.config["SOPS_DIR"])
-    for folder in ("nk", "trial"):
-        shutil.copytree(RESOURCE_ROOT / "sops" / folder, sops_dir / folder)
-    instance = Path(live_app.instance_path)
-    ensure_site_certificate(instance / live_app.config["SIGNING_KEY_FILE"],
-                            instance / live_app.config["SIGNING_CERT_FILE"], "Test site", demo=True)
-    live_app.config["DEMO"] = True
-    with live_app.app_context():
-        session = db.session
-        audit.set_actor(session, name="test-setup")
-        users = {u.username: u for u in session.scalars(sa.select(User))}
-        for version in sops.load_directory(session, sops_dir, loader=users["qa2"]).loaded:
-            sops.approve(session, version, signer=users["qa1"], password=PASSWORD, username="qa1",
-                         require_username=True)
-        demo.seed_master_data(session)
-        session.commit()
-        site = load_site_signer(live_app.config, instance)
-        return scenarios.Setting(site=site, tz=ZoneInfo(live_app.config["SITE_TIMEZONE"]), password=PASSWORD,
-                                 make_documents=lambda: make_documents(live_app, site))
 
 
 def _act(live_app: Flask) -> scenarios.Act:
@@ -98,7 +62,7 @@ def status(page: Page):
 
 def test_the_pending_result_is_entered_verified_and_the_batch_finally_released_with_a_supplemental_certificate(
         live_server: str, live_app: Flask, browser: Browser, make_user: Callable[..., User]) -> None:
-    setting = _plant(live_app, make_user)
+    setting = demo_plant(live_app, make_user)
     lot = _conditionally_released(live_app, setting, days_back=15)  # its 14-day results can be read today
     with people(browser, live_server) as person:
         # the operator's home page lists the results due; the results page takes each as its own signed entry
@@ -189,7 +153,7 @@ def _bedside(person: Person, other: str, batch: Batch, bag: ProductBag) -> None:
 
 def test_a_positive_sterility_culture_blocks_the_bag_not_infused_alerts_the_clinic_and_qa_rejects(
         live_server: str, live_app: Flask, browser: Browser, make_user: Callable[..., User]) -> None:
-    setting = _plant(live_app, make_user)
+    setting = demo_plant(live_app, make_user)
     lot = _conditionally_released(live_app, setting, subject_code="NK-002", dose_level="DL4")
     with live_app.app_context():
         batch = db.session.scalars(sa.select(Batch).where(Batch.lot == lot)).one()
@@ -267,7 +231,7 @@ def test_a_positive_sterility_culture_blocks_the_bag_not_infused_alerts_the_clin
 
 def test_a_batch_opened_by_mistake_is_cancelled_from_its_page_and_leaves_the_work_queue(
         live_server: str, live_app: Flask, browser: Browser, make_user: Callable[..., User]) -> None:
-    setting = _plant(live_app, make_user)
+    setting = demo_plant(live_app, make_user)
     with live_app.app_context():
         act = _act(live_app)
         subject = act("clinical1", lambda s: demo_nk.seed_demo_subject(
