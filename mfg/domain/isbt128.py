@@ -47,14 +47,19 @@ after ``=<``:
 * ``ds``, the division: ``00`` undivided; otherwise a first-level division ``A``-``Z`` followed by
   ``0``, or by a second-level division ``a``-``z`` (ST-001). :func:`division_code` numbers the bags of
   a product divided once: bag 1 -> ``A0``, bag 2 -> ``B0`` ... bag 26 -> ``Z0``; there is no bag 27.
+  A product filled into one bag is not divided: :func:`division_codes` gives it ``00``.
 
 **Date-times: expiration (data structure 005, ``&>``) and collection (``&*``).** 10 digits
 ``cyyjjjhhmm`` after the prefix: ``cyy`` the last three digits of the year (``c`` is the century digit:
 ``0`` for 2000-2099, so 2026 -> ``026``; years 2000-2999 only), ``jjj`` the day of the year 001-366
-(366 only in leap years), ``hhmm`` the time on the 24-hour clock, **always UTC** here (DOMAIN.md
-section 5: labels crossing time zones show UTC). :func:`encode_datetime` takes an aware datetime,
-converts it to UTC and drops seconds (rounding down: an expiry never moves later); ST-001's "2359 when
-there is no time" therefore parses as 23:59 UTC, because the data cannot tell the two apart.
+(366 only in leap years), ``hhmm`` the time on the 24-hour clock **in the local time of the site
+whose label it is**. ISBT 128 defines no time zone in the data structure: a hospital's scanner and its
+staff read ``cyyjjjhhmm`` as their local time, so a UTC expiry (as this module once wrote) is read hours
+late or early wherever the site is not on UTC. :func:`encode_datetime` takes an aware datetime and the
+site's zone (``tz``, UTC by default), converts it to that zone and drops seconds (rounding down: an
+expiry never moves later); :func:`parse_datetime` reads the digits back in the same zone. The label
+prints the zone beside the eye-readable time, since the data cannot carry it. ST-001's "2359 when there
+is no time" parses as 23:59 local, because the data cannot tell the two apart.
 
 **Chain of Identity Identifier, COI (data structure 040).** Barcode data ``&/`` + ``CH`` + FIN +
 2-digit year + 6-digit sequence (15 characters, :attr:`CoiId.text`). Its keyboard check character is
@@ -68,7 +73,7 @@ from __future__ import annotations
 
 import calendar
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, timezone, tzinfo
 from typing import ClassVar
 
 from .errors import ValidationFailed
@@ -390,6 +395,15 @@ def division_code(n: int) -> str:
     return UPPER[n - 1] + "0"
 
 
+def division_codes(count: int) -> list[str]:
+    """The division codes of a product filled into ``count`` bags: one bag is the undivided product
+    (``00``, ST-001: a division code says the product was divided; a validator reading ``A0`` looks for
+    the other divisions), several bags are ``A0``, ``B0`` ... (:func:`division_code`)."""
+    if not isinstance(count, int) or isinstance(count, bool) or count < 1:
+        raise ValidationFailed(f"A product is filled into at least one bag, got {count!r}")
+    return [UNDIVIDED] if count == 1 else [division_code(n) for n in range(1, count + 1)]
+
+
 def _division_problems(division: object) -> list[str]:
     if not isinstance(division, str) or len(division) != 2:
         return [f"Division must be 2 characters ('00' undivided, 'A0'-'Z0', or 'Aa'-'Zz'), got {division!r}"]
@@ -453,23 +467,24 @@ def parse_product_code(data: str) -> ProductCode:
 # --- date-times ------------------------------------------------------------------------------------------
 
 
-def encode_datetime(prefix: str, moment: datetime) -> str:
-    """``&>`` (expiration) or ``&*`` (collection) + ``cyyjjjhhmm`` in UTC, seconds dropped."""
+def encode_datetime(prefix: str, moment: datetime, tz: tzinfo = timezone.utc) -> str:
+    """``&>`` (expiration) or ``&*`` (collection) + ``cyyjjjhhmm`` in the site's zone ``tz`` (ISBT 128
+    date-times are read as local time; see the module docstring), seconds dropped."""
     if prefix not in DATETIME_PREFIXES:
         raise ValidationFailed(f"Date-time prefix must be '&>' (expiration) or '&*' (collection), got {prefix!r}")
     if not isinstance(moment, datetime):
         raise ValidationFailed(f"A date-time is needed, got {type(moment).__name__}")
     if moment.tzinfo is None or moment.utcoffset() is None:
-        raise ValidationFailed("The date-time has no time zone: it cannot be converted to UTC.")
-    utc = moment.astimezone(timezone.utc)
-    if not 2000 <= utc.year <= 2999:
-        raise ValidationFailed(f"ISBT 128 date-times cover the years 2000-2999 (UTC), got {utc.year}")
-    day = utc.timetuple().tm_yday
-    return f"{prefix}{utc.year - 2000:03d}{day:03d}{utc.hour:02d}{utc.minute:02d}"
+        raise ValidationFailed("The date-time has no time zone: it cannot be converted to the site's time.")
+    local = moment.astimezone(tz)
+    if not 2000 <= local.year <= 2999:
+        raise ValidationFailed(f"ISBT 128 date-times cover the years 2000-2999, got {local.year}")
+    day = local.timetuple().tm_yday
+    return f"{prefix}{local.year - 2000:03d}{day:03d}{local.hour:02d}{local.minute:02d}"
 
 
-def parse_datetime(data: str) -> tuple[str, datetime]:
-    """``&>`` or ``&*`` + ``cyyjjjhhmm`` -> (prefix, aware UTC datetime)."""
+def parse_datetime(data: str, tz: tzinfo = timezone.utc) -> tuple[str, datetime]:
+    """``&>`` or ``&*`` + ``cyyjjjhhmm``, read in the site's zone ``tz`` -> (prefix, aware UTC datetime)."""
     data = _scanned(data, "Date-time data")
     prefix, body = data[:2], data[2:]
     if prefix not in DATETIME_PREFIXES:
@@ -491,8 +506,8 @@ def parse_datetime(data: str) -> tuple[str, datetime]:
         problems.append(f"{what}: minute {body[8:10]} must be 00-59")
     if problems:
         raise ValidationFailed(*problems)
-    moment = datetime(year, 1, 1, hour, minute, tzinfo=timezone.utc) + timedelta(days=day - 1)
-    return prefix, moment
+    wall = datetime(year, 1, 1, hour, minute) + timedelta(days=day - 1)
+    return prefix, wall.replace(tzinfo=tz).astimezone(timezone.utc)
 
 
 # --- chain of identity -----------------------------------------------------------------------------------

@@ -13,7 +13,9 @@ from collections.abc import Callable, Mapping
 from decimal import Decimal
 from typing import Any
 
-__all__ = ["LIMIT_CHECKS", "LimitContext", "limit_text", "limit_value", "limits_text"]
+from . import display
+
+__all__ = ["LIMIT_CHECKS", "LimitContext", "limit_text", "limit_value", "limits_text", "specification_text"]
 
 
 def limit_text(limit: float | int | Decimal) -> str:
@@ -62,4 +64,43 @@ def limits_text(field: Any, context: LimitContext | None = None) -> str:
         parts.append("acceptable: " + ", ".join(field.acceptable))
     if getattr(field, "expected", None):
         parts.append(f"must match {field.expected}")
+    return "; ".join(parts)
+
+
+LIMIT_PLACEHOLDER = "{limit}"
+
+
+def named_limits(field: Any) -> list[str]:
+    """The context names a field's limits use (``trial.cd3_limit_per_kg``)."""
+    return [limit for attribute in ("min", "max", "below")
+            if isinstance(limit := getattr(field, attribute, None), str)]
+
+
+def specification_text(field: Any, context: LimitContext | None = None) -> str:
+    """A test's specification in words, as the certificate of analysis prints it: the master record's
+    ``certificate.specification`` (``> 70 %``, ``No growth at 14 days``), its ``{limit}`` replaced by the
+    value of the field's named limit for this batch, written for people (``< 2.00 × 10⁵ CD3⁺ cells/kg``,
+    ``≤ 5 EU/kg``). A field without the words gets its limits stated with the signs people read
+    (``≥ 70.1 %; ≤ 100 %``)."""
+    entry = getattr(field, "certificate", None)
+    unit = getattr(field, "unit", None) or ""
+    if entry is not None:
+        words: str = entry.specification
+        if LIMIT_PLACEHOLDER in words:
+            names = named_limits(field)
+            value = limit_value(names[0], context) if names else None
+            shown = "not defined for this batch" if value is None else (
+                display.cells(value) if "cells" in unit else display.grouped(limit_text(value)))
+            words = words.replace(LIMIT_PLACEHOLDER, shown)
+        return words
+    parts = []
+    for attribute, sign in (("min", "≥"), ("max", "≤"), ("below", "<")):
+        limit = getattr(field, attribute, None)
+        if limit is None:
+            continue
+        value = limit_value(limit, context)
+        parts.append(f"{sign} {display.grouped(limit_text(value)) if value is not None else limit}"
+                     + (f" {unit}" if unit else ""))
+    if getattr(field, "acceptable", None):  # a "pending" answer is no result, so no specification
+        parts.append(" or ".join(a for a in field.acceptable if a not in (getattr(field, "pending", None) or ())))
     return "; ".join(parts)

@@ -200,6 +200,28 @@ class _Model(BaseModel):
 # --------------------------------------------------------------------------------------------------
 
 
+def _sample_reference(value: str) -> str:
+    """A datetime field of the same step (``sampled_at``) or of an earlier step (``sampling.sampled_at``)."""
+    return _field_reference(value) if "." in value else _identifier(value)
+
+
+class CertificateEntry(_Model):
+    """How a test result is listed on the certificate of analysis (a record with
+    ``certificate_of_analysis: true``): a field with this block is a test with a specification; a field
+    without it (a sample volume, a volume transcribed, a review) is not on the certificate.
+
+    ``specification`` is the criterion in words as the specification states it ("> 70 %", "No growth at
+    14 days"): the limits say what the engine accepts (a strict "> 70 %" is ``min: 70.1`` at one decimal),
+    this says what QA signs. ``method`` and ``sample`` (the recorded date-time of the sample, as in
+    ``result_time.sample``) default to the field's ``result_time``; a field without one (a calculated
+    result) states them here.
+    """
+
+    specification: Text
+    method: str = ""
+    sample: Annotated[str, AfterValidator(_sample_reference)] | None = None
+
+
 class FieldBase(_Model):
     """Common to every field: ``required`` fields must be filled in before the step can be signed."""
 
@@ -207,11 +229,7 @@ class FieldBase(_Model):
     label: Text
     required: bool = True
     help: str = ""
-
-
-def _sample_reference(value: str) -> str:
-    """A datetime field of the same step (``sampled_at``) or of an earlier step (``sampling.sampled_at``)."""
-    return _field_reference(value) if "." in value else _identifier(value)
+    certificate: CertificateEntry | None = None
 
 
 class ResultTime(_Model):
@@ -901,21 +919,37 @@ def _time_window_problems(places: dict[str, _Place]) -> Iterator[_Problem]:
 
 
 def _result_time_problems(places: dict[str, _Place]) -> Iterator[_Problem]:
-    """A result's sample time is a datetime of its own step or of an earlier, non-repeatable one."""
+    """A result's sample time (``result_time.sample``, ``certificate.sample``) is a datetime of its own
+    step or of an earlier, non-repeatable one; a certificate entry has a method and a sample, its own or
+    its ``result_time``'s."""
     for place in places.values():
         for number, f in enumerate(place.step.fields):
             result_time = getattr(f, "result_time", None)
-            if result_time is None:
-                continue
-            path = f"{place.path}.fields[{number}].result_time.sample"
-            if "." in result_time.sample:
-                problem = _earlier_field_problem(place, places, result_time.sample, "datetime")
-                if problem:
-                    yield _Problem(path, problem)
-            else:
-                own = _fields_by_id(place.step).get(result_time.sample)
-                if own is None or own.type != "datetime":
-                    yield _Problem(path, f"step {place.step.id!r} has no datetime field {result_time.sample!r}")
+            samples = [("result_time", result_time.sample if result_time else None)]
+            if f.certificate is not None:
+                samples.append(("certificate", f.certificate.sample))
+                if not (f.certificate.method or result_time):
+                    yield _Problem(f"{place.path}.fields[{number}].certificate.method",
+                                   "a test on the certificate names its method (here or in result_time)")
+                if "{limit}" in f.certificate.specification and len(
+                        [a for a in ("min", "max", "below") if isinstance(getattr(f, a, None), str)]) != 1:
+                    yield _Problem(f"{place.path}.fields[{number}].certificate.specification",
+                                   "{limit} stands for the field's one named limit (min, max or below)")
+                if not (f.certificate.sample or result_time):
+                    yield _Problem(f"{place.path}.fields[{number}].certificate.sample",
+                                   "a test on the certificate names its sample time (here or in result_time)")
+            for block, sample in samples:
+                if sample is None:
+                    continue
+                path = f"{place.path}.fields[{number}].{block}.sample"
+                if "." in sample:
+                    problem = _earlier_field_problem(place, places, sample, "datetime")
+                    if problem:
+                        yield _Problem(path, problem)
+                else:
+                    own = _fields_by_id(place.step).get(sample)
+                    if own is None or own.type != "datetime":
+                        yield _Problem(path, f"step {place.step.id!r} has no datetime field {sample!r}")
 
 
 def _not_before_problems(places: dict[str, _Place]) -> Iterator[_Problem]:

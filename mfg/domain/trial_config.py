@@ -54,6 +54,12 @@ class TrialConfiguration(_Model):
     product_name: str = Field("Allogeneic NK cells, expanded", min_length=1)
     storage_statement: str = Field("Store at 2-8 °C. Do not freeze.", min_length=1)
     label_warnings: list[str] = Field(default_factory=list)
+    # The manufacturing facility as label and certificate name it (ISBT 128 labels carry the facility's
+    # name and address beside its FIN), and the additive statement of the formulated product (the
+    # solution the cells are suspended in). Empty in versions that predate them (NK-TRIAL v1-v3).
+    facility_name: str = ""
+    facility_address: list[str] = Field(default_factory=list)
+    additive_statement: str = ""
 
     @field_validator("facility_identification_number")
     @classmethod

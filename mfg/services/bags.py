@@ -3,7 +3,8 @@
 The master record says which step divides the product and from which recorded numbers
 (``sop_schema.Division``); the trial configuration the subject's dose was assigned under gives the largest
 bag volume and the shelf life; ``domain.dose.divide`` does the arithmetic; ISBT 128 gives each bag the
-batch's DIN with its own division code in the product code (``A0``, ``B0``, ...). Bags are append-only.
+batch's DIN with its own division code in the product code (``A0``, ``B0``, ...; a product filled into one
+bag is undivided, ``00``). Bags are append-only.
 
 Scanning a bag back (``expected: bag.product_code`` in a master record) must match one of the batch's
 bags, and each bag may be scanned once per step: the scan-back step is repeated once per bag.
@@ -70,8 +71,9 @@ def create(session: Session, batch: Batch, execution: StepExecution, planned: li
     config = sops.definition(version)
     assert isinstance(config, TrialConfiguration)
     made = []
+    codes = isbt128.division_codes(len(planned))  # one bag: the undivided product, "00"
     for bag in planned:
-        division = isbt128.division_code(bag.index)
+        division = codes[bag.index - 1]
         code = isbt128.ProductCode(config.product_description_code, config.donation_type, division)
         made.append(ProductBag(batch_id=batch.id, execution_id=execution.id, position=bag.index, division=division,
                                product_code=code.barcode().removeprefix(isbt128.PRODUCT_CODE_PREFIX),

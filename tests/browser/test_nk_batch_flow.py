@@ -343,11 +343,11 @@ def test_one_nk_batch_from_intake_to_the_bedside(live_server: str, live_app: Fla
         step = perform_until(live_app, batch_id, now, olivia, oscar, stop=("NK-FORMULATE", "scan_back"))
         assert step is not None and step.heading == "Scan back each bag label (Bag 1)"
 
-        # --- the batch page: one bag A0 of 13.4 mL with its expiry countdown, the growth chart ---------------
+        # --- the batch page: one bag (undivided, 00) of 13.4 mL with its expiry countdown, the growth chart ----
         page.unroute(GROWTH_CHARTS)
         page.reload()
-        bag = row(page.locator("section.bags"), "A0")
-        expect(bag).to_contain_text("=<S9999VA0")
+        bag = row(page.locator("section.bags"), "00")
+        expect(bag).to_contain_text("=<S9999V00")
         expect(bag).to_contain_text("13.4 mL")
         expect(bag.get_by_role("cell").last).to_have_text(re.compile(r"\(\d+ h \d+ min left\)$"))
         chart = page.locator("img.growth-chart")

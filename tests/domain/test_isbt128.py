@@ -22,6 +22,7 @@ from mfg.domain.isbt128 import (
     check_character,
     din_from_text,
     division_code,
+    division_codes,
     encode_datetime,
     flag_meaning,
     make_din,
@@ -300,6 +301,14 @@ def test_division_codes() -> None:
     assert "got bool" in message(division_code, True)
 
 
+def test_a_product_in_one_bag_is_undivided_and_several_bags_are_divisions() -> None:
+    assert division_codes(1) == ["00"]  # ISBT 128: 00 is the undivided product (not A0)
+    assert ProductCode("S9999", "V", division_codes(1)[0]).barcode() == "=<S9999V00"
+    assert not ProductCode("S9999", "V", division_codes(1)[0]).divided
+    assert division_codes(2) == ["A0", "B0"] and len(division_codes(26)) == 26
+    assert "at least one bag" in message(division_codes, 0)
+
+
 @pytest.mark.parametrize(("data", "expected"), [
     ("=A99992612345600", "Product code data must start with '=<', got '=A'"),
     ("=<S1234V0", "Product code data must be 10 characters ('=<', 5 description, 1 donation type, 2 division), "
@@ -390,11 +399,24 @@ def test_malformed_date_times_say_what_is_wrong(data: str, expected: str) -> Non
 def test_encode_datetime_refuses_what_it_cannot_encode() -> None:
     assert "got '=>'" in message(encode_datetime, "=>", datetime(2026, 1, 1, tzinfo=UTC))
     assert message(encode_datetime, "&>", datetime(2026, 1, 1)) == (
-        "The date-time has no time zone: it cannot be converted to UTC.")
+        "The date-time has no time zone: it cannot be converted to the site's time.")
     assert "got date" in message(encode_datetime, "&>", datetime(2026, 1, 1, tzinfo=UTC).date())
-    assert "2000-2999 (UTC), got 1999" in message(encode_datetime, "&>", datetime(1999, 12, 31, 23, 0, tzinfo=UTC))
+    assert "2000-2999, got 1999" in message(encode_datetime, "&>", datetime(1999, 12, 31, 23, 0, tzinfo=UTC))
     just_before_2000_utc = datetime(2000, 1, 1, 0, 30, tzinfo=timezone(timedelta(hours=1)))
     assert "got 1999" in message(encode_datetime, "&>", just_before_2000_utc)
+
+
+def test_an_expiry_is_encoded_in_the_sites_local_time_and_read_back_in_it() -> None:
+    """ISBT 128 date-times carry no zone and hospitals read them as local time: a Chicago site's label says
+    11:30 for 16:30 UTC (CDT, UTC-5 in June), and reading it in the same zone gives the same moment."""
+    from zoneinfo import ZoneInfo
+
+    chicago = ZoneInfo("America/Chicago")
+    moment = datetime(2026, 6, 3, 16, 30, tzinfo=UTC)
+    assert encode_datetime("&>", moment, chicago) == "&>0261541130"
+    assert encode_datetime("&>", moment) == "&>0261541630"  # UTC by default
+    assert parse_datetime("&>0261541130", chicago) == ("&>", moment)
+    assert encode_datetime("&>", datetime(2027, 1, 1, 3, 0, tzinfo=UTC), chicago) == "&>0263652100"  # 2026-12-31
 
 
 # --- chain of identity -------------------------------------------------------------------------------------

@@ -57,10 +57,11 @@ def test_filling_the_bags_divides_the_product_as_the_dose_plan_says(nk_demo, ses
     execution = _perform(session, batch, nk_demo, "bag_preparation")
     session.commit()
     [bag] = bags.of_batch(session, batch)
+    # one bag: the undivided product, division 00 (ISBT 128)
     # by hand: 13.4 mL x 15.00 x 10^6 viable/mL = 201 000 000 viable cells, of which 93 % NK = 186 930 000
-    assert (bag.division, bag.volume_ml, bag.viable_cells, bag.nk_cells) == ("A0", Decimal("13.4"), 201_000_000,
+    assert (bag.division, bag.volume_ml, bag.viable_cells, bag.nk_cells) == ("00", Decimal("13.4"), 201_000_000,
                                                                               186_930_000)
-    assert bag.product_code_barcode == "=<S9999VA0" and bag.execution_id == execution.id
+    assert bag.product_code_barcode == "=<S9999V00" and bag.execution_id == execution.id
     formulated = batches.find_execution(session, batch, 2, "formulate", 1).current_values()["formulated_at"].moment
     assert bag.expires_at == formulated + timedelta(hours=48)  # NK-TRIAL v1 shelf life
     expiry = [d for d in batch_pages.deadlines(session, batch) if d.step_title == "Product expiry"]

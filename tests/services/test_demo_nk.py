@@ -305,11 +305,11 @@ def test_a_fresh_demo_instance_has_everything_and_runs_the_whole_demo_batch(app,
 
     made = bags.of_batch(session, batch)
     assert [(bag.division, bag.volume_ml, bag.product_code_barcode) for bag in made] == \
-        [("A0", Decimal("13.4"), "=<S9999VA0")]
+        [("00", Decimal("13.4"), "=<S9999V00")]
     assert made[0].expires_at - _value(session, batch, "NK-FORMULATE", "formulate", "formulated_at").moment == \
         timedelta(hours=48)
     scans = [ex for ex in batches.executions(session, batch) if ex.step_id == "scan_back"]
-    assert len(scans) == 1 and scans[0].current_values()["product_code"].text == "=<S9999VA0"
+    assert len(scans) == 1 and scans[0].current_values()["product_code"].text == "=<S9999V00"
     assert _text(session, batch, "NK-FORMULATE", "scan_back", "label_volume_ml") == "13.4"
 
 
