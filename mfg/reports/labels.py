@@ -12,12 +12,15 @@ What a label carries (DOMAIN.md sections 5-7; identifiers and check characters c
   keyboard check character boxed. The check character is never in a barcode.
 * **Product code** (003): Code 128 of ``=<`` + the 8 characters; eye-readable with the division (the
   bag's own part of the code) printed inverted, and the product name.
-* **Expiration** (005): Code 128 of ``&>`` + ``cyyjjjhhmm`` (:func:`encode_datetime`, always UTC);
-  eye-readable ``2026-06-03 14:30 UTC`` (DOMAIN.md section 5: labels crossing time zones show UTC).
+* **Expiration** (005): Code 128 of ``&>`` + ``cyyjjjhhmm`` in the site's local time
+  (:func:`encode_datetime` with :attr:`LabelData.timezone`); eye-readable ``2026-06-03 09:30 CDT``, the
+  zone printed beside it. Why local: ISBT 128 defines no time zone in the data structure, and a hospital
+  (its scanners, its nurses) reads the expiry as its own local time; a UTC expiry was read hours off
+  wherever the site is not on UTC. The zone on the label says which time it is, since the barcode cannot.
 * **Chain of identity** (040): Code 128 of ``&/`` + COI text (:meth:`CoiId.barcode`); eye-readable
   ``CH X9999 26 000123`` with its boxed check character, next to the subject code.
-* NK cells (``1.87 x 10^8 NK cells``, 3 significant digits), volume, dose level, storage, the warning
-  statements, the facility; ``REPRINT n`` on the n-th reprint; ``DEMO — NOT FOR CLINICAL USE`` on demo
+* NK cells (``1.87 × 10⁸ NK cells``, :func:`mfg.domain.display.cells`), volume, dose level, storage and
+  additive statements, the warning statements, the facility's name, FIN and address; ``REPRINT n`` on the n-th reprint; ``DEMO — NOT FOR CLINICAL USE`` on demo
   instances. A label with the demonstration FIN :data:`~mfg.domain.isbt128.DEMO_FIN` is refused unless
   ``demo`` is true (the FIN is not assigned to anyone by ICCBBA).
 
@@ -49,8 +52,10 @@ from __future__ import annotations
 import base64
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from decimal import ROUND_HALF_UP, Decimal
+from datetime import datetime, timezone, tzinfo
+from decimal import Decimal
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import barcode
 import jinja2
@@ -58,7 +63,7 @@ from barcode.writer import SVGWriter
 from ppf.datamatrix import DataMatrix
 
 from mfg.config import TEMPLATES_DIR
-from mfg.domain import isbt128
+from mfg.domain import display, isbt128
 from mfg.domain.errors import ValidationFailed
 
 CODE128_MODULE_MM = 0.25
@@ -99,7 +104,7 @@ class LabelData:
     flags: str  # DIN flag pair, e.g. "00"
     product_code: str  # 8 characters: description (5), type of donation (1), division (2)
     product_name: str
-    expires_at: datetime  # aware; printed and encoded in UTC
+    expires_at: datetime  # aware; printed and encoded in the site's local time (``timezone``)
     subject_code: str
     coi: str  # 15-character COI text (CoiId.text)
     nk_cells: int
@@ -109,6 +114,10 @@ class LabelData:
     facility: str  # site name / FIN text
     reprint: int = 0  # 0 original; N = the N-th reprint
     warnings: tuple[str, ...] = DEFAULT_WARNINGS
+    timezone: str = "UTC"  # the site's IANA time zone: the expiry is encoded and printed in it
+    facility_name: str = ""  # the facility's name and address (the trial configuration's)
+    facility_address: tuple[str, ...] = ()
+    additive: str = ""  # the additive statement (what the cells are suspended in)
 
     def __post_init__(self) -> None:
         problems: list[str] = []
@@ -124,7 +133,12 @@ class LabelData:
         if isinstance(din, isbt128.Din):
             attempt(lambda: din.barcode(self.flags))
         attempt(lambda: isbt128.parse_product_code(isbt128.PRODUCT_CODE_PREFIX + _text(self.product_code)))
-        attempt(lambda: isbt128.encode_datetime(isbt128.EXPIRATION_PREFIX, self.expires_at))
+        try:
+            zone: tzinfo = ZoneInfo(self.timezone)
+        except (ZoneInfoNotFoundError, ValueError, TypeError):
+            problems.append(f"Time zone {self.timezone!r} is not known")
+            zone = timezone.utc
+        attempt(lambda: isbt128.encode_datetime(isbt128.EXPIRATION_PREFIX, self.expires_at, zone))
         attempt(lambda: isbt128.parse_coi(isbt128.COI_PREFIX + _text(self.coi)))
         for name in ("product_name", "subject_code", "dose_level", "storage", "facility"):
             value = getattr(self, name)
@@ -139,8 +153,27 @@ class LabelData:
         if (not isinstance(self.warnings, tuple) or not self.warnings
                 or not all(isinstance(w, str) and w.strip() for w in self.warnings)):
             problems.append("Warnings must be a non-empty tuple of statements")
+        if not isinstance(self.facility_address, tuple) or not all(isinstance(a, str) for a in self.facility_address):
+            problems.append("Facility address must be a tuple of lines")
         if problems:
             raise ValidationFailed(*problems)
+
+    @classmethod
+    def from_plain(cls, data: dict[str, Any], *, reprint: int = 0) -> LabelData:
+        """A label from its plain form (``reports.contents.labels``, and what the labels PDF embeds)."""
+        return cls(din=data["din"], flags=data["flags"], product_code=data["product_code"],
+                   product_name=data["product_name"], expires_at=datetime.fromisoformat(
+                       data["expires_at"].replace("Z", "+00:00")),
+                   subject_code=data["subject_code"], coi=data["coi"], nk_cells=data["nk_cells"],
+                   volume_ml=Decimal(data["volume_ml"]), dose_level=data["dose_level"], storage=data["storage"],
+                   facility=f"FIN {data['facility']}", reprint=reprint,
+                   warnings=tuple(data["warnings"]) or DEFAULT_WARNINGS, timezone=data["timezone"],
+                   facility_name=data["facility_name"], facility_address=tuple(data["facility_address"]),
+                   additive=data["additive"])
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
 
     # The ISBT 128 objects, built by the domain module (validated above, so these cannot fail).
     @property
@@ -165,7 +198,7 @@ class LabelData:
 
     @property
     def expiry_data(self) -> str:
-        return isbt128.encode_datetime(isbt128.EXPIRATION_PREFIX, self.expires_at)
+        return isbt128.encode_datetime(isbt128.EXPIRATION_PREFIX, self.expires_at, self.zone)
 
     @property
     def coi_data(self) -> str:
@@ -182,20 +215,15 @@ def _text(value: object) -> str:
 
 
 def format_cells(count: int) -> str:
-    """``187000000`` -> ``1.87 x 10^8`` (3 significant digits, half up); below 1000 the plain number."""
-    if count < 1000:
-        return str(count)
-    number = Decimal(count)
-    exponent = number.adjusted()
-    mantissa = (number.scaleb(-exponent)).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
-    if mantissa >= 10:  # 9.995 rounds up to 10.00
-        mantissa, exponent = mantissa / 10, exponent + 1
-    return f"{mantissa:.2f} x 10^{exponent}"
+    """``187000000`` -> ``1.87 × 10⁸`` (:func:`mfg.domain.display.cells`, the one formatter)."""
+    return display.cells(count)
 
 
-def format_expiry(moment: datetime) -> str:
-    """The expiry as printed: UTC, minutes (the barcode drops seconds, so does the text)."""
-    return f"{moment.astimezone(timezone.utc):%Y-%m-%d %H:%M} UTC"
+def format_expiry(moment: datetime, zone: tzinfo = timezone.utc) -> str:
+    """The expiry as printed: the site's local time to the minute with its zone (``2026-06-03 09:30 CDT``;
+    the barcode drops seconds, so does the text)."""
+    local = moment.astimezone(zone)
+    return f"{local:%Y-%m-%d %H:%M} {local.tzname()}"
 
 
 def datamatrix_content(label: LabelData) -> str:
@@ -271,7 +299,7 @@ def _view(label: LabelData) -> dict[str, object]:
         "product_division": product.division,
         "product_name": label.product_name,
         "expiry_barcode": barcode_svg_code128(label.expiry_data),
-        "expiry_eye": format_expiry(label.expires_at),
+        "expiry_eye": format_expiry(label.expires_at, label.zone),
         "coi_barcode": barcode_svg_code128(label.coi_data),
         "coi_eye": coi.eye_readable(),
         "coi_check": coi.check,
@@ -282,6 +310,9 @@ def _view(label: LabelData) -> dict[str, object]:
         "storage": label.storage,
         "warnings": label.warnings,
         "facility": label.facility,
+        "facility_name": label.facility_name,
+        "facility_address": label.facility_address,
+        "additive": label.additive,
         "reprint": label.reprint,
         "datamatrix": datamatrix_svg(datamatrix_content(label)),
         "datamatrix_text": datamatrix_content(label),

@@ -444,5 +444,10 @@ def _attachment(pdf: bytes) -> tuple[str | None, bytes | None]:
     return files[0] if len(files) == 1 else (None, None)
 
 
+def embedded_file(pdf: bytes) -> bytes | None:
+    """The one file a document embeds (its data), or None."""
+    return _attachment(pdf)[1]
+
+
 def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()

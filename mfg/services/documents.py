@@ -1,7 +1,8 @@
 """Signed documents of a batch: the batch record, the certificate of analysis and the bag labels.
 
-Each is rendered from the frozen plain snapshot (``services.snapshot``) to PDF/A-3b with the snapshot JSON
-attached, signed (PAdES) with the site key, and stored once as a ``DocumentRevision`` with the file's
+Each is rendered from the frozen plain snapshot (``services.snapshot``) to PDF/A-3b with its own data
+attached (the batch record the whole snapshot, audit trail included; the certificate and the labels only
+what they print, ``reports.contents``), signed (PAdES) with the site key, and stored once as a ``DocumentRevision`` with the file's
 sha256 (audited). A later change (the final sterility result after a conditional release, a label
 reprint) makes a new revision; every revision stays available. ``verify`` checks a file against the site
 certificate and the stored record.
@@ -12,6 +13,7 @@ from __future__ import annotations
 import base64
 import functools
 import io
+import json
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -23,10 +25,11 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from ..config import TEMPLATES_DIR
-from ..domain import guards
+from ..domain import display, guards
 from ..domain.canonical import canonical_json, iso_utc
 from ..domain.errors import NotFound, ValidationFailed
 from ..models import Batch, BatchDecision, DocumentJob, DocumentRevision, QualificationRecord, User, utcnow
+from ..reports import contents
 from ..reports import pdf as pdfs
 from . import audit, document_jobs, snapshot
 
@@ -56,38 +59,72 @@ def _charts(snap: dict[str, Any]) -> list[dict[str, str]]:
     return found
 
 
+def _labels(snap: dict[str, Any], *, revision: int) -> list[Any]:
+    from ..reports import labels
+
+    plain = contents.labels(snap)
+    if not plain:
+        raise ValidationFailed(f"batch {snap['batch']['lot']} has no bags to label yet")
+    return [labels.LabelData.from_plain(label, reprint=revision - 1) for label in plain]
+
+
 def _label_html(snap: dict[str, Any], *, revision: int, demo: bool, size: tuple[float, float]) -> str:
     """One label per bag; a revision after the first is a reprint and says so on every label."""
     from ..reports import labels
 
-    subject, trial = snap["subject"], snap["trial"]
-    if not snap["bags"] or subject is None or trial is None:
-        raise ValidationFailed(f"batch {snap['batch']['lot']} has no bags to label yet")
-    return labels.label_html([
-        labels.LabelData(din=snap["batch"]["din"], flags="00", product_code=bag["product_code"],
-                         product_name=trial["product_name"], expires_at=datetime.fromisoformat(bag["expires_at"]),
-                         subject_code=subject["code"], coi=subject["coi"], nk_cells=bag["nk_cells"],
-                         volume_ml=Decimal(bag["volume_ml"]),
-                         dose_level=f"{subject['dose_level']} ({subject['dose_cells_per_kg']} NK cells/kg)",
-                         storage=trial["storage"], facility=f"FIN {trial['facility']}", reprint=revision - 1,
-                         warnings=tuple(trial["label_warnings"]) or labels.DEFAULT_WARNINGS)
-        for bag in snap["bags"]], demo=demo, width_in=size[0], height_in=size[1])
+    return labels.label_html(_labels(snap, revision=revision), demo=demo, width_in=size[0], height_in=size[1])
+
+
+def labels_zpl(data: bytes, *, demo: bool, label_size: tuple[float, float] = (4, 4)) -> str:
+    """The labels of a stored labels revision as ZPL for Zebra printers, built from the label data the
+    PDF embeds (so the ZPL and the signed PDF print the same fields)."""
+    from ..reports import labels, zpl
+
+    embedded = pdfs.embedded_file(data)
+    if embedded is None:
+        raise ValidationFailed("the labels file embeds no label data")
+    plain = json.loads(embedded)
+    if plain.get("format") != contents.LABELS_FORMAT:
+        raise ValidationFailed("this labels revision predates ZPL labels: print a new revision")
+    made = [labels.LabelData.from_plain(label, reprint=plain["reprint"]) for label in plain["labels"]]
+    return zpl.labels_zpl(made, demo=demo, width_in=label_size[0], height_in=label_size[1])
+
+
+def embedded(kind: str, snap: dict[str, Any], *, revision: int) -> bytes:
+    """What a document embeds, its own data only: the batch record the whole snapshot (the audit trail
+    included); the certificate of analysis what it prints; the labels their label data."""
+    if kind == "batch_record":
+        return canonical_json(snap).encode()
+    if kind == "coa":
+        return canonical_json(contents.certificate(snap)).encode()
+    return canonical_json({"format": contents.LABELS_FORMAT, "lot": snap["batch"]["lot"], "reprint": revision - 1,
+                           "labels": contents.labels(snap)}).encode()
 
 
 def render(kind: str, snap: dict[str, Any], *, revision: int, reason: str, demo: bool, generated_at: str,
            label_size: tuple[float, float] = (4, 4)) -> bytes:
-    """The unsigned PDF/A-3b of ``kind`` from ``snap`` (the snapshot JSON attached)."""
+    """The unsigned PDF/A-3b of ``kind`` from ``snap``, its own data attached (:func:`embedded`)."""
+    attachment = embedded(kind, snap, revision=revision)
     if kind == "labels":
         return pdfs.render_pdf(_label_html(snap, revision=revision, demo=demo, size=label_size),
-                               attachment=canonical_json(snap).encode(), attachment_name="labels-snapshot.json",
+                               attachment=attachment, attachment_name="labels.json",
                                title=f"Labels {snap['batch']['lot']} revision {revision}", strict_resources=True)
     subject = snap["subject"] or {}
     header = f"{KINDS[kind]} · lot {snap['batch']['lot']} · COI ID {subject.get('coi_eye_readable', '-')}"
-    html = document_html(
-        f"reports/{kind}.html", s=snap, revision=revision, reason=reason, generated_at=generated_at,
-        charts=_charts(snap),
-        header=header, watermark=demo, title=f"{KINDS[kind]} {snap['batch']['lot']}")
-    return pdfs.render_pdf(html, attachment=canonical_json(snap).encode(), attachment_name=f"{kind}-snapshot.json",
+    tz = contents.zone(snap)
+    generated = contents.when(generated_at, tz)
+    if kind == "coa":
+        html = document_html("reports/coa.html", c=contents.certificate(snap), revision=revision, reason=reason,
+                             generated_at=generated, header=header, watermark=demo,
+                             title=f"{KINDS[kind]} {snap['batch']['lot']}")
+        name = "certificate-of-analysis.json"
+    else:
+        html = document_html(f"reports/{kind}.html", s=snap, revision=revision, reason=reason,
+                             generated_at=generated, charts=_charts(snap), audit=contents.audit_lines(snap),
+                             when=lambda iso: contents.when(iso, tz), cells=display.cells, grouped=display.grouped,
+                             header=header, watermark=demo, title=f"{KINDS[kind]} {snap['batch']['lot']}")
+        name = f"{kind}-snapshot.json"
+    return pdfs.render_pdf(html, attachment=attachment, attachment_name=name,
                            title=f"{KINDS[kind]} {snap['batch']['lot']} revision {revision}")
 
 
@@ -133,7 +170,7 @@ def render_signed(snap: dict[str, Any], *, kind: str, revision: int, reason: str
     signed = pdfs.sign_pdf(unsigned, site, reason=f"{KINDS[kind]} {lot} revision {revision}: {reason}",
                            location="DEMO site" if demo else "Manufacturing site")
     return Rendered(kind=kind, revision=revision, content=signed,
-                    snapshot_sha256=pdfs.sha256_hex(canonical_json(snap).encode()), pages=page_count(signed),
+                    snapshot_sha256=pdfs.sha256_hex(embedded(kind, snap, revision=revision)), pages=page_count(signed),
                     reason=reason, generated_at=now)
 
 

@@ -85,6 +85,37 @@ def _final(session: Session, entry: PendingResult, users: dict[int, str]) -> dic
             "signatures": _manifestations(session, entry, set())}
 
 
+def _is_test(field: Any, record: Any) -> bool:
+    """A test with a specification, listed on the certificate of analysis: a field with a ``certificate``
+    entry; in a record that has none (written before they existed), a timed result with limits."""
+    if any(f.certificate is not None for stage in record.stages for step in stage.steps for f in step.fields):
+        return field.certificate is not None
+    return (getattr(field, "result_time", None) is not None and bool(limits.limits_text(field))
+            and not getattr(field, "expected", None))
+
+
+def _test(field: Any, record: Any, current: dict[str, RecordedValue], done: list[StepExecution], version_id: int,
+          context: Any) -> dict[str, Any] | None:
+    """How the certificate lists a test: its method, the time its sample was taken and the
+    specification in words (the test date is the time the result was recorded)."""
+    if not _is_test(field, record):
+        return None
+    entry, timed = field.certificate, getattr(field, "result_time", None)
+    method = (entry.method if entry is not None and entry.method else timed.method if timed is not None else "")
+    sample = entry.sample if entry is not None and entry.sample else timed.sample if timed is not None else None
+    moment = None
+    if sample is not None and "." in sample:
+        step_id, field_id = sample.split(".", 1)
+        found = next((e for e in done if e.sop_version_id == version_id and e.step_id == step_id), None)
+        value = found.current_values().get(field_id) if found is not None else None
+        moment = value.moment if value is not None else None
+    elif sample is not None:
+        value = current.get(sample)
+        moment = value.moment if value is not None else None
+    return {"method": method, "specification": limits.specification_text(field, context),
+            "sampled_at": iso_utc(moment) if moment is not None else None}
+
+
 def _steps(session: Session, batch: Batch, users: dict[int, str], invalidated: set[int]) -> list[dict[str, Any]]:
     done = batches.executions(session, batch)
     finals = {p.pending_value_id: _final(session, p, users) for p in results.of_batch(session, batch)}
@@ -114,7 +145,9 @@ def _steps(session: Session, batch: Batch, users: dict[int, str], invalidated: s
                                      else "calculated" if f.type == "calculated" else "",
                                      "value": _value(f, now, users), "earlier": history,
                                      "pending": now.text in (getattr(f, "pending", None) or ()),
-                                     "final": finals.get(now.id)})
+                                     "final": finals.get(now.id),
+                                     "test": _test(f, record, current, done, version_id, context)
+                                     if record.certificate_of_analysis else None})
                     steps.append({"step": step.id, "title": step.title, "instance": ex.instance,
                                   "instance_label": f"{step.repeat.label} {ex.instance}" if step.repeat else "",
                                   "status": ex.status, "comment": ex.comment, "values": rows,
@@ -153,7 +186,7 @@ def _audit_trail(session: Session, batch: Batch) -> list[dict[str, Any]]:
     condition = sa.or_(*(sa.and_(AuditEntry.entity_type == kind, AuditEntry.entity_id.in_(ids))
                          for kind, ids in owned.items() if ids))
     return [{"seq": e.seq, "at": iso_utc(e.occurred_at), "user": e.username, "action": e.action,
-             "entity": f"{e.entity_type} {e.entity_id}", "reason": e.reason, "after": e.after}
+             "entity": f"{e.entity_type} {e.entity_id}", "reason": e.reason, "before": e.before, "after": e.after}
             for e in session.scalars(sa.select(AuditEntry).where(condition).order_by(AuditEntry.seq))]
 
 
@@ -199,7 +232,9 @@ def batch_snapshot(session: Session, batch: Batch) -> dict[str, Any]:
             "trial_id": config.trial_id, "configuration": f"{config.code} v{config.version}",
             "product_code": config.product_description_code + config.donation_type,
             "facility": config.facility_identification_number, "product_name": config.product_name,
-            "storage": config.storage_statement, "label_warnings": list(config.label_warnings)},
+            "storage": config.storage_statement, "label_warnings": list(config.label_warnings),
+            "facility_name": config.facility_name, "facility_address": list(config.facility_address),
+            "additive": config.additive_statement, "site_timezone": config.site_timezone},
         "master_records": [{"code": pin.sop_version.code, "version": pin.sop_version.version,
                             "title": pin.sop_version.title, "sha256": pin.sop_version.sha256}
                            for pin in batch.master_records],

@@ -154,7 +154,7 @@ def test_the_eye_readable_text_carries_every_identifier_and_value(original_pdf: 
     assert re.search(r"CH A1234 26 000456\s*N\b", text), "COI eye-readable followed by its boxed check N"
     assert re.search(r"S9999V ?A0", text)
     flat = " ".join(text.split())  # lines wrap where the column ends
-    for expected in ("Subject NK-001", "2026-06-03 14:30 UTC", "13.4 mL", "1.87 x 10^8 NK cells",
+    for expected in ("Subject NK-001", "2026-06-03 14:30 UTC", "13.4 mL", "1.87 × 10⁸ NK cells",
                      "DL2 (3 x 10^6 NK cells/kg)", "Store at 2-8 °C. Do not freeze.",
                      "University Cell Therapy Laboratory (FIN A1234)"):
         assert expected in flat, expected
@@ -351,8 +351,64 @@ def test_no_labels_is_refused() -> None:
 
 
 @pytest.mark.parametrize(("count", "shown"), [
-    (187_000_000, "1.87 x 10^8"), (190_000_000, "1.90 x 10^8"), (999_500_000, "1.00 x 10^9"),
-    (1_234_567_890, "1.23 x 10^9"), (1_235_000_000, "1.24 x 10^9"), (5_000, "5.00 x 10^3"), (950, "950"),
+    (187_000_000, "1.87 × 10⁸"), (190_000_000, "1.90 × 10⁸"), (999_500_000, "1.00 × 10⁹"),
+    (1_234_567_890, "1.23 × 10⁹"), (1_235_000_000, "1.24 × 10⁹"), (5_000, "5.00 × 10³"), (950, "950"),
 ])
 def test_cell_counts_are_printed_with_three_significant_digits(count: int, shown: str) -> None:
     assert format_cells(count) == shown
+
+
+
+# --- the site's local expiry, the facility and the additive statement; ZPL beside the PDF ------------------
+
+SITE_LABEL = replace(LABEL, timezone="America/Chicago", facility_name="University Cell Therapy Laboratory",
+                     facility="FIN A1234", facility_address=("200 Lab Road", "Springfield, IL 62701, USA"),
+                     additive="Contains 5 % human serum albumin in 0.9 % sodium chloride", product_code="S9999V00")
+SITE_EXPIRY_DATA = "&>0261540930"  # 14:30 UTC on 3 June 2026 is 09:30 CDT (UTC-5): the site's local time
+
+
+def test_the_expiry_is_encoded_and_printed_in_the_sites_local_time_with_its_zone() -> None:
+    pdf = render_labels_pdf([SITE_LABEL], demo=False)
+    (text,) = pages_text(pdf)
+    flat = " ".join(text.split())
+    assert "2026-06-03 09:30 CDT" in flat and "14:30" not in flat
+    decoded = {b.text for b in zxingcpp.read_barcodes(page_image(pdf))}
+    assert SITE_EXPIRY_DATA in decoded and "=<S9999V00" in decoded  # one bag: undivided, division 00
+    assert isbt128.parse_datetime(SITE_EXPIRY_DATA, ZoneInfo("America/Chicago"))[1] == \
+        datetime(2026, 6, 3, 14, 30, tzinfo=timezone.utc)
+
+
+def test_the_label_names_the_facility_with_its_address_and_states_the_additive() -> None:
+    (text,) = pages_text(render_labels_pdf([SITE_LABEL], demo=False))
+    flat = " ".join(text.split())
+    for expected in ("University Cell Therapy Laboratory", "FIN A1234", "200 Lab Road",
+                     "Springfield, IL 62701, USA", "Contains 5 % human serum albumin in 0.9 % sodium chloride",
+                     "Store at 2-8 °C. Do not freeze."):
+        assert expected in flat, expected
+
+
+def test_zpl_carries_the_same_fields_as_the_pdf_label() -> None:
+    from mfg.reports import zpl
+
+    text = zpl.labels_zpl([SITE_LABEL, replace(SITE_LABEL, reprint=2)], demo=True)
+    assert text.count("^XA") == text.count("^XZ") == 2 and "^CI28" in text
+    first, second = zpl.parse(text)
+    assert first["din_barcode"] == DIN_DATA and first["product_barcode"] == "=<S9999V00"
+    assert first["expiry_barcode"] == SITE_EXPIRY_DATA and first["coi_barcode"] == COI_DATA
+    assert first["expiry_eye"] == "2026-06-03 09:30 CDT"
+    assert first["datamatrix"] == "=+04000" + DIN_DATA + "=<S9999V00" + SITE_EXPIRY_DATA + COI_DATA
+    assert first["facility"] == "University Cell Therapy Laboratory · FIN A1234"
+    assert first["facility_address"] == "200 Lab Road, Springfield, IL 62701, USA"
+    assert first["additive"] == SITE_LABEL.additive and first["storage"] == SITE_LABEL.storage
+    assert first["nk_cells"] == "1.87 × 10⁸ NK cells" and first["volume"] == "Volume 13.4 mL"
+    assert first["subject"] == "Subject NK-001" and first["demo"] == DEMO_MARK
+    assert first["din_eye"] == "A1234 26 000124 00 Z" and first["coi_eye"] == "CH A1234 26 000456 N"
+    assert "reprint" not in first and second["reprint"] == "REPRINT 2"
+    assert all(w in first["warnings"] for w in DEFAULT_WARNINGS)
+
+
+def test_zpl_escapes_its_reserved_characters() -> None:
+    from mfg.reports import zpl
+
+    (fields,) = zpl.parse(zpl.labels_zpl([replace(SITE_LABEL, storage="Keep ^cold~ _always_")], demo=False))
+    assert fields["storage"] == "Keep ^cold~ _always_"
