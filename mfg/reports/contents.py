@@ -74,8 +74,8 @@ def certificate_tests(snap: dict[str, Any]) -> list[dict[str, Any]]:
                     if final is not None:
                         result, tested, meets = final["result"], final["entered_at"], final["in_limits"]
                         status = "meets" if meets else "does NOT meet"
-                        if not final.get("verified_by"):
-                            status += " (not yet verified)"
+                        status += (f" · verified by {final['verified_by']}" if final.get("verified_by")
+                                   else " · NOT YET VERIFIED")
                     elif v["pending"]:
                         result, tested, status = _result(v["value"]), None, "pending"
                     else:

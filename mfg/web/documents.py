@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from flask import Blueprint, Response, current_app, flash, redirect, render_template, url_for
+from flask import Blueprint, Response, abort, current_app, flash, redirect, render_template, url_for
 from flask_login import current_user, login_required
 from flask_wtf import FlaskForm
 from wtforms import PasswordField, StringField
@@ -58,6 +58,20 @@ def download(batch_id: int, document_id: int):
     return Response(document.content, mimetype="application/pdf",
                     headers={"Content-Disposition": f'attachment; filename="{document.filename}"',
                              "X-Content-SHA256": document.sha256})
+
+
+@bp.route("/<int:batch_id>/documents/<int:document_id>.zpl")
+@login_required
+def download_zpl(batch_id: int, document_id: int):
+    """A labels revision as ZPL for Zebra printers, built from the label data its signed PDF embeds."""
+    document = documents.get_revision(db.session, batches.get(db.session, batch_id), document_id)
+    if document.kind != "labels":
+        abort(404)
+    text = documents.labels_zpl(document.content, demo=bool(current_app.config["DEMO"]),
+                                label_size=tuple(current_app.config["LABEL_SIZE_IN"]))
+    name = document.filename.removesuffix(".pdf") + ".zpl"
+    return Response(text.encode("utf-8"), content_type="text/plain; charset=utf-8",
+                    headers={"Content-Disposition": f'attachment; filename="{name}"'})
 
 
 @bp.route("/<int:batch_id>/labels", methods=["POST"])

@@ -4,6 +4,10 @@ extracting their text, decoding their barcodes and validating their signatures (
 from __future__ import annotations
 
 import io
+import json
+import os
+import re
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pypdfium2
@@ -23,6 +27,70 @@ from tests.support import PASSWORD, make_documents, recorded_back, settle_pendin
 from .test_demo_nk import nk_demo  # noqa: F401 - the fixture
 
 UTC = ZoneInfo("UTC")
+
+
+# NK-RELEASE v4's tests on the certificate: (test, method, specification in words)
+TESTS = (
+    ("Sterility (14-day culture)", "Compendial culture, 14 days", "No growth at 14 days"),
+    ("Sterility (preliminary read)", "Automated culture, preliminary read at 48-72 h",
+     "No growth at the preliminary read (48-72 h)"),
+    ("Gram stain", "Gram stain, smear microscopy", "No organisms seen"),
+    ("Endotoxin", "Kinetic chromogenic LAL", "< 5.0 EU/mL"),
+    ("Mycoplasma (PCR, pre-wash cells and supernatant)", "Validated qPCR", "Not detected"),
+    ("Viability", "Automated count, fluorescent viability dye", "> 70 %"),
+    ("CD3-CD56+ (NK purity)", "Flow cytometry (CD3/CD56)", "> 70 % CD3⁻CD56⁺ cells"),
+    ("Residual feeder cells", "Flow cytometry (feeder-specific marker)", "< 0.1 %"),
+    ("HLA identity", "HLA typing, rapid PCR-SSP", "HLA typing matches the NK donor"),
+    ("Specific lysis at 20:1", "4-hour cytotoxicity assay vs K562", "> 20 % lysis at 20:1 effector:target"),
+    ("Cell dose as % of the assigned dose level", "Calculated: volume filled × viable cell concentration",
+     "80-120 % of the assigned dose level"),
+    ("Residual T cells per kg", "Calculated: volume filled × viable cell concentration × CD3⁺ fraction",
+     "< 2.00 × 10⁵ CD3⁺ cells/kg"),
+    ("Endotoxin per kg", "Calculated: volume filled × endotoxin per mL", "≤ 5 EU/kg"),
+)
+# What is recorded in the release record but is no test with a specification
+NOT_TESTS = ("Total volume sampled", "Volume filled for the subject", "Results against NK-SPEC v2",
+             "Spike recovery", "Viable cell concentration", "Samples drawn", "Specification confirmed",
+             "Subject weight used", "NK cells delivered per kg", "Biosafety cabinet")
+
+
+def _squeeze(text: str) -> str:
+    return "".join(text.split())
+
+
+def assert_only_tests(flat: str) -> None:
+    for label in NOT_TESTS:
+        assert _squeeze(label) not in _squeeze(flat), label
+    assert flat.count("Endotoxin") == 2 + flat.count("Endotoxin reader")  # per mL and per kg, nothing else
+    assert " pass" not in flat  # the engine's pass/fail column is gone; the result says whether it meets
+
+
+def assert_sample_and_test_dates(data: bytes) -> None:
+    """Every test row has a sample date and, unless pending, a test date (read from the embedded data,
+    which is what the certificate prints)."""
+    rows = json.loads(pdfs.embedded_file(data))["tests"]
+    assert [r["test"] for r in rows] == [t for t, _, _ in TESTS]
+    for row in rows:
+        assert re.fullmatch(r"\d{4}-\d{2}-\d{2}", row["sampled"]), row
+        assert row["pending"] or re.fullmatch(r"\d{4}-\d{2}-\d{2}", row["tested"]), row
+
+
+def assert_site_product_and_storage(flat: str) -> None:
+    for statement in ("DEMO Cell Therapy Facility", "1 Example Way", "Demo City, DC 00000, USA",
+                      "Allogeneic NK cells, expanded, for infusion", "Store at 2-8 °C. Do not freeze. Do not irradiate."):
+        assert _squeeze(statement) in _squeeze(flat), statement
+
+
+def assert_no_audit_trail(document) -> None:  # noqa: ANN001
+    text = " ".join(_text(document.content))
+    embedded = pdfs.embedded_file(document.content).decode()
+    assert "Audit trail" not in text and "audit_trail" not in embedded and "audit_head" not in embedded
+    assert "records" not in json.loads(embedded)  # not the batch snapshot: no manufacturing steps
+
+
+def assert_no_microseconds(*texts: str) -> None:
+    for text in texts:
+        assert not re.search(r"\d{2}:\d{2}:\d{2}\.\d+", text) and not re.search(r"T\d{2}:\d{2}:\d{2}", text)
 
 
 def _text(data: bytes) -> list[str]:
@@ -98,18 +166,31 @@ def test_release_issues_a_signed_batch_record_and_certificate_and_labels_scan(
     assert "DEMO" in whole and "Viable NK cells per culture day" in whole
     coa_text = " ".join(_text(coa.content))
     assert "PENDING" in coa_text and "NK-001" in coa_text and "Certificate of analysis" in coa_text
-    # NK-RELEASE v3: every final-product test with its method and specification; both sterility reads pending
     coa_flat = " ".join(coa_text.split())
-    for test, method in (("Sterility (14-day culture)", "Compendial culture, 14 days"),
-                         ("Sterility (preliminary read)", "Automated culture, preliminary read at 48-72 h"),
-                         ("Gram stain", "Gram stain, smear microscopy"),
-                         ("Endotoxin", "Kinetic chromogenic LAL"),
-                         ("Mycoplasma (PCR, pre-wash cells and supernatant)", "Validated qPCR"),
-                         ("Specific lysis at 20:1", "4-hour cytotoxicity assay vs K562"),
-                         ("Cell dose as % of the assigned dose level", "calculated")):
-        assert test in coa_flat and method in coa_flat, test
+    if os.environ.get("MFG_DUMP_DOCUMENTS"):  # for reading what the documents say while changing them
+        Path(os.environ["MFG_DUMP_DOCUMENTS"]).write_text("\n".join(_text(coa.content)) + "\n=====\n" + "\n".join(
+            _text(documents.revisions(session, batch, "labels")[-1].content)) + "\n=====\n" + "\n".join(pages))
+    # NK-RELEASE v4: only the tests with a specification, each with its method and specification in words
+    for test, method, specification in TESTS:  # compared without white space: a narrow column wraps anywhere
+        assert all(_squeeze(part) in _squeeze(coa_flat) for part in (test, method, specification)), test
     assert coa_flat.count("(PENDING: a supplemental certificate follows") == 2
-    assert "Method" in coa_flat and "80" in coa_flat.partition("Cell dose as % of the assigned dose level")[2][:80]
+    for header in ("Test", "Method", "Sampled", "Tested", "Specification", "Result"):
+        assert header in coa_flat
+    assert_only_tests(coa_flat)
+    assert_sample_and_test_dates(coa.content)
+    assert_site_product_and_storage(coa_flat)
+    assert_no_audit_trail(coa)
+    labels = documents.revisions(session, batch, "labels")[-1]
+    label_flat = " ".join(" ".join(_text(labels.content)).split())
+    assert_site_product_and_storage(label_flat)  # the same statements on the label as on the certificate
+    assert "Contains 5 % human serum albumin in 0.9 % sodium chloride" in label_flat
+    assert_no_audit_trail(labels)
+    assert_no_microseconds(coa_flat, label_flat, " ".join(" ".join(t.split()) for t in pages))
+    # the batch record prints its audit trail one line an entry and embeds the whole snapshot, raw entries included
+    embedded = json.loads(pdfs.embedded_file(record.content))
+    assert embedded["audit_trail"] and "before" in embedded["audit_trail"][0]
+    assert "Audit trail of this batch" in whole and "recorded value created" in whole
+    assert re.search(r"step execution changed .*status: in_progress → ", whole) or "status:" in whole
 
     check = documents.verify(session, record.content, site.certificate)
     assert check.valid and "revision 1" in check.summary[1]
@@ -130,7 +211,18 @@ def test_release_issues_a_signed_batch_record_and_certificate_and_labels_scan(
     assert (record2.revision, coa2.revision) == (2, 2)
     supplemental = " ".join(" ".join(t.split()) for t in _text(coa2.content))
     assert "SUPPLEMENTAL" in supplemental and "Supplemental: supersedes revision 1" in supplemental
-    assert "No growth (final result; pending at release" in supplemental
+    assert "pending" not in supplemental.lower()  # final results only: no pending row, no pending review
+    for test, method, specification in TESTS:
+        assert all(_squeeze(part) in _squeeze(supplemental) for part in (test, method, specification)), test
+    assert "No growth · meets" in supplemental
+    assert_only_tests(supplemental)
+    assert_no_audit_trail(coa2)
+    if os.environ.get("MFG_WRITE_COA_EXAMPLE"):  # docs/coa-example.txt: the text QA reads, as extracted
+        Path(os.environ["MFG_WRITE_COA_EXAMPLE"]).write_text(
+            "# Text extracted with pypdf from the demo batch's certificate of analysis (tests/services/"
+            "test_documents.py)\n\n## Revision 1 (conditional release)\n\n" + "\n".join(_text(coa.content))
+            + "\n\n## Revision 2 (supplemental, final results)\n\n" + "\n".join(_text(coa2.content)) + "\n",
+            encoding="utf-8")
     amended = " ".join(" ".join(t.split()) for t in _text(record2.content))
     assert "pending at release → No growth" in amended  # the pending stays, the result beside it
     assert [d.revision for d in documents.revisions(session, batch, "coa")] == [1, 2]  # every revision kept
