@@ -20,8 +20,9 @@ What a label carries (DOMAIN.md sections 5-7; identifiers and check characters c
 * **Chain of identity** (040): Code 128 of ``&/`` + COI text (:meth:`CoiId.barcode`); eye-readable
   ``CH X9999 26 000123`` with its boxed check character, next to the subject code.
 * NK cells (``1.87 × 10⁸ NK cells``, :func:`mfg.domain.display.cells`), volume, dose level, storage and
-  additive statements, the warning statements, the facility's name, FIN and address; ``REPRINT n`` on the n-th reprint; ``DEMO — NOT FOR CLINICAL USE`` on demo
-  instances. A label with the demonstration FIN :data:`~mfg.domain.isbt128.DEMO_FIN` is refused unless
+  additive statements, the warning statements, the facility's name, FIN and address; ``REPRINT n`` on
+  the n-th reprint; ``DEMO — NOT FOR CLINICAL USE`` on demo instances. A label with the demonstration
+  FIN :data:`~mfg.domain.isbt128.DEMO_FIN` is refused unless
   ``demo`` is true (the FIN is not assigned to anyone by ICCBBA).
 
 **DataMatrix content** (:func:`datamatrix_content`): one ISBT 128 *compound message* (data structure

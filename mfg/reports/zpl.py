@@ -64,7 +64,8 @@ def label_zpl(label: LabelData, *, demo: bool, width_in: float = 4, height_in: f
     parts += [_text(16, y, 16, "DONATION IDENTIFICATION NUMBER", "din_caption"),
               _text(column, y, 16, "PRODUCT CODE", "product_caption")]
     y += 20
-    parts += [_code128(16, y, label.din_data, "din_barcode"), _code128(column, y, label.product_data, "product_barcode")]
+    parts += [_code128(16, y, label.din_data, "din_barcode"),
+              _code128(column, y, label.product_data, "product_barcode")]
     y += BAR_HEIGHT_DOTS + 6
     parts += [_text(16, y, 26, f"{din.eye_readable()} {label.flags} {din.check}", "din_eye"),
               _text(column, y, 26, f"{product.description}{product.donation_type} {product.division}", "product_eye")]
@@ -74,7 +75,8 @@ def label_zpl(label: LabelData, *, demo: bool, width_in: float = 4, height_in: f
     parts += [_text(16, y, 16, "CHAIN OF IDENTITY", "coi_caption"),
               _text(column, y, 16, "EXPIRATION DATE-TIME", "expiry_caption")]
     y += 20
-    parts += [_code128(16, y, label.coi_data, "coi_barcode"), _code128(column, y, label.expiry_data, "expiry_barcode")]
+    parts += [_code128(16, y, label.coi_data, "coi_barcode"),
+              _code128(column, y, label.expiry_data, "expiry_barcode")]
     y += BAR_HEIGHT_DOTS + 6
     parts += [_text(16, y, 24, f"{coi.eye_readable()} {coi.check}", "coi_eye"),
               _text(column, y, 26, format_expiry(label.expires_at, label.zone), "expiry_eye")]

@@ -2,10 +2,10 @@
 
 Each is rendered from the frozen plain snapshot (``services.snapshot``) to PDF/A-3b with its own data
 attached (the batch record the whole snapshot, audit trail included; the certificate and the labels only
-what they print, ``reports.contents``), signed (PAdES) with the site key, and stored once as a ``DocumentRevision`` with the file's
-sha256 (audited). A later change (the final sterility result after a conditional release, a label
-reprint) makes a new revision; every revision stays available. ``verify`` checks a file against the site
-certificate and the stored record.
+what they print, ``reports.contents``), signed (PAdES) with the site key, and stored once as a
+``DocumentRevision`` with the file's sha256 (audited). A later change (the final sterility result after a
+conditional release, a label reprint) makes a new revision; every revision stays available. ``verify``
+checks a file against the site certificate and the stored record.
 """
 
 from __future__ import annotations

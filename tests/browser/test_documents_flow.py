@@ -28,7 +28,7 @@ from mfg.reports import zpl
 from mfg.reports.pdf import embedded_file, verify_pdf
 from mfg.services import accounts, audit
 from mfg.unit_of_work import unit_of_work
-from tests.browser.pages import NAMES, demo_plant, go, people, row
+from tests.browser.pages import NAMES, demo_plant, people, row
 
 
 def _act(live_app: Flask) -> scenarios.Act:

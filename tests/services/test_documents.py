@@ -77,7 +77,8 @@ def assert_sample_and_test_dates(data: bytes) -> None:
 
 def assert_site_product_and_storage(flat: str) -> None:
     for statement in ("DEMO Cell Therapy Facility", "1 Example Way", "Demo City, DC 00000, USA",
-                      "Allogeneic NK cells, expanded, for infusion", "Store at 2-8 °C. Do not freeze. Do not irradiate."):
+                      "Allogeneic NK cells, expanded, for infusion",
+                      "Store at 2-8 °C. Do not freeze. Do not irradiate."):
         assert _squeeze(statement) in _squeeze(flat), statement
 
 
