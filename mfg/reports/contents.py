@@ -116,11 +116,13 @@ def certificate(snap: dict[str, Any]) -> dict[str, Any]:
         "deviations": [{"number": d["number"], "classification": d["classification"] or "unclassified",
                         "status": d["status"], "description": d["description"]} for d in snap["deviations"]],
         "decisions": [{"decision": d["decision"].replace("_", " ").capitalize(),
-                       # a supplemental certificate lists final results only: what was pending is not restated
-                       "pending": d["pending"] if pending else "", "comment": d["comment"] or "",
+                       # the tests still pending, by name; a supplemental certificate lists final results only
+                       "pending": ", ".join(pending) if d["pending"] and pending else "",
+                       "comment": d["comment"] or "",
+                       # the signature's manifestation (its comment restates the decision in the engine's words)
                        "signatures": [{"meaning": s["meaning"], "printed_name": s["printed_name"],
-                                       "username": s["username"], "signed_at": when(s["signed_at"], tz),
-                                       "comment": s["comment"] or ""} for s in d["signatures"]]}
+                                       "username": s["username"], "signed_at": when(s["signed_at"], tz)}
+                                      for s in d["signatures"]]}
                       for d in snap["decisions"]],
     }
 
@@ -149,10 +151,13 @@ def labels(snap: dict[str, Any]) -> list[dict[str, Any]]:
 # --- the batch record's audit trail -------------------------------------------------------------------------
 
 _ACTIONS = {"create": "created", "update": "changed"}
-# Columns that say nothing to a reader of the trail (keys, hashes, file bytes); the attachment keeps them.
-_QUIET = ("id", "content", "content_sha256", "sha256", "snapshot_sha256", "entry_hash", "prev_hash",
-          "password_hash")
-_LINE = 110  # characters of "what changed" on one printed line
+# Columns that say nothing to a reader of the line (keys and references, hashes, file bytes, the entry's own
+# time and author, which the line prints already); the attachment keeps every one.
+_QUIET = {"id", "content", "batch", "execution", "field_type", "instance", "position", "revision_of",
+          "created_at", "created_by", "entered_at", "entered_by", "performed_at", "signed_at", "opened_at",
+          "opened_by", "decided_at", "decided_by", "reviewed_at", "reviewed_by", "record_type", "record", "user",
+          "supersedes", "sop_version", "pending_value", "signature", "dose_signature", "trial_config_version"}
+_LINE = 80  # characters of "what changed" on one printed line
 
 
 def _words(name: str) -> str:
@@ -185,7 +190,15 @@ def change_words(action: str, before: str | None, after: str | None) -> str:
     """What an audit entry changed, in words: ``status: in progress → done`` for a change, the values
     of a new record (``field: viability · text: 93.4``) for a creation; keys and hashes left out."""
     old, new = _loads(before), _loads(after)
-    keys = [k for k in new if k not in _QUIET and not k.endswith("_hash")]
+    keys = [k for k in new if _words(k).replace(" ", "_") not in _QUIET and not k.endswith(("_hash", "sha256"))]
+    if action.startswith("recorded_value.") and "field_id" in new:  # a value: "viability = 92.0 %"
+        value = f"{new['field_id']} = {_short(new.get('text'))}" + (f" {new['unit']}" if new.get("unit") else "")
+        if new.get("in_limits") is False:
+            value += " (OUT OF LIMIT)"
+        keys = [k for k in keys if k not in ("field_id", "text", "unit", "in_limits")]
+        rest = "; ".join(f"{_words(k)}: {_short(new[k])}" for k in keys if new[k] not in (None, "", [], {}))
+        text = value + (f"; {rest}" if rest else "")
+        return text if len(text) <= _LINE else text[:_LINE - 1] + "…"
     if action.endswith(".update"):
         parts = [f"{_words(k)}: {_short(old.get(k))} → {_short(new[k])}" for k in keys]
     else:
@@ -203,5 +216,6 @@ def audit_lines(snap: dict[str, Any]) -> list[dict[str, str]]:
         lines.append({"seq": str(entry["seq"]), "at": when(entry["at"], tz), "user": entry["user"],
                       "action": f"{_words(kind)} {_ACTIONS.get(verb, verb)}".strip(),
                       "what": change_words(entry["action"], entry.get("before"), entry.get("after")),
-                      "reason": entry["reason"] or ""})
+                      # the reason of a change (a correction's); a creation's reason restates its action
+                      "reason": _short(entry["reason"]) if entry["reason"] and verb != "create" else ""})
     return lines

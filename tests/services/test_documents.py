@@ -211,6 +211,8 @@ def test_release_issues_a_signed_batch_record_and_certificate_and_labels_scan(
     record2, coa2 = make_documents(app, site)
     assert (record2.revision, coa2.revision) == (2, 2)
     supplemental = " ".join(" ".join(t.split()) for t in _text(coa2.content))
+    if os.environ.get("MFG_DUMP_DOCUMENTS"):
+        Path(os.environ["MFG_DUMP_DOCUMENTS"] + ".2").write_text("\n".join(_text(coa2.content)))
     assert "SUPPLEMENTAL" in supplemental and "Supplemental: supersedes revision 1" in supplemental
     assert "pending" not in supplemental.lower()  # final results only: no pending row, no pending review
     for test, method, specification in TESTS:
