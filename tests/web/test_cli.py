@@ -177,7 +177,8 @@ def test_the_final_scenario_ends_with_a_supplemental_certificate_and_a_second_ba
     first, supplemental = (next((tmp_path / "final").glob(f"*-coa-r{n}.pdf")) for n in (1, 2))
     assert "Supplemental" not in _pdf_text(first) and "PENDING" in _pdf_text(first)
     text = _pdf_text(supplemental)
-    assert "Supplemental: supersedes revision 1" in text and "No growth (final result; pending at release" in text
+    assert "Supplemental: supersedes revision 1" in text and "No growth · meets" in text  # final results only
+    assert "pending" not in text.lower()
     for document in (first, supplemental):  # both revisions stay valid
         assert runner.invoke(args=["verify-pdf", str(document)]).exit_code == 0
     with app.app_context():
