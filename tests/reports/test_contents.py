@@ -45,3 +45,57 @@ def test_a_long_change_is_cut_to_one_line() -> None:
                                              "number": "DEV-2026-0001", "classification": "minor"})]})
     assert line["what"].startswith("description: " + "x" * 39 + "…; origin: by_hand")  # each value shortened
     assert len(line["what"]) == 80 and line["what"].endswith("…") and line["at"] == "2026-03-29 02:30 UTC"
+
+
+def _value(label: str, text: str, *, test: dict | None, pending: bool = False, final: dict | None = None) -> dict:
+    return {"label": label, "pending": pending, "final": final, "test": test,
+            "value": {"text": text, "in_limits": True, "entered_at": "2026-03-30T10:00:00.5Z"}}
+
+
+def _snapshot(final: dict | None) -> dict:
+    sterility = {"method": "Compendial culture, 14 days", "specification": "No growth at 14 days",
+                 "sampled_at": "2026-03-29T08:00:00.1Z"}
+    return {
+        "trial": {"site_timezone": "UTC", "facility_name": "Cell Lab", "facility_address": ["1 Way"],
+                  "facility": "X9999", "product_name": "NK cells", "product_code": "S9999V", "trial_id": "NCT1",
+                  "configuration": "NK-TRIAL v4", "storage": "Store at 2-8 °C. Do not irradiate.",
+                  "additive": "5 % albumin"},
+        "batch": {"lot": "L1", "din_eye_readable": "X9999 26 000001", "din_check": "X",
+                  "created_at": "2026-03-20T08:00:00.123456Z"},
+        "subject": None, "bags": [], "deviations": [],
+        "decisions": [{"decision": "conditionally_released", "pending": "sterility #1: result (recorded as Pending)",
+                       "comment": "", "signatures": [{"meaning": "Released by", "printed_name": "Quinn",
+                                                      "username": "qa1", "signed_at": "2026-03-30T11:00:00.5Z",
+                                                      "comment": "batch conditionally released; pending: ..."}]}],
+        "records": [{"certificate_of_analysis": True, "stages": [{"steps": [
+            {"values": [_value("Total volume sampled", "4.0 mL", test=None),
+                        _value("Sterility (14-day culture)", "Pending", test=sterility, pending=True, final=final),
+                        _value("Results against NK-SPEC v2", "All available results ...; sterility pending",
+                               test=None)]}]}]},
+            {"certificate_of_analysis": False, "stages": [{"steps": [{"values": [
+                _value("Viability at intake", "95 %", test={"method": "m", "specification": "s",
+                                                            "sampled_at": None})]}]}]}],
+    }
+
+
+def test_the_certificate_lists_only_tests_and_a_supplemental_only_final_results() -> None:
+    first = contents.certificate(_snapshot(None))
+    assert [t["test"] for t in first["tests"]] == ["Sterility (14-day culture)"]  # no non-tests, no other record
+    (row,) = first["tests"]
+    assert (row["method"], row["sampled"], row["tested"], row["specification"], row["pending"]) == (
+        "Compendial culture, 14 days", "2026-03-29", "", "No growth at 14 days", True)
+    assert first["decisions"][0]["pending"] == "Sterility (14-day culture)"  # named as QA reads it
+    assert first["facility"] == {"name": "Cell Lab", "address": ["1 Way"], "fin": "X9999"}
+    assert first["product"]["storage"] == "Store at 2-8 °C. Do not irradiate." and first["batch"]["started"] == \
+        "2026-03-20 08:00 UTC"
+    final = {"result": "No growth", "in_limits": True, "entered_at": "2026-04-13T09:00:00.2Z",
+             "verified_by": "Oscar Verifier"}
+    supplemental = contents.certificate(_snapshot(final))
+    (row,) = supplemental["tests"]
+    assert (row["result"], row["tested"], row["status"], row["pending"]) == (
+        "No growth", "2026-04-13", "meets · verified by Oscar Verifier", False)
+    assert supplemental["pending"] == [] and supplemental["decisions"][0]["pending"] == ""
+    items = supplemental["tests"] + supplemental["decisions"]
+    texts = [v for item in items for v in item.values() if isinstance(v, str)]
+    assert not any("pending" in text.lower() for text in texts)
+    assert "audit_trail" not in supplemental and "records" not in supplemental
