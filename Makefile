@@ -47,10 +47,12 @@ lock:
 lock-check:
 	$(PYTHON) requirements/lock.py --check
 
-## make run: set up instance/ (idempotent: keeps data and keys) and serve on 127.0.0.1:5000
+## make run: set up instance/ (idempotent: keeps data and keys) and serve on 127.0.0.1:$(PORT) (default 5000;
+## `make run PORT=5001` serves on another port)
+PORT ?= 5000
 run: install
 	$(BIN)/flask --app mfg init --demo
-	$(BIN)/gunicorn --workers 2 --threads 4 --bind 127.0.0.1:5000 --access-logfile - 'mfg:create_app()'
+	$(BIN)/gunicorn --workers 2 --threads 4 --bind 127.0.0.1:$(PORT) --access-logfile - 'mfg:create_app()'
 
 chromium:
 	@if [ ! -x $(CHROMIUM) ]; then \
