@@ -13,7 +13,8 @@ A throwaway demo instance in a temporary folder, made by the commands a site use
 * ``--subject NK-005``: every step performed (the QA review).
 
 The application is served on 127.0.0.1 (a free port) and each screen is taken at 1024x768 (the viewport, as
-the tablet shows it when the page opens, unless noted) by the demo person who uses it. The states' values are
+the tablet shows it when the page opens; the calculated field and the bedside check, which open further down,
+scrolled into view) by the demo person who uses it. The states' values are
 the demo data set's (``mfg.demo.nk_batch``). Fields are found by their master-record labels; every other
 selector is in ``Screens``.
 """
@@ -21,6 +22,7 @@ selector is in ``Screens``.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import tempfile
 from pathlib import Path
@@ -154,6 +156,9 @@ def shoot(browser: Any, base: str, app: Any, out: Path) -> list[Path]:
     clinical = person("clinical1")
     batch_id, _ = batch_of("NK-001", planned=False)
     clinical.goto(f"/batches/{batch_id}/custody")
+    bedside = clinical.get_by_role("heading", name=re.compile(r"^Bedside identity check"))
+    if bedside.count():  # the page opens on the hand-off form (autofocus): the bedside check's section at the top
+        bedside.first.evaluate("el => el.scrollIntoView({block: 'start'})")
     png(clinical, "06-bedside")
     return taken
 
