@@ -8,7 +8,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PIP_INSTALL := $(BIN)/python -m pip install --quiet --disable-pip-version-check
 LOCK_VENV := .venv-lock
 
-.PHONY: run test bench lint install install-test lock lock-check chromium clean-venv
+.PHONY: run test bench operator-effort screenshots lint install install-test lock lock-check chromium clean-venv
 
 ## make install: the run environment, exactly as locked (requirements/run.lock: every package pinned with its
 ## hashes, binary wheels only), then the product itself, built by the locked backend. A changed lock or
@@ -47,10 +47,12 @@ lock:
 lock-check:
 	$(PYTHON) requirements/lock.py --check
 
-## make run: set up instance/ (idempotent: keeps data and keys) and serve on 127.0.0.1:5000
+## make run: set up instance/ (idempotent: keeps data and keys) and serve on 127.0.0.1:$(PORT) (default 5000;
+## `make run PORT=5001` serves on another port)
+PORT ?= 5000
 run: install
 	$(BIN)/flask --app mfg init --demo
-	$(BIN)/gunicorn --workers 2 --threads 4 --bind 127.0.0.1:5000 --access-logfile - 'mfg:create_app()'
+	$(BIN)/gunicorn --workers 2 --threads 4 --bind 127.0.0.1:$(PORT) --access-logfile - 'mfg:create_app()'
 
 chromium:
 	@if [ ! -x $(CHROMIUM) ]; then \
@@ -65,13 +67,26 @@ test: install-test chromium
 ## make lint: ruff (lint and import order) and mypy (strict on mfg/domain), both must be clean; .ci/run runs it
 ## before the suite
 lint: install-test
-	$(BIN)/ruff check mfg tests bench requirements
+	$(BIN)/ruff check mfg tests bench tools requirements
 	$(BIN)/mypy
 
 ## make bench: run bench/ (SQLite, and PostgreSQL when MFG_BENCH_DATABASE_URL or MFG_TEST_DATABASE_URL is set);
 ## writes bench/out/report.md and bench/out/report.json. BENCH_ARGS=--quick tries the harness at small sizes.
 bench: install-test
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
+## make operator-effort: one complete demo NK batch done by the two operators through the screens (Debian's
+## chromium at 1024x768 with touch, a throwaway demo instance on a free loopback port); counts page loads, taps,
+## typed fields, scans, password entries and seconds into $(OUT).json and $(OUT).md
+## (`make operator-effort OUT=docs/operator-effort-after` after a change to the screens)
+OUT ?= bench/out/operator-effort
+operator-effort: install-test chromium
+	$(BIN)/python tools/operator_effort.py --out $(OUT)
+
+## make screenshots: the demo's screens at 1024x768 (work queue, a calculated field, the dose step, an identity
+## stop, QA's review, the bedside check) into docs/screens/, from a throwaway `init --demo` + `demo-batch` instance
+screenshots: install-test chromium
+	$(BIN)/python tools/screens/shoot.py --out docs/screens
 
 clean-venv:
 	rm -rf $(VENV) $(LOCK_VENV)

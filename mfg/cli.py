@@ -248,9 +248,14 @@ def verify_pdf_command(file: Path) -> None:
 @with_appcontext
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Directory for the signed documents the scenario issues (PDF).")
-@click.option("--scenario", type=click.Choice(["conditional", "final", "sterility-positive", "cancelled"]),
+@click.option("--scenario", type=click.Choice(["conditional", "final", "sterility-positive", "cancelled",
+                                               "in-progress"]),
               default="conditional", show_default=True, help="Which end of the lifecycle the batch reaches.")
-def demo_batch_command(out: Path, scenario: str) -> None:
+@click.option("--subject", "subject_code", default=None,
+              help="in-progress: the subject (created with the demo donor and dose when missing), e.g. NK-002.")
+@click.option("--until", "until", default=None, metavar="RECORD:STEP",
+              help="in-progress: stop before this step (e.g. NK-FORMULATE:dose_plan); default: every step.")
+def demo_batch_command(out: Path, scenario: str, subject_code: str | None, until: str | None) -> None:
     """Drive one NK batch through the services as the demo people, with real signatures, to the end SCENARIO
     names (the OQ validation data sets: see mfg/demo/scenarios.py), and write its signed documents into OUT.
     Each action is its own unit of work acting as the person who does it."""
@@ -281,8 +286,19 @@ def demo_batch_command(out: Path, scenario: str) -> None:
         with unit_of_work(session, actor=person, policy=_policy()):
             return action(session)
 
+    options: dict = {}
+    if scenario == "in-progress":
+        if subject_code:
+            options["subject_code"] = subject_code
+        if until:
+            record, _, step_id = until.partition(":")
+            if not record or not step_id:
+                raise click.BadParameter("RECORD:STEP, e.g. NK-FORMULATE:dose_plan", param_hint="--until")
+            options["until"] = (record, step_id)
+    elif subject_code or until:
+        raise click.BadParameter("only with --scenario in-progress", param_hint="--subject/--until")
     try:
-        outcome = scenarios.RUN[scenario](act, setting)
+        outcome = scenarios.RUN[scenario](act, setting, **options)
     except DomainError as exc:
         raise click.ClickException("\n".join(exc.problems)) from None
     out.mkdir(parents=True, exist_ok=True)

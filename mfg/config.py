@@ -37,6 +37,8 @@ DEFAULTS: dict[str, object] = {
     "PASSWORD_MAX_AGE_DAYS": 180,
     "LOCKOUT_THRESHOLD": 5,
     "IDLE_TIMEOUT_MINUTES": 15,
+    # The screens warn this long before the idle timeout, with "Stay signed in" (mfg/static/session.js).
+    "IDLE_WARNING_SECONDS": 60,
     # Cookies: HttpOnly and SameSite=Lax always; Secure where the site serves HTTPS.
     "SESSION_COOKIE_HTTPONLY": True,
     "SESSION_COOKIE_SAMESITE": "Lax",

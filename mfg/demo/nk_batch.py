@@ -67,11 +67,13 @@ __all__ = [
     "DEMO_COMMENTS",
     "DEMO_VALUES",
     "DemoContext",
+    "PlannedStep",
     "continue_nk_batch",
     "entry_for",
     "equipment_identifier",
     "lot_number",
     "named_master_data",
+    "next_step",
     "planned_instances",
     "run_nk_batch",
     "seed_demo_subject",
@@ -703,3 +705,39 @@ def continue_nk_batch(session: Session, batch: Batch, *, performer: User, verifi
             with _acting_as(session, verifier):
                 steps.verify_step(session, execution, signer=verifier, password=password,
                                     username=verifier.username, require_username=True)
+
+
+@dataclass(frozen=True)
+class PlannedStep:
+    """The step the demo performs next in a batch, as a person does it on screen (see :func:`next_step`)."""
+
+    code: str  # the master record's code
+    position: int  # the record's position in the batch
+    step: Step
+    instance: int
+    heading: str  # as the step screen, the batch page and the work queue name it
+    entry: evaluation.StepInput
+
+    @property
+    def verify(self) -> bool:
+        return self.step.verification == "required"
+
+
+def next_step(session: Session, batch: Batch, *, now: datetime, tz: ZoneInfo) -> PlannedStep | None:
+    """The step :func:`continue_nk_batch` would perform next in ``batch``, with the demo entry for it, or None
+    when the demo performs no more steps. ``now``: the demo timeline's end (the moment the batch was opened,
+    to the minute, for a batch performed in one sitting). For drivers of the screens (bench/, tools/screens/)."""
+    records = batches.records(batch)
+    codes = [record.code for record in records]
+    made = bag_service.of_batch(session, batch)
+    wanted = [(_order(records, codes, item), item) for item in batches.open_steps(session, batch)
+              if item.instance <= planned_instances(codes[item.ref.position], item.step, made)]
+    if not wanted:
+        return None
+    item = min(wanted, key=lambda w: w[0])[1]
+    code = codes[item.ref.position]
+    assert batch.subject is not None  # an NK batch is made for a subject
+    entry = entry_for(code, item.step.id, item.instance, batch=batch, subject=batch.subject, bags=made,
+                      now=now.replace(second=0, microsecond=0), tz=tz)
+    heading = item.step.title + (f" ({item.step.repeat.label} {item.instance})" if item.step.repeat else "")
+    return PlannedStep(code, item.ref.position, item.step, item.instance, heading, entry)

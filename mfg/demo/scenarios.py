@@ -11,6 +11,9 @@ services, as the demo people, to one of the lifecycle's ends (``flask --app mfg 
   alerted and a clinical user acknowledges the alert; a bedside scan of bag B is a hard stop (audited, its
   deviation opened); QA rejects the batch.
 * ``cancelled``: a batch opened by mistake and cancelled before any starting material was received.
+* ``in-progress``: a batch for another subject (``--subject``, e.g. NK-002) performed up to a step
+  (``--until RECORD:STEP``, not performed), or to the end of its steps (awaiting QA's review): the screens'
+  states for training and for ``make screenshots``. It issues no document.
 
 Every action is one unit of work run by the edge's ``Act`` (the CLI: ``mfg.cli``; the tests: the same unit
 of work), as the person who acts, so the audit trail attributes each action exactly as the screens would.
@@ -34,7 +37,7 @@ from ..services import bags, custody, documents, results, review, starting
 from ..services import lifecycle as batch_lifecycle
 from . import nk_batch as demo_nk
 
-SCENARIOS = ("conditional", "final", "sterility-positive", "cancelled")
+SCENARIOS = ("conditional", "final", "sterility-positive", "cancelled", "in-progress")
 
 Act = Callable[[str, Callable[[Session], Any]], Any]
 """``act(username, action)``: run ``action(session)`` as one unit of work acting as ``username``."""
@@ -228,5 +231,31 @@ def cancelled(act: Act, setting: Setting) -> Outcome:
     return outcome
 
 
+def in_progress(act: Act, setting: Setting, *, subject_code: str = demo_nk.DEMO_SUBJECT,
+                until: tuple[str, str] | None = None) -> Outcome:
+    """The batch of ``subject_code`` (created with the demo donor and dose level when missing) performed by
+    operator1 and verified by operator2 up to the step ``until`` = (record code, step id), which stays open,
+    or, without ``until``, to the end of its steps (awaiting QA's review)."""
+    outcome = Outcome()
+
+    def subject(session: Session) -> int:
+        return demo_nk.seed_demo_subject(session, _user(session, "clinical1"), setting.password,
+                                         code=subject_code).id
+
+    subject_id = act("clinical1", subject)
+
+    def manufacture(session: Session) -> tuple[str, str]:
+        batch = demo_nk.run_nk_batch(session, subject=_subject(session, subject_id),
+                                     performer=_user(session, "operator1"), verifier=_user(session, "operator2"),
+                                     password=setting.password, tz=setting.tz, until=until)
+        return batch.lot, batch.status
+
+    outcome.lot, status = act("operator1", manufacture)
+    where = f"open at {until[0]} {until[1]}" if until else "at the end of its steps"
+    outcome.notes.append(f"batch {outcome.lot} of subject {subject_code} {where} ({status.replace('_', ' ')})")
+    return outcome
+
+
 RUN: dict[str, Callable[[Act, Setting], Outcome]] = {
-    "conditional": conditional, "final": final, "sterility-positive": sterility_positive, "cancelled": cancelled}
+    "conditional": conditional, "final": final, "sterility-positive": sterility_positive, "cancelled": cancelled,
+    "in-progress": in_progress}

@@ -121,7 +121,7 @@ GUARDS: dict[str, tuple[str, Guard]] = {
     "admin.user_action": ("manage_accounts", lambda user_id, action: guards.manage_accounts(_person())),
 }
 # Endpoints any signed-in (or, for sign-in, any) person may post to: they act on the person's own session.
-UNGUARDED = frozenset({"auth.login", "auth.logout", "auth.change_password"})
+UNGUARDED = frozenset({"auth.login", "auth.logout", "auth.change_password", "auth.keep_alive"})
 
 
 def refusals(endpoint: str, **args: Any) -> list[Refusal]:

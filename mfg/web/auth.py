@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from flask import Blueprint, flash, redirect, render_template, request, session, url_for
+from flask import Blueprint, current_app, flash, jsonify, redirect, render_template, request, session, url_for
 from flask_login import current_user, login_required, login_user, logout_user
 
 from ..domain.errors import AuthenticationFailed, DomainError
@@ -48,6 +48,15 @@ def logout():
     session.clear()
     flash("You are signed out.", "info")
     return redirect(url_for("auth.login"))
+
+
+@bp.route("/keep-alive", methods=["POST"])
+@login_required
+def keep_alive():
+    """"Stay signed in" (mfg/static/session.js): the request itself refreshes the session's last activity
+    (``security._before_request``), unless the session has already ended, which redirects to the sign-in
+    page instead. Records nothing: it is neither a sign-in nor a change to GMP data."""
+    return jsonify(signed_in=True, idle_seconds=float(current_app.config["IDLE_TIMEOUT_MINUTES"]) * 60)
 
 
 @bp.route("/password", methods=["GET", "POST"])

@@ -146,6 +146,18 @@ def _load_user(user_id: str) -> User | None:
     return user
 
 
+def _resume_target() -> str | None:
+    """Where to go after signing in again once the session ended: the page asked for, or, for a form sent
+    after the timeout (nothing of it is recorded), the page the form was on, where session.js restores what
+    was typed."""
+    if request.method == "GET":
+        return request.full_path
+    referrer = urlsplit(request.referrer or "")
+    if referrer.netloc != request.host:
+        return None
+    return safe_next(referrer.path + (f"?{referrer.query}" if referrer.query else ""))
+
+
 def _before_request() -> Any:
     if request.endpoint == "static":
         return None
@@ -161,7 +173,7 @@ def _before_request() -> Any:
             logout_user()
             session.clear()
             flash("Your session ended after a period of inactivity. Please sign in again.", "warning")
-            return redirect(url_for("auth.login", next=request.full_path if request.method == "GET" else None))
+            return redirect(url_for("auth.login", next=_resume_target()))
         session["last_seen"] = now.timestamp()
         due = current_user.must_change_password or rules.password_expired(
             current_user.password_changed_at, now, int(current_app.config["PASSWORD_MAX_AGE_DAYS"]))

@@ -77,6 +77,40 @@ def test_active_use_keeps_the_session(client, make_user, login):
     assert client.get("/").status_code == 200
 
 
+def test_keep_alive_refreshes_the_session_and_records_nothing(app, client, make_user, login):
+    """"Stay signed in" (mfg/static/session.js): a POST that refreshes the session's last activity."""
+    make_user("olivia")
+    login("olivia")
+    with client.session_transaction() as s:
+        s["last_seen"] = time.time() - 14 * 60
+    before = _actions(app)
+    response = client.post("/auth/keep-alive")
+    assert response.status_code == 200 and response.get_json()["signed_in"] is True
+    with client.session_transaction() as s:
+        assert time.time() - s["last_seen"] < 60
+    assert _actions(app) == before
+    with client.session_transaction() as s:
+        s["last_seen"] = time.time() - 16 * 60
+    ended = client.post("/auth/keep-alive")  # too late: the session ended, the sign-in page instead
+    assert ended.status_code == 302 and "/auth/login" in ended.location
+    assert _actions(app)[-1] == "session.timeout"
+
+
+def test_a_form_sent_after_the_idle_timeout_returns_to_its_page_after_sign_in(app, client, make_user, login):
+    make_user("olivia")
+    login("olivia")
+    with client.session_transaction() as s:
+        s["last_seen"] = time.time() - 16 * 60
+    response = client.post("/batches/start", headers={"Referer": "http://localhost/batches/7/step/0/identify_bag/1"})
+    assert response.status_code == 302
+    assert response.location.endswith("/auth/login?next=/batches/7/step/0/identify_bag/1")
+    login("olivia")
+    with client.session_transaction() as s:
+        s["last_seen"] = time.time() - 16 * 60
+    elsewhere = client.post("/batches/start", headers={"Referer": "http://evil.example/batches/7"})
+    assert elsewhere.status_code == 302 and elsewhere.location.endswith("/auth/login")  # another site: no next
+
+
 def test_temporary_password_forces_a_change_before_anything_else(client, make_user, login):
     make_user("tess", "qa", temporary=True)
     response = login("tess")

@@ -200,3 +200,27 @@ def test_the_sterility_positive_scenario_blocks_the_other_bag_alerts_the_clinic_
 def test_the_cancelled_scenario_cancels_before_any_starting_material(app, tmp_path):
     runner, output, files = _scenario(app, tmp_path, "cancelled")
     assert "cancelled before any starting material was received" in output and files == []
+
+
+def test_the_in_progress_scenario_stops_a_batch_of_another_subject_before_the_step_named(app, tmp_path):
+    """The screens' states for training and `make screenshots`: a batch performed up to a step, which stays open."""
+    from mfg.extensions import db
+    from mfg.models import Batch, Subject
+    from mfg.services import batches
+
+    runner = app.test_cli_runner()
+    app.config["SOPS_DIR"] = str(RESOURCE_ROOT / "sops")
+    assert runner.invoke(args=["init", "--demo"]).exit_code == 0
+    result = runner.invoke(args=["demo-batch", "--out", str(tmp_path / "out"), "--scenario", "in-progress",
+                                 "--subject", "NK-002", "--until", "NK-INTAKE:intake_counts"])
+    assert result.exit_code == 0, result.output
+    assert "of subject NK-002 open at NK-INTAKE intake_counts (in progress)" in result.output
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())  # no document issued
+    with app.app_context():
+        batch = db.session.scalars(sa.select(Batch).join(Subject, Batch.subject_id == Subject.id)
+                                   .where(Subject.code == "NK-002")).one()
+        done = [e.step_id for e in batches.executions(db.session, batch)]
+        assert done[0] == "identify_bag" and "label_data" in done and "intake_counts" not in done
+        assert "intake_counts" in {item.step.id for item in batches.open_steps(db.session, batch)}
+    wrong = runner.invoke(args=["demo-batch", "--out", str(tmp_path / "x"), "--until", "NK-INTAKE:intake_counts"])
+    assert wrong.exit_code == 2 and "only with --scenario in-progress" in wrong.output
