@@ -93,18 +93,18 @@ def bedside_check(session: Session, batch: Batch, *, first: BedsideScan, second:
     # tell whether a name it was given exists or what role it has.
     scans = []
     for n, person in enumerate((first, second), start=1):
-        checked = []
+        matched = []
         for key, label, expected, scanned in (
                 ("din", f"Bag DIN (person {n})", "batch.din", person.scanned_din),
                 ("coi", f"Subject COI (person {n})", "subject.coi", person.scanned_coi),
                 ("bag", f"Bag label (person {n})", "bag.product_code", person.scanned_bag)):
             try:
-                checked.append(identity.check(session, batch, where="bedside", label=label, expected=expected,
+                matched.append(identity.check(session, batch, where="bedside", label=label, expected=expected,
                                               scanned=scanned))
             except IdentityMismatch as mismatch:
                 mismatch.fields = (f"{n}.{key}",)  # the screen keeps the other scans
                 raise
-        din, coi, code = checked
+        din, coi, code = matched
         scans.append((din, coi, code))
     if scans[0][2] != scans[1][2]:
         raise ValidationFailed("The two people scanned different bags: both scan the one bag at the bedside.")

@@ -59,7 +59,8 @@ def test_an_existing_lot_that_may_not_be_used_is_refused_and_opens_a_deviation(i
     assert "a deviation has been opened" in info.value.problems[0]
     deviation = session.scalars(sa.select(Deviation)).one()
     assert info.value.deviation == deviation.number
-    assert deviation.origin == "material" and deviation.step_id == "identify_material" and buffer in deviation.description
+    assert deviation.origin == "material" and deviation.step_id == "identify_material"
+    assert buffer in deviation.description
     assert _count(session, AuditEntry, AuditEntry.action == "item.refused") == 1
     assert _count(session, StepExecution, StepExecution.step_id == "identify_material") == 0
 
