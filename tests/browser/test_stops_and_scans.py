@@ -13,18 +13,22 @@
 from __future__ import annotations
 
 import re
+import shutil
 from collections.abc import Callable
+from datetime import date, datetime, timedelta
+from pathlib import Path
 
 import sqlalchemy as sa
 from flask import Flask
 from playwright.sync_api import Browser, Locator, Page, expect
 
+from mfg.config import RESOURCE_ROOT
 from mfg.demo import nk_batch as demo_nk
 from mfg.demo import scenarios
 from mfg.domain import isbt128
 from mfg.extensions import db
 from mfg.models import Batch, Deviation, Subject, User
-from mfg.services import bags, starting
+from mfg.services import audit, bags, masterdata, sops, starting
 from tests.browser.pages import NAMES, TABLET, credentials, demo_plant, go, people
 from tests.browser.test_lifecycle_flow import _act
 from tests.support import PASSWORD
@@ -214,3 +218,67 @@ def test_hand_off_and_bedside_stops_of_a_blocked_product_are_full_screen_and_kee
         expect(_panel(page, 1).get_by_label("Scan bag label (product code)", exact=True)).to_have_value("")
         expect(_panel(page, 1).get_by_label("Scan subject COI", exact=True)).to_have_value(coi.barcode())
     assert _deviations(live_app, batch_id)[len(before):] == ["product_stop", "identity", "product_stop"]
+
+
+def test_an_unknown_lot_or_cabinet_is_not_found_scan_again_and_a_quarantined_lot_opens_a_deviation(
+        live_server: str, live_app: Flask, browser: Browser, make_user: Callable[..., User]) -> None:
+    setting = demo_plant(live_app, make_user)
+    sops_dir = Path(live_app.config["SOPS_DIR"])
+    shutil.copytree(RESOURCE_ROOT / "sops" / "demo", sops_dir / "demo")
+    with live_app.app_context():
+        session = db.session
+        audit.set_actor(session, name="test-setup")
+        users = {u.username: u for u in session.scalars(sa.select(User))}
+        for version in sops.load_directory(session, sops_dir / "demo", loader=users["qa2"]).loaded:
+            sops.approve(session, version, signer=users["qa1"], password=PASSWORD, username="qa1",
+                         require_username=True)
+        masterdata.receive_lot(session, material="Phosphate-buffered saline", lot_number="PBS-Q",
+                               expiry=date.today() + timedelta(days=100), qc_status="quarantine")
+        batch = starting.start_batch(session, codes=["DEMO-PROC"], user=users["operator1"])
+        batch_id, lot = batch.id, batch.lot
+        session.commit()
+    with people(browser, live_server, tablet=True) as person:
+        olivia = person("operator1", NAMES["operator1"])
+        page = olivia.page
+
+        # a cabinet that is not registered: "not found, scan again" as the scan arrives, and on signing
+        page.goto(f"/batches/{batch_id}/step/0/line_clearance/1")
+        cabinet = page.get_by_label("Biosafety cabinet", exact=True)
+        _scan(page, cabinet, "BSC-09")
+        expect(cabinet.locator("xpath=..").get_by_role("alert")).to_contain_text(
+            "equipment 'BSC-09' not found (not registered): scan again")
+        page.get_by_label("The work area is clean and free of material from previous batches.").check()
+        page.get_by_label("Processing started", exact=True).fill(
+            (datetime.now(setting.tz) - timedelta(minutes=20)).strftime("%Y-%m-%d %H:%M"))
+        credentials(olivia, page.locator("form.step-form"))
+        go(page.get_by_role("button", name=re.compile("^Record and sign")))
+        expect(page.locator("p.form-error")).to_contain_text("not found (not registered): scan again")
+        assert _deviations(live_app, batch_id) == []
+        _scan(page, cabinet, "BSC-01")
+        expect(cabinet.locator("xpath=..").get_by_role("alert")).to_have_count(0)
+        page.get_by_label("The work area is clean and free of material from previous batches.").check()
+        credentials(olivia, page.locator("form.step-form"))
+        go(page.get_by_role("button", name=re.compile("^Record and sign")))
+        olivia.signed = True
+
+        # a buffer lot never received: not found, scan again, no deviation, nothing stored
+        page.goto(f"/batches/{batch_id}/step/0/identify_material/1")
+        _scan(page, page.get_by_label("Starting material lot", exact=True), lot)
+        buffer = page.get_by_label("Buffer lot", exact=True)
+        _scan(page, buffer, "PBS-DEMO-9")
+        expect(buffer.locator("xpath=..").get_by_role("alert")).to_contain_text(
+            "lot 'PBS-DEMO-9' not found (not received): scan again")
+        credentials(olivia, page.locator("form.step-form"))
+        go(page.get_by_role("button", name=re.compile("^Record and sign")))
+        expect(page.locator("p.form-error")).to_contain_text("lot 'PBS-DEMO-9' not found (not received): scan again")
+        assert _deviations(live_app, batch_id) == []
+
+        # a quarantined lot exists: it is refused and its use is a deviation
+        _scan(page, buffer, "PBS-Q")
+        expect(buffer.locator("xpath=..").get_by_role("alert")).to_have_count(0)
+        credentials(olivia, page.locator("form.step-form"))
+        go(page.get_by_role("button", name=re.compile("^Record and sign")))
+        expect(page.locator("p.form-error")).to_contain_text(
+            "lot 'PBS-Q' is quarantine, not released by QC. Do not use it: a deviation has been opened.")
+        expect(buffer).to_have_value("PBS-Q")  # the observed value is kept on the screen
+        assert _deviations(live_app, batch_id) == ["material"]
