@@ -8,12 +8,15 @@ command, an API, a job) can drop it:
   audited and its deviation opened (``deviations.record_identity_mismatch``), in their own commit;
 * a blocked, expired or unreleased product at a hand-off or the bedside (``ProductBlocked``): the same, through
   ``lifecycle.record_blocked_scan``;
+* equipment or a material lot that exists but may not be used (``ItemRefused``): the same, through
+  ``deviations.record_refused_item`` (a code that does not exist is a misread: nothing is recorded);
 * a wrong password at sign-in or signing (``AuthenticationFailed``): the action is rolled back, then the
   failure is counted toward lockout and audited (``accounts.record_authentication_failure``) in its own
   commit, and ``failure.locked_user_id`` names the account it locked, if it did (the web edge then signs
   that user out).
 
-The error is raised again after either, so the edge still tells the person what happened.
+Each of these stops names the deviation it opened (``error.deviation``). The error is raised again after
+each, so the edge still tells the person what happened.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from contextlib import contextmanager
 
 from sqlalchemy.orm import Session
 
-from .domain.errors import AuthenticationFailed, IdentityMismatch, ProductBlocked
+from .domain.errors import AuthenticationFailed, IdentityMismatch, ItemRefused, ProductBlocked
 from .models import User
 from .services import accounts, deviations, lifecycle
 
@@ -39,14 +42,21 @@ def unit_of_work(session: Session, *, actor: User | None, policy: accounts.Polic
         session.rollback()
         if actor is None:
             raise RuntimeError("an identity check failed outside a person's action: nobody to record it") from mismatch
-        deviations.record_identity_mismatch(session, mismatch, actor)
+        mismatch.deviation = deviations.record_identity_mismatch(session, mismatch, actor).number
         session.commit()
         raise
     except ProductBlocked as stop:
         session.rollback()
         if actor is None:
             raise RuntimeError("a product stop outside a person's action: nobody to record it") from stop
-        lifecycle.record_blocked_scan(session, stop, actor)
+        stop.deviation = lifecycle.record_blocked_scan(session, stop, actor).number
+        session.commit()
+        raise
+    except ItemRefused as refused:
+        session.rollback()
+        if actor is None:
+            raise RuntimeError("an item refused outside a person's action: nobody to record it") from refused
+        refused.deviation = deviations.record_refused_item(session, refused, actor).number
         session.commit()
         raise
     except AuthenticationFailed as failure:

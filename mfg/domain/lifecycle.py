@@ -27,6 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
+from .errors import HardStop
 from .refusal import Person, Refusal, role_refusals
 from .status import TransitionTable
 
@@ -152,32 +153,46 @@ class BagState:
     infused_at: datetime | None
 
 
+_INFUSIBLE_BAG = "a bag of a product QA has released (or released conditionally), not blocked, not expired"
+
+
 def infusion_stop(*, lot: str, status: str, bag: BagState, now: datetime,
-                  show: Callable[[datetime], str]) -> str | None:
+                  show: Callable[[datetime], str]) -> HardStop | None:
     """The hard stop at the bedside, or None: a blocked bag, a product QA has not released (or released
     conditionally), an expired bag. No override exists."""
     if bag.blocked:
-        return (f"BAG {bag.code} IS BLOCKED ({bag.blocked}). Do not infuse: keep the bag, call QA. A deviation "
-                "has been opened.")
+        return HardStop(title="BAG BLOCKED", headline=f"BAG {bag.code} IS BLOCKED ({bag.blocked}).",
+                        expected=_INFUSIBLE_BAG, scanned=f"{bag.code}, blocked: {bag.blocked}",
+                        next_action="Do not infuse: keep the bag, call QA. A deviation has been opened.")
     if status not in INFUSIBLE:
-        return (f"Batch {lot} is {_status(status)}: only a product QA has released (or released conditionally) "
-                "may be infused. Do not infuse: call QA. A deviation has been opened.")
+        return HardStop(title="PRODUCT NOT RELEASED",
+                        headline=(f"Batch {lot} is {_status(status)}: only a product QA has released (or released "
+                                  "conditionally) may be infused."),
+                        expected=_INFUSIBLE_BAG, scanned=f"{bag.code}, batch {lot} {_status(status)}",
+                        next_action="Do not infuse: call QA. A deviation has been opened.")
     if bag.expires_at <= now:
-        return (f"BAG {bag.code} EXPIRED at {show(bag.expires_at)}. Do not infuse: call QA. A deviation has been "
-                "opened.")
+        return HardStop(title="BAG EXPIRED", headline=f"BAG {bag.code} EXPIRED at {show(bag.expires_at)}.",
+                        expected=_INFUSIBLE_BAG, scanned=f"{bag.code}, expired at {show(bag.expires_at)}",
+                        next_action="Do not infuse: call QA. A deviation has been opened.")
     return None
 
 
-def handoff_stop(*, lot: str, bags: list[BagState], now: datetime, show: Callable[[datetime], str]) -> str | None:
+def handoff_stop(*, lot: str, bags: list[BagState], now: datetime,
+                 show: Callable[[datetime], str]) -> HardStop | None:
     """The hard stop at a hand-off of a divided product: a bag not yet infused is blocked, or every bag not yet
     infused has expired. (The return of a blocked product to the lab is recorded in its deviation.)"""
     waiting = [bag for bag in bags if bag.infused_at is None]
     blocked = [bag for bag in waiting if bag.blocked]
+    expected = f"product {lot}, not blocked and not expired"
     if blocked:
-        return (f"PRODUCT {lot} IS BLOCKED (bags {', '.join(b.code for b in blocked)}: {blocked[0].blocked}). "
-                "Do not hand it on: keep it, call QA. A deviation has been opened.")
+        codes = ", ".join(b.code for b in blocked)
+        return HardStop(title="PRODUCT BLOCKED",
+                        headline=f"PRODUCT {lot} IS BLOCKED (bags {codes}: {blocked[0].blocked}).",
+                        expected=expected, scanned=f"product {lot}, blocked: {blocked[0].blocked}",
+                        next_action="Do not hand it on: keep it, call QA. A deviation has been opened.")
     if waiting and all(bag.expires_at <= now for bag in waiting):
-        return (f"PRODUCT {lot} EXPIRED at {show(min(b.expires_at for b in waiting))}. Do not hand it on: call "
-                "QA. A deviation has been opened.")
+        expired = show(min(b.expires_at for b in waiting))
+        return HardStop(title="PRODUCT EXPIRED", headline=f"PRODUCT {lot} EXPIRED at {expired}.",
+                        expected=expected, scanned=f"product {lot}, expired at {expired}",
+                        next_action="Do not hand it on: call QA. A deviation has been opened.")
     return None
-

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from ..domain import guards
-from ..domain.errors import ValidationFailed
+from ..domain.errors import IdentityMismatch, ValidationFailed
 from ..domain.signing import Meaning
 from ..models import Batch, CustodyEvent, User, utcnow
 from . import audit, bags, document_jobs, identity, lifecycle, signatures
@@ -47,7 +47,12 @@ def hand_off(session: Session, batch: Batch, *, scanned_din: str, from_location:
                 (("From", from_location), ("To", to_location), ("Condition", condition)) if not (value or "").strip()]
     if problems:
         raise ValidationFailed(*problems)
-    din = identity.check(session, batch, where="hand-off", label="Bag DIN", expected="batch.din", scanned=scanned_din)
+    try:
+        din = identity.check(session, batch, where="hand-off", label="Bag DIN", expected="batch.din",
+                             scanned=scanned_din)
+    except IdentityMismatch as mismatch:
+        mismatch.fields = ("din",)
+        raise
     lifecycle.handoff_stop(session, batch, tz=tz or ZoneInfo("UTC"))
     credentials = signatures.authenticate(signer, password=password, username=username,
                                           require_username=require_username)  # before the first write
@@ -88,12 +93,18 @@ def bedside_check(session: Session, batch: Batch, *, first: BedsideScan, second:
     # tell whether a name it was given exists or what role it has.
     scans = []
     for n, person in enumerate((first, second), start=1):
-        din = identity.check(session, batch, where="bedside", label=f"Bag DIN (person {n})", expected="batch.din",
-                             scanned=person.scanned_din)
-        coi = identity.check(session, batch, where="bedside", label=f"Subject COI (person {n})",
-                             expected="subject.coi", scanned=person.scanned_coi)
-        code = identity.check(session, batch, where="bedside", label=f"Bag label (person {n})",
-                              expected="bag.product_code", scanned=person.scanned_bag)
+        matched = []
+        for key, label, expected, scanned in (
+                ("din", f"Bag DIN (person {n})", "batch.din", person.scanned_din),
+                ("coi", f"Subject COI (person {n})", "subject.coi", person.scanned_coi),
+                ("bag", f"Bag label (person {n})", "bag.product_code", person.scanned_bag)):
+            try:
+                matched.append(identity.check(session, batch, where="bedside", label=label, expected=expected,
+                                              scanned=scanned))
+            except IdentityMismatch as mismatch:
+                mismatch.fields = (f"{n}.{key}",)  # the screen keeps the other scans
+                raise
+        din, coi, code = matched
         scans.append((din, coi, code))
     if scans[0][2] != scans[1][2]:
         raise ValidationFailed("The two people scanned different bags: both scan the one bag at the bedside.")

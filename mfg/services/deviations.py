@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
 from ..domain import guards
-from ..domain.errors import ConflictError, IdentityMismatch, NotFound, ValidationFailed
+from ..domain.errors import ConflictError, IdentityMismatch, ItemRefused, NotFound, ValidationFailed
 from ..domain.signing import Meaning
 from ..domain.status import TransitionTable
 from ..models import Batch, Deviation, StepExecution, User, utcnow
@@ -59,6 +59,21 @@ def record_identity_mismatch(session: Session, mismatch: IdentityMismatch, user:
                                user)
     deviation.step_id = mismatch.step_id
     audit.flush(session, reason="identity check failed: hard stop")
+    return deviation
+
+
+def record_refused_item(session: Session, refused: ItemRefused, user: User) -> Deviation:
+    """After the refused step was rolled back: the audit entry and the deviation of an attempt to use
+    equipment or a material lot that exists but may not be used (expired, quarantined, of another type...)."""
+    batch = batches.get(session, refused.batch_id)
+    audit.record_event(session, "item.refused", user=user, entity_type="batch", entity_id=batch.id,
+                       details={"step": refused.step_id, "refused": [p[:200] for p in refused.refused]},
+                       reason="unusable equipment or material entered")
+    deviation = open_deviation(session, batch, None, "material",
+                               f"Unusable equipment or material entered at step '{refused.step_id}': "
+                               + "; ".join(refused.refused), user)
+    deviation.step_id = refused.step_id
+    audit.flush(session, reason="unusable equipment or material entered")
     return deviation
 
 

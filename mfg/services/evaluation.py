@@ -10,7 +10,7 @@ returned with its problems, stored flagged, and opens a deviation (``deviations.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
@@ -18,9 +18,9 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from ..domain import calc, context, display, values
-from ..domain.errors import IdentityMismatch, ValidationFailed
+from ..domain.errors import IdentityMismatch, ItemRefused, ValidationFailed
 from ..domain.result_time import too_early
-from ..domain.sop_schema import ScanField, Step, not_before_references
+from ..domain.sop_schema import EquipmentField, Field, MaterialField, ScanField, Step, not_before_references
 from ..models import Batch, RecordedValue, SopVersion, StepExecution, utcnow
 from . import bags, batches, identity, masterdata, sops
 
@@ -93,6 +93,34 @@ def _scanned_before(session: Session, batch: Batch, position: int, step: Step, i
     return None
 
 
+def _item_problems(session: Session, f: Field, code: str, today: date) -> tuple[str | None, list[str]]:
+    """An equipment or material field's code: (not found: scan again, or None; why the item that exists
+    may not be used)."""
+    if isinstance(f, EquipmentField):
+        missing = masterdata.equipment_not_found(session, code)
+        return missing, [] if missing else masterdata.equipment_problems(session, code, f.equipment_type, today)
+    assert isinstance(f, MaterialField)  # the caller passes equipment and material fields only
+    missing = masterdata.lot_not_found(session, f.material, code)
+    return missing, [] if missing else masterdata.lot_problems(session, f.material, code, today)
+
+
+def misread(session: Session, f: Field, scanned: str) -> list[str]:
+    """What a scan just read into ``f`` (before anything is signed) tells the operator to scan again for: a
+    malformed identifier or a check character that does not match (``identity.misread``), a lot or equipment
+    code that does not exist. Never whether a scan matches the batch, nor whether an item may be used: those
+    are decided on signing, with their hard stop and deviation."""
+    if not (scanned or "").strip() or not isinstance(f, ScanField | EquipmentField | MaterialField):
+        return []
+    try:
+        code = values.KINDS[f.type].parse(f, scanned, tz=ZoneInfo("UTC")).text
+    except ValidationFailed as exc:
+        return exc.problems
+    if isinstance(f, ScanField):
+        return [f"{f.label}: {problem}: scan again" for problem in identity.misread(f.expected, code)]
+    missing = _item_problems(session, f, code, utcnow().date())[0]
+    return [f"{f.label}: {missing}"] if missing else []
+
+
 def evaluate(session: Session, batch: Batch, position: int, step: Step, entry: StepInput,
              tz: ZoneInfo, instance: int = 1) -> list[Evaluated]:
     """Parse every field (collecting every malformed entry), compute calculations, judge limits.
@@ -105,6 +133,7 @@ def evaluate(session: Session, batch: Batch, position: int, step: Step, entry: S
     numbers: dict[str, Decimal | None] = inputs_from_batch(session, batch, position)
     numbers |= context_numbers(session, batch)
     mismatches: list[IdentityMismatch] = []
+    refused: list[str] = []  # equipment or lots that exist but may not be used: a deviation
     today = utcnow().date()
     for f in step.fields:
         if f.type == "calculated":
@@ -121,15 +150,16 @@ def evaluate(session: Session, batch: Batch, position: int, step: Step, entry: S
             problems.append(f"{f.label}: {raw} is in the future; record the time it happened")
             continue
         if parsed.text:
-            if f.type == "equipment":
-                problems.extend(masterdata.equipment_problems(session, parsed.text, f.equipment_type, today))
-            elif f.type == "material":
-                problems.extend(masterdata.lot_problems(session, f.material, parsed.text, today))
+            if f.type in ("equipment", "material"):
+                missing, unusable = _item_problems(session, f, parsed.text, today)
+                problems.extend([f"{f.label}: {missing}"] if missing else [])
+                refused.extend(f"{f.label}: {problem}" for problem in unusable)
             elif isinstance(f, ScanField):
                 try:
                     scanned = identity.check(session, batch, where=step.id, label=f.label, expected=f.expected,
                                              scanned=parsed.text)
                 except IdentityMismatch as mismatch:
+                    mismatch.fields = (f.id,)
                     mismatches.append(mismatch)
                     continue
                 except ValidationFailed as exc:
@@ -140,8 +170,11 @@ def evaluate(session: Session, batch: Batch, position: int, step: Step, entry: S
                     problems.extend([again] if again else [])
         evaluated.append(Evaluated(f.id, f.type, raw, parsed, getattr(f, "unit", None),
                                    kind.limit_problems(f, parsed, numbers)))
-    if mismatches:
-        raise mismatches[0]  # the hard stop comes before any other problem
+    if mismatches:  # the hard stop comes before any other problem, naming every scan that did not match
+        mismatches[0].fields = tuple(field_id for mismatch in mismatches for field_id in mismatch.fields)
+        raise mismatches[0]
+    if refused:
+        raise ItemRefused(batch.id, step.id, refused, problems)  # the attempt is a deviation, with every problem
     if not problems:
         problems.extend(order_problems(session, batch, position, step, evaluated, tz, instance))
         entered_at = utcnow()
@@ -150,13 +183,13 @@ def evaluate(session: Session, batch: Batch, position: int, step: Step, entry: S
             problems.extend([problem] if problem else [])
     if problems:
         raise ValidationFailed(*problems)
-    refused: list[str] = []
+    refusing: list[str] = []
     for result in values.calculate(step.fields, numbers):
-        refused.extend(result.refused)
+        refusing.extend(result.refused)
         evaluated.append(Evaluated(result.field.id, "calculated", "", result.parsed, result.field.unit,
                                    result.limit_problems))
-    if refused:
-        raise ValidationFailed(*refused)
+    if refusing:
+        raise ValidationFailed(*refusing)
     labels = {f.id: f.label for f in step.fields}
     missing_comments = [f"{labels[e.field_id]}: an out-of-limit value needs a comment "
                         f"({'; '.join(e.limit_problems)})"

@@ -48,6 +48,29 @@ def expected_values(session: Session, batch: Batch, expected: str) -> set[str]:
     return set()
 
 
+def subject_text(batch: Batch) -> str:
+    """The subject a batch is for, as a stop names it: code and chain-of-identity identifier (as printed)."""
+    if batch.subject is None:
+        return "none (this batch is for no subject)"
+    return f"{batch.subject.code}, COI {isbt128.parse_coi(isbt128.COI_PREFIX + batch.subject.coi).eye_readable()}"
+
+
+def expected_text(session: Session, batch: Batch, expected: str) -> str:
+    """What a scan of ``expected`` must read in this batch, as printed on its labels (the stop shows it)."""
+    if expected == "batch.din" and batch.din:
+        return f"DIN {isbt128.din_from_text(batch.din).eye_readable()} (batch {batch.lot})"
+    if expected == "subject.coi" and batch.subject is not None:
+        return f"COI {isbt128.parse_coi(isbt128.COI_PREFIX + batch.subject.coi).eye_readable()} " \
+               f"(subject {batch.subject.code})"
+    if expected == "batch.lot":
+        return f"lot {batch.lot}"
+    if expected == "bag.product_code":
+        codes = bags.expected_codes(session, batch)
+        return f"a bag of batch {batch.lot}: " + ", ".join(
+            f"{code} (bag {bag.division})" for code, bag in codes.items())
+    return f"the {_EXPECTED_NAMES.get(expected, expected)} of batch {batch.lot}"
+
+
 def check(session: Session, batch: Batch, *, where: str, label: str, expected: str, scanned: str) -> str:
     """The scan, normalised, when it is what the batch expects; else a misread (ValidationFailed) or the
     hard stop (IdentityMismatch, naming ``where``: a step id, "hand-off", "bedside")."""
@@ -60,5 +83,17 @@ def check(session: Session, batch: Batch, *, where: str, label: str, expected: s
     if not wanted:
         raise ValidationFailed(f"{label}: batch {batch.lot} has no {expected} to check the scan against")
     if found not in wanted:
-        raise IdentityMismatch(batch.id, where, label, _EXPECTED_NAMES.get(expected, expected), scanned)
+        raise IdentityMismatch(batch.id, where, label, _EXPECTED_NAMES.get(expected, expected), scanned,
+                               expected=expected_text(session, batch, expected), subject=subject_text(batch))
     return found
+
+
+def misread(expected: str, scanned: str) -> list[str]:
+    """Why ``scanned`` cannot be an identifier of the kind ``expected`` names (a check character that does
+    not match, a malformed code): the scan was misread, scan again. Empty when well formed. It says nothing
+    about whether the scan matches the batch: that is decided on signing, by :func:`check`."""
+    try:
+        normalise(expected, (scanned or "").strip())
+    except ValidationFailed as exc:
+        return exc.problems
+    return []

@@ -20,10 +20,10 @@ from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
 from ..domain import guards, lifecycle
-from ..domain.errors import ConflictError, NotFound, ProductBlocked, ValidationFailed
+from ..domain.errors import ConflictError, HardStop, NotFound, ProductBlocked, ValidationFailed
 from ..domain.signing import Meaning
 from ..models import BagBlock, Batch, BatchDecision, ClinicalAlert, CustodyEvent, Deviation, ProductBag, User, utcnow
-from . import audit, bags, deviations, evaluation, signatures
+from . import audit, bags, deviations, evaluation, identity, signatures
 
 
 def shown_in(tz: ZoneInfo) -> Callable[[datetime], str]:
@@ -95,7 +95,7 @@ def bag_states(session: Session, batch: Batch) -> dict[int, lifecycle.BagState]:
             for bag in bags.of_batch(session, batch)}
 
 
-def bag_stops(session: Session, batch: Batch, *, tz: ZoneInfo) -> dict[int, str | None]:
+def bag_stops(session: Session, batch: Batch, *, tz: ZoneInfo) -> dict[int, HardStop | None]:
     """What a bedside scan of each bag would stop on now (None: the bag may be infused), by bag id: the
     custody screen states it before anyone scans."""
     now, show = utcnow(), shown_in(tz)
@@ -108,7 +108,7 @@ def infusion_stop(session: Session, batch: Batch, bag: ProductBag, *, where: str
     stop = lifecycle.infusion_stop(lot=batch.lot, status=batch.status, bag=bag_states(session, batch)[bag.id],
                                    now=utcnow(), show=shown_in(tz))
     if stop:
-        raise ProductBlocked(batch.id, where, stop, bag.division)
+        raise ProductBlocked(batch.id, where, stop.about(identity.subject_text(batch)), bag.division)
 
 
 def handoff_stop(session: Session, batch: Batch, *, tz: ZoneInfo) -> None:
@@ -116,7 +116,7 @@ def handoff_stop(session: Session, batch: Batch, *, tz: ZoneInfo) -> None:
     states = list(bag_states(session, batch).values())
     stop = lifecycle.handoff_stop(lot=batch.lot, bags=states, now=utcnow(), show=shown_in(tz)) if states else None
     if stop:
-        raise ProductBlocked(batch.id, "hand-off", stop, None)
+        raise ProductBlocked(batch.id, "hand-off", stop.about(identity.subject_text(batch)), None)
 
 
 def record_blocked_scan(session: Session, stop: ProductBlocked, user: User) -> Deviation:

@@ -47,11 +47,29 @@ def set_equipment_status(session: Session, item: Equipment, *, status: str, cali
     audit.flush(session, reason=reason.strip())
 
 
+def equipment_not_found(session: Session, identifier: str) -> str | None:
+    """"Not found, scan again" when no equipment has ``identifier`` (a misread or a typing slip: no deviation,
+    nothing stored), else None."""
+    if session.scalar(sa.select(Equipment.id).where(Equipment.identifier == identifier)) is None:
+        return f"equipment '{identifier}' not found (not registered): scan again"
+    return None
+
+
+def lot_not_found(session: Session, material: str, lot_number: str) -> str | None:
+    """"Not found, scan again" when no lot ``lot_number`` of ``material`` was received (no deviation, nothing
+    stored), else None."""
+    if session.scalar(sa.select(MaterialLot.id).where(MaterialLot.material == material,
+                                                      MaterialLot.lot_number == lot_number)) is None:
+        return f"{material} lot '{lot_number}' not found (not received): scan again"
+    return None
+
+
 def equipment_problems(session: Session, identifier: str, equipment_type: str, today: date) -> list[str]:
-    """Why ``identifier`` may not be used for a step needing ``equipment_type`` (empty: usable)."""
+    """Why ``identifier`` may not be used for a step needing ``equipment_type`` (empty: usable). An unknown
+    identifier is :func:`equipment_not_found`; every other problem is a deviation when entered on a step."""
     item = session.scalar(sa.select(Equipment).where(Equipment.identifier == identifier))
     if item is None:
-        return [f"equipment '{identifier}' is not registered"]
+        return [equipment_not_found(session, identifier) or ""]
     problems = []
     if item.equipment_type != equipment_type:
         problems.append(f"equipment '{identifier}' is a {item.equipment_type}, not a {equipment_type}")
@@ -91,11 +109,12 @@ def set_lot_status(session: Session, lot: MaterialLot, *, qc_status: str, reason
 
 
 def lot_problems(session: Session, material: str, lot_number: str, today: date) -> list[str]:
-    """Why ``lot_number`` of ``material`` may not be used (empty: usable). An expired lot is refused."""
+    """Why ``lot_number`` of ``material`` may not be used (empty: usable). An expired lot is refused. A lot
+    never received is :func:`lot_not_found`; every other problem is a deviation when entered on a step."""
     lot = session.scalar(sa.select(MaterialLot).where(MaterialLot.material == material,
                                                       MaterialLot.lot_number == lot_number))
     if lot is None:
-        return [f"{material} lot '{lot_number}' has not been received"]
+        return [lot_not_found(session, material, lot_number) or ""]
     problems = []
     if lot.expiry < today:
         problems.append(f"{material} lot '{lot_number}' expired on {lot.expiry.isoformat()}")

@@ -152,6 +152,7 @@ def step(batch_id: int, position: int, step_id: str, instance: int):
     stage, step_def = _step(batch, position, step_id)
     form = step_form_class(step_def)()
     problems: list[str] = []
+    stop, stop_deviation = None, None
     if request.method == "POST":
         if form.validate_on_submit():
             entry = evaluation.StepInput(
@@ -180,10 +181,11 @@ def step(batch_id: int, position: int, step_id: str, instance: int):
                 return redirect(url_for("batches.show", batch_id=batch.id))
             problems = outcome.problems
             if isinstance(outcome.error, IdentityMismatch):
-                # as on the custody screen: the next attempt starts from a fresh scan of the container in hand
-                for f in step_def.fields:
-                    if f.type == "scan":
-                        getattr(form, f"v_{f.id}").data = ""
+                # the full-screen stop; the scans that did not match start again from a fresh scan of the
+                # container in hand, the correct ones are kept
+                stop, stop_deviation = outcome.error.stop, outcome.error.deviation
+                for field_id in outcome.error.fields:
+                    getattr(form, f"v_{field_id}").data = ""
         status = 400
     else:
         status = 200
@@ -192,7 +194,25 @@ def step(batch_id: int, position: int, step_id: str, instance: int):
     return render_template("batches/step.html", batch=batch, stage=stage, step=step_def, position=position,
                            context=evaluation.context_numbers(db.session, batch),
                            instance=instance, form=form, problems=problems, widgets=WIDGETS, window_hours=window_hours,
+                           stop=stop, stop_deviation=stop_deviation,
                            needs_username=signing_needs_username(), meaning=Meaning.PERFORMED), status
+
+
+@bp.route("/<int:batch_id>/step/<int:position>/<step_id>/check")
+@login_required
+def check_scan(batch_id: int, position: int, step_id: str):
+    """What a scan just read into a step's field tells the operator to scan again for (a check character that
+    does not match, a malformed code, a lot or equipment code that does not exist), asked by scan.js as the
+    scan arrives: the server's own check (``evaluation.misread``), read only. Never whether it matches."""
+    from flask import jsonify
+
+    batch = batches.get(db.session, batch_id)
+    _stage, step_def = _step(batch, position, step_id)
+    found = next((f for f in step_def.fields if f.id == request.args.get("field", "")), None)
+    if found is None:
+        abort(404)
+    problems = evaluation.misread(db.session, found, request.args.get("value", ""))
+    return jsonify({"ok": not problems, "problems": problems})
 
 
 @bp.route("/<int:batch_id>/execution/<int:execution_id>")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from flask import Blueprint, current_app, flash, redirect, render_template, url_for
@@ -15,7 +16,7 @@ from ..domain.errors import DomainError, IdentityMismatch, ProductBlocked
 from ..domain.signing import Meaning
 from ..extensions import db
 from ..models import Batch
-from ..services import accounts, bags, batches, custody, lifecycle, signatures
+from ..services import accounts, bags, batches, custody, identity, lifecycle, signatures
 from .security import SignedOutcome, mark_signed, signed_action, signing_needs_username, transaction
 
 bp = Blueprint("custody", __name__, url_prefix="/batches")
@@ -66,7 +67,7 @@ def _coi(batch: Batch) -> isbt128.CoiId | None:
 
 
 def _page(batch: Batch, *, handoff_form: HandOffForm | None = None, bedside_form: BedsideForm | None = None,
-          hard_stop: list[str] | None = None, status: int = 200):
+          hard_stop: IdentityMismatch | ProductBlocked | None = None, status: int = 200):
     session = db.session
     events = custody.events(session, batch)
     names = {uid: accounts.get(session, uid).full_name
@@ -78,27 +79,53 @@ def _page(batch: Batch, *, handoff_form: HandOffForm | None = None, bedside_form
         bags=bags.of_batch(session, batch), bag_states=lifecycle.bag_states(session, batch),
         bag_stops=lifecycle.bag_stops(session, batch, tz=_tz()),
         handoff_form=handoff_form or HandOffForm(prefix="handoff"),
-        bedside_form=bedside_form or BedsideForm(prefix="bedside"), hard_stop=hard_stop or [],
+        bedside_form=bedside_form or BedsideForm(prefix="bedside"),
+        stop=hard_stop.stop if hard_stop else None, stop_deviation=hard_stop.deviation if hard_stop else None,
         needs_username=signing_needs_username(), performed=Meaning.PERFORMED, verified=Meaning.VERIFIED), status
 
 
-def _scan_fields(form: HandOffForm | BedsideForm) -> list:
+def _scan_fields(form: HandOffForm | BedsideForm) -> dict[str, Any]:
+    """The form's scans, named as the custody service names a scan that did not match."""
     if isinstance(form, BedsideForm):
-        return [panel[name] for panel in (form.first, form.second)
-                for name in ("scanned_din", "scanned_bag", "scanned_coi")]
-    return [form.scanned_din]
+        return {f"{n}.{key}": panel[name] for n, panel in ((1, form.first), (2, form.second))
+                for key, name in (("din", "scanned_din"), ("bag", "scanned_bag"), ("coi", "scanned_coi"))}
+    return {"din": form.scanned_din}
 
 
 def _refused(batch_id: int, form: HandOffForm | BedsideForm, outcome: SignedOutcome):
-    """Re-render after a refused action: an identity hard stop on top of the page, anything else on the form."""
+    """Re-render after a refused action: a hard stop over the whole page, anything else on the form."""
     forms = {"bedside_form" if isinstance(form, BedsideForm) else "handoff_form": form}
-    if isinstance(outcome.error, IdentityMismatch | ProductBlocked):
-        # The scans are cleared: the next attempt starts from a fresh scan of the container in hand.
-        for scan in _scan_fields(form):
-            scan.data = ""
-        return _page(batches.get(db.session, batch_id), hard_stop=outcome.problems, status=400, **forms)
+    error = outcome.error
+    if isinstance(error, IdentityMismatch | ProductBlocked):
+        # The scans that stopped start again from a fresh scan of the container in hand; the correct ones
+        # are kept: the scan that did not match, or the bag (or product) that may not be given.
+        scans = _scan_fields(form)
+        stopped = error.fields if isinstance(error, IdentityMismatch) else \
+            [key for key in scans if key.endswith("bag")] or list(scans)
+        for key in stopped:
+            scans[key].data = ""
+        return _page(batches.get(db.session, batch_id), hard_stop=error, status=400, **forms)
     form.form_errors.extend(outcome.problems)
     return _page(batches.get(db.session, batch_id), status=400, **forms)
+
+
+_CHECKED = {"din": "batch.din", "coi": "subject.coi", "bag": "bag.product_code"}
+
+
+@bp.route("/<int:batch_id>/custody/check")
+@login_required
+def check_scan(batch_id: int):
+    """Whether a scan just read at a hand-off or the bedside was misread (scan again), asked by scan.js as it
+    arrives: the server's own check (``identity.misread``), read only. Never whether it matches the batch."""
+    from flask import abort, jsonify, request
+
+    batches.get(db.session, batch_id)
+    expected = _CHECKED.get(request.args.get("scan", ""))
+    if expected is None:
+        abort(404)
+    value = request.args.get("value", "")[:200]
+    problems = [f"{problem}: scan again" for problem in identity.misread(expected, value)] if value.strip() else []
+    return jsonify({"ok": not problems, "problems": problems})
 
 
 @bp.route("/<int:batch_id>/custody")

@@ -212,9 +212,10 @@ def test_a_positive_sterility_culture_blocks_the_bag_not_infused_alerts_the_clin
         expect(row(bags_table, f"{second.product_code} (bag {second.division})")).to_contain_text("IS BLOCKED")
         with live_app.app_context():
             _bedside(clara, "clinical2", db.session.get(Batch, batch_id), second)
-        stop = page.locator("section.hard-stop[role=alert]")
+        stop = page.get_by_role("alertdialog")  # the full-screen stop (tests/browser/test_stops_and_scans.py)
         expect(stop).to_contain_text(f"BAG {second.product_code} (bag {second.division}) IS BLOCKED")
         expect(stop).to_contain_text("Do not infuse")
+        stop.get_by_role("button", name="I have read this: close").click()
 
         # QA rejects the batch under investigation, with the reason
         quinn = person("qa1", NAMES["qa1"])

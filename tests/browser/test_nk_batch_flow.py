@@ -220,8 +220,9 @@ def identity_hard_stop(olivia: Person, step: DemoStep, field_id: str, wrong: str
     open_step(page, step)
     fill_step(page, step, **{field_id: wrong})
     submit_step(olivia)
-    expect(alert(page, "IDENTITY MISMATCH")).to_contain_text(f"IDENTITY MISMATCH: {label}: the scanned identifier "
-                                                             "does not match")
+    stop = page.get_by_role("alertdialog")  # the full-screen stop (tests/browser/test_stops_and_scans.py)
+    expect(stop).to_contain_text(f"IDENTITY MISMATCH: {label}: the scanned identifier does not match")
+    stop.get_by_role("button", name="I have read this: close").click()
     page.get_by_role("link", name=f"Batch {lot}").click()
     expect(open_row(page, step)).to_be_visible()
     expect(row(page, step.heading)).to_have_count(1)  # the open row only: no execution was stored

@@ -123,16 +123,17 @@ def test_only_a_released_bag_neither_blocked_nor_expired_may_be_infused(status: 
     stop = lifecycle.infusion_stop(lot="L1", status=status, bag=_bag(), now=NOW, show=_show)
     assert (stop is None) == (status in ("released", "conditionally_released"))
     if stop:
-        assert "Do not infuse" in stop
+        assert "Do not infuse" in stop.next_action and stop.title == "PRODUCT NOT RELEASED"
+        assert stop.expected.startswith("a bag of a product QA has released") and "bag A" in stop.scanned
     blocked = lifecycle.infusion_stop(lot="L1", status=status, bag=_bag(blocked="batch under investigation"),
                                       now=NOW, show=_show)
-    assert blocked is not None and "IS BLOCKED (batch under investigation)" in blocked
+    assert blocked is not None and "IS BLOCKED (batch under investigation)" in blocked.message
 
 
 def test_an_expired_bag_is_a_stop_at_its_expiry_to_the_minute() -> None:
     bag = _bag(expires_at=NOW)
-    assert "EXPIRED at 2026-12-06 12:00 UTC" in (lifecycle.infusion_stop(lot="L1", status="released", bag=bag, now=NOW,
-                                                                         show=_show) or "")
+    assert "EXPIRED at 2026-12-06 12:00 UTC" in str(lifecycle.infusion_stop(lot="L1", status="released", bag=bag,
+                                                                            now=NOW, show=_show) or "")
     assert lifecycle.infusion_stop(lot="L1", status="released", bag=bag, now=NOW - timedelta(seconds=1),
                                    show=_show) is None
 
@@ -141,8 +142,8 @@ def test_a_hand_off_stops_on_a_blocked_bag_or_when_every_bag_left_has_expired() 
     infused = _bag(code="A", infused_at=NOW - timedelta(hours=2), expires_at=NOW - timedelta(hours=1))
     assert lifecycle.handoff_stop(lot="L1", bags=[infused, _bag(code="B")], now=NOW, show=_show) is None
     stop = lifecycle.handoff_stop(lot="L1", bags=[infused, _bag(code="B", blocked="DEV-1")], now=NOW, show=_show)
-    assert stop is not None and "PRODUCT L1 IS BLOCKED (bags B: DEV-1)" in stop
+    assert stop is not None and "PRODUCT L1 IS BLOCKED (bags B: DEV-1)" in stop.message
     expired = lifecycle.handoff_stop(lot="L1", bags=[infused, _bag(code="B", expires_at=NOW)], now=NOW, show=_show)
-    assert expired is not None and "EXPIRED" in expired
+    assert expired is not None and "EXPIRED" in expired.message
     # a bag already infused is not handed on: its block or expiry stops nothing
     assert lifecycle.handoff_stop(lot="L1", bags=[infused], now=NOW, show=_show) is None

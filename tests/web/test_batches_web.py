@@ -231,6 +231,7 @@ def test_identity_mismatch_is_a_hard_stop_audited_with_a_deviation(demo, client,
     text = response.get_data(as_text=True)
     assert response.status_code == 400 and "IDENTITY MISMATCH" in text and "override" not in text.lower()
     assert 'value="SOMEONE-ELSES-LOT"' not in text and 'value="PBS-7"' in text  # scans cleared, the rest kept
+    assert '<dialog open class="hard-stop-dialog"' in text  # the stop is drawn by the server: it shows without script
     with demo.app_context():
         assert db.session.scalar(sa.select(sa.func.count()).select_from(StepExecution).where(
             StepExecution.step_id == "identify_material")) == 0
