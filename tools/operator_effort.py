@@ -350,6 +350,7 @@ def main() -> None:
     args = parser.parse_args()
     out = Path(args.out)
     label = args.label or out.name.removeprefix("operator-effort-").removeprefix("operator-effort") or "this code"
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="mfg-effort-") as tmp:
         demo_site.use_instance(Path(tmp) / "instance")
         demo_site.flask("init", "--demo")
@@ -360,7 +361,8 @@ def main() -> None:
             figures = run(browser, base, app)
     report = {"label": label, "finished": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
               "commit": _git("rev-parse", "--short", "HEAD"), "dirty": bool(_git("status", "--porcelain")),
-              "machine": f"{os.cpu_count()} CPUs, {platform.platform()}, Python {platform.python_version()}",
+              "machine": f"{os.cpu_count()} CPUs, {platform.platform()}, Python {platform.python_version()}, "
+                         f"load average {load_before:.1f} before and {os.getloadavg()[0]:.1f} after the run",
               **figures}
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")

@@ -1,6 +1,9 @@
-// Scan first (issue 17, item 3). A keyboard-wedge scanner types its code fast and presses Enter.
-// * A scan replaces what the field held: focusing a scan field selects its text, and a fast burst of
-//   keystrokes (a scanner, not a person) replaces the text that was there before the burst began.
+// Scan first (issue 17, item 3). A keyboard-wedge scanner types its code and presses Enter.
+// * A scan replaces what the field held. A scan field's value is complete once the page brought it, once
+//   Enter ended it or once the field was left; the first character typed into a complete value replaces it
+//   (focusing the field also selects it). Editing keys first (Backspace, Delete, arrows, Home, End) mean a
+//   person is correcting the value by hand: then nothing is replaced. No timing is guessed, so a scanner that
+//   pauses in the middle of a code never loses its first characters.
 // * As the scan arrives (Enter, or the field left), the server's own check is asked (data-check-url: a
 //   check character that does not match, a malformed code, a lot or equipment code that does not exist);
 //   a misread says "scan again" beside the field and takes the focus back to it. Nothing is stored and
@@ -8,9 +11,8 @@
 (function () {
   "use strict";
 
-  var SCANNER_GAP_MS = 50;  // a scanner types faster than this between characters; a person does not
-  var SCANNER_MIN_CHARS = 4;  // this many fast characters in a row are a scan
-  var bursts = new WeakMap();
+  var EDITING = ["Backspace", "Delete", "ArrowLeft", "ArrowRight", "ArrowUp", "ArrowDown", "Home", "End"];
+  var complete = new WeakSet();  // scan fields whose value is a finished entry
 
   function isScan(el) {
     return el && el.matches && el.matches("input[data-scan]");
@@ -66,32 +68,37 @@
   document.addEventListener("keydown", function (event) {
     var input = event.target;
     if (!isScan(input)) { return; }
-    var now = performance.now();
-    var burst = bursts.get(input);
     if (event.key === "Enter") {
-      bursts.delete(input);
+      complete.add(input);
       check(input);  // app.js moves on to the next input
       return;
     }
+    if (EDITING.indexOf(event.key) >= 0) { complete.delete(input); return; }
     if (event.key.length !== 1 || event.ctrlKey || event.metaKey || event.altKey) { return; }
-    if (!burst || now - burst.last > SCANNER_GAP_MS) {
-      // a new burst: what the field holds without its selection (typing replaces a selection anyway)
-      var before = input.value.slice(0, input.selectionStart) + input.value.slice(input.selectionEnd);
-      burst = {before: before, chars: "", last: now};
-      bursts.set(input, burst);
+    if (complete.has(input)) {
+      input.value = "";  // a new scan into a finished one: the key that follows is its first character
+      complete.delete(input);
+      clearMessage(input);
     }
-    burst.chars += event.key;
-    burst.last = now;
-  });
-
-  document.addEventListener("input", function (event) {
-    var input = event.target;
-    var burst = isScan(input) && bursts.get(input);
-    if (!burst || burst.chars.length < SCANNER_MIN_CHARS || !burst.before) { return; }
-    if (input.value !== burst.chars) { input.value = burst.chars; }  // a scan replaces the old text
   });
 
   document.addEventListener("change", function (event) {
-    if (isScan(event.target)) { check(event.target); }
+    if (isScan(event.target)) {
+      complete.add(event.target);
+      check(event.target);
+    }
   });
+
+  function init() {
+    var scans = document.querySelectorAll("input[data-scan]");
+    for (var i = 0; i < scans.length; i++) {
+      if (scans[i].value) { complete.add(scans[i]); }
+    }
+  }
+
+  if (document.readyState === "loading") {
+    document.addEventListener("DOMContentLoaded", init);
+  } else {
+    init();
+  }
 }());

@@ -124,10 +124,12 @@ def test_a_step_screen_checks_scans_as_they_arrive_and_stops_a_wrong_subject_on_
         expect(din_field).to_have_value(din.barcode("00"))
         expect(misread).to_have_count(0)
 
-        # a scan into a field that already holds text, the caret at its end, replaces the text
+        # a scan into a field that already holds an entry (left, then tapped again, the caret at its end)
+        # replaces the entry
         coi_field.fill("left from before")
+        page.get_by_label("Donor identification on the label", exact=True).tap()
         coi_field.tap()
-        coi_field.press("End")
+        coi_field.evaluate("el => el.setSelectionRange(el.value.length, el.value.length)")
         page.keyboard.type(wrong_coi)
         expect(coi_field).to_have_value(wrong_coi)
 
