@@ -342,6 +342,7 @@ class Preview:
     bags: list[PlannedBag]
     """The bags the values give, on the step that divides the product and the step its volume comes from."""
     bag_note: str = ""
+    """Why the bags cannot be shown yet, for a person; empty: not until the volume is calculated."""
 
 
 def _shown_text(f: Any, text: str, tz: ZoneInfo) -> str:
@@ -465,7 +466,7 @@ def _planned_bags(session: Session, batch: Batch, position: int, step: Step,
     expires_from = recorded_moment(session, batch, position, division.expires_from)
     try:
         made = bags.planned(batch, division, numbers, expires_from or utcnow())
-    except ValidationFailed as exc:
-        return [], "; ".join(exc.problems)
+    except ValidationFailed:
+        return [], ""  # not yet: the volume to infuse is calculated once its inputs are entered
     return ([PlannedBag(b.index, b.volume_ml, b.nk_cells, b.viable_cells, b.expires_at if expires_from else None)
              for b in made], "")

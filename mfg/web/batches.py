@@ -9,7 +9,7 @@ from flask_login import current_user, login_required
 from markdown_it import MarkdownIt
 
 from ..domain import display, limits, values
-from ..domain.errors import DomainError, IdentityMismatch, StepConflict
+from ..domain.errors import AuthenticationFailed, DomainError, IdentityMismatch, StepConflict
 from ..domain.signing import Meaning
 from ..domain.sop_schema import step_index
 from ..extensions import db
@@ -152,6 +152,7 @@ def step(batch_id: int, position: int, step_id: str, instance: int):
     stage, step_def = _step(batch, position, step_id)
     form = step_form_class(step_def)()
     problems: list[str] = []
+    sign_problems: list[str] = []
     if request.method == "POST":
         if form.validate_on_submit():
             entry = _entry(form, step_def)
@@ -175,6 +176,8 @@ def step(batch_id: int, position: int, step_id: str, instance: int):
                       "warning" if flagged else "success")
                 return redirect(url_for("batches.show", batch_id=batch.id))
             problems = outcome.problems
+            if isinstance(outcome.error, AuthenticationFailed):  # shown beside the password, the rest kept
+                sign_problems, problems = problems, []
             if isinstance(outcome.error, IdentityMismatch):
                 # as on the custody screen: the next attempt starts from a fresh scan of the container in hand
                 for f in step_def.fields:
@@ -191,6 +194,7 @@ def step(batch_id: int, position: int, step_id: str, instance: int):
                            context=evaluation.context_numbers(db.session, batch), preview=preview,
                            shown={p.field_id: p for p in preview.fields},
                            field_problems=field_problems, problems_elsewhere=problems_elsewhere,
+                           sign_problems=sign_problems,
                            instance=instance, form=form, problems=problems, widgets=WIDGETS, window_hours=window_hours,
                            needs_username=signing_needs_username(), meaning=Meaning.PERFORMED), status
 
