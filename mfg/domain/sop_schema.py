@@ -1043,7 +1043,8 @@ def _resolve(
         # shown here and never typed again. The other record is a file of its own, so the field is resolved
         # when the batch runs (services.evaluation.inputs_from_batch); here only its form is checked.
         if moment:
-            return f"{str(reference)!r} is a field of another record; hours_between and days_between take this record's datetime fields", None
+            return (f"{str(reference)!r} is a field of another record; hours_between and days_between take "
+                    "this record's datetime fields"), None
         if not _RECORD_NAME.fullmatch(reference.record):
             return (f"{str(reference)!r}: {reference.record!r} is not a master record code written with _ for -, "
                     "e.g. NK_EXPAND.harvest_culture.nk_purity"), None

@@ -435,7 +435,7 @@ def preview(session: Session, batch: Batch, position: int, step: Step, entry: St
         except ValidationFailed as exc:
             numbers[f.id] = None
             problems: tuple[str, ...] = tuple(exc.problems)
-            text, limit = "", ()
+            text, limit = "", tuple[str, ...]()
         else:
             problems, text = (), _shown_text(f, result.parsed.text, tz)
             limit = tuple(result.limit_problems)

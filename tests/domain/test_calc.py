@@ -258,8 +258,9 @@ def test_a_field_of_another_record_is_named_record_step_field_and_evaluated_from
     assert problems == []
     assert [str(r) for r in references] == ["NK_EXPAND.harvest_culture.nk_purity", "volume_ml"]
     assert references[0].record == "NK_EXPAND" and references[0].step == "harvest_culture"
-    assert evaluate("NK_EXPAND.harvest_culture.nk_purity / 100 * volume_ml",
-                    {"NK_EXPAND.harvest_culture.nk_purity": Decimal("93.0"), "volume_ml": Decimal("10")}) == Decimal("9.300")
-    with pytest.raises(CalculationError, match="needs 'NK_EXPAND.harvest_culture.nk_purity', which is not recorded yet"):
+    recorded = {"NK_EXPAND.harvest_culture.nk_purity": Decimal("93.0"), "volume_ml": Decimal("10")}
+    assert evaluate("NK_EXPAND.harvest_culture.nk_purity / 100 * volume_ml", recorded) == Decimal("9.300")
+    with pytest.raises(CalculationError,
+                       match="needs 'NK_EXPAND.harvest_culture.nk_purity', which is not recorded yet"):
         evaluate("NK_EXPAND.harvest_culture.nk_purity", {})
     assert record_name("NK-EXPAND") == "NK_EXPAND"
