@@ -25,7 +25,7 @@ from mfg.demo import nk_batch as demo_nk
 from mfg.demo import scenarios
 from mfg.extensions import db
 from mfg.models import Donor, RecordedValue, StepExecution, Subject, User
-from mfg.services import accounts, audit, batches, clinical
+from mfg.services import accounts, audit, batches, clinical, steps
 from mfg.unit_of_work import unit_of_work
 from tests.browser.pages import NAMES, TABLET, credentials, demo_plant, flash, go, people
 
@@ -165,6 +165,23 @@ def test_the_dose_step_shows_the_dose_the_calculations_and_what_is_signed(
         page.get_by_label("Password", exact=True).fill(setting.password)
         go(page.get_by_role("button", name="Record and sign as Performed by"))
         expect(flash(page, "recorded and signed")).to_have_text("Dose calculation recorded and signed.")
+
+        # --- "Fill the bags": the planned bags with volume, cells and expiry before anything is filled ---
+        def verified(session) -> None:  # noqa: ANN001
+            oscar = _user(session, "operator2")
+            done = session.scalars(sa.select(StepExecution).where(StepExecution.batch_id == batch_id,
+                                                                  StepExecution.step_id == "dose_plan")).one()
+            steps.verify_step(session, done, signer=oscar, password=setting.password, username="operator2",
+                              require_username=True)
+
+        _act(live_app, "operator2", verified)
+        page.goto(f"/batches/{batch_id}/step/{position}/bag_preparation/1")
+        expect(page.get_by_role("heading", level=1)).to_have_text("Fill the bags")
+        planned = page.locator("table.bag-plan")
+        expect(planned.locator("tbody tr")).to_have_count(1)
+        expect(planned.locator("tbody tr").first).to_contain_text("13.4 mL")
+        expect(planned.locator("thead")).to_contain_text("Expires")
+        expect(page.get_by_label("Number of bags", exact=True)).to_have_value("")
     assert _recorded(live_app, batch_id, "dose_plan", "volume_ml") == "13.4"
     assert _recorded(live_app, batch_id, "dose_plan", "nk_pct") == "93.0"
     assert _recorded(live_app, batch_id, "dose_plan", "cd3_pct") == "0.25"
