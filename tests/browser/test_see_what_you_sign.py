@@ -14,20 +14,24 @@ the dose level chosen.
 from __future__ import annotations
 
 import re
+import shutil
 from collections.abc import Callable
 from datetime import date
+from pathlib import Path
 
 import sqlalchemy as sa
 from flask import Flask
 from playwright.sync_api import Browser, Locator, Page, expect
 
+from mfg.config import RESOURCE_ROOT
 from mfg.demo import nk_batch as demo_nk
 from mfg.demo import scenarios
 from mfg.extensions import db
 from mfg.models import Donor, RecordedValue, StepExecution, Subject, User
-from mfg.services import accounts, audit, batches, clinical, steps
+from mfg.services import accounts, audit, batches, clinical, starting, steps
 from mfg.unit_of_work import unit_of_work
 from tests.browser.pages import NAMES, TABLET, credentials, demo_plant, flash, go, people
+from tests.support import PASSWORD
 
 CONCENTRATION = "Viable cells per mL of the formulated product"
 
@@ -220,3 +224,44 @@ def test_a_wrong_password_keeps_the_dose_level_chosen(live_server: str, live_app
         credentials(clara, dialog)
         go(dialog.get_by_role("button", name="Sign as Approved by"))
         expect(flash(page, "Dose level DL1 assigned and signed.")).to_be_visible()
+
+
+def test_an_out_of_limit_value_without_a_comment_keeps_every_value_and_opens_its_comment_beside_it(
+        live_server: str, live_app: Flask, browser: Browser, make_user: Callable[..., User]) -> None:
+    """DEMO-PROC's room check (a parallel step, open at once): 30.0 °C is above 25.0 and needs a comment."""
+    shutil.copytree(RESOURCE_ROOT / "sops" / "demo", Path(live_app.config["SOPS_DIR"]) / "demo")
+    demo_plant(live_app, make_user)
+    batch_id = _act(live_app, "operator1", lambda s: starting.start_batch(
+        s, codes=["DEMO-PROC"], user=_user(s, "operator1")).id)
+    with people(browser, live_server, tablet=True) as person:
+        page = person("operator1", NAMES["operator1"]).page
+        page.goto(f"/batches/{batch_id}/step/0/room_check/1")
+        page.get_by_label("Room temperature", exact=True).fill("30.0")
+        page.get_by_label("Settle plate count", exact=True).fill("0")
+        page.get_by_role("group", name="Room status", exact=True).get_by_label("Clean", exact=True).check()
+        page.get_by_label("Remarks", exact=True).fill("Air handling unit alarm at 09:10")
+        page.get_by_label("User name", exact=True).fill("operator1")
+        page.get_by_label("Password", exact=True).fill(PASSWORD)
+        go(page.get_by_role("button", name="Record and sign as Performed by"))
+
+        temperature = page.get_by_label("Room temperature", exact=True)
+        expect(temperature).to_have_attribute("aria-invalid", "true")
+        expect(temperature).to_be_focused()
+        error = page.locator("#err-room_temperature")
+        expect(error).to_contain_text("an out-of-limit value needs a comment")
+        expect(error).to_be_in_viewport()
+        _near(temperature, error)
+        comment = page.get_by_label("Comment on Room temperature", exact=True)
+        expect(comment).to_be_visible()  # its box is open beside the field
+        expect(temperature).to_have_value("30.0")
+        expect(page.get_by_label("Settle plate count", exact=True)).to_have_value("0")
+        status = page.get_by_role("group", name="Room status", exact=True)
+        expect(status.get_by_label("Clean", exact=True)).to_be_checked()
+        expect(page.get_by_label("Remarks", exact=True)).to_have_value("Air handling unit alarm at 09:10")
+        expect(page.get_by_label("Password", exact=True)).to_have_value("")
+
+        comment.fill("Alarm reported to facilities; QA informed.")
+        page.get_by_label("User name", exact=True).fill("operator1")
+        page.get_by_label("Password", exact=True).fill(PASSWORD)
+        go(page.get_by_role("button", name="Record and sign as Performed by"))
+        expect(flash(page, "recorded and signed")).to_contain_text("1 value(s) out of limit: a deviation was opened.")
