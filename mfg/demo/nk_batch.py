@@ -458,15 +458,14 @@ DEMO_VALUES: dict[tuple[str, str], tuple[Entry, ...]] = {
         "nk_purity": "93.0",
         "cd3_pct": "0.25",
     },),
-    # ---- NK-FORMULATE v3: pre-wash sampling; 15 x 10^6 viable cells/mL; 62.4 kg at DL2 -> 13.4 mL in one bag ----
+    # ---- NK-FORMULATE v4: pre-wash sampling; 15 x 10^6 viable cells/mL; 62.4 kg at DL2 -> 13.4 mL in one bag ----
     ("NK-FORMULATE", "identify_product"): ({},),
     ("NK-FORMULATE", "pre_wash_sampling"): ({
         "sampled_at": _at(PRE_WASH_SAMPLED),
         "mycoplasma_sample_id": lambda ctx: f"{ctx.batch.lot}-MYC",
     },),
     ("NK-FORMULATE", "in_process_tests"): ({
-        "nk_pct": "93.0",  # the harvest's purity and CD3+ (DOMAIN section 10)
-        "cd3_pct": "0.25",
+        # NK-FORMULATE v4: the NK and CD3+ fractions are the harvest's, named by the dose plan, not typed
         "endotoxin_eu_per_ml": "0.20",  # unwashed cells in culture medium: above the final product's 0.12
     },),
     ("NK-FORMULATE", "formulate"): ({"formulated_at": _at(FORMULATED)},),

@@ -57,6 +57,7 @@ __all__ = [
     "inspect_expression",
     "moment_number",
     "parse_expression",
+    "record_name",
     "referenced_names",
     "round_half_up",
 ]
@@ -106,13 +107,23 @@ class CalculationError(ValidationFailed):
 
 
 class Reference(NamedTuple):
-    """A name in an expression: a field of the same step (``step`` None) or ``step.field``."""
+    """A name in an expression: a field of the same step (``step`` None), ``step.field``, or a field of
+    another master record of the batch, ``RECORD.step.field`` (``record``: the record's code with ``_`` for
+    ``-``, e.g. ``NK_EXPAND.harvest_culture.nk_purity``; :func:`record_name`)."""
 
     step: str | None
     field: str
+    record: str | None = None
 
     def __str__(self) -> str:
+        if self.record:
+            return f"{self.record}.{self.step}.{self.field}"
         return f"{self.step}.{self.field}" if self.step else self.field
+
+
+def record_name(code: str) -> str:
+    """How an expression names the master record ``code``: ``NK-EXPAND`` -> ``NK_EXPAND``."""
+    return code.replace("-", "_")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -189,10 +200,15 @@ def _check_all(tree: ast.Expression) -> tuple[list[Reference], list[str], list[R
             else:
                 references.append(Reference(None, node.id))
         elif isinstance(node, ast.Attribute):
-            if not isinstance(node.value, ast.Name) or node.attr.startswith("_") or node.value.id.startswith("_"):
-                problems.append(f"a dot may only join a step id and a field id: {ast.unparse(node)!r}")
+            inner = node.value
+            if (isinstance(inner, ast.Attribute) and isinstance(inner.value, ast.Name)
+                    and not any(part.startswith("_") for part in (inner.value.id, inner.attr, node.attr))):
+                references.append(Reference(inner.attr, node.attr, inner.value.id))  # RECORD.step.field
+            elif not isinstance(inner, ast.Name) or node.attr.startswith("_") or inner.id.startswith("_"):
+                problems.append("a dot may only join a step id and a field id (or a record, a step and a field): "
+                                f"{ast.unparse(node)!r}")
             else:
-                references.append(Reference(node.value.id, node.attr))
+                references.append(Reference(inner.id, node.attr))
         elif isinstance(node, ast.BinOp):
             if isinstance(node.op, _BINARY_OPERATORS):
                 children = [node.left, node.right]
@@ -397,6 +413,9 @@ class _Evaluator:
             return self.inputs[node.id]
         if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
             return self.inputs[f"{node.value.id}.{node.attr}"]
+        if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Attribute)
+                and isinstance(node.value.value, ast.Name)):  # RECORD.step.field
+            return self.inputs[f"{node.value.value.id}.{node.value.attr}.{node.attr}"]
         if isinstance(node, ast.UnaryOp):
             operand = self.value(node.operand)
             return _CONTEXT.minus(operand) if isinstance(node.op, ast.USub) else _CONTEXT.plus(operand)

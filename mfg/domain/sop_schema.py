@@ -871,6 +871,10 @@ def _reserved_step_ids(places: dict[str, _Place]) -> Iterator[_Problem]:
             )
 
 
+_RECORD_NAME = re.compile(r"[A-Z][A-Z0-9_]*")
+"""A master record code as an expression names it (``calc.record_name``: ``NK-EXPAND`` -> ``NK_EXPAND``)."""
+
+
 def _fields_by_id(step: Step) -> dict[str, Field]:
     found: dict[str, Field] = {}
     for field in step.fields:
@@ -1068,6 +1072,17 @@ def _resolve(
     """Return (problem, None) or (None, the calculated field referred to, if the target is calculated).
     ``moment``: the reference is an argument of hours_between/days_between and must be a datetime field;
     a datetime field is used nowhere else."""
+    if reference.record is not None:
+        # A field of another master record of the batch (RECORD.step.field): a value recorded there once,
+        # shown here and never typed again. The other record is a file of its own, so the field is resolved
+        # when the batch runs (services.evaluation.inputs_from_batch); here only its form is checked.
+        if moment:
+            return (f"{str(reference)!r} is a field of another record; hours_between and days_between take "
+                    "this record's datetime fields"), None
+        if not _RECORD_NAME.fullmatch(reference.record):
+            return (f"{str(reference)!r}: {reference.record!r} is not a master record code written with _ for -, "
+                    "e.g. NK_EXPAND.harvest_culture.nk_purity"), None
+        return None, None
     if reference.step in CONTEXT_NAMESPACES and moment:
         return f"{str(reference)!r} is a context number; hours_between and days_between take datetime fields", None
     if reference.step in CONTEXT_NAMESPACES:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
@@ -20,7 +21,8 @@ from sqlalchemy.orm import Session
 from ..domain import calc, context, display, values
 from ..domain.errors import IdentityMismatch, ItemRefused, ValidationFailed
 from ..domain.result_time import too_early
-from ..domain.sop_schema import EquipmentField, Field, MaterialField, ScanField, Step, not_before_references
+from ..domain.sop_schema import (CalculatedField, EquipmentField, Field, MaterialField, ScanField, Step,
+                                 not_before_references, step_index)
 from ..models import Batch, RecordedValue, SopVersion, StepExecution, utcnow
 from . import bags, batches, identity, masterdata, sops
 
@@ -50,13 +52,22 @@ class Evaluated:
 
 def inputs_from_batch(session: Session, batch: Batch, position: int) -> dict[str, Decimal | None]:
     """Current numeric values of earlier steps, as ``step_id.field_id`` for calculations (a date-time as
-    its POSIX seconds, for ``hours_between``/``days_between``: ``calc.calculation_input``)."""
+    its POSIX seconds, for ``hours_between``/``days_between``: ``calc.calculation_input``), and of the
+    batch's other master records as ``RECORD.step_id.field_id`` (``calc.record_name``): a value recorded
+    in another record is named there, never typed again."""
     found: dict[str, Decimal | None] = {}
     version_id = batch.master_records[position].sop_version_id
+    other = {pin.sop_version_id: calc.record_name(pin.sop_version.code)
+             for pin in batch.master_records if pin.sop_version_id != version_id}
     for ex in batches.executions(session, batch):
         if ex.sop_version_id == version_id:
-            for field_id, value in ex.current_values().items():
-                found[f"{ex.step_id}.{field_id}"] = calc.calculation_input(value.number, value.moment)
+            prefix = ""
+        elif ex.sop_version_id in other:
+            prefix = other[ex.sop_version_id] + "."
+        else:
+            continue
+        for field_id, value in ex.current_values().items():
+            found[f"{prefix}{ex.step_id}.{field_id}"] = calc.calculation_input(value.number, value.moment)
     return found
 
 
@@ -313,3 +324,183 @@ def time_window_problem(session: Session, batch: Batch, position: int, step: Ste
         return (f"{what} {hours:.2f} h after {window.after}; the master record allows "
                 f"{window.min_hours:g}-{float(max_hours):g} h")
     return None
+
+
+# --------------------------------------------------------------------------------------------------
+# See what you sign: the values of a step as the server will record them, before signing
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Shown:
+    """One value as a person reads it on the step screen: ``name`` as the master record writes it (a field
+    id, ``step.field``, ``RECORD.step.field`` or a context name), its label and its text with its unit
+    ("" when not recorded or entered yet)."""
+
+    name: str
+    label: str
+    text: str
+
+
+@dataclass(frozen=True)
+class PreviewField:
+    """A field of the step as it would be recorded now: a typed field parsed (``problems``: why the entry is
+    malformed), a calculated field computed by ``values.calculate`` (``problems``: why it cannot be yet),
+    with the inputs it came from."""
+
+    field_id: str
+    label: str
+    calculated: bool
+    text: str
+    problems: tuple[str, ...] = ()
+    limit_problems: tuple[str, ...] = ()
+    inputs: tuple[Shown, ...] = ()
+
+
+@dataclass(frozen=True)
+class PlannedBag:
+    """A bag of the dose plan before it is filled (``bags.planned``)."""
+
+    index: int
+    volume_ml: Decimal
+    nk_cells: int
+    viable_cells: int
+    expires_at: datetime | None
+
+
+@dataclass(frozen=True)
+class Preview:
+    fields: list[PreviewField]
+    dose: list[Shown]
+    """The batch's pinned dose (weight and its date, dose level): on the steps that calculate from it."""
+    bags: list[PlannedBag]
+    """The bags the values give, on the step that divides the product and the step its volume comes from."""
+    bag_note: str = ""
+    """Why the bags cannot be shown yet, for a person; empty: not until the volume is calculated."""
+
+
+def _shown_text(f: Any, text: str, tz: ZoneInfo) -> str:
+    """A value as people read it (``values.display``, large numbers grouped by ``display.grouped``)."""
+    if not text:
+        return ""
+    if f.type in ("number", "integer", "calculated"):
+        return values.display(f, display.grouped(text), tz=tz)
+    return values.display(f, text, tz=tz)
+
+
+def _context_shown(session: Session, batch: Batch) -> dict[str, Shown]:
+    """The context names a definition may use, with the batch's pinned values, as people read them."""
+    found: dict[str, Shown] = {}
+    if batch.weight_kg is not None:
+        measured = f" (measured {batch.weight_measured_on:%Y-%m-%d})" if batch.weight_measured_on else ""
+        found["subject.weight_kg"] = Shown("subject.weight_kg", "Subject weight, pinned to the batch",
+                                           f"{batch.weight_kg} kg{measured}")
+    if batch.dose_cells_per_kg:
+        level = f"{batch.dose_level}{f' ({batch.dose_label})' if batch.dose_label else ''}: "
+        found["subject.dose_per_kg"] = Shown("subject.dose_per_kg", "Assigned dose level, pinned to the batch",
+                                             f"{level}{display.cells(batch.dose_cells_per_kg)} NK cells/kg")
+    for name, number in context_numbers(session, batch).items():
+        if name.startswith("trial.") and number is not None:
+            found[name] = Shown(name, f"Trial configuration: {name.removeprefix('trial.').replace('_', ' ')}",
+                                display.grouped(f"{number}"))
+    return found
+
+
+def _recorded_shown(session: Session, batch: Batch, position: int, tz: ZoneInfo) -> dict[str, Shown]:
+    """Every value recorded in the batch, by the name an expression of the record at ``position`` gives it
+    (``step.field`` in the record, ``RECORD.step.field`` in another record of the batch)."""
+    by_version = {pin.sop_version_id: (pin.position, pin.sop_version.code) for pin in batch.master_records}
+    indexes = {pin.sop_version_id: step_index(batches.definition_of(pin.sop_version))
+               for pin in batch.master_records}
+    found: dict[str, Shown] = {}
+    for ex in batches.executions(session, batch):
+        if ex.sop_version_id not in by_version:
+            continue
+        where, code = by_version[ex.sop_version_id]
+        step_def = indexes[ex.sop_version_id].get(ex.step_id)
+        if step_def is None:
+            continue
+        fields = {f.id: f for f in step_def[1].fields}
+        prefix = "" if where == position else calc.record_name(code) + "."
+        for field_id, value in ex.current_values().items():
+            f = fields.get(field_id)
+            if f is None:
+                continue
+            label = f"{f.label} ({step_def[1].title})" if where == position else \
+                f"{f.label} ({code}, {step_def[1].title})"
+            found[f"{prefix}{ex.step_id}.{field_id}"] = Shown(f"{prefix}{ex.step_id}.{field_id}", label,
+                                                              _shown_text(f, value.text, tz))
+    return found
+
+
+def preview(session: Session, batch: Batch, position: int, step: Step, entry: StepInput, tz: ZoneInfo,
+            instance: int = 1) -> Preview:
+    """What signing ``entry`` now would record, for the screen: every typed field parsed by its kind and
+    every calculated field computed with ``values.calculate`` from the same inputs as :func:`evaluate`
+    (the numbers of earlier steps and other records, the batch's pinned context), with the inputs each came
+    from. Nothing is checked against master data or identities and nothing is written: it is a view of
+    the arithmetic, so that the operator sees the values they sign; signing evaluates everything again."""
+    numbers: dict[str, Decimal | None] = inputs_from_batch(session, batch, position)
+    numbers |= context_numbers(session, batch)
+    known = _recorded_shown(session, batch, position, tz) | _context_shown(session, batch)
+    own: dict[str, Shown] = {}
+    found: list[PreviewField] = []
+    for f in step.fields:
+        if f.type == "calculated":
+            continue
+        raw = (entry.raw.get(f.id) or "").strip()
+        try:
+            parsed = values.KINDS[f.type].parse(f, raw, tz=tz)
+        except ValidationFailed as exc:
+            found.append(PreviewField(f.id, f.label, False, "", tuple(exc.problems) if raw else ()))
+            continue
+        numbers[f.id] = calc.calculation_input(parsed.number, parsed.moment)
+        text = _shown_text(f, parsed.text, tz)
+        own[f.id] = Shown(f.id, f.label, text)
+        found.append(PreviewField(f.id, f.label, False, text,
+                                  limit_problems=tuple(values.KINDS[f.type].limit_problems(f, parsed, numbers))))
+    for f in step.fields:
+        if f.type != "calculated":
+            continue
+        references, _problems = calc.inspect_expression(f.expression)
+        names = list(dict.fromkeys(str(reference) for reference in references))
+        try:
+            result = values.calculate([f], numbers)[0]  # the engine's calculation (adds the result to numbers)
+        except ValidationFailed as exc:
+            numbers[f.id] = None
+            problems: tuple[str, ...] = tuple(exc.problems)
+            text, limit = "", tuple[str, ...]()
+        else:
+            problems, text = (), _shown_text(f, result.parsed.text, tz)
+            limit = tuple(result.limit_problems)
+        inputs = tuple(own.get(name) or known.get(name) or Shown(name, name, "") for name in names)
+        own[f.id] = Shown(f.id, f.label, text)
+        found.append(PreviewField(f.id, f.label, True, text, problems, limit, inputs))
+    uses_dose = any(isinstance(f, CalculatedField) and any(
+        str(r) in context.SUBJECT_NAMES for r in calc.inspect_expression(f.expression)[0]) for f in step.fields)
+    dose = [known[name] for name in ("subject.weight_kg", "subject.dose_per_kg") if uses_dose and name in known]
+    planned, note = _planned_bags(session, batch, position, step, numbers)
+    return Preview(found, dose, planned, note)
+
+
+def _planned_bags(session: Session, batch: Batch, position: int, step: Step,
+                  numbers: dict[str, Decimal | None]) -> tuple[list[PlannedBag], str]:
+    """The bags of the dose plan as the values give them now (``bags.planned``, as signing the dividing step
+    plans them), on the dividing step and on the step the divided volume comes from."""
+    record = batches.records(batch)[position]
+    dividing = next((s for _stage, s in step_index(record).values() if s.divides_product), None)
+    if dividing is None or dividing.divides_product is None:
+        return [], ""
+    division = dividing.divides_product
+    sources = {reference.step for reference in calc.inspect_expression(division.volume_ml)[0]}
+    if step.id != dividing.id and step.id not in sources:
+        return [], ""
+    if step.id != dividing.id:
+        numbers = numbers | {f"{step.id}.{f.id}": numbers.get(f.id) for f in step.fields}
+    expires_from = recorded_moment(session, batch, position, division.expires_from)
+    try:
+        made = bags.planned(batch, division, numbers, expires_from or utcnow())
+    except ValidationFailed:
+        return [], ""  # not yet: the volume to infuse is calculated once its inputs are entered
+    return ([PlannedBag(b.index, b.volume_ml, b.nk_cells, b.viable_cells, b.expires_at if expires_from else None)
+             for b in made], "")

@@ -294,23 +294,30 @@ def _invalidate(session: Session, execution: StepExecution, signer: User, why: s
 
 def _recompute_dependents(session: Session, batch: Batch, position: int, corrected: StepExecution,
                           changed_keys: set[str], *, signer: User, why: str) -> None:
-    """Recalculate later steps whose calculations use a corrected value (and so on down the chain).
+    """Recalculate later steps whose calculations use a corrected value (and so on down the chain), in this
+    record and in the batch's other records that name it (``RECORD.step.field``).
 
     A changed result is stored as a new value superseding the old one, the step's signatures no longer
     stand, and the step waits for a new "Performed by" signature (``resign_step``); an out-of-limit
-    result opens a deviation. Nothing is silently left stale.
+    result opens a deviation. Nothing is silently left stale. A change that would reach a value the bags
+    were made from is refused (nothing stored).
     """
-    index = step_index(batches.records(batch)[position])
-    version_id = batch.master_records[position].sop_version_id
+    names = {pin.sop_version_id: (pin.position, calc.record_name(pin.sop_version.code))
+             for pin in batch.master_records}
+    changed = {f"{names[corrected.sop_version_id][1]}.{key}" for key in changed_keys}  # RECORD.step.field
+    indexes: dict[int, dict] = {}
     for ex in batches.executions(session, batch):
-        if ex.id == corrected.id or ex.sop_version_id != version_id:
+        if ex.id == corrected.id or ex.sop_version_id not in names:
             continue
+        where, record = names[ex.sop_version_id]
+        index = indexes.setdefault(where, step_index(batches.records(batch)[where]))
         step = index[ex.step_id][1]
         calculated = [f for f in step.fields if f.type == "calculated"]
-        uses = {name for f in calculated for name in calc_names(f.expression)}
-        if not calculated or not uses & changed_keys:
+        uses = {name if name.count(".") == 2 else f"{record}.{name}"
+                for f in calculated for name in calc_names(f.expression) if "." in name}
+        if not calculated or not uses & changed:
             continue
-        numbers = evaluation.inputs_from_batch(session, batch, position) | evaluation.context_numbers(session, batch)
+        numbers = evaluation.inputs_from_batch(session, batch, where) | evaluation.context_numbers(session, batch)
         current = ex.current_values()
         numbers.update({fid: calc.calculation_input(v.number, v.moment) for fid, v in current.items()})
         now, rows, flagged = utcnow(), [], []
@@ -328,13 +335,17 @@ def _recompute_dependents(session: Session, batch: Batch, position: int, correct
                 flagged.append(problems)
         if not rows:
             continue
+        if where != position and (dividing := _divided_at(session, batch, where, step)) is not None:
+            raise ValidationFailed(
+                f"REFUSED: this correction would change {step.title} ({names[ex.sop_version_id][1]}), from which "
+                f"the bags were made at '{dividing}'; the product cannot be divided again. Nothing was stored.")
         for problems in flagged:
             deviations.out_of_limit(session, batch, ex, f"{step.title} (recalculated)", problems, signer)
         sequence.STEP_STATUS.check(ex.status, "needs_signature")
         ex.status = "needs_signature"
         session.add_all(rows)
         _invalidate(session, ex, signer, why, now)
-        changed_keys |= {f"{step.id}.{row.field_id}" for row in rows}
+        changed |= {f"{record}.{step.id}.{row.field_id}" for row in rows}
         audit.flush(session)
         session.refresh(ex, ["values"])
 

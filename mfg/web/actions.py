@@ -75,6 +75,9 @@ GUARDS: dict[str, tuple[str, Guard]] = {
     "batches.start_product": ("start_product_batch", _subject_from_form),
     "batches.step": ("perform_step", lambda batch_id, position, step_id, instance: steps.guard_perform_step(
         db.session, _user(), batches.get(db.session, batch_id), position, step_id, instance)),
+    # the values a step would record, calculated by the server for the one who may perform it (writes nothing)
+    "batches.step_preview": ("perform_step", lambda batch_id, position, step_id, instance: steps.guard_perform_step(
+        db.session, _user(), batches.get(db.session, batch_id), position, step_id, instance)),
     "batches.verify": ("verify_step", lambda batch_id, execution_id: steps.guard_verify_step(
         db.session, _user(), _execution(batch_id, execution_id))),
     "batches.correct": ("correct_value", lambda batch_id, execution_id: steps.guard_correct_any(

@@ -8,8 +8,8 @@ from flask import Blueprint, abort, current_app, flash, redirect, render_templat
 from flask_login import current_user, login_required
 from markdown_it import MarkdownIt
 
-from ..domain import limits, values
-from ..domain.errors import DomainError, IdentityMismatch, StepConflict
+from ..domain import display, limits, values
+from ..domain.errors import AuthenticationFailed, DomainError, IdentityMismatch, StepConflict
 from ..domain.signing import Meaning
 from ..domain.sop_schema import step_index
 from ..extensions import db
@@ -153,13 +153,10 @@ def step(batch_id: int, position: int, step_id: str, instance: int):
     form = step_form_class(step_def)()
     problems: list[str] = []
     stop, stop_deviation = None, None
+    sign_problems: list[str] = []
     if request.method == "POST":
         if form.validate_on_submit():
-            entry = evaluation.StepInput(
-                raw={f.id: raw_value(form, f) for f in step_def.fields if f.type != "calculated"},
-                field_comments={f.id: getattr(form, f"c_{f.id}").data or "" for f in step_def.fields
-                                if f.type != "calculated"},
-                comment=form.comment.data or "")
+            entry = _entry(form, step_def)
             outcome = signed_action(lambda: steps.perform_step(
                 db.session, batch, position=position, step_id=step_id, instance=instance, entry=entry,
                 signer=current_user._get_current_object(), password=form.password.data,
@@ -180,6 +177,8 @@ def step(batch_id: int, position: int, step_id: str, instance: int):
                       "warning" if flagged else "success")
                 return redirect(url_for("batches.show", batch_id=batch.id))
             problems = outcome.problems
+            if isinstance(outcome.error, AuthenticationFailed):  # shown beside the password, the rest kept
+                sign_problems, problems = problems, []
             if isinstance(outcome.error, IdentityMismatch):
                 # the full-screen stop; the scans that did not match start again from a fresh scan of the
                 # container in hand, the correct ones are kept
@@ -191,8 +190,13 @@ def step(batch_id: int, position: int, step_id: str, instance: int):
         status = 200
     window = step_def.time_window
     window_hours = evaluation.window_hours(db.session, batch, window.max_hours) if window else None
+    preview = evaluation.preview(db.session, batch, position, step_def, _entry(form, step_def), _tz(), instance)
+    field_problems, problems_elsewhere = _problems_by_field(step_def, problems)
     return render_template("batches/step.html", batch=batch, stage=stage, step=step_def, position=position,
-                           context=evaluation.context_numbers(db.session, batch),
+                           context=evaluation.context_numbers(db.session, batch), preview=preview,
+                           shown={p.field_id: p for p in preview.fields},
+                           field_problems=field_problems, problems_elsewhere=problems_elsewhere,
+                           sign_problems=sign_problems,
                            instance=instance, form=form, problems=problems, widgets=WIDGETS, window_hours=window_hours,
                            stop=stop, stop_deviation=stop_deviation,
                            needs_username=signing_needs_username(), meaning=Meaning.PERFORMED), status
@@ -213,6 +217,57 @@ def check_scan(batch_id: int, position: int, step_id: str):
         abort(404)
     problems = evaluation.misread(db.session, found, request.args.get("value", ""))
     return jsonify({"ok": not problems, "problems": problems})
+def _entry(form, step_def) -> evaluation.StepInput:
+    """What the operator entered on a step screen, as text per field (the service parses it)."""
+    return evaluation.StepInput(
+        raw={f.id: raw_value(form, f) for f in step_def.fields if f.type != "calculated"},
+        field_comments={f.id: getattr(form, f"c_{f.id}").data or "" for f in step_def.fields
+                        if f.type != "calculated"},
+        comment=form.comment.data or "")
+
+
+def _problems_by_field(step_def, problems: list[str]) -> tuple[dict[str, list[str]], list[str]]:
+    """The problems of a refused entry beside the field each names (every message begins with the field's
+    label), and the rest for the top of the form."""
+    labels = sorted(((f.label, f.id) for f in step_def.fields), key=lambda pair: -len(pair[0]))
+    by_field: dict[str, list[str]] = {}
+    rest: list[str] = []
+    for problem in problems:
+        text = problem.removeprefix("REFUSED: ")
+        found = next((field_id for label, field_id in labels
+                      if text.startswith(label) and text[len(label):len(label) + 1] in (":", " ", "")), None)
+        if found is None:
+            rest.append(problem)
+        else:
+            by_field.setdefault(found, []).append(problem)
+    return by_field, rest
+
+
+def _preview_json(batch, preview: evaluation.Preview) -> dict:
+    return {
+        "fields": [{"id": p.field_id, "label": p.label, "calculated": p.calculated, "text": p.text,
+                    "problems": list(p.problems), "limit_problems": list(p.limit_problems),
+                    "inputs": [{"name": i.name, "label": i.label, "text": i.text} for i in p.inputs]}
+                   for p in preview.fields],
+        "dose": [{"name": d.name, "label": d.label, "text": d.text} for d in preview.dose],
+        "bags": [{"index": b.index, "volume": f"{b.volume_ml} mL", "nk_cells": display.cells(b.nk_cells),
+                  "viable_cells": display.cells(b.viable_cells),
+                  "expires": evaluation.local_text(b.expires_at, _tz()) if b.expires_at else ""}
+                 for b in preview.bags],
+        "bag_note": preview.bag_note,
+    }
+
+
+@bp.route("/<int:batch_id>/step/<int:position>/<step_id>/<int:instance>/preview", methods=["POST"])
+@login_required
+def step_preview(batch_id: int, position: int, step_id: str, instance: int):
+    """The step's values as signing would record them now, calculated by the server (JSON for sign.js):
+    the browser never computes a GMP value itself."""
+    batch = batches.get(db.session, batch_id)
+    _stage, step_def = _step(batch, position, step_id)
+    form = step_form_class(step_def)()
+    preview = evaluation.preview(db.session, batch, position, step_def, _entry(form, step_def), _tz(), instance)
+    return _preview_json(batch, preview)
 
 
 @bp.route("/<int:batch_id>/execution/<int:execution_id>")

@@ -108,7 +108,7 @@ def eligibility(donor_id: int):
     return _donor_page(clinical.get_donor(db.session, donor_id), eligibility_form=form, status=400)
 
 
-def _subject_page(subject, form=None, problems=(), status=200):
+def _subject_page(subject, form=None, problems=(), status=200, chosen_level: str | None = None):
     try:
         levels = sops.trial_configuration(db.session).dose_levels
     except DomainError:
@@ -117,6 +117,7 @@ def _subject_page(subject, form=None, problems=(), status=200):
     return render_template("clinical/subject.html", subject=subject, coi=coi, levels=levels,
                            signatures=signatures.for_record(db.session, subject), form=form or SignForm(),
                            problems=list(problems), needs_username=signing_needs_username(),
+                           chosen_level=chosen_level,
                            meaning=Meaning.APPROVED), status
 
 
@@ -144,4 +145,6 @@ def assign_dose(subject_id: int):
             flash(f"Dose level {subject.dose_level} assigned and signed.", "success")
             return redirect(url_for("clinical.subject", subject_id=subject_id))
         problems = outcome.problems
-    return _subject_page(clinical.get_subject(db.session, subject_id), form, problems, 400)
+    # every value kept after any error (the level chosen); only the password is cleared
+    return _subject_page(clinical.get_subject(db.session, subject_id), form, problems, 400,
+                         chosen_level=request.form.get("level") or None)

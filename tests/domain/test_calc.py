@@ -13,6 +13,7 @@ from mfg.domain.calc import (
     evaluate,
     inspect_expression,
     parse_expression,
+    record_name,
     referenced_names,
     round_half_up,
 )
@@ -44,7 +45,8 @@ def test_parse_expression_returns_the_tree_of_an_allowed_expression() -> None:
         ("__import__('os').system('ls')", "is not allowed"),
         ("open('f')", "function 'open' is not allowed"),
         ("a.__class__", "a dot may only join a step id and a field id"),
-        ("a.b.c", "a dot may only join a step id and a field id"),
+        ("a.b.c.d", "a dot may only join a step id and a field id"),
+        ("a.b().c", "a dot may only join a step id and a field id"),
         ("a if b else 1", "conditional expressions not allowed"),
         ("a > 1", "comparisons not allowed"),
         ("a % 2", "operator '%' is not allowed"),
@@ -248,3 +250,17 @@ def test_elapsed_time_functions_take_two_field_references_only() -> None:
     assert calc.elapsed_references("a * days_between(s.a, b) + b") == [Reference("s", "a"), Reference(None, "b")]
     with pytest.raises(CalculationError, match="'counted_at', which is not recorded yet"):
         evaluate("hours_between(seeded_at, counted_at)", {"seeded_at": Decimal(0)})
+
+
+def test_a_field_of_another_record_is_named_record_step_field_and_evaluated_from_its_recorded_value() -> None:
+    """Issue 17 item 2: a value recorded in another record of the batch is named, never typed again."""
+    references, problems = inspect_expression("NK_EXPAND.harvest_culture.nk_purity / 100 * volume_ml")
+    assert problems == []
+    assert [str(r) for r in references] == ["NK_EXPAND.harvest_culture.nk_purity", "volume_ml"]
+    assert references[0].record == "NK_EXPAND" and references[0].step == "harvest_culture"
+    recorded = {"NK_EXPAND.harvest_culture.nk_purity": Decimal("93.0"), "volume_ml": Decimal("10")}
+    assert evaluate("NK_EXPAND.harvest_culture.nk_purity / 100 * volume_ml", recorded) == Decimal("9.300")
+    with pytest.raises(CalculationError,
+                       match="needs 'NK_EXPAND.harvest_culture.nk_purity', which is not recorded yet"):
+        evaluate("NK_EXPAND.harvest_culture.nk_purity", {})
+    assert record_name("NK-EXPAND") == "NK_EXPAND"

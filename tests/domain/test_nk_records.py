@@ -43,6 +43,9 @@ CONTEXT: dict[str, Decimal] = {
     "trial.cd3_limit_per_kg": Decimal("200000"),
     "trial.endotoxin_limit_eu_per_kg": Decimal("5.0"),
     "trial.max_bag_volume_ml": Decimal("100.0"),
+    # NK-FORMULATE v4 names the harvest's fractions in NK-EXPAND (s10: 93 % NK, 0.25 % CD3+), never typed again
+    "NK_EXPAND.harvest_culture.nk_purity": Decimal("93"),
+    "NK_EXPAND.harvest_culture.cd3_pct": Decimal("0.25"),
 }
 
 
@@ -189,10 +192,8 @@ RELEASE_S10: Entries = {  # NK-RELEASE v3: the final product, after the fill
     "results_review": {"outcome": "All available results meet the specification; sterility pending"},
 }
 
-FORMULATE_S10: Entries = {  # NK-FORMULATE v3: the dose plan calculates from the pre-wash in-process results
+FORMULATE_S10: Entries = {  # NK-FORMULATE v4: the harvest's NK and CD3+ fractions (CONTEXT), pre-wash endotoxin
     "in_process_tests": {
-        "nk_pct": "93",  # s10
-        "cd3_pct": "0.25",  # s10
         "endotoxin_eu_per_ml": "0.12",  # s10
     },
     "dose_plan": {"viable_concentration": "15.00"},  # s10
@@ -571,7 +572,7 @@ def test_a_step_may_not_take_the_name_of_a_context_namespace(step_id: str) -> No
 
 def test_a_context_value_not_provided_at_run_time_stops_the_calculation() -> None:
     volume = field("NK-FORMULATE", "dose_plan", "volume_ml")
-    inputs = {"viable_concentration": Decimal("15"), "in_process_tests.nk_pct": Decimal("93"),
+    inputs = {"viable_concentration": Decimal("15"), "nk_pct": Decimal("93"),
               "subject.dose_per_kg": Decimal(3000000)}
 
     with pytest.raises(CalculationError, match="subject.weight_kg"):

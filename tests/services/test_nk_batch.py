@@ -77,7 +77,7 @@ def test_the_batch_inherits_an_allocated_din_and_the_subject_coi(nk):
     # as NK-TRIAL v3 names them: the release record tests the final product, after the formulation's fill
     assert [pin.sop_version.code for pin in batch.master_records] == [
         "NK-INTAKE", "NK-EXPAND", "NK-FORMULATE", "NK-RELEASE"]  # as the trial configuration names them
-    assert [pin.sop_version.version for pin in batch.master_records] == [1, 2, 3, 4]  # the effective versions
+    assert [pin.sop_version.version for pin in batch.master_records] == [1, 2, 4, 4]  # the effective versions
     # every context name a definition may use has its value for this batch (domain.context, declared once)
     from mfg.domain.context import CONTEXT_NAMES
     from mfg.services import evaluation
