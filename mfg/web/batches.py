@@ -46,6 +46,37 @@ def limits_filter(field, context=None) -> str:
     return limits.limits_text(field, context)
 
 
+@bp.app_template_filter("limit_attrs")
+def limit_attrs(field, context=None, first: bool = False) -> dict[str, object]:
+    """The input's attributes on a step screen: autofocus on the first field, and the limits the screen states,
+    as numbers (``data-min``, ``data-max``, ``data-below``), so that ``static/flow.js`` offers the value's comment
+    box as soon as an entry is outside them. The server judges the value (``values.limit_problems``)."""
+    attrs: dict[str, object] = {"autofocus": True} if first else {}
+    if field.type in ("number", "integer"):
+        for name in ("min", "max", "below"):
+            limit = getattr(field, name, None)
+            value = None if limit is None else limits.limit_value(limit, context)
+            if value is not None:
+                attrs[f"data-{name}"] = str(value)
+    return attrs
+
+
+def _needs_comment(step_def, form, context) -> set[str]:
+    """The fields whose entry the domain judges out of limit (``values.limit_problems``): their comment box is
+    shown when the screen comes back with the entry."""
+    found = set()
+    for f in step_def.fields:
+        if f.type == "calculated":
+            continue
+        try:
+            parsed = values.parse(f, raw_value(form, f), tz=_tz())
+        except DomainError:
+            continue
+        if values.limit_problems(f, parsed, context):
+            found.add(f.id)
+    return found
+
+
 @bp.app_template_filter("local")
 def local_time(moment) -> str:
     if moment is None:
@@ -108,11 +139,22 @@ def start_product():
 @login_required
 def show(batch_id: int):
     batch = batches.get(db.session, batch_id)
-    page = batch_pages.batch_page(db.session, batch)
+    page = batch_pages.batch_page(db.session, batch, current_user._get_current_object())
     return render_template("batches/show.html", batch=batch, records=page.records, by_step=page.by_step,
                            open_refs=page.open_refs, progress=page.progress, deadlines=page.deadlines,
                            deviations=page.deviations, bags=page.bags, charts=page.charts, now=utcnow(),
+                           current=page.current, waiting=page.waiting, stages=page.stages, version=page.version,
+                           poll_seconds=current_app.config["BATCH_PAGE_POLL_SECONDS"],
                            decisions=review.decisions(db.session, batch), needs_username=signing_needs_username())
+
+
+@bp.route("/<int:batch_id>/version.json")
+@login_required
+def version(batch_id: int):
+    """What the open batch page polls (``static/flow.js``): the page's version and who signed last. A poll is
+    not activity: it does not keep an idle session alive (``security.PASSIVE``)."""
+    found = batch_pages.page_version(db.session, batches.get(db.session, batch_id))
+    return {"version": found.token, "by": found.by, "at": local_time(found.at) if found.at else None}
 
 
 @bp.route("/<int:batch_id>/growth-<int:number>.svg")
@@ -189,8 +231,9 @@ def step(batch_id: int, position: int, step_id: str, instance: int):
         status = 200
     window = step_def.time_window
     window_hours = evaluation.window_hours(db.session, batch, window.max_hours) if window else None
+    context = evaluation.context_numbers(db.session, batch)
     return render_template("batches/step.html", batch=batch, stage=stage, step=step_def, position=position,
-                           context=evaluation.context_numbers(db.session, batch),
+                           context=context, needs_comment=_needs_comment(step_def, form, context) if problems else set(),
                            instance=instance, form=form, problems=problems, widgets=WIDGETS, window_hours=window_hours,
                            needs_username=signing_needs_username(), meaning=Meaning.PERFORMED), status
 
