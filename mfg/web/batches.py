@@ -143,7 +143,7 @@ def show(batch_id: int):
     return render_template("batches/show.html", batch=batch, records=page.records, by_step=page.by_step,
                            open_refs=page.open_refs, progress=page.progress, deadlines=page.deadlines,
                            deviations=page.deviations, bags=page.bags, charts=page.charts, now=utcnow(),
-                           current=page.current, waiting=page.waiting, stages=page.stages, version=page.version,
+                           next_open=page.current, waiting=page.waiting, stages=page.stages, version=page.version,
                            poll_seconds=current_app.config["BATCH_PAGE_POLL_SECONDS"],
                            decisions=review.decisions(db.session, batch), needs_username=signing_needs_username())
 
@@ -232,8 +232,9 @@ def step(batch_id: int, position: int, step_id: str, instance: int):
     window = step_def.time_window
     window_hours = evaluation.window_hours(db.session, batch, window.max_hours) if window else None
     context = evaluation.context_numbers(db.session, batch)
+    needs_comment = _needs_comment(step_def, form, context) if problems else set()
     return render_template("batches/step.html", batch=batch, stage=stage, step=step_def, position=position,
-                           context=context, needs_comment=_needs_comment(step_def, form, context) if problems else set(),
+                           context=context, needs_comment=needs_comment,
                            instance=instance, form=form, problems=problems, widgets=WIDGETS, window_hours=window_hours,
                            needs_username=signing_needs_username(), meaning=Meaning.PERFORMED), status
 
@@ -255,7 +256,9 @@ def _execution_page(batch, ex, submitted, problems, status=200):
         dialog, form = submitted
         forms[dialog] = form
     _stage, step_def = _step(batch, batches.position_of(batch, ex.sop_version_id), ex.step_id)
-    return render_template("batches/execution.html", batch=batch, ex=ex, step=step_def,
+    user = current_user._get_current_object()
+    return render_template("batches/execution.html", batch=batch, ex=ex, step=step_def, records=batches.records(batch),
+                           next_open=batch_pages.next_step(user, batch, batches.open_steps(db.session, batch)),
                            context=evaluation.context_numbers(db.session, batch),
                            history=sorted(ex.values, key=lambda v: v.id), current=ex.current_values(),
                            signatures=signatures.for_record(db.session, ex),

@@ -219,8 +219,12 @@ def one_row_navbar(page: Page) -> None:
     box = bar.bounding_box()
     assert box is not None and box["height"] <= 60, box  # one row of 44 px targets
     assert page.evaluate("document.documentElement.scrollWidth") <= 1024
-    tops = {round(link.bounding_box()["y"]) for link in bar.get_by_role("link").all()}
-    assert len(tops) == 1, tops
+    boxes = [link.bounding_box() for link in bar.get_by_role("link").all() + bar.get_by_role("button").all()]
+    assert len({round(b["y"]) for b in boxes}) == 1, boxes  # one row
+    boxes.sort(key=lambda b: b["x"])
+    for left, right in zip(boxes, boxes[1:], strict=False):  # side by side, none over another, all on the screen
+        assert left["x"] + left["width"] <= right["x"] + 0.5, (left, right)
+    assert boxes[-1]["x"] + boxes[-1]["width"] <= 1024, boxes[-1]
 
 
 def test_touch_targets_are_44_px_and_the_navbar_is_one_row_for_every_role(
@@ -302,7 +306,7 @@ def test_a_value_gets_its_comment_box_when_it_needs_one_or_on_request_and_record
         # print: the batch page without navigation, forms or buttons
         page.goto(f"/batches/{batch_id}")
         page.emulate_media(media="print")
-        for hidden in ("header.topbar", "main form", "a.button", "button"):
+        for hidden in ("header.topbar", "main form", "a.button", "button", "section.next-step", "details:has(form)"):
             for element in page.locator(hidden).all():
                 expect(element).to_be_hidden()
         expect(page.get_by_role("heading", level=1)).to_be_visible()
