@@ -195,6 +195,12 @@ def test_countdowns_tick_and_another_persons_signature_is_announced(
         expect(progress(page).get_by_role("listitem").filter(
             has_text=re.compile(r"^Transport and receipt.*: (complete|waiting for a verification)"))).to_have_count(1)
 
+        # the page's own polls are not activity: left alone, the session still ends at the idle timeout, and
+        # the open page shows the sign-in page
+        live_app.config["IDLE_TIMEOUT_MINUTES"] = 0.1  # 6 s; the page polls every second
+        page.clock.resume()  # the page's timers run in real time from here
+        expect(page).to_have_url(re.compile(r"/auth/login"), timeout=20_000)
+
 
 # --- item 7: gloved hands ----------------------------------------------------------------------------------
 
