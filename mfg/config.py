@@ -64,6 +64,8 @@ DEFAULTS: dict[str, object] = {
     "DOCUMENT_WORKER_POLL_SECONDS": 10,
     # A claimed job whose worker has not finished within this time (a killed process) is taken again.
     "DOCUMENT_JOB_LEASE_SECONDS": 120,
+    # An open batch page asks the server this often whether someone changed the batch (static/flow.js).
+    "BATCH_PAGE_POLL_SECONDS": 5,
 }
 
 ENV_PREFIX = "MFG_"

@@ -17,7 +17,17 @@ from sqlalchemy.orm import Session
 from ..domain import guards, lifecycle, sequence
 from ..domain.signing import Meaning
 from ..domain.sop_schema import MasterRecord, step_index
-from ..models import Batch, BatchMasterRecord, Deviation, Signature, SignatureInvalidation, StepExecution, User, utcnow
+from ..models import (
+    Batch,
+    BatchMasterRecord,
+    Deviation,
+    ProductBag,
+    Signature,
+    SignatureInvalidation,
+    StepExecution,
+    User,
+    utcnow,
+)
 from . import bags, batches, deviations, evaluation, growth
 
 
@@ -197,6 +207,29 @@ def overview(session: Session, user: User) -> Overview:
 
 
 @dataclass(frozen=True)
+class StepMark:
+    """One step on the batch page's progress bar: its title and where it stands."""
+
+    title: str
+    state: str  # "done", "current", "open", "attention" (awaiting verification or a new signature), "waiting"
+
+    @property
+    def label(self) -> str:
+        return {"done": "complete", "current": "current step", "open": "open", "waiting": "not yet open",
+                "attention": "waiting for a verification or a new signature"}[self.state]
+
+
+@dataclass(frozen=True)
+class StageMark:
+    title: str
+    steps: list[StepMark]
+
+    @property
+    def done(self) -> int:
+        return sum(1 for step in self.steps if step.state == "done")
+
+
+@dataclass(frozen=True)
 class BatchPage:
     """What the batch page shows."""
 
@@ -208,11 +241,95 @@ class BatchPage:
     deviations: list[Deviation]
     bags: list
     charts: list
+    opened: list[sequence.Open]  # every step instance open now, in the batch's order
+    waiting: list[tuple[str, StepExecution]]  # performed steps (title, execution) waiting for a verification or a
+    # new signature
+    current: sequence.Open | None  # the step the signed-in person may do next (see ``next_step``)
+    stages: list[StageMark]  # the progress bar, stage by stage of every pinned record
+    version: PageVersion
 
 
-def batch_page(session: Session, batch: Batch) -> BatchPage:
+def _title(record: MasterRecord, ex: StepExecution) -> str:
+    step = step_index(record)[ex.step_id][1]
+    return step.title + (f" ({step.repeat.label} {ex.instance})" if step.repeat else "")
+
+
+def next_step(user: User | None, batch: Batch, opened: list[sequence.Open]) -> sequence.Open | None:
+    """The next step ``user`` may perform, in the batch's order (its pinned records, stages and steps), as the
+    guard of performing a step allows it (their role, the batch's status); None when there is none. Without a
+    user (or for one who may perform none), the first open step."""
+    if user is not None:
+        person = guards.person(user)
+        for item in opened:
+            if not guards.perform_step(person, lot=batch.lot, batch_status=batch.status, step_id=item.ref.step_id,
+                                       instance=item.instance, performed=False, not_open=None):
+                return item
+    return opened[0] if opened else None
+
+
+def _marks(records_: list[MasterRecord], by_step: dict[tuple[int, str], list[StepExecution]],
+           opened: list[sequence.Open], current: sequence.Open | None) -> list[StageMark]:
+    open_now = {(item.ref.position, item.ref.step_id) for item in opened}
+    marks = []
+    for position, record in enumerate(records_):
+        for stage in record.stages:
+            steps = []
+            for step in stage.steps:
+                key = (position, step.id)
+                done = by_step.get(key, [])
+                if current is not None and key == (current.ref.position, current.ref.step_id):
+                    state = "current"
+                elif any(ex.status != "complete" for ex in done):
+                    state = "attention"
+                elif key in open_now:
+                    state = "open"
+                elif done:
+                    state = "done"
+                else:
+                    state = "waiting"
+                steps.append(StepMark(step.title, state))
+            marks.append(StageMark(stage.title, steps))
+    return marks
+
+
+@dataclass(frozen=True)
+class PageVersion:
+    """What the batch page was drawn from: ``token`` changes whenever a step is performed, verified,
+    corrected or signed again, the batch changes status, or a deviation or a bag is recorded; ``by`` and
+    ``at`` name the newest signature on the batch's steps (who changed it, for "updated by ...")."""
+
+    token: str
+    by: str | None
+    at: datetime | None
+
+
+def page_version(session: Session, batch: Batch) -> PageVersion:
+    """The batch page's version in a fixed number of small queries (polled by the open page every few
+    seconds: ``web/batches.version``, ``static/flow.js``)."""
+    of_batch = StepExecution.batch_id == batch.id
+    executions_ = session.execute(sa.select(sa.func.count(StepExecution.id), sa.func.max(StepExecution.id),
+                                            sa.func.coalesce(sa.func.sum(StepExecution.row_version), 0))
+                                  .where(of_batch)).one()
+    newest = session.execute(
+        sa.select(Signature.id, Signature.printed_name, Signature.signed_at)
+        .join(StepExecution, sa.cast(StepExecution.id, sa.String) == Signature.record_id)
+        .where(Signature.record_type == StepExecution.__tablename__, of_batch)
+        .order_by(Signature.id.desc()).limit(1)).first()
+    status, row_version = session.execute(sa.select(Batch.status, Batch.row_version)
+                                          .where(Batch.id == batch.id)).one()
+    deviations_ = session.execute(sa.select(sa.func.count(Deviation.id),
+                                            sa.func.coalesce(sa.func.sum(Deviation.row_version), 0))
+                                  .where(Deviation.batch_id == batch.id)).one()
+    bags_ = session.scalar(sa.select(sa.func.count(ProductBag.id)).where(ProductBag.batch_id == batch.id))
+    token = ".".join(str(part) for part in (status, row_version, *executions_, newest.id if newest else 0,
+                                            *deviations_, bags_))
+    return PageVersion(token, newest.printed_name if newest else None, newest.signed_at if newest else None)
+
+
+def batch_page(session: Session, batch: Batch, user: User | None = None) -> BatchPage:
     """The batch page in a fixed number of queries however many steps were recorded: the executions and
-    all their values are loaded in two queries first, so the readers below find them in the session."""
+    all their values are loaded in two queries first, so the readers below find them in the session.
+    ``user``: the person looking, whose next step the page puts at its top."""
     # its pinned records (two queries, not one per pinned record), subject and starter (joined)
     session.scalars(sa.select(Batch).where(Batch.id == batch.id).options(
         so.selectinload(Batch.master_records).selectinload(BatchMasterRecord.sop_version),
@@ -226,11 +343,14 @@ def batch_page(session: Session, batch: Batch) -> BatchPage:
     progress_ = {(position, stage.id): (sum(1 for st in stage.steps if by_step.get((position, st.id)) and all(
         ex.status == "complete" for ex in by_step[(position, st.id)])), len(stage.steps))
         for position, record in enumerate(records_) for stage in record.stages}
-    return BatchPage(records_, by_step, {(o.ref.position, o.ref.step_id): o.instance for o in batches.open_from(batch,
-                                                                                                                loaded)},
-                     progress_, deadlines(session, batch), deviations.of_batch(session, batch), bags.of_batch(session,
-                                                                                                              batch),
-                     growth.charts(session, batch))
+    opened = batches.open_from(batch, loaded)
+    current = next_step(user, batch, opened)
+    return BatchPage(records_, by_step, {(o.ref.position, o.ref.step_id): o.instance for o in opened},
+                     progress_, deadlines(session, batch), deviations.of_batch(session, batch),
+                     bags.of_batch(session, batch), growth.charts(session, batch), opened,
+                     [(_title(records_[batches.position_of(batch, ex.sop_version_id)], ex), ex) for ex in loaded
+                      if ex.status in ("awaiting_verification", "needs_signature")], current,
+                     _marks(records_, by_step, opened, current), page_version(session, batch))
 
 
 def invalidated_signature_ids(session: Session, batch: Batch) -> set[int]:

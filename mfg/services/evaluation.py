@@ -21,8 +21,16 @@ from sqlalchemy.orm import Session
 from ..domain import calc, context, display, values
 from ..domain.errors import IdentityMismatch, ItemRefused, ValidationFailed
 from ..domain.result_time import too_early
-from ..domain.sop_schema import (CalculatedField, EquipmentField, Field, MaterialField, ScanField, Step,
-                                 not_before_references, step_index)
+from ..domain.sop_schema import (
+    CalculatedField,
+    EquipmentField,
+    Field,
+    MaterialField,
+    ScanField,
+    Step,
+    not_before_references,
+    step_index,
+)
 from ..models import Batch, RecordedValue, SopVersion, StepExecution, utcnow
 from . import bags, batches, identity, masterdata, sops
 

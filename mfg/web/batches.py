@@ -46,6 +46,21 @@ def limits_filter(field, context=None) -> str:
     return limits.limits_text(field, context)
 
 
+@bp.app_template_filter("limit_attrs")
+def limit_attrs(field, context=None, first: bool = False) -> dict[str, object]:
+    """The input's attributes on a step screen: autofocus on the first field, and the limits the screen states,
+    as numbers (``data-min``, ``data-max``, ``data-below``), so that ``static/flow.js`` offers the value's comment
+    box as soon as an entry is outside them. The server judges the value (``values.limit_problems``)."""
+    attrs: dict[str, object] = {"autofocus": True} if first else {}
+    if field.type in ("number", "integer"):
+        for name in ("min", "max", "below"):
+            limit = getattr(field, name, None)
+            value = None if limit is None else limits.limit_value(limit, context)
+            if value is not None:
+                attrs[f"data-{name}"] = str(value)
+    return attrs
+
+
 @bp.app_template_filter("local")
 def local_time(moment) -> str:
     if moment is None:
@@ -108,11 +123,22 @@ def start_product():
 @login_required
 def show(batch_id: int):
     batch = batches.get(db.session, batch_id)
-    page = batch_pages.batch_page(db.session, batch)
+    page = batch_pages.batch_page(db.session, batch, current_user._get_current_object())
     return render_template("batches/show.html", batch=batch, records=page.records, by_step=page.by_step,
                            open_refs=page.open_refs, progress=page.progress, deadlines=page.deadlines,
                            deviations=page.deviations, bags=page.bags, charts=page.charts, now=utcnow(),
+                           next_open=page.current, waiting=page.waiting, stages=page.stages, version=page.version,
+                           poll_seconds=current_app.config["BATCH_PAGE_POLL_SECONDS"],
                            decisions=review.decisions(db.session, batch), needs_username=signing_needs_username())
+
+
+@bp.route("/<int:batch_id>/version.json")
+@login_required
+def version(batch_id: int):
+    """What the open batch page polls (``static/flow.js``): the page's version and who signed last. A poll is
+    not activity: it does not keep an idle session alive (``security.PASSIVE``)."""
+    found = batch_pages.page_version(db.session, batches.get(db.session, batch_id))
+    return {"version": found.token, "by": found.by, "at": local_time(found.at) if found.at else None}
 
 
 @bp.route("/<int:batch_id>/growth-<int:number>.svg")
@@ -192,8 +218,10 @@ def step(batch_id: int, position: int, step_id: str, instance: int):
     window_hours = evaluation.window_hours(db.session, batch, window.max_hours) if window else None
     preview = evaluation.preview(db.session, batch, position, step_def, _entry(form, step_def), _tz(), instance)
     field_problems, problems_elsewhere = _problems_by_field(step_def, problems)
+    context = evaluation.context_numbers(db.session, batch)
+    needs_comment = {p.field_id for p in preview.fields if p.limit_problems} if problems else set()
     return render_template("batches/step.html", batch=batch, stage=stage, step=step_def, position=position,
-                           context=evaluation.context_numbers(db.session, batch), preview=preview,
+                           context=context, needs_comment=needs_comment, preview=preview,
                            shown={p.field_id: p for p in preview.fields},
                            field_problems=field_problems, problems_elsewhere=problems_elsewhere,
                            sign_problems=sign_problems,
@@ -287,7 +315,9 @@ def _execution_page(batch, ex, submitted, problems, status=200):
         dialog, form = submitted
         forms[dialog] = form
     _stage, step_def = _step(batch, batches.position_of(batch, ex.sop_version_id), ex.step_id)
-    return render_template("batches/execution.html", batch=batch, ex=ex, step=step_def,
+    user = current_user._get_current_object()
+    return render_template("batches/execution.html", batch=batch, ex=ex, step=step_def, records=batches.records(batch),
+                           next_open=batch_pages.next_step(user, batch, batches.open_steps(db.session, batch)),
                            context=evaluation.context_numbers(db.session, batch),
                            history=sorted(ex.values, key=lambda v: v.id), current=ex.current_values(),
                            signatures=signatures.for_record(db.session, ex),

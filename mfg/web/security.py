@@ -28,6 +28,8 @@ T = TypeVar("T")
 CONTENT_SECURITY_POLICY = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
                            "font-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; "
                            "form-action 'self'")
+# Requests a page makes by itself (the batch page's poll): not activity, so they never keep an idle session alive.
+PASSIVE = frozenset({"batches.version"})
 # Endpoints a signed-in user may reach while a password change is due.
 _PASSWORD_CHANGE_ALLOWED = {"auth.change_password", "auth.logout", "static"}
 SIGNED_KEY = "signed_in_session"
@@ -174,7 +176,8 @@ def _before_request() -> Any:
             session.clear()
             flash("Your session ended after a period of inactivity. Please sign in again.", "warning")
             return redirect(url_for("auth.login", next=_resume_target()))
-        session["last_seen"] = now.timestamp()
+        if request.endpoint not in PASSIVE:
+            session["last_seen"] = now.timestamp()
         due = current_user.must_change_password or rules.password_expired(
             current_user.password_changed_at, now, int(current_app.config["PASSWORD_MAX_AGE_DAYS"]))
         if due and request.endpoint not in _PASSWORD_CHANGE_ALLOWED:

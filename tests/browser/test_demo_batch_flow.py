@@ -118,9 +118,13 @@ def value_field(page: Page, label: str) -> Locator:
 
 
 def comment_on_value(page: Page, label: str, text: str) -> None:
+    """The value's comment: its box opens by itself for an entry outside the limits the screen states (or
+    after the server said so); otherwise the field's small "Add comment" button asks for it."""
     block = value_field(page, label)
-    block.get_by_text("Comment on this value").click()  # the <details> summary
-    block.get_by_role("textbox").last.fill(text)
+    box = block.get_by_role("textbox", name=f"Comment on {label}", exact=True)
+    if not box.is_visible():
+        block.get_by_role("button", name="Add comment").click()
+    box.fill(text)
 
 
 def scan(page: Page, code: str) -> None:

@@ -1,0 +1,130 @@
+// Flow on the batch and step screens (issue 17, items 6 and 7). Plain JS, no library, served locally.
+// - Countdowns tick: every element .countdown[data-due] shows the time left to its server-given deadline
+//   (ISO 8601, UTC), measured on the server's clock (data-server-now, the moment the page was drawn).
+// - The batch page polls its version (.live-update[data-version-url]) and says who changed the batch.
+// - A value's comment box shows when the value needs one (outside the limits the screen states), or on request.
+(function () {
+  "use strict";
+
+  // --- countdowns ---------------------------------------------------------------------------------------
+  var loadedAt = Date.now();
+
+  function countdownText(el) {
+    var due = Date.parse(el.getAttribute("data-due"));
+    var serverNow = Date.parse(el.getAttribute("data-server-now"));
+    if (isNaN(due)) { return null; }
+    var now = isNaN(serverNow) ? Date.now() : serverNow + (Date.now() - loadedAt);
+    var minutes = Math.floor((due - now) / 60000);  // as the server counts: whole minutes, rounded down
+    if (minutes < 0) {
+      var past = el.getAttribute("data-past");
+      if (past) { return past; }
+      var over = -minutes;
+      return "overdue by " + Math.floor(over / 60) + " h " + (over % 60) + " min";
+    }
+    return Math.floor(minutes / 60) + " h " + (minutes % 60) + " min left";
+  }
+
+  function tick() {
+    var clocks = document.querySelectorAll(".countdown[data-due]");
+    for (var i = 0; i < clocks.length; i++) {
+      var text = countdownText(clocks[i]);
+      if (text !== null && clocks[i].textContent !== text) {
+        clocks[i].textContent = text;
+        var overdue = text.indexOf("overdue") === 0 || text === clocks[i].getAttribute("data-past");
+        clocks[i].classList.toggle("overdue", overdue);
+      }
+    }
+  }
+
+  // --- live updates of the batch page -------------------------------------------------------------------
+  function watch(box) {
+    var url = box.getAttribute("data-version-url");
+    var seen = box.getAttribute("data-version");
+    var every = Math.max(1, parseFloat(box.getAttribute("data-poll-seconds")) || 5) * 1000;
+    var timer = null;
+
+    function announce(data) {
+      var text = "This batch was updated";
+      if (data.by) { text = "Updated by " + data.by + (data.at ? " at " + data.at : "") + ": reload to see it"; }
+      box.querySelector(".live-update-text").textContent = text;
+      box.hidden = false;
+    }
+
+    function poll() {
+      fetch(url, { credentials: "same-origin", headers: { "Accept": "application/json" }, cache: "no-store" })
+        .then(function (response) {
+          if (response.redirected || !response.ok) {  // signed out (idle timeout): show the sign-in page
+            window.clearInterval(timer);
+            window.location.reload();
+            return null;
+          }
+          return response.json();
+        })
+        .then(function (data) {
+          if (data && data.version !== seen) {
+            window.clearInterval(timer);  // said once; the reload draws the page anew
+            announce(data);
+          }
+        })
+        .catch(function () { /* the network is back at the next poll */ });
+    }
+
+    timer = window.setInterval(poll, every);
+  }
+
+  // --- the comment box of a value ----------------------------------------------------------------------
+  function showComment(field, focus) {
+    var box = field && field.querySelector(".value-comment");
+    if (!box) { return; }
+    box.hidden = false;
+    var ask = field.querySelector(".add-comment");
+    if (ask) { ask.hidden = true; }
+    if (focus) { box.querySelector("input, textarea").focus(); }
+  }
+
+  function outside(input) {
+    var text = input.value.trim();
+    if (text === "") { return false; }
+    var value = Number(text);
+    if (isNaN(value)) { return false; }  // malformed: the server says so
+    var min = input.getAttribute("data-min"), max = input.getAttribute("data-max"),
+      below = input.getAttribute("data-below");
+    return (min !== null && value < Number(min)) || (max !== null && value > Number(max)) ||
+      (below !== null && value >= Number(below));
+  }
+
+  document.addEventListener("click", function (event) {
+    var ask = event.target.closest && event.target.closest(".add-comment");
+    if (!ask) { return; }
+    event.preventDefault();
+    showComment(ask.closest(".field"), true);
+  });
+
+  document.addEventListener("input", function (event) {
+    var target = event.target;
+    if (target.matches && target.matches("input[data-min], input[data-max], input[data-below]") && outside(target)) {
+      showComment(target.closest(".field"), false);
+    }
+  });
+
+  document.addEventListener("change", function (event) {
+    var target = event.target;
+    var group = target.closest && target.closest("fieldset[data-acceptable]");
+    if (!group || target.type !== "radio" || !target.checked) { return; }
+    var acceptable = JSON.parse(group.getAttribute("data-acceptable"));
+    if (acceptable.indexOf(target.value) < 0) { showComment(group.closest(".field"), false); }
+  });
+
+  document.addEventListener("DOMContentLoaded", function () {
+    var fields = document.querySelectorAll("input[data-min], input[data-max], input[data-below]");
+    for (var i = 0; i < fields.length; i++) {
+      if (outside(fields[i])) { showComment(fields[i].closest(".field"), false); }
+    }
+    if (document.querySelector(".countdown[data-due]")) {
+      tick();
+      window.setInterval(tick, 1000);
+    }
+    var box = document.querySelector(".live-update[data-version-url]");
+    if (box) { watch(box); }
+  });
+})();
