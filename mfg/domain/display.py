@@ -79,3 +79,12 @@ def local_date(moment: datetime | None, tz: ZoneInfo) -> str:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return moment.astimezone(tz).strftime("%Y-%m-%d")
+
+
+def iso(moment: datetime | None) -> str:
+    """A moment for machines (a ``<time datetime>`` attribute): ISO 8601 in UTC, ``2026-03-29T02:30:00Z``."""
+    if moment is None:
+        return ""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

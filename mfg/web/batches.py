@@ -8,7 +8,7 @@ from flask import Blueprint, abort, current_app, flash, redirect, render_templat
 from flask_login import current_user, login_required
 from markdown_it import MarkdownIt
 
-from ..domain import limits, values
+from ..domain import values, words
 from ..domain.errors import DomainError, IdentityMismatch, StepConflict
 from ..domain.signing import Meaning
 from ..domain.sop_schema import step_index
@@ -42,8 +42,9 @@ def shown(value, field) -> str:
 
 @bp.app_template_filter("limits")
 def limits_filter(field, context=None) -> str:
-    """A field's limits as the records state them (named limits with the batch's values, when given)."""
-    return limits.limits_text(field, context)
+    """A field's limits in words (named limits with the batch's values, when given): ``≥ 70.1; ≤ 100``,
+    ``must match DIN``."""
+    return words.limits(field, context)
 
 
 @bp.app_template_filter("local")
@@ -190,6 +191,7 @@ def step(batch_id: int, position: int, step_id: str, instance: int):
     window = step_def.time_window
     window_hours = evaluation.window_hours(db.session, batch, window.max_hours) if window else None
     return render_template("batches/step.html", batch=batch, stage=stage, step=step_def, position=position,
+                           records=batches.records(batch),
                            context=evaluation.context_numbers(db.session, batch),
                            instance=instance, form=form, problems=problems, widgets=WIDGETS, window_hours=window_hours,
                            needs_username=signing_needs_username(), meaning=Meaning.PERFORMED), status

@@ -1,0 +1,140 @@
+"""Issue 17, item 8 "Human words": the screens a person reads at the cleanroom tablet (1024x768, touch) say
+things in the master record's words, never in the system's.
+
+Batches made by the demo scenarios (``mfg.demo.scenarios``: conditionally released, sterility positive after
+the conditional release, cancelled) are walked as the operator, QA and the clinic: the batch page, every step
+record, the review, every deviation, the results due, custody, documents and the audit trail. On each:
+
+* no text matches an internal id (``batch.din``, ``identify_bag.collection_end``, snake_case names,
+  ``sterility #1:``-style names, JSON braces);
+* every moment is a ``<time>`` with an ISO ``datetime`` and a UTC ``title`` (the site's time on the screen,
+  UTC on hover); no time a person reads has seconds;
+* cell counts print as ``× 10``.
+
+The site runs in America/Chicago so that the site's time and UTC differ.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+import pytest
+import sqlalchemy as sa
+from flask import Flask
+from playwright.sync_api import Browser, Page, expect
+
+from mfg.demo import scenarios
+from mfg.extensions import db
+from mfg.models import Batch, User
+from mfg.services import accounts, audit
+from mfg.unit_of_work import unit_of_work
+from tests.browser.pages import NAMES, Person, demo_plant, go, people
+
+SITE_ZONE = "America/Chicago"
+
+# What an internal name looks like on a screen: a dotted reference (``batch.din``, ``identify_bag.collection_end``,
+# ``recorded_value.create``), a snake_case id (``tnc_count``), a repeat written ``sterility #1:``, JSON.
+INTERNAL = {
+    "dotted reference": re.compile(r"\b[a-z][a-z0-9]*(?:_[a-z0-9]+)*\.[a-z][a-z0-9]*(?:_[a-z0-9]+)*\b"),
+    "snake_case id": re.compile(r"\b[a-z][a-z0-9]*_[a-z0-9_]+\b"),
+    "numbered name": re.compile(r"#\d+\s*:"),
+    "JSON": re.compile(r"[{}]|\"\w+\"\s*:"),
+}
+SECONDS = re.compile(r"\b\d{1,2}:\d{2}:\d{2}\b")
+# A moment written as a person reads it: site-local date and time to the minute, with its zone.
+MOMENT_TEXT = re.compile(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2} [A-Z]{2,5}$")
+
+
+def _act(live_app: Flask) -> scenarios.Act:
+    def act(username, action):  # noqa: ANN001, ANN202
+        session = db.session
+        person = session.scalars(sa.select(User).where(User.username == username)).one()
+        audit.set_actor(session, person)
+        with unit_of_work(session, actor=person, policy=accounts.Policy()):
+            return action(session)
+
+    return act
+
+
+def _made(live_app: Flask, make_user: Callable[..., User], scenario: str) -> Batch:
+    live_app.config["SITE_TIMEZONE"] = SITE_ZONE
+    setting = demo_plant(live_app, make_user)
+    with live_app.app_context():
+        lot = scenarios.RUN[scenario](_act(live_app), setting).lot
+        batch = db.session.scalars(sa.select(Batch).where(Batch.lot == lot)).one()
+        db.session.expunge(batch)
+        return batch
+
+
+def internal_names(text: str) -> list[str]:
+    return [f"{kind}: {m.group(0)!r} in …{text[max(0, m.start() - 40):m.end() + 40]!r}…"
+            for kind, pattern in INTERNAL.items() for m in pattern.finditer(text)]
+
+
+def check_words(page: Page, where: str) -> list[str]:
+    """Every way the page fails the rule, named (empty when it reads as people write)."""
+    found = [f"{where}: {problem}" for problem in internal_names(page.locator("body").inner_text())]
+    found += [f"{where}: seconds in {m.group(0)!r}" for m in SECONDS.finditer(page.locator("body").inner_text())]
+    for moment in page.locator("time").all():
+        text, iso, title = moment.inner_text(), moment.get_attribute("datetime"), moment.get_attribute("title")
+        if not iso or not re.match(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}", iso):
+            found.append(f"{where}: <time> {text!r} without an ISO datetime")
+        if not title or not re.match(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2} UTC$", title):
+            found.append(f"{where}: <time> {text!r} without a UTC title ({title!r})")
+        if text.strip() and not MOMENT_TEXT.match(text.strip()):
+            found.append(f"{where}: <time> text {text!r} is not a site-local moment to the minute")
+    return found
+
+
+def visit(page: Page, url: str, where: str, problems: list[str]) -> None:
+    page.goto(url)
+    expect(page.locator("footer")).to_be_visible()
+    problems += check_words(page, where)
+
+
+def walk(person: Person, batch: Batch, *, qa: bool) -> list[str]:
+    """The pages of ``batch`` a person reads, each checked; returns every problem found."""
+    page, problems = person.page, []
+    visit(page, f"/batches/{batch.id}", f"{person.username} batch page", problems)
+    steps = [a.get_attribute("href") for a in page.get_by_role("link", name="Details").all()]
+    deviations = [a.get_attribute("href") for a in page.locator("section.deviations a").all()]
+    for href in steps:
+        visit(page, str(href), f"{person.username} step {href}", problems)
+    for href in deviations:
+        visit(page, str(href), f"{person.username} deviation {href}", problems)
+    if batch.subject_id is not None:
+        visit(page, f"/batches/{batch.id}/custody", f"{person.username} custody", problems)
+        visit(page, f"/batches/{batch.id}/documents", f"{person.username} documents", problems)
+    visit(page, "/", f"{person.username} home", problems)
+    if person.username.startswith("operator"):
+        visit(page, "/results", f"{person.username} results", problems)
+    if qa:
+        visit(page, "/review/", f"{person.username} QA queue", problems)
+        visit(page, f"/review/batches/{batch.id}", f"{person.username} review", problems)
+        visit(page, "/audit/", f"{person.username} audit trail", problems)
+    return problems
+
+
+@pytest.mark.parametrize("scenario", ["conditional", "sterility-positive", "cancelled"])
+def test_the_screens_of_a_batch_speak_the_master_records_words_and_the_sites_time(
+        live_server: str, live_app: Flask, browser: Browser, make_user: Callable[..., User], scenario: str) -> None:
+    batch = _made(live_app, make_user, scenario)
+    problems: list[str] = []
+    with people(browser, live_server, tablet=True) as person:
+        for username in ("operator1", "qa1", "clinical1"):
+            problems += walk(person(username, NAMES[username]), batch, qa=username == "qa1")
+    assert problems == [], "\n".join(problems)
+
+
+def test_cell_counts_print_as_powers_of_ten(live_server: str, live_app: Flask, browser: Browser,
+                                           make_user: Callable[..., User]) -> None:
+    batch = _made(live_app, make_user, "conditional")
+    with people(browser, live_server, tablet=True) as person:
+        page = person("operator1", NAMES["operator1"]).page
+        go_to = f"/batches/{batch.id}"
+        page.goto(go_to)
+        bags = page.locator("section.bags")
+        expect(bags).to_contain_text("× 10")
+        expect(bags).not_to_contain_text(re.compile(r"\d{7,}|\d{1,3}(?: \d{3}){2,}"))
+        go(page.get_by_role("link", name="Details").first)
