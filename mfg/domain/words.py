@@ -144,7 +144,8 @@ def value_name(step: Step | None, instance: int, field_id: str) -> str:
 
 
 # Keys of a record that say nothing to a person (database ids, hashes, tokens, versions): in the raw record only.
-_SILENT = re.compile(r"^(id|row_version|position|.*sha256|.*_hash|claim_token|claimed_by|field_type|raw)$")
+_SILENT = re.compile(r"^(id|row_version|position|instance|.*sha256|.*_hash|claim_token|claimed_by|field_type|raw|"
+                     r"stage_id|step_id|field_id|item_key|filename|source_name)$")
 
 
 def change(before: Mapping[str, Any] | None, after: Mapping[str, Any] | None,
@@ -162,7 +163,7 @@ def change(before: Mapping[str, Any] | None, after: Mapping[str, Any] | None,
         name = label.get(key, plain(key.removesuffix("_id") if key.endswith("_id") else key))
         old, new = before.get(key), after.get(key)
         if key.endswith("_id") and key not in label:  # a reference to another record: said, not numbered
-            if new is not None and old is None:
+            if key in before and new is not None and old is None:
                 lines.append(f"{name}: recorded")
             continue
         say = _cells_words if "cells" in key else value_words

@@ -121,9 +121,9 @@ def describe(session: Session, entries: list[AuditEntry], tz: ZoneInfo) -> list[
             steps[(version.id, step.id)] = step
             titles.setdefault(step.id, step)
     superseded = {after["supersedes_id"] for _e, _b, after in parsed if isinstance(after.get("supersedes_id"), int)}
-    originals = dict(session.execute(sa.select(RecordedValue.id, RecordedValue.text).where(
-        RecordedValue.id.in_(superseded))).tuples().all()) if superseded else {}
-    lots = dict(session.execute(sa.select(Batch.id, Batch.lot).where(Batch.id.in_(batch_ids))).tuples().all()) \
+    originals = {row.id: row.text for row in session.execute(sa.select(RecordedValue.id, RecordedValue.text).where(
+        RecordedValue.id.in_(superseded)))} if superseded else {}
+    lots = {row.id: row.lot for row in session.execute(sa.select(Batch.id, Batch.lot).where(Batch.id.in_(batch_ids)))} \
         if batch_ids else {}
 
     def step_of(execution_id: Any) -> tuple[StepExecution | None, Step | None]:

@@ -99,7 +99,8 @@ def exceptions(session: Session, batch: Batch) -> list[Exception_]:
             answers = pending.get((ex.sop_version_id, ex.step_id, field_id))
             if answers and value.text in answers:
                 items.append(Exception_(f"pending:{value.id}", "pending result",
-                                        words.value_name(step, ex.instance, field_id), f"recorded as {value.text}", ex.id))
+                                        words.value_name(step, ex.instance, field_id), f"recorded as {value.text}",
+                                        ex.id))
     for deviation in deviations.of_batch(session, batch):
         items.append(Exception_(f"deviation:{deviation.id}", "deviation", f"{deviation.number} ({deviation.status})",
                                 deviation.description, deviation.execution_id))

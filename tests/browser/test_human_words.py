@@ -124,7 +124,8 @@ def test_the_screens_of_a_batch_speak_the_master_records_words_and_the_sites_tim
     with people(browser, live_server, tablet=True) as person:
         for username in ("operator1", "qa1", "clinical1"):
             problems += walk(person(username, NAMES[username]), batch, qa=username == "qa1")
-    assert problems == [], "\n".join(problems)
+    unique = list(dict.fromkeys(re.sub(r"/\d+", "/N", p) for p in problems))
+    assert unique == [], "\n".join(unique)
 
 
 def test_cell_counts_print_as_powers_of_ten(live_server: str, live_app: Flask, browser: Browser,
