@@ -108,8 +108,13 @@ def expression(text: str, records: Sequence[MasterRecord] = (), step: Step | Non
     return written
 
 
-def _number(value: Any) -> str:
-    return display.grouped(limit_text(value)) if isinstance(value, (int, float, Decimal)) else str(value)
+def _number(value: Any, field: Any = None) -> str:
+    if not isinstance(value, (int, float, Decimal)):
+        return str(value)
+    given = getattr(field, "unit", "") or ""
+    if "cell" in given.lower() and not _POWER_UNIT.match(given):  # as the value is shown (:func:`amount`)
+        return display.cells(limit_text(value))
+    return display.grouped(limit_text(value))
 
 
 def limits(field: Any, context: LimitContext | None = None) -> str:
@@ -123,9 +128,9 @@ def limits(field: Any, context: LimitContext | None = None) -> str:
         if isinstance(limit, str):
             value = limit_value(limit, context)
             words = reference(limit)
-            parts.append(f"{sign} {_number(value)} ({words})" if value is not None else f"{sign} {words}")
+            parts.append(f"{sign} {_number(value, field)} ({words})" if value is not None else f"{sign} {words}")
         else:
-            parts.append(f"{sign} {_number(limit)}")
+            parts.append(f"{sign} {_number(limit, field)}")
     if getattr(field, "acceptable", None):
         parts.append("acceptable: " + ", ".join(field.acceptable))
     if getattr(field, "expected", None):
@@ -200,3 +205,36 @@ def value_words(value: Any, tz: ZoneInfo | None = None) -> str:
     if isinstance(value, int) or re.fullmatch(r"-?\d{4,}(\.\d+)?", text):
         return display.grouped(text)
     return text
+
+
+_POWER_UNIT = re.compile(r"^10\^(-?\d+)\s*(.*)$")
+_NUMERIC_TYPES = frozenset({"number", "integer", "calculated"})
+
+
+def unit(text: str) -> str:
+    """A master record's unit as printed: ``10^6 cells`` -> ``× 10⁶ cells`` (after a number)."""
+    match = _POWER_UNIT.match(text or "")
+    if match is None:
+        return text
+    return f"× 10{display.superscript(match.group(1))} {match.group(2)}".rstrip()
+
+
+def amount(field: Any, number_text: str) -> str:
+    """A recorded number with its unit as people read it: ``200.0 × 10⁶ cells`` (the digits as recorded),
+    a count of cells ``9.36 × 10⁸ NK cells`` (``display.cells``), other numbers grouped (``12,500 U/mL``)."""
+    given = getattr(field, "unit", "1") or "1"
+    if given == "1":
+        return display.grouped(number_text)
+    if _POWER_UNIT.match(given):
+        return f"{number_text} {unit(given)}"
+    if "cell" in given.lower():
+        return f"{display.cells(number_text)} {given}"
+    return f"{display.grouped(number_text)} {given}"
+
+
+def shown(field: Any, text: str, displayed: str) -> str:
+    """A recorded value on a screen: numbers through :func:`amount`, everything else as ``values.display``
+    wrote it (``displayed``)."""
+    if getattr(field, "type", None) in _NUMERIC_TYPES and text:
+        return amount(field, text)
+    return displayed

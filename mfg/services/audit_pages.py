@@ -110,10 +110,11 @@ def describe(session: Session, entries: list[AuditEntry], tz: ZoneInfo) -> list[
             execution_ids.add(after["execution_id"])
         if after.get("record_type") == "step_execution" and str(after.get("record_id", "")).isdigit():
             execution_ids.add(int(after["record_id"]))
+    # a fixed number of queries, whatever the page holds (``tests/web/test_query_counts.py``)
     executions = {ex.id: ex for ex in session.scalars(
-        sa.select(StepExecution).where(StepExecution.id.in_(execution_ids)))} if execution_ids else {}
+        sa.select(StepExecution).where(StepExecution.id.in_(execution_ids)))}
     versions = {v.id: v for v in session.scalars(sa.select(SopVersion).where(
-        SopVersion.id.in_({ex.sop_version_id for ex in executions.values()})))} if executions else {}
+        SopVersion.id.in_({ex.sop_version_id for ex in executions.values()})))}
     steps: dict[tuple[int, str], Step] = {}
     titles: dict[str, Step] = {}
     for version in versions.values():
@@ -122,9 +123,8 @@ def describe(session: Session, entries: list[AuditEntry], tz: ZoneInfo) -> list[
             titles.setdefault(step.id, step)
     superseded = {after["supersedes_id"] for _e, _b, after in parsed if isinstance(after.get("supersedes_id"), int)}
     originals = {row.id: row.text for row in session.execute(sa.select(RecordedValue.id, RecordedValue.text).where(
-        RecordedValue.id.in_(superseded)))} if superseded else {}
-    lots = {row.id: row.lot for row in session.execute(sa.select(Batch.id, Batch.lot).where(Batch.id.in_(batch_ids)))} \
-        if batch_ids else {}
+        RecordedValue.id.in_(superseded)))}
+    lots = {row.id: row.lot for row in session.execute(sa.select(Batch.id, Batch.lot).where(Batch.id.in_(batch_ids)))}
 
     def step_of(execution_id: Any) -> tuple[StepExecution | None, Step | None]:
         ex = executions.get(execution_id) if isinstance(execution_id, int) else None

@@ -36,8 +36,9 @@ def markdown_filter(text: str) -> str:
 
 @bp.app_template_filter("shown")
 def shown(value, field) -> str:
-    """A recorded value as screens show it: with its unit; date-times in the site time zone."""
-    return values.display(field, value.text, tz=_tz())
+    """A recorded value as screens show it: with its unit (``200.0 × 10⁶ cells``); date-times in the site time
+    zone."""
+    return words.shown(field, value.text, values.display(field, value.text, tz=_tz()))
 
 
 @bp.app_template_filter("limits")

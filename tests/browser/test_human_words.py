@@ -24,12 +24,14 @@ import sqlalchemy as sa
 from flask import Flask
 from playwright.sync_api import Browser, Page, expect
 
+from mfg.demo import nk_batch as demo_nk
 from mfg.demo import scenarios
 from mfg.extensions import db
-from mfg.models import Batch, User
-from mfg.services import accounts, audit
+from mfg.models import Batch, StepExecution, Subject, User
+from mfg.services import accounts, audit, steps
 from mfg.unit_of_work import unit_of_work
 from tests.browser.pages import NAMES, Person, demo_plant, go, people
+from tests.support import PASSWORD
 
 SITE_ZONE = "America/Chicago"
 
@@ -139,3 +141,84 @@ def test_cell_counts_print_as_powers_of_ten(live_server: str, live_app: Flask, b
         expect(bags).to_contain_text("× 10")
         expect(bags).not_to_contain_text(re.compile(r"\d{7,}|\d{1,3}(?: \d{3}){2,}"))
         go(page.get_by_role("link", name="Details").first)
+
+
+def _user(session, username: str) -> User:  # noqa: ANN001
+    return session.scalars(sa.select(User).where(User.username == username)).one()
+
+
+def _corrected(live_app: Flask, make_user: Callable[..., User]) -> Batch:
+    """An NK batch through intake's transport receipt, whose transport temperature (4.5 °C) the operator then
+    corrects to 5.5 °C: the original is kept, the correction has its reason."""
+    live_app.config["SITE_TIMEZONE"] = SITE_ZONE
+    setting = demo_plant(live_app, make_user)
+    act = _act(live_app)
+    with live_app.app_context():
+        subject_id = act("clinical1", lambda s: demo_nk.seed_demo_subject(s, _user(s, "clinical1"), PASSWORD).id)
+        lot = act("operator1", lambda s: demo_nk.run_nk_batch(
+            s, subject=s.get(Subject, subject_id), performer=_user(s, "operator1"), verifier=_user(s, "operator2"),
+            password=PASSWORD, tz=setting.tz, until=("NK-INTAKE", "label_data")).lot)
+
+        def correct(session) -> None:  # noqa: ANN001
+            batch = session.scalars(sa.select(Batch).where(Batch.lot == lot)).one()
+            execution = session.scalars(sa.select(StepExecution).where(
+                StepExecution.batch_id == batch.id, StepExecution.step_id == "transport_receipt")).one()
+            assert execution.current_values()["transport_temperature"].text == "4.5"
+            steps.correct_value(session, execution, field_id="transport_temperature", raw="5.5",
+                                reason="thermometer misread", field_comment="", signer=_user(session, "operator1"),
+                                password=PASSWORD, username="operator1", require_username=True, tz=setting.tz)
+
+        act("operator1", correct)
+        batch = db.session.scalars(sa.select(Batch).where(Batch.lot == lot)).one()
+        db.session.expunge(batch)
+        return batch
+
+
+def test_a_change_reads_label_old_to_new_and_the_stored_entry_opens_on_a_tap(
+        live_server: str, live_app: Flask, browser: Browser, make_user: Callable[..., User]) -> None:
+    batch = _corrected(live_app, make_user)
+    with people(browser, live_server, tablet=True) as person:
+        page = person("qa1", NAMES["qa1"]).page
+        # the review lists the correction in the master record's words
+        page.goto(f"/review/batches/{batch.id}")
+        correction = page.locator("section.review-items").get_by_role("row").filter(has_text="correction")
+        expect(correction).to_contain_text("Transport temperature at receipt: 4.5 → 5.5 (reason: thermometer misread)")
+        # the audit trail: the correction on one line, in words; the stored entry one tap away
+        page.goto("/audit/")
+        entry = page.locator("tr.audit-entry").filter(has_text=re.compile(r"4\.5 → 5\.5 °C")).first
+        expect(entry.locator("td.what")).to_have_text("Value recorded")
+        expect(entry.locator("td.record")).to_contain_text("Transport temperature at receipt")
+        expect(entry.locator("td.change")).to_contain_text("Transport temperature at receipt: 4.5 → 5.5 °C")
+        expect(entry.locator("td.reason")).to_have_text("correction: thermometer misread")
+        stored = entry.locator("details.raw-entry pre")
+        expect(stored).to_be_hidden()
+        entry.get_by_text("Stored entry").tap()
+        expect(stored).to_be_visible()
+        expect(stored).to_contain_text('"field_id":"transport_temperature"')
+        expect(stored).to_contain_text('"text":"5.5"')
+        problems = check_words(page, "audit trail (an entry open)")
+        # the stored entry is the record as kept, opened on purpose: the rest of the page still reads in words
+        assert [p for p in problems if "field_id" not in p and "{" not in p and '":' not in p
+                and "recorded_value" not in p and "transport_temperature" not in p] == []
+
+
+def test_the_audit_trail_is_one_line_an_entry(live_server: str, live_app: Flask, browser: Browser,
+                                              make_user: Callable[..., User]) -> None:
+    batch = _made(live_app, make_user, "conditional")
+    with people(browser, live_server, tablet=True) as person:
+        page = person("qa1", NAMES["qa1"]).page
+        page.goto("/audit/")
+        rows = page.locator("tr.audit-entry")
+        expect(rows).to_have_count(live_app.config["AUDIT_PAGE_SIZE"])
+        line = page.evaluate("() => parseFloat(getComputedStyle(document.querySelector('tr.audit-entry td'))"
+                             ".lineHeight) || 20")
+        heights = [box["height"] for box in (r.bounding_box() for r in rows.all()) if box]
+        assert max(heights) < 2 * line + 12, (line, heights)  # one line (and the cell's padding) an entry
+        compact = page.evaluate("() => document.documentElement.scrollHeight")
+        # every stored entry shown in full, as the screen showed them before (the JSON of each entry)
+        page.evaluate("() => document.querySelectorAll('details.raw-entry').forEach(d => d.open = true)")
+        expanded = page.evaluate("() => document.documentElement.scrollHeight")
+        assert compact * 3 < expanded, (compact, expanded)
+        assert compact < 5000, compact
+        print(f"audit page, {len(heights)} entries: {compact} px compact, {expanded} px with every stored entry open")
+        assert batch.lot
