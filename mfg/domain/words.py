@@ -73,6 +73,14 @@ def _find_step(records: Iterable[MasterRecord], step_id: str) -> Step | None:
     return None
 
 
+def step_title(step_id: str | None, records: Sequence[MasterRecord] = ()) -> str:
+    """A step named by its id, as its master record titles it."""
+    if not step_id:
+        return ""
+    step = _find_step(records, step_id)
+    return step.title if step is not None else plain(step_id)
+
+
 def reference(name: str, records: Sequence[MasterRecord] = (), step: Step | None = None) -> str:
     """A name from a master record in its words: a run-time name (``batch.din`` -> "DIN"), a field of another
     step (``identify_bag.collection_end`` -> "Identify the collection bag: Collection end"), a field of

@@ -48,5 +48,6 @@ def init_app(app: Flask) -> None:
     app.jinja_env.filters.update(cells=display.cells, grouped=display.grouped, utc=display.utc, iso=display.iso)
     # the master record's words for what it names by id (mfg.domain.words): no internal id on a screen
     app.jinja_env.filters.update(reference=words.reference, expression_words=words.expression,
-                                 step_name=words.step_name, plain=words.plain, unit=words.unit)
+                                 step_name=words.step_name, plain=words.plain, unit=words.unit,
+                                 step_title=words.step_title)
     app.jinja_env.globals["meaning_labels"] = {m.value: label for m, label in MEANING_LABELS.items()}
