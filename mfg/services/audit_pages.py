@@ -141,9 +141,9 @@ def describe(session: Session, entries: list[AuditEntry], tz: ZoneInfo) -> list[
     for entry, before, after in parsed:
         record, change = "", words.change(before or None, after, tz=tz)
         if entry.entity_type == "recorded_value":
-            ex, step = step_of(after.get("execution_id"))
+            ex, defined = step_of(after.get("execution_id"))
             if ex is not None:
-                record = words.value_name(step, ex.instance, str(after.get("field_id", "")))
+                record = words.value_name(defined, ex.instance, str(after.get("field_id", "")))
             shown = f"{after.get('text', '')}" + (f" {after['unit']}" if after.get("unit") else "")
             change = [f"{record or 'value'}: {shown}"]
             if isinstance(after.get("supersedes_id"), int):  # a correction: the original is kept, this follows it

@@ -130,17 +130,27 @@ def test_the_screens_of_a_batch_speak_the_master_records_words_and_the_sites_tim
     assert unique == [], "\n".join(unique)
 
 
-def test_cell_counts_print_as_powers_of_ten(live_server: str, live_app: Flask, browser: Browser,
-                                           make_user: Callable[..., User]) -> None:
+def test_the_batch_page_prints_cell_counts_as_powers_of_ten_and_a_tap_on_a_time_shows_utc(
+        live_server: str, live_app: Flask, browser: Browser, make_user: Callable[..., User]) -> None:
     batch = _made(live_app, make_user, "conditional")
     with people(browser, live_server, tablet=True) as person:
         page = person("operator1", NAMES["operator1"]).page
-        go_to = f"/batches/{batch.id}"
-        page.goto(go_to)
+        page.goto(f"/batches/{batch.id}")
         bags = page.locator("section.bags")
-        expect(bags).to_contain_text("× 10")
-        expect(bags).not_to_contain_text(re.compile(r"\d{7,}|\d{1,3}(?: \d{3}){2,}"))
-        go(page.get_by_role("link", name="Details").first)
+        expect(bags.get_by_role("row").nth(1)).to_contain_text(re.compile(r"\d\.\d\d × 10[⁰¹²³⁴⁵⁶⁷⁸⁹]+"))
+        expect(bags).not_to_contain_text(re.compile(r"\d{7,}|\d{1,3}(?:[ ,]\d{3}){2,}"))
+        expect(page.locator("dl.facts")).to_contain_text("NK cells/kg")
+        expect(page.locator("dl.facts")).to_contain_text(" × 10")
+        # a moment: the site's time; a tap shows its UTC form beside it (a tablet has no hover)
+        started = page.locator("dl.facts time").first
+        expect(started).to_have_text(re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d C[SD]T$"))
+        utc = str(started.get_attribute("title"))
+        assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d UTC", utc), utc
+        started.tap()
+        expect(started).to_have_class(re.compile("show-utc"))
+        shown = started.evaluate("t => getComputedStyle(t, '::after').content")
+        assert utc in shown, shown
+        expect(page.locator("footer")).to_contain_text(f"site's time ({SITE_ZONE})")
 
 
 def _user(session, username: str) -> User:  # noqa: ANN001
@@ -222,3 +232,35 @@ def test_the_audit_trail_is_one_line_an_entry(live_server: str, live_app: Flask,
         assert compact < 5000, compact
         print(f"audit page, {len(heights)} entries: {compact} px compact, {expanded} px with every stored entry open")
         assert batch.lot
+
+
+def test_an_open_step_names_what_it_refers_to_in_the_master_records_words(
+        live_server: str, live_app: Flask, browser: Browser, make_user: Callable[..., User]) -> None:
+    """The hold time counts from "Identify the collection bag: End of collection" (not
+    ``identify_bag.collection_end``); a scan must match "DIN"; a calculation is written with the labels of
+    what it uses; a unit 10^6 cells reads × 10⁶ cells."""
+    live_app.config["SITE_TIMEZONE"] = SITE_ZONE
+    setting = demo_plant(live_app, make_user)
+    act = _act(live_app)
+    with live_app.app_context():
+        ids = {}
+        for code, until in (("NK-001", ("NK-INTAKE", "transport_receipt")), ("NK-002", ("NK-FORMULATE", "dose_plan"))):
+            subject_id = act("clinical1", lambda s, code=code: demo_nk.seed_demo_subject(
+                s, _user(s, "clinical1"), PASSWORD, code=code).id)
+            ids[until[1]] = act("operator1", lambda s, subject_id=subject_id, until=until: demo_nk.run_nk_batch(
+                s, subject=s.get(Subject, subject_id), performer=_user(s, "operator1"),
+                verifier=_user(s, "operator2"), password=PASSWORD, tz=setting.tz, until=until).id)
+    problems: list[str] = []
+    with people(browser, live_server, tablet=True) as person:
+        page = person("operator1", NAMES["operator1"]).page
+        for step, batch_id in ids.items():
+            page.goto(f"/batches/{batch_id}")
+            go(page.locator(f"a.button[href*='/{step}/']"))
+            expect(page.locator("form.step-form")).to_be_visible()
+            problems += check_words(page, f"open step {step}")
+            if step == "transport_receipt":
+                expect(page.locator("p.hint").first).to_contain_text(
+                    "after Identify the collection bag: End of collection")
+            else:
+                expect(page.locator(".field.calculated").first).to_be_visible()
+    assert problems == [], "\n".join(problems)
