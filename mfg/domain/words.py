@@ -96,24 +96,25 @@ def reference(name: str, records: Sequence[MasterRecord] = (), step: Step | None
     return field_label(step, name)
 
 
+def _operators(text: str) -> str:
+    """The arithmetic between names as printed: × ÷ ^, large numbers grouped."""
+    text = re.sub(r"\s*\*\*\s*", "^", text)
+    text = re.sub(r"\s*\*\s*", " × ", text)
+    text = re.sub(r"\s*/\s*", " ÷ ", text)
+    return re.sub(r"(?<![\d.,])\d{4,}(?!\d)", lambda m: display.grouped(m.group(0)), text)
+
+
 def expression(text: str, records: Sequence[MasterRecord] = (), step: Step | None = None) -> str:
-    """A calculation in words: each name replaced by its label, the operators as printed (× ÷ −)."""
+    """A calculation in words: each name replaced by its label, the operators as printed (× ÷)."""
     out: list[str] = []
     position = 0
     for match in _NAME.finditer(text):
-        out.append(text[position:match.start()])
+        out.append(_operators(text[position:match.start()]))
         name = match.group(0)
-        if name in _FUNCTIONS:
-            out.append(_FUNCTION_WORDS.get(name, name))
-        else:
-            out.append(reference(name, records, step))
+        out.append(_FUNCTION_WORDS.get(name, name) if name in _FUNCTIONS else reference(name, records, step))
         position = match.end()
-    out.append(text[position:])
-    written = "".join(out)
-    written = re.sub(r"\s*\*\*\s*", "^", written)
-    written = re.sub(r"\s*\*\s*", " × ", written)
-    written = re.sub(r"\s*/\s*", " ÷ ", written)
-    return written
+    out.append(_operators(text[position:]))
+    return "".join(out)
 
 
 def _number(value: Any, field: Any = None) -> str:
