@@ -38,6 +38,11 @@ def cells(count: int | float | Decimal | str | None) -> str:
     return f"{mantissa:.2f} × 10{str(exponent).translate(_SUPERSCRIPT)}"
 
 
+def superscript(digits: str | int) -> str:
+    """``6`` -> ``⁶``, ``-3`` -> ``⁻³`` (powers of ten as printed)."""
+    return str(digits).translate(_SUPERSCRIPT)
+
+
 def grouped(number: int | float | Decimal | str | None) -> str:
     """``3000000`` -> ``3,000,000``; ``12345.60`` -> ``12,345.60`` (decimal places kept as given)."""
     if number is None or number == "":
@@ -79,3 +84,12 @@ def local_date(moment: datetime | None, tz: ZoneInfo) -> str:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return moment.astimezone(tz).strftime("%Y-%m-%d")
+
+
+def iso(moment: datetime | None) -> str:
+    """A moment for machines (a ``<time datetime>`` attribute): ISO 8601 in UTC, ``2026-03-29T02:30:00Z``."""
+    if moment is None:
+        return ""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

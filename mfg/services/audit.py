@@ -204,6 +204,11 @@ def _actions(session: Session) -> list[str]:
     return list(session.scalars(sa.select(walk.c.action).where(walk.c.action.is_not(None))))
 
 
+def actions(session: Session) -> list[str]:
+    """Every distinct action in the trail (the audit screen's filter offers them)."""
+    return _actions(session)
+
+
 def _seq_range(session: Session, in_range: list[sa.ColumnElement[bool]],
                since: datetime | None) -> tuple[int, int] | None:
     """The first and last sequence numbers of the entries matching ``in_range`` (the conditions of a date

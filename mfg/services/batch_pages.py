@@ -14,7 +14,7 @@ import sqlalchemy as sa
 import sqlalchemy.orm as so
 from sqlalchemy.orm import Session
 
-from ..domain import guards, lifecycle, sequence
+from ..domain import guards, lifecycle, sequence, words
 from ..domain.signing import Meaning
 from ..domain.sop_schema import MasterRecord, step_index
 from ..models import (
@@ -47,6 +47,7 @@ def deadlines(session: Session, batch: Batch) -> list[Deadline]:
     time from end of collection, for example), soonest first. Derived from the master records only."""
     now = utcnow()
     found = []
+    records = batches.records(batch)
     for item in batches.open_steps(session, batch):
         window = item.step.time_window
         if window is None:
@@ -56,7 +57,8 @@ def deadlines(session: Session, batch: Batch) -> list[Deadline]:
         if reference is None or hours is None:
             continue
         due = reference + timedelta(hours=float(hours))
-        found.append(Deadline(item.step.title, f"at most {float(hours):g} h after {window.after}", due,
+        found.append(Deadline(item.step.title, f"at most {float(hours):g} h after "
+                              f"{words.reference(window.after, records)}", due,
                               due < now, int((due - now).total_seconds() // 60)))
     if batch.status not in lifecycle.NOT_TO_BE_USED:
         made = bags.of_batch(session, batch)

@@ -9,6 +9,7 @@ deviation, an unreviewed item, an incomplete record, and a full release while a 
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
@@ -16,10 +17,10 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from ..domain import guards, lifecycle, sequence
+from ..domain import guards, lifecycle, sequence, words
 from ..domain.errors import ConflictError, NotFound, ValidationFailed
 from ..domain.signing import Meaning
-from ..domain.sop_schema import ChoiceField, step_index
+from ..domain.sop_schema import ChoiceField, Step, step_index
 from ..models import (
     AuditEntry,
     Batch,
@@ -66,28 +67,40 @@ def _pending_answers(batch: Batch) -> dict[tuple[int, str, str], list[str]]:
     return found
 
 
+def _steps(batch: Batch) -> dict[tuple[int, str], Step]:
+    """The steps of the batch's master records by (master record version, step id)."""
+    found = {}
+    for pin, record in zip(batch.master_records, batches.records(batch), strict=True):
+        for _stage, step in step_index(record).values():
+            found[(pin.sop_version_id, step.id)] = step
+    return found
+
+
 def exceptions(session: Session, batch: Batch) -> list[Exception_]:
     """Everything in the batch that needs QA's eyes, in record order; the rest is one click away."""
     items: list[Exception_] = []
     pending = _pending_answers(batch)
+    steps = _steps(batch)
     for ex in batches.executions(session, batch):
-        where = f"{ex.step_id} #{ex.instance}"
+        step = steps.get((ex.sop_version_id, ex.step_id))
         current = ex.current_values()
         for value in ex.values:
+            name = words.value_name(step, ex.instance, value.field_id)
             if not value.in_limits:
-                items.append(Exception_(f"value:{value.id}", "out of limit",
-                                        f"{where}: {value.field_id} = {value.text}",
+                items.append(Exception_(f"value:{value.id}", "out of limit", f"{name} = {value.text}",
                                         value.limit_message or "", ex.id))
             if value.supersedes_id:
                 original = session.get(RecordedValue, value.supersedes_id)
                 assert original is not None  # supersedes_id is a foreign key
-                items.append(Exception_(f"correction:{value.id}", "correction", f"{where}: {value.field_id}",
-                                        f"{original.text} -> {value.text}: {value.correction_reason}", ex.id))
+                items.append(Exception_(f"correction:{value.id}", "correction", name,
+                                        f"{name}: {original.text} → {value.text} (reason: {value.correction_reason})",
+                                        ex.id))
         for field_id, value in current.items():
             answers = pending.get((ex.sop_version_id, ex.step_id, field_id))
             if answers and value.text in answers:
-                items.append(Exception_(f"pending:{value.id}", "pending result", f"{where}: {field_id}",
-                                        f"recorded as {value.text}", ex.id))
+                items.append(Exception_(f"pending:{value.id}", "pending result",
+                                        words.value_name(step, ex.instance, field_id), f"recorded as {value.text}",
+                                        ex.id))
     for deviation in deviations.of_batch(session, batch):
         items.append(Exception_(f"deviation:{deviation.id}", "deviation", f"{deviation.number} ({deviation.status})",
                                 deviation.description, deviation.execution_id))
@@ -95,7 +108,7 @@ def exceptions(session: Session, batch: Batch) -> list[Exception_]:
         if result.status != "pending":
             flagged = "" if result.in_limits else f" OUT OF SPECIFICATION: {result.limit_message}"
             items.append(Exception_(f"result:{result.id}", "result entry", result.label,
-                                    f"pending -> {result.result_text}{flagged}"
+                                    f"Pending → {result.result_text}{flagged}"
                                     + (f" ({result.comment})" if result.comment else ""), result.execution_id))
     for document in session.scalars(sa.select(DocumentRevision).where(
             DocumentRevision.batch_id == batch.id, DocumentRevision.kind == "labels", DocumentRevision.revision > 1)
@@ -105,9 +118,19 @@ def exceptions(session: Session, batch: Batch) -> list[Exception_]:
     for entry in session.scalars(sa.select(AuditEntry).where(
             AuditEntry.action == "identity.mismatch", AuditEntry.entity_type == "batch",
             AuditEntry.entity_id == str(batch.id)).order_by(AuditEntry.seq)):
+        details = json.loads(entry.after) if entry.after else {}
+        titles = {step_id: step.title for (_version, step_id), step in steps.items()}
+        if "step" in details:
+            details["step"] = titles.get(details["step"], words.plain(str(details["step"])))
+        if "expected" in details:
+            details["expected"] = words.reference(str(details["expected"]))
         items.append(Exception_(f"identity:{entry.seq}", "identity event", f"identity check failed by {entry.username}",
-                                str(entry.after or ""), None))
+                                "; ".join(words.change(None, details, IDENTITY_WORDS)), None))
     return items
+
+
+# The keys of an identity stop's audit entry (``deviations.record_identity_mismatch``), in words.
+IDENTITY_WORDS = {"step": "step", "field": "scanned into", "expected": "expected", "scanned": "scanned"}
 
 
 def pending_results(session: Session, batch: Batch) -> list[Exception_]:
@@ -124,13 +147,14 @@ def guard_review(session: Session, user: User, batch: Batch) -> list[guards.Refu
 
 def mark_reviewed(session: Session, batch: Batch, key: str, *, user: User, comment: str = "") -> ReviewMark:
     guards.enforce(guard_review(session, user, batch))
-    if key not in {item.key for item in exceptions(session, batch)}:
+    item = next((item for item in exceptions(session, batch) if item.key == key), None)
+    if item is None:
         raise NotFound(f"batch {batch.lot} has no review item {key!r}")
     mark = ReviewMark(batch_id=batch.id, item_key=key, reviewed_by_id=user.id, reviewed_at=utcnow(),
                       comment=comment.strip() or None)
     session.add(mark)
     try:
-        audit.flush(session, reason=f"review: {key} reviewed")
+        audit.flush(session, reason=f"review: {item.kind} {item.title} reviewed")
     except IntegrityError:
         raise ConflictError(f"{key} was already marked reviewed") from None
     return mark

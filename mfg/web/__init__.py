@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Flask
 
-from ..domain import display
+from ..domain import display, words
 from ..domain.signing import MEANING_LABELS
 
 
@@ -45,5 +45,9 @@ def init_app(app: Flask) -> None:
     app.context_processor(results.alert_banner)
     # how a signature's meaning is written (21 CFR 11.50), from the one table of meanings
     # numbers and moments for people: one formatter (mfg.domain.display) for screens and documents
-    app.jinja_env.filters.update(cells=display.cells, grouped=display.grouped, utc=display.utc)
+    app.jinja_env.filters.update(cells=display.cells, grouped=display.grouped, utc=display.utc, iso=display.iso)
+    # the master record's words for what it names by id (mfg.domain.words): no internal id on a screen
+    app.jinja_env.filters.update(reference=words.reference, expression_words=words.expression,
+                                 step_name=words.step_name, plain=words.plain, unit=words.unit,
+                                 step_title=words.step_title)
     app.jinja_env.globals["meaning_labels"] = {m.value: label for m, label in MEANING_LABELS.items()}

@@ -8,7 +8,7 @@ from flask import Blueprint, abort, current_app, flash, redirect, render_templat
 from flask_login import current_user, login_required
 from markdown_it import MarkdownIt
 
-from ..domain import display, limits, values
+from ..domain import display, limits, values, words
 from ..domain.errors import AuthenticationFailed, DomainError, IdentityMismatch, StepConflict
 from ..domain.signing import Meaning
 from ..domain.sop_schema import step_index
@@ -36,14 +36,16 @@ def markdown_filter(text: str) -> str:
 
 @bp.app_template_filter("shown")
 def shown(value, field) -> str:
-    """A recorded value as screens show it: with its unit; date-times in the site time zone."""
-    return values.display(field, value.text, tz=_tz())
+    """A recorded value as screens show it: with its unit (``200.0 × 10⁶ cells``); date-times in the site time
+    zone."""
+    return words.shown(field, value.text, values.display(field, value.text, tz=_tz()))
 
 
 @bp.app_template_filter("limits")
 def limits_filter(field, context=None) -> str:
-    """A field's limits as the records state them (named limits with the batch's values, when given)."""
-    return limits.limits_text(field, context)
+    """A field's limits in words (named limits with the batch's values, when given): ``≥ 70.1; ≤ 100``,
+    ``must match DIN``."""
+    return words.limits(field, context)
 
 
 @bp.app_template_filter("limit_attrs")
@@ -225,6 +227,7 @@ def step(batch_id: int, position: int, step_id: str, instance: int):
                            shown={p.field_id: p for p in preview.fields},
                            field_problems=field_problems, problems_elsewhere=problems_elsewhere,
                            sign_problems=sign_problems,
+                           records=batches.records(batch),
                            instance=instance, form=form, problems=problems, widgets=WIDGETS, window_hours=window_hours,
                            stop=stop, stop_deviation=stop_deviation,
                            needs_username=signing_needs_username(), meaning=Meaning.PERFORMED), status

@@ -90,11 +90,11 @@ class AuditFilterForm(FlaskForm):
         csrf = False  # a GET search form changes nothing
 
     username = StringField("User", validators=[Optional(), Length(max=200)])
-    action = StringField("Action starts with", validators=[Optional(), Length(max=60)])
+    action = SelectField("What", choices=[], validate_choice=False, validators=[Optional(), Length(max=60)])
     entity_type = StringField("Record type", validators=[Optional(), Length(max=60)])
     entity_id = StringField("Record id", validators=[Optional(), Length(max=60)])
-    since = DateField("From (UTC date)", validators=[Optional()])
-    until = DateField("To (UTC date, inclusive)", validators=[Optional()])
+    since = DateField("From (site date)", validators=[Optional()])
+    until = DateField("To (site date, inclusive)", validators=[Optional()])
 
 
 class ConfirmForm(FlaskForm):

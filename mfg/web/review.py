@@ -211,8 +211,9 @@ def _deviation_page(deviation: Deviation, *, investigation_form: InvestigationFo
             "classification": deviation.classification or "", "investigation": deviation.investigation or "",
             "root_cause": deviation.root_cause or "", "impact": deviation.impact or "",
             "capa_reference": deviation.capa_reference or ""})
+    batch = batches.get(session, deviation.batch_id)
     return render_template(
-        "review/deviation.html", deviation=deviation, batch=batches.get(session, deviation.batch_id),
+        "review/deviation.html", deviation=deviation, batch=batch, records=batches.records(batch),
         names=_names((deviation.opened_by_id, deviation.closed_by_id)),
         signatures=signatures.for_record(session, deviation), investigation_form=form,
         close_form=close_form or CloseForm(prefix="close"), needs_username=signing_needs_username(),

@@ -211,7 +211,7 @@ def test_two_operators_execute_the_demo_process(live_server: str, live_app: Flas
     expect(flash(page, "Room check recorded and signed. 1 value(s) out of limit: a deviation was opened.")
            ).to_be_visible()
     expect(step_status(page, "Room check")).to_have_text("complete")
-    expect(values_cell(page, "Room check")).to_contain_text("room_temperature: 26.0 °C OUT OF LIMIT")
+    expect(values_cell(page, "Room check")).to_contain_text("Room temperature: 26.0 °C OUT OF LIMIT")
     deviations = page.locator("section.deviations")
     expect(deviations.get_by_role("heading", name="Deviations")).to_be_visible()
     expect(deviations.get_by_role("listitem")).to_have_count(1)
@@ -265,7 +265,7 @@ def test_two_operators_execute_the_demo_process(live_server: str, live_app: Flas
     page.get_by_label("Viability", exact=True).fill("95.0")
     sign_step(page)
     expect(flash(page, "Initial count recorded and signed.")).to_be_visible()
-    expect(values_cell(page, "Initial count")).to_contain_text("total_cells: 250.0 10^6 cells")
+    expect(values_cell(page, "Initial count")).to_contain_text("Total viable cells: 250.0 × 10⁶ cells")
 
     open_step(page, "Daily check (Day 1)")
     page.get_by_label("Checked at", exact=True).fill(site_time(live_app))
@@ -282,8 +282,8 @@ def test_two_operators_execute_the_demo_process(live_server: str, live_app: Flas
     page.get_by_label("Final viable cell concentration", exact=True).fill("4.00")
     sign_step(page)
     expect(flash(page, "Final count recorded and signed.")).to_be_visible()
-    expect(values_cell(page, "Final count")).to_contain_text("final_total_cells: 200.0 10^6 cells")
-    expect(values_cell(page, "Final count")).to_contain_text("recovery: 80.0 %")
+    expect(values_cell(page, "Final count")).to_contain_text("Final total viable cells: 200.0 × 10⁶ cells")
+    expect(values_cell(page, "Final count")).to_contain_text("Recovery: 80.0 %")
 
     open_step(page, "Close-out")
     expect(page.get_by_text("This step needs a comment.")).to_be_visible()
@@ -321,14 +321,14 @@ def test_two_operators_execute_the_demo_process(live_server: str, live_app: Flas
     current = page.locator("table.values")
     expect(row(current, "Volume")).to_contain_text("110.0 mL")
     expect(row(current, "Volume")).to_contain_text("corrected")
-    expect(row(current, "Total viable cells")).to_contain_text("275.0 10^6 cells")
+    expect(row(current, "Total viable cells")).to_contain_text("275.0 × 10⁶ cells")
 
     corrections = page.locator("table.corrections")
     expect(page.get_by_role("heading", name="Corrections")).to_be_visible()
     expect(row(corrections, "Volume").get_by_role("cell")).to_have_text(
         ["Volume", "100.0 mL", "110.0 mL", "transcription error: read 110 mL", re.compile(f"^{OLIVIA}, ")])
     expect(row(corrections, "Total viable cells").get_by_role("cell")).to_have_text(
-        ["Total viable cells", "250.0 10^6 cells", "275.0 10^6 cells", "transcription error: read 110 mL",
+        ["Total viable cells", "250.0 × 10⁶ cells", "275.0 × 10⁶ cells", "transcription error: read 110 mL",
          re.compile(f"^{OLIVIA}, ")])
 
     signatures = page.locator("ul.signatures").get_by_role("listitem")
@@ -343,7 +343,7 @@ def test_two_operators_execute_the_demo_process(live_server: str, live_app: Flas
     page.get_by_role("link", name=f"Batch {lot}").click()
     expect(batch_status(page)).to_have_text("in progress")
     expect(step_status(page, "Final count")).to_have_text("needs signature")
-    expect(values_cell(page, "Final count")).to_contain_text("recovery: 72.7 % (corrected)")
+    expect(values_cell(page, "Final count")).to_contain_text("Recovery: 72.7 % (corrected)")
     work_queue(page)
     row(page, f"{lot}").filter(has_text="Sign again: Final count").get_by_role("link", name="Sign again").click()
     page.locator("#resign-password").fill(PASSWORD)
@@ -352,6 +352,6 @@ def test_two_operators_execute_the_demo_process(live_server: str, live_app: Flas
 
     # --- the batch is back awaiting review: neither step needs verification ----------------------------------
     expect(batch_status(page)).to_have_text("awaiting review")
-    expect(values_cell(page, "Initial count")).to_contain_text("volume_ml: 110.0 mL (corrected)")
+    expect(values_cell(page, "Initial count")).to_contain_text("Volume: 110.0 mL (corrected)")
     expect(step_status(page, "Initial count")).to_have_text("complete")
     expect(page.locator("section.deviations").get_by_role("listitem")).to_have_count(1)

@@ -124,14 +124,14 @@ def test_a_label_reprint_after_a_dose_reassignment_shows_the_dose_the_bags_were_
         credentials(clara, dialog)
         go(dialog.get_by_role("button", name=re.compile("^Sign as")))
         expect(flash(page, "Dose level DL4 assigned and signed.")).to_be_visible()
-        expect(page.locator("dl.facts")).to_contain_text("DL4: 30000000 NK cells/kg")
+        expect(page.locator("dl.facts")).to_contain_text("DL4: 3.00 × 10⁷ NK cells/kg")
 
         # --- Olivia reprints the labels: they keep the batch's DL2 ----------------------------------------
         olivia = person("olivia", OLIVIA)
         page = olivia.page
         page.goto(f"/batches/{batch_id}")
         expect(page.locator("dl.facts")).to_contain_text(
-            "dose level DL2 (3000000 NK cells/kg) · weight 62.40 kg, measured")
+            "dose level DL2 (3.00 × 10⁶ NK cells/kg) · weight 62.40 kg, measured")
         go(page.get_by_role("link", name="Documents and labels"))
         expect(page.get_by_role("heading", level=2, name="Reprint the labels")).to_be_visible()
         page.get_by_label("Reason for a reprint", exact=True).fill("Label damaged in transport")

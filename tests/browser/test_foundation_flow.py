@@ -42,14 +42,14 @@ def flash(page: Page, text: str) -> Locator:
 
 
 def audit_rows(page: Page, action_prefix: str) -> Locator:
-    page.get_by_label("Action starts with", exact=True).fill(action_prefix)
+    page.get_by_label("What", exact=True).select_option(value=action_prefix)
     page.get_by_role("button", name="Filter").click()
     expect(page).to_have_url(re.compile(r"[?&]action=" + re.escape(action_prefix)))
     return page.get_by_role("row")
 
 
 def row_with(rows: Locator, page: Page, action: str, user: str, *texts: str) -> Locator:
-    """The audit rows with exactly this action and user whose text also contains each of ``texts``."""
+    """The audit rows with exactly this action (in words) and user whose text also contains each of ``texts``."""
     row = (rows.filter(has=page.get_by_role("cell", name=action, exact=True))
            .filter(has=page.get_by_role("cell", name=user, exact=True)))
     for text in texts:
@@ -151,23 +151,24 @@ def test_load_approve_and_audit(live_server: str, live_app: Flask, page: Page,
     expect(page.get_by_role("heading", name="Audit trail")).to_be_visible()
 
     rows = audit_rows(page, "signature.")
-    expect(row_with(rows, page, "signature.failure", "qaboss")).to_have_count(1)
-    expect(row_with(rows, page, "signature.create", "qaboss", "e-signature: Approved by")).to_have_count(1)
-    expect(rows.filter(has=page.get_by_role("cell", name="sop_version.update", exact=True))).to_have_count(0)
+    expect(row_with(rows, page, "Signature failure", "qaboss")).to_have_count(1)
+    expect(row_with(rows, page, "Signature recorded", "qaboss", "e-signature: Approved by")).to_have_count(1)
+    expect(rows.filter(has=page.get_by_role("cell", name="Master record changed", exact=True))).to_have_count(0)
 
     rows = audit_rows(page, "login.success")
     for username in ("admin", "qaload", "qaboss"):
-        expect(row_with(rows, page, "login.success", username)).to_have_count(1)
+        expect(row_with(rows, page, "Login success", username)).to_have_count(1)
 
     rows = audit_rows(page, "user_account.")
-    expect(row_with(rows, page, "user_account.create", "admin", "account created", '"qaboss"')).to_have_count(1)
-    expect(row_with(rows, page, "user_account.update", "qaboss", "password changed by its owner")).to_have_count(1)
+    expect(row_with(rows, page, "User account recorded", "admin", "account created", "username: qaboss")
+           ).to_have_count(1)
+    expect(row_with(rows, page, "User account changed", "qaboss", "password changed by its owner")).to_have_count(1)
 
     rows = audit_rows(page, "sop_version.")
-    expect(row_with(rows, page, "sop_version.create", "qaload", "master record loaded as draft")).to_have_count(1)
-    expect(row_with(rows, page, "sop_version.update", "qaboss", f"approved by {BOSS_NAME}",
-                    '"effective"')).to_have_count(1)
+    expect(row_with(rows, page, "Master record recorded", "qaload", "master record loaded as draft")).to_have_count(1)
+    expect(row_with(rows, page, "Master record changed", "qaboss", f"approved by {BOSS_NAME}",
+                    "status: draft → effective")).to_have_count(1)
 
     rows = audit_rows(page, "logout")
-    expect(row_with(rows, page, "logout", "admin")).to_have_count(1)
-    expect(row_with(rows, page, "logout", "qaload")).to_have_count(1)
+    expect(row_with(rows, page, "Logout", "admin")).to_have_count(1)
+    expect(row_with(rows, page, "Logout", "qaload")).to_have_count(1)

@@ -275,7 +275,7 @@ def enrol_subject_with_dose(clara: Person) -> None:
     dialog.get_by_role("button", name="Sign as Approved by").click()
     expect(flash(page, "Dose level DL2 assigned and signed.")).to_be_visible()
     clara.signed = True
-    expect(page.get_by_role("definition").filter(has_text=re.compile(r"^DL2: 3000000 NK cells/kg$"))).to_be_visible()
+    expect(page.get_by_role("definition").filter(has_text=re.compile(r"^DL2: 3.00 × 10⁶ NK cells/kg$"))).to_be_visible()
     expect(page.get_by_role("definition").filter(has_text=f"Approved by {CLARA} (clara)")).to_be_visible()
     # opening the batch record is an operator's act: not offered to the coordinator
     expect(page.get_by_role("button", name=re.compile("Open the batch record"))).to_have_count(0)

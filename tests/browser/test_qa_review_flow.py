@@ -155,7 +155,7 @@ def test_release_refused_with_an_open_deviation_and_to_a_participant_then_grante
         expect(page.locator("section.review-items h2")).to_contain_text("3 of 3 not yet reviewed")
         pending = row(page, "pending result").first
         expect(pending.get_by_role("cell")).to_have_text(
-            ["pending result", re.compile(r"^sterility #1: result\s+Step record$"), "recorded as Pending",
+            ["pending result", re.compile(r"^Sterility \(14-day culture\)\s+Step record$"), "recorded as Pending",
              re.compile("Mark reviewed")])
         deviation_row = row(page, "deviation")
         expect(deviation_row.get_by_role("cell").nth(1)).to_have_text(f"{dev} (open)")
@@ -211,8 +211,8 @@ def test_release_refused_with_an_open_deviation_and_to_a_participant_then_grante
         problems = decision_section(page).locator("ul.decision-problems")
         expect(problems).to_contain_text("Conditional release is possible.")
         expect(problems).to_contain_text(
-            "Release is not possible yet: Results are still pending (sterility #1: result; "
-            "sterility_preliminary #1: result)")
+            "Release is not possible yet: Results are still pending (Sterility (14-day culture); "
+            "Sterility (preliminary automated-culture read): Sterility (preliminary read))")
 
         # --- the conditional release, signed with the password only ---------------------------------------
         decide(quinn, "Conditionally released")
@@ -227,10 +227,10 @@ def test_release_refused_with_an_open_deviation_and_to_a_participant_then_grante
         decided = decision_section(page).locator("ul.decisions").get_by_role("listitem")
         expect(decided).to_have_count(1)
         expect(decided).to_contain_text(
-            "Conditionally released. Pending at this decision: sterility #1: result (recorded as Pending); "
-            "sterility_preliminary #1: result (recorded as Pending)")
+            "Conditionally released. Pending at this decision: Sterility (14-day culture) (recorded as Pending); "
+            "Sterility (preliminary automated-culture read): Sterility (preliminary read) (recorded as Pending)")
         expect(decided.locator(".manifestation")).to_have_text(
-            re.compile(rf"^Released by\s+{QUINN} \(quinn\), \d{{4}}-\d\d-\d\d \d\d:\d\d:\d\d UTC$"))
+            re.compile(rf"^Released by\s+{QUINN} \(quinn\), \d{{4}}-\d\d-\d\d \d\d:\d\d [A-Z]{{2,5}}$"))
         expect(alerts(page)).to_have_count(0)
 
         # --- the documents: batch record and certificate, revision 1; the batch record downloaded ----------

@@ -39,8 +39,9 @@ def test_qa_reviews_by_exception_and_releases_conditionally_then_finally(nk_demo
     # what QA must look at: the pending sterility results, the 14-day culture and its preliminary read (NK-RELEASE
     # v3); the demo batch has nothing out of limit
     items = review.exceptions(session, batch)
-    assert [(i.kind, i.title) for i in items] == [("pending result", "sterility #1: result"),
-                                                  ("pending result", "sterility_preliminary #1: result")]
+    assert [(i.kind, i.title) for i in items] == [
+        ("pending result", "Sterility (14-day culture)"),
+        ("pending result", "Sterility (preliminary automated-culture read): Sterility (preliminary read)")]
     deviation = deviations.open_by_hand(session, batch, description="Label printer jammed once; label reprinted",
                                     user=olivia)
     session.commit()
@@ -54,7 +55,8 @@ def test_qa_reviews_by_exception_and_releases_conditionally_then_finally(nk_demo
         review.decide(session, batch, decision="released", comment="", **_sign(quinn))
     problems = " ".join(refused.value.problems)
     assert f"Deviations still open: {deviation.number}" in problems and "not yet marked reviewed" in problems
-    assert "Results are still pending (sterility #1: result; sterility_preliminary #1: result)" in problems
+    assert ("Results are still pending (Sterility (14-day culture); Sterility (preliminary automated-culture read): "
+            "Sterility (preliminary read))") in problems
     session.rollback()
 
     # the deviation: classified and investigated, closed with a signature bound to the findings
@@ -84,7 +86,8 @@ def test_qa_reviews_by_exception_and_releases_conditionally_then_finally(nk_demo
     session.rollback()
     decision = review.decide(session, batch, decision="conditionally_released", comment="", **_sign(quinn))
     session.commit()
-    assert batch.status == "conditionally_released" and "sterility #1: result (recorded as Pending)" in decision.pending
+    assert batch.status == "conditionally_released"
+    assert "Sterility (14-day culture) (recorded as Pending)" in decision.pending
     assert signatures.for_record(session, decision)[0].meaning == "released"
 
     # the 14-day result arrives: no correction of the record any more; its own result entry, verified
@@ -121,8 +124,8 @@ def test_qa_reviews_by_exception_and_releases_conditionally_then_finally(nk_demo
     assert [(s.username, s.meaning) for s in signatures.for_record(session, pending)] == \
         [("olivia", "performed"), ("nora", "verified")]
     new_items = [i for i in review.exceptions(session, batch) if i.key not in review.marks(session, batch)]
-    assert [(i.kind, i.detail) for i in new_items] == [("result entry", "pending -> No growth"),
-                                                       ("result entry", "pending -> No growth at preliminary read")]
+    assert [(i.kind, i.detail) for i in new_items] == [("result entry", "Pending → No growth"),
+                                                       ("result entry", "Pending → No growth at preliminary read")]
     with pytest.raises(ValidationFailed, match="2 review item"):
         review.decide(session, batch, decision="released", comment="", **_sign(quinn))
     session.rollback()

@@ -65,7 +65,7 @@ def test_step_screen_renders_instruction_fields_limits_and_signing(demo, client,
     login("olivia")
     batch_id = _start(client)
     page = client.get(f"/batches/{batch_id}/step/0/room_check/1").get_data(as_text=True)
-    assert "&gt;= 18; &lt;= 25" in page and "°C" in page and 'inputmode="decimal"' in page
+    assert "≥ 18; ≤ 25" in page and "°C" in page and 'inputmode="decimal"' in page
     assert "Record and sign as Performed by" in page and 'name="username"' in page
     clearance = client.get(f"/batches/{batch_id}/step/0/line_clearance/1").get_data(as_text=True)
     assert "<strong>no material, label or record</strong>" in clearance  # Markdown rendered
@@ -219,7 +219,7 @@ def test_date_times_are_entered_and_shown_in_the_site_zone_and_stored_in_utc(dem
         stored = db.session.scalar(sa.select(RecordedValue).where(RecordedValue.field_id == "started_at"))
     assert stored.moment == moment and stored.text == moment.strftime("%Y-%m-%dT%H:%M:00.000000Z")
     page = client.get(f"/batches/{batch_id}").get_data(as_text=True)
-    assert f"started_at: {local} CE" in page  # shown in the site's zone (CET or CEST)
+    assert f"Processing started: {local} CE" in page  # by its label, in the site's zone (CET or CEST)
 
 
 def test_identity_mismatch_is_a_hard_stop_audited_with_a_deviation(demo, client, login):

@@ -62,7 +62,7 @@ def test_clinical_coordinator_enrols_determines_and_assigns_a_signed_dose(trial_
                        data={"level": "DL2", "username": "clara", "password": PASSWORD}).status_code == 302
     page = client.get(f"/clinical/subjects/{subject.id}").get_data(as_text=True)
     text = " ".join(page.split())
-    assert "DL2: 3000000 NK cells/kg" in text and "Approved by Clara Coordinator (clara)" in text
+    assert "DL2: 3.00 × 10⁶ NK cells/kg" in text and "Approved by Clara Coordinator (clara)" in text
 
 
 @pytest.mark.parametrize("path", ["/clinical/donors", "/clinical/subjects", "/clinical/donors/1/tests",

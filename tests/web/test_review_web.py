@@ -129,8 +129,8 @@ def test_qa_reviews_closes_a_deviation_and_releases_conditionally_through_the_sc
     response = client.get(review_url)
     page, text = response.get_data(as_text=True), _text(response)
     assert response.status_code == 200
-    assert "pending result" in text and "sterility #1: result" in text and "recorded as Pending" in text
-    assert "sterility_preliminary #1: result" in text
+    assert "pending result" in text and "Sterility (14-day culture)" in text and "recorded as Pending" in text
+    assert "Sterility (preliminary automated-culture read): Sterility (preliminary read)" in text
     assert f"{number} (open)" in text and f'href="/batches/{batch["id"]}">Full batch record</a>' in page
     assert re.search(rf'href="/batches/{batch["id"]}/execution/\d+">Step record</a>', page)
     assert "NK-EXPAND v2" in text and "sha256 " in text
@@ -220,7 +220,7 @@ def test_qa_reviews_closes_a_deviation_and_releases_conditionally_through_the_sc
         issued = db.session.scalars(sa.select(DocumentRevision.kind).order_by(DocumentRevision.id)).all()
     assert issued == ["batch_record", "coa"]  # generated once, signed and stored
     assert "Released by Quinn Quality (quinn)" in text and " UTC" in text
-    assert "Pending at this decision: sterility #1: result (recorded as Pending)" in text
+    assert "Pending at this decision: Sterility (14-day culture) (recorded as Pending)" in text
     assert "Conditionally released" in text
     queue = _text(client.get("/review/"))
     assert batch["lot"] in queue and "conditionally released" in queue and "No open deviations." in queue
