@@ -64,7 +64,7 @@ def test_the_batch_page_shows_bags_expiry_and_the_growth_chart(nk_batch, client,
     login("olivia")
     page = client.get(f"/batches/{batch_id}").get_data(as_text=True)
     assert "<h2>Bags</h2>" in page and "=&lt;S9999V00" in page and "13.4 mL" in page
-    assert "1.87 × 10⁸" in page and " min left</span>)" in page  # the cells as people read them; the countdown to expiry (flow.js ticks)
+    assert "1.87 × 10⁸" in page and " min left</span>)" in page  # cells for people; the ticking countdown
     assert "Product expiry" in page  # ... also among the time limits
     assert f'src="/batches/{batch_id}/growth-0.svg"' in page
     assert "Seeded day 0: 190; Count 1 day 7: 2392; Harvest day 14: 12555" in page  # the text alternative
