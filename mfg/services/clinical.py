@@ -148,6 +148,11 @@ def subject_batches(session: Session, subject: Subject) -> list[tuple[str, str]]
         sa.select(Batch.lot, Batch.status).where(Batch.subject_id == subject.id).order_by(Batch.id))]
 
 
+def batches_of(session: Session, subject: Subject) -> list[Batch]:
+    """The batches made for ``subject``, oldest first (the subject page links to each)."""
+    return list(session.scalars(sa.select(Batch).where(Batch.subject_id == subject.id).order_by(Batch.id)))
+
+
 def lock_subject(session: Session, subject: Subject) -> None:
     """Reload ``subject`` holding its row until the commit, so that a dose assignment and a batch start for the
     same subject run one after the other, the second seeing what the first did. PostgreSQL: the row lock.

@@ -56,7 +56,7 @@ def local_time(moment) -> str:
 @bp.route("/")
 @login_required
 def index():
-    codes = sops.effective_codes(db.session, kind="master_batch_record")
+    codes = starting.startable_codes(db.session, current_user._get_current_object())
     page = batch_pages.overview(db.session, current_user)
     before = request.args.get("before", type=int)
     history, next_cursor = batch_pages.decided_batches(db.session, before_id=before)

@@ -115,6 +115,7 @@ def _subject_page(subject, form=None, problems=(), status=200):
         levels = []
     coi = isbt128.parse_coi(isbt128.COI_PREFIX + subject.coi)
     return render_template("clinical/subject.html", subject=subject, coi=coi, levels=levels,
+                           batches=clinical.batches_of(db.session, subject),
                            signatures=signatures.for_record(db.session, subject), form=form or SignForm(),
                            problems=list(problems), needs_username=signing_needs_username(),
                            meaning=Meaning.APPROVED), status
