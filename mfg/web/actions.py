@@ -115,6 +115,7 @@ GUARDS: dict[str, tuple[str, Guard]] = {
     "clinical.add_donor": ("manage_subjects", lambda: clinical.guard_subjects(db.session, _user())),
     "clinical.add_subject": ("manage_subjects", lambda: clinical.guard_subjects(db.session, _user())),
     "clinical.add_test": ("manage_subjects", lambda donor_id: clinical.guard_subjects(db.session, _user())),
+    "clinical.add_panel": ("manage_subjects", lambda donor_id: clinical.guard_subjects(db.session, _user())),
     "clinical.eligibility": ("manage_subjects", lambda donor_id: clinical.guard_subjects(db.session, _user())),
     "clinical.assign_dose": ("assign_dose_level", lambda subject_id: clinical.guard_assign_dose_level(
         db.session, _user(), clinical.get_subject(db.session, subject_id))),

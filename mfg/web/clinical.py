@@ -10,7 +10,7 @@ from ..domain.errors import DomainError
 from ..domain.signing import Meaning
 from ..extensions import db
 from ..services import clinical, signatures, sops
-from .forms import DonorForm, DonorTestForm, EligibilityForm, SignForm, SubjectForm
+from .forms import DonorForm, DonorTestForm, EligibilityForm, SignForm, SubjectForm, donor_panel_form
 from .security import signed_action, signing_needs_username, transaction
 
 bp = Blueprint("clinical", __name__, url_prefix="/clinical")
@@ -70,9 +70,15 @@ def add_subject():
     return _index(subject_form=form, status=400)
 
 
-def _donor_page(donor, test_form=None, eligibility_form=None, status=200):
+def _panel_form():
+    return donor_panel_form(clinical.DONOR_PANEL, prefix="panel")
+
+
+def _donor_page(donor, test_form=None, eligibility_form=None, panel_form=None, status=200):
+    panel = panel_form or _panel_form()
     return render_template("clinical/donor.html", donor=donor,
-                           test_form=test_form or DonorTestForm(prefix="test"),
+                           test_form=test_form or DonorTestForm(prefix="test"), panel_form=panel,
+                           panel_fields=[getattr(panel, f"result_{n}") for n in range(len(clinical.DONOR_PANEL))],
                            eligibility_form=eligibility_form or EligibilityForm(prefix="elig")), status
 
 
@@ -92,6 +98,21 @@ def add_test(donor_id: int):
             user=current_user._get_current_object()), form) is not None:
         return redirect(url_for("clinical.donor", donor_id=donor_id))
     return _donor_page(clinical.get_donor(db.session, donor_id), test_form=form, status=400)
+
+
+@bp.route("/donors/<int:donor_id>/panel", methods=["POST"])
+@login_required
+def add_panel(donor_id: int):
+    """The whole infectious-disease panel of one specimen, in one form."""
+    donor = clinical.get_donor(db.session, donor_id)
+    form = _panel_form()
+    if form.validate_on_submit() and _run(lambda: clinical.record_donor_panel(
+            db.session, donor, specimen_date=form.specimen_date.data,
+            results={test: getattr(form, f"result_{n}").data for n, test in enumerate(clinical.DONOR_PANEL)},
+            user=current_user._get_current_object()), form) is not None:
+        flash(f"Panel of {len(clinical.DONOR_PANEL)} tests recorded for donor {donor.code}.", "success")
+        return redirect(url_for("clinical.donor", donor_id=donor_id))
+    return _donor_page(clinical.get_donor(db.session, donor_id), panel_form=form, status=400)
 
 
 @bp.route("/donors/<int:donor_id>/eligibility", methods=["POST"])
