@@ -23,7 +23,16 @@ def _subject_form() -> SubjectForm:
 
 
 def _index(subject_form=None, donor_form=None, status=200):
-    return render_template("clinical/index.html", subjects=clinical.list_subjects(db.session),
+    from flask import request
+
+    from ..services import batch_pages
+
+    text, state = (request.args.get("q") or "").strip(), (request.args.get("state") or "").strip()
+    states = batch_pages.batch_states()
+    state = state if state in states else ""
+    subjects = (batch_pages.search_subjects(db.session, text=text, status=state) if text or state
+                else clinical.list_subjects(db.session))
+    return render_template("clinical/index.html", subjects=subjects, q=text, state=state, states=states,
                            donors=clinical.list_donors(db.session), subject_form=subject_form or _subject_form(),
                            donor_form=donor_form or DonorForm(prefix="donor")), status
 
