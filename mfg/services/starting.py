@@ -70,7 +70,8 @@ def start_batch(session: Session, *, codes: list[str], user: User, lot: str | No
     """Start a batch pinned to the effective version of each master record code, in the order given, and
     to ``dose`` (:func:`pinned_dose`; the database refuses any later change to it). A record made for a subject
     is refused here: :func:`start_product_batch` opens it."""
-    for code in codes or [None]:
+    guards.enforce(guard_start_batch(session, user))
+    for code in codes:
         guards.enforce(guard_start_batch(session, user, code))
     return _start(session, codes=codes, user=user, lot=lot, dose=dose)
 

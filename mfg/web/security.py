@@ -18,7 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from ..domain import accounts as rules
-from ..domain.errors import AuthenticationFailed, DomainError
+from ..domain.errors import AuthenticationFailed, DomainError, IdentityMismatch, ProductBlocked
 from ..extensions import db, login_manager
 from ..models import FormSubmission, User, utcnow
 from ..services import accounts, audit
@@ -103,6 +103,17 @@ def _claim(session: Session, token: str) -> None:
         raise _AlreadySubmitted(token) from None  # the unit of work rolls the whole transaction back
 
 
+def _spend(token: str) -> None:
+    """Claim ``token`` for a submission whose failure was recorded (a hard stop), in a commit of its own."""
+    db.session.rollback()
+    db.session.add(FormSubmission(token=token, user_id=current_user.id if current_user.is_authenticated else None,
+                                  endpoint=request.endpoint or "", created_at=utcnow(), location=_form_page()))
+    try:
+        db.session.commit()
+    except IntegrityError:  # a twin spent it first
+        db.session.rollback()
+
+
 def _replay(token: str) -> Any:
     """The answer to a repeated submission: where the first one led (waiting briefly for a twin that is still
     finishing), or, if that is not known, the page the form was on. Nothing is done again."""
@@ -168,6 +179,12 @@ def transaction(*, claim: bool = True) -> Iterator[Session]:
     except _AlreadySubmitted:
         assert token is not None
         abort(_replay(token))
+    except (IdentityMismatch, ProductBlocked):
+        # the stop was recorded (audit entry, deviation) in its own commit: this submission is spent, so that
+        # sending it again (a reload) does not record the stop twice; a new scan is a new submission
+        if token is not None:
+            _spend(token)
+        raise
     except AuthenticationFailed as failure:
         if actor is not None and failure.locked_user_id == actor.id:
             logout_user()

@@ -7,6 +7,7 @@ transaction as what the submission does (``mfg/web/security.transaction``). Here
   same form) and two submissions of the same form at once (a double tap) open one batch and one DIN; the repeat
   is answered with the first one's redirect, to the batch it opened;
 * performing a signed step: the same, one execution and one signature;
+* a hard stop (a wrong bag scanned) sent again is recorded once: one deviation;
 * the work queue does not offer the master records made for a subject, and a hand-made start of one is refused.
 """
 
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 from typing import Any
 
 import sqlalchemy as sa
@@ -22,8 +23,9 @@ from flask import Flask
 from playwright.sync_api import Browser, Page, Request, expect
 
 from mfg.demo import nk_batch as demo_nk
+from mfg.domain import isbt128
 from mfg.extensions import db
-from mfg.models import Batch, Counter, Signature, StepExecution, Subject, User
+from mfg.models import Batch, Counter, Deviation, Signature, StepExecution, Subject, User
 from mfg.services import accounts, audit, starting
 from mfg.unit_of_work import unit_of_work
 from tests.browser.pages import NAMES, credentials, demo_plant, flash, people
@@ -176,3 +178,31 @@ def test_the_work_queue_does_not_start_a_record_made_for_a_subject(
         assert answer.ok and answer.url.endswith("/batches/")  # back to the work queue, with the reason
         assert "NK-INTAKE is made for a subject: open the batch record from the subject&#39;s page" in answer.text()
         assert _count(live_app, sa.select(Batch.id)) == 0
+
+
+def test_a_resubmitted_identity_stop_is_recorded_once(
+        live_server: str, live_app: Flask, browser: Browser, make_user: Callable[..., User]) -> None:
+    demo_plant(live_app, make_user)
+    subject_id = _subject(live_app, "NK-001")
+    batch_id = _act(live_app, "operator1", lambda s: starting.start_product_batch(
+        s, subject=s.get(Subject, subject_id), user=s.scalars(sa.select(User).where(User.username == "operator1"))
+        .one()).id)
+    stops = sa.select(Deviation.id).where(Deviation.batch_id == batch_id, Deviation.origin == "identity")
+    with people(browser, live_server, tablet=True) as person:
+        olivia = person("operator1", NAMES["operator1"])
+        page = olivia.page
+        step = next_demo_step(live_app, batch_id, datetime.now(timezone.utc))
+        assert step is not None
+        page.goto(f"/batches/{batch_id}/step/0/{step.step_id}/1")
+        wrong_bag = isbt128.make_din("X9999", date.today().year % 100, 999999).barcode("00")
+        fill_step(page, step, bag_din=wrong_bag)  # another collection's bag
+        credentials(olivia, page.get_by_role("group", name="Sign: Performed by"))
+        with page.expect_request(lambda r: r.method == "POST" and "/step/" in r.url) as sent:
+            with page.expect_navigation(wait_until="domcontentloaded"):
+                page.get_by_role("button", name="Record and sign as Performed by").tap()
+        expect(page.get_by_role("alert").filter(has_text="IDENTITY MISMATCH").first).to_be_visible()
+        assert _count(live_app, stops) == 1
+        status, location = _replay(page, sent.value)  # the reload that posts the wrong scan again
+        assert (status, location) == (303, f"/batches/{batch_id}/step/0/{step.step_id}/1")
+        assert _count(live_app, stops) == 1  # one stop, one deviation
+        assert _count(live_app, sa.select(StepExecution.id).where(StepExecution.batch_id == batch_id)) == 0
