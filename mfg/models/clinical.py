@@ -2,16 +2,12 @@ from __future__ import annotations
 
 from datetime import date, datetime
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import sqlalchemy as sa
 import sqlalchemy.orm as so
 
 from .base import UTC, Audited, Base, IntPK, Signable, utcnow
-
-if TYPE_CHECKING:
-    from .batch import Batch
-
 
 class Donor(Audited, Base):
     """The donor of the cells (usually the original transplant donor), with the eligibility
@@ -67,8 +63,6 @@ class Subject(Audited, Signable, Base):
     enrolled_by_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey("user_account.id"))
 
     donor: so.Mapped[Donor] = so.relationship()
-    # read only (a batch names its subject: ``Batch.subject``): the subject pages link to each
-    batches: so.Mapped[list[Batch]] = so.relationship(viewonly=True, order_by="Batch.id")
 
     def signed_content(self) -> dict[str, Any]:
         """What the clinical coordinator attests when assigning the dose level."""

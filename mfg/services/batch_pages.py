@@ -22,6 +22,7 @@ from ..models import (
     Batch,
     BatchMasterRecord,
     Deviation,
+    ProductBag,
     Signature,
     SignatureInvalidation,
     StepExecution,
@@ -266,10 +267,13 @@ class ClinicItem:
 def clinic_work(session: Session, user: User, *, tz: ZoneInfo) -> list[ClinicItem]:
     """The clinic's work: every product awaiting a hand-off or the bedside check that this user may do, in the
     order released. A bag is waiting when it is not yet infused and the bedside stop would let it through
-    (``lifecycle.bag_stops``: not blocked, released, not expired)."""
+    (``lifecycle.bag_stops``: not blocked, released, not expired). One query finds the candidates, released
+    products with a bag not yet expired (a shelf life of hours: a handful), however long the history of
+    released batches; each candidate is then asked of the stops and the custody guards."""
     found = []
-    for batch in session.scalars(sa.select(Batch).where(Batch.status.in_(lifecycle.INFUSIBLE)).order_by(Batch.id)
-                                 .options(so.joinedload(Batch.subject))):
+    unexpired = sa.select(ProductBag.id).where(ProductBag.batch_id == Batch.id, ProductBag.expires_at > utcnow())
+    for batch in session.scalars(sa.select(Batch).where(Batch.status.in_(lifecycle.INFUSIBLE), unexpired.exists())
+                                 .order_by(Batch.id).options(so.joinedload(Batch.subject))):
         states = batch_lifecycle.bag_states(session, batch)
         stops = batch_lifecycle.bag_stops(session, batch, tz=tz)
         waiting = [states[bag_id].code for bag_id, stop in stops.items()

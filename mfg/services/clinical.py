@@ -181,6 +181,15 @@ def batches_of(session: Session, subject: Subject) -> list[Batch]:
     return list(session.scalars(sa.select(Batch).where(Batch.subject_id == subject.id).order_by(Batch.id)))
 
 
+def batches_by_subject(session: Session, subjects: list[Subject]) -> dict[int, list[Batch]]:
+    """The batches of each of ``subjects`` (one query), oldest first: the subject list links to them."""
+    found: dict[int, list[Batch]] = {subject.id: [] for subject in subjects}
+    if found:
+        for batch in session.scalars(sa.select(Batch).where(Batch.subject_id.in_(list(found))).order_by(Batch.id)):
+            found[cast(int, batch.subject_id)].append(batch)
+    return found
+
+
 def lock_subject(session: Session, subject: Subject) -> None:
     """Reload ``subject`` holding its row until the commit, so that a dose assignment and a batch start for the
     same subject run one after the other, the second seeing what the first did. PostgreSQL: the row lock.

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterator
 from datetime import datetime, time, timedelta, timezone
 
 import sqlalchemy as sa
-from flask import Blueprint, Response, current_app, render_template, request, stream_with_context
+from flask import Blueprint, Response, current_app, render_template, request
 
 from ..extensions import db
 from ..models import AuditEntry
@@ -49,24 +48,17 @@ def export_csv():
     """The filtered trail (the same filters as the screen, every page of it) as CSV: every column, times in
     UTC ISO 8601, newest first."""
     filters = _filters(AuditFilterForm(request.args))
-
-    def rows() -> Iterator[str]:
-        out = io.StringIO()
-        writer = csv.writer(out, lineterminator="\r\n")
-        writer.writerow(CSV_COLUMNS)
-        before: int | None = None
-        while True:
-            entries, before = audit.search(db.session, filters, before_seq=before, limit=CSV_PAGE)
-            for entry in entries:
-                writer.writerow([_csv_cell(getattr(entry, key)) for key in CSV_COLUMNS])
-            yield out.getvalue()
-            out.seek(0)
-            out.truncate()
-            if before is None:
-                return
-
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow(CSV_COLUMNS)
+    before: int | None = None
+    while True:  # page by page through the trail's indexes (``audit.search``), written as it is read
+        entries, before = audit.search(db.session, filters, before_seq=before, limit=CSV_PAGE)
+        writer.writerows([_csv_cell(getattr(entry, key)) for key in CSV_COLUMNS] for entry in entries)
+        if before is None:
+            break
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    return Response(stream_with_context(rows()), mimetype="text/csv",
+    return Response(out.getvalue(), mimetype="text/csv",
                     headers={"Content-Disposition": f'attachment; filename="audit-trail-{stamp}.csv"'})
 
 

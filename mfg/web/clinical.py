@@ -33,6 +33,7 @@ def _index(subject_form=None, donor_form=None, status=200):
     subjects = (batch_pages.search_subjects(db.session, text=text, status=state) if text or state
                 else clinical.list_subjects(db.session))
     return render_template("clinical/index.html", subjects=subjects, q=text, state=state, states=states,
+                           batches_of=clinical.batches_by_subject(db.session, subjects),
                            donors=clinical.list_donors(db.session), subject_form=subject_form or _subject_form(),
                            donor_form=donor_form or DonorForm(prefix="donor")), status
 
