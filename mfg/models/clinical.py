@@ -9,6 +9,7 @@ import sqlalchemy.orm as so
 
 from .base import UTC, Audited, Base, IntPK, Signable, utcnow
 
+
 class Donor(Audited, Base):
     """The donor of the cells (usually the original transplant donor), with the eligibility
     determination (21 CFR 1271 subpart C) that intake checks."""

@@ -14,7 +14,7 @@ from ..domain.signing import Meaning
 from ..domain.sop_schema import step_index
 from ..extensions import db
 from ..models import utcnow
-from ..services import batch_pages, batches, evaluation, review, signatures, sops, starting, steps
+from ..services import batch_pages, batches, evaluation, review, signatures, starting, steps
 from .forms import ConfirmForm, SignForm
 from .security import signed_action, signing_needs_username, transaction
 from .step_fields import WIDGETS, raw_value, step_form_class

@@ -161,7 +161,8 @@ def donor_panel_form(tests: tuple[str, ...], **kwargs: Any) -> FlaskForm:
     """The donor's whole panel in one form: a result list per test (named ``result_<n>``), one specimen date."""
 
     class DonorPanelForm(FlaskForm):
-        specimen_date = DateField("Specimen drawn on", validators=[DataRequired("Enter the date the specimen was drawn.")])
+        specimen_date = DateField("Specimen drawn on",
+                                  validators=[DataRequired("Enter the date the specimen was drawn.")])
 
     for n, test in enumerate(tests):
         setattr(DonorPanelForm, f"result_{n}", SelectField(test, choices=_choices(DONOR_RESULTS), validators=[

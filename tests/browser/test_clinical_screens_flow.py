@@ -17,7 +17,6 @@ from mfg.models import Donor, DonorTest, User
 from mfg.services import clinical
 from tests.browser.pages import NAMES, demo_plant, go, people, row
 
-
 # What the form would send, sent without the browser's own check of required fields: the server's answer.
 SEND = """async (selector) => {
   const form = document.querySelector(selector);
