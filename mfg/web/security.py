@@ -3,6 +3,8 @@ security headers and the one transaction per request."""
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -14,7 +16,7 @@ from urllib.parse import urlsplit
 import sqlalchemy as sa
 from flask import Flask, abort, current_app, flash, g, redirect, request, session, url_for
 from flask_login import current_user, logout_user
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from ..domain import accounts as rules
@@ -24,6 +26,7 @@ from ..models import FormSubmission, User, utcnow
 from ..services import accounts, audit
 from ..unit_of_work import unit_of_work
 
+log = logging.getLogger(__name__)
 F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")
 
@@ -117,8 +120,6 @@ def _spend(token: str) -> None:
 def _replay(token: str) -> Any:
     """The answer to a repeated submission: where the first one led (waiting briefly for a twin that is still
     finishing), or, if that is not known, the page the form was on. Nothing is done again."""
-    import time
-
     deadline = time.monotonic() + REPLAY_WAIT_SECONDS
     while True:
         db.session.rollback()
@@ -153,10 +154,14 @@ def _record_location(response: Any) -> Any:
     token = g.pop("submission_claimed", None)
     if token:
         redirected = response.status_code in (301, 302, 303) and response.location
-        db.session.rollback()
-        db.session.execute(sa.update(FormSubmission).where(FormSubmission.token == token)
-                           .values(location=(response.location if redirected else _form_page())[:500]))
-        db.session.commit()
+        try:
+            db.session.rollback()
+            db.session.execute(sa.update(FormSubmission).where(FormSubmission.token == token)
+                               .values(location=(response.location if redirected else _form_page())[:500]))
+            db.session.commit()
+        except SQLAlchemyError:  # the action itself committed: its answer stands; a repeat goes to the form's page
+            db.session.rollback()
+            log.warning("could not record where submission %s led", token, exc_info=True)
     return response
 
 
