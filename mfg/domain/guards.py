@@ -48,21 +48,33 @@ def _status(status: str) -> str:
 
 # --- batches and steps ---------------------------------------------------------------------------------------
 
-def start_batch(actor: Person) -> list[Refusal]:
-    return _role(actor, "start_batch")
+def start_batch(actor: Person, *, code: str | None = None, subject_records: Sequence[str] = ()) -> list[Refusal]:
+    """Start a stand-alone batch of master record ``code`` (None: any; the work queue asks per code). A record
+    that is made for a subject (``subject_records``: the trial configuration's ``product_master_records``) is
+    opened only from that subject's page (:func:`start_product_batch`), never stand-alone: without a subject
+    its identity checks could never pass."""
+    refusals = _role(actor, "start_batch")
+    if code is not None and code in subject_records:
+        refusals.append(Refusal("state", f"{code} is made for a subject: open the batch record from the subject's "
+                                         "page (Subjects), not here"))
+    return refusals
 
 
 def start_product_batch(actor: Person, *, subject_code: str, donor_problems: list[str], dose_signed: bool,
                         batches: Sequence[tuple[str, str]] = (),
                         infusions_per_subject: int | None = None) -> list[Refusal]:
     """Open the batch record for a subject's expected collection: the donor determined eligible, the
-    subject's dose level signed, and fewer batches that count as infusions (every batch of the subject,
-    ``batches`` as (lot, status), except the rejected and cancelled: ``NEVER_INFUSED``) than the trial
+    subject's dose level signed, no batch of the subject open (status not ``FINISHED``: a double tap or a
+    second visit does not open a second one), and fewer batches that count as infusions (every batch of the
+    subject, ``batches`` as (lot, status), except the rejected and cancelled: ``NEVER_INFUSED``) than the trial
     configuration's ``infusions_per_subject`` (None: no effective configuration, which the service refuses)."""
     refusals = _role(actor, "start_product_batch")
     refusals += [Refusal("state", problem) for problem in donor_problems]
     if not dose_signed:
         refusals.append(Refusal("state", f"subject {subject_code} has no signed dose level"))
+    refusals += [Refusal("state", f"subject {subject_code} already has batch {lot}, open ({_status(status)}): "
+                                  "a second batch is not opened while one is")
+                 for lot, status in batches if status not in FINISHED]
     counted = [f"{lot} ({_status(status)})" for lot, status in batches if status not in NEVER_INFUSED]
     if infusions_per_subject is not None and len(counted) >= infusions_per_subject:
         allowed = f"{infusions_per_subject} infusion{'s' if infusions_per_subject != 1 else ''}"

@@ -11,6 +11,7 @@ from .qualification import QualificationRecord
 from .quality import BagBlock, BatchDecision, ClinicalAlert, DocumentRevision, PendingResult, ReviewMark
 from .signature import Signature
 from .sop import SopVersion
+from .submission import FormSubmission
 from .user import User
 
 # Record types that carry e-signatures, by the name a Signature stores in ``record_type``.
@@ -20,6 +21,7 @@ SIGNABLE: dict[str, type[Signable]] = {
                   PendingResult, ClinicalAlert)}
 
 __all__ = ["AuditEntry", "AuditHead", "Audited", "Base", "Batch", "BatchDecision", "DocumentJob", "DocumentRevision",
+           "FormSubmission",
            "ReviewMark", "BagBlock", "ClinicalAlert", "PendingResult",
            "BatchMasterRecord", "Counter", "CustodyEvent", "Deviation", "Donor", "DonorTest",
            "Equipment", "MaterialLot", "ProductBag", "QualificationRecord", "RecordedValue", "SIGNABLE", "Signable",

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import cast
+from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 import sqlalchemy.orm as so
@@ -25,10 +26,12 @@ from ..models import (
     Signature,
     SignatureInvalidation,
     StepExecution,
+    Subject,
     User,
     utcnow,
 )
-from . import bags, batches, deviations, evaluation, growth
+from . import bags, batches, custody, deviations, evaluation, growth
+from . import lifecycle as batch_lifecycle
 
 
 @dataclass(frozen=True)
@@ -360,3 +363,78 @@ def invalidated_signature_ids(session: Session, batch: Batch) -> set[int]:
         Signature, Signature.id == SignatureInvalidation.signature_id).join(
         StepExecution, sa.cast(StepExecution.id, sa.String) == Signature.record_id).where(
         Signature.record_type == StepExecution.__tablename__, StepExecution.batch_id == batch.id)))
+
+
+@dataclass(frozen=True)
+class ClinicItem:
+    """A product for the clinic: a released (or conditionally released) batch with bags that may be infused
+    now, and what this user may do with it (hand it off, check it at the bedside), as the guards allow."""
+
+    batch: Batch
+    bags_waiting: list[str]  # the bags (codes) not yet infused that a bedside scan would not stop on
+    hand_off: bool
+    bedside_check: bool
+
+
+def clinic_work(session: Session, user: User, *, tz: ZoneInfo) -> list[ClinicItem]:
+    """The clinic's work: every product awaiting a hand-off or the bedside check that this user may do, in the
+    order released. A bag is waiting when it is not yet infused and the bedside stop would let it through
+    (``lifecycle.bag_stops``: not blocked, released, not expired). One query finds the candidates, released
+    products with a bag not yet expired (a shelf life of hours: a handful), however long the history of
+    released batches; each candidate is then asked of the stops and the custody guards."""
+    found = []
+    unexpired = sa.select(ProductBag.id).where(ProductBag.batch_id == Batch.id, ProductBag.expires_at > utcnow())
+    for batch in session.scalars(sa.select(Batch).where(Batch.status.in_(lifecycle.INFUSIBLE), unexpired.exists())
+                                 .order_by(Batch.id).options(so.joinedload(Batch.subject))):
+        states = batch_lifecycle.bag_states(session, batch)
+        stops = batch_lifecycle.bag_stops(session, batch, tz=tz)
+        waiting = [states[bag_id].code for bag_id, stop in stops.items()
+                   if stop is None and states[bag_id].infused_at is None]
+        if not waiting:
+            continue
+        hand_off = not custody.guard_hand_off(session, user, batch)
+        bedside = not custody.guard_bedside_check(session, user, batch)
+        if hand_off or bedside:
+            found.append(ClinicItem(batch, waiting, hand_off, bedside))
+    return found
+
+
+def batch_states() -> list[str]:
+    """Every status a batch can be in (the lifecycle's transition table), in the table's order."""
+    found: list[str] = []
+    for status, moves in lifecycle.BATCH_STATUS.allowed.items():
+        for name in (status, *moves):
+            if name not in found:
+                found.append(name)
+    return found
+
+
+SEARCH_LIMIT = 100
+
+
+def search_batches(session: Session, *, text: str = "", status: str = "") -> list[Batch]:
+    """Batches whose DIN (or lot) or subject code contains ``text`` (case and spaces ignored), in ``status`` if
+    given, newest first; at most ``SEARCH_LIMIT``."""
+    query = sa.select(Batch).outerjoin(Batch.subject).options(so.joinedload(Batch.subject),
+                                                               so.joinedload(Batch.created_by))
+    needle = "".join(text.split())
+    if needle:
+        pattern = f"%{needle}%"
+        query = query.where(sa.or_(Batch.din.ilike(pattern), Batch.lot.ilike(pattern), Subject.code.ilike(pattern)))
+    if status:
+        query = query.where(Batch.status == status)
+    return list(session.scalars(query.order_by(Batch.id.desc()).limit(SEARCH_LIMIT)))
+
+
+def search_subjects(session: Session, *, text: str = "", status: str = "") -> list[Subject]:
+    """Subjects whose code or chain-of-identity id, or one of whose batches' DIN, contains ``text``; with
+    ``status``, those with a batch in that status; by code."""
+    query = sa.select(Subject)
+    needle = "".join(text.split())
+    if needle:
+        pattern = f"%{needle}%"
+        query = query.where(sa.or_(Subject.code.ilike(pattern), Subject.coi.ilike(pattern), Subject.id.in_(
+            sa.select(Batch.subject_id).where(sa.or_(Batch.din.ilike(pattern), Batch.lot.ilike(pattern))))))
+    if status:
+        query = query.where(Subject.id.in_(sa.select(Batch.subject_id).where(Batch.status == status)))
+    return list(session.scalars(query.order_by(Subject.code).limit(SEARCH_LIMIT)))

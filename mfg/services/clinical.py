@@ -19,6 +19,11 @@ CLINICAL = "clinical"
 ELIGIBILITY = ("pending", "eligible", "ineligible")
 RESULTS = ("negative", "non-reactive", "reactive", "positive", "indeterminate")
 ACCEPTABLE_RESULTS = ("negative", "non-reactive")
+ABO_RH = ("A+", "A-", "B+", "B-", "AB+", "AB-", "O+", "O-")
+# The donor's infectious-disease panel (21 CFR 1271.85 for an allogeneic donor; DOMAIN.md section 2), entered
+# in one form (:func:`record_donor_panel`); another test is recorded on its own (:func:`record_donor_test`).
+DONOR_PANEL = ("HIV-1/2 Ab", "HBsAg", "anti-HBc", "anti-HCV", "HIV/HBV/HCV NAT", "WNV NAT", "HTLV-I/II Ab", "CMV Ab",
+               "Syphilis")
 
 
 def guard_subjects(session: Session | None, user: User) -> list[guards.Refusal]:
@@ -39,9 +44,12 @@ def _code(value: str, what: str) -> str:
 def register_donor(session: Session, *, code: str, abo_rh: str | None, user: User) -> Donor:
     _require_clinical(user)
     code = _code(code, "Donor")
+    abo_rh = (abo_rh or "").strip() or None
+    if abo_rh is not None and abo_rh not in ABO_RH:
+        raise ValidationFailed(f"ABO/Rh {abo_rh!r} is not a blood group: one of {', '.join(ABO_RH)}")
     if session.scalar(sa.select(Donor).where(Donor.code == code)):
         raise ConflictError(f"donor {code} is already registered")
-    donor = Donor(code=code, abo_rh=(abo_rh or "").strip() or None, eligibility="pending")
+    donor = Donor(code=code, abo_rh=abo_rh, eligibility="pending")
     session.add(donor)
     audit.flush(session, reason="donor registered")
     return donor
@@ -63,6 +71,26 @@ def record_donor_test(session: Session, donor: Donor, *, test: str, result: str,
     donor.tests.append(row)  # through the relationship, so the eligibility check sees it at once
     audit.flush(session, reason="donor test result recorded")
     return row
+
+
+def record_donor_panel(session: Session, donor: Donor, *, results: dict[str, str], specimen_date: date | None,
+                       user: User) -> list[DonorTest]:
+    """The donor's whole infectious-disease panel (:data:`DONOR_PANEL`) from one specimen, in one action: a
+    result for every test of the panel (an unanswered test is refused, never taken as negative), every
+    problem at once, nothing stored unless all is right."""
+    _require_clinical(user)
+    problems = [f"{test}: choose the result (one of {', '.join(RESULTS)})." for test in DONOR_PANEL
+                if results.get(test) not in RESULTS]
+    problems += [f"{test} is not a test of the panel." for test in results if test not in DONOR_PANEL]
+    if specimen_date is None:
+        problems.append("Enter the date the specimen was drawn.")
+    elif specimen_date > date.today():
+        problems.append("The specimen date cannot be in the future.")
+    if problems:
+        raise ValidationFailed(*problems)
+    assert specimen_date is not None
+    return [record_donor_test(session, donor, test=test, result=results[test], specimen_date=specimen_date,
+                              user=user) for test in DONOR_PANEL]
 
 
 def determine_eligibility(session: Session, donor: Donor, *, eligible: bool, summary: str, user: User) -> None:
@@ -146,6 +174,20 @@ def subject_batches(session: Session, subject: Subject) -> list[tuple[str, str]]
     count them (``guards.assign_dose_level``, ``guards.start_product_batch``)."""
     return [(lot, status) for lot, status in session.execute(
         sa.select(Batch.lot, Batch.status).where(Batch.subject_id == subject.id).order_by(Batch.id))]
+
+
+def batches_of(session: Session, subject: Subject) -> list[Batch]:
+    """The batches made for ``subject``, oldest first (the subject page links to each)."""
+    return list(session.scalars(sa.select(Batch).where(Batch.subject_id == subject.id).order_by(Batch.id)))
+
+
+def batches_by_subject(session: Session, subjects: list[Subject]) -> dict[int, list[Batch]]:
+    """The batches of each of ``subjects`` (one query), oldest first: the subject list links to them."""
+    found: dict[int, list[Batch]] = {subject.id: [] for subject in subjects}
+    if found:
+        for batch in session.scalars(sa.select(Batch).where(Batch.subject_id.in_(list(found))).order_by(Batch.id)):
+            found[cast(int, batch.subject_id)].append(batch)
+    return found
 
 
 def lock_subject(session: Session, subject: Subject) -> None:

@@ -15,8 +15,27 @@ from ..models import Batch, BatchMasterRecord, SopVersion, Subject, User, utcnow
 from . import audit, clinical, sequences, sops
 
 
-def guard_start_batch(session: Session, user: User) -> list[guards.Refusal]:
-    return guards.start_batch(guards.person(user))
+def subject_records(session: Session) -> tuple[str, ...]:
+    """The master records made for a subject: the effective trial configuration's ``product_master_records``
+    (none without an effective configuration)."""
+    try:
+        return tuple(sops.trial_configuration(session).product_master_records)
+    except ValidationFailed:
+        return ()
+
+
+def guard_start_batch(session: Session, user: User, code: str | None = None) -> list[guards.Refusal]:
+    """Starting a stand-alone batch of ``code`` (None: whether this user may start any)."""
+    return guards.start_batch(guards.person(user), code=code,
+                              subject_records=subject_records(session) if code is not None else ())
+
+
+def startable_codes(session: Session, user: User) -> list[str]:
+    """The effective master records this user may start stand-alone (the work queue's list), each asked of its
+    guard."""
+    person, records = guards.person(user), subject_records(session)
+    return [code for code in sops.effective_codes(session, kind="master_batch_record")
+            if not guards.start_batch(person, code=code, subject_records=records)]
 
 
 def guard_start_product_batch(session: Session, user: User, subject: Subject) -> list[guards.Refusal]:
@@ -49,8 +68,15 @@ def pinned_dose(session: Session, subject: Subject) -> dict[str, Any]:
 def start_batch(session: Session, *, codes: list[str], user: User, lot: str | None = None,
                 dose: dict[str, Any] | None = None) -> Batch:
     """Start a batch pinned to the effective version of each master record code, in the order given, and
-    to ``dose`` (:func:`pinned_dose`; the database refuses any later change to it)."""
+    to ``dose`` (:func:`pinned_dose`; the database refuses any later change to it). A record made for a subject
+    is refused here: :func:`start_product_batch` opens it."""
     guards.enforce(guard_start_batch(session, user))
+    for code in codes:
+        guards.enforce(guard_start_batch(session, user, code))
+    return _start(session, codes=codes, user=user, lot=lot, dose=dose)
+
+
+def _start(session: Session, *, codes: list[str], user: User, lot: str | None, dose: dict[str, Any] | None) -> Batch:
     versions, problems = [], []
     for code in codes:
         version = sops.effective(session, code)
@@ -86,8 +112,8 @@ def start_product_batch(session: Session, *, subject: Subject, user: User) -> Ba
         raise ValidationFailed(f"the trial configuration {config.code} v{config.version} names no master records "
                                "for the product (product_master_records): QA must approve one that does")
     din = clinical.allocate_din(session, config.facility_identification_number)
-    batch = start_batch(session, codes=list(config.product_master_records), user=user, lot=din.text,
-                        dose=pinned_dose(session, subject))
+    batch = _start(session, codes=list(config.product_master_records), user=user, lot=din.text,
+                   dose=pinned_dose(session, subject))
     batch.din, batch.subject = din.text, subject
     audit.flush(session, reason=f"batch opened for subject {subject.code}")
     return batch

@@ -71,7 +71,8 @@ def _decide(batch_id: int, decision: str | None = None) -> list[Refusal]:
 
 # endpoint -> (the action whose roles a POST needs, its guard called with the endpoint's URL arguments)
 GUARDS: dict[str, tuple[str, Guard]] = {
-    "batches.start": ("start_batch", lambda: starting.guard_start_batch(db.session, _user())),
+    "batches.start": ("start_batch", lambda code=None: starting.guard_start_batch(
+        db.session, _user(), code if code is not None else request.form.get("code"))),
     "batches.start_product": ("start_product_batch", _subject_from_form),
     "batches.step": ("perform_step", lambda batch_id, position, step_id, instance: steps.guard_perform_step(
         db.session, _user(), batches.get(db.session, batch_id), position, step_id, instance)),
@@ -117,6 +118,7 @@ GUARDS: dict[str, tuple[str, Guard]] = {
     "clinical.add_donor": ("manage_subjects", lambda: clinical.guard_subjects(db.session, _user())),
     "clinical.add_subject": ("manage_subjects", lambda: clinical.guard_subjects(db.session, _user())),
     "clinical.add_test": ("manage_subjects", lambda donor_id: clinical.guard_subjects(db.session, _user())),
+    "clinical.add_panel": ("manage_subjects", lambda donor_id: clinical.guard_subjects(db.session, _user())),
     "clinical.eligibility": ("manage_subjects", lambda donor_id: clinical.guard_subjects(db.session, _user())),
     "clinical.assign_dose": ("assign_dose_level", lambda subject_id: clinical.guard_assign_dose_level(
         db.session, _user(), clinical.get_subject(db.session, subject_id))),

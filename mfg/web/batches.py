@@ -14,7 +14,7 @@ from ..domain.signing import Meaning
 from ..domain.sop_schema import step_index
 from ..extensions import db
 from ..models import utcnow
-from ..services import batch_pages, batches, evaluation, review, signatures, sops, starting, steps
+from ..services import batch_pages, batches, evaluation, review, signatures, starting, steps
 from .forms import ConfirmForm, SignForm
 from .security import signed_action, signing_needs_username, transaction
 from .step_fields import WIDGETS, raw_value, step_form_class
@@ -73,13 +73,26 @@ def local_time(moment) -> str:
 @bp.route("/")
 @login_required
 def index():
-    codes = sops.effective_codes(db.session, kind="master_batch_record")
+    codes = starting.startable_codes(db.session, current_user._get_current_object())
     page = batch_pages.overview(db.session, current_user)
     before = request.args.get("before", type=int)
     history, next_cursor = batch_pages.decided_batches(db.session, before_id=before)
+    clinic = batch_pages.clinic_work(db.session, current_user._get_current_object(), tz=_tz())
+    search = _search()
     return render_template("batches/index.html", queue=page.queue, batches=page.active, stages=page.stages,
+                           clinic=clinic, search=search, states=batch_pages.batch_states(),
                            history=history, next_cursor=next_cursor, first_page=before is None, codes=codes,
                            form=ConfirmForm())
+
+
+def _search() -> dict | None:
+    """The batch search of the work queue (``?q=`` DIN or subject code, ``?state=``): None when not asked."""
+    text, state = (request.args.get("q") or "").strip(), (request.args.get("state") or "").strip()
+    if not (text or state):
+        return None
+    if state not in batch_pages.batch_states():
+        state = ""
+    return {"q": text, "state": state, "found": batch_pages.search_batches(db.session, text=text, status=state)}
 
 
 @bp.route("/start", methods=["POST"])

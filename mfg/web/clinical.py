@@ -10,7 +10,7 @@ from ..domain.errors import DomainError
 from ..domain.signing import Meaning
 from ..extensions import db
 from ..services import clinical, signatures, sops
-from .forms import DonorForm, DonorTestForm, EligibilityForm, SignForm, SubjectForm
+from .forms import DonorForm, DonorTestForm, EligibilityForm, SignForm, SubjectForm, donor_panel_form
 from .security import signed_action, signing_needs_username, transaction
 
 bp = Blueprint("clinical", __name__, url_prefix="/clinical")
@@ -23,7 +23,17 @@ def _subject_form() -> SubjectForm:
 
 
 def _index(subject_form=None, donor_form=None, status=200):
-    return render_template("clinical/index.html", subjects=clinical.list_subjects(db.session),
+    from flask import request
+
+    from ..services import batch_pages
+
+    text, state = (request.args.get("q") or "").strip(), (request.args.get("state") or "").strip()
+    states = batch_pages.batch_states()
+    state = state if state in states else ""
+    subjects = (batch_pages.search_subjects(db.session, text=text, status=state) if text or state
+                else clinical.list_subjects(db.session))
+    return render_template("clinical/index.html", subjects=subjects, q=text, state=state, states=states,
+                           batches_of=clinical.batches_by_subject(db.session, subjects),
                            donors=clinical.list_donors(db.session), subject_form=subject_form or _subject_form(),
                            donor_form=donor_form or DonorForm(prefix="donor")), status
 
@@ -70,9 +80,15 @@ def add_subject():
     return _index(subject_form=form, status=400)
 
 
-def _donor_page(donor, test_form=None, eligibility_form=None, status=200):
+def _panel_form():
+    return donor_panel_form(clinical.DONOR_PANEL, prefix="panel")
+
+
+def _donor_page(donor, test_form=None, eligibility_form=None, panel_form=None, status=200):
+    panel = panel_form or _panel_form()
     return render_template("clinical/donor.html", donor=donor,
-                           test_form=test_form or DonorTestForm(prefix="test"),
+                           test_form=test_form or DonorTestForm(prefix="test"), panel_form=panel,
+                           panel_fields=[getattr(panel, f"result_{n}") for n in range(len(clinical.DONOR_PANEL))],
                            eligibility_form=eligibility_form or EligibilityForm(prefix="elig")), status
 
 
@@ -92,6 +108,21 @@ def add_test(donor_id: int):
             user=current_user._get_current_object()), form) is not None:
         return redirect(url_for("clinical.donor", donor_id=donor_id))
     return _donor_page(clinical.get_donor(db.session, donor_id), test_form=form, status=400)
+
+
+@bp.route("/donors/<int:donor_id>/panel", methods=["POST"])
+@login_required
+def add_panel(donor_id: int):
+    """The whole infectious-disease panel of one specimen, in one form."""
+    donor = clinical.get_donor(db.session, donor_id)
+    form = _panel_form()
+    if form.validate_on_submit() and _run(lambda: clinical.record_donor_panel(
+            db.session, donor, specimen_date=form.specimen_date.data,
+            results={test: getattr(form, f"result_{n}").data for n, test in enumerate(clinical.DONOR_PANEL)},
+            user=current_user._get_current_object()), form) is not None:
+        flash(f"Panel of {len(clinical.DONOR_PANEL)} tests recorded for donor {donor.code}.", "success")
+        return redirect(url_for("clinical.donor", donor_id=donor_id))
+    return _donor_page(clinical.get_donor(db.session, donor_id), panel_form=form, status=400)
 
 
 @bp.route("/donors/<int:donor_id>/eligibility", methods=["POST"])
@@ -115,6 +146,7 @@ def _subject_page(subject, form=None, problems=(), status=200, chosen_level: str
         levels = []
     coi = isbt128.parse_coi(isbt128.COI_PREFIX + subject.coi)
     return render_template("clinical/subject.html", subject=subject, coi=coi, levels=levels,
+                           batches=clinical.batches_of(db.session, subject),
                            signatures=signatures.for_record(db.session, subject), form=form or SignForm(),
                            problems=list(problems), needs_username=signing_needs_username(),
                            chosen_level=chosen_level,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from flask_wtf import FlaskForm
 from wtforms import DateField, PasswordField, SelectField, SelectMultipleField, StringField, SubmitField, TextAreaField
 from wtforms.fields.choices import SelectChoice
@@ -9,6 +11,8 @@ from wtforms.validators import DataRequired, EqualTo, Length, Optional
 from wtforms.widgets import CheckboxInput, ListWidget
 
 from ..domain.accounts import ROLE_LABELS
+from ..services.clinical import ABO_RH
+from ..services.clinical import RESULTS as DONOR_RESULTS
 
 
 class LoginForm(FlaskForm):
@@ -133,21 +137,42 @@ class LotStatusForm(FlaskForm):
     reason = StringField("Reason", validators=[DataRequired(), Length(max=500)])
 
 
+# No list starts on an answer: the first choice is an explicit empty one, which the form refuses (the person
+# chooses; an untouched result is never taken as negative, nor a determination as eligible).
+CHOOSE = SelectChoice("", "choose…")
+
+
+def _choices(values: tuple[str, ...]) -> list[SelectChoice]:
+    return [CHOOSE] + [SelectChoice(v, v) for v in values]
+
+
 class DonorForm(FlaskForm):
     code = StringField("Donor code", validators=[DataRequired(), Length(max=40)])
-    abo_rh = StringField("ABO/Rh", validators=[Optional(), Length(max=10)])
+    abo_rh = SelectField("ABO/Rh", choices=_choices(ABO_RH), validators=[DataRequired("Choose the ABO/Rh group.")])
 
 
 class DonorTestForm(FlaskForm):
     test = StringField("Test", validators=[DataRequired(), Length(max=60)])
-    result = SelectField("Result", choices=[SelectChoice(r, r) for r in
-                                            ("negative", "non-reactive", "reactive", "positive", "indeterminate")])
+    result = SelectField("Result", choices=_choices(DONOR_RESULTS), validators=[DataRequired("Choose the result.")])
     specimen_date = DateField("Specimen drawn on", validators=[DataRequired()])
 
 
+def donor_panel_form(tests: tuple[str, ...], **kwargs: Any) -> FlaskForm:
+    """The donor's whole panel in one form: a result list per test (named ``result_<n>``), one specimen date."""
+
+    class DonorPanelForm(FlaskForm):
+        specimen_date = DateField("Specimen drawn on",
+                                  validators=[DataRequired("Enter the date the specimen was drawn.")])
+
+    for n, test in enumerate(tests):
+        setattr(DonorPanelForm, f"result_{n}", SelectField(test, choices=_choices(DONOR_RESULTS), validators=[
+            DataRequired(f"Choose the result of {test}.")]))
+    return DonorPanelForm(**kwargs)
+
+
 class EligibilityForm(FlaskForm):
-    eligible = SelectField("Determination", choices=[SelectChoice("eligible", "eligible"),
-                                                     SelectChoice("ineligible", "ineligible")])
+    eligible = SelectField("Determination", choices=_choices(("eligible", "ineligible")),
+                           validators=[DataRequired("Choose the determination.")])
     summary = StringField("Summary of records", validators=[DataRequired(), Length(max=2000)])
 
 

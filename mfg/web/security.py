@@ -3,6 +3,8 @@ security headers and the one transaction per request."""
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -11,17 +13,20 @@ from functools import wraps
 from typing import Any, Generic, TypeVar
 from urllib.parse import urlsplit
 
-from flask import Flask, abort, current_app, flash, redirect, request, session, url_for
+import sqlalchemy as sa
+from flask import Flask, abort, current_app, flash, g, redirect, request, session, url_for
 from flask_login import current_user, logout_user
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from ..domain import accounts as rules
-from ..domain.errors import AuthenticationFailed, DomainError
+from ..domain.errors import AuthenticationFailed, DomainError, IdentityMismatch, ProductBlocked
 from ..extensions import db, login_manager
-from ..models import User, utcnow
+from ..models import FormSubmission, User, utcnow
 from ..services import accounts, audit
 from ..unit_of_work import unit_of_work
 
+log = logging.getLogger(__name__)
 F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")
 
@@ -70,20 +75,130 @@ def safe_next(target: str | None) -> str | None:
     return target
 
 
+# --- do once: a form's one-time submission token ------------------------------------------------------
+# ``mfg/static/once.js`` puts a fresh token in every POST form a page shows (field ``SUBMISSION_FIELD``); the
+# request's transaction claims it before the action writes anything, so that the claim commits or rolls back
+# with what the action did. A repeat of a submission that committed (a double tap, a reload that posts again,
+# a resubmission) finds its token taken and is answered with the first one's redirect: nothing is done twice.
+# A submission that failed (nothing stored) did not claim its token, and may be sent again.
+SUBMISSION_FIELD = "submission_token"
+# Sign-in and sign-out act on the browser's own session cookie: a replayed answer would not carry it.
+_NOT_CLAIMED = {"auth.login", "auth.logout", "auth.change_password", "static"}
+REPLAY_WAIT_SECONDS = 5.0  # how long a twin waits for the first submission's answer to be known
+
+
+class _AlreadySubmitted(Exception):
+    """The submission's token was claimed by an earlier (committed) submission."""
+
+
+def _submission_token() -> str | None:
+    """This request's token, if it is one that the request's transaction claims (once per request)."""
+    if request.method != "POST" or request.endpoint in _NOT_CLAIMED or g.get("submission_claimed"):
+        return None
+    token = (request.form.get(SUBMISSION_FIELD) or "").strip()
+    return token[:64] or None
+
+
+def _claim(session: Session, token: str) -> None:
+    session.add(FormSubmission(token=token, user_id=current_user.id if current_user.is_authenticated else None,
+                               endpoint=request.endpoint or "", created_at=utcnow()))
+    try:
+        session.flush()  # the unique token: a twin committed first (or, concurrently, waits for its commit)
+    except IntegrityError:
+        raise _AlreadySubmitted(token) from None  # the unit of work rolls the whole transaction back
+
+
+def _spend(token: str) -> None:
+    """Claim ``token`` for a submission whose failure was recorded (a hard stop), in a commit of its own."""
+    db.session.rollback()
+    db.session.add(FormSubmission(token=token, user_id=current_user.id if current_user.is_authenticated else None,
+                                  endpoint=request.endpoint or "", created_at=utcnow(), location=_form_page()))
+    try:
+        db.session.commit()
+    except IntegrityError:  # a twin spent it first
+        db.session.rollback()
+
+
+def _replay(token: str) -> Any:
+    """The answer to a repeated submission: where the first one led (waiting briefly for a twin that is still
+    finishing), or, if that is not known, the page the form was on. Nothing is done again."""
+    deadline = time.monotonic() + REPLAY_WAIT_SECONDS
+    while True:
+        db.session.rollback()
+        first = db.session.scalar(sa.select(FormSubmission).where(FormSubmission.token == token))
+        if first is None or first.location or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    db.session.rollback()
+    if first is None or (current_user.is_authenticated and first.user_id not in (None, current_user.id)):
+        abort(409)
+    flash("This was already submitted and recorded once; it was not recorded again.", "info")
+    return redirect(first.location or _form_page(), code=303)
+
+
+def _form_page() -> str:
+    """The page the submitted form was on (this site's, from the referrer), else home."""
+    return safe_next(urlsplit(request.referrer).path if request.referrer else None) or url_for("main.index")
+
+
+def _replay_repeat() -> Any:
+    """Before the view: a repeat of a submission that already committed goes where the first one went."""
+    token = _submission_token()
+    if token is None:
+        return None
+    if db.session.scalar(sa.select(FormSubmission.id).where(FormSubmission.token == token)) is None:
+        return None
+    return _replay(token)
+
+
+def _record_location(response: Any) -> Any:
+    """After the view: the claimed submission remembers where it led (for its repeats)."""
+    token = g.pop("submission_claimed", None)
+    if token:
+        redirected = response.status_code in (301, 302, 303) and response.location
+        try:
+            db.session.rollback()
+            db.session.execute(sa.update(FormSubmission).where(FormSubmission.token == token)
+                               .values(location=(response.location if redirected else _form_page())[:500]))
+            db.session.commit()
+        except SQLAlchemyError:  # the action itself committed: its answer stands; a repeat goes to the form's page
+            db.session.rollback()
+            log.warning("could not record where submission %s led", token, exc_info=True)
+    return response
+
+
 @contextmanager
-def transaction() -> Iterator[Session]:
+def transaction(*, claim: bool = True) -> Iterator[Session]:
     """The request's one unit of work (``mfg.unit_of_work``: commit, or roll back and record a wrong password
     or an identity mismatch), acting as the signed-in user. A wrong password that locked the signed-in
-    user's own account signs them out."""
+    user's own account signs them out.
+
+    ``claim``: the first transaction of a POST claims the form's one-time submission token in the same
+    transaction; if an earlier submission already claimed it, nothing is done and the request is answered
+    with that submission's redirect (an HTTP exception the view does not catch)."""
     actor = current_user._get_current_object() if current_user.is_authenticated else None
+    token = _submission_token() if claim else None
     try:
         with unit_of_work(db.session, actor=actor, policy=policy()) as session:
+            if token is not None:
+                _claim(session, token)
             yield session
+    except _AlreadySubmitted:
+        assert token is not None
+        abort(_replay(token))
+    except (IdentityMismatch, ProductBlocked):
+        # the stop was recorded (audit entry, deviation) in its own commit: this submission is spent, so that
+        # sending it again (a reload) does not record the stop twice; a new scan is a new submission
+        if token is not None:
+            _spend(token)
+        raise
     except AuthenticationFailed as failure:
         if actor is not None and failure.locked_user_id == actor.id:
             logout_user()
             session_clear_signing()
         raise
+    if token is not None:
+        g.submission_claimed = token
 
 
 @dataclass
@@ -170,7 +285,7 @@ def _before_request() -> Any:
         last = datetime.fromtimestamp(last_seen, timezone.utc) if last_seen else None
         if rules.is_idle(last, now, float(current_app.config["IDLE_TIMEOUT_MINUTES"])):
             user = current_user._get_current_object()
-            with transaction():
+            with transaction(claim=False):
                 accounts.record_sign_out(db.session, user, timeout=True)
             logout_user()
             session.clear()
@@ -204,4 +319,6 @@ def init_app(app: Flask) -> None:
     login_manager.login_message_category = "info"
     login_manager.session_protection = "strong"
     app.before_request(_before_request)
+    app.before_request(_replay_repeat)
+    app.after_request(_record_location)
     app.after_request(_security_headers)

@@ -238,16 +238,17 @@ def enrol_subject_with_dose(clara: Person) -> None:
     page = clara.page
     page.get_by_role("banner").get_by_role("link", name="Subjects", exact=True).click()
     page.get_by_label("Donor code", exact=True).fill(demo_nk.DEMO_DONOR)
-    page.get_by_label("ABO/Rh", exact=True).fill(demo_nk.DEMO_DONOR_ABO_RH)
+    page.get_by_label("ABO/Rh", exact=True).select_option(demo_nk.DEMO_DONOR_ABO_RH)
     page.get_by_role("button", name="Register donor").click()
     expect(page.get_by_role("heading", level=1)).to_have_text(f"Donor {demo_nk.DEMO_DONOR} pending")
 
     drawn = (date.today() - timedelta(days=demo_nk.SPECIMEN_DAYS_BEFORE)).isoformat()
+    panel = page.locator("section.donor-panel")  # the whole panel in one form
+    panel.get_by_label("Specimen drawn on", exact=True).fill(drawn)
     for test, result in demo_nk.DONOR_TESTS:
-        page.get_by_label("Test", exact=True).fill(test)
-        page.get_by_label("Result", exact=True).select_option(result)
-        page.get_by_label("Specimen drawn on", exact=True).fill(drawn)
-        go(page.get_by_role("button", name="Record result"))
+        panel.get_by_label(test, exact=True).select_option(result)
+    go(panel.get_by_role("button", name="Record the panel"))
+    for test, result in demo_nk.DONOR_TESTS:
         expect(row(page, test).get_by_role("cell")).to_have_text([test, result, drawn])
 
     page.get_by_label("Determination", exact=True).select_option("eligible")

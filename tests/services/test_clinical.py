@@ -145,3 +145,22 @@ def test_a_signed_dose_still_matches_when_read_back_from_the_database(session, t
     session.commit()
     session.expire_all()
     assert signatures.check_all(session)[1] == []
+
+
+def test_abo_rh_is_one_of_the_blood_groups_and_the_panel_needs_every_result(session, trial):
+    """Issue 17 item 9: the service refuses an ABO/Rh that is not a blood group ("banana"), and the panel with
+    an unanswered test (never taken as negative), storing nothing."""
+    clara = trial["clara"]
+    with pytest.raises(ValidationFailed, match="'banana' is not a blood group"):
+        clinical.register_donor(session, code="D-002", abo_rh="banana", user=clara)
+    session.rollback()
+    donor = clinical.register_donor(session, code="D-002", abo_rh="O-", user=clara)
+    answers = {test: "negative" for test in clinical.DONOR_PANEL}
+    drawn = date.today() - timedelta(days=2)
+    with pytest.raises(ValidationFailed) as refused:
+        clinical.record_donor_panel(session, donor, results={**answers, "HBsAg": ""}, specimen_date=None, user=clara)
+    assert refused.value.problems == ["HBsAg: choose the result (one of negative, non-reactive, reactive, positive, "
+                                      "indeterminate).", "Enter the date the specimen was drawn."]
+    assert donor.tests == []
+    recorded = clinical.record_donor_panel(session, donor, results=answers, specimen_date=drawn, user=clara)
+    assert [t.test for t in recorded] == list(clinical.DONOR_PANEL) and len(donor.tests) == 9

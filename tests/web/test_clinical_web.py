@@ -136,7 +136,8 @@ def test_the_subject_page_says_why_neither_the_dose_nor_a_second_batch_is_offere
     login("olivia")
     page = " ".join(client.get(f"/clinical/subjects/{subject_id}").get_data(as_text=True).split())
     assert "Open the batch record" not in page
-    assert (f"The batch record cannot be opened yet: subject NK-001 already has batch {lot} (created): the trial "
+    assert (f"The batch record cannot be opened yet: subject NK-001 already has batch {lot}, open (created): a "
+            f"second batch is not opened while one is; subject NK-001 already has batch {lot} (created): the trial "
             "allows 1 infusion per subject") in page
     again = client.post("/batches/start-product", data={"subject_id": subject_id}, follow_redirects=True)
     assert f"already has batch {lot} (created)" in again.get_data(as_text=True)

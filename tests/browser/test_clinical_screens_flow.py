@@ -1,0 +1,93 @@
+"""The clinic's screens at the cleanroom tablet (1024x768, touch), issue 17 item 9: ABO/Rh is a list of the
+blood groups (a hand-made "banana" is refused and nothing stored); the donor's infectious-disease panel is one
+form; no result or determination list starts on a passing answer (an untouched one is refused)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import date, timedelta
+
+import sqlalchemy as sa
+from flask import Flask
+from playwright.sync_api import Browser, expect
+
+from mfg.demo import nk_batch as demo_nk
+from mfg.extensions import db
+from mfg.models import Donor, DonorTest, User
+from mfg.services import clinical
+from tests.browser.pages import NAMES, demo_plant, go, people, row
+
+# What the form would send, sent without the browser's own check of required fields: the server's answer.
+SEND = """async (selector) => {
+  const form = document.querySelector(selector);
+  const answer = await fetch(form.action, {method: "POST", body: new URLSearchParams(new FormData(form))});
+  return await answer.text();
+}"""
+
+
+def _count(live_app: Flask, model: type) -> int:
+    with live_app.app_context():
+        return db.session.scalar(sa.select(sa.func.count()).select_from(model)) or 0
+
+
+def test_abo_rh_is_a_list_the_panel_is_one_form_and_no_list_starts_on_a_passing_answer(
+        live_server: str, live_app: Flask, browser: Browser, make_user: Callable[..., User]) -> None:
+    demo_plant(live_app, make_user)
+    with people(browser, live_server, tablet=True) as person:
+        page = person("clinical1", NAMES["clinical1"]).page
+        page.goto("/clinical/")
+
+        # ABO/Rh: the blood groups, nothing chosen at first; typed-in text is refused by the server
+        abo = page.get_by_label("ABO/Rh", exact=True)
+        expect(abo).to_have_value("")
+        expect(abo.locator("option")).to_have_text(["choose…", *clinical.ABO_RH])
+        token = page.locator('form[action$="/clinical/donors"] input[name="donor-csrf_token"]').input_value()
+        answer = page.request.post("/clinical/donors", form={"donor-csrf_token": token, "donor-code": "D-BANANA",
+                                                             "donor-abo_rh": "banana"})
+        assert answer.status == 400 and "Not a valid choice" in answer.text()
+        assert _count(live_app, Donor) == 0
+        page.get_by_label("Donor code", exact=True).fill(demo_nk.DEMO_DONOR)
+        # no group chosen: the tablet refuses to send it, and so does the server
+        page.get_by_role("button", name="Register donor").tap()
+        assert abo.evaluate("el => el.validity.valueMissing")
+        assert "Choose the ABO/Rh group." in page.evaluate(SEND, 'form[action$="/clinical/donors"]')
+        assert _count(live_app, Donor) == 0
+        page.get_by_label("ABO/Rh", exact=True).select_option("O-")
+        go(page.get_by_role("button", name="Register donor"))
+        expect(page.get_by_role("heading", level=1)).to_have_text(f"Donor {demo_nk.DEMO_DONOR} pending")
+
+        # the panel: one form; each result list starts empty, and one left untouched refuses the whole form
+        panel = page.locator("section.donor-panel")
+        for test in clinical.DONOR_PANEL:
+            expect(panel.get_by_label(test, exact=True)).to_have_value("")
+        drawn = (date.today() - timedelta(days=3)).isoformat()
+        panel.get_by_label("Specimen drawn on", exact=True).fill(drawn)
+        for test in clinical.DONOR_PANEL[1:]:
+            panel.get_by_label(test, exact=True).select_option("non-reactive")
+        first = clinical.DONOR_PANEL[0]
+        panel.get_by_role("button", name="Record the panel").tap()  # the untouched list: not sent
+        assert panel.get_by_label(first, exact=True).evaluate("el => el.validity.valueMissing")
+        refused = page.evaluate(SEND, "section.donor-panel form")  # and the server refuses what it would send
+        assert f"Choose the result of {first}." in refused
+        assert _count(live_app, DonorTest) == 0
+        panel.get_by_label(first, exact=True).select_option("negative")
+        go(panel.get_by_role("button", name="Record the panel"))
+        expect(page.get_by_role("status").filter(has_text="Panel of 9 tests recorded")).to_be_visible()
+        for test in clinical.DONOR_PANEL:
+            expect(row(page, test).get_by_role("cell")).to_have_count(3)
+        assert _count(live_app, DonorTest) == len(clinical.DONOR_PANEL)
+
+        # the single-test form and the determination start empty too; untouched, they are refused
+        expect(page.get_by_label("Result", exact=True)).to_have_value("")
+        determination = page.get_by_label("Determination", exact=True)
+        expect(determination).to_have_value("")
+        page.get_by_label("Summary of records", exact=True).fill("panel negative")
+        page.get_by_role("button", name="Record determination").tap()
+        assert determination.evaluate("el => el.validity.valueMissing")
+        assert "Choose the determination." in page.evaluate(SEND, 'form[action$="/eligibility"]')
+        with live_app.app_context():
+            assert db.session.scalars(sa.select(Donor.eligibility)).one() == "pending"
+        page.get_by_label("Determination", exact=True).select_option("eligible")
+        page.get_by_label("Summary of records", exact=True).fill("panel negative")
+        go(page.get_by_role("button", name="Record determination"))
+        expect(page.get_by_role("heading", level=1)).to_have_text(f"Donor {demo_nk.DEMO_DONOR} eligible")
