@@ -178,7 +178,7 @@ def test_the_final_scenario_ends_with_a_supplemental_certificate_and_a_second_ba
     assert "Supplemental" not in _pdf_text(first) and "PENDING" in _pdf_text(first)
     text = _pdf_text(supplemental)
     assert "Supplemental: supersedes revision 1" in text and "No growth · meets" in text  # final results only
-    assert "pending" not in text.lower()
+    assert "PENDING" not in text and "not yet" not in text
     for document in (first, supplemental):  # both revisions stay valid
         assert runner.invoke(args=["verify-pdf", str(document)]).exit_code == 0
     with app.app_context():
