@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from .runtime_names import runtime_words
+
 
 class DomainError(Exception):
     """A rule refused the action. ``problems`` lists every failure found, not only the first."""
@@ -98,9 +100,9 @@ class IdentityMismatch(ValidationFailed):
                  expected: str = "", subject: str = "") -> None:
         stop = HardStop(
             title="IDENTITY MISMATCH",
-            headline=(f"IDENTITY MISMATCH: {label}: the scanned identifier does not match the {expected_name} "
-                      "of this batch."),
-            expected=expected or f"the {expected_name} of this batch", scanned=scanned,
+            headline=(f"IDENTITY MISMATCH: {label}: the scanned identifier does not match the "
+                      f"{runtime_words(expected_name)} of this batch."),
+            expected=expected or f"the {runtime_words(expected_name)} of this batch", scanned=scanned,
             next_action=IDENTITY_NEXT_ACTION.get(step_id, IDENTITY_NEXT_ACTION_AT_A_STEP), subject=subject)
         super().__init__(stop.message)
         self.batch_id, self.step_id, self.label = batch_id, step_id, label

@@ -22,22 +22,8 @@ from zoneinfo import ZoneInfo
 
 from . import display
 from .limits import LimitContext, limit_text, limit_value
+from .runtime_names import RUNTIME_WORDS  # the one table, shared with domain.errors
 from .sop_schema import MasterRecord, Step, step_index
-
-# The names the engine resolves at run time (scan comparisons, calculations, limits), in words.
-RUNTIME_WORDS: dict[str, str] = {
-    "batch.lot": "the batch's lot number",
-    "batch.din": "DIN",
-    "subject.coi": "the subject's COI",
-    "bag.product_code": "the bag's product code",
-    "subject.weight_kg": "the subject's weight (kg)",
-    "subject.dose_per_kg": "the subject's dose (NK cells/kg)",
-    "trial.cd3_limit_per_kg": "the trial's CD3⁺ cell limit per kg",
-    "trial.endotoxin_limit_eu_per_kg": "the trial's endotoxin limit per kg",
-    "trial.max_bag_volume_ml": "the trial's largest bag volume",
-    "trial.apheresis_hold_hours": "the trial's apheresis hold time",
-    "trial.shelf_life_hours": "the trial's shelf life",
-}
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)?")
 _FUNCTIONS = {"min", "max", "abs", "round", "log10", "sqrt", "hours_between", "days_between"}
@@ -247,3 +233,12 @@ def shown(field: Any, text: str, displayed: str) -> str:
     if getattr(field, "type", None) in _NUMERIC_TYPES and text:
         return amount(field, text)
     return displayed
+
+
+_QUOTED_NAME = re.compile(r"'([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*){0,2})'")
+
+
+def names_in(text: str, records: Sequence[MasterRecord] = (), step: Step | None = None) -> str:
+    """An engine message with the names it quotes in words: "needs 'volume_ml', which is not recorded yet"
+    -> "needs Volume to infuse, which is not recorded yet"."""
+    return _QUOTED_NAME.sub(lambda match: reference(match.group(1), records, step), text)

@@ -13,8 +13,9 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
-from ..domain import guards
+from ..domain import guards, words
 from ..domain.errors import ConflictError, IdentityMismatch, ItemRefused, NotFound, ValidationFailed
+from ..domain.runtime_names import runtime_words
 from ..domain.signing import Meaning
 from ..domain.status import TransitionTable
 from ..models import Batch, Deviation, StepExecution, User, utcnow
@@ -46,6 +47,12 @@ def out_of_limit(session: Session, batch: Batch, execution: StepExecution, what:
     return open_deviation(session, batch, execution, "out_of_limit", f"{what}: {'; '.join(problems)}", user)
 
 
+def _where(batch: Batch, step_id: str) -> str:
+    """Where a stop happened, in the master record's words: the step's title (or the hand-off, the bedside)."""
+    title = words.step_title(step_id, batches.records(batch))
+    return f"step '{title}'" if title and title != step_id else f"the {words.plain(step_id)}"
+
+
 def record_identity_mismatch(session: Session, mismatch: IdentityMismatch, user: User) -> Deviation:
     """After the refused action was rolled back: the audit entry and the deviation of an identity stop."""
     batch = batches.get(session, mismatch.batch_id)
@@ -54,8 +61,9 @@ def record_identity_mismatch(session: Session, mismatch: IdentityMismatch, user:
                                 "expected": mismatch.expected_name, "scanned": mismatch.scanned[:200]},
                        reason="identity check failed: hard stop")
     deviation = open_deviation(session, batch, None, "identity",
-                               f"Identity mismatch at step '{mismatch.step_id}' ({mismatch.label}): scanned "
-                               f"'{mismatch.scanned[:60]}' does not match the batch's {mismatch.expected_name}",
+                               f"Identity mismatch at {_where(batch, mismatch.step_id)} ({mismatch.label}): scanned "
+                               f"'{mismatch.scanned[:60]}' does not match the batch's "
+                               f"{runtime_words(mismatch.expected_name)}",
                                user)
     deviation.step_id = mismatch.step_id
     audit.flush(session, reason="identity check failed: hard stop")

@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from ..domain import calc, context, display, values
+from ..domain import calc, context, display, values, words
 from ..domain.errors import IdentityMismatch, ItemRefused, ValidationFailed
 from ..domain.result_time import too_early
 from ..domain.sop_schema import (
@@ -453,6 +453,7 @@ def preview(session: Session, batch: Batch, position: int, step: Step, entry: St
     known = _recorded_shown(session, batch, position, tz) | _context_shown(session, batch)
     own: dict[str, Shown] = {}
     found: list[PreviewField] = []
+    records = batches.records(batch)
     for f in step.fields:
         if f.type == "calculated":
             continue
@@ -476,12 +477,13 @@ def preview(session: Session, batch: Batch, position: int, step: Step, entry: St
             result = values.calculate([f], numbers)[0]  # the engine's calculation (adds the result to numbers)
         except ValidationFailed as exc:
             numbers[f.id] = None
-            problems: tuple[str, ...] = tuple(exc.problems)
+            problems: tuple[str, ...] = tuple(words.names_in(p, records, step) for p in exc.problems)
             text, limit = "", tuple[str, ...]()
         else:
             problems, text = (), _shown_text(f, result.parsed.text, tz)
             limit = tuple(result.limit_problems)
-        inputs = tuple(own.get(name) or known.get(name) or Shown(name, name, "") for name in names)
+        inputs = tuple(own.get(name) or known.get(name) or Shown(name, words.reference(name, records, step), "")
+                       for name in names)
         own[f.id] = Shown(f.id, f.label, text)
         found.append(PreviewField(f.id, f.label, True, text, problems, limit, inputs))
     uses_dose = any(isinstance(f, CalculatedField) and any(

@@ -200,7 +200,7 @@ def test_a_resubmitted_identity_stop_is_recorded_once(
         with page.expect_request(lambda r: r.method == "POST" and "/step/" in r.url) as sent:
             with page.expect_navigation(wait_until="domcontentloaded"):
                 page.get_by_role("button", name="Record and sign as Performed by").tap()
-        expect(page.get_by_role("alert").filter(has_text="IDENTITY MISMATCH").first).to_be_visible()
+        expect(page.get_by_role("alertdialog").filter(has_text="IDENTITY MISMATCH").first).to_be_visible()
         assert _count(live_app, stops) == 1
         status, location = _replay(page, sent.value)  # the reload that posts the wrong scan again
         assert (status, location) == (303, f"/batches/{batch_id}/step/0/{step.step_id}/1")

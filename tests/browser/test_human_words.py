@@ -255,7 +255,7 @@ def test_an_open_step_names_what_it_refers_to_in_the_master_records_words(
         page = person("operator1", NAMES["operator1"]).page
         for step, batch_id in ids.items():
             page.goto(f"/batches/{batch_id}")
-            go(page.locator(f"a.button[href*='/{step}/']"))
+            go(page.locator(f"a.button[href*='/{step}/']").first)
             expect(page.locator("form.step-form")).to_be_visible()
             problems += check_words(page, f"open step {step}")
             if step == "transport_receipt":

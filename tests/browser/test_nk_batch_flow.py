@@ -228,7 +228,8 @@ def identity_hard_stop(olivia: Person, step: DemoStep, field_id: str, wrong: str
     expect(row(page, step.heading)).to_have_count(1)  # the open row only: no execution was stored
     expect(deviation_items(page)).to_have_count(count)
     expect(deviation_items(page).last).to_contain_text(re.compile(
-        rf"^DEV-\d{{4}}-\d{{4}} \(identity, open\): Identity mismatch at step '{step.step_id}' \({re.escape(label)}\)"))
+        rf"^DEV-\d{{4}}-\d{{4}} \(identity, open\): Identity mismatch at step '{re.escape(step.title)}' "
+        rf"\({re.escape(label)}\)"))
 
 
 # --- the clinical side ---------------------------------------------------------------------------------

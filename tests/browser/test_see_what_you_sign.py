@@ -112,7 +112,7 @@ def test_the_dose_step_shows_the_dose_the_calculations_and_what_is_signed(
         expect(page.get_by_role("textbox", name=re.compile("NK fraction|CD3"))).to_have_count(0)
         # --- the volume waits for the concentration; the signing list says so ---
         expect(page.locator("#calc-volume_ml")).to_have_text("—")
-        expect(page.locator("#calc-problem-volume_ml")).to_contain_text("viable_concentration")
+        expect(page.locator("#calc-problem-volume_ml")).to_contain_text("needs Viable cells per mL")
         expect(_signed(page, "volume_ml")).to_have_text("not calculated yet")
         expect(page.locator("#bag-plan")).to_contain_text("shown when the volume to infuse is calculated")
 

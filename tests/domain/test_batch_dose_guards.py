@@ -31,6 +31,7 @@ def test_a_batch_beyond_the_infusions_per_subject_is_refused_naming_the_earlier_
         "(infusions_per_subject); another batch is refused"]
     assert _start([("L1", "released")], infusions=2) == []
     assert _start([("L1", "released"), ("L2", "rejected"), ("L3", "in_progress")], infusions=2) == [
+        "subject S-01 already has batch L3, open (in progress): a second batch is not opened while one is",
         "subject S-01 already has batches L1 (released), L3 (in progress): the trial allows 2 infusions per "
         "subject (infusions_per_subject); another batch is refused"]
     assert _start([("L1", "released")], infusions=None) == []  # no effective configuration: the service refuses

@@ -364,7 +364,8 @@ def test_per_kg_limits_are_calculated_from_the_subjects_weight(code: str, step_i
     endotoxin = field(code, step_id, "endotoxin_per_kg")
 
     assert "subject.weight_kg" in cd3.expression and "subject.weight_kg" in endotoxin.expression
-    assert "trial.cd3_limit_per_kg" in cd3.help and "trial.endotoxin_limit_eu_per_kg" in endotoxin.help
+    # the help speaks to people: the limit in words, never the configuration's id (issue 17, item 8)
+    assert "trial." not in cd3.help + endotoxin.help and "CD3+ cells/kg" in cd3.help and "EU/kg" in endotoxin.help
     # the limits are the trial configuration's, by name: < 2 x 10^5 CD3+ cells/kg is strict; <= 5 EU/kg
     # allows equality
     assert (cd3.below, endotoxin.max) == ("trial.cd3_limit_per_kg", "trial.endotoxin_limit_eu_per_kg")
