@@ -35,8 +35,13 @@
   function clearMessage(input) {
     var found = document.getElementById(input.id + "-scan-check");
     if (found) { found.remove(); }
+    // the server's refusal beside the field was about the scan this one replaced: it goes with it
+    var refused = document.getElementById("err-" + input.id.replace(/^v_/, ""));
+    if (refused) { refused.remove(); }
     input.removeAttribute("aria-invalid");
-    input.closest(".field") && input.closest(".field").classList.remove("scan-misread");
+    input.removeAttribute("aria-describedby");
+    var field = input.closest(".field");
+    if (field) { field.classList.remove("scan-misread", "has-error"); }
   }
 
   function check(input) {

@@ -78,6 +78,7 @@ def test_a_batch_pins_the_dose_a_reassignment_waits_for_it_and_changes_later_bat
     with pytest.raises(ValidationFailed) as refused:
         starting.start_product_batch(session, subject=subject, user=olivia)
     assert refused.value.problems == [
+        f"subject NK-001 already has batch {first.lot}, open (created): a second batch is not opened while one is",
         f"subject NK-001 already has batch {first.lot} (created): the trial allows 1 infusion per subject "
         "(infusions_per_subject); another batch is refused"]
     session.rollback()
