@@ -265,8 +265,7 @@ def _entry(form, step_def) -> evaluation.StepInput:
     """What the operator entered on a step screen, as text per field (the service parses it)."""
     return evaluation.StepInput(
         raw={f.id: raw_value(form, f) for f in step_def.fields if f.type != "calculated"},
-        field_comments={f.id: getattr(form, f"c_{f.id}").data or "" for f in step_def.fields
-                        if f.type != "calculated"},
+        field_comments={f.id: getattr(form, f"c_{f.id}").data or "" for f in step_def.fields},
         comment=form.comment.data or "")
 
 

@@ -78,10 +78,11 @@ def step_form_class(step: Step) -> type[FlaskForm]:
         pass
 
     for f in step.fields:
-        if f.type == "calculated":
-            continue
-        setattr(Form, f"v_{f.id}", WIDGETS[f.type].make(f))
+        # every value may need its comment, a calculated one too (out of its alert limits: stored, flagged,
+        # commented); only typed fields have an input for the value itself
         setattr(Form, f"c_{f.id}", StringField("Comment on this value", validators=[Optional(), Length(max=2000)]))
+        if f.type != "calculated":
+            setattr(Form, f"v_{f.id}", WIDGETS[f.type].make(f))
     return Form
 
 

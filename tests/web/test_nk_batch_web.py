@@ -85,3 +85,29 @@ def test_the_batch_page_shows_bags_expiry_and_the_growth_chart(nk_batch, client,
     assert client.get(f"/batches/{batch_id}/growth-1.svg").status_code == 404
     # the page itself keeps the strict policy
     assert "'unsafe-inline'" not in client.get(f"/batches/{batch_id}").headers["Content-Security-Policy"]
+
+
+def test_an_out_of_limit_calculated_value_is_signed_with_its_comment_on_the_step_screen(nk_batch, client, login, app):
+    """A calculated value outside its alert limits (the selection's NK recovery below 15 %) is stored, flagged and
+    needs a comment: the step screen has the comment input for it, and the step is signed with it."""
+    import sqlalchemy as sa
+
+    from mfg.models import RecordedValue, StepExecution
+
+    batch_id, _lot = nk_batch(("NK-EXPAND", "post_selection_count"))
+    login("olivia")
+    url = f"/batches/{batch_id}/step/1/post_selection_count/1"
+    entry = {"v_cell_counter": "CNT-01", "v_flow_cytometer": "FCM-01", "v_volume_ml": "20.0",
+             "v_viable_concentration": "1.00", "v_viability": "95.0", "v_nk_purity": "91.0", "v_cd3_pct": "0.40",
+             "username": "olivia", "password": PASSWORD}
+    refused = client.post(url, data=entry)
+    assert refused.status_code == 400
+    page = refused.get_data(as_text=True)
+    assert "NK recovery of the selection: an out-of-limit value needs a comment" in page
+    assert 'name="c_recovery"' in page  # the comment input of the calculated value, shown
+    done = client.post(url, data={**entry, "c_recovery": "Low recovery: selection column clogged; QA informed"})
+    assert done.status_code == 302
+    with app.app_context():
+        recovery = db.session.scalars(sa.select(RecordedValue).join(StepExecution).where(
+            StepExecution.batch_id == batch_id, RecordedValue.field_id == "recovery")).one()
+        assert not recovery.in_limits and recovery.comment.startswith("Low recovery")
