@@ -92,6 +92,7 @@
       var body = new FormData(form);
       body.delete("password");  // the preview never needs, and never gets, the signature
       body.delete("username");
+      body.delete("submission_token");  // the preview stores nothing: the form's one-time token is for signing
       fetch(url, { method: "POST", body: body, credentials: "same-origin", headers: { "Accept": "application/json" } })
         .then(function (response) { return response.ok ? response.json() : null; })
         .then(function (data) {

@@ -7,7 +7,7 @@ from ..domain.errors import AuthenticationFailed, DomainError
 from ..extensions import db
 from ..services import accounts
 from .forms import ChangePasswordForm, LoginForm
-from .security import policy, safe_next, transaction
+from .security import policy, safe_next, stores_nothing, transaction
 
 bp = Blueprint("auth", __name__, url_prefix="/auth")
 
@@ -51,6 +51,7 @@ def logout():
 
 
 @bp.route("/keep-alive", methods=["POST"])
+@stores_nothing
 @login_required
 def keep_alive():
     """"Stay signed in" (mfg/static/session.js): the request itself refreshes the session's last activity

@@ -16,7 +16,7 @@ from ..extensions import db
 from ..models import utcnow
 from ..services import batch_pages, batches, evaluation, review, signatures, starting, steps
 from .forms import ConfirmForm, SignForm
-from .security import signed_action, signing_needs_username, transaction
+from .security import signed_action, signing_needs_username, stores_nothing, transaction
 from .step_fields import WIDGETS, raw_value, step_form_class
 
 bp = Blueprint("batches", __name__, url_prefix="/batches")
@@ -302,6 +302,7 @@ def _preview_json(batch, preview: evaluation.Preview) -> dict:
 
 
 @bp.route("/<int:batch_id>/step/<int:position>/<step_id>/<int:instance>/preview", methods=["POST"])
+@stores_nothing
 @login_required
 def step_preview(batch_id: int, position: int, step_id: str, instance: int):
     """The step's values as signing would record them now, calculated by the server (JSON for sign.js):

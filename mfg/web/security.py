@@ -91,9 +91,22 @@ class _AlreadySubmitted(Exception):
     """The submission's token was claimed by an earlier (committed) submission."""
 
 
+def stores_nothing(view: F) -> F:
+    """Marks a POST view that stores nothing and answers a script (a preview, a keep-alive): it takes no part in
+    the one-time submission token. The form's token may ride along with such a request (a preview sends the
+    form as typed), and must be neither claimed nor answered as a repeat there: a preview that arrives just
+    after its form was signed would otherwise be "replayed", and its answer's flash would take the place of
+    the signature's own message in the session cookie."""
+    view.stores_nothing = True  # type: ignore[attr-defined]
+    return view
+
+
 def _submission_token() -> str | None:
     """This request's token, if it is one that the request's transaction claims (once per request)."""
     if request.method != "POST" or request.endpoint in _NOT_CLAIMED or g.get("submission_claimed"):
+        return None
+    view = current_app.view_functions.get(request.endpoint or "")
+    if view is None or getattr(view, "stores_nothing", False):
         return None
     token = (request.form.get(SUBMISSION_FIELD) or "").strip()
     return token[:64] or None

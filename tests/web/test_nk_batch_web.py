@@ -111,3 +111,27 @@ def test_an_out_of_limit_calculated_value_is_signed_with_its_comment_on_the_step
         recovery = db.session.scalars(sa.select(RecordedValue).join(StepExecution).where(
             StepExecution.batch_id == batch_id, RecordedValue.field_id == "recovery")).one()
         assert not recovery.in_limits and recovery.comment.startswith("Low recovery")
+
+
+def test_a_preview_or_keep_alive_carrying_a_spent_token_is_answered_not_replayed(nk_batch, client, login):
+    """sign.js sends the form as typed to the preview, and a preview may arrive just after the form was signed.
+    It stores nothing, so it takes no part in the one-time token: it answers its JSON, and does not put "already
+    submitted" in the session where the signature's own message belongs (the CI failure of stop 23)."""
+    batch_id, _lot = nk_batch(("NK-EXPAND", "harvest_culture"))
+    login("olivia")
+    token = "a" * 32
+    opened = client.post(f"/review/batches/{batch_id}/deviations",
+                         data={"deviation-description": "Spill in BSC-01", "submission_token": token})
+    assert opened.status_code == 302
+    preview = client.post(f"/batches/{batch_id}/step/1/harvest_culture/1/preview", data={"submission_token": token},
+                          headers={"Accept": "application/json"})
+    assert preview.status_code == 200 and preview.is_json and "fields" in preview.get_json()
+    alive = client.post("/auth/keep-alive", data={"submission_token": token}, headers={"Accept": "application/json"})
+    assert alive.status_code == 200 and alive.get_json()["signed_in"] is True
+    page = client.get(f"/batches/{batch_id}").get_data(as_text=True)
+    assert "already submitted" not in page
+    # the real repeat is still answered as one
+    again = client.post(f"/review/batches/{batch_id}/deviations",
+                        data={"deviation-description": "Spill in BSC-01", "submission_token": token})
+    assert again.status_code == 303
+    assert client.get(f"/batches/{batch_id}").get_data(as_text=True).count("Spill in BSC-01") == 1
