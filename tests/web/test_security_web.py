@@ -106,3 +106,34 @@ def test_demo_banner_on_every_page(app_factory):
 def test_not_found_page(client):
     response = client.get("/no-such-page")
     assert response.status_code == 404 and "Not found" in response.get_data(as_text=True)
+
+
+def test_the_audit_csv_defuses_formulas_and_its_export_is_audited(app, client, users, login):
+    """A reason typed as a spreadsheet formula is written as text (a leading apostrophe); numbers are left as
+    they are; the export itself is an audit entry naming who took it and how many entries it held."""
+    import csv
+    import io
+
+    import sqlalchemy as sa
+
+    from mfg.extensions import db
+    from mfg.models import AuditEntry
+    from mfg.services import audit
+
+    with app.app_context():
+        audit.set_actor(db.session, name="test-setup")
+        audit.record_event(db.session, "test.event", reason='=HYPERLINK("http://evil","click")')
+        audit.record_event(db.session, "test.event", reason="-12.5")
+        db.session.commit()
+    login("qauser")
+    response = client.get("/audit/export.csv")
+    assert response.status_code == 200
+    rows = list(csv.DictReader(io.StringIO(response.get_data(as_text=True))))
+    reasons = [row["reason"] for row in rows if row["action"] == "test.event"]
+    assert reasons == ["-12.5", '\'=HYPERLINK("http://evil","click")']
+    assert not any(row["action"] == "audit_trail.export" for row in rows)  # not in its own file
+    with app.app_context():
+        exported = db.session.scalars(sa.select(AuditEntry).where(AuditEntry.action == "audit_trail.export")).all()
+        assert [e.username for e in exported] == ["qauser"]
+        assert f'"entries":{len(rows)}' in exported[0].after
+        assert audit.verify(db.session).ok
