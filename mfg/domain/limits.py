@@ -4,7 +4,7 @@ gives at run time (``trial.endotoxin_limit_eu_per_kg``); how each is compared an
 ``min`` and ``max`` are inclusive, ``below`` is strict. A named limit takes its value from the batch (the
 trial configuration version the subject's dose was assigned under), so a new approved configuration
 changes what is checked without a new version of the record. Pure: used by ``values`` (judging a value)
-and by the screens and printed records (``limits_text``).
+and by the screens and printed records (through ``words.limits``, the one way people read limits).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 
 from . import display
 
-__all__ = ["LIMIT_CHECKS", "LimitContext", "limit_text", "limit_value", "limits_text", "specification_text"]
+__all__ = ["LIMIT_CHECKS", "LimitContext", "limit_text", "limit_value", "specification_text"]
 
 
 def limit_text(limit: float | int | Decimal) -> str:
@@ -45,26 +45,6 @@ def limit_value(limit: float | int | str, context: LimitContext | None) -> Decim
     if isinstance(limit, str):
         return (context or {}).get(limit)
     return _exact(limit)
-
-
-def limits_text(field: Any, context: LimitContext | None = None) -> str:
-    """A field's limits as screens and printed records state them: ``>= 70.1; <= 100``, ``< 200000
-    (trial.cd3_limit_per_kg)``, ``acceptable: ...``, ``must match subject.coi``."""
-    parts = []
-    for attribute, sign in (("min", ">="), ("max", "<="), ("below", "<")):
-        limit = getattr(field, attribute, None)
-        if limit is None:
-            continue
-        value = limit_value(limit, context)
-        if isinstance(limit, str):
-            parts.append(f"{sign} {limit_text(value)} ({limit})" if value is not None else f"{sign} {limit}")
-        else:
-            parts.append(f"{sign} {limit_text(limit)}")
-    if getattr(field, "acceptable", None):
-        parts.append("acceptable: " + ", ".join(field.acceptable))
-    if getattr(field, "expected", None):
-        parts.append(f"must match {field.expected}")
-    return "; ".join(parts)
 
 
 LIMIT_PLACEHOLDER = "{limit}"

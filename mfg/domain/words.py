@@ -114,7 +114,7 @@ def _number(value: Any, field: Any = None) -> str:
 
 def limits(field: Any, context: LimitContext | None = None) -> str:
     """A field's limits as people read them: ``≥ 70.1; ≤ 100``, ``< 200,000 (the trial's CD3⁺ cell limit per
-    kg)``, ``one of: No growth``, ``must match DIN`` (``limits.limits_text`` is the records' form)."""
+    kg)``, ``acceptable: No growth``, ``must match DIN``: on screens and in every printed record."""
     parts = []
     for attribute, sign in (("min", "≥"), ("max", "≤"), ("below", "<")):
         limit = getattr(field, attribute, None)

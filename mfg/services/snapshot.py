@@ -12,7 +12,7 @@ from typing import Any, cast
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from ..domain import isbt128, limits, values
+from ..domain import isbt128, limits, values, words
 from ..domain.canonical import iso_utc
 from ..domain.signing import MEANING_LABELS, Meaning
 from ..domain.trial_config import TrialConfiguration
@@ -90,7 +90,7 @@ def _is_test(field: Any, record: Any) -> bool:
     entry; in a record that has none (written before they existed), a timed result with limits."""
     if any(f.certificate is not None for stage in record.stages for step in stage.steps for f in step.fields):
         return field.certificate is not None
-    return (getattr(field, "result_time", None) is not None and bool(limits.limits_text(field))
+    return (getattr(field, "result_time", None) is not None and bool(words.limits(field))
             and not getattr(field, "expected", None))
 
 
@@ -140,7 +140,7 @@ def _steps(session: Session, batch: Batch, users: dict[int, str], invalidated: s
                             cursor = by_id[cursor.supersedes_id]
                             history.append(_value(f, cursor, users))
                         timed = getattr(f, "result_time", None)  # the test's method, where the record names it
-                        rows.append({"field": f.id, "label": f.label, "limits": limits.limits_text(f, context),
+                        rows.append({"field": f.id, "label": f.label, "limits": words.limits(f, context),
                                      "method": timed.method if timed is not None
                                      else "calculated" if f.type == "calculated" else "",
                                      "value": _value(f, now, users), "earlier": history,

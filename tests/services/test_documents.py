@@ -165,6 +165,8 @@ def test_release_issues_a_signed_batch_record_and_certificate_and_labels_scan(
     assert "Performed by: Olivia Person (olivia)" in whole and "Verified by: Oscar Person (oscar)" in whole
     assert "Released by: Quinn Quality (quinn)" in whole and "sha256" in whole
     assert "DEMO" in whole and "Viable NK cells per culture day" in whole
+    # limits in the one wording people read on the screens (words.limits), never the engine's or a config id
+    assert "≥ " in whole and ">= " not in whole and "<= " not in whole and "trial.cd3_limit_per_kg" not in whole
     coa_text = " ".join(_text(coa.content))
     assert "PENDING" in coa_text and "NK-001" in coa_text and "Certificate of analysis" in coa_text
     coa_flat = " ".join(coa_text.split())
