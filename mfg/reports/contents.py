@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -54,6 +55,17 @@ def day(iso: str | None, tz: ZoneInfo) -> str:
 
 
 def _result(value: dict[str, Any]) -> str:
+    """A result as the certificate states it: a count of cells as ``8.05 × 10³ CD3+ cells/kg``, as its
+    specification is written; any other value as recorded (with its unit). The batch record keeps every
+    recorded value exactly as it was entered or calculated."""
+    unit, raw = str(value.get("unit") or ""), str(value.get("raw") or "")
+    if "cells" in unit.split("/")[0] and "×" not in unit and raw:
+        try:
+            counted = Decimal(raw)
+        except InvalidOperation:
+            counted = None
+        if counted is not None and abs(counted) >= 1000:
+            return f"{display.cells(counted)} {unit}"
     return str(value.get("text") or "")
 
 

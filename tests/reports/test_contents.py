@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from mfg.reports import contents
 
 
@@ -99,3 +101,15 @@ def test_the_certificate_lists_only_tests_and_a_supplemental_only_final_results(
     texts = [v for item in items for v in item.values() if isinstance(v, str)]
     assert not any("pending" in text.lower() for text in texts)
     assert "audit_trail" not in supplemental and "records" not in supplemental
+
+
+@pytest.mark.parametrize(("raw", "unit", "text", "shown"), [
+    ("8053", "CD3+ cells/kg", "8053 CD3+ cells/kg", "8.05 × 10³ CD3+ cells/kg"),  # as its specification is written
+    ("187000000", "NK cells", "187000000 NK cells", "1.87 × 10⁸ NK cells"),
+    ("950", "cells/µL", "950 cells/µL", "950 cells/µL"),  # a small count as recorded
+    ("2500.0", "× 10⁶ cells", "2500.0 × 10⁶ cells", "2500.0 × 10⁶ cells"),  # already in powers of ten
+    ("0.12", "EU/mL", "0.12 EU/mL", "0.12 EU/mL"),  # not a count of cells
+])
+def test_a_count_of_cells_is_stated_in_powers_of_ten_on_the_certificate(raw: str, unit: str, text: str,
+                                                                         shown: str) -> None:
+    assert contents._result({"raw": raw, "unit": unit, "text": text}) == shown
