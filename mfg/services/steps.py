@@ -17,7 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
-from ..domain import calc, dose, guards, sequence, values
+from ..domain import calc, dose, guards, sequence, values, words
 from ..domain.calc import referenced_names as calc_names
 from ..domain.canonical import content_hash
 from ..domain.errors import NotFound, StepConflict, ValidationFailed
@@ -266,13 +266,14 @@ def _correct(session: Session, execution: StepExecution, *, field_id: str, raw: 
     new_rows = [_recorded(execution, e, entry, signer, now, supersedes=current[e.field_id], reason=reason)
                 for e in changed]
     session.add_all(new_rows)
-    _invalidate(session, execution, signer, f"value '{field_id}' corrected: {reason}", now)
+    named = words.value_name(step, execution.instance, field_id)  # in the master record's words, never an id
+    _invalidate(session, execution, signer, f"{named} corrected: {reason}", now)
     audit.flush(session)
     session.refresh(execution, ["values"])
     _recompute_dependents(session, batch, position, execution, {f"{step.id}.{e.field_id}" for e in changed},
-                          signer=signer, why=f"recalculated after correction of {step.id}.{field_id}: {reason}")
+                          signer=signer, why=f"recalculated after correction of {named}: {reason}")
     signature = signatures.sign(session, signer=signer, credentials=credentials, meaning=Meaning.PERFORMED,
-                                record=execution, comment=f"corrected {field_id}: {reason}")
+                                record=execution, comment=f"corrected {named}: {reason}")
     execution.performed_signature_id = signature.id
     execution.verified_signature_id = None
     signed_status = "awaiting_verification" if step.verification == "required" else "complete"

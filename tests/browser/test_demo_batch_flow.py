@@ -45,7 +45,8 @@ def set_up_plant(live_app: Flask, make_user: Callable[..., User]) -> None:
         audit.set_actor(session, name="test-setup")
         users = {u.username: u for u in session.scalars(sa.select(User))}
         version = sops.load_directory(session, sops_dir, loader=users["qaload"]).loaded[0]
-        sops.approve(session, version, signer=users["qaboss"], password=PASSWORD, username="qaboss",
+        sops.approve(session, version, site_timezone="UTC",
+                     signer=users["qaboss"], password=PASSWORD, username="qaboss",
                      require_username=True)
         today = date.today()
         masterdata.add_equipment(session, identifier="BSC-01", equipment_type="biosafety cabinet",
@@ -336,7 +337,7 @@ def test_two_operators_execute_the_demo_process(live_server: str, live_app: Flas
     expect(signatures.filter(has_text=f"Performed by {OSCAR} (oscar)")).to_contain_text(
         "(no longer valid: data corrected after signing)")
     by_olivia = signatures.filter(has_text=f"Performed by {OLIVIA} (olivia)")
-    expect(by_olivia).to_contain_text("corrected volume_ml: transcription error: read 110 mL")
+    expect(by_olivia).to_contain_text("corrected Initial count: Volume: transcription error: read 110 mL")
     expect(by_olivia).not_to_contain_text("no longer valid")
 
     # --- recovery in the final count used the old volume: recalculated, and it must be signed again ---------

@@ -306,7 +306,7 @@ def test_a_correction_recalculates_later_steps_and_asks_for_new_signatures(plant
     session.refresh(final)
     recovery = final.current_values()["recovery"]
     assert recovery.text == "72.7" and recovery.supersedes_id is not None
-    assert "recalculated after correction of initial_count.volume_ml" in recovery.correction_reason
+    assert "recalculated after correction of Initial count: Volume: re-read the scale" in recovery.correction_reason
     assert final.status == "needs_signature"
     assert final.performed_signature_id in set(session.scalars(sa.select(SignatureInvalidation.signature_id)))
     with pytest.raises(InvalidTransition):  # the batch cannot move on past an unsigned step
