@@ -109,7 +109,7 @@ def _template(app) -> int:
         s = db.session
         demo.seed_users(s, accounts.Policy())
         s.commit()
-        demo.seed_master_records(s, Path(app.config["SOPS_DIR"]))
+        demo.seed_master_records(s, Path(app.config["SOPS_DIR"]), site_timezone=app.config["SITE_TIMEZONE"])
         s.commit()
         demo.seed_master_data(s)
         s.commit()

@@ -53,7 +53,8 @@ def main() -> None:
                                                 policy=policy, temporary=False)
                      for name, roles in (("loader", "qa"), ("approver", "qa"), ("op", "operator"))}
             version = sops.load_directory(s, tmp / "sops", loader=users["loader"]).loaded[0]
-            sops.approve(s, version, signer=users["approver"], password=PASSWORD, username="approver",
+            sops.approve(s, version, site_timezone="UTC",
+                         signer=users["approver"], password=PASSWORD, username="approver",
                          require_username=True)
             masterdata.add_equipment(s, identifier="BSC-01", equipment_type="biosafety cabinet",
                                      calibration_due=date.today() + timedelta(days=30))

@@ -96,7 +96,8 @@ def init_command(demo: bool) -> None:
         created = _run(lambda s: demo_data.seed_users(s, _policy()))
         if created:
             click.echo(f"created demo users: {', '.join(created)} (password: {demo_data.DEMO_PASSWORD})")
-        loaded = _run(lambda s: demo_data.seed_master_records(s, Path(app.config["SOPS_DIR"])))
+        loaded = _run(lambda s: demo_data.seed_master_records(
+            s, Path(app.config["SOPS_DIR"]), site_timezone=app.config["SITE_TIMEZONE"]))
         for version in loaded:
             click.echo(f"loaded and approved {version.code} v{version.version}")
         created = _run(demo_data.seed_master_data)

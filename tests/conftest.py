@@ -152,7 +152,7 @@ def approved_sop(session, make_user, sops_dir):
     approver = make_user("approver", "qa")
     session.add_all([loader, approver])
     version = sops.load_directory(session, sops_dir, loader=loader).loaded[0]
-    sops.approve(session, version, signer=approver, password=PASSWORD, username="approver",
+    sops.approve(session, version, site_timezone="UTC", signer=approver, password=PASSWORD, username="approver",
                  require_username=True)
     session.commit()
     return version

@@ -86,8 +86,9 @@ def seed_subjects(session: Session) -> list[str]:
     return [f"{subject.code} ({subject.weight_kg.normalize():f} kg, {subject.dose_level}, donor {subject.donor.code})"]
 
 
-def seed_master_records(session: Session, sops_dir: Path) -> list[SopVersion]:
-    """Load new definitions as the demo loader and approve each as the demo approver."""
+def seed_master_records(session: Session, sops_dir: Path, *, site_timezone: str) -> list[SopVersion]:
+    """Load new definitions as the demo loader and approve each as the demo approver (``site_timezone``: the
+    site's ``SITE_TIMEZONE``, which a trial configuration must state)."""
     loader = accounts.get_by_username(session, SOP_LOADER)
     approver = accounts.get_by_username(session, SOP_APPROVER)
     audit.set_actor(session, loader)
@@ -96,6 +97,7 @@ def seed_master_records(session: Session, sops_dir: Path) -> list[SopVersion]:
     audit.set_actor(session, approver)
     for version in sorted(result.loaded, key=lambda v: (v.code, v.version)):
         assert approver is not None  # a demo user (seed_users)
-        sops.approve(session, version, signer=approver, password=DEMO_PASSWORD, username=approver.username,
+        sops.approve(session, version, site_timezone=site_timezone,
+                     signer=approver, password=DEMO_PASSWORD, username=approver.username,
                      require_username=True, comment="demo instance set-up")
     return result.loaded

@@ -270,9 +270,16 @@ def load_master_records(actor: Person) -> list[Refusal]:
     return _role(actor, "load_master_records")
 
 
-def approve_master_record(actor: Person, *, status: str, loaded_by_id: int) -> list[Refusal]:
-    """QA approves a draft; the person who loaded it may not (author and approver differ)."""
+def approve_master_record(actor: Person, *, status: str, loaded_by_id: int, stated_timezone: str | None = None,
+                          site_timezone: str | None = None) -> list[Refusal]:
+    """QA approves a draft; the person who loaded it may not (author and approver differ). A trial
+    configuration states the time zone its documents print (``stated_timezone``); it must be the site's
+    (``site_timezone``, the screens' zone), or screens and documents would give one event two local times."""
     refusals = _role(actor, "approve_master_record")
+    if stated_timezone is not None and stated_timezone != site_timezone:
+        refusals.append(Refusal("state", f"This trial configuration states the site's time zone as "
+                                                 f"{stated_timezone}, but this site runs on {site_timezone} "
+                                                 f"(SITE_TIMEZONE): screens and documents must use one zone."))
     if actor.id == loaded_by_id:
         refusals.append(Refusal("duty", "The person who loaded a master record cannot approve it "
                                         "(author and approver must differ)."))

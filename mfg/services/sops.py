@@ -148,14 +148,20 @@ def trial_configuration(session: Session) -> TrialConfiguration:
     return document
 
 
-def guard_approve(session: Session, user: User, version: SopVersion) -> list[guards.Refusal]:
-    return guards.approve_master_record(guards.person(user), status=version.status, loaded_by_id=version.loaded_by_id)
+def guard_approve(session: Session, user: User, version: SopVersion, *, site_timezone: str) -> list[guards.Refusal]:
+    """``site_timezone``: the site's ``SITE_TIMEZONE`` (the screens' zone), which a trial configuration's
+    ``site_timezone`` (the documents' zone) must state: one site, one clock, on screens and on paper."""
+    document = definition(version)
+    stated = document.site_timezone if isinstance(document, TrialConfiguration) else None
+    return guards.approve_master_record(guards.person(user), status=version.status, loaded_by_id=version.loaded_by_id,
+                                        stated_timezone=stated, site_timezone=site_timezone)
 
 
-def approve(session: Session, version: SopVersion, *, signer: User, password: str, username: str | None,
-            require_username: bool, comment: str | None = None) -> SopVersion:
-    """QA approves a draft with an e-signature; the loader may not approve their own upload."""
-    guards.enforce(guard_approve(session, signer, version))
+def approve(session: Session, version: SopVersion, *, site_timezone: str, signer: User, password: str,
+            username: str | None, require_username: bool, comment: str | None = None) -> SopVersion:
+    """QA approves a draft with an e-signature; the loader may not approve their own upload; a trial
+    configuration must state the site's time zone (``guard_approve``)."""
+    guards.enforce(guard_approve(session, signer, version, site_timezone=site_timezone))
     SOP_STATUS.check(version.status, "effective")
     current = effective(session, version.code)
     if current is not None and current.version > version.version:

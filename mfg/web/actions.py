@@ -110,7 +110,7 @@ GUARDS: dict[str, tuple[str, Guard]] = {
         db.session, _user(), batches.get(db.session, batch_id))),
     "sops.load": ("load_master_records", lambda: guards.load_master_records(_person())),
     "sops.approve": ("approve_master_record", lambda sop_id: sops.guard_approve(
-        db.session, _user(), sops.get(db.session, sop_id))),
+        db.session, _user(), sops.get(db.session, sop_id), site_timezone=current_app.config["SITE_TIMEZONE"])),
     "masterdata.add_equipment": ("manage_master_data", lambda: guards.manage_master_data(_person())),
     "masterdata.receive_lot": ("manage_master_data", lambda: guards.manage_master_data(_person())),
     "masterdata.equipment_status": ("manage_master_data", lambda equipment_id: guards.manage_master_data(_person())),

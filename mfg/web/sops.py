@@ -69,7 +69,8 @@ def approve(sop_id: int):
     form = SignForm()
     if form.validate_on_submit():
         outcome = signed_action(lambda: sops.approve(
-            db.session, version, signer=current_user._get_current_object(), password=form.password.data,
+            db.session, version, site_timezone=current_app.config["SITE_TIMEZONE"],
+            signer=current_user._get_current_object(), password=form.password.data,
             username=form.username.data, require_username=signing_needs_username(), comment=form.comment.data))
         if outcome.locked_out:
             flash("Your account is locked after repeated wrong passwords.", "error")

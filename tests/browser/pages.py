@@ -52,7 +52,7 @@ def demo_plant(live_app: Flask, make_user: Callable[..., User]) -> scenarios.Set
         audit.set_actor(session, name="test-setup")
         users = {u.username: u for u in session.scalars(sa.select(User))}
         for version in sops.load_directory(session, sops_dir, loader=users["qa2"]).loaded:
-            sops.approve(session, version, signer=users["qa1"], password=PASSWORD, username="qa1",
+            sops.approve(session, version, site_timezone="UTC", signer=users["qa1"], password=PASSWORD, username="qa1",
                          require_username=True)
         demo.seed_master_data(session)
         session.commit()

@@ -237,7 +237,7 @@ def test_an_unknown_lot_or_cabinet_is_not_found_scan_again_and_a_quarantined_lot
         audit.set_actor(session, name="test-setup")
         users = {u.username: u for u in session.scalars(sa.select(User))}
         for version in sops.load_directory(session, sops_dir / "demo", loader=users["qa2"]).loaded:
-            sops.approve(session, version, signer=users["qa1"], password=PASSWORD, username="qa1",
+            sops.approve(session, version, site_timezone="UTC", signer=users["qa1"], password=PASSWORD, username="qa1",
                          require_username=True)
         masterdata.receive_lot(session, material="Phosphate-buffered saline", lot_number="PBS-Q",
                                expiry=date.today() + timedelta(days=100), qc_status="quarantine")

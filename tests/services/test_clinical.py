@@ -29,7 +29,8 @@ def trial(session, make_user, sops_dir):
     approver = session.merge(make_user("approver", "qa"))
     clara = session.merge(make_user("clara", "clinical", full_name="Clara Coordinator"))
     version = sops.load_directory(session, sops_dir, loader=loader).loaded[0]
-    sops.approve(session, version, signer=approver, password=PASSWORD, username="approver", require_username=True)
+    sops.approve(session, version, site_timezone="UTC",
+                 signer=approver, password=PASSWORD, username="approver", require_username=True)
     donor = clinical.register_donor(session, code="D-001", abo_rh="A+", user=clara)
     for test in ("HIV-1/2 Ab", "HBsAg", "anti-HCV"):
         clinical.record_donor_test(session, donor, test=test, result="non-reactive",

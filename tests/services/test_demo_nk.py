@@ -44,7 +44,8 @@ def nk_demo(session, make_user, sops_dir):
     users = {name: session.merge(make_user(name, role))
              for name, role in (("clara", "clinical"), ("olivia", "operator"), ("oscar", "operator"))}
     for version in sops.load_directory(session, sops_dir, loader=loader).loaded:
-        sops.approve(session, version, signer=approver, password=PASSWORD, username=None, require_username=False)
+        sops.approve(session, version, site_timezone="UTC",
+                     signer=approver, password=PASSWORD, username=None, require_username=False)
     session.commit()
     return users
 

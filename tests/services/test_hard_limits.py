@@ -50,7 +50,8 @@ def test_a_value_over_a_refusing_limit_stores_nothing(session, make_user, sops_d
     loader, approver = session.merge(make_user("loader", "qa")), session.merge(make_user("approver", "qa"))
     olivia = session.merge(make_user("olivia", "operator"))
     version = sops.load_directory(session, sops_dir, loader=loader).loaded[0]
-    sops.approve(session, version, signer=approver, password=PASSWORD, username=None, require_username=False)
+    sops.approve(session, version, site_timezone="UTC",
+                 signer=approver, password=PASSWORD, username=None, require_username=False)
     batch = starting.start_batch(session, codes=["HARD-LIMIT"], user=olivia)
     session.commit()
 
@@ -104,7 +105,8 @@ def test_a_correction_that_would_break_a_refusing_limit_downstream_is_refused(se
     loader, approver = session.merge(make_user("loader", "qa")), session.merge(make_user("approver", "qa"))
     olivia = session.merge(make_user("olivia", "operator"))
     version = sops.load_directory(session, sops_dir, loader=loader).loaded[0]
-    sops.approve(session, version, signer=approver, password=PASSWORD, username=None, require_username=False)
+    sops.approve(session, version, site_timezone="UTC",
+                 signer=approver, password=PASSWORD, username=None, require_username=False)
     batch = starting.start_batch(session, codes=["HARD-CHAIN"], user=olivia)
     sign = dict(signer=olivia, password=PASSWORD, username=None, require_username=False, tz=ZoneInfo("UTC"))
     count = steps.perform_step(session, batch, position=0, step_id="count", instance=1,
@@ -141,7 +143,8 @@ def test_the_nk_records_check_the_limits_of_the_trial_configuration_in_force(ses
     users = {name: session.merge(make_user(name, roles)) for name, roles in (
         ("clara", "clinical"), ("olivia", "operator"), ("oscar", "operator"))}
     for version in sops.load_directory(session, sops_dir, loader=loader).loaded:
-        sops.approve(session, version, signer=approver, password=PASSWORD, username=None, require_username=False)
+        sops.approve(session, version, site_timezone="UTC",
+                     signer=approver, password=PASSWORD, username=None, require_username=False)
     assert sops.trial_configuration(session).cd3_limit_per_kg == 5000  # v5 is in force
     demo.seed_master_data(session)
     subject = demo_nk.seed_demo_subject(session, users["clara"], PASSWORD)  # the dose is assigned under v4

@@ -28,7 +28,8 @@ def nk(session, make_user, sops_dir):
     clara = session.merge(make_user("clara", "clinical"))
     olivia = session.merge(make_user("olivia", "operator"))
     for version in sops.load_directory(session, sops_dir, loader=loader).loaded:
-        sops.approve(session, version, signer=approver, password=PASSWORD, username=None, require_username=False)
+        sops.approve(session, version, site_timezone="UTC",
+                     signer=approver, password=PASSWORD, username=None, require_username=False)
     donor = clinical.register_donor(session, code="D-001", abo_rh="A+", user=clara)
     clinical.record_donor_test(session, donor, test="HIV-1/2 Ab", result="non-reactive",
                                specimen_date=date.today() - timedelta(days=2), user=clara)
@@ -94,7 +95,8 @@ def test_a_trial_configuration_that_names_no_product_records_opens_no_batch(nk, 
     (sops_dir / "trial" / "NK-TRIAL_v5.yaml").write_text(
         text.replace("product_master_records: [NK-INTAKE, NK-EXPAND, NK-FORMULATE, NK-RELEASE]\n", ""))
     version = sops.load_directory(session, sops_dir, loader=session.merge(make_user("lou", "qa"))).loaded[0]
-    sops.approve(session, version, signer=nk["approver"], password=PASSWORD, username=None, require_username=False)
+    sops.approve(session, version, site_timezone="UTC",
+                 signer=nk["approver"], password=PASSWORD, username=None, require_username=False)
     session.commit()
     with pytest.raises(ValidationFailed, match="NK-TRIAL v5 names no master records for the product"):
         _open(nk)

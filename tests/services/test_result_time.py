@@ -106,7 +106,8 @@ def timed(session, make_user, sops_dir):
     loader, approver = session.merge(make_user("loader", "qa")), session.merge(make_user("approver", "qa"))
     olivia = session.merge(make_user("olivia", "operator"))
     version = sops.load_directory(session, sops_dir, loader=loader).loaded[0]
-    sops.approve(session, version, signer=approver, password=PASSWORD, username=None, require_username=False)
+    sops.approve(session, version, site_timezone="UTC",
+                 signer=approver, password=PASSWORD, username=None, require_username=False)
     batch = starting.start_batch(session, codes=["TIME-CHECK"], user=olivia)
     session.commit()
 

@@ -79,7 +79,7 @@ def test_the_loader_cannot_approve(session, qa, sops_dir):
     shutil.copy(DEMO_SOP, sops_dir)
     version = sops.load_directory(session, sops_dir, loader=loader).loaded[0]
     with pytest.raises(PermissionDenied, match="cannot approve"):
-        sops.approve(session, version, signer=loader, password=PASSWORD, username="loader",
+        sops.approve(session, version, site_timezone="UTC", signer=loader, password=PASSWORD, username="loader",
                      require_username=True)
     assert version.status == "draft"
 
@@ -88,7 +88,8 @@ def test_approval_makes_effective_and_supersedes_the_previous_version(session, q
     loader, approver = qa
     shutil.copy(DEMO_SOP, sops_dir)
     v1 = sops.load_directory(session, sops_dir, loader=loader).loaded[0]
-    sops.approve(session, v1, signer=approver, password=PASSWORD, username="approver", require_username=True)
+    sops.approve(session, v1, site_timezone="UTC",
+                 signer=approver, password=PASSWORD, username="approver", require_username=True)
     session.commit()
     assert v1.status == "effective" and v1.approval_signature.meaning == "approved"
     assert sops.effective(session, "DEMO-PROC").id == v1.id
@@ -96,11 +97,13 @@ def test_approval_makes_effective_and_supersedes_the_previous_version(session, q
     v2 = sops.load_directory(session, sops_dir, loader=loader).loaded[0]
     session.commit()
     assert sops.effective(session, "DEMO-PROC").id == v1.id  # a draft changes nothing
-    sops.approve(session, v2, signer=approver, password=PASSWORD, username=None, require_username=False)
+    sops.approve(session, v2, site_timezone="UTC",
+                 signer=approver, password=PASSWORD, username=None, require_username=False)
     session.commit()
     assert (v1.status, v2.status) == ("superseded", "effective")
     with pytest.raises(InvalidTransition):
-        sops.approve(session, v1, signer=approver, password=PASSWORD, username=None, require_username=False)
+        sops.approve(session, v1, site_timezone="UTC",
+                     signer=approver, password=PASSWORD, username=None, require_username=False)
     updates = list(session.scalars(sa.select(AuditEntry).where(AuditEntry.action == "sop_version.update")))
     assert any('"status":"superseded"' in (e.after or "") for e in updates)
 
@@ -116,4 +119,28 @@ def test_only_qa_approves_a_master_record(session, qa, sops_dir, make_user):
     shutil.copy(DEMO_SOP, sops_dir)
     version = sops.load_directory(session, sops_dir, loader=loader).loaded[0]
     with pytest.raises(PermissionDenied, match="QA role"):
-        sops.approve(session, version, signer=clinical, password=PASSWORD, username="clara", require_username=True)
+        sops.approve(session, version, site_timezone="UTC",
+                     signer=clinical, password=PASSWORD, username="clara", require_username=True)
+
+
+def test_a_trial_configuration_must_state_the_sites_time_zone(session, qa, sops_dir):
+    """Screens show times in the site's SITE_TIMEZONE and documents in the trial configuration's
+    site_timezone: approving a configuration that states another zone is refused, naming both."""
+    from mfg.config import RESOURCE_ROOT
+
+    loader, approver = qa
+    text = (RESOURCE_ROOT / "sops" / "trial" / "NK-TRIAL_v1.yaml").read_text()
+    assert "site_timezone: UTC" in text
+    (sops_dir / "NK-TRIAL_v1.yaml").write_text(text.replace("site_timezone: UTC", "site_timezone: Asia/Shanghai"))
+    version = sops.load_directory(session, sops_dir, loader=loader).loaded[0]
+    refusals = sops.guard_approve(session, approver, version, site_timezone="UTC")
+    assert [str(r) for r in refusals] == [
+        "This trial configuration states the site's time zone as Asia/Shanghai, but this site runs on UTC "
+        "(SITE_TIMEZONE): screens and documents must use one zone."]
+    with pytest.raises(ValidationFailed, match="Asia/Shanghai"):
+        sops.approve(session, version, site_timezone="UTC",
+                     signer=approver, password=PASSWORD, username=None, require_username=False)
+    assert version.status == "draft"
+    sops.approve(session, version, site_timezone="Asia/Shanghai",
+                 signer=approver, password=PASSWORD, username=None, require_username=False)
+    assert version.status == "effective"

@@ -54,7 +54,7 @@ def plant(app, make_user, site_certificate):
         s = db.session
         audit.set_actor(s, name="test-setup")
         for version in sops.load_directory(s, sops_dir, loader=s.merge(loader)).loaded:
-            sops.approve(s, version, signer=s.merge(approver), password=PASSWORD, username=None,
+            sops.approve(s, version, site_timezone="UTC", signer=s.merge(approver), password=PASSWORD, username=None,
                          require_username=False)
         demo.seed_master_data(s)
         s.commit()

@@ -28,7 +28,7 @@ def trial_app(app, make_user):
         s = db.session
         audit.set_actor(s, name="test-setup")
         version = sops.load_directory(s, sops_dir, loader=s.merge(loader)).loaded[0]
-        sops.approve(s, version, signer=s.merge(approver), password=PASSWORD, username="approver",
+        sops.approve(s, version, site_timezone="UTC", signer=s.merge(approver), password=PASSWORD, username="approver",
                      require_username=True)
         s.commit()
     return app
@@ -111,7 +111,7 @@ def nk_app(app, make_user):
         s = db.session
         audit.set_actor(s, name="test-setup")
         for version in sops.load_directory(s, sops_dir, loader=s.merge(loader)).loaded:
-            sops.approve(s, version, signer=s.merge(approver), password=PASSWORD, username=None,
+            sops.approve(s, version, site_timezone="UTC", signer=s.merge(approver), password=PASSWORD, username=None,
                          require_username=False)
         subject = demo_nk.seed_demo_subject(s, s.merge(clara), PASSWORD)
         batch = starting.start_product_batch(s, subject=subject, user=s.merge(olivia))

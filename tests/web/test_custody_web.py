@@ -37,7 +37,7 @@ def nk_batch(app, make_user):
         audit.set_actor(s, name="test-setup")
         clara, olivia = s.merge(clara), s.merge(olivia)
         for version in sops.load_directory(s, sops_dir, loader=s.merge(loader)).loaded:
-            sops.approve(s, version, signer=s.merge(approver), password=PASSWORD, username=None,
+            sops.approve(s, version, site_timezone="UTC", signer=s.merge(approver), password=PASSWORD, username=None,
                          require_username=False)
         donor = clinical.register_donor(s, code="D-001", abo_rh="A+", user=clara)
         clinical.record_donor_test(s, donor, test="HIV-1/2 Ab", result="non-reactive",

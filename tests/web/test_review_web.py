@@ -38,7 +38,8 @@ def finished_batch(app, make_user):
         audit.set_actor(s, name="test-setup")
         u = {name: s.merge(user) for name, user in users.items()}
         for version in sops.load_directory(s, sops_dir, loader=u["loader"]).loaded:
-            sops.approve(s, version, signer=u["approver"], password=PASSWORD, username=None, require_username=False)
+            sops.approve(s, version, site_timezone="UTC",
+                         signer=u["approver"], password=PASSWORD, username=None, require_username=False)
         demo.seed_master_data(s)
         subject = demo_nk.seed_demo_subject(s, u["clara"], PASSWORD)
         batch = demo_nk.run_nk_batch(s, subject=subject, performer=u["olivia"], verifier=u["victor"],
