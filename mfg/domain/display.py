@@ -59,37 +59,26 @@ def grouped(number: int | float | Decimal | str | None) -> str:
     return f"{sign}{int(whole):,}" + (f".{fraction}" if fraction else "")
 
 
+def _aware(moment: datetime) -> datetime:
+    """The database hands back naive UTC on SQLite: a moment without a zone is UTC."""
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
+
+
 def local(moment: datetime | None, tz: ZoneInfo) -> str:
     """A moment in the site's time zone, to the minute, with the zone: ``2026-03-29 10:30 CST``."""
-    if moment is None:
-        return ""
-    if moment.tzinfo is None:  # the database hands back naive UTC on SQLite
-        moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(tz).strftime("%Y-%m-%d %H:%M %Z")
+    return "" if moment is None else _aware(moment).astimezone(tz).strftime("%Y-%m-%d %H:%M %Z")
 
 
 def utc(moment: datetime | None) -> str:
     """A moment in UTC, to the minute: ``2026-03-29 02:30 UTC`` (hover titles, audit exports' readable column)."""
-    if moment is None:
-        return ""
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    return "" if moment is None else _aware(moment).astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
 def local_date(moment: datetime | None, tz: ZoneInfo) -> str:
     """The site-local calendar date of a moment: ``2026-03-29``."""
-    if moment is None:
-        return ""
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(tz).strftime("%Y-%m-%d")
+    return "" if moment is None else _aware(moment).astimezone(tz).strftime("%Y-%m-%d")
 
 
 def iso(moment: datetime | None) -> str:
     """A moment for machines (a ``<time datetime>`` attribute): ISO 8601 in UTC, ``2026-03-29T02:30:00Z``."""
-    if moment is None:
-        return ""
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return "" if moment is None else _aware(moment).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
