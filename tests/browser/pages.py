@@ -35,11 +35,13 @@ ROLES = {"operator1": "operator", "operator2": "operator", "qa1": "qa", "qa2": "
          "clinical2": "clinical"}
 
 
-def demo_plant(live_app: Flask, make_user: Callable[..., User]) -> scenarios.Setting:
+def demo_plant(live_app: Flask, make_user: Callable[..., User],
+               people: dict[str, tuple[str, str]] | None = None) -> scenarios.Setting:
     """The demo people (with the tests' password), the NK master records effective, the demo master data and
-    the site's signing key: what `flask --app mfg init --demo` makes."""
-    for username, full_name in NAMES.items():
-        make_user(username, ROLES[username], full_name=full_name)
+    the site's signing key: what `flask --app mfg init --demo` makes. ``people``: username -> (roles, full
+    name) instead of the demo's; qa2 loads the records and qa1 approves them."""
+    for username, (roles, full_name) in (people or {u: (ROLES[u], NAMES[u]) for u in NAMES}).items():
+        make_user(username, roles, full_name=full_name)
     sops_dir = Path(live_app.config["SOPS_DIR"])
     for folder in ("nk", "trial"):
         shutil.copytree(RESOURCE_ROOT / "sops" / folder, sops_dir / folder)
@@ -52,8 +54,8 @@ def demo_plant(live_app: Flask, make_user: Callable[..., User]) -> scenarios.Set
         audit.set_actor(session, name="test-setup")
         users = {u.username: u for u in session.scalars(sa.select(User))}
         for version in sops.load_directory(session, sops_dir, loader=users["qa2"]).loaded:
-            sops.approve(session, version, site_timezone="UTC", signer=users["qa1"], password=PASSWORD, username="qa1",
-                         require_username=True)
+            sops.approve(session, version, site_timezone=live_app.config["SITE_TIMEZONE"], signer=users["qa1"],
+                         password=PASSWORD, username="qa1", require_username=True)
         demo.seed_master_data(session)
         session.commit()
         site = load_site_signer(live_app.config, instance)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import io
 import re
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -25,15 +24,11 @@ from flask import Flask
 from playwright.sync_api import Browser, expect
 from pypdf import PdfReader
 
-from mfg.config import RESOURCE_ROOT
 from mfg.demo import nk_batch as demo_nk
-from mfg.demo import seed as demo
 from mfg.extensions import db
 from mfg.models import Batch, Subject, User
-from mfg.reports.pdf import load_site_signer
-from mfg.reports.site_certificate import ensure_site_certificate
-from mfg.services import audit, batches, documents, review, sops
-from tests.browser.pages import credentials, flash, go, people, row
+from mfg.services import audit, batches, documents, review
+from tests.browser.pages import credentials, demo_plant, flash, go, people, row
 from tests.support import PASSWORD, recorded_back, settle_pending_results
 
 CLARA, OLIVIA = "Clara Coordinator", "Olivia Operator"
@@ -46,33 +41,19 @@ def _sign(user: User) -> dict:
 def set_up(live_app: Flask, make_user: Callable[..., User]) -> tuple[int, str, int]:
     """Records effective, demo master data, subject NK-001 at DL2, its batch made and labelled, awaiting
     review. Returns (batch id, lot, subject id)."""
-    for username, roles, full_name in (("qa2", "qa", "Lou Loader"), ("qa1", "qa", "Quentin Approver"),
-                                       ("clara", "clinical", CLARA), ("olivia", "operator", OLIVIA),
-                                       ("oscar", "operator", "Oscar Operator"), ("quinn", "qa", "Quinn Quality")):
-        make_user(username, roles, full_name=full_name)
-    sops_dir = Path(live_app.config["SOPS_DIR"])
-    for folder in ("nk", "trial"):
-        shutil.copytree(RESOURCE_ROOT / "sops" / folder, sops_dir / folder)
-    instance = Path(live_app.instance_path)
-    ensure_site_certificate(instance / live_app.config["SIGNING_KEY_FILE"],
-                            instance / live_app.config["SIGNING_CERT_FILE"], "Test site", demo=True)
-    live_app.config["DEMO"] = True
+    setting = demo_plant(live_app, make_user, {
+        "qa2": ("qa", "Lou Loader"), "qa1": ("qa", "Quentin Approver"), "clara": ("clinical", CLARA),
+        "olivia": ("operator", OLIVIA), "oscar": ("operator", "Oscar Operator"), "quinn": ("qa", "Quinn Quality")})
     with live_app.app_context():
         session = db.session
         audit.set_actor(session, name="test-setup")
         users = {u.username: u for u in session.scalars(sa.select(User))}
-        for version in sops.load_directory(session, sops_dir, loader=users["qa2"]).loaded:
-            sops.approve(session, version, site_timezone="UTC", signer=users["qa1"], password=PASSWORD, username="qa1",
-                         require_username=True)
-        demo.seed_master_data(session)
-        session.commit()
         ended, today = recorded_back()  # its 14-day results can be read today
         subject = demo_nk.seed_demo_subject(session, users["clara"], PASSWORD, today=today)
         batch = demo_nk.run_nk_batch(session, subject=subject, performer=users["olivia"], verifier=users["oscar"],
                                      password=PASSWORD, tz=ZoneInfo(live_app.config["SITE_TIMEZONE"]), now=ended)
         audit.set_actor(session, users["olivia"])
-        documents.print_labels(session, batch, reason="", site=load_site_signer(live_app.config, instance),
-                               demo=True, **_sign(users["olivia"]))
+        documents.print_labels(session, batch, reason="", site=setting.site, demo=True, **_sign(users["olivia"]))
         session.commit()
         assert batch.status == "awaiting_review" and batch.dose_level == "DL2"
         return batch.id, batch.lot, subject.id

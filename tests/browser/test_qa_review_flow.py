@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import io
 import re
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,15 +27,12 @@ from flask import Flask
 from playwright.sync_api import Browser, Locator, Page, expect
 from pypdf import PdfReader
 
-from mfg.config import RESOURCE_ROOT
 from mfg.demo import nk_batch as demo_nk
-from mfg.demo import seed as demo
 from mfg.extensions import db
 from mfg.models import BatchDecision, DocumentRevision, Signature, User
 from mfg.reports.pdf import load_site_signer, verify_pdf
-from mfg.reports.site_certificate import ensure_site_certificate
-from mfg.services import audit, batches, deviations, documents, review, signatures, sops
-from tests.browser.pages import Person, credentials, flash, go, people, row
+from mfg.services import audit, batches, deviations, documents, review, signatures
+from tests.browser.pages import Person, credentials, demo_plant, flash, go, people, row
 from tests.support import PASSWORD, make_documents
 
 VICTOR, QUINN = "Victor Both", "Quinn Quality"
@@ -56,28 +52,13 @@ def set_up_plant(live_app: Flask, make_user: Callable[..., User]) -> Plant:
     """The NK master records and the trial configuration effective (loaded by one QA user, approved by
     another), the demo master data, the people of the flow, one complete demo batch awaiting review with
     a deviation opened by hand, and the site's signing key and certificate."""
-    for username, roles, full_name in (("qa2", "qa", "Lou Loader"), ("qa1", "qa", "Quentin Approver"),
-                                       ("clara", "clinical", "Clara Coordinator"),
-                                       ("olivia", "operator", "Olivia Operator"),
-                                       ("victor", "operator,qa", VICTOR), ("quinn", "qa", QUINN)):
-        make_user(username, roles, full_name=full_name)
-    sops_dir = Path(live_app.config["SOPS_DIR"])
-    for folder in ("nk", "trial"):
-        shutil.copytree(RESOURCE_ROOT / "sops" / folder, sops_dir / folder)
-    instance = Path(live_app.instance_path)
-    ensure_site_certificate(instance / live_app.config["SIGNING_KEY_FILE"],
-                            instance / live_app.config["SIGNING_CERT_FILE"], "Test site", demo=True)
-    live_app.config["DEMO"] = True
+    demo_plant(live_app, make_user, {
+        "qa2": ("qa", "Lou Loader"), "qa1": ("qa", "Quentin Approver"), "clara": ("clinical", "Clara Coordinator"),
+        "olivia": ("operator", "Olivia Operator"), "victor": ("operator,qa", VICTOR), "quinn": ("qa", QUINN)})
     with live_app.app_context():
         session = db.session
         audit.set_actor(session, name="test-setup")
         users = {u.username: u for u in session.scalars(sa.select(User))}
-        for version in sops.load_directory(session, sops_dir, loader=users["qa2"]).loaded:
-            sops.approve(session, version, site_timezone="UTC", signer=users["qa1"], password=PASSWORD, username="qa1",
-                         require_username=True)
-        demo.seed_master_data(session)  # acts as qa1, the demo's approver
-        session.commit()
-
         subject = demo_nk.seed_demo_subject(session, users["clara"], PASSWORD)
         batch = demo_nk.run_nk_batch(session, subject=subject, performer=users["olivia"], verifier=users["victor"],
                                      password=PASSWORD, tz=ZoneInfo(live_app.config["SITE_TIMEZONE"]))
