@@ -8,6 +8,11 @@
   (``scenarios.sterility_positive``: bag A infused, bag B blocked, the batch rejected): a hand-off is the
   product stop, a wrong COI at the bedside the identity stop, bag B at the bedside the blocked-bag stop;
   each the same full-screen stop, audited with a deviation.
+* A product whose bags have expired (``scenarios.conditional`` recorded three days back, a 48-hour shelf life):
+  a hand-off is the product-expired stop, the right bag of the right subject at the bedside the bag-expired
+  stop; a bag of a product QA has not released (``scenarios.in_progress``: awaiting QA) at the bedside is the
+  not-released stop. Each the same full-screen stop, audited with a deviation, nothing of the custody record
+  stored. (A hand-off of a product not yet released is not a stop: ``lifecycle.handoff_stop``.)
 """
 
 from __future__ import annotations
