@@ -17,24 +17,34 @@ command, an API, a job) can drop it:
 
 Each of these stops names the deviation it opened (``error.deviation``). The error is raised again after
 each, so the edge still tells the person what happened.
+
+``spend``: the edge's one-time claim of the action (a web form's submission token), made again in the commit
+that records an identity or product hard stop, so that the stop is recorded once: a twin of the same
+submission that reached the stop too (two taps at the same moment) finds the claim taken, its commit fails
+on it, and ``spend`` raises what tells the edge to answer the twin as a repeat. Nothing of that twin is recorded.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import TypeVar
 
 from sqlalchemy.orm import Session
 
 from .domain.errors import AuthenticationFailed, IdentityMismatch, ItemRefused, ProductBlocked
-from .models import User
+from .models import Deviation, User
 from .services import accounts, deviations, lifecycle
+
+E = TypeVar("E", IdentityMismatch, ProductBlocked)
 
 
 @contextmanager
-def unit_of_work(session: Session, *, actor: User | None, policy: accounts.Policy) -> Iterator[Session]:
+def unit_of_work(session: Session, *, actor: User | None, policy: accounts.Policy,
+                 spend: Callable[[Session], None] | None = None) -> Iterator[Session]:
     """``actor``: the person acting (the deviation of an identity stop is opened in their name); ``policy``
-    decides when failed passwords lock an account."""
+    decides when failed passwords lock an account; ``spend``: the action's one-time claim, made in the commit
+    that records a hard stop (see above)."""
     try:
         yield session
         session.commit()
@@ -42,15 +52,13 @@ def unit_of_work(session: Session, *, actor: User | None, policy: accounts.Polic
         session.rollback()
         if actor is None:
             raise RuntimeError("an identity check failed outside a person's action: nobody to record it") from mismatch
-        mismatch.deviation = deviations.record_identity_mismatch(session, mismatch, actor).number
-        session.commit()
+        mismatch.deviation = _record_stop(session, spend, deviations.record_identity_mismatch, mismatch, actor)
         raise
     except ProductBlocked as stop:
         session.rollback()
         if actor is None:
             raise RuntimeError("a product stop outside a person's action: nobody to record it") from stop
-        stop.deviation = lifecycle.record_blocked_scan(session, stop, actor).number
-        session.commit()
+        stop.deviation = _record_stop(session, spend, lifecycle.record_blocked_scan, stop, actor)
         raise
     except ItemRefused as refused:
         session.rollback()
@@ -68,3 +76,18 @@ def unit_of_work(session: Session, *, actor: User | None, policy: accounts.Polic
     except BaseException:
         session.rollback()
         raise
+
+
+def _record_stop(session: Session, spend: Callable[[Session], None] | None,
+                 record: Callable[[Session, E, User], Deviation], stop: E, actor: User) -> str:
+    """A hard stop's audit entry and deviation (``record``), in one commit with the action's claim (``spend``),
+    claimed first: a twin still deciding on its own claim is waited for here. Returns the deviation's number."""
+    try:
+        if spend is not None:
+            spend(session)
+        number = record(session, stop, actor).number
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    return number

@@ -90,7 +90,8 @@ IDENTITY_NEXT_ACTION_AT_A_STEP = ("Stop: do not continue with this container. Ke
 class IdentityMismatch(ValidationFailed):
     """A scan that does not match the identity the batch expects: a hard stop. Nothing of the action is
     stored; the unit of work (``mfg.unit_of_work``) rolls it back, then records the event in the audit
-    trail and opens a deviation in its own commit (``deviation`` then names it). There is no override.
+    trail and opens a deviation in its own commit (``deviation`` then names it; at the web edge that commit
+    also spends the form's one-time token, so that the stop is recorded once). There is no override.
 
     ``stop`` holds its facts: the expected identifier (``expected``: what the batch holds, shown as
     printed), what was scanned, the subject and the next action for ``step_id`` (a step, "hand-off",

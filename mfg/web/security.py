@@ -20,7 +20,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from ..domain import accounts as rules
-from ..domain.errors import AuthenticationFailed, DomainError, IdentityMismatch, ProductBlocked
+from ..domain.errors import AuthenticationFailed, DomainError
 from ..extensions import db, login_manager
 from ..models import FormSubmission, User, utcnow
 from ..services import accounts, audit
@@ -80,7 +80,8 @@ def safe_next(target: str | None) -> str | None:
 # request's transaction claims it before the action writes anything, so that the claim commits or rolls back
 # with what the action did. A repeat of a submission that committed (a double tap, a reload that posts again,
 # a resubmission) finds its token taken and is answered with the first one's redirect: nothing is done twice.
-# A submission that failed (nothing stored) did not claim its token, and may be sent again.
+# A submission that failed (nothing stored) did not claim its token, and may be sent again; one that ended in a
+# hard stop claimed it with the stop's record (``_spend``), so that the stop is recorded once.
 SUBMISSION_FIELD = "submission_token"
 # Sign-in and sign-out act on the browser's own session cookie: a replayed answer would not carry it.
 _NOT_CLAIMED = {"auth.login", "auth.logout", "auth.change_password", "static"}
@@ -112,24 +113,22 @@ def _submission_token() -> str | None:
     return token[:64] or None
 
 
-def _claim(session: Session, token: str) -> None:
+def _claim(session: Session, token: str, *, location: str | None = None) -> None:
+    """Claim ``token`` in the session's transaction; ``location``: where a repeat is to go, when already known."""
     session.add(FormSubmission(token=token, user_id=current_user.id if current_user.is_authenticated else None,
-                               endpoint=request.endpoint or "", created_at=utcnow()))
+                               endpoint=request.endpoint or "", created_at=utcnow(), location=location))
     try:
         session.flush()  # the unique token: a twin committed first (or, concurrently, waits for its commit)
     except IntegrityError:
         raise _AlreadySubmitted(token) from None  # the unit of work rolls the whole transaction back
 
 
-def _spend(token: str) -> None:
-    """Claim ``token`` for a submission whose failure was recorded (a hard stop), in a commit of its own."""
-    db.session.rollback()
-    db.session.add(FormSubmission(token=token, user_id=current_user.id if current_user.is_authenticated else None,
-                                  endpoint=request.endpoint or "", created_at=utcnow(), location=_form_page()))
-    try:
-        db.session.commit()
-    except IntegrityError:  # a twin spent it first
-        db.session.rollback()
+def _spend(token: str) -> Callable[[Session], None]:
+    """The claim of ``token`` for a submission that ended in a hard stop, made by the unit of work in the commit
+    that records the stop (its audit entry, its deviation): sending it again (a reload) finds it spent and
+    goes back to the form's page; a twin that reached the stop at the same moment fails on it and is answered
+    as a repeat, so the stop is recorded once. A new scan is a new submission."""
+    return lambda session: _claim(session, token, location=_form_page())
 
 
 def _replay(token: str) -> Any:
@@ -188,23 +187,19 @@ def transaction(*, claim: bool = True) -> Iterator[Session]:
 
     ``claim``: the first transaction of a POST claims the form's one-time submission token in the same
     transaction; if an earlier submission already claimed it, nothing is done and the request is answered
-    with that submission's redirect (an HTTP exception the view does not catch)."""
+    with that submission's redirect (an HTTP exception the view does not catch). A submission that ends in an
+    identity or product hard stop spends its token in the commit that records the stop (``_spend``)."""
     actor = current_user._get_current_object() if current_user.is_authenticated else None
     token = _submission_token() if claim else None
     try:
-        with unit_of_work(db.session, actor=actor, policy=policy()) as session:
+        with unit_of_work(db.session, actor=actor, policy=policy(),
+                          spend=_spend(token) if token is not None else None) as session:
             if token is not None:
                 _claim(session, token)
             yield session
     except _AlreadySubmitted:
         assert token is not None
         abort(_replay(token))
-    except (IdentityMismatch, ProductBlocked):
-        # the stop was recorded (audit entry, deviation) in its own commit: this submission is spent, so that
-        # sending it again (a reload) does not record the stop twice; a new scan is a new submission
-        if token is not None:
-            _spend(token)
-        raise
     except AuthenticationFailed as failure:
         if actor is not None and failure.locked_user_id == actor.id:
             logout_user()

@@ -8,6 +8,11 @@
   (``scenarios.sterility_positive``: bag A infused, bag B blocked, the batch rejected): a hand-off is the
   product stop, a wrong COI at the bedside the identity stop, bag B at the bedside the blocked-bag stop;
   each the same full-screen stop, audited with a deviation.
+* A product whose bags have expired (``scenarios.conditional`` recorded three days back, a 48-hour shelf life):
+  a hand-off is the product-expired stop, the right bag of the right subject at the bedside the bag-expired
+  stop; a bag of a product QA has not released (``scenarios.in_progress``: awaiting QA) at the bedside is the
+  not-released stop. Each the same full-screen stop, audited with a deviation, nothing of the custody record
+  stored. (A hand-off of a product not yet released is not a stop: ``lifecycle.handoff_stop``.)
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from mfg.demo import nk_batch as demo_nk
 from mfg.demo import scenarios
 from mfg.domain import isbt128
 from mfg.extensions import db
-from mfg.models import Batch, Deviation, Subject, User
+from mfg.models import AuditEntry, Batch, CustodyEvent, Deviation, Subject, User
 from mfg.services import audit, bags, masterdata, sops, starting
 from tests.browser.pages import NAMES, TABLET, credentials, demo_plant, go, people
 from tests.browser.test_lifecycle_flow import _act
@@ -290,3 +295,94 @@ def test_an_unknown_lot_or_cabinet_is_not_found_scan_again_and_a_quarantined_lot
         ).to_be_visible()
         expect(buffer).to_have_value("PBS-Q")  # the observed value is kept on the screen
         assert _deviations(live_app, batch_id) == ["material"]
+
+
+def _custody_records(live_app: Flask, batch_id: int) -> list[str]:
+    with live_app.app_context():
+        return list(db.session.scalars(sa.select(CustodyEvent.kind).where(CustodyEvent.batch_id == batch_id)))
+
+
+def _product_stops_audited(live_app: Flask, batch_id: int) -> int:
+    with live_app.app_context():
+        return db.session.scalar(sa.select(sa.func.count()).select_from(AuditEntry).where(
+            AuditEntry.action == "product.blocked", AuditEntry.entity_id == str(batch_id))) or 0
+
+
+def _product(live_app: Flask, lot: str) -> tuple[int, str, str, isbt128.CoiId, str, str]:
+    """The batch of ``lot``: its id, its subject's code, the DIN scan, the COI, the first bag's label scan and
+    name."""
+    with live_app.app_context():
+        batch = db.session.scalars(sa.select(Batch).where(Batch.lot == lot)).one()
+        bag = bags.of_batch(db.session, batch)[0]
+        assert batch.din is not None and batch.subject is not None
+        return (batch.id, batch.subject.code, isbt128.din_from_text(batch.din).barcode("00"),
+                isbt128.parse_coi(isbt128.COI_PREFIX + batch.subject.coi),
+                isbt128.PRODUCT_CODE_PREFIX + bag.product_code, f"{bag.product_code} (bag {bag.division})")
+
+
+def test_an_expired_product_at_the_hand_off_and_an_expired_bag_at_the_bedside_are_full_screen_stops(
+        live_server: str, live_app: Flask, browser: Browser, make_user: Callable[..., User]) -> None:
+    setting = demo_plant(live_app, make_user)
+    # conditionally released, its process recorded three days back: its bags (48 h shelf life) have expired
+    with live_app.app_context():
+        lot = scenarios.conditional(_act(live_app), setting, days_back=3).lot
+    batch_id, subject, din, coi, bag_code, bag_name = _product(live_app, lot)
+    before = _deviations(live_app, batch_id)
+    with people(browser, live_server, tablet=True) as person:
+        clara = person("clinical1", NAMES["clinical1"])
+        page = clara.page
+        page.goto(f"/batches/{batch_id}/custody")
+
+        # the hand-off of the expired product
+        section = page.locator("section.custody-handoff")
+        _scan(page, section.get_by_label("Scan bag DIN", exact=True), din)
+        section.get_by_label("From", exact=True).fill("Cell therapy lab")
+        section.get_by_label("To", exact=True).fill("Ward 7")
+        section.get_by_label("Condition", exact=True).fill("sealed, intact")
+        credentials(clara, section)
+        go(section.get_by_role("button", name=re.compile("^Record hand-off")))
+        _stop(page, "PRODUCT EXPIRED", f"PRODUCT {lot} EXPIRED at", f"product {lot}, not blocked and not expired",
+              f"product {lot}, expired at", f"{subject}, COI {coi.eye_readable()}", "Do not hand it on", "call QA",
+              "Deviation DEV-")
+        _inert_behind(page, page.locator("section.custody-handoff").get_by_label("From", exact=True))
+        assert _deviations(live_app, batch_id)[len(before):] == ["product_stop"]
+        assert _product_stops_audited(live_app, batch_id) == 1
+        assert _custody_records(live_app, batch_id) == []  # nothing of the hand-off was stored
+        _dismiss(page)
+
+        # the bedside: both people scan the right bag of the right subject; the bag has expired
+        _bedside(page, [("clinical1", din, bag_code, coi.barcode()), ("clinical2", din, bag_code, coi.barcode())])
+        _stop(page, "BAG EXPIRED", f"BAG {bag_name} EXPIRED at", "not blocked, not expired",
+              f"{bag_name}, expired at", f"{subject}, COI {coi.eye_readable()}", "Do not infuse", "call QA",
+              "Deviation DEV-")
+        _inert_behind(page, _panel(page, 0).get_by_label("User name", exact=True))
+        _dismiss(page)
+    assert _deviations(live_app, batch_id)[len(before):] == ["product_stop", "product_stop"]
+    assert _product_stops_audited(live_app, batch_id) == 2
+    assert _custody_records(live_app, batch_id) == []
+
+
+def test_a_bag_of_a_product_qa_has_not_released_is_a_full_screen_stop_at_the_bedside(
+        live_server: str, live_app: Flask, browser: Browser, make_user: Callable[..., User]) -> None:
+    setting = demo_plant(live_app, make_user)
+    with live_app.app_context():
+        lot = scenarios.in_progress(_act(live_app), setting).lot  # every step done, its bags made: awaiting QA
+    batch_id, subject, din, coi, bag_code, bag_name = _product(live_app, lot)
+    with live_app.app_context():
+        status = db.session.scalars(sa.select(Batch.status).where(Batch.id == batch_id)).one()
+    assert status not in ("released", "conditionally_released")
+    before = _deviations(live_app, batch_id)
+    with people(browser, live_server, tablet=True) as person:
+        clara = person("clinical1", NAMES["clinical1"])
+        page = clara.page
+        page.goto(f"/batches/{batch_id}/custody")
+        _bedside(page, [("clinical1", din, bag_code, coi.barcode()), ("clinical2", din, bag_code, coi.barcode())])
+        _stop(page, "PRODUCT NOT RELEASED", f"Batch {lot} is", "only a product QA has released",
+              "a bag of a product QA has released (or released conditionally), not blocked, not expired",
+              f"{bag_name}, batch {lot}", f"{subject}, COI {coi.eye_readable()}", "Do not infuse: call QA",
+              "Deviation DEV-")
+        _inert_behind(page, _panel(page, 0).get_by_label("User name", exact=True))
+        assert _deviations(live_app, batch_id)[len(before):] == ["product_stop"]
+        assert _product_stops_audited(live_app, batch_id) == 1
+        assert _custody_records(live_app, batch_id) == []  # nothing of the bedside check was stored
+        _dismiss(page)

@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import re
 import shutil
+import threading
 from datetime import date, timedelta
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from flask import request
 
 from mfg.config import RESOURCE_ROOT
 from mfg.domain import dose, isbt128
 from mfg.extensions import db
-from mfg.models import AuditEntry, CustodyEvent, Deviation, Signature, StepExecution, User, utcnow
+from mfg.models import AuditEntry, Batch, CustodyEvent, Deviation, Signature, StepExecution, User, utcnow
 from mfg.services import audit, bags, clinical, sops, starting
 from tests.support import PASSWORD
 
@@ -292,3 +294,57 @@ def test_a_wrong_bag_and_a_wrong_password_through_the_cli_are_recorded_as_throug
     with app.app_context():
         assert db.session.scalar(sa.select(User.failed_logins).where(User.username == "olivia")) == 2
     assert cli(nk_batch["bag"], PASSWORD).exit_code == 0 and _count(app, CustodyEvent) == 1
+
+
+@pytest.mark.parametrize(("stop", "action", "origin", "audited"), [
+    ("identity", "handoff", "identity", "identity.mismatch"),  # a wrong bag at the hand-off
+    ("product", "bedside", "product_stop", "product.blocked"),  # the right bag of a product QA has not released
+])
+def test_the_same_stop_submitted_twice_at_the_same_moment_is_recorded_once(nk_batch, app, stop, action, origin,
+                                                                            audited):
+    """A double tap sends the same stopped submission twice at once, with the form's one token: both requests pass
+    the check for a repeat before either has committed anything, and both reach the stop. The commit that
+    records the stop (its audit entry, its deviation) claims the token too, so the twin's is refused on the token
+    and the twin is answered as a repeat: one stop recorded, one deviation."""
+    if stop == "identity":
+        other = isbt128.make_din("X9999", 26, 999999).barcode("00")
+        data = {"handoff-scanned_din": other, "handoff-from_location": "Cleanroom 2",
+                "handoff-to_location": "Courier", "handoff-condition": "sealed, 4 C", "handoff-username": "olivia",
+                "handoff-password": PASSWORD}
+    else:
+        with app.app_context():  # QA's release withdrawn, as the fixture gave it (tested in test_review*.py)
+            audit.set_actor(db.session, name="test-setup")
+            db.session.get(Batch, nk_batch["id"]).status = "awaiting_review"
+            db.session.commit()
+        data = {}
+        for panel, username in (("first", "clara"), ("second", "nina")):
+            data |= {f"bedside-{panel}-username": username, f"bedside-{panel}-password": PASSWORD,
+                     f"bedside-{panel}-scanned_din": nk_batch["bag"],
+                     f"bedside-{panel}-scanned_bag": nk_batch["label"],
+                     f"bedside-{panel}-scanned_coi": nk_batch["coi"].barcode()}
+    data["submission_token"] = "twin-taps-of-one-form"
+    clients = [app.test_client(), app.test_client()]
+    for twin in clients:
+        assert twin.post("/auth/login", data={"username": "olivia", "password": PASSWORD}).status_code == 302
+    together = threading.Barrier(2, timeout=10)
+
+    def at_the_same_moment() -> None:  # before the check for a repeat: neither twin has committed anything yet
+        if request.endpoint == f"custody.{action}":
+            together.wait()
+
+    app.before_request_funcs.setdefault(None, []).insert(0, at_the_same_moment)
+    answers: list[int] = []
+
+    def send(twin) -> None:
+        answers.append(twin.post(f"/batches/{nk_batch['id']}/custody/{action}", data=data,
+                                 headers={"Referer": f"/batches/{nk_batch['id']}/custody"}).status_code)
+
+    threads = [threading.Thread(target=send, args=(twin,)) for twin in clients]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert sorted(answers) == [303, 400]  # the stop, and its twin answered as a repeat
+    assert _count(app, Deviation, Deviation.batch_id == nk_batch["id"], Deviation.origin == origin) == 1
+    assert _count(app, AuditEntry, AuditEntry.action == audited) == 1
+    assert _count(app, CustodyEvent) == 0
