@@ -19,7 +19,7 @@ Each of these stops names the deviation it opened (``error.deviation``). The err
 each, so the edge still tells the person what happened.
 
 ``spend``: the edge's one-time claim of the action (a web form's submission token), made again in the commit
-that records an identity or product hard stop, so that the stop is recorded once: a twin of the same
+that records an identity or product hard stop or a refused item, so that the stop is recorded once: a twin of the same
 submission that reached the stop too (two taps at the same moment) finds the claim taken, its commit fails
 on it, and ``spend`` raises what tells the edge to answer the twin as a repeat. Nothing of that twin is recorded.
 """
@@ -36,7 +36,7 @@ from .domain.errors import AuthenticationFailed, IdentityMismatch, ItemRefused, 
 from .models import Deviation, User
 from .services import accounts, deviations, lifecycle
 
-E = TypeVar("E", IdentityMismatch, ProductBlocked)
+E = TypeVar("E", IdentityMismatch, ProductBlocked, ItemRefused)
 
 
 @contextmanager
@@ -64,8 +64,7 @@ def unit_of_work(session: Session, *, actor: User | None, policy: accounts.Polic
         session.rollback()
         if actor is None:
             raise RuntimeError("an item refused outside a person's action: nobody to record it") from refused
-        refused.deviation = deviations.record_refused_item(session, refused, actor).number
-        session.commit()
+        refused.deviation = _record_stop(session, spend, deviations.record_refused_item, refused, actor)
         raise
     except AuthenticationFailed as failure:
         session.rollback()

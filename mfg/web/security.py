@@ -188,7 +188,7 @@ def transaction(*, claim: bool = True) -> Iterator[Session]:
     ``claim``: the first transaction of a POST claims the form's one-time submission token in the same
     transaction; if an earlier submission already claimed it, nothing is done and the request is answered
     with that submission's redirect (an HTTP exception the view does not catch). A submission that ends in an
-    identity or product hard stop spends its token in the commit that records the stop (``_spend``)."""
+    identity or product hard stop, or in a refused item, spends its token in the commit that records it (``_spend``)."""
     actor = current_user._get_current_object() if current_user.is_authenticated else None
     token = _submission_token() if claim else None
     try:

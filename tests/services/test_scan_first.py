@@ -101,3 +101,27 @@ def test_an_identity_stop_names_expected_scanned_subject_next_action_and_its_dev
     assert info.value.fields == ("lot_scan",)
     assert info.value.deviation == session.scalars(sa.select(Deviation)).one().number
     assert _count(session, AuditEntry, AuditEntry.action == "identity.mismatch") == 1
+
+
+def test_a_refused_item_sent_again_with_the_same_claim_opens_one_deviation(identify):
+    """The edge's one-time claim (a web form's token) is made in the commit that records the refused item, as for
+    a hard stop: the same submission sent again (a reload, a double tap) fails on the claim and records nothing."""
+    from sqlalchemy.exc import IntegrityError
+
+    from mfg.models import FormSubmission, utcnow
+
+    session, lot = identify["session"], identify["batch"].lot
+
+    def spend(s):
+        s.add(FormSubmission(token="the-same-submission", user_id=None, endpoint="test", created_at=utcnow()))
+        s.flush()
+
+    with pytest.raises(ItemRefused):
+        with unit_of_work(session, actor=identify["olivia"], policy=accounts.Policy(), spend=spend):
+            perform(identify, "identify_material", {"lot_scan": lot, "buffer": "PBS-Q"})
+    with pytest.raises(IntegrityError):
+        with unit_of_work(session, actor=identify["olivia"], policy=accounts.Policy(), spend=spend):
+            perform(identify, "identify_material", {"lot_scan": lot, "buffer": "PBS-Q"})
+    assert _count(session, Deviation) == 1
+    assert _count(session, AuditEntry, AuditEntry.action == "item.refused") == 1
+    assert _count(session, FormSubmission) == 1
