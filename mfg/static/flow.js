@@ -3,11 +3,11 @@
 //   (ISO 8601, UTC), measured on the server's clock (data-server-now, the moment the page was drawn).
 // - The batch page polls its version (.live-update[data-version-url]: everything the page shows, see
 //   services/batch_pages.page_version). When another person changed the batch the page does not go stale: it
-//   reloads itself (the browser keeps the scroll position) unless a reload would lose something of the person
-//   looking at it: typed input (a field whose value differs from the one it was drawn with), a field with the
-//   focus (being typed into), an open <dialog>, or a <details> opened or closed since the page was drawn (the
-//   hand-opened deviation form, say). Then it says who changed the batch, with a Reload button, and waits for
-//   that click, so nothing typed is lost.
+//   reloads itself (the browser keeps the scroll position, as the browser test asserts) unless a reload would
+//   lose something of the person looking at it: typed input (a field whose value differs from the one it was
+//   drawn with), a field with the focus (being typed into), an open <dialog>, or a <details> opened or closed
+//   since the page was drawn (the hand-opened deviation form, say). Then it says who changed the batch, with a
+//   Reload button, and waits for that click, so nothing typed is lost.
 // - A value's comment box shows when the value needs one (outside the limits the screen states), or on request.
 (function () {
   "use strict";

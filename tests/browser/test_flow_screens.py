@@ -189,12 +189,13 @@ def test_countdowns_tick_and_the_page_updates_itself_when_another_person_signs(
         transport = progress(page).get_by_role("listitem").filter(
             has_text=re.compile(r"^Transport and receipt.*: (complete|waiting for a verification)"))
         expect(transport).to_have_count(0)
-        page.evaluate("window.drawnBefore = true")
+        page.evaluate("window.drawnBefore = true; window.scrollTo(0, 400)")
         oscar.page.goto(f"/batches/{batch_id}")
         perform_in_browser(oscar, next_demo_step(live_app, batch_id, now))
         page.clock.run_for("00:05")
         expect(transport).to_have_count(1)
-        assert page.evaluate("window.drawnBefore === undefined")  # drawn anew
+        assert page.evaluate("window.drawnBefore === undefined")  # drawn anew, where she was looking
+        page.wait_for_function("window.scrollY === 400")
         expect(page.get_by_role("alert").filter(has_text="Updated by")).to_have_count(0)
 
         # Olivia starts describing a deviation on the page; Oscar opens one of his own meanwhile. Her page is not
