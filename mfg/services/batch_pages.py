@@ -364,12 +364,15 @@ def page_version(session: Session, batch: Batch) -> PageVersion:
     parts = session.execute(sa.select(
         Batch.status, Batch.row_version, *(part for model, columns in _COUNTED for part in _aggregates(model, columns)),
         *_documents_job()).where(Batch.id == _OF_BATCH), of_batch).one()
+    # the batch's signatures, record type by record type (each by the index of signed records: as many rows as the
+    # batch has signatures, however many the database holds), and the newest of them
+    signed = sa.union_all(*(sa.select(Signature.id).where(
+        Signature.record_type == model.__tablename__, Signature.record_id.in_(
+            sa.select(sa.cast(model.id, sa.String)).where(model.batch_id == _OF_BATCH)))  # type: ignore[attr-defined]
+        for model in _SIGNED)).subquery()
     newest = session.execute(
         sa.select(Signature.id, Signature.printed_name, Signature.signed_at)
-        .where(sa.or_(*(sa.and_(Signature.record_type == model.__tablename__, Signature.record_id.in_(
-            sa.select(sa.cast(model.id, sa.String)).where(model.batch_id == _OF_BATCH)))  # type: ignore[attr-defined]
-            for model in _SIGNED)))
-        .order_by(Signature.id.desc()).limit(1), of_batch).first()
+        .where(Signature.id == sa.select(sa.func.max(signed.c.id)).scalar_subquery()), of_batch).first()
     token = ".".join("" if part is None else str(part) for part in (*parts, newest.id if newest else 0))
     return PageVersion(token, newest.printed_name if newest else None, newest.signed_at if newest else None)
 
