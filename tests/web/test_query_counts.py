@@ -1,6 +1,6 @@
-"""The work queue, the batch list, the batch page and the audit trail screen run a fixed number of SQL
-queries however many batches, steps, values and audit entries there are (the count is deterministic, so
-it is asserted; their speed is measured in bench/pages.py, never asserted)."""
+"""The work queue, the batch list, the batch page (and the version its open page polls) and the audit trail
+screen run a fixed number of SQL queries however many batches, steps, values and audit entries there are (the
+count is deterministic, so it is asserted; their speed is measured in bench/pages.py, never asserted)."""
 
 from __future__ import annotations
 
