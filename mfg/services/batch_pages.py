@@ -19,9 +19,17 @@ from ..domain import guards, lifecycle, sequence, words
 from ..domain.signing import Meaning
 from ..domain.sop_schema import MasterRecord, step_index
 from ..models import (
+    BagBlock,
+    Base,
     Batch,
+    BatchDecision,
     BatchMasterRecord,
+    ClinicalAlert,
+    CustodyEvent,
     Deviation,
+    DocumentJob,
+    DocumentRevision,
+    PendingResult,
     ProductBag,
     Signature,
     SignatureInvalidation,
@@ -30,7 +38,7 @@ from ..models import (
     User,
     utcnow,
 )
-from . import bags, batches, custody, deviations, evaluation, growth
+from . import bags, batches, custody, deviations, document_jobs, evaluation, growth
 from . import lifecycle as batch_lifecycle
 
 
@@ -299,35 +307,73 @@ def _marks(records_: list[MasterRecord], by_step: dict[tuple[int, str], list[Ste
 
 @dataclass(frozen=True)
 class PageVersion:
-    """What the batch page was drawn from: ``token`` changes whenever a step is performed, verified,
-    corrected or signed again, the batch changes status, or a deviation or a bag is recorded; ``by`` and
-    ``at`` name the newest signature on the batch's steps (who changed it, for "updated by ...")."""
+    """What the batch page was drawn from: ``token`` changes whenever anything the page shows or offers may
+    change (``page_version``); ``by`` and ``at`` name the newest signature on anything of the batch (who
+    changed it, for "updated by ...")."""
 
     token: str
     by: str | None
     at: datetime | None
 
 
+# The records of a batch the page's version counts (their number and newest id), with the columns whose sum
+# moves when one of them changes (row versions); every one has a ``batch_id``.
+_COUNTED: tuple[tuple[type[Base], tuple[str, ...]], ...] = (
+    (StepExecution, ("row_version",)), (Deviation, ("row_version",)), (ProductBag, ()), (BagBlock, ()),
+    (CustodyEvent, ()), (PendingResult, ("row_version",)), (BatchDecision, ()), (DocumentRevision, ()),
+    (ClinicalAlert, ("row_version",)))
+# The records of a batch whose signatures are "on the page" (the newest names ``by`` and ``at``).
+_SIGNED: tuple[type[Base], ...] = (StepExecution, Deviation, BatchDecision, CustodyEvent, PendingResult,
+                                   DocumentRevision, ClinicalAlert)
+_OF_BATCH: sa.BindParameter[int] = sa.bindparam("batch_id", type_=sa.Integer)
+
+
+def _aggregates(model: type[Base], columns: tuple[str, ...]) -> list[sa.ScalarSelect]:
+    """Scalar subqueries of ``model``'s rows of the batch: their number, newest id and the sums of ``columns``."""
+    of_batch = model.batch_id == _OF_BATCH  # type: ignore[attr-defined]
+    return [sa.select(sa.func.count(model.id)).where(of_batch).scalar_subquery(),  # type: ignore[attr-defined]
+            sa.select(sa.func.coalesce(sa.func.max(model.id), 0)).where(of_batch)  # type: ignore[attr-defined]
+            .scalar_subquery(),
+            *(sa.select(sa.func.coalesce(sa.func.sum(getattr(model, column)), 0)).where(of_batch).scalar_subquery()
+              for column in columns)]
+
+
+def _documents_job() -> list[sa.ScalarSelect]:
+    """The documents job the page announces (the oldest whose documents do not exist yet): its id, status and
+    attempts, as ``documents/_being_prepared.html`` shows them."""
+    job = (sa.select(DocumentJob.id).where(DocumentJob.batch_id == _OF_BATCH,
+                                           DocumentJob.status.in_(document_jobs.NOT_DONE))
+           .order_by(DocumentJob.id).limit(1))
+    return [job.with_only_columns(column).scalar_subquery()
+            for column in (DocumentJob.id, DocumentJob.status, DocumentJob.attempts)]
+
+
 def page_version(session: Session, batch: Batch) -> PageVersion:
-    """The batch page's version in a fixed number of small queries (polled by the open page every few
-    seconds: ``web/batches.version``, ``static/flow.js``)."""
-    of_batch = StepExecution.batch_id == batch.id
-    executions_ = session.execute(sa.select(sa.func.count(StepExecution.id), sa.func.max(StepExecution.id),
-                                            sa.func.coalesce(sa.func.sum(StepExecution.row_version), 0))
-                                  .where(of_batch)).one()
+    """The batch page's version in two small queries however much the batch holds (polled by the open page
+    every few seconds: ``web/batches.version``, ``static/flow.js``, which reloads the page when it changes).
+
+    The token covers everything the page shows or offers, or that changes what it shows: the batch's status
+    and row version; its step executions (performed, verified, corrected, signed again: their row versions);
+    deviations (opened, moved on); bags (made), bag blocks (a bag blocked), custody events (a hand-off, a
+    bedside check: a bag issued or infused); pending results (entered, verified); QA's decisions (release,
+    rejection, cancellation: the batch's own signatures); documents issued (batch record, certificate of
+    analysis, labels) and the documents job the page announces (its status and attempts); clinical alerts
+    (raised, acknowledged); and the newest signature on any of these records. Append-only records count by
+    their number and newest id, records that change by their row versions too."""
+    of_batch = {"batch_id": batch.id}
+    parts = session.execute(sa.select(
+        Batch.status, Batch.row_version, *(part for model, columns in _COUNTED for part in _aggregates(model, columns)),
+        *_documents_job()).where(Batch.id == _OF_BATCH), of_batch).one()
+    # the batch's signatures, record type by record type (each by the index of signed records: as many rows as the
+    # batch has signatures, however many the database holds), and the newest of them
+    signed = sa.union_all(*(sa.select(Signature.id).where(
+        Signature.record_type == model.__tablename__, Signature.record_id.in_(
+            sa.select(sa.cast(model.id, sa.String)).where(model.batch_id == _OF_BATCH)))  # type: ignore[attr-defined]
+        for model in _SIGNED)).subquery()
     newest = session.execute(
         sa.select(Signature.id, Signature.printed_name, Signature.signed_at)
-        .join(StepExecution, sa.cast(StepExecution.id, sa.String) == Signature.record_id)
-        .where(Signature.record_type == StepExecution.__tablename__, of_batch)
-        .order_by(Signature.id.desc()).limit(1)).first()
-    status, row_version = session.execute(sa.select(Batch.status, Batch.row_version)
-                                          .where(Batch.id == batch.id)).one()
-    deviations_ = session.execute(sa.select(sa.func.count(Deviation.id),
-                                            sa.func.coalesce(sa.func.sum(Deviation.row_version), 0))
-                                  .where(Deviation.batch_id == batch.id)).one()
-    bags_ = session.scalar(sa.select(sa.func.count(ProductBag.id)).where(ProductBag.batch_id == batch.id))
-    token = ".".join(str(part) for part in (status, row_version, *executions_, newest.id if newest else 0,
-                                            *deviations_, bags_))
+        .where(Signature.id == sa.select(sa.func.max(signed.c.id)).scalar_subquery()), of_batch).first()
+    token = ".".join("" if part is None else str(part) for part in (*parts, newest.id if newest else 0))
     return PageVersion(token, newest.printed_name if newest else None, newest.signed_at if newest else None)
 
 

@@ -1,7 +1,13 @@
 // Flow on the batch and step screens (issue 17, items 6 and 7). Plain JS, no library, served locally.
 // - Countdowns tick: every element .countdown[data-due] shows the time left to its server-given deadline
 //   (ISO 8601, UTC), measured on the server's clock (data-server-now, the moment the page was drawn).
-// - The batch page polls its version (.live-update[data-version-url]) and says who changed the batch.
+// - The batch page polls its version (.live-update[data-version-url]: everything the page shows, see
+//   services/batch_pages.page_version). When another person changed the batch the page does not go stale: it
+//   reloads itself (the browser keeps the scroll position, as the browser test asserts) unless a reload would
+//   lose something of the person looking at it: typed input (a field whose value differs from the one it was
+//   drawn with), a field with the focus (being typed into), an open <dialog>, or a <details> opened or closed
+//   since the page was drawn (the hand-opened deviation form, say). Then it says who changed the batch, with a
+//   Reload button, and waits for that click, so nothing typed is lost.
 // - A value's comment box shows when the value needs one (outside the limits the screen states), or on request.
 (function () {
   "use strict";
@@ -37,11 +43,40 @@
   }
 
   // --- live updates of the batch page -------------------------------------------------------------------
+  // Would reloading the page lose something of the person looking at it? ``drawn``: whether each <details>
+  // was open when the page was drawn.
+  function busy(drawn) {
+    var fields = document.querySelectorAll("input, textarea, select");
+    for (var i = 0; i < fields.length; i++) {
+      var field = fields[i];
+      if (field.type === "hidden" || field.type === "submit" || field.type === "button") { continue; }
+      if (field.type === "checkbox" || field.type === "radio") {
+        if (field.checked !== field.defaultChecked) { return true; }
+      } else if (field.tagName === "SELECT") {
+        for (var j = 0; j < field.options.length; j++) {
+          if (field.options[j].selected !== field.options[j].defaultSelected) { return true; }
+        }
+      } else if (field.value !== field.defaultValue) {
+        return true;
+      }
+    }
+    var active = document.activeElement;
+    if (active && active !== document.body && active.matches &&
+        active.matches("input:not([type=hidden]), textarea, select, [contenteditable]")) { return true; }
+    if (document.querySelector("dialog[open]")) { return true; }
+    var details = document.querySelectorAll("details");
+    for (var k = 0; k < details.length; k++) {
+      if (details[k].open !== drawn[k]) { return true; }
+    }
+    return false;
+  }
+
   function watch(box) {
     var url = box.getAttribute("data-version-url");
     var seen = box.getAttribute("data-version");
     var every = Math.max(1, parseFloat(box.getAttribute("data-poll-seconds")) || 5) * 1000;
     var timer = null;
+    var drawn = Array.prototype.map.call(document.querySelectorAll("details"), function (d) { return d.open; });
 
     function announce(data) {
       var text = "This batch was updated";
@@ -62,8 +97,12 @@
         })
         .then(function (data) {
           if (data && data.version !== seen) {
-            window.clearInterval(timer);  // said once; the reload draws the page anew
-            announce(data);
+            window.clearInterval(timer);  // once: the reload draws the page anew, and polls again
+            if (busy(drawn)) {
+              announce(data);  // nothing typed is lost: the person reloads when ready
+            } else {
+              window.location.reload();
+            }
           }
         })
         .catch(function () { /* the network is back at the next poll */ });

@@ -150,8 +150,11 @@ def show(batch_id: int):
 @bp.route("/<int:batch_id>/version.json")
 @login_required
 def version(batch_id: int):
-    """What the open batch page polls (``static/flow.js``): the page's version and who signed last. A poll is
-    not activity: it does not keep an idle session alive (``security.PASSIVE``)."""
+    """What the open batch page polls (``static/flow.js``): the page's version (``batch_pages.page_version``:
+    everything the page shows) and who signed last. When the version changes the page reloads itself, unless
+    the person looking at it has typed into a form, has a field focused, or opened a <details> or <dialog>: then
+    it says who changed the batch and offers the reload, so nothing typed is lost. A poll is not activity: it
+    does not keep an idle session alive (``security.PASSIVE``)."""
     found = batch_pages.page_version(db.session, batches.get(db.session, batch_id))
     return {"version": found.token, "by": found.by, "at": local_time(found.at) if found.at else None}
 

@@ -21,7 +21,7 @@ from mfg.domain.errors import ValidationFailed
 from mfg.extensions import db
 from mfg.models import AuditEntry, BatchDecision, DocumentJob, utcnow
 from mfg.reports import pdf as pdfs
-from mfg.services import audit, custody, document_jobs, documents, starting
+from mfg.services import audit, batch_pages, custody, document_jobs, documents, starting
 from tests.support import PASSWORD, documents_worker
 
 
@@ -224,3 +224,34 @@ def test_the_cli_makes_what_is_pending(app, session, decide, site_certificate):
     assert result.exit_code == 0, result.output
     assert f"{decided.batch.lot}-batch_record-r1.pdf" in result.output
     assert not document_jobs.documents_pending(session, decided.batch)
+
+
+def test_the_batch_page_version_follows_the_documents_job_it_announces(app, session, decide, site, tmp_path):
+    """The batch page says "documents being prepared" or "documents not made" (with the attempts) from the
+    oldest job not done: a failed attempt, the job given up, retried and done each change the page's version
+    (``batch_pages.page_version``), so an open page updates itself; nothing else of the batch moves."""
+    decided = decide()
+    broken = dataclasses.replace(documents_worker(app, site), retry_seconds=0,
+                                 site=lambda: pdfs.load_site_signer(app.config, tmp_path / "empty"))
+
+    def version() -> str:
+        session.expire_all()
+        return batch_pages.page_version(session, decided.batch).token
+
+    seen = [version()]
+    batch_row = (decided.batch.status, decided.batch.row_version)
+    for _attempt in range(document_jobs.MAX_ATTEMPTS):
+        [outcome] = document_worker.run_pending(broken, limit=1)
+        assert outcome.error
+        seen.append(version())
+        assert seen[-1] != seen[-2]
+    assert session.get(DocumentJob, decided.job.id).status == "failed"
+    document_jobs.retry(session, decided.batch)
+    session.commit()
+    seen.append(version())
+    assert seen[-1] != seen[-2]
+    [outcome] = document_worker.run_pending(documents_worker(app, site))
+    assert outcome.documents and not document_jobs.documents_pending(session, decided.batch)
+    seen.append(version())
+    assert seen[-1] != seen[-2]
+    assert (decided.batch.status, decided.batch.row_version) == batch_row  # the batch itself never moved

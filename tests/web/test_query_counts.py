@@ -1,6 +1,6 @@
-"""The work queue, the batch list, the batch page and the audit trail screen run a fixed number of SQL
-queries however many batches, steps, values and audit entries there are (the count is deterministic, so
-it is asserted; their speed is measured in bench/pages.py, never asserted)."""
+"""The work queue, the batch list, the batch page (and the version its open page polls) and the audit trail
+screen run a fixed number of SQL queries however many batches, steps, values and audit entries there are (the
+count is deterministic, so it is asserted; their speed is measured in bench/pages.py, never asserted)."""
 
 from __future__ import annotations
 
@@ -124,6 +124,21 @@ def test_the_batch_page_does_not_query_per_step_or_value(demo, client, login):  
     assert "2 of 3 steps complete" in page and "awaiting verification" in page and "PBS-7" in page
     many = _queries(demo, client, f"/batches/{second}")
     assert many == few, (few, many)
+
+
+def test_the_batch_page_version_runs_two_queries_however_much_the_batch_holds(demo, client, login):  # noqa: F811
+    """What the open batch page polls every few seconds: the batch and the aggregates of everything the page
+    shows in one query, the newest signature in another (besides the request's own: the signed-in user)."""
+    _receive_buffer(demo)
+    login("olivia")
+    (first,) = _batches(client, 1)
+    few = _queries(demo, client, f"/batches/{first}/version.json")
+    second, *_others = _batches(client, 3)
+    assert client.post(f"/batches/{second}/step/0/room_check/1", data={
+        "v_room_temperature": "21.0", "v_settle_plate_count": "0", "v_room_status": "Clean",
+        "v_remarks": "settle plates read at 10:00", "password": PASSWORD}).status_code == 302
+    many = _queries(demo, client, f"/batches/{second}/version.json")
+    assert few == many == 4, (few, many)  # the signed-in user, the batch, the version (two)
 
 
 def _newest(app) -> int:
