@@ -26,6 +26,8 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
+from .files import owner_only
+
 
 class BackupError(Exception):
     """A backup that could not be made; the message is safe to show (no password)."""
@@ -45,7 +47,7 @@ def backup(database_url: str, out_dir: Path, *, now: datetime | None = None) -> 
     url = sa.engine.make_url(database_url)
     stamp = (now or datetime.now(timezone.utc)).astimezone(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     started = time.monotonic()
     if url.get_backend_name() == "sqlite":
         target = out_dir / f"mfg-backup-{stamp}.sqlite3"
@@ -59,7 +61,7 @@ def backup(database_url: str, out_dir: Path, *, now: datetime | None = None) -> 
         raise BackupError(f"no backup method for {url.get_backend_name()} databases")
     digest = file_sha256(target)
     checksum = target.with_name(target.name + ".sha256")
-    checksum.write_text(f"{digest}  {target.name}\n", encoding="utf-8")
+    owner_only(checksum).write_text(f"{digest}  {target.name}\n", encoding="utf-8")
     return BackupResult(target, checksum, target.stat().st_size, digest, time.monotonic() - started)
 
 
@@ -85,7 +87,7 @@ def _sqlite_backup(url: sa.URL, target: Path) -> None:
     source_path = Path(database)
     if not source_path.is_file():
         raise BackupError(f"no SQLite database at {source_path}")
-    partial = target.with_name(target.name + ".partial")
+    partial = owner_only(target.with_name(target.name + ".partial"))  # the copy is as private as the original
     source = sqlite3.connect(source_path, timeout=30)
     try:
         destination = sqlite3.connect(partial)
@@ -160,6 +162,7 @@ def _pg_dump(url: sa.URL, target: Path) -> None:
     if pg_dump is None:
         raise BackupError("pg_dump not found on PATH or in /usr/lib/postgresql/*/bin: "
                           "install the PostgreSQL client tools (same major version as the server)")
+    owner_only(target)  # pg_dump writes into it, keeping its mode
     args = [pg_dump, "--format=custom", "--no-password", f"--file={target}"]
     for schema in url_schemas(url):
         args += ["--schema", _pg_pattern(schema)]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 from dataclasses import dataclass
+from pathlib import Path
 
 import sqlalchemy as sa
 from flask import Flask, current_app, g
@@ -18,6 +19,8 @@ from flask_wtf import CSRFProtect
 from sqlalchemy import event
 from sqlalchemy.orm import Session, sessionmaker
 
+from .files import owner_only
+
 log = logging.getLogger(__name__)
 _SQLITE_READONLY = 8
 
@@ -25,12 +28,16 @@ _SQLITE_READONLY = 8
 def make_engine(url: str, **options: object) -> sa.Engine:
     """Create an engine with the project's connection rules.
 
-    SQLite: foreign keys on, WAL journal and a busy timeout at every connection, so that concurrent
+    SQLite: the database file owner-only (``files.owner_only``); foreign keys on, WAL journal and a busy
+    timeout at every connection, so that concurrent
     writers wait for each other instead of failing at once. A read-only file that is not yet in WAL
     mode cannot be switched: it is still opened, to be read (writes then fail and the error page says
     so). PostgreSQL goes through psycopg 3.
     """
     if url.startswith("sqlite"):
+        database = sa.engine.make_url(url).database
+        if database and database != ":memory:" and not database.startswith("file:") and Path(database).parent.is_dir():
+            owner_only(Path(database))  # before SQLite creates it (its -wal and -shm files take its mode)
         engine = sa.create_engine(url, connect_args={"timeout": 30}, **options)
 
         @event.listens_for(engine, "connect")

@@ -8,6 +8,7 @@ import itertools
 import os
 import re
 import sqlite3
+import stat
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,7 +20,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from mfg import backup, create_app
-from mfg.extensions import db
+from mfg.extensions import db, make_engine
 from mfg.models import User
 from mfg.services import accounts, audit
 
@@ -151,3 +152,41 @@ def test_pg_connection_settings_stay_off_the_command_line():
     assert backup.url_schemas(sa.engine.make_url("postgresql://h/db?options=-c search_path=a,%22$user%22,b")) \
         == ["a", "b"]
     assert backup.url_schemas(sa.engine.make_url("postgresql://h/db")) == []
+
+
+@pytest.fixture
+def open_umask():
+    """The usual umask (0022: new files readable by everyone), whatever the test runner's."""
+    before = os.umask(0o022)
+    try:
+        yield
+    finally:
+        os.umask(before)
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_every_backup_copy_and_checksum_is_owner_only(app, database_url, tmp_path, open_umask):
+    result = backup.backup(database_url, tmp_path / "b")
+    assert (_mode(tmp_path / "b"), _mode(result.path), _mode(result.checksum_path)) == (0o700, 0o600, 0o600)
+
+
+def test_the_sqlite_database_and_its_wal_are_owner_only(tmp_path, open_umask):
+    """A new database file (as `flask init` creates it), its -wal and -shm files, and an existing file left
+    readable by others (an older installation) are all owner-only once the application opens them."""
+    fresh, older = tmp_path / "new.sqlite3", tmp_path / "old.sqlite3"
+    older.touch(mode=0o644)
+    older.chmod(0o644)
+    for path in (fresh, older):
+        engine = make_engine(f"sqlite:///{path}")
+        try:
+            with engine.begin() as conn:
+                conn.execute(sa.text("CREATE TABLE t (x INTEGER)"))
+                conn.execute(sa.text("INSERT INTO t VALUES (1)"))
+                files = [path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")]
+                assert all(f.exists() for f in files)
+                assert [_mode(f) for f in files] == [0o600] * 3, path
+        finally:
+            engine.dispose()
