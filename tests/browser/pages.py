@@ -45,6 +45,10 @@ def demo_plant(live_app: Flask, make_user: Callable[..., User],
     sops_dir = Path(live_app.config["SOPS_DIR"])
     for folder in ("nk", "trial"):
         shutil.copytree(RESOURCE_ROOT / "sops" / folder, sops_dir / folder)
+    zone = live_app.config["SITE_TIMEZONE"]
+    for trial in (sops_dir / "trial").glob("*.yaml"):  # the site's configuration states the site's zone
+        trial.write_text(trial.read_text(encoding="utf-8").replace("site_timezone: UTC", f"site_timezone: {zone}"),
+                         encoding="utf-8")
     instance = Path(live_app.instance_path)
     ensure_site_certificate(instance / live_app.config["SIGNING_KEY_FILE"],
                             instance / live_app.config["SIGNING_CERT_FILE"], "Test site", demo=True)
@@ -54,7 +58,7 @@ def demo_plant(live_app: Flask, make_user: Callable[..., User],
         audit.set_actor(session, name="test-setup")
         users = {u.username: u for u in session.scalars(sa.select(User))}
         for version in sops.load_directory(session, sops_dir, loader=users["qa2"]).loaded:
-            sops.approve(session, version, site_timezone=live_app.config["SITE_TIMEZONE"], signer=users["qa1"],
+            sops.approve(session, version, site_timezone=zone, signer=users["qa1"],
                          password=PASSWORD, username="qa1", require_username=True)
         demo.seed_master_data(session)
         session.commit()
