@@ -413,7 +413,8 @@ def qualify_command(out: Path | None) -> None:
     checks, report = qualification.qualify(target)
     session.commit()
     for check in checks:
-        click.echo(f"{'PASS' if check.passed else 'FAIL'}  {check.title}")
+        warned = " (with a warning)" if check.warned else ""
+        click.echo(f"{'PASS' if check.passed else 'FAIL'}  {check.title}{warned}")
         for line in check.details:
             click.echo(f"      {line}", err=not check.passed)
     out = out or Path(current_app.instance_path) / "qualification"

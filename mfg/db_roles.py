@@ -151,14 +151,17 @@ def setup(owner_url: str, app_url: str) -> list[str]:
 
 def app_role_findings(connection: sa.Connection) -> tuple[list[str], list[str]]:
     """What the connection's own role could do that the application's role should not, as (problems,
-    warnings). Owning the tables (the one-role set-up) is a warning; anything else beyond its grants (a
-    superuser, UPDATE or DELETE on an append-only table, CREATE on the schema...) is a problem. SQLite: none."""
+    warnings). The one-role set-up (a superuser, or the role that owns the tables) is a warning, as it was the
+    only set-up before; a role that owns nothing yet holds more than its grants (UPDATE or DELETE on an
+    append-only table, CREATE on the schema...) is a problem. SQLite: none."""
     if connection.dialect.name != "postgresql":
         return [], []
     me = _identity(connection)
-    if me.superuser:
-        return [f"the application's role {me.role} is a PostgreSQL superuser: it can rewrite or drop anything, "
-                "guards included"], []
+    if me.superuser:  # the one-role set-up at its worst: as today, said plainly
+        return [], [f"WARNING: the application's role {me.role} is a PostgreSQL superuser: it can alter or drop "
+                    "anything, disable the guard triggers included. Set OWNER_DATABASE_URL to a separate owner role, "
+                    "give the application a role of its own and run `flask --app mfg init` (README, Two PostgreSQL "
+                    "roles)"]
     schema = me.schema or "public"
     owned = _owned_by(connection, schema, me.role)
     if owned:

@@ -201,6 +201,9 @@ def test_one_role_owning_the_tables_is_a_warning(roles, tmp_path, _site_material
     with app.app_context():
         problems, warnings = db_roles.app_role_findings(db.session.connection())
     assert problems == [] and len(warnings) == 1 and "could alter the tables and disable the guard" in warnings[0]
+    qualified = app.test_cli_runner().invoke(args=["qualify", "--out", str(tmp_path / "iq")])
+    assert qualified.exit_code == 0, qualified.output
+    assert f"PASS  {ROLES_CHECK} (with a warning)" in qualified.output
     app.extensions["mfg.db"].engine.dispose()
 
 
@@ -221,3 +224,14 @@ def test_init_refuses_roles_that_would_not_separate_anything(roles, tmp_path, ca
         assert conn.execute(sa.text("SELECT count(*) FROM pg_tables WHERE schemaname = :s"),
                             {"s": roles.schema}).scalar() == 0
     app.extensions["mfg.db"].engine.dispose()
+
+
+ROLES_CHECK = "The application's database role cannot alter the record's tables"
+
+
+def test_an_installation_with_two_roles_qualifies_without_a_warning(two_roles, tmp_path):
+    app, roles = two_roles
+    result = app.test_cli_runner().invoke(args=["qualify", "--out", str(tmp_path / "iq")])
+    assert result.exit_code == 0, result.output
+    assert f"PASS  {ROLES_CHECK}\n" in result.output and "WARNING" not in result.output
+    assert f"the application's role {roles.app} owns nothing in schema {roles.schema}" in result.output
