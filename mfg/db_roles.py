@@ -19,7 +19,7 @@ and ``init`` and ``qualify`` say so (``app_role_findings``).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import sqlalchemy as sa
@@ -31,6 +31,8 @@ APPEND_ONLY = ("SELECT", "INSERT")
 READ_WRITE = ("SELECT", "INSERT", "UPDATE")
 # Tables the application only reads: Alembic's revision table (``qualify`` compares it with the package).
 READ_ONLY_TABLES = frozenset({"alembic_version"})
+# Every table privilege PostgreSQL has (``qualify`` reports any the application's role holds beyond its own).
+TABLE_PRIVILEGES = ("SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER")
 
 
 class RoleSetupError(Exception):
@@ -48,7 +50,12 @@ def table_privileges(table: str, guards: Mapping[str, migrate.Guard] | None = No
     return READ_WRITE
 
 
-def grant_statements(schema: str, app_role: str, tables: list[str], quote=lambda name: f'"{name}"') -> list[str]:  # noqa: ANN001
+def _double_quoted(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def grant_statements(schema: str, app_role: str, tables: list[str],
+                     quote: Callable[[str], str] = _double_quoted) -> list[str]:
     """The SQL that sets the application role's privileges on ``schema`` from scratch (idempotent):
     everything revoked from it and from PUBLIC, then exactly what it needs granted."""
     s, role = quote(schema), quote(app_role)
@@ -104,8 +111,9 @@ def _refusal(owner: _Identity, app: _Identity, owned: list[str]) -> str | None:
         return (f"the application's role {app.role} is a superuser: it bypasses every privilege "
                 f"(ALTER ROLE {app.role} NOSUPERUSER)")
     if owned:
-        return (f"the application's role {app.role} owns {', '.join(owned)} in schema {owner.schema}: as a "
-                f"superuser run REASSIGN OWNED BY {app.role} TO {owner.role} (in this database), then init again")
+        return (f"the application's role {app.role} owns {', '.join(owned)} in schema {owner.schema} (itself or "
+                f"through a role it is a member of): as a superuser run REASSIGN OWNED BY {app.role} TO "
+                f"{owner.role} in this database (or revoke that membership), then init again")
     return None
 
 
@@ -172,11 +180,23 @@ def app_role_findings(connection: sa.Connection) -> tuple[list[str], list[str]]:
     problems = []
     if connection.execute(sa.text("SELECT has_schema_privilege(:s, 'CREATE')"), {"s": schema}).scalar():
         problems.append(f"the application's role {me.role} may create objects in schema {schema}")
-    for table in _tables(connection, schema):
-        allowed = set(table_privileges(table))
-        extra = [p for p in ("SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER")
-                 if p not in allowed and connection.execute(
-                     sa.text("SELECT has_table_privilege(:t, :p)"), {"t": f'"{schema}"."{table}"', "p": p}).scalar()]
+    held: dict[str, list[str]] = {}
+    for name, privilege in connection.execute(sa.text(
+            "SELECT c.relname, p.privilege FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "CROSS JOIN unnest(CAST(:privileges AS text[])) WITH ORDINALITY AS p(privilege, i) "
+            "WHERE n.nspname = :schema "
+            "AND CASE WHEN c.relkind IN ('r', 'p') THEN has_table_privilege(c.oid, p.privilege) END "
+            "ORDER BY c.relname, p.i"), {"schema": schema, "privileges": list(TABLE_PRIVILEGES)}):
+        held.setdefault(name, []).append(privilege)
+    for table, privileges in sorted(held.items()):
+        extra = [p for p in privileges if p not in table_privileges(table)]
         if extra:
             problems.append(f"the application's role {me.role} may {', '.join(extra)} on {table}")
+    sequences = list(connection.execute(sa.text(
+        # CASE: the planner may test the privilege before the kind (pg_statistic is no sequence)
+        "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = :schema "
+        "AND CASE WHEN c.relkind = 'S' THEN has_sequence_privilege(c.oid, 'UPDATE') END ORDER BY 1"),
+        {"schema": schema}).scalars())
+    if sequences:
+        problems.append(f"the application's role {me.role} may UPDATE (setval) sequences {', '.join(sequences)}")
     return problems, []

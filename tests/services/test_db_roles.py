@@ -177,16 +177,22 @@ def test_the_application_role_is_refused_every_forbidden_statement(two_roles):
     assert _still.exit_code == 0, _still.output
 
 
-def test_a_grant_beyond_the_policy_is_a_qualification_problem(two_roles):
+def test_a_grant_beyond_the_policy_is_a_qualification_problem(two_roles, tmp_path):
     app, roles = two_roles
     with roles.admin.begin() as conn:
         conn.execute(sa.text(f'GRANT UPDATE, TRUNCATE ON "{roles.schema}".audit_entry TO "{roles.app}"'))
         conn.execute(sa.text(f'GRANT CREATE ON SCHEMA "{roles.schema}" TO "{roles.app}"'))
+        conn.execute(sa.text(f'GRANT DELETE ON "{roles.schema}".form_submission TO "{roles.app}"'))
+        conn.execute(sa.text(f'GRANT UPDATE ON SEQUENCE "{roles.schema}".user_account_id_seq TO "{roles.app}"'))
     with app.app_context():
         problems, warnings = db_roles.app_role_findings(db.session.connection())
     assert warnings == []
     assert problems == [f"the application's role {roles.app} may create objects in schema {roles.schema}",
-                        f"the application's role {roles.app} may UPDATE, TRUNCATE on audit_entry"]
+                        f"the application's role {roles.app} may UPDATE, TRUNCATE on audit_entry",
+                        f"the application's role {roles.app} may DELETE on form_submission",
+                        f"the application's role {roles.app} may UPDATE (setval) sequences user_account_id_seq"]
+    failed = app.test_cli_runner().invoke(args=["qualify", "--out", str(tmp_path / "iq")])
+    assert failed.exit_code == 1 and f"FAIL  {ROLES_CHECK}" in failed.output
     # init puts the grants back as they should be
     assert app.test_cli_runner().invoke(args=["init"]).exit_code == 0
     with app.app_context():
@@ -207,18 +213,24 @@ def test_one_role_owning_the_tables_is_a_warning(roles, tmp_path, _site_material
     app.extensions["mfg.db"].engine.dispose()
 
 
-@pytest.mark.parametrize("case", ["same role", "app owns the schema"])
+@pytest.mark.parametrize("case", ["same role", "app owns the schema", "app is a member of the owner",
+                                  "app is a superuser"])
 def test_init_refuses_roles_that_would_not_separate_anything(roles, tmp_path, case):
     app_url = roles.owner_url if case == "same role" else roles.app_url
-    if case == "app owns the schema":
-        with roles.admin.begin() as conn:
+    with roles.admin.begin() as conn:
+        if case == "app owns the schema":
             conn.execute(sa.text(f'ALTER SCHEMA "{roles.schema}" OWNER TO "{roles.app}"'))
             conn.execute(sa.text(f'GRANT ALL ON SCHEMA "{roles.schema}" TO "{roles.owner}"'))
+        elif case == "app is a member of the owner":
+            conn.execute(sa.text(f'GRANT "{roles.owner}" TO "{roles.app}"'))
+        elif case == "app is a superuser":
+            conn.execute(sa.text(f'ALTER ROLE "{roles.app}" SUPERUSER'))
     app = make_app(app_url, tmp_path, OWNER_DATABASE_URL=roles.owner_url)
     app.config["SOPS_DIR"] = str(DEMO_SOP.parent)
     result = app.test_cli_runner().invoke(args=["init"])
     assert result.exit_code == 1
-    expected = "name the same role" if case == "same role" else f"owns schema {roles.schema}"
+    expected = {"same role": "name the same role", "app is a superuser": "is a superuser"}.get(
+        case, f"owns schema {roles.schema}")
     assert expected in result.output, result.output
     with roles.admin.connect() as conn:  # refused before migrating: nothing was created
         assert conn.execute(sa.text("SELECT count(*) FROM pg_tables WHERE schemaname = :s"),
