@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 
 from . import migrate
+from .extensions import make_engine
 
 READ_ONLY = ("SELECT",)
 APPEND_ONLY = ("SELECT", "INSERT")
@@ -123,8 +124,6 @@ def setup(owner_url: str, app_url: str) -> list[str]:
     (``RoleSetupError``, before migrating) when the two URLs are one role, other databases, when the
     application's role is a superuser or owns something in the schema; and after granting when the
     application's role does not see the owner's schema."""
-    from .extensions import make_engine
-
     owner_engine = make_engine(owner_url, poolclass=sa.pool.NullPool)
     app_engine = make_engine(app_url, poolclass=sa.pool.NullPool)
     try:
