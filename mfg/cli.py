@@ -12,6 +12,7 @@ import click
 from flask import Flask, current_app
 from flask.cli import AppGroup, with_appcontext
 
+from . import db_roles
 from .demo import seed as demo_data
 from .domain.errors import DomainError
 from .extensions import db
@@ -61,6 +62,27 @@ def _run(action, *, actor=None):
         raise click.ClickException("\n".join(exc.problems)) from None
 
 
+def _migrate(app: Flask) -> None:
+    """The database at the newest schema: as the owner role when OWNER_DATABASE_URL is set, the application's
+    role then granted only what it needs (``mfg.db_roles``); else as the application's role, which on
+    PostgreSQL then owns the tables (said as a warning)."""
+    owner_url = app.config.get("OWNER_DATABASE_URL")
+    if owner_url:
+        try:
+            done = db_roles.setup(owner_url, app.config["DATABASE_URL"])
+        except db_roles.RoleSetupError as exc:
+            raise click.ClickException(str(exc)) from None
+        for line in done:
+            click.echo(line)
+        return
+    upgrade(app.config["DATABASE_URL"])
+    click.echo("database schema at head")
+    with db.engine.connect() as connection:
+        problems, warnings = db_roles.app_role_findings(connection)
+    for line in warnings + problems:
+        click.echo(line, err=True)
+
+
 @click.command("init")
 @with_appcontext
 @click.option("--demo", is_flag=True, help="Flag the instance DEMO and create demo users and master records.")
@@ -85,8 +107,7 @@ def init_command(demo: bool) -> None:
         config_file.chmod(0o600)
         click.echo(f"created {config_file}")
         app.config["DEMO"] = demo
-    upgrade(app.config["DATABASE_URL"])
-    click.echo("database schema at head")
+    _migrate(app)
     if ensure_site_certificate(instance / app.config["SIGNING_KEY_FILE"], instance / app.config["SIGNING_CERT_FILE"],
                                app.config["SITE_NAME"], demo=bool(app.config["DEMO"])):
         click.echo("created the site signing key and self-signed certificate")
@@ -392,7 +413,8 @@ def qualify_command(out: Path | None) -> None:
     checks, report = qualification.qualify(target)
     session.commit()
     for check in checks:
-        click.echo(f"{'PASS' if check.passed else 'FAIL'}  {check.title}")
+        warned = " (with a warning)" if check.warned else ""
+        click.echo(f"{'PASS' if check.passed else 'FAIL'}  {check.title}{warned}")
         for line in check.details:
             click.echo(f"      {line}", err=not check.passed)
     out = out or Path(current_app.instance_path) / "qualification"

@@ -27,6 +27,10 @@ RUN_LOCK = RESOURCE_ROOT / "requirements" / "run.lock"
 DEFAULTS: dict[str, object] = {
     # None: SQLite file ``mfg.sqlite3`` inside the instance folder.
     "DATABASE_URL": None,
+    # PostgreSQL only: the role that owns the schema. When set, `flask --app mfg init` migrates as this role and
+    # grants DATABASE_URL's role only what the application needs (mfg/db_roles.py). Give it to `init` only,
+    # never to the application server's environment.
+    "OWNER_DATABASE_URL": None,
     "SOPS_DIR": str(RESOURCE_ROOT / "sops"),
     "SITE_NAME": "NK-cell manufacturing facility",
     "SITE_TIMEZONE": "UTC",

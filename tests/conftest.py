@@ -15,7 +15,7 @@ from flask import Flask
 from hypothesis import settings
 from sqlalchemy.orm import Session
 
-from mfg import create_app
+from mfg import create_app, db_roles
 from mfg.extensions import db
 from mfg.migrate import upgrade
 from mfg.models import User
@@ -23,6 +23,9 @@ from mfg.services import accounts, audit, sops
 from tests.support import DEMO_SOP, PASSWORD
 
 PG_URL = os.environ.get("MFG_TEST_DATABASE_URL", "").strip()
+# MFG_TEST_PG_TWO_ROLES=1: each PostgreSQL test database is migrated by an owner role and the tests run as an
+# application role granted only what the application needs (mfg/db_roles.py, README: Two PostgreSQL roles).
+PG_TWO_ROLES = os.environ.get("MFG_TEST_PG_TWO_ROLES", "").strip() not in ("", "0")
 _schemas = itertools.count(1)
 
 # Property tests keep no example database in the work tree.
@@ -42,6 +45,32 @@ def _pg_admin_engine() -> sa.Engine:
     return sa.create_engine(PG_URL, poolclass=sa.pool.NullPool)
 
 
+def _pg_url(schema: str, role: str | None = None) -> str:
+    url = sa.engine.make_url(PG_URL)
+    if role is not None:
+        url = url.set(username=role, password=None)
+    return url.update_query_dict({"options": f"-csearch_path={schema}"}).render_as_string(hide_password=False)
+
+
+@pytest.fixture(scope="session")
+def _pg_roles() -> Iterator[tuple[str, str]]:
+    """With MFG_TEST_PG_TWO_ROLES: an owner role and an application role (LOGIN, nothing else) for the test
+    session, dropped at its end; the test server must let them log in as MFG_TEST_DATABASE_URL's user does."""
+    owner, app = f"mfg_test_owner_{os.getpid()}", f"mfg_test_app_{os.getpid()}"
+    engine = _pg_admin_engine()
+    with engine.begin() as conn:
+        for role in (owner, app):
+            conn.execute(sa.text(f'CREATE ROLE "{role}" LOGIN'))
+    try:
+        yield owner, app
+    finally:
+        with engine.begin() as conn:
+            for role in (app, owner):
+                conn.execute(sa.text(f'DROP OWNED BY "{role}" CASCADE'))
+                conn.execute(sa.text(f'DROP ROLE "{role}"'))
+        engine.dispose()
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def database_url(request: pytest.FixtureRequest, sqlite_template: Path, tmp_path: Path) -> Iterator[str]:
     if request.param == "sqlite":
@@ -52,13 +81,17 @@ def database_url(request: pytest.FixtureRequest, sqlite_template: Path, tmp_path
     if not PG_URL:
         pytest.skip("MFG_TEST_DATABASE_URL is not set: PostgreSQL tests skipped")
     schema = f"mfg_test_{os.getpid()}_{next(_schemas)}"
+    roles = request.getfixturevalue("_pg_roles") if PG_TWO_ROLES else None
     engine = _pg_admin_engine()
     with engine.begin() as conn:
         conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
-        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-    url = sa.engine.make_url(PG_URL).update_query_dict({"options": f"-csearch_path={schema}"})
-    url_text = url.render_as_string(hide_password=False)
-    upgrade(url_text)
+        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"' + (f' AUTHORIZATION "{roles[0]}"' if roles else "")))
+    url_text = _pg_url(schema)
+    if roles:
+        url_text = _pg_url(schema, roles[1])
+        db_roles.setup(_pg_url(schema, roles[0]), url_text)
+    else:
+        upgrade(url_text)
     try:
         yield url_text
     finally:

@@ -14,7 +14,12 @@ The checks, in order (each names every problem it finds):
    ``CERTIFICATE_RENEWAL_DAYS`` more days;
 6. ``fonts``: every font the documents name is found by WeasyPrint (``reports.pdf.DOCUMENT_FONTS``);
 7. ``pdf``: a PDF/A-3b rendered, signed with the site key and verified against the site certificate;
-8. ``audit``: the audit trail's hash chain and every signature's content hash verify.
+8. ``audit``: the audit trail's hash chain and every signature's content hash verify;
+9. ``roles``: on PostgreSQL, the application's role can do no more than its grants (``mfg.db_roles``): not a
+   superuser, no UPDATE on append-only tables, no DELETE, TRUNCATE or CREATE. When it owns the tables (one role,
+   no ``OWNER_DATABASE_URL``) the check passes with a warning: it could disable the guards. SQLite has no roles.
+
+A finding that starts with ``WARNING`` is shown as such on a passed check.
 
 A check that raises fails with the error as its finding (an IQ reports; it does not stop half-way). The
 report is written whatever the outcome. It is signed when the site's signing material loads, and stored
@@ -39,7 +44,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from .. import migrate
+from .. import db_roles, migrate
 from ..config import RUN_LOCK
 from ..domain import lockfile
 from ..domain.canonical import canonical_json, iso_utc
@@ -54,6 +59,10 @@ class Check:
     title: str
     passed: bool
     details: tuple[str, ...]  # what was found; when failed, every problem
+
+    @property
+    def warned(self) -> bool:
+        return any(line.startswith("WARNING") for line in self.details)
 
 
 @dataclass
@@ -190,6 +199,18 @@ def check_audit(target: Installation) -> tuple[bool, list[str]]:
     return True, [f"audit trail intact: {result.checked} entries", f"signatures intact: {checked}"]
 
 
+def check_roles(target: Installation) -> tuple[bool, list[str]]:
+    connection = target.session.connection()
+    if connection.dialect.name != "postgresql":
+        return True, ["SQLite has no database roles: the database file and its backups are owner-only"]
+    problems, warnings = db_roles.app_role_findings(connection)
+    if problems:
+        return False, problems
+    role, schema = connection.execute(sa.text("SELECT current_user, current_schema()")).one()
+    return True, warnings or [f"the application's role {role} owns nothing in schema {schema} and holds only its "
+                              "grants: no UPDATE on append-only tables, no DELETE, TRUNCATE or CREATE"]
+
+
 CHECKS: tuple[tuple[str, str, Callable[[Installation], tuple[bool, list[str]]]], ...] = (
     ("packages", "Installed packages equal the lock", check_packages),
     ("schema", "Database schema at the newest migration", check_schema),
@@ -199,6 +220,7 @@ CHECKS: tuple[tuple[str, str, Callable[[Installation], tuple[bool, list[str]]]],
     ("fonts", "Fonts the documents need present", check_fonts),
     ("pdf", "PDF rendered, signed and verified", check_pdf),
     ("audit", "Audit trail and signatures verify", check_audit),
+    ("roles", "The application's database role cannot alter the record's tables", check_roles),
 )
 
 

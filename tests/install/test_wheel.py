@@ -126,7 +126,7 @@ def test_the_installed_wheel_sets_up_serves_every_page_and_qualifies(installed):
     assert routes - set(crawl["reached"]) == set()
 
     qualified = _run(flask, "--app", "mfg", "qualify", "--out", str(root / "iq"), cwd=work, env=env)
-    assert "QUALIFICATION PASSED: 8 of 8 checks" in qualified.stdout
+    assert "QUALIFICATION PASSED: 9 of 9 checks" in qualified.stdout
     (report,) = (root / "iq").glob("IQ-*.pdf")
     verified = _run(flask, "--app", "mfg", "verify-pdf", str(report), cwd=work, env=env)
     assert "VALID" in verified.stdout and "installation qualification of" in verified.stdout
@@ -139,5 +139,5 @@ def test_the_installed_wheel_sets_up_serves_every_page_and_qualifies(installed):
     failed = _run(flask, "--app", "mfg", "qualify", "--out", str(root / "iq-2"), cwd=work, env=env, check=False)
     assert failed.returncode == 1
     assert f"itsdangerous {other} is installed; the lock has {locked}" in failed.stderr
-    assert "QUALIFICATION FAILED: 1 of 8 checks: Installed packages equal the lock" in failed.stderr
+    assert "QUALIFICATION FAILED: 1 of 9 checks: Installed packages equal the lock" in failed.stderr
 
