@@ -28,7 +28,8 @@ import sqlalchemy as sa
 from _database import temporary_database  # bench/ is on sys.path when a script runs
 from sqlalchemy.orm import Session
 
-from mfg.domain.audit_chain import GENESIS_HASH, ChainEntry
+from mfg.audit_key import KEYS_INFO, create_key_file, read_key_ring
+from mfg.domain.audit_chain import GENESIS_HASH, ChainEntry, ChainHead, KeyRing, seal_head
 from mfg.domain.canonical import canonical_json
 from mfg.extensions import make_engine
 from mfg.migrate import upgrade
@@ -71,7 +72,7 @@ def _entries(n: int) -> Iterator[tuple[ChainEntry, str]]:
         yield entry, prev
 
 
-def _seed(engine: sa.Engine, n: int) -> None:
+def _seed(engine: sa.Engine, n: int, keys: KeyRing) -> None:
     table = AuditEntry.__table__
     dialect = engine.dialect
     # what the application stores: the type's own conversion, then the dialect's (SQLite: text, always
@@ -108,7 +109,10 @@ def _seed(engine: sa.Engine, n: int) -> None:
         raw.close()
     with engine.begin() as conn:
         head = AuditHead.__table__
-        conn.execute(sa.update(head).where(head.c.id == 1).values(seq=last[0], entry_hash=last[1], max_at=last[2]))
+        key_id, key = keys.current  # sealed as the application seals it (the instance's audit key ring)
+        seal = seal_head(key, key_id, ChainHead(last[0], last[1], last[2], None))
+        conn.execute(sa.update(head).where(head.c.id == 1).values(seq=last[0], entry_hash=last[1], max_at=last[2],
+                                                                  seal_key_id=key_id, seal=seal))
         if dialect.name == "postgresql":
             conn.execute(sa.text("ANALYZE audit_entry"))
 
@@ -163,12 +167,14 @@ def main() -> None:
     try:
         upgrade(url)
         engine = make_engine(url)
+        create_key_file(tmp / "audit.key")
+        keys = read_key_ring(tmp / "audit.key")
         start = time.perf_counter()
-        _seed(engine, n)
+        _seed(engine, n, keys)
         seeding = time.perf_counter() - start
         rss_before = _rss_mb()
 
-        with Session(engine) as session:
+        with Session(engine, info={KEYS_INFO: keys}) as session:
             start = time.perf_counter()
             result = audit.verify(session)
             verify_s = time.perf_counter() - start
@@ -178,7 +184,7 @@ def main() -> None:
         if args.profile:
             import cProfile
             import pstats
-            with Session(engine) as session, cProfile.Profile() as profile:
+            with Session(engine, info={KEYS_INFO: keys}) as session, cProfile.Profile() as profile:
                 audit.verify(session)
             pstats.Stats(profile).sort_stats("tottime").print_stats(15)
 

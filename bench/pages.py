@@ -60,6 +60,7 @@ import sqlalchemy as sa
 from _database import temporary_database  # bench/ is on sys.path when a script runs
 
 from mfg import create_app
+from mfg.audit_key import create_key_file, read_key_ring
 from mfg.config import RESOURCE_ROOT
 from mfg.demo import nk_batch as demo_nk
 from mfg.demo import seed as demo
@@ -507,8 +508,10 @@ def seed(url: str, instance: Path, *, batches: int, audit_entries: int, active: 
     upgrade(url)
     engine = make_engine(url)
     seeding = {}
+    instance.mkdir(exist_ok=True)
+    create_key_file(instance / "audit.key")  # the instance's audit key ring, as `flask --app mfg init` makes it
     start = time.perf_counter()
-    audit_verify._seed(engine, audit_entries)
+    audit_verify._seed(engine, audit_entries, read_key_ring(instance / "audit.key"))
     seeding["audit_entries_s"] = round(time.perf_counter() - start, 1)
     app = make_app(url, instance)
     start = time.perf_counter()

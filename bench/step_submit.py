@@ -16,7 +16,7 @@ from collections.abc import Callable
 from datetime import date, timedelta
 from pathlib import Path
 
-from _database import temporary_database  # bench/ is on sys.path when a script runs
+from _database import seal_new_trail, temporary_database  # bench/ is on sys.path when a script runs
 
 from mfg import create_app
 from mfg.config import RESOURCE_ROOT
@@ -41,6 +41,7 @@ def main() -> None:
     url, drop = _database(args.database_url, tmp)
     try:
         upgrade(url)
+        seal_new_trail(url, tmp)  # the instance (tmp) gets its audit key ring, as `flask --app mfg init` does
         (tmp / "sops").mkdir()
         shutil.copy(RESOURCE_ROOT / "sops" / "demo" / "DEMO-PROC_v1.yaml", tmp / "sops")
         app = create_app({"SECRET_KEY": "bench", "INSTANCE_PATH": tmp, "DATABASE_URL": url,

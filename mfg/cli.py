@@ -9,10 +9,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
 import click
+import sqlalchemy as sa
 from flask import Flask, current_app
 from flask.cli import AppGroup, with_appcontext
 
-from . import db_roles
+from . import audit_key, db_roles
 from .demo import seed as demo_data
 from .domain.errors import DomainError
 from .extensions import db
@@ -87,7 +88,8 @@ def _migrate(app: Flask) -> None:
 @with_appcontext
 @click.option("--demo", is_flag=True, help="Flag the instance DEMO and create demo users and master records.")
 def init_command(demo: bool) -> None:
-    """Prepare instance/: secret key, database at the newest schema, site signing key and certificate.
+    """Prepare instance/: secret key, audit key ring, database at the newest schema (its audit trail sealed),
+    site signing key and certificate.
 
     Safe to run again: existing data, keys and settings are kept.
     """
@@ -107,7 +109,25 @@ def init_command(demo: bool) -> None:
         config_file.chmod(0o600)
         click.echo(f"created {config_file}")
         app.config["DEMO"] = demo
+    key_file = _audit_key_file()
+    key_created = audit_key.create_key_file(key_file)
+    if key_created:
+        click.echo(f"created the audit key ring {key_file} (mode 0600): back it up apart from the database backups")
+    inspector = sa.inspect(db.engine)
+    # no audit head yet (a new database) or one without seal columns (migration 0016 is about to add them)
+    before_sealing = not inspector.has_table("audit_head") or "seal" not in {
+        column["name"] for column in inspector.get_columns("audit_head")}
     _migrate(app)
+    if key_created or before_sealing:  # a new installation, or the upgrade that brings sealing: seal it as it is
+        _seal_existing()
+    elif not audit.head_sealed(_cli_session()):
+        # The key ring was here before: whoever sealed this trail has, so a head without a seal had it removed
+        # (init runs at every `make run`: it must never seal over that on its own).
+        raise click.ClickException(
+            "the audit trail's head is not sealed although this instance's audit key ring already exists: "
+            "the seal was removed outside the application, or the database is not this instance's. Run "
+            "`flask --app mfg audit verify` and investigate; a trail written before sealing is sealed with "
+            "`flask --app mfg audit seal-existing`.")
     if ensure_site_certificate(instance / app.config["SIGNING_KEY_FILE"], instance / app.config["SIGNING_CERT_FILE"],
                                app.config["SITE_NAME"], demo=bool(app.config["DEMO"])):
         click.echo("created the site signing key and self-signed certificate")
@@ -218,12 +238,59 @@ def sops_list() -> None:
 audit_cli = AppGroup("audit", help="The audit trail and e-signatures.")
 
 
+def _audit_key_file() -> Path:
+    return Path(current_app.instance_path) / current_app.config["AUDIT_KEY_FILE"]
+
+
+def _seal_existing() -> None:
+    sealed = _run(audit.seal_existing)
+    if sealed.vouches_from is None:
+        return
+    if sealed.head_seq == 0:
+        click.echo("sealed the audit trail (empty) with the audit key")
+        return
+    click.echo(f"sealed the audit trail with the audit key at entry {sealed.head_seq} (audit.sealed). "
+               f"The seal vouches for the trail only from this point on: entries 1 to {sealed.vouches_from - 1} "
+               "were written before it, and anyone who could write the database until now could have altered them "
+               "unseen; from now on, no change to any entry goes unseen by `audit verify`.")
+
+
+@audit_cli.command("seal-existing")
+def audit_seal_existing() -> None:
+    """Seal a trail written before the audit head was sealed (`init` does this too); nothing when it is
+    sealed already. A head whose seal does not match is refused: it is evidence to investigate."""
+    _seal_existing()
+    click.echo("audit trail sealed")
+
+
+@audit_cli.command("rotate-key")
+def audit_rotate_key() -> None:
+    """Add a new key to the audit key ring: it seals from now on; the older keys stay, to verify older seals
+    (a backup's head). Records audit.key_rotated, sealed with the new key."""
+    key_file = _audit_key_file()
+    try:
+        key_id = audit_key.rotate(key_file)
+    except audit_key.AuditKeyError as exc:
+        raise click.ClickException(str(exc)) from None
+    _run(lambda s: audit.record_event(s, "audit.key_rotated", details={"key_id": key_id}))
+    click.echo(f"added audit key {key_id} to {key_file}; it seals from now on. Back up the key ring again.")
+
+
 @audit_cli.command("verify")
 def audit_verify() -> None:
-    """Walk the hash chain; exit 0 when intact, 1 naming the first bad entry."""
-    result = audit.verify(_cli_session())
+    """Walk the hash chain and check the head's seal with the audit key ring; exit 0 when intact, 1 naming
+    the first bad entry or what is wrong with the seal."""
+    try:
+        result = audit.verify(_cli_session())
+    except audit_key.AuditKeyError as exc:
+        raise click.ClickException(str(exc)) from None
     if result.ok:
         click.echo(f"audit trail intact: {result.checked} entries checked")
+        key_id, current = audit.head_seal_key(_cli_session())
+        if key_id != current:
+            # a restored backup sealed before a rotation, or a head sealed with a retired (perhaps stolen) key
+            click.echo(f"WARNING: the head is sealed with the older key {key_id}, not the current {current}: "
+                       "expected only of a backup restored from before a key rotation", err=True)
         return
     click.echo(f"audit trail BROKEN after {result.checked} good entries: {result.problem}", err=True)
     sys.exit(1)
@@ -445,6 +512,9 @@ def backup_command(out: Path) -> None:
     except backup.BackupError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"wrote {result.path} ({result.size} bytes, sha256 {result.sha256}) in {result.seconds:.2f} s")
+    click.echo(f"WARNING: the audit key ring {_audit_key_file()} is not in this backup, by design. Back it up "
+               "separately and keep it apart from the database backups: without it a restored trail cannot be "
+               "verified, and kept together with them it would let whoever holds both forge the trail.", err=True)
 
 
 def init_app(app: Flask) -> None:

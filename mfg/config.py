@@ -58,6 +58,9 @@ DEFAULTS: dict[str, object] = {
     # files above when set; its passphrase, if any, in a separate file (trailing newline ignored).
     "SIGNING_PKCS12_FILE": None,
     "SIGNING_PKCS12_PASSWORD_FILE": None,
+    # The audit trail's key ring (mfg/audit_key.py), relative to the instance folder: it seals the audit head.
+    # Never in the database; back it up apart from the database backups.
+    "AUDIT_KEY_FILE": "audit.key",
     # `flask --app mfg qualify` fails when the site certificate expires within this many days.
     "CERTIFICATE_RENEWAL_DAYS": 60,
     # Bag label size in inches (width, height): the site's label stock.

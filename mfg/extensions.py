@@ -19,6 +19,7 @@ from flask_wtf import CSRFProtect
 from sqlalchemy import event
 from sqlalchemy.orm import Session, sessionmaker
 
+from .audit_key import KEYS_INFO, KeyFile
 from .files import owner_only
 
 log = logging.getLogger(__name__)
@@ -67,7 +68,10 @@ class _DatabaseState:
 class Database:
     def init_app(self, app: Flask) -> None:
         engine = make_engine(app.config["DATABASE_URL"])
-        app.extensions["mfg.db"] = _DatabaseState(engine, sessionmaker(engine, expire_on_commit=False))
+        # Every session carries the audit key ring's source: the services seal the audit head with it.
+        keys = KeyFile(Path(app.instance_path) / app.config["AUDIT_KEY_FILE"])
+        app.extensions["mfg.db"] = _DatabaseState(engine, sessionmaker(engine, expire_on_commit=False,
+                                                                       info={KEYS_INFO: keys}))
         app.teardown_appcontext(self._close)
 
     @staticmethod

@@ -16,11 +16,12 @@ from hypothesis import settings
 from sqlalchemy.orm import Session
 
 from mfg import create_app, db_roles
-from mfg.extensions import db
+from mfg.audit_key import KEYS_INFO, read_key_ring
+from mfg.extensions import db, make_engine
 from mfg.migrate import upgrade
 from mfg.models import User
 from mfg.services import accounts, audit, sops
-from tests.support import DEMO_SOP, PASSWORD
+from tests.support import AUDIT_KEY_RING, DEMO_SOP, PASSWORD
 
 PG_URL = os.environ.get("MFG_TEST_DATABASE_URL", "").strip()
 # MFG_TEST_PG_TWO_ROLES=1: each PostgreSQL test database is migrated by an owner role and the tests run as an
@@ -33,11 +34,26 @@ settings.register_profile("mfg", database=None)
 settings.load_profile("mfg")
 
 
+def seal_new_trail(url: str) -> None:
+    """What `flask --app mfg init` does after migrating a new database: seal its empty audit trail with the
+    instance's audit key (the tests' instances all get ``AUDIT_KEY_RING``)."""
+    engine = make_engine(url, poolclass=sa.pool.NullPool)
+    try:
+        with Session(engine, info={KEYS_INFO: read_key_ring(AUDIT_KEY_RING)}) as session:
+            audit.set_actor(session, name="test-setup")
+            audit.seal_existing(session)
+            session.commit()
+    finally:
+        engine.dispose()
+
+
 @pytest.fixture(scope="session")
 def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One migrated SQLite file, copied for each test (migrating once keeps the suite quick)."""
+    """One migrated SQLite file, its empty trail sealed, copied for each test (migrating once keeps the
+    suite quick)."""
     path = tmp_path_factory.mktemp("template") / "mfg.sqlite3"
     upgrade(f"sqlite:///{path}")
+    seal_new_trail(f"sqlite:///{path}")
     return path
 
 
@@ -92,6 +108,7 @@ def database_url(request: pytest.FixtureRequest, sqlite_template: Path, tmp_path
         db_roles.setup(_pg_url(schema, roles[0]), url_text)
     else:
         upgrade(url_text)
+    seal_new_trail(url_text)
     try:
         yield url_text
     finally:
@@ -105,6 +122,10 @@ def database_url(request: pytest.FixtureRequest, sqlite_template: Path, tmp_path
 def make_app(database_url: str, tmp_path: Path, **overrides: object) -> Flask:
     instance = tmp_path / "instance"
     instance.mkdir(exist_ok=True)
+    key_file = instance / "audit.key"
+    if not key_file.exists():  # the instance's audit key ring, as `flask --app mfg init` makes it
+        shutil.copy(AUDIT_KEY_RING, key_file)
+        key_file.chmod(0o600)
     sops_dir = tmp_path / "sops"
     sops_dir.mkdir(exist_ok=True)
     config = {"TESTING": True, "SECRET_KEY": "test-secret", "INSTANCE_PATH": instance,

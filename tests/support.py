@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from mfg.config import RESOURCE_ROOT
 
 PASSWORD = "correct-horse-battery"
+# The audit key ring every test instance gets (tests/conftest.py make_app), its sealed databases too: two
+# keys, so that every test also seals with a ring of more than one key. Test material, not a secret.
+AUDIT_KEY_RING = Path(__file__).resolve().parent / "audit-test.key"
 DEMO_SOP = RESOURCE_ROOT / "sops" / "demo" / "DEMO-PROC_v1.yaml"
 
 

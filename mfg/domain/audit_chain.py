@@ -1,12 +1,23 @@
-"""The audit trail's hash chain (21 CFR 11.10(e)), as pure functions.
+"""The audit trail's hash chain (21 CFR 11.10(e)) and the keyed seal over its head, as pure functions.
 
 Each entry's hash covers its own canonical content and the hash of the entry before it, so an entry
 altered, deleted or inserted outside the application breaks the chain from that point on.
+
+The chain alone is unkeyed: someone who can write the database can rewrite an entry, recompute every later
+hash with :meth:`ChainEntry.compute_hash` and move the head. The head therefore also carries a seal, an
+HMAC-SHA256 under a secret key kept outside the database (the instance folder's key ring,
+``mfg/audit_key.py``), over the head's whole content (:func:`seal_head`). Without the key no one can seal a
+head that differs from one the application sealed: editing, inserting or deleting entries, cutting the tail
+or moving the head all leave a head whose seal does not match. Only the head is sealed: a seal on every
+entry would let an attacker cut the trail at any sealed entry. What a seal cannot tell apart is a genuine
+older head put back with the trail as it was then (a restored backup): see the README's threat model.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -94,6 +105,91 @@ def next_times(max_at: datetime | None, unordered_at: datetime | None,
     return max_at, unordered_at
 
 
+# Domain separation: the text a head seal covers starts with this line, so a seal made for anything else
+# under the same key (a future exported checkpoint must use its own prefix) can never pass as a head seal.
+HEAD_SEAL_PREFIX = "mfg audit head seal v1"
+KEY_ID = re.compile(r"[A-Za-z0-9_.-]{1,40}")
+
+
+class HeadSeal(NamedTuple):
+    """The seal stored with the head: which key of the ring made it, and the HMAC (hex)."""
+
+    key_id: str | None
+    seal: str | None
+
+
+@dataclass(frozen=True)
+class KeyRing:
+    """The audit keys, oldest first; the last one seals, every one verifies what it sealed."""
+
+    keys: tuple[tuple[str, bytes], ...]
+
+    def __post_init__(self) -> None:
+        if not self.keys:
+            raise ValueError("an audit key ring holds at least one key")
+        ids = [key_id for key_id, _ in self.keys]
+        if len(set(ids)) != len(ids):
+            raise ValueError("an audit key ring names each key once")
+        for key_id, key in self.keys:
+            if not KEY_ID.fullmatch(key_id) or len(key) < 32:
+                raise ValueError(f"audit key {key_id!r}: an id of letters, digits, '.', '_' or '-' and 32 bytes "
+                                 "or more of key are needed")
+
+    @property
+    def current(self) -> tuple[str, bytes]:
+        return self.keys[-1]
+
+    def get(self, key_id: str) -> bytes | None:
+        return next((key for known, key in self.keys if known == key_id), None)
+
+    @classmethod
+    def parse(cls, text: str) -> KeyRing:
+        """One key a line, ``<key id> <key as hex>``, oldest first; blank lines and ``#`` comments skipped."""
+        keys = []
+        for number, line in enumerate(text.splitlines(), 1):
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            parts = line.split()
+            try:
+                if len(parts) != 2:
+                    raise ValueError
+                keys.append((parts[0], bytes.fromhex(parts[1])))
+            except ValueError:
+                raise ValueError(f"audit key ring line {number}: expected '<key id> <key as hex>'") from None
+        return cls(tuple(keys))
+
+    @staticmethod
+    def line(key_id: str, key: bytes) -> str:
+        return f"{key_id} {key.hex()}\n"
+
+
+def head_seal_text(key_id: str, head: ChainHead) -> str:
+    """The exact text a head seal covers: the domain-separation prefix, the key id and every head field."""
+    return "\n".join((HEAD_SEAL_PREFIX, key_id, str(head.seq), head.entry_hash,
+                      _when(head.max_at), _when(head.unordered_at)))
+
+
+def seal_head(key: bytes, key_id: str, head: ChainHead) -> str:
+    """HMAC-SHA256 of :func:`head_seal_text` under ``key`` (hex): the one implementation of the seal."""
+    return hmac.new(key, head_seal_text(key_id, head).encode("utf-8"), hashlib.sha256).hexdigest()
+
+
+def seal_problem(keys: KeyRing, head: ChainHead, seal: HeadSeal) -> str | None:
+    """Why ``seal`` does not vouch for ``head`` under ``keys``, or None when it does."""
+    if seal.seal is None or seal.key_id is None:
+        return ("the audit head is not sealed: the trail was written before sealing (run `flask --app mfg audit "
+                "seal-existing`) or its seal was removed outside the application")
+    key = keys.get(seal.key_id)
+    if key is None:
+        return (f"the audit head is sealed with key {seal.key_id!r}, which is not in this instance's audit key "
+                "ring: the seal was forged, or the key ring is not this trail's")
+    if not hmac.compare_digest(seal_head(key, seal.key_id, head), seal.seal):
+        return ("the audit head's seal does not match the head: the trail or its head was changed outside the "
+                "application (entries edited, inserted or removed and the head moved, or the seal rewritten)")
+    return None
+
+
 @dataclass(frozen=True)
 class VerifyResult:
     checked: int
@@ -105,12 +201,14 @@ class VerifyResult:
         return self.problem is None
 
 
-def verify_chain(entries: Iterable[tuple[ChainEntry, str]], head: ChainHead | None = None) -> VerifyResult:
+def verify_chain(entries: Iterable[tuple[ChainEntry, str]], head: ChainHead | None = None,
+                 seal: tuple[KeyRing, HeadSeal] | None = None) -> VerifyResult:
     """Walk ``(entry, stored_hash)`` pairs in sequence order; report the first break.
 
     ``head`` is what the application recorded when it last appended: its last sequence number and hash
     catch entries removed from the end of the trail; its record of the trail's times (which the audit
-    trail screen relies on to find a date range) must match the entries' times.
+    trail screen relies on to find a date range) must match the entries' times. ``seal`` (the key ring
+    and the head's stored seal) must vouch for ``head``: only the key's holder can seal a head.
     """
     expected_prev = GENESIS_HASH
     expected_seq = 1
@@ -144,6 +242,10 @@ def verify_chain(entries: Iterable[tuple[ChainEntry, str]], head: ChainHead | No
                                          f"{_when(head.max_at)}, out of order up to {_when(head.unordered_at)}) "
                                          f"does not match the entries (latest {_when(max_at)}, out of order up to "
                                          f"{_when(unordered_at)})", None)
+        if seal is not None:
+            problem = seal_problem(seal[0], head, seal[1])
+            if problem is not None:
+                return VerifyResult(checked, problem, None)
     return VerifyResult(checked)
 
 

@@ -52,6 +52,9 @@ class AuditHead(Base):
     clock was set back), or NULL if the times never went back. Entries at or after ``unordered_at`` are in
     time order, so a date range among them is a range of sequence numbers. ``audit verify`` recomputes
     both from the trail.
+
+    ``seal_key_id`` and ``seal`` are the keyed seal over all of the above (``domain.audit_chain.seal_head``),
+    written by the same UPDATE that moves the head: no one without the instance's audit key can seal a head.
     """
 
     __tablename__ = "audit_head"
@@ -61,3 +64,5 @@ class AuditHead(Base):
     entry_hash: so.Mapped[Hash64]
     max_at: so.Mapped[UTC | None]
     unordered_at: so.Mapped[UTC | None]
+    seal_key_id: so.Mapped[str | None] = so.mapped_column(sa.String(40))
+    seal: so.Mapped[str | None] = so.mapped_column(sa.String(64))

@@ -7,6 +7,11 @@ so concurrent transactions on SQLite and PostgreSQL never fork the chain.
 
 Who is acting comes from ``set_actor`` (the web layer sets it per request, the CLI per command); the
 reason for a change comes from ``flush(session, reason=...)``.
+
+Every append also seals the new head with the instance's audit key (``domain.audit_chain.seal_head``) in the
+same UPDATE that moves it, after checking that the head it extends carries a seal that matches: a head moved
+or rewritten outside the application is never sealed over. The key ring comes with the session
+(``session.info[audit_key.KEYS_INFO]``, put there by ``Database.init_app``); without one, appends are refused.
 """
 
 from __future__ import annotations
@@ -21,7 +26,18 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.orm import Session
 
-from ..domain.audit_chain import ChainEntry, ChainHead, VerifyResult, next_times, verify_chain
+from ..audit_key import KEYS_INFO, AuditKeyError
+from ..domain.audit_chain import (
+    ChainEntry,
+    ChainHead,
+    HeadSeal,
+    KeyRing,
+    VerifyResult,
+    next_times,
+    seal_head,
+    seal_problem,
+    verify_chain,
+)
 from ..domain.canonical import canonical_json
 from ..domain.errors import DomainError
 from ..models import Audited, AuditEntry, AuditHead, User, utcnow
@@ -76,17 +92,38 @@ def record_event(session: Session, action: str, *, user: User | None = None, ent
     """Append an entry for an event that is not a model change (login, logout, refusal...)."""
     flush(session)
     actor = Actor(user.id, user.username) if user is not None else actor_of(session)
-    _append(session.connection(), actor, [(action, entity_type, None if entity_id is None else str(entity_id),
-                                           None, canonical_json(details) if details is not None else None,
-                                           reason)])
+    _append(session, actor, [(action, entity_type, None if entity_id is None else str(entity_id),
+                              None, canonical_json(details) if details is not None else None, reason)])
 
 
-def _append(connection: sa.Connection, actor: Actor, rows: list[_Row]) -> None:
+def key_ring(session: Session) -> KeyRing:
+    """The audit key ring the session carries (a ``KeyRing``, or a callable returning one)."""
+    source = session.info.get(KEYS_INFO)
+    if source is None:
+        raise AuditKeyError("GMP change refused: this session has no audit key ring to seal the audit trail with "
+                            "(the application puts it in session.info; see mfg/audit_key.py)")
+    return source if isinstance(source, KeyRing) else source()
+
+
+class HeadNotSealed(DomainError):
+    """The audit head carries no seal, or one that does not match: appends are refused until it is resolved."""
+
+
+_HEAD_COLUMNS = ("seq", "entry_hash", "max_at", "unordered_at", "seal_key_id", "seal")
+
+
+def _append(session: Session, actor: Actor, rows: list[_Row], *, unsealed_ok: bool = False) -> None:
+    keys = key_ring(session)  # before anything is written: no key, no GMP change
+    connection = session.connection()
     head_table = cast(sa.Table, AuditHead.__table__)  # a mapped class's __table__ is typed as a FromClause
     # Lock the head row first: an UPDATE takes PostgreSQL's row lock and SQLite's write lock.
     head = connection.execute(
         sa.update(head_table).where(head_table.c.id == 1).values(seq=head_table.c.seq)
-        .returning(head_table.c.seq, head_table.c.entry_hash, head_table.c.max_at, head_table.c.unordered_at)).one()
+        .returning(*(head_table.c[name] for name in _HEAD_COLUMNS))).one()
+    # Never seal over a head the application did not seal: that would make a forgery verify.
+    problem = seal_problem(keys, ChainHead(*head[:4]), HeadSeal(*head[4:]))
+    if problem is not None and not (unsealed_ok and head.seal is None):
+        raise HeadNotSealed(f"GMP change refused: {problem}. Run `flask --app mfg audit verify`.")
     seq, prev_hash = head.seq, head.entry_hash
     now = utcnow()
     max_at, unordered_at = next_times(head.max_at, head.unordered_at, now)
@@ -98,8 +135,11 @@ def _append(connection: sa.Connection, actor: Actor, rows: list[_Row]) -> None:
         prev_hash = chain.compute_hash()
         values.append({**chain.content(), "occurred_at": now, "entry_hash": prev_hash})
     connection.execute(sa.insert(cast(sa.Table, AuditEntry.__table__)), values)
+    key_id, key = keys.current
+    seal = seal_head(key, key_id, ChainHead(seq, prev_hash, max_at, unordered_at))
     connection.execute(sa.update(head_table).where(head_table.c.id == 1)
-                       .values(seq=seq, entry_hash=prev_hash, max_at=max_at, unordered_at=unordered_at))
+                       .values(seq=seq, entry_hash=prev_hash, max_at=max_at, unordered_at=unordered_at,
+                               seal_key_id=key_id, seal=seal))
 
 
 def _entity_id(obj: object) -> str:
@@ -149,7 +189,7 @@ def _audit_flush(session: Session, _context: object) -> None:
                 rows.append((f"{table}.update", table, _entity_id(obj), canonical_json(before),
                              canonical_json(after), reason))
     if rows:
-        _append(session.connection(), actor_of(session), rows)
+        _append(session, actor_of(session), rows)
 
 
 # --- reading and verifying -------------------------------------------------------------------
@@ -171,17 +211,88 @@ def _chain_rows(session: Session, batch: int = 5000) -> Generator[tuple[ChainEnt
         result.close()
 
 
-def verify(session: Session) -> VerifyResult:
-    """Walk the whole trail; report the number checked and the first break, if any."""
-    head = session.execute(sa.select(AuditHead.seq, AuditHead.entry_hash, AuditHead.max_at, AuditHead.unordered_at)
+def _head(session: Session) -> tuple[ChainHead, HeadSeal] | None:
+    head = session.execute(sa.select(*(getattr(AuditHead, name) for name in _HEAD_COLUMNS))
                            .where(AuditHead.id == 1)).one_or_none()
-    if head is None:
+    return None if head is None else (ChainHead(*head[:4]), HeadSeal(*head[4:]))
+
+
+def verify(session: Session) -> VerifyResult:
+    """Walk the whole trail; report the number checked and the first break, if any: a broken link, a head
+    that is not the trail's end, or a head whose seal the instance's key ring does not vouch for."""
+    keys = key_ring(session)
+    found = _head(session)
+    if found is None:
         return VerifyResult(0, "the audit chain head is missing", None)
+    head, seal = found
     rows = _chain_rows(session)
     try:
-        return verify_chain(rows, ChainHead(*head))
+        return verify_chain(rows, head, (keys, seal))
     finally:
         rows.close()
+
+
+def head_seal_key(session: Session) -> tuple[str | None, str]:
+    """The id of the key that sealed the head, and the id of the key ring's current key."""
+    return session.scalar(sa.select(AuditHead.seal_key_id).where(AuditHead.id == 1)), key_ring(session).current[0]
+
+
+def head_sealed(session: Session) -> bool:
+    """Whether the audit head carries a seal at all (``verify`` checks that it matches)."""
+    return session.scalar(sa.select(AuditHead.seal).where(AuditHead.id == 1)) is not None
+
+
+@dataclass(frozen=True)
+class Sealed:
+    """What :func:`seal_existing` did: ``vouches_from`` is the first entry the new seal can vouch was
+    written by the application (None when the trail was already sealed)."""
+
+    head_seq: int
+    vouches_from: int | None
+
+
+def seal_existing(session: Session) -> Sealed:
+    """Seal a head that has never been sealed (a trail written before sealing, or a new empty trail).
+
+    An empty trail is sealed as it is. A trail of N entries gets an ``audit.sealed`` event, appended and
+    sealed like any other: the seal vouches that nothing in entries 1..N changes from now on, not that they
+    are what the application wrote (whoever could write the database before could have rewritten them); the
+    event records that, with the first entry written under the seal. A head that is already sealed is left
+    alone; one with a seal that does not match, or a trail sealed before whose seal is gone, is refused (it is
+    evidence, not something to seal over).
+    """
+    keys = key_ring(session)
+    found = _head(session)
+    if found is None:
+        raise DomainError("the audit chain head is missing")
+    head, seal = found
+    if seal.seal is not None:
+        problem = seal_problem(keys, head, seal)
+        if problem is not None:
+            raise HeadNotSealed(f"not sealed again: {problem}")
+        return Sealed(head.seq, None)
+    sealed_before = session.scalar(sa.select(sa.func.max(AuditEntry.seq)).where(AuditEntry.action == "audit.sealed"))
+    if sealed_before is not None:
+        raise HeadNotSealed(f"not sealed again: this trail was sealed before (entry {sealed_before}, audit.sealed) "
+                            "and its seal has been removed outside the application")
+    if head.seq == 0:
+        key_id, key = keys.current
+        table = cast(sa.Table, AuditHead.__table__)
+        updated = session.connection().execute(
+            sa.update(table).where(table.c.id == 1, table.c.seq == 0, table.c.seal.is_(None))
+            .values(seal_key_id=key_id, seal=seal_head(key, key_id, head)))
+        if updated.rowcount != 1:
+            raise DomainError("the audit trail changed while it was being sealed: try again")
+        return Sealed(0, 1)
+    flush(session)
+    _append(session, actor_of(session), [(
+        "audit.sealed", None, None, None,
+        canonical_json({"vouches_from_seq": head.seq + 1, "unsealed_entries": head.seq,
+                        "note": f"entries 1 to {head.seq} were written before the trail was sealed: the seal "
+                                "vouches that they do not change from now on, not that they are what the "
+                                "application wrote"}),
+        None)], unsealed_ok=True)
+    return Sealed(head.seq + 1, head.seq + 1)
 
 
 @dataclass(frozen=True)

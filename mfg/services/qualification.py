@@ -126,8 +126,9 @@ def check_guards(target: Installation) -> tuple[bool, list[str]]:
 
 def secret_files(config: Mapping[str, Any], instance_path: Path) -> list[Path]:
     """The files whose reading would let someone sign or forge sessions: the instance configuration (the
-    secret key) and the site's private key, or its PKCS#12 file and password file."""
-    names: list[str | None] = ["config.py"]
+    secret key), the audit key ring that seals the audit trail, and the site's private key, or its PKCS#12
+    file and password file."""
+    names: list[str | None] = ["config.py", config.get("AUDIT_KEY_FILE", "audit.key")]
     if config.get("SIGNING_PKCS12_FILE"):
         names += [config["SIGNING_PKCS12_FILE"], config.get("SIGNING_PKCS12_PASSWORD_FILE")]
     else:

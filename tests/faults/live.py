@@ -22,6 +22,7 @@ from pathlib import Path
 from urllib.parse import urlencode
 
 from mfg.config import RESOURCE_ROOT
+from tests.support import AUDIT_KEY_RING
 
 BIN = Path(sys.executable).parent  # the virtual environment's bin/, where flask and gunicorn live
 OPERATOR_PASSWORD = "fault-test-password-2026"
@@ -72,6 +73,11 @@ def init_instance(instance: Path, database_url: str, site_material: Path | None 
         signing.mkdir(exist_ok=True)
         shutil.copy(site_material / "key.pem", signing / "site-key.pem")
         shutil.copy(site_material / "cert.pem", signing / "site-cert.pem")
+    # the test database's trail is sealed with the tests' audit key ring (tests/conftest.py): the instance's
+    key_file = instance / "audit.key"
+    if not key_file.exists():
+        shutil.copy(AUDIT_KEY_RING, key_file)
+        key_file.chmod(0o600)
     out = run_cli(instance, database_url, "init", "--demo", timeout=180)
     if out.returncode:
         raise RuntimeError(f"flask init --demo failed:\n{out.stdout}\n{out.stderr}")
