@@ -33,8 +33,13 @@ T = TypeVar("T")
 CONTENT_SECURITY_POLICY = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
                            "font-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; "
                            "form-action 'self'")
-# Requests a page makes by itself (the batch page's poll): not activity, so they never keep an idle session alive.
-PASSIVE = frozenset({"batches.version"})
+# Requests a page makes by itself (the batch page's poll, the preview of a step's values and the check of a scan
+# as the person types or scans): not activity, so they never keep an idle session alive (``static/session.js``
+# counts the same way), and they leave the session cookie alone. A passive request does not write the session,
+# so its answer carries no cookie: one sent while a form is being signed would otherwise put back the session as
+# it was before the signature, dropping the signature's "recorded and signed" message (Flask keeps the session
+# in the cookie; the last answer to arrive wins).
+PASSIVE = frozenset({"batches.version", "batches.step_preview", "batches.check_scan", "custody.check_scan"})
 # Endpoints a signed-in user may reach while a password change is due.
 _PASSWORD_CHANGE_ALLOWED = {"auth.change_password", "auth.logout", "static"}
 SIGNED_KEY = "signed_in_session"

@@ -135,3 +135,21 @@ def test_a_preview_or_keep_alive_carrying_a_spent_token_is_answered_not_replayed
                         data={"deviation-description": "Spill in BSC-01", "submission_token": token})
     assert again.status_code == 303
     assert client.get(f"/batches/{batch_id}").get_data(as_text=True).count("Spill in BSC-01") == 1
+
+
+def test_what_a_page_asks_by_itself_leaves_the_session_cookie_alone(nk_batch, client, login):
+    """The preview of a step's values, the check of a scan and the batch page's poll run while a person works on
+    a form. Their answers must not set the session cookie: one arriving after a signature's answer would put back
+    the session as it was before it, and the signature's "recorded and signed" would be lost (the failure of
+    the full NK batch flow in the fresh-clone run of this session)."""
+    batch_id, _lot = nk_batch(("NK-EXPAND", "harvest_culture"))
+    login("olivia")
+    asked = [client.post(f"/batches/{batch_id}/step/1/harvest_culture/1/preview", data={},
+                         headers={"Accept": "application/json"}),
+             client.get(f"/batches/{batch_id}/step/1/harvest_culture/check?field=harvested_at&value=y",
+                        headers={"Accept": "application/json"}),
+             client.get(f"/batches/{batch_id}/custody/check?scan=din&value=y", headers={"Accept": "application/json"}),
+             client.get(f"/batches/{batch_id}/version.json")]
+    assert [response.status_code for response in asked] == [200] * 4
+    assert [response.headers.get("Set-Cookie") for response in asked] == [None] * 4
+    assert client.get(f"/batches/{batch_id}").headers.get("Set-Cookie")  # a page the person opens is activity
