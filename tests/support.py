@@ -7,9 +7,29 @@ from pathlib import Path
 from mfg.config import RESOURCE_ROOT
 
 PASSWORD = "correct-horse-battery"
-# The audit key ring every test instance gets (tests/conftest.py make_app), its sealed databases too: two
-# keys, so that every test also seals with a ring of more than one key. Test material, not a secret.
-AUDIT_KEY_RING = Path(__file__).resolve().parent / "audit-test.key"
+
+
+def _test_key_ring() -> Path:
+    """The audit key ring every test instance gets (tests/conftest.py make_app), its sealed databases too: two
+    keys (``t1-old``, ``t2-current``), so that every test also seals with a ring of more than one key. Made
+    afresh for each test run, owner-only, in a temporary folder removed at exit: no key is ever committed."""
+    import atexit
+    import secrets
+    import shutil
+    import tempfile
+
+    from mfg.audit_key import KEY_BYTES, KeyRing
+
+    folder = Path(tempfile.mkdtemp(prefix="mfg-test-audit-key-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    ring = folder / "audit.key"
+    keys = [KeyRing.line(key_id, secrets.token_bytes(KEY_BYTES)) for key_id in ("t1-old", "t2-current")]
+    ring.write_text("".join(keys), encoding="utf-8")
+    ring.chmod(0o600)
+    return ring
+
+
+AUDIT_KEY_RING = _test_key_ring()
 DEMO_SOP = RESOURCE_ROOT / "sops" / "demo" / "DEMO-PROC_v1.yaml"
 
 
