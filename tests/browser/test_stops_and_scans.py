@@ -34,7 +34,7 @@ from mfg.domain import isbt128
 from mfg.extensions import db
 from mfg.models import AuditEntry, Batch, CustodyEvent, Deviation, Subject, User
 from mfg.services import audit, bags, masterdata, sops, starting
-from tests.browser.pages import NAMES, TABLET, credentials, demo_plant, go, people
+from tests.browser.pages import NAMES, TABLET, Person, credentials, demo_plant, go, people
 from tests.browser.test_lifecycle_flow import _act
 from tests.support import PASSWORD
 
@@ -44,6 +44,18 @@ def _deviations(live_app: Flask, batch_id: int) -> list[str]:
         return list(db.session.scalars(sa.select(Deviation.origin).where(Deviation.batch_id == batch_id)
                                        .order_by(Deviation.id)))
 
+
+
+def _hand_off(clara: Person, din: str) -> None:
+    """Clara scans the bag's DIN into the hand-off form, fills it in and signs it."""
+    page = clara.page
+    section = page.locator("section.custody-handoff")
+    _scan(page, section.get_by_label("Scan bag DIN", exact=True), din)
+    section.get_by_label("From", exact=True).fill("Cell therapy lab")
+    section.get_by_label("To", exact=True).fill("Ward 7")
+    section.get_by_label("Condition", exact=True).fill("sealed, intact")
+    credentials(clara, section)
+    go(section.get_by_role("button", name=re.compile("^Record hand-off")))
 
 def _stop(page: Page, *facts: str) -> Locator:
     """The hard stop: a modal dialog at the top of the viewport holding the focus, naming ``facts``."""
@@ -196,13 +208,7 @@ def test_hand_off_and_bedside_stops_of_a_blocked_product_are_full_screen_and_kee
         page.goto(f"/batches/{batch_id}/custody")
 
         # a hand-off of the blocked product
-        section = page.locator("section.custody-handoff")
-        _scan(page, section.get_by_label("Scan bag DIN", exact=True), din)
-        section.get_by_label("From", exact=True).fill("Cell therapy lab")
-        section.get_by_label("To", exact=True).fill("Ward 7")
-        section.get_by_label("Condition", exact=True).fill("sealed, intact")
-        credentials(clara, section)
-        go(section.get_by_role("button", name=re.compile("^Record hand-off")))
+        _hand_off(clara, din)
         clara.signed = False  # refused: no signature was made
         _stop(page, "PRODUCT BLOCKED", f"PRODUCT {lot} IS BLOCKED", "not blocked and not expired",
               f"{subject}, COI {coi.eye_readable()}", "Do not hand it on", "call QA")
@@ -334,13 +340,7 @@ def test_an_expired_product_at_the_hand_off_and_an_expired_bag_at_the_bedside_ar
         page.goto(f"/batches/{batch_id}/custody")
 
         # the hand-off of the expired product
-        section = page.locator("section.custody-handoff")
-        _scan(page, section.get_by_label("Scan bag DIN", exact=True), din)
-        section.get_by_label("From", exact=True).fill("Cell therapy lab")
-        section.get_by_label("To", exact=True).fill("Ward 7")
-        section.get_by_label("Condition", exact=True).fill("sealed, intact")
-        credentials(clara, section)
-        go(section.get_by_role("button", name=re.compile("^Record hand-off")))
+        _hand_off(clara, din)
         _stop(page, "PRODUCT EXPIRED", f"PRODUCT {lot} EXPIRED at", f"product {lot}, not blocked and not expired",
               f"product {lot}, expired at", f"{subject}, COI {coi.eye_readable()}", "Do not hand it on", "call QA",
               "Deviation DEV-")
