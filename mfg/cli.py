@@ -117,9 +117,12 @@ def init_command(demo: bool) -> None:
     # no audit head yet (a new database) or one without seal columns (migration 0016 is about to add them)
     before_sealing = not inspector.has_table("audit_head") or "seal" not in {
         column["name"] for column in inspector.get_columns("audit_head")}
+    before_signature_seals = not inspector.has_table("signature_seal")  # migration 0017 is about to add it
     _migrate(app)
     if key_created or before_sealing:  # a new installation, or the upgrade that brings sealing: seal it as it is
         _seal_existing()
+    elif before_signature_seals:  # the upgrade that brings signature seals to a sealed trail
+        _seal_existing_signatures()
     elif not audit.head_sealed(_cli_session()):
         # The key ring was here before: whoever sealed this trail has, so a head without a seal had it removed
         # (init runs at every `make run`: it must never seal over that on its own).
@@ -242,8 +245,17 @@ def _audit_key_file() -> Path:
     return Path(current_app.instance_path) / current_app.config["AUDIT_KEY_FILE"]
 
 
+def _seal_existing_signatures() -> None:
+    count = _run(signatures.seal_existing)
+    if count:
+        click.echo(f"sealed {count} signature(s) made before signatures were sealed (signature.sealed_existing): "
+                   "the seal vouches that they do not change from now on, not that the application made them")
+
+
 def _seal_existing() -> None:
+    """Seal the head (first: every later entry needs a sealed head), then the signatures made before sealing."""
     sealed = _run(audit.seal_existing)
+    _seal_existing_signatures()
     if sealed.vouches_from is None:
         return
     if sealed.head_seq == 0:

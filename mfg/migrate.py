@@ -57,6 +57,7 @@ NEVER_DELETED = ("DELETE",)
 GUARDS: dict[str, Guard] = {
     "audit_entry": Guard(APPEND_ONLY),
     "signature": Guard(APPEND_ONLY),
+    "signature_seal": Guard(APPEND_ONLY),  # migration 0017
     "audit_head": Guard(NEVER_DELETED),
     "user_account": Guard(NEVER_DELETED),
     "sop_version": Guard(NEVER_DELETED, immutable=("code", "version", "kind", "title", "content", "sha256",

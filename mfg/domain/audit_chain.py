@@ -190,6 +190,51 @@ def seal_problem(keys: KeyRing, head: ChainHead, seal: HeadSeal) -> str | None:
     return None
 
 
+# A signature's seal covers its manifest, under its own prefix (never valid as a head seal, nor the reverse).
+SIGNATURE_SEAL_PREFIX = "mfg signature seal v1"
+
+
+class SignatureManifest(NamedTuple):
+    """What a signature attests (21 CFR 11.50, 11.70): who, under which printed name, with which meaning, when,
+    on which record, and the sha256 of exactly what was signed (the content's canonical JSON)."""
+
+    user_id: int
+    username: str
+    printed_name: str
+    meaning: str
+    signed_at: datetime
+    record_type: str
+    record_id: str
+    content_sha256: str
+    comment: str | None
+
+
+def signature_seal_text(key_id: str, manifest: SignatureManifest) -> str:
+    """The exact text a signature seal covers: the prefix, the key id and the manifest as canonical JSON."""
+    fields = manifest._asdict()
+    fields["signed_at"] = iso_utc(manifest.signed_at)
+    return "\n".join((SIGNATURE_SEAL_PREFIX, key_id, canonical_json(fields)))
+
+
+def seal_signature(key: bytes, key_id: str, manifest: SignatureManifest) -> str:
+    """HMAC-SHA256 of :func:`signature_seal_text` under ``key`` (hex): the one implementation of a signature seal."""
+    return hmac.new(key, signature_seal_text(key_id, manifest).encode("utf-8"), hashlib.sha256).hexdigest()
+
+
+def signature_seal_problem(keys: KeyRing, manifest: SignatureManifest, key_id: str | None,
+                           seal: str | None) -> str | None:
+    """Why ``seal`` does not vouch for ``manifest`` under ``keys``, or None when it does."""
+    if seal is None or key_id is None:
+        return "the signature is not sealed: it was made outside the application, or its seal was removed"
+    key = keys.get(key_id)
+    if key is None:
+        return f"the signature is sealed with key {key_id!r}, which is not in this instance's audit key ring"
+    if not hmac.compare_digest(seal_signature(key, key_id, manifest), seal):
+        return ("the signature's seal does not match it: who signed, the meaning, the time, the record or what "
+                "was signed was changed outside the application")
+    return None
+
+
 @dataclass(frozen=True)
 class VerifyResult:
     checked: int

@@ -9,7 +9,7 @@ from .masterdata import Counter, Equipment, MaterialLot
 from .outbox import DocumentJob
 from .qualification import QualificationRecord
 from .quality import BagBlock, BatchDecision, ClinicalAlert, DocumentRevision, PendingResult, ReviewMark
-from .signature import Signature
+from .signature import Signature, SignatureSeal
 from .sop import SopVersion
 from .submission import FormSubmission
 from .user import User
@@ -25,5 +25,5 @@ __all__ = ["AuditEntry", "AuditHead", "Audited", "Base", "Batch", "BatchDecision
            "ReviewMark", "BagBlock", "ClinicalAlert", "PendingResult",
            "BatchMasterRecord", "Counter", "CustodyEvent", "Deviation", "Donor", "DonorTest",
            "Equipment", "MaterialLot", "ProductBag", "QualificationRecord", "RecordedValue", "SIGNABLE", "Signable",
-           "Signature", "SignatureInvalidation",
+           "Signature", "SignatureInvalidation", "SignatureSeal",
            "SopVersion", "StepExecution", "Subject", "UTCDateTime", "User", "utcnow"]

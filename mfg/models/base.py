@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timezone
+from decimal import Decimal
 from typing import Annotated, Any, ClassVar
 
 import sqlalchemy as sa
@@ -89,3 +91,24 @@ class Signable:
 
     def signed_content(self) -> dict[str, Any]:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def signed_content_as(self, stored: str) -> dict[str, Any]:
+        """The record's content in the form of ``stored`` (what a signature holds). A record whose signed
+        content grew keeps computing the older form for the signatures made with it (``signed_form``)."""
+        return self.signed_content()
+
+
+def signed_form(stored: str) -> int:
+    """The form of a stored signed content: its ``form`` key, 1 when it has none (before forms existed)."""
+    form = json.loads(stored).get("form", 1)
+    return form if isinstance(form, int) else 1
+
+
+def number_text(number: Decimal | None) -> str | None:
+    """A stored number as signed content and the audit trail's state check compare it: the same text whether
+    it comes from the form (``Decimal("12.50")``) or back from the database (``Decimal("12.5000000000")``)."""
+    if number is None:
+        return None
+    if number == 0:
+        return "0"
+    return format(number.normalize(), "f")

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 import sqlalchemy.orm as so
 
-from .base import UTC, Audited, Base, Hash64, IntPK, Signable, utcnow
+from .base import UTC, Audited, Base, Hash64, IntPK, Signable, number_text, signed_form, utcnow
 
 if TYPE_CHECKING:
     from .clinical import Subject
@@ -105,12 +105,27 @@ class StepExecution(Audited, Signable, Base):
         superseded = {v.supersedes_id for v in self.values if v.supersedes_id}
         return {v.field_id: v for v in self.values if v.id not in superseded}
 
-    def signed_content(self) -> dict[str, Any]:
-        return {"record": "step_execution", "batch_id": self.batch_id, "sop_version_id": self.sop_version_id,
-                "step_id": self.step_id, "instance": self.instance, "definition_sha256": self.definition_sha256,
-                "comment": self.comment,
-                "values": {k: {"text": v.text, "unit": v.unit, "comment": v.comment, "value_id": v.id}
-                           for k, v in sorted(self.current_values().items())}}
+    def signed_content(self, form: int = 2) -> dict[str, Any]:
+        """What a signature of this step binds. Form 2 (issue [3.5]) adds everything that decides each value's
+        meaning: its type, what was typed, the number and instant it stands for, and the limits judgement
+        (``in_limits``, ``limit_message``), so none of them can change under a signature unseen. Form 1 is
+        kept for the signatures made with it (``signed_content_as``)."""
+        values = {}
+        for k, v in sorted(self.current_values().items()):
+            value: dict[str, Any] = {"text": v.text, "unit": v.unit, "comment": v.comment, "value_id": v.id}
+            if form >= 2:
+                value.update(field_type=v.field_type, raw=v.raw, number=number_text(v.number), moment=v.moment,
+                             in_limits=v.in_limits, limit_message=v.limit_message)
+            values[k] = value
+        content = {"record": "step_execution", "batch_id": self.batch_id, "sop_version_id": self.sop_version_id,
+                   "step_id": self.step_id, "instance": self.instance, "definition_sha256": self.definition_sha256,
+                   "comment": self.comment, "values": values}
+        if form >= 2:
+            content["form"] = 2
+        return content
+
+    def signed_content_as(self, stored: str) -> dict[str, Any]:
+        return self.signed_content(signed_form(stored))
 
 
 class RecordedValue(Audited, Base):

@@ -5,7 +5,7 @@ from typing import Any
 import sqlalchemy as sa
 import sqlalchemy.orm as so
 
-from .base import UTC, Audited, Base, IntPK, Signable
+from .base import UTC, Audited, Base, IntPK, Signable, signed_form
 
 
 class ReviewMark(Audited, Base):
@@ -106,10 +106,17 @@ class PendingResult(Audited, Signable, Base):
 
     __mapper_args__ = {"version_id_col": row_version}
 
-    def signed_content(self) -> dict[str, Any]:
-        return {"record": "pending_result", "batch_id": self.batch_id, "execution_id": self.execution_id,
-                "field_id": self.field_id, "pending_value_id": self.pending_value_id, "result": self.result_text,
-                "comment": self.comment, "entered_at": self.entered_at}
+    def signed_content(self, form: int = 2) -> dict[str, Any]:
+        """Form 2 (issue [3.5]) adds the result's limits judgement; form 1 stays for the signatures made with it."""
+        content = {"record": "pending_result", "batch_id": self.batch_id, "execution_id": self.execution_id,
+                   "field_id": self.field_id, "pending_value_id": self.pending_value_id, "result": self.result_text,
+                   "comment": self.comment, "entered_at": self.entered_at}
+        if form >= 2:
+            content.update(form=2, in_limits=self.in_limits, limit_message=self.limit_message)
+        return content
+
+    def signed_content_as(self, stored: str) -> dict[str, Any]:
+        return self.signed_content(signed_form(stored))
 
 
 class BagBlock(Audited, Base):

@@ -36,3 +36,20 @@ class Signature(Audited, Base):
     user: so.Mapped["User"] = so.relationship()
 
     __table_args__ = (sa.Index("ix_signature_record", "record_type", "record_id"),)
+
+
+class SignatureSeal(Base):
+    """The seal of one signature's manifest with the instance's audit key (``domain.audit_chain.seal_signature``),
+    written in the same transaction as the signature. Append-only. Not itself audited: the seal is the evidence,
+    and the signature's own audit entry already records the signing.
+
+    Someone who can write the database but not the key cannot make a signature (or rewrite what one signed) whose
+    seal matches; ``services.signatures.check_all`` reports a signature without a matching seal.
+    """
+
+    __tablename__ = "signature_seal"
+
+    signature_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey("signature.id"), primary_key=True,
+                                                    autoincrement=False)
+    key_id: so.Mapped[str] = so.mapped_column(sa.String(40))
+    seal: so.Mapped[str] = so.mapped_column(sa.String(64))

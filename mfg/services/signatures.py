@@ -18,10 +18,11 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from ..domain.audit_chain import SignatureManifest, seal_signature, signature_seal_problem
 from ..domain.canonical import canonical_json, content_hash, sha256_hex
-from ..domain.errors import AuthenticationFailed, PermissionDenied, ValidationFailed
+from ..domain.errors import AuthenticationFailed, DomainError, PermissionDenied, ValidationFailed
 from ..domain.signing import ROLE_FOR_MEANING, Meaning
-from ..models import SIGNABLE, Signable, Signature, SignatureInvalidation, User, utcnow
+from ..models import SIGNABLE, AuditEntry, Signable, Signature, SignatureInvalidation, SignatureSeal, User, utcnow
 from . import accounts, audit
 
 
@@ -97,7 +98,46 @@ def sign(session: Session, *, signer: User, meaning: Meaning | str, record: Sign
                           content=content, content_sha256=sha256_hex(content))
     session.add(signature)
     audit.flush(session, reason=f"e-signature: {meaning.label}")
+    _seal(session, [signature])
     return signature
+
+
+def manifest(signature: Signature) -> SignatureManifest:
+    """What the seal of ``signature`` covers."""
+    return SignatureManifest(signature.user_id, signature.username, signature.printed_name, signature.meaning,
+                             signature.signed_at, signature.record_type, signature.record_id,
+                             signature.content_sha256, signature.comment)
+
+
+def _seal(session: Session, made: list[Signature]) -> None:
+    """Seal each signature's manifest with the current audit key, in this transaction."""
+    key_id, key = audit.key_ring(session).current
+    session.connection().execute(sa.insert(SignatureSeal.__table__), [  # type: ignore[arg-type]
+        {"signature_id": s.id, "key_id": key_id, "seal": seal_signature(key, key_id, manifest(s))} for s in made])
+
+
+def seal_existing(session: Session) -> int:
+    """Seal every signature that has none (made before signatures were sealed, migration 0017), recording
+    ``signature.sealed_existing``: the seal vouches that they do not change from now on, not that the
+    application made them. The number sealed (0: nothing to do, nothing recorded)."""
+    unsealed = list(session.scalars(sa.select(Signature).outerjoin(
+        SignatureSeal, SignatureSeal.signature_id == Signature.id).where(SignatureSeal.signature_id.is_(None))
+        .order_by(Signature.id)))
+    if not unsealed:
+        return 0
+    if session.scalar(sa.select(SignatureSeal.signature_id).limit(1)) is not None or session.scalar(
+            sa.select(AuditEntry.seq).where(AuditEntry.action == "signature.sealed_existing").limit(1)) is not None:
+        # signatures were sealed here before: a signature without a seal now had it removed, or was made
+        # outside the application; it is evidence, never sealed over
+        raise DomainError(f"not sealed: {len(unsealed)} signature(s) (first {unsealed[0].id}) have no seal although "
+                          "this trail's signatures were sealed before; run `flask --app mfg audit signatures` and "
+                          "investigate")
+    _seal(session, unsealed)
+    audit.record_event(session, "signature.sealed_existing", details={
+        "sealed": len(unsealed), "first_id": unsealed[0].id, "last_id": unsealed[-1].id,
+        "note": "these signatures were made before signatures were sealed: the seal vouches that they do not "
+                "change from now on, not that they are what the application made"})
+    return len(unsealed)
 
 
 def for_record(session: Session, record: Signable) -> list[Signature]:
@@ -122,8 +162,15 @@ def check_all(session: Session) -> tuple[int, list[Mismatch]]:
     # A signature invalidated by a recorded correction is expected not to match the corrected record;
     # its own stored content must still match its hash.
     invalidated = set(session.scalars(sa.select(SignatureInvalidation.signature_id)))
+    keys = audit.key_ring(session)
+    seals = {row.signature_id: (row.key_id, row.seal) for row in session.execute(
+        sa.select(SignatureSeal.signature_id, SignatureSeal.key_id, SignatureSeal.seal))}
     for signature in session.scalars(sa.select(Signature).order_by(Signature.id)):
         checked += 1
+        problem = signature_seal_problem(keys, manifest(signature), *seals.get(signature.id, (None, None)))
+        if problem is not None:
+            mismatches.append(Mismatch(signature.id, signature.record_type, signature.record_id, problem))
+            continue
         if sha256_hex(signature.content) != signature.content_sha256:
             mismatches.append(Mismatch(signature.id, signature.record_type, signature.record_id,
                                        "the stored signed content does not match its hash"))
@@ -135,7 +182,7 @@ def check_all(session: Session) -> tuple[int, list[Mismatch]]:
         if record is None:
             mismatches.append(Mismatch(signature.id, signature.record_type, signature.record_id,
                                        "the signed record no longer exists"))
-        elif content_hash(record.signed_content()) != signature.content_sha256:
+        elif content_hash(record.signed_content_as(signature.content)) != signature.content_sha256:
             mismatches.append(Mismatch(signature.id, signature.record_type, signature.record_id,
                                        "the record's content changed after it was signed"))
     return checked, mismatches
