@@ -235,6 +235,49 @@ def signature_seal_problem(keys: KeyRing, manifest: SignatureManifest, key_id: s
     return None
 
 
+# An anchor is a position of the trail (a head as it was) sealed to be kept outside the system: an exported
+# checkpoint file, the audit position a signed PDF carries, the checkpoint a full verify leaves for the next
+# incremental one. Its own prefix: an anchor's seal never passes as a head seal, nor the reverse.
+ANCHOR_SEAL_PREFIX = "mfg audit anchor v1"
+
+
+class Anchor(NamedTuple):
+    """A sealed position of the trail: the head's fields at that moment, the key id and the seal."""
+
+    seq: int
+    entry_hash: str
+    max_at: datetime | None
+    unordered_at: datetime | None
+    key_id: str
+    seal: str
+
+    @property
+    def head(self) -> ChainHead:
+        return ChainHead(self.seq, self.entry_hash, self.max_at, self.unordered_at)
+
+
+def anchor_seal_text(key_id: str, head: ChainHead) -> str:
+    return "\n".join((ANCHOR_SEAL_PREFIX, key_id, str(head.seq), head.entry_hash,
+                      _when(head.max_at), _when(head.unordered_at)))
+
+
+def seal_anchor(key: bytes, key_id: str, head: ChainHead) -> Anchor:
+    """``head`` sealed as an anchor under ``key``: the one implementation of an anchor's seal."""
+    seal = hmac.new(key, anchor_seal_text(key_id, head).encode("utf-8"), hashlib.sha256).hexdigest()
+    return Anchor(*head, key_id, seal)
+
+
+def anchor_seal_problem(keys: KeyRing, anchor: Anchor) -> str | None:
+    """Why ``anchor``'s seal does not vouch for its position under ``keys``, or None when it does."""
+    key = keys.get(anchor.key_id)
+    if key is None:
+        return (f"the anchor at entry {anchor.seq} is sealed with key {anchor.key_id!r}, which is not in this "
+                "instance's audit key ring")
+    if not hmac.compare_digest(seal_anchor(key, anchor.key_id, anchor.head).seal, anchor.seal):
+        return f"the anchor at entry {anchor.seq} does not match its seal: it was altered or forged"
+    return None
+
+
 @dataclass(frozen=True)
 class VerifyResult:
     checked: int
