@@ -121,8 +121,6 @@ def init_command(demo: bool) -> None:
     _migrate(app)
     if key_created or before_sealing:  # a new installation, or the upgrade that brings sealing: seal it as it is
         _seal_existing()
-    elif before_signature_seals:  # the upgrade that brings signature seals to a sealed trail
-        _seal_existing_signatures()
     elif not audit.head_sealed(_cli_session()):
         # The key ring was here before: whoever sealed this trail has, so a head without a seal had it removed
         # (init runs at every `make run`: it must never seal over that on its own).
@@ -131,6 +129,8 @@ def init_command(demo: bool) -> None:
             "the seal was removed outside the application, or the database is not this instance's. Run "
             "`flask --app mfg audit verify` and investigate; a trail written before sealing is sealed with "
             "`flask --app mfg audit seal-existing`.")
+    if before_signature_seals:  # a new installation, or the upgrade that brings signature seals
+        _seal_existing_signatures()
     if ensure_site_certificate(instance / app.config["SIGNING_KEY_FILE"], instance / app.config["SIGNING_CERT_FILE"],
                                app.config["SITE_NAME"], demo=bool(app.config["DEMO"])):
         click.echo("created the site signing key and self-signed certificate")
@@ -253,9 +253,8 @@ def _seal_existing_signatures() -> None:
 
 
 def _seal_existing() -> None:
-    """Seal the head (first: every later entry needs a sealed head), then the signatures made before sealing."""
+    """Seal the head; `init` then seals the signatures made before sealing (every later entry needs a sealed head)."""
     sealed = _run(audit.seal_existing)
-    _seal_existing_signatures()
     if sealed.vouches_from is None:
         return
     if sealed.head_seq == 0:
@@ -272,6 +271,7 @@ def audit_seal_existing() -> None:
     """Seal a trail written before the audit head was sealed (`init` does this too); nothing when it is
     sealed already. A head whose seal does not match is refused: it is evidence to investigate."""
     _seal_existing()
+    _seal_existing_signatures()
     click.echo("audit trail sealed")
 
 

@@ -117,26 +117,34 @@ def _seal(session: Session, made: list[Signature]) -> None:
 
 
 def seal_existing(session: Session) -> int:
-    """Seal every signature that has none (made before signatures were sealed, migration 0017), recording
-    ``signature.sealed_existing``: the seal vouches that they do not change from now on, not that the
-    application made them. The number sealed (0: nothing to do, nothing recorded)."""
+    """Seal every signature that has none, made before signatures were sealed (migration 0017); the number sealed.
+
+    Recorded as ``signature.sealed_existing`` (the first time even when there is none to seal: the entry marks
+    the point from which every signature is sealed as it is made). The seal vouches that those signatures do not
+    change from now on, not that the application made them. Once that entry exists, or any signature is sealed,
+    a signature found without a seal had it removed or was made outside the application: it is evidence, and
+    nothing is sealed over it.
+    """
     unsealed = list(session.scalars(sa.select(Signature).outerjoin(
         SignatureSeal, SignatureSeal.signature_id == Signature.id).where(SignatureSeal.signature_id.is_(None))
         .order_by(Signature.id)))
-    if not unsealed:
-        return 0
-    if session.scalar(sa.select(SignatureSeal.signature_id).limit(1)) is not None or session.scalar(
-            sa.select(AuditEntry.seq).where(AuditEntry.action == "signature.sealed_existing").limit(1)) is not None:
-        # signatures were sealed here before: a signature without a seal now had it removed, or was made
-        # outside the application; it is evidence, never sealed over
-        raise DomainError(f"not sealed: {len(unsealed)} signature(s) (first {unsealed[0].id}) have no seal although "
-                          "this trail's signatures were sealed before; run `flask --app mfg audit signatures` and "
-                          "investigate")
-    _seal(session, unsealed)
+    marked = session.scalar(sa.select(AuditEntry.seq).where(AuditEntry.action == "signature.sealed_existing")
+                            .limit(1)) is not None
+    if marked or session.scalar(sa.select(SignatureSeal.signature_id).limit(1)) is not None:
+        if unsealed:
+            raise DomainError(f"not sealed: {len(unsealed)} signature(s) (first {unsealed[0].id}) have no seal "
+                              "although this trail's signatures were sealed before; run `flask --app mfg audit "
+                              "signatures` and investigate")
+        if marked:
+            return 0
+    if unsealed:
+        _seal(session, unsealed)
     audit.record_event(session, "signature.sealed_existing", details={
-        "sealed": len(unsealed), "first_id": unsealed[0].id, "last_id": unsealed[-1].id,
-        "note": "these signatures were made before signatures were sealed: the seal vouches that they do not "
-                "change from now on, not that they are what the application made"})
+        "sealed": len(unsealed), "first_id": unsealed[0].id if unsealed else None,
+        "last_id": unsealed[-1].id if unsealed else None,
+        "note": "every signature from here on is sealed as it is made; the signatures sealed here were made "
+                "before signatures were sealed: the seal vouches that they do not change from now on, not that "
+                "they are what the application made"})
     return len(unsealed)
 
 

@@ -254,8 +254,10 @@ def test_a_trail_written_before_sealing_is_sealed_by_the_command_that_says_from_
     result = app.test_cli_runner().invoke(args=["audit", "seal-existing"])
     assert result.exit_code == 0, result.output
     assert "only from this point on" in result.output and "entries 1 to 2 were written before it" in result.output
-    sealed = session.scalars(sa.select(AuditEntry).order_by(AuditEntry.seq.desc()).limit(1)).one()
-    assert sealed.seq == 3 and sealed.action == "audit.sealed" and '"vouches_from_seq":3' in sealed.after
+    sealed = session.scalars(sa.select(AuditEntry).where(AuditEntry.seq == 3)).one()
+    assert sealed.action == "audit.sealed" and '"vouches_from_seq":3' in sealed.after
+    marker = session.scalars(sa.select(AuditEntry).where(AuditEntry.seq == 4)).one()  # then the signatures'
+    assert marker.action == "signature.sealed_existing" and '"sealed":0' in marker.after
     assert audit.verify(session).ok
     again = app.test_cli_runner().invoke(args=["audit", "seal-existing"])
     assert again.exit_code == 0 and "only from" not in again.output  # sealed already: nothing to do
@@ -283,7 +285,8 @@ def test_init_creates_the_key_ring_owner_only_and_a_fresh_trail_verifies(app_fac
     assert key_file.stat().st_mode & 0o777 == 0o600
     assert len(read_key_ring(key_file).keys) == 1
     verified = runner.invoke(args=["audit", "verify"])
-    assert verified.exit_code == 0 and "intact: 0 entries checked" in verified.output, verified.output
+    # one entry: signature.sealed_existing, marking that every signature from here on is sealed as it is made
+    assert verified.exit_code == 0 and "intact: 1 entries checked" in verified.output, verified.output
     again = runner.invoke(args=["init"])  # safe to run again: the key is kept, nothing sealed twice
     assert again.exit_code == 0 and "created the audit key ring" not in again.output, again.output
     assert audit_key.create_key_file(key_file) is False
