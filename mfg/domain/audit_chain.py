@@ -278,6 +278,40 @@ def anchor_seal_problem(keys: KeyRing, anchor: Anchor) -> str | None:
     return None
 
 
+ANCHOR_KEYWORD = "mfg-audit-anchor-v1"
+
+
+def anchor_keyword(anchor: Anchor) -> str:
+    """The anchor as one PDF keyword (no comma: keywords are joined by commas): how a signed document carries the
+    audit position at its issue in its metadata."""
+    return " ".join((ANCHOR_KEYWORD, f"seq={anchor.seq}", f"hash={anchor.entry_hash}", f"max={_when(anchor.max_at)}",
+                     f"unordered={_when(anchor.unordered_at)}", f"key={anchor.key_id}", f"seal={anchor.seal}"))
+
+
+def parse_anchor_keyword(keywords: str) -> Anchor | None:
+    """The anchor in a document's keywords (:func:`anchor_keyword`), or None if they hold none.
+    Raises ValueError for one that is malformed."""
+    start = keywords.find(ANCHOR_KEYWORD)
+    if start < 0:
+        return None
+    fields = dict(part.split("=", 1) for part in keywords[start:].split(",", 1)[0].split()[1:] if "=" in part)
+    try:
+        return Anchor(int(fields["seq"]), fields["hash"], _parse_when(fields["max"]),
+                      _parse_when(fields["unordered"]), fields["key"], fields["seal"])
+    except (KeyError, ValueError):
+        raise ValueError("malformed audit anchor in the document's keywords: "
+                         f"{keywords[start:start + 300]!r}") from None
+
+
+def _parse_when(text: str) -> datetime | None:
+    if text == "none":
+        return None
+    when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if when.tzinfo is None:
+        raise ValueError(text)
+    return when
+
+
 @dataclass(frozen=True)
 class VerifyResult:
     checked: int

@@ -104,9 +104,10 @@ def _data_only_fetcher(*, strict: bool):  # noqa: ANN202 - WeasyPrint is importe
 
 
 def render_pdf(html: str, *, attachment: bytes, attachment_name: str, title: str,
-               strict_resources: bool = False) -> bytes:
+               strict_resources: bool = False, keywords: list[str] | None = None) -> bytes:
     """``html`` as PDF/A-3b, with ``attachment`` embedded as ``attachment_name`` (application/json,
-    relationship Data) and ``title`` as the document title. Deterministic for the same inputs.
+    relationship Data), ``title`` as the document title and ``keywords`` as its keywords (the document
+    information dictionary and the XMP metadata alike, as PDF/A wants). Deterministic for the same inputs.
 
     A resource other than a ``data:`` URI is refused and left out (logged); with ``strict_resources``
     any resource that is refused or fails to load raises :class:`DocumentResourceError` instead (labels:
@@ -120,6 +121,7 @@ def render_pdf(html: str, *, attachment: bytes, attachment_name: str, title: str
         document = HTML(string=html, url_fetcher=fetcher, base_url=None).render(
             color_profiles=_output_intent_profiles(), **options)
         document.metadata.title = title
+        document.metadata.keywords = list(keywords or [])
         # Only the snapshot is embedded, never a file the HTML itself names (<link rel=attachment>).
         document.metadata.attachments = []
         # As a data: URI, so that WeasyPrint records the media type as given whatever the file name.

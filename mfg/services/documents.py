@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session
 
 from ..config import TEMPLATES_DIR
 from ..domain import display, guards
+from ..domain.audit_chain import Anchor, anchor_keyword
 from ..domain.canonical import canonical_json, iso_utc
 from ..domain.errors import NotFound, ValidationFailed
 from ..models import Batch, BatchDecision, DocumentJob, DocumentRevision, QualificationRecord, User, utcnow
@@ -105,27 +106,44 @@ def render(kind: str, snap: dict[str, Any], *, revision: int, reason: str, demo:
            label_size: tuple[float, float] = (4, 4)) -> bytes:
     """The unsigned PDF/A-3b of ``kind`` from ``snap``, its own data attached (:func:`embedded`)."""
     attachment = embedded(kind, snap, revision=revision)
+    anchor = snapshot_anchor(snap)
+    # The audit position at issue: in every document's metadata, and in the footer of every page of the batch
+    # record and the certificate (a bag label's layout is the label standard's: metadata only).
+    keywords = [anchor_keyword(anchor)] if anchor else []
     if kind == "labels":
         return pdfs.render_pdf(_label_html(snap, revision=revision, demo=demo, size=label_size),
                                attachment=attachment, attachment_name="labels.json",
-                               title=f"Labels {snap['batch']['lot']} revision {revision}", strict_resources=True)
+                               title=f"Labels {snap['batch']['lot']} revision {revision}", strict_resources=True,
+                               keywords=keywords)
+    position = (f"Audit position at issue: entry {anchor.seq} · {anchor.entry_hash[:16]} · seal {anchor.key_id} "
+                f"{anchor.seal}") if anchor else ""
     subject = snap["subject"] or {}
     header = f"{KINDS[kind]} · lot {snap['batch']['lot']} · COI ID {subject.get('coi_eye_readable', '-')}"
     tz = contents.zone(snap)
     generated = contents.when(generated_at, tz)
     if kind == "coa":
         html = document_html("reports/coa.html", c=contents.certificate(snap), revision=revision, reason=reason,
-                             generated_at=generated, header=header, watermark=demo,
+                             generated_at=generated, header=header, watermark=demo, audit_position=position,
                              title=f"{KINDS[kind]} {snap['batch']['lot']}")
         name = "certificate-of-analysis.json"
     else:
         html = document_html(f"reports/{kind}.html", s=snap, revision=revision, reason=reason,
                              generated_at=generated, charts=_charts(snap), audit=contents.audit_lines(snap),
                              when=lambda iso: contents.when(iso, tz), cells=display.cells, grouped=display.grouped,
-                             header=header, watermark=demo, title=f"{KINDS[kind]} {snap['batch']['lot']}")
+                             header=header, watermark=demo, audit_position=position,
+                             title=f"{KINDS[kind]} {snap['batch']['lot']}")
         name = f"{kind}-snapshot.json"
     return pdfs.render_pdf(html, attachment=attachment, attachment_name=name,
-                           title=f"{KINDS[kind]} {snap['batch']['lot']} revision {revision}")
+                           title=f"{KINDS[kind]} {snap['batch']['lot']} revision {revision}", keywords=keywords)
+
+
+def snapshot_anchor(snap: dict[str, Any]) -> Anchor | None:
+    """The sealed audit position a snapshot was read at (None for a snapshot made before positions were sealed)."""
+    head = snap.get("audit_head") or {}
+    if not head.get("seal"):
+        return None
+    return Anchor(head["seq"], head["entry_hash"], contents.moment(head["max_at"]),
+                  contents.moment(head["unordered_at"]), head["key_id"], head["seal"])
 
 
 def page_count(data: bytes) -> int:

@@ -18,7 +18,6 @@ from ..domain.signing import MEANING_LABELS, Meaning
 from ..domain.trial_config import TrialConfiguration
 from ..models import (
     AuditEntry,
-    AuditHead,
     BagBlock,
     Batch,
     ClinicalAlert,
@@ -34,6 +33,7 @@ from ..models import (
     User,
 )
 from . import (
+    audit_position,
     bags,
     batch_pages,
     batches,
@@ -48,7 +48,7 @@ from . import (
     sops,
 )
 
-SNAPSHOT_FORMAT = "mfg.batch-snapshot/1"
+SNAPSHOT_FORMAT = "mfg.batch-snapshot/2"  # 2: audit_head is the sealed audit position (an anchor)
 
 
 def _number(value: Decimal | None) -> str | None:
@@ -204,7 +204,6 @@ def batch_snapshot(session: Session, batch: Batch) -> dict[str, Any]:
         config = document
     din = isbt128.din_from_text(batch.din) if batch.din else None
     coi = isbt128.parse_coi(isbt128.COI_PREFIX + subject.coi) if subject is not None else None
-    head = session.get(AuditHead, 1)
     bag_divisions = {b.id: b.division for b in bags.of_batch(session, batch)}
     assigned = session.get(Signature, batch.dose_signature_id) if batch.dose_signature_id else None
     chart = [{"title": c.chart.title, "unit": c.chart.unit,
@@ -269,5 +268,6 @@ def batch_snapshot(session: Session, batch: Batch) -> dict[str, Any]:
                        "decided_at": iso_utc(d.decided_at), "signatures": _manifestations(session, d, set())}
                       for d in review.decisions(session, batch)],
         "audit_trail": _audit_trail(session, batch),
-        "audit_head": {"seq": head.seq, "entry_hash": head.entry_hash} if head else None,
+        # the audit position this snapshot vouches for, read last: everything above was recorded at or before it
+        "audit_head": audit_position.plain(audit_position.current_anchor(session)),
     }
