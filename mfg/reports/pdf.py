@@ -446,6 +446,15 @@ def _attachment(pdf: bytes) -> tuple[str | None, bytes | None]:
     return files[0] if len(files) == 1 else (None, None)
 
 
+def keywords(pdf: bytes) -> str:
+    """The document's keywords (its information dictionary), "" when it has none."""
+    from pypdf import PdfReader
+
+    metadata = PdfReader(io.BytesIO(pdf)).metadata
+    value = metadata.get("/Keywords") if metadata else None
+    return str(value) if value else ""
+
+
 def embedded_file(pdf: bytes) -> bytes | None:
     """The one file a document embeds (its data), or None."""
     return _attachment(pdf)[1]

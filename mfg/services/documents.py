@@ -25,14 +25,14 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from ..config import TEMPLATES_DIR
-from ..domain import display, guards
-from ..domain.audit_chain import Anchor, anchor_keyword
+from ..domain import display, guards, snapshot_diff
+from ..domain.audit_chain import Anchor, anchor_keyword, parse_anchor_keyword
 from ..domain.canonical import canonical_json, iso_utc
 from ..domain.errors import NotFound, ValidationFailed
 from ..models import Batch, BatchDecision, DocumentJob, DocumentRevision, QualificationRecord, User, utcnow
 from ..reports import contents
 from ..reports import pdf as pdfs
-from . import audit, document_jobs, snapshot
+from . import audit, audit_position, document_jobs, snapshot
 
 KINDS = {"batch_record": "Batch record", "coa": "Certificate of analysis", "labels": "Labels"}
 
@@ -323,7 +323,47 @@ def verify(session: Session, data: bytes, trusted: Any) -> FileCheck:
     summary.append(f"document: {KINDS[stored.kind]} of lot {batch.lot}, revision {stored.revision}, "
                    f"{stored.pages} pages, sha256 {digest}")
     summary.append(f"snapshot: matches the stored record (sha256 {stored.snapshot_sha256})")
+    problem = _audit_position(session, data, summary)
+    if problem is not None:
+        return FileCheck(False, problem, summary)
+    _changes_since_issue(session, batch, stored, check.attachment, summary)
     return FileCheck(True, "", summary)
+
+
+def _audit_position(session: Session, data: bytes, summary: list[str]) -> str | None:
+    """The document's audit position at issue against the trail now: why it does not hold, or None."""
+    try:
+        anchor = parse_anchor_keyword(pdfs.keywords(data))
+    except ValueError as error:
+        return str(error)
+    if anchor is None:
+        summary.append("audit position: none (a document issued before documents carried their audit position)")
+        return None
+    problem = audit_position.check_anchor(session, anchor)
+    if problem is not None:
+        summary.append(f"audit position: entry {anchor.seq}: {problem}")
+        return f"the audit trail no longer matches this document's audit position: {problem}"
+    summary.append(f"audit position: entry {anchor.seq}, sealed with {anchor.key_id}; the audit trail still "
+                   "extends it")
+    return None
+
+
+MAX_CHANGES_SHOWN = 40
+
+
+def _changes_since_issue(session: Session, batch: Batch, stored: DocumentRevision, attachment: bytes,
+                         summary: list[str]) -> None:
+    """What the document shows that the data no longer says: its data against a fresh snapshot."""
+    now = json.loads(embedded(stored.kind, snapshot.batch_snapshot(session, batch), revision=stored.revision))
+    changes = snapshot_diff.differences(json.loads(attachment), now)
+    if not changes:
+        summary.append("since issue: nothing it shows has changed")
+        return
+    summary.append(f"since issue: {len(changes)} difference(s) between the document and the data now "
+                   "(the audit trail says who made each change, when and why):")
+    summary += [f"  {line}" for line in changes[:MAX_CHANGES_SHOWN]]
+    if len(changes) > MAX_CHANGES_SHOWN:
+        summary.append(f"  ... and {len(changes) - MAX_CHANGES_SHOWN} more")
 
 
 def _verify_qualification(session: Session, digest: str, check: pdfs.Verification, summary: list[str]) -> FileCheck:
