@@ -115,8 +115,7 @@ def render(kind: str, snap: dict[str, Any], *, revision: int, reason: str, demo:
                                attachment=attachment, attachment_name="labels.json",
                                title=f"Labels {snap['batch']['lot']} revision {revision}", strict_resources=True,
                                keywords=keywords)
-    position = (f"Audit position at issue: entry {anchor.seq} · {anchor.entry_hash[:16]} · seal {anchor.key_id} "
-                f"{anchor.seal}") if anchor else ""
+    position = position_line(anchor)
     subject = snap["subject"] or {}
     header = f"{KINDS[kind]} · lot {snap['batch']['lot']} · COI ID {subject.get('coi_eye_readable', '-')}"
     tz = contents.zone(snap)
@@ -135,6 +134,14 @@ def render(kind: str, snap: dict[str, Any], *, revision: int, reason: str, demo:
         name = f"{kind}-snapshot.json"
     return pdfs.render_pdf(html, attachment=attachment, attachment_name=name,
                            title=f"{KINDS[kind]} {snap['batch']['lot']} revision {revision}", keywords=keywords)
+
+
+def position_line(anchor: Anchor | None) -> str:
+    """The audit position at issue as a document's footer prints it."""
+    if anchor is None:
+        return ""
+    return (f"Audit position at issue: entry {anchor.seq} · {anchor.entry_hash[:16]} · seal {anchor.key_id} "
+            f"{anchor.seal}")
 
 
 def snapshot_anchor(snap: dict[str, Any]) -> Anchor | None:
@@ -315,7 +322,7 @@ def verify(session: Session, data: bytes, trusted: Any) -> FileCheck:
     stored = session.scalar(sa.select(DocumentRevision).where(DocumentRevision.sha256 == digest))
     summary = [f"signature: valid, intact, by {check.signer}, signed {check.signed_at}"]
     if stored is None:
-        return _verify_qualification(session, digest, check, summary)
+        return _verify_qualification(session, data, digest, check, summary)
     if check.attachment is None or pdfs.sha256_hex(check.attachment) != stored.snapshot_sha256:
         return FileCheck(False, "the embedded snapshot does not match the stored record", summary)
     batch = session.get(Batch, stored.batch_id)
@@ -366,7 +373,8 @@ def _changes_since_issue(session: Session, batch: Batch, stored: DocumentRevisio
         summary.append(f"  ... and {len(changes) - MAX_CHANGES_SHOWN} more")
 
 
-def _verify_qualification(session: Session, digest: str, check: pdfs.Verification, summary: list[str]) -> FileCheck:
+def _verify_qualification(session: Session, data: bytes, digest: str, check: pdfs.Verification,
+                          summary: list[str]) -> FileCheck:
     """An installation qualification report (``flask --app mfg qualify``) against its stored record."""
     stored = session.scalar(sa.select(QualificationRecord).where(QualificationRecord.sha256 == digest))
     if stored is None:
@@ -377,6 +385,9 @@ def _verify_qualification(session: Session, digest: str, check: pdfs.Verificatio
     summary.append(f"document: installation qualification of {stored.host} at {iso_utc(stored.run_at)} by "
                    f"{stored.run_by}, {outcome}, {stored.pages} pages, sha256 {digest}")
     summary.append(f"snapshot: matches the stored record (sha256 {stored.snapshot_sha256})")
+    problem = _audit_position(session, data, summary)
+    if problem is not None:
+        return FileCheck(False, problem, summary)
     return FileCheck(True, "", summary)
 
 

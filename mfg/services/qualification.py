@@ -45,12 +45,15 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from .. import db_roles, migrate
+from ..audit_key import AuditKeyError
 from ..config import RUN_LOCK
 from ..domain import lockfile
+from ..domain.audit_chain import Anchor, anchor_keyword
 from ..domain.canonical import canonical_json, iso_utc
+from ..domain.errors import DomainError
 from ..models import QualificationRecord, utcnow
 from ..reports import pdf as pdfs
-from . import audit, documents, signatures
+from . import audit, audit_position, documents, signatures
 
 
 @dataclass(frozen=True)
@@ -291,14 +294,16 @@ def report(target: Installation, checks: list[Check]) -> Report:
             "signed but not stored in the database, whose schema check failed (not reachable, or not at the "
             "newest migration), so verify-pdf cannot check this copy: mend it, then qualify again")
     snapshot = canonical_json(facts).encode()
+    anchor = _anchor(target) if by_key["schema"].passed and by_key["audit"].passed else None
     html = documents.document_html(
         "reports/qualification.html", f=facts, checks=checks, not_stored=not_stored, signed=signer is not None,
-        watermark=facts["demo"],
+        watermark=facts["demo"], audit_position=documents.position_line(anchor),
         generated_at=iso_utc(target.now), title=f"Installation qualification {facts['host']} {stamp}",
         header=f"Installation qualification · {facts['host']} · {iso_utc(target.now)} · "
                f"{'PASSED' if passed else 'FAILED'}")
     content = pdfs.render_pdf(html, attachment=snapshot, attachment_name="qualification.json",
-                              title=f"Installation qualification {facts['host']} {stamp}")
+                              title=f"Installation qualification {facts['host']} {stamp}",
+                              keywords=[anchor_keyword(anchor)] if anchor else [])
     if signer is None:
         return Report(filename, content, passed, False, None, not_stored)
     content = pdfs.sign_pdf(content, signer, reason=f"installation qualification: {'passed' if passed else 'FAILED'}",
@@ -312,6 +317,14 @@ def report(target: Installation, checks: list[Check]) -> Report:
     target.session.add(record)
     audit.flush(target.session, reason=f"installation qualification {'passed' if passed else 'failed: ' + failed}")
     return Report(filename, content, passed, True, record, None)
+
+
+def _anchor(target: Installation) -> Anchor | None:
+    """The audit position the report is issued at (only when the trail verified: nothing vouches for a broken one)."""
+    try:
+        return audit_position.current_anchor(target.session)
+    except (DomainError, AuditKeyError):
+        return None
 
 
 def qualify(target: Installation) -> tuple[list[Check], Report]:

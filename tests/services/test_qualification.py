@@ -15,11 +15,14 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
+from pypdf import PdfReader
 
 from mfg.config import RESOURCE_ROOT
+from mfg.domain.audit_chain import parse_anchor_keyword
 from mfg.extensions import db
 from mfg.migrate import alembic_config
 from mfg.models import AuditEntry, QualificationRecord
+from mfg.reports import pdf as pdfs
 from mfg.reports.pdf import DOCUMENT_FONTS
 from mfg.services import qualification
 from tests.support import DEMO_SOP, drop_audit_update_guard
@@ -55,6 +58,11 @@ def test_a_fresh_instance_qualifies_and_its_signed_report_verifies(app, instance
     verified = app.test_cli_runner().invoke(args=["verify-pdf", str(report)])
     assert verified.exit_code == 0, verified.output
     assert "installation qualification of" in verified.output and ", passed, " in verified.output
+    # it carries the audit position at its issue (issue [3.5] item 4), checked against the trail
+    anchor = parse_anchor_keyword(pdfs.keywords(report.read_bytes()))
+    assert anchor is not None and f"audit position: entry {anchor.seq}" in verified.output
+    assert f"Audit position at issue: entry {anchor.seq}" in " ".join(
+        " ".join(page.extract_text().split()) for page in PdfReader(report).pages)
     with app.app_context():
         (record,) = db.session.scalars(sa.select(QualificationRecord)).all()
         assert record.passed and record.failed == "" and record.filename == report.name
@@ -220,6 +228,8 @@ def test_an_altered_audit_trail_fails_the_audit_check(app, instance, tmp_path, m
     assert result.exit_code == 1
     assert failed == ["Append-only guards present on the database", "Audit trail and signatures verify"]
     assert "audit trail broken after 0 good entries: entry 1 was altered" in result.output
+    (report,) = tmp_path.glob("IQ-*.pdf")  # nothing vouches for a broken trail: no audit position
+    assert parse_anchor_keyword(pdfs.keywords(report.read_bytes())) is None
 
 
 def test_every_font_the_documents_name_is_one_qualify_checks():
