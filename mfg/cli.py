@@ -298,7 +298,8 @@ def audit_rotate_key() -> None:
 def audit_verify(since_last: bool, anchors: Path | None) -> None:
     """Walk the whole hash chain and check the head's seal with the audit key ring (the full verify, what an
     inspection uses); exit 0 when intact, 1 naming the first bad entry or what is wrong with the seal. A verify
-    that passes is recorded as a sealed checkpoint (audit.verified), where the next --since-last starts."""
+    that passes (its anchors too) is recorded as a sealed checkpoint (audit.verified), where the next
+    --since-last starts."""
     if since_last and anchors is not None:
         raise click.UsageError("--anchors goes with the full verify, not --since-last")
     session = _cli_session()
@@ -329,7 +330,7 @@ def audit_verify(since_last: bool, anchors: Path | None) -> None:
     except audit_key.AuditKeyError as exc:
         raise click.ClickException(str(exc)) from None
     session.rollback()  # end the read before the unit of work that records the checkpoint
-    if result.ok:
+    if result.ok and not anchor_problems:  # a trail an anchor contradicts is not recorded as verified
         checkpoint = _run(lambda s: audit_anchors.record_verified(s, verification))
         click.echo(f"checkpoint recorded at entry {checkpoint.seq} (audit.verified)")
     if not result.ok or anchor_problems:
