@@ -367,6 +367,8 @@ def audit_seal(out: Path) -> None:
     that the trail still holds it: a trail rewritten before it is caught even by someone holding the key."""
     if out.exists():
         raise click.ClickException(f"{out} exists: a checkpoint file is never overwritten")
+    if not out.parent.is_dir():
+        raise click.ClickException(f"{out.parent} is not a folder: nothing recorded")
     site = current_app.config.get("SITE_NAME")
 
     def action(session):
