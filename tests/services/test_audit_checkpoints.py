@@ -353,3 +353,19 @@ def test_check_anchor_is_general(session, trail):
     assert audit_anchors.check_anchor(session, seal_anchor(key, key_id, empty.head)) is None  # the empty trail
     beyond = seal_anchor(key, key_id, ChainHead(99, "a" * 64, None, None))
     assert "the trail ends at entry 26, short of the anchor's entry 99" in audit_anchors.check_anchor(session, beyond)
+
+
+def test_no_anchor_is_taken_of_a_head_the_application_did_not_seal(app, session, trail, engine, tmp_path):
+    missing = _audit(app, "seal", "--out", str(tmp_path / "no-such-folder" / "anchor.json"))
+    assert missing.exit_code == 1 and "is not a folder: nothing recorded" in missing.output, missing.output
+    session.rollback()
+    with engine.begin() as conn:  # the head moved outside the application: its seal no longer matches
+        conn.execute(sa.text("UPDATE audit_head SET seq = 23, entry_hash = (SELECT entry_hash FROM audit_entry "
+                             "WHERE seq = 23)"))
+    out = tmp_path / "anchor.json"
+    refused = _audit(app, "seal", "--out", str(out))
+    assert refused.exit_code == 1 and "no anchor taken: the audit head's seal does not match" in refused.output
+    assert not out.exists()
+    assert session.scalar(sa.select(sa.func.count()).select_from(AuditCheckpoint)) == 0
+    with pytest.raises(audit.HeadNotSealed, match="no anchor taken"):
+        audit_anchors.current_anchor(session)
