@@ -107,6 +107,7 @@ class Verification:
     result: VerifyResult
     start: AuditCheckpoint | None = None
     head: ChainHead | None = None
+    start_seq: int | None = None  # ``start``'s entry, kept apart from the row (a rollback expires the row)
 
     @property
     def ok(self) -> bool:
@@ -134,9 +135,9 @@ def verify_since_last(session: Session) -> Verification:
         return Verification(VerifyResult(0, f"the latest verified checkpoint ({checkpoint.id}, taken "
                                             f"{checkpoint.created_at:%Y-%m-%d %H:%M:%S} UTC) does not check: "
                                             f"{problem}. Run a full `flask --app mfg audit verify` and "
-                                            "investigate", anchor.seq), checkpoint, None)
+                                            "investigate", anchor.seq), checkpoint, None, anchor.seq)
     result, head = audit.verify_from(session, anchor.head)
-    return Verification(result, checkpoint, head)
+    return Verification(result, checkpoint, head, anchor.seq)
 
 
 def record_verified(session: Session, verification: Verification) -> AuditCheckpoint:
@@ -149,9 +150,9 @@ def record_verified(session: Session, verification: Verification) -> AuditCheckp
     key_id, key = audit.key_ring(session).current
     checkpoint = _record(session, seal_anchor(key, key_id, verification.head), VERIFIED)
     details: dict[str, Any] = {"checkpoint_seq": checkpoint.seq, "entries_checked": verification.result.checked,
-                               "mode": "full" if verification.start is None else "since-last"}
-    if verification.start is not None:
-        details["from_checkpoint_seq"] = verification.start.seq
+                               "mode": "full" if verification.start_seq is None else "since-last"}
+    if verification.start_seq is not None:
+        details["from_checkpoint_seq"] = verification.start_seq
     audit.record_event(session, "audit.verified", details=details)
     return checkpoint
 
