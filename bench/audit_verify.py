@@ -8,6 +8,11 @@ each entry's canonical bytes (the exact bytes ``compute_hash`` hashes), already 
 chunks so that the bytes of a million entries are never all held at once. A second reference, the read
 floor, is fetching the same columns with the raw database driver and doing nothing with them: what any
 verifier that reads the trail from the database pays before it hashes a byte.
+
+Incremental verify (issue [3.5] item 8): a sealed ``verified`` checkpoint is recorded at entry N - K of the
+N-entry trail (as ``audit_anchors.record_verified`` records it), and ``audit_anchors.verify_since_last`` is
+timed (it walks the last K entries, default 1,000); its reference is a full ``audit.verify`` of a trail of K
+entries alone, seeded the same way in a second database. Both are run several times: the median is reported.
 Figures only: nothing here is asserted.
 """
 
@@ -18,6 +23,7 @@ import hashlib
 import json
 import resource
 import shutil
+import statistics
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -29,12 +35,12 @@ from _database import temporary_database  # bench/ is on sys.path when a script 
 from sqlalchemy.orm import Session
 
 from mfg.audit_key import KEYS_INFO, create_key_file, read_key_ring
-from mfg.domain.audit_chain import GENESIS_HASH, ChainEntry, ChainHead, KeyRing, seal_head
+from mfg.domain.audit_chain import GENESIS_HASH, ChainEntry, ChainHead, KeyRing, seal_anchor, seal_head
 from mfg.domain.canonical import canonical_json
 from mfg.extensions import make_engine
 from mfg.migrate import upgrade
-from mfg.models import AuditEntry, AuditHead
-from mfg.services import audit
+from mfg.models import AuditCheckpoint, AuditEntry, AuditHead, utcnow
+from mfg.services import audit, audit_anchors
 
 CHUNK = 20_000
 COLUMNS = ("seq", "occurred_at", "user_id", "username", "action", "entity_type", "entity_id", "before", "after",
@@ -117,6 +123,55 @@ def _seed(engine: sa.Engine, n: int, keys: KeyRing) -> None:
             conn.execute(sa.text("ANALYZE audit_entry"))
 
 
+def _checkpoint(engine: sa.Engine, keys: KeyRing, seq: int) -> None:
+    """A sealed ``verified`` checkpoint at entry ``seq``, as ``audit_anchors.record_verified`` records it (the
+    seeded times only move forward: the trail's latest time at ``seq`` is that entry's)."""
+    with Session(engine) as session:
+        entry_hash, at = session.execute(sa.select(AuditEntry.entry_hash, AuditEntry.occurred_at)
+                                         .where(AuditEntry.seq == seq)).one()
+        key_id, key = keys.current
+        anchor = seal_anchor(key, key_id, ChainHead(seq, entry_hash, at, None))
+        session.add(AuditCheckpoint(seq=seq, entry_hash=entry_hash, max_at=at, unordered_at=None, key_id=key_id,
+                                    seal=anchor.seal, created_at=utcnow(), kind=audit_anchors.VERIFIED,
+                                    created_by="bench"))
+        session.commit()
+
+
+def _median_seconds(engine: sa.Engine, keys: KeyRing, verify: Callable[[Session], object], expected: int,
+                    runs: int) -> float:
+    times = []
+    for _ in range(runs):
+        with Session(engine, info={KEYS_INFO: keys}) as session:
+            start = time.perf_counter()
+            result = verify(session)
+            times.append(time.perf_counter() - start)
+        checked = getattr(result, "result", result)
+        assert checked.ok and checked.checked == expected, checked  # type: ignore[attr-defined]
+    return statistics.median(times)
+
+
+def _incremental(engine: sa.Engine, url: str | None, tmp: Path, keys: KeyRing, n: int, k: int,
+                 runs: int) -> dict[str, float]:
+    """verify --since-last of the last ``k`` entries of the ``n``-entry trail, against a full verify of a trail
+    of ``k`` entries alone (a second database, seeded the same way)."""
+    _checkpoint(engine, keys, n - k)
+    since_s = _median_seconds(engine, keys, audit_anchors.verify_since_last, k, runs)
+    small_tmp = tmp / "small"
+    small_tmp.mkdir()
+    small_url, drop_small = temporary_database(url, small_tmp, prefix="mfg_bench_audit_small",
+                                               sqlite_name="bench.sqlite3")
+    try:
+        upgrade(small_url)
+        small = make_engine(small_url)
+        _seed(small, k, keys)
+        small_s = _median_seconds(small, keys, audit.verify, k, runs)
+        small.dispose()
+    finally:
+        drop_small()
+    return {"incremental_entries": k, "since_last_s": since_s, "small_trail_verify_s": small_s,
+            "since_last_ratio": since_s / small_s}
+
+
 def _floor(n: int) -> float:
     """Seconds spent in hashlib.sha256(...).hexdigest() over every entry's canonical bytes, held in memory."""
     spent = 0.0
@@ -159,6 +214,9 @@ def main() -> None:
     parser.add_argument("--database-url")
     parser.add_argument("--profile", action="store_true", help="also run verify under cProfile and print the top")
     parser.add_argument("--json", help="write the figures here")
+    parser.add_argument("--incremental", type=int, default=1000,
+                        help="new entries after the checkpoint for the since-last figure (0: skip it)")
+    parser.add_argument("--runs", type=int, default=15, help="timed runs of each small verify (median)")
     args = parser.parse_args()
     n = args.entries
     kind = "postgresql" if args.database_url else "sqlite"
@@ -188,6 +246,9 @@ def main() -> None:
                 audit.verify(session)
             pstats.Stats(profile).sort_stats("tottime").print_stats(15)
 
+        incremental = _incremental(engine, args.database_url, tmp, keys, n, args.incremental, args.runs) \
+            if 0 < args.incremental < n else {}
+
         read_s = _read_floor(engine)
         floor_s = _floor(n)
         engine.dispose()
@@ -199,12 +260,17 @@ def main() -> None:
         print(f"{kind}: read floor (raw driver fetch of the same rows, nothing else) {read_s:.2f} s = "
               f"{read_rate:,.0f} entries/s = {read_rate / floor_rate:.3f} of the hashing floor")
         print(f"{kind}: peak RSS {rss_before:.0f} MB after seeding, {rss_verify:.0f} MB after verify")
+        if incremental:
+            print(f"{kind}: verify --since-last of {args.incremental} new entries on the {n}-entry trail "
+                  f"{incremental['since_last_s'] * 1000:.1f} ms; full verify of a {args.incremental}-entry trail "
+                  f"{incremental['small_trail_verify_s'] * 1000:.1f} ms (medians of {args.runs}); ratio "
+                  f"{incremental['since_last_ratio']:.2f} (target at most 2)")
         if args.json:
             Path(args.json).write_text(json.dumps({
                 "database": kind, "entries": n, "seeding_s": seeding, "verify_s": verify_s,
                 "verify_entries_per_s": verify_rate, "hash_floor_s": floor_s, "hash_floor_entries_per_s": floor_rate,
                 "ratio_to_hash_floor": verify_rate / floor_rate, "read_floor_s": read_s,
-                "read_floor_entries_per_s": read_rate, "peak_rss_mb": rss_verify}, indent=2) + "\n")
+                "read_floor_entries_per_s": read_rate, "peak_rss_mb": rss_verify, **incremental}, indent=2) + "\n")
     finally:
         drop()
         shutil.rmtree(tmp, ignore_errors=True)

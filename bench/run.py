@@ -131,6 +131,18 @@ def _markdown(report: dict) -> str:
                      f"| {av['hash_floor_entries_per_s']:,.0f} | {av['ratio_to_hash_floor']:.3f} "
                      f"| {av['read_floor_entries_per_s']:,.0f} | {_verdict(av['ratio_to_hash_floor'] >= 0.5)} |")
     lines.append("")
+    incremental = {database: av for database, av in results.get("audit_verify", {}).items() if "since_last_s" in av}
+    if incremental:
+        lines += ["Incremental verify: `audit verify --since-last` of the entries written after a sealed checkpoint "
+                  "near the end of the trail above, against a full verify of a trail of that many entries alone "
+                  "(medians). Target: at most 2x.", "",
+                  "| database | trail | new entries | since-last ms | same entries alone ms | ratio | target |",
+                  "|---|---:|---:|---:|---:|---:|---|"]
+        for database, av in incremental.items():
+            lines.append(f"| {database} | {av['entries']:,} | {av['incremental_entries']:,} "
+                         f"| {av['since_last_s'] * 1000:.1f} | {av['small_trail_verify_s'] * 1000:.1f} "
+                         f"| {av['since_last_ratio']:.2f} | {_verdict(av['since_last_ratio'] <= 2)} |")
+        lines.append("")
 
     lines += ["## Pages at scale", "",
               "Seeded batches and audit entries as stated; in-process requests through the Flask test client on a "

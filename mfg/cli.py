@@ -19,7 +19,7 @@ from .domain.errors import DomainError
 from .extensions import db
 from .migrate import upgrade
 from .reports.site_certificate import ensure_site_certificate
-from .services import accounts, audit, signatures, sops
+from .services import accounts, audit, audit_anchors, signatures, sops
 from .unit_of_work import unit_of_work
 
 if TYPE_CHECKING:
@@ -289,23 +289,101 @@ def audit_rotate_key() -> None:
 
 
 @audit_cli.command("verify")
-def audit_verify() -> None:
-    """Walk the hash chain and check the head's seal with the audit key ring; exit 0 when intact, 1 naming
-    the first bad entry or what is wrong with the seal."""
+@click.option("--since-last", is_flag=True,
+              help="Check only the entries written since the last verified checkpoint (its seal and entry checked "
+                   "first), then the head and its seal. Quick, for routine use; an inspection uses the full verify.")
+@click.option("--anchors", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="After the full verify, check every anchor file in this folder (audit seal --out) against the "
+                   "trail.")
+def audit_verify(since_last: bool, anchors: Path | None) -> None:
+    """Walk the whole hash chain and check the head's seal with the audit key ring (the full verify, what an
+    inspection uses); exit 0 when intact, 1 naming the first bad entry or what is wrong with the seal. A verify
+    that passes (its anchors too) is recorded as a sealed checkpoint (audit.verified), where the next
+    --since-last starts."""
+    if since_last and anchors is not None:
+        raise click.UsageError("--anchors goes with the full verify, not --since-last")
+    session = _cli_session()
     try:
-        result = audit.verify(_cli_session())
+        if since_last:
+            verification = audit_anchors.verify_since_last(session)
+        else:
+            verification = audit_anchors.verify_full(session)
+        result = verification.result
+        start = verification.start
+        if since_last and start is None:
+            click.echo("no verified checkpoint yet: full verify, from the first entry")
+        elif start is not None:
+            click.echo(f"incremental verify from checkpoint {start.id} at entry {start.seq} (verified "
+                       f"{start.created_at:%Y-%m-%d %H:%M:%S} UTC by {start.created_by})")
+        if result.ok:
+            what = "new entries after the checkpoint" if start is not None else "entries checked"
+            click.echo(f"audit trail intact: {result.checked} {what}" + (
+                "" if since_last else " (full verify: what an inspection uses)"))
+            key_id, current = audit.head_seal_key(session)
+            if key_id != current:
+                # a restored backup sealed before a rotation, or a head sealed with a retired (perhaps stolen) key
+                click.echo(f"WARNING: the head is sealed with the older key {key_id}, not the current {current}: "
+                           "expected only of a backup restored from before a key rotation", err=True)
+        else:
+            click.echo(f"audit trail BROKEN after {result.checked} good entries: {result.problem}", err=True)
+        anchor_problems = _check_anchors(session, anchors) if anchors is not None else 0
     except audit_key.AuditKeyError as exc:
         raise click.ClickException(str(exc)) from None
-    if result.ok:
-        click.echo(f"audit trail intact: {result.checked} entries checked")
-        key_id, current = audit.head_seal_key(_cli_session())
-        if key_id != current:
-            # a restored backup sealed before a rotation, or a head sealed with a retired (perhaps stolen) key
-            click.echo(f"WARNING: the head is sealed with the older key {key_id}, not the current {current}: "
-                       "expected only of a backup restored from before a key rotation", err=True)
-        return
-    click.echo(f"audit trail BROKEN after {result.checked} good entries: {result.problem}", err=True)
-    sys.exit(1)
+    session.rollback()  # end the read before the unit of work that records the checkpoint
+    if result.ok and not anchor_problems:  # a trail an anchor contradicts is not recorded as verified
+        checkpoint = _run(lambda s: audit_anchors.record_verified(s, verification))
+        click.echo(f"checkpoint recorded at entry {checkpoint.seq} (audit.verified)")
+    if not result.ok or anchor_problems:
+        sys.exit(1)
+
+
+def _check_anchors(session, directory: Path) -> int:
+    """Print one line per anchor found in ``directory``; the number of problems."""
+    problems = checked = 0
+    for check in audit_anchors.check_anchor_files(session, directory):
+        where = f"{check.source}" + ("" if check.anchor is None else f" (entry {check.anchor.seq})")
+        if not check.checked:
+            click.echo(f"NOT CHECKED  {where}: {check.problem}")
+        elif check.problem is None:
+            checked += 1
+            click.echo(f"OK  {where}: the trail holds this anchor")
+        else:
+            checked += 1
+            problems += 1
+            click.echo(f"ANCHOR FAILED  {where}: {check.problem}", err=True)
+    if checked == 0:
+        click.echo(f"no anchor (a checkpoint file *.json or a signed document *.pdf) found in {directory}", err=True)
+        return 1
+    click.echo(f"anchors: {checked - problems} of {checked} held by the trail")
+    return problems
+
+
+@audit_cli.command("seal")
+@click.option("--out", "out", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="The checkpoint file to write (never overwritten): keep it off-site.")
+def audit_seal(out: Path) -> None:
+    """Export a checkpoint of the audit trail as it is now (its sequence number and hash, sealed with the audit
+    key) to keep off-site, and record it (audit.checkpoint_exported). `audit verify --anchors DIR` later checks
+    that the trail still holds it: a trail rewritten before it is caught even by someone holding the key."""
+    if out.exists():
+        raise click.ClickException(f"{out} exists: a checkpoint file is never overwritten")
+    if not out.parent.is_dir():
+        raise click.ClickException(f"{out.parent} is not a folder: nothing recorded")
+    site = current_app.config.get("SITE_NAME")
+
+    def action(session):
+        checkpoint = audit_anchors.export_checkpoint(session, note=f"written to {out.name}")
+        return checkpoint.seq, audit_anchors.anchor_file_text(checkpoint.anchor(), created_at=checkpoint.created_at,
+                                                              site=site)
+
+    seq, text = _run(action)
+    try:
+        audit_anchors.write_anchor_file(out, text)
+    except OSError as exc:
+        raise click.ClickException(f"the checkpoint at entry {seq} is recorded, but {out} was not written: {exc}") \
+            from None
+    click.echo(f"wrote the checkpoint of the audit trail at entry {seq} to {out}: keep it off-site, where whoever "
+               "can reach this instance cannot")
 
 
 @audit_cli.command("signatures")

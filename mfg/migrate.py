@@ -59,6 +59,7 @@ GUARDS: dict[str, Guard] = {
     "signature": Guard(APPEND_ONLY),
     "signature_seal": Guard(APPEND_ONLY),  # migration 0017
     "audit_head": Guard(NEVER_DELETED),
+    "audit_checkpoint": Guard(APPEND_ONLY),  # migration 0018
     "user_account": Guard(NEVER_DELETED),
     "sop_version": Guard(NEVER_DELETED, immutable=("code", "version", "kind", "title", "content", "sha256",
                                                    "loaded_at", "loaded_by_id")),

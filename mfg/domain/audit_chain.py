@@ -20,9 +20,9 @@ import hmac
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 from json.encoder import encode_basestring  # the C string encoder json.dumps(ensure_ascii=False) uses
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 from .canonical import canonical_json, iso_utc
 
@@ -278,6 +278,50 @@ def anchor_seal_problem(keys: KeyRing, anchor: Anchor) -> str | None:
     return None
 
 
+# An anchor kept outside the system (``flask --app mfg audit seal --out``): a small JSON document. Holds no
+# secret: its seal can only be checked, and only be made, with the instance's audit key.
+ANCHOR_FORMAT = "mfg-audit-anchor"
+ANCHOR_FORMAT_VERSION = 1
+
+
+def anchor_document(anchor: Anchor, *, created_at: datetime, site: str | None = None) -> dict[str, Any]:
+    """``anchor`` as the JSON document of an anchor file (``site``: the instance's name, when it has one)."""
+    return {"format": ANCHOR_FORMAT, "version": ANCHOR_FORMAT_VERSION, "site": site,
+            "seq": anchor.seq, "entry_hash": anchor.entry_hash,
+            "max_at": None if anchor.max_at is None else iso_utc(anchor.max_at),
+            "unordered_at": None if anchor.unordered_at is None else iso_utc(anchor.unordered_at),
+            "key_id": anchor.key_id, "seal": anchor.seal, "created_at": iso_utc(created_at)}
+
+
+def anchor_from_document(document: object) -> Anchor:
+    """The anchor of an anchor file's JSON document; ``ValueError`` saying why when it is not one. Its seal is
+    not checked here (``anchor_seal_problem``)."""
+    if not isinstance(document, dict) or document.get("format") != ANCHOR_FORMAT:
+        raise ValueError(f"not an audit anchor (no \"format\": \"{ANCHOR_FORMAT}\")")
+    if document.get("version") != ANCHOR_FORMAT_VERSION:
+        raise ValueError(f"audit anchor version {document.get('version')!r} is not one this version reads "
+                         f"({ANCHOR_FORMAT_VERSION})")
+    seq, entry_hash, key_id, seal = (document.get(name) for name in ("seq", "entry_hash", "key_id", "seal"))
+    if type(seq) is not int or seq < 0:
+        raise ValueError("the anchor's seq is not a whole number")
+    for name, value in (("entry_hash", entry_hash), ("key_id", key_id), ("seal", seal)):
+        if not isinstance(value, str) or not value:
+            raise ValueError(f"the anchor's {name} is missing")
+    return Anchor(seq, cast(str, entry_hash), _parse_when(document.get("max_at"), "max_at"),
+                  _parse_when(document.get("unordered_at"), "unordered_at"), cast(str, key_id), cast(str, seal))
+
+
+def _parse_when(value: object, name: str) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        if not isinstance(value, str):
+            raise ValueError
+        return datetime.strptime(value, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc)
+    except ValueError:
+        raise ValueError(f"the anchor's {name} is not a UTC time (YYYY-MM-DDTHH:MM:SS.ffffffZ)") from None
+
+
 ANCHOR_KEYWORD = "mfg-audit-anchor-v1"
 
 
@@ -296,20 +340,15 @@ def parse_anchor_keyword(keywords: str) -> Anchor | None:
         return None
     fields = dict(part.split("=", 1) for part in keywords[start:].split(",", 1)[0].split()[1:] if "=" in part)
     try:
-        return Anchor(int(fields["seq"]), fields["hash"], _parse_when(fields["max"]),
-                      _parse_when(fields["unordered"]), fields["key"], fields["seal"])
+        return Anchor(int(fields["seq"]), fields["hash"], _parse_when(_none(fields["max"]), "max_at"),
+                      _parse_when(_none(fields["unordered"]), "unordered_at"), fields["key"], fields["seal"])
     except (KeyError, ValueError):
         raise ValueError("malformed audit anchor in the document's keywords: "
                          f"{keywords[start:start + 300]!r}") from None
 
 
-def _parse_when(text: str) -> datetime | None:
-    if text == "none":
-        return None
-    when = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    if when.tzinfo is None:
-        raise ValueError(text)
-    return when
+def _none(text: str) -> str | None:
+    return None if text == "none" else text
 
 
 @dataclass(frozen=True)
@@ -324,19 +363,24 @@ class VerifyResult:
 
 
 def verify_chain(entries: Iterable[tuple[ChainEntry, str]], head: ChainHead | None = None,
-                 seal: tuple[KeyRing, HeadSeal] | None = None) -> VerifyResult:
+                 seal: tuple[KeyRing, HeadSeal] | None = None, *, start: ChainHead | None = None) -> VerifyResult:
     """Walk ``(entry, stored_hash)`` pairs in sequence order; report the first break.
 
     ``head`` is what the application recorded when it last appended: its last sequence number and hash
     catch entries removed from the end of the trail; its record of the trail's times (which the audit
     trail screen relies on to find a date range) must match the entries' times. ``seal`` (the key ring
     and the head's stored seal) must vouch for ``head``: only the key's holder can seal a head.
+
+    ``start``: a position of the trail already verified (a sealed checkpoint's): ``entries`` are then those
+    after ``start.seq``, the first linking to ``start.entry_hash``, and the trail's times carry on from
+    ``start``'s. None: the whole trail, from the genesis hash.
     """
-    expected_prev = GENESIS_HASH
-    expected_seq = 1
+    if start is None:
+        start = ChainHead(0, GENESIS_HASH, None, None)
+    expected_prev = start.entry_hash if start.seq else GENESIS_HASH
+    expected_seq = start.seq + 1
     checked = 0
-    max_at: datetime | None = None
-    unordered_at: datetime | None = None
+    max_at, unordered_at = start.max_at, start.unordered_at
     for entry, stored_hash in entries:
         if entry.seq != expected_seq:
             if entry.seq > expected_seq:

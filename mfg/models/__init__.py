@@ -1,6 +1,6 @@
 """SQLAlchemy 2 typed models. Importing this package registers every table on ``Base.metadata``."""
 
-from .audit import AuditEntry, AuditHead
+from .audit import AuditCheckpoint, AuditEntry, AuditHead
 from .base import Audited, Base, Signable, UTCDateTime, utcnow
 from .batch import Batch, BatchMasterRecord, Deviation, RecordedValue, SignatureInvalidation, StepExecution
 from .clinical import Donor, DonorTest, Subject
@@ -20,7 +20,8 @@ SIGNABLE: dict[str, type[Signable]] = {
     for model in (SopVersion, StepExecution, Subject, CustodyEvent, Deviation, BatchDecision, DocumentRevision,
                   PendingResult, ClinicalAlert)}
 
-__all__ = ["AuditEntry", "AuditHead", "Audited", "Base", "Batch", "BatchDecision", "DocumentJob", "DocumentRevision",
+__all__ = ["AuditCheckpoint", "AuditEntry", "AuditHead", "Audited",
+           "Base", "Batch", "BatchDecision", "DocumentJob", "DocumentRevision",
            "FormSubmission",
            "ReviewMark", "BagBlock", "ClinicalAlert", "PendingResult",
            "BatchMasterRecord", "Counter", "CustodyEvent", "Deviation", "Donor", "DonorTest",

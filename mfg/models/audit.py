@@ -3,7 +3,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 import sqlalchemy.orm as so
 
-from ..domain.audit_chain import ChainEntry
+from ..domain.audit_chain import Anchor, ChainEntry
 from .base import UTC, Base, Hash64
 
 
@@ -66,3 +66,32 @@ class AuditHead(Base):
     unordered_at: so.Mapped[UTC | None]
     seal_key_id: so.Mapped[str | None] = so.mapped_column(sa.String(40))
     seal: so.Mapped[str | None] = so.mapped_column(sa.String(64))
+
+
+class AuditCheckpoint(Base):
+    """A position of the audit trail (a head as it was) sealed as an anchor with the instance's audit key
+    (``domain.audit_chain.seal_anchor``). Append-only; not itself audited (its seal is the evidence, and the
+    event that records it, ``audit.verified`` or ``audit.checkpoint_exported``, names its sequence number).
+
+    ``kind`` says why it was taken: ``verified``, after a verify that passed (``audit verify --since-last``
+    starts from the latest one); ``exported``, written to a file to keep off-site (``audit seal --out``).
+    The seal covers the position and the key id, not ``kind``, ``created_at`` nor ``created_by``.
+    """
+
+    __tablename__ = "audit_checkpoint"
+
+    id: so.Mapped[int] = so.mapped_column(primary_key=True)
+    seq: so.Mapped[int]
+    entry_hash: so.Mapped[Hash64]
+    max_at: so.Mapped[UTC | None]
+    unordered_at: so.Mapped[UTC | None]
+    key_id: so.Mapped[str] = so.mapped_column(sa.String(40))
+    seal: so.Mapped[str] = so.mapped_column(sa.String(64))
+    created_at: so.Mapped[UTC]
+    kind: so.Mapped[str] = so.mapped_column(sa.String(20))
+    created_by: so.Mapped[str] = so.mapped_column(sa.String(200))
+
+    __table_args__ = (sa.Index("ix_audit_checkpoint_kind_id", "kind", "id"),)
+
+    def anchor(self) -> Anchor:
+        return Anchor(self.seq, self.entry_hash, self.max_at, self.unordered_at, self.key_id, self.seal)

@@ -199,10 +199,15 @@ _CHAIN_COLUMNS = (AuditEntry.seq, AuditEntry.occurred_at, AuditEntry.user_id, Au
                   AuditEntry.after, AuditEntry.reason, AuditEntry.prev_hash, AuditEntry.entry_hash)
 
 
-def _chain_rows(session: Session, batch: int = 5000) -> Generator[tuple[ChainEntry, str], None, None]:
+def _chain_rows(session: Session, batch: int = 5000, *,
+                after: int = 0) -> Generator[tuple[ChainEntry, str], None, None]:
+    """The entries after sequence number ``after`` (all of them by default), in order, through the primary key:
+    reading the entries after a checkpoint costs what they are, not what the trail is."""
     # Core rows on the session's connection (same transaction): plain tuples, no ORM row loading.
-    result = session.connection().execute(sa.select(*_CHAIN_COLUMNS).order_by(AuditEntry.seq)
-                                          .execution_options(yield_per=batch))
+    query = sa.select(*_CHAIN_COLUMNS)
+    if after:
+        query = query.where(AuditEntry.seq > after)
+    result = session.connection().execute(query.order_by(AuditEntry.seq).execution_options(yield_per=batch))
     try:
         make = ChainEntry._make
         for row in result:
@@ -220,14 +225,21 @@ def _head(session: Session) -> tuple[ChainHead, HeadSeal] | None:
 def verify(session: Session) -> VerifyResult:
     """Walk the whole trail; report the number checked and the first break, if any: a broken link, a head
     that is not the trail's end, or a head whose seal the instance's key ring does not vouch for."""
+    return verify_from(session, None)[0]
+
+
+def verify_from(session: Session, start: ChainHead | None) -> tuple[VerifyResult, ChainHead | None]:
+    """Walk the trail after ``start`` (a position already verified, e.g. a sealed checkpoint's; None: the
+    whole trail), then check the head and its seal as :func:`verify` does. Also returns the head checked (a
+    checkpoint of it may be taken when the result is ok), None when there is none."""
     keys = key_ring(session)
     found = _head(session)
     if found is None:
-        return VerifyResult(0, "the audit chain head is missing", None)
+        return VerifyResult(0, "the audit chain head is missing", None), None
     head, seal = found
-    rows = _chain_rows(session)
+    rows = _chain_rows(session, after=0 if start is None else start.seq)
     try:
-        return verify_chain(rows, head, (keys, seal))
+        return verify_chain(rows, head, (keys, seal), start=start), head
     finally:
         rows.close()
 

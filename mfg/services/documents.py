@@ -32,7 +32,7 @@ from ..domain.errors import NotFound, ValidationFailed
 from ..models import Batch, BatchDecision, DocumentJob, DocumentRevision, QualificationRecord, User, utcnow
 from ..reports import contents
 from ..reports import pdf as pdfs
-from . import audit, audit_position, document_jobs, snapshot
+from . import audit, audit_anchors, document_jobs, snapshot
 
 KINDS = {"batch_record": "Batch record", "coa": "Certificate of analysis", "labels": "Labels"}
 
@@ -346,7 +346,7 @@ def _audit_position(session: Session, data: bytes, summary: list[str]) -> str | 
     if anchor is None:
         summary.append("audit position: none (a document issued before documents carried their audit position)")
         return None
-    problem = audit_position.check_anchor(session, anchor)
+    problem = audit_anchors.check_anchor(session, anchor)
     if problem is not None:
         summary.append(f"audit position: entry {anchor.seq}: {problem}")
         return f"the audit trail no longer matches this document's audit position: {problem}"

@@ -53,7 +53,7 @@ from ..domain.canonical import canonical_json, iso_utc
 from ..domain.errors import DomainError
 from ..models import QualificationRecord, utcnow
 from ..reports import pdf as pdfs
-from . import audit, audit_position, documents, signatures
+from . import audit, audit_anchors, documents, signatures
 
 
 @dataclass(frozen=True)
@@ -322,7 +322,7 @@ def report(target: Installation, checks: list[Check]) -> Report:
 def _anchor(target: Installation) -> Anchor | None:
     """The audit position the report is issued at (only when the trail verified: nothing vouches for a broken one)."""
     try:
-        return audit_position.current_anchor(target.session)
+        return audit_anchors.current_anchor(target.session)
     except (DomainError, AuditKeyError):
         return None
 

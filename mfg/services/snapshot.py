@@ -33,7 +33,7 @@ from ..models import (
     User,
 )
 from . import (
-    audit_position,
+    audit_anchors,
     bags,
     batch_pages,
     batches,
@@ -269,5 +269,5 @@ def batch_snapshot(session: Session, batch: Batch) -> dict[str, Any]:
                       for d in review.decisions(session, batch)],
         "audit_trail": _audit_trail(session, batch),
         # the audit position this snapshot vouches for, read last: everything above was recorded at or before it
-        "audit_head": audit_position.plain(audit_position.current_anchor(session)),
+        "audit_head": audit_anchors.plain(audit_anchors.current_anchor(session)),
     }

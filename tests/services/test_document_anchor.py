@@ -113,5 +113,16 @@ def test_a_trail_rewritten_and_resealed_with_the_key_is_reported_against_the_doc
     session.rollback()
     check = documents.verify(session, issued["content"], issued["site"].certificate)
     assert not check.valid
-    assert f"entry {issued['head_at_issue']} no longer has the hash" in check.reason, check.reason
+    assert f"entry {issued['head_at_issue']}'s hash differs from the anchor's" in check.reason, check.reason
     session.rollback()
+    # and `audit verify --anchors` with the document among the anchors kept off-site
+    cli = app.test_cli_runner().invoke(args=["audit", "verify", "--anchors", str(issued["path"].parent)])
+    assert cli.exit_code == 1, cli.output
+    assert "audit trail intact" in cli.output  # the chain and the key holder's seal say nothing is wrong
+    assert issued["path"].name in cli.output and f"entry {issued['head_at_issue']}'s hash differs" in cli.output
+
+
+def test_verify_anchors_checks_the_documents_in_the_folder(app, issued):
+    cli = app.test_cli_runner().invoke(args=["audit", "verify", "--anchors", str(issued["path"].parent)])
+    assert cli.exit_code == 0, cli.output
+    assert issued["path"].name in cli.output and f"entry {issued['head_at_issue']}" in cli.output
