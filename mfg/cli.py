@@ -19,7 +19,7 @@ from .domain.errors import DomainError
 from .extensions import db
 from .migrate import upgrade
 from .reports.site_certificate import ensure_site_certificate
-from .services import accounts, audit, signatures, sops
+from .services import accounts, audit, audit_state, signatures, sops
 from .unit_of_work import unit_of_work
 
 if TYPE_CHECKING:
@@ -290,22 +290,36 @@ def audit_rotate_key() -> None:
 
 @audit_cli.command("verify")
 def audit_verify() -> None:
-    """Walk the hash chain and check the head's seal with the audit key ring; exit 0 when intact, 1 naming
-    the first bad entry or what is wrong with the seal."""
+    """Walk the hash chain and check the head's seal with the audit key ring, then check that every audited row
+    holds what the trail says (``services.audit_state``); exit 0 when all is intact, 1 naming the first bad
+    entry or what is wrong with the seal, or every row changed, inserted or deleted outside the application.
+    A broken chain is reported alone: the state check compares rows with a trail that cannot be trusted."""
     try:
         result = audit.verify(_cli_session())
     except audit_key.AuditKeyError as exc:
         raise click.ClickException(str(exc)) from None
-    if result.ok:
-        click.echo(f"audit trail intact: {result.checked} entries checked")
-        key_id, current = audit.head_seal_key(_cli_session())
-        if key_id != current:
-            # a restored backup sealed before a rotation, or a head sealed with a retired (perhaps stolen) key
-            click.echo(f"WARNING: the head is sealed with the older key {key_id}, not the current {current}: "
-                       "expected only of a backup restored from before a key rotation", err=True)
-        return
-    click.echo(f"audit trail BROKEN after {result.checked} good entries: {result.problem}", err=True)
-    sys.exit(1)
+    if not result.ok:
+        click.echo(f"audit trail BROKEN after {result.checked} good entries: {result.problem}", err=True)
+        click.echo("current state not checked against the trail: the trail itself is broken", err=True)
+        sys.exit(1)
+    click.echo(f"audit trail intact: {result.checked} entries checked")
+    key_id, current = audit.head_seal_key(_cli_session())
+    if key_id != current:
+        # a restored backup sealed before a rotation, or a head sealed with a retired (perhaps stolen) key
+        click.echo(f"WARNING: the head is sealed with the older key {key_id}, not the current {current}: "
+                   "expected only of a backup restored from before a key rotation", err=True)
+    state = audit_state.check(_cli_session())
+    for line in state.lines():
+        click.echo(line, err=True)
+    if state.not_checkable:
+        click.echo(f"note: {len(state.not_checkable)} redacted values (password hashes) were last recorded before "
+                   "the trail kept their digest: they are checked from their next change on", err=True)
+    if not state.ok:
+        click.echo(f"current state DOES NOT MATCH the trail: {len(state.lines())} findings in "
+                   f"{state.rows_checked} audited rows", err=True)
+        sys.exit(1)
+    click.echo(f"current state matches the trail: {state.rows_checked} audited rows checked against "
+               f"{state.entries_read} entries")
 
 
 @audit_cli.command("signatures")
