@@ -33,30 +33,33 @@ from ..domain.audit_state import ExpectedState, StateReport, TableShape
 from ..models import Audited, AuditEntry, Base
 
 
-def audited_tables() -> dict[str, tuple[sa.Table, type[Audited], TableShape]]:
+def audited_tables() -> dict[str, tuple[type[Audited], TableShape]]:
     """Every audited table by name, with its model and what the check needs to know of its columns."""
     found = {}
     for mapper in Base.registry.mappers:
         model = mapper.class_
         if not issubclass(model, Audited):
             continue
-        table = cast(sa.Table, mapper.local_table)
+        name = cast(sa.Table, mapper.local_table).name
         numeric = frozenset(c.key for c in mapper.columns
                             if isinstance(c.type, sa.Numeric) and not isinstance(c.type, sa.Float))
         # the optimistic-lock counter, not GMP data (module docstring)
-        excluded = frozenset({mapper.version_id_col.key} if mapper.version_id_col is not None else ())
-        found[table.name] = (table, model, TableShape(numeric=numeric, redacted=model.__audit_redact__,
+        version = mapper.version_id_col
+        excluded = frozenset({cast(str, version.key)} if version is not None else ())
+        found[name] = (model, TableShape(numeric=numeric, redacted=model.__audit_redact__,
                                                       excluded=excluded))
     return dict(sorted(found.items()))
 
 
-def _entries(session: Session, tables: list[str], batch: int = 5000) -> Iterator[sa.Row[Any]]:
+def _entries(session: Session, tables: list[str], batch: int = 5000
+             ) -> Iterator[tuple[str | None, str | None, str, str | None]]:
     actions = [f"{table}.{kind}" for table in tables for kind in ("create", "update")]
     result = session.connection().execute(
         sa.select(AuditEntry.entity_type, AuditEntry.entity_id, AuditEntry.action, AuditEntry.after)
         .where(AuditEntry.action.in_(actions)).order_by(AuditEntry.seq).execution_options(yield_per=batch))
     try:
-        yield from result
+        for row in result:
+            yield cast(tuple[str | None, str | None, str, str | None], row)
     finally:  # closes PostgreSQL's server-side cursor however the caller stops
         result.close()
 
@@ -84,6 +87,6 @@ def check(session: Session) -> StateReport:
     for entity_type, entity_id, action, after in _entries(session, list(tables)):
         fold(entity_type, entity_id, action, after)
     report = StateReport(entries_read=expected.entries)
-    for name, (table, model, shape) in tables.items():
+    for name, (model, shape) in tables.items():
         expected.compare(name, _rows(session, model, shape), shape, report)
     return report
