@@ -31,7 +31,7 @@ audited rows, so O(entries + rows) time and O(rows × columns) memory for the ex
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
@@ -91,6 +91,29 @@ class TableShape:
     numeric: frozenset[str] = frozenset()
     redacted: frozenset[str] = frozenset()
     excluded: frozenset[str] = frozenset()
+    datetimes: frozenset[str] = frozenset()
+    dates: frozenset[str] = frozenset()
+
+    def converters(self) -> dict[str, Callable[[Any], Any]]:
+        """How to put a column's value in the trail's form, for the columns whose values are not already in it."""
+        found: dict[str, Callable[[Any], Any]] = {}
+        found.update((column, _iso_utc_or_none) for column in self.datetimes)
+        found.update((column, _iso_date_or_none) for column in self.dates)
+        found.update((column, _number_or_none) for column in self.numeric)
+        found.update((column, redact) for column in self.redacted)
+        return found
+
+
+def _iso_utc_or_none(value: datetime | None) -> str | None:
+    return None if value is None else iso_utc(value)
+
+
+def _iso_date_or_none(value: date | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+def _number_or_none(value: Any) -> Any:
+    return row_value(value, numeric=True)
 
 
 @dataclass(frozen=True)
@@ -138,51 +161,75 @@ class ExpectedState:
     def __init__(self, tables: Iterable[str]) -> None:
         self._rows: dict[str, dict[str, dict[str, Any]]] = {table: {} for table in tables}
         self._created: dict[str, set[str]] = {table: set() for table in self._rows}
+        # action -> (the table's expected rows, its created ids or None for an update)
+        self._actions: dict[str, tuple[str, dict[str, dict[str, Any]], set[str] | None]] = {}
+        for table, rows in self._rows.items():
+            self._actions[f"{table}.create"] = (table, rows, self._created[table])
+            self._actions[f"{table}.update"] = (table, rows, None)
         self.entries = 0
 
     def fold(self, entity_type: str | None, entity_id: str | None, action: str, after: str | None) -> None:
         """Take one entry (in sequence order); entries of other tables and other actions are ignored."""
-        rows = self._rows.get(entity_type)  # type: ignore[arg-type]
-        if rows is None or entity_id is None:
+        found = self._actions.get(action)
+        if found is None or entity_id is None or found[0] != entity_type:
             return
-        kind = action[len(entity_type) + 1:] if action.startswith(f"{entity_type}.") else None  # type: ignore[arg-type]
-        if kind not in ("create", "update"):
-            return
+        _table, rows, created = found
         self.entries += 1
         values = json.loads(after) if after else {}
-        if kind == "create":
+        if created is not None:
             rows[entity_id] = values
-            self._created[entity_type].add(entity_id)  # type: ignore[index]
+            created.add(entity_id)
         else:
-            rows.setdefault(entity_id, {}).update(values)
+            known = rows.get(entity_id)
+            if known is None:
+                rows[entity_id] = values
+            else:
+                known.update(values)
 
-    def compare(self, table: str, rows: Iterable[tuple[str, Mapping[str, Any]]], shape: TableShape,
-                report: StateReport) -> None:
-        """Compare the current ``rows`` of ``table`` (row id, column values) with the trail, into ``report``."""
+    def compare(self, table: str, columns: Sequence[str], rows: Iterable[tuple[str, Sequence[Any]]],
+                shape: TableShape, report: StateReport) -> None:
+        """Compare the current ``rows`` of ``table`` (row id, the values of ``columns``) with the trail, into
+        ``report``. ``shape`` says how to put each column's value in the trail's form."""
         expected = self._rows[table]
         created = self._created[table]
+        index = {column: i for i, column in enumerate(columns) if column not in shape.excluded}
+        convert = shape.converters()
+        numeric, redacted = shape.numeric, shape.redacted
+        plain = (str, int, bool, type(None))
         seen: set[str] = set()
-        for row_id, current in rows:
-            report.rows_checked += 1
+        for row_id, values in rows:
             seen.add(row_id)
             if row_id not in created:
                 report.unrecorded.append((table, row_id))
                 continue
             for column, said in expected[row_id].items():
-                if column in shape.excluded or column not in current:
+                i = index.get(column)
+                if i is None:
                     continue  # left out on purpose, or a column the table no longer has
-                held = current[column]
-                if column in shape.redacted:
+                held = values[i]
+                to_trail = convert.get(column)
+                if to_trail is None:
+                    if held == said and type(held) is type(said):
+                        continue
+                    if not isinstance(held, plain):  # a type the shape did not foresee: the generic form
+                        held = row_value(held)
+                        if held == said:
+                            continue
+                elif column in redacted:
                     if said == OLD_REDACTION:
                         report.not_checkable.append((table, row_id, column))
                         continue
-                    held = redact(held)
-                elif column in shape.numeric:
-                    said, held = _trail_number(said), row_value(held, numeric=True)
+                    held = to_trail(held)
+                    if held == said:
+                        continue
                 else:
-                    held = row_value(held)
-                if said != held:
-                    report.mismatches.append(Mismatch(table, row_id, column, said, held))
+                    held = to_trail(held)
+                    if column in numeric:
+                        said = _trail_number(said)
+                    if held == said:
+                        continue
+                report.mismatches.append(Mismatch(table, row_id, column, said, held))
+        report.rows_checked += len(seen)
         report.missing.extend((table, row_id) for row_id in sorted(created - seen, key=_id_order))
 
 

@@ -41,13 +41,20 @@ def audited_tables() -> dict[str, tuple[type[Audited], TableShape]]:
         if not issubclass(model, Audited):
             continue
         name = cast(sa.Table, mapper.local_table).name
-        numeric = frozenset(c.key for c in mapper.columns
-                            if isinstance(c.type, sa.Numeric) and not isinstance(c.type, sa.Float))
+        numeric, datetimes, dates = set(), set(), set()
+        for column in mapper.columns:
+            kind = column.type.impl if isinstance(column.type, sa.TypeDecorator) else column.type
+            if isinstance(kind, sa.Numeric) and not isinstance(kind, sa.Float):
+                numeric.add(column.key)
+            elif isinstance(kind, sa.DateTime):
+                datetimes.add(column.key)
+            elif isinstance(kind, sa.Date):
+                dates.add(column.key)
         # the optimistic-lock counter, not GMP data (module docstring)
         version = mapper.version_id_col
         excluded = frozenset({cast(str, version.key)} if version is not None else ())
-        found[name] = (model, TableShape(numeric=numeric, redacted=model.__audit_redact__,
-                                                      excluded=excluded))
+        found[name] = (model, TableShape(numeric=frozenset(numeric), redacted=model.__audit_redact__,
+                                         excluded=excluded, datetimes=frozenset(datetimes), dates=frozenset(dates)))
     return dict(sorted(found.items()))
 
 
@@ -58,24 +65,34 @@ def _entries(session: Session, tables: list[str], batch: int = 5000
         sa.select(AuditEntry.entity_type, AuditEntry.entity_id, AuditEntry.action, AuditEntry.after)
         .where(AuditEntry.action.in_(actions)).order_by(AuditEntry.seq).execution_options(yield_per=batch))
     try:
-        for row in result:
-            yield cast(tuple[str | None, str | None, str, str | None], row)
+        yield from result  # Core rows are tuples
     finally:  # closes PostgreSQL's server-side cursor however the caller stops
         result.close()
 
 
 def _rows(session: Session, model: type[Audited], shape: TableShape, batch: int = 5000
-          ) -> Iterator[tuple[str, dict[str, Any]]]:
+          ) -> tuple[list[str], Iterator[tuple[str, tuple[Any, ...]]]]:
+    """The columns read (all but the omitted and the excluded) and the rows: (row id as the trail writes it,
+    the columns' values)."""
     mapper = sa.inspect(model)
     columns = [c for c in mapper.columns if c.key not in model.__audit_omit__ and c.key not in shape.excluded]
     keys = [c.key for c in columns]
     primary = [keys.index(c.key) for c in mapper.primary_key]
-    result = session.connection().execute(sa.select(*columns).execution_options(yield_per=batch))
-    try:
-        for row in result:
-            yield ",".join(str(row[i]) for i in primary), dict(zip(keys, row, strict=True))
-    finally:
-        result.close()
+
+    def rows() -> Iterator[tuple[str, tuple[Any, ...]]]:
+        result = session.connection().execute(sa.select(*columns).execution_options(yield_per=batch))
+        try:
+            if len(primary) == 1:
+                (at,) = primary
+                for row in result:
+                    yield str(row[at]), row
+            else:
+                for row in result:
+                    yield ",".join(str(row[i]) for i in primary), row
+        finally:
+            result.close()
+
+    return keys, rows()
 
 
 def check(session: Session) -> StateReport:
@@ -88,5 +105,6 @@ def check(session: Session) -> StateReport:
         fold(entity_type, entity_id, action, after)
     report = StateReport(entries_read=expected.entries)
     for name, (model, shape) in tables.items():
-        expected.compare(name, _rows(session, model, shape), shape, report)
+        columns, rows = _rows(session, model, shape)
+        expected.compare(name, columns, rows, shape, report)
     return report
