@@ -35,7 +35,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Any, cast
 
 from .canonical import canonical_json, iso_utc, sha256_hex
 
@@ -156,13 +156,16 @@ class StateReport:
 
 
 class ExpectedState:
-    """The trail's create and update entries folded, in sequence order, into what each row must hold."""
+    """The trail's create and update entries folded, in sequence order, into what each row must hold.
+
+    Each row keeps the ``after`` texts of its entries as they are (its creation, then its updates), decoded only
+    when the row is compared: a JSON text takes a third of the memory of the dictionary it decodes to."""
 
     def __init__(self, tables: Iterable[str]) -> None:
-        self._rows: dict[str, dict[str, dict[str, Any]]] = {table: {} for table in tables}
+        self._rows: dict[str, dict[str, str | list[str]]] = {table: {} for table in tables}
         self._created: dict[str, set[str]] = {table: set() for table in self._rows}
-        # action -> (the table's expected rows, its created ids or None for an update)
-        self._actions: dict[str, tuple[str, dict[str, dict[str, Any]], set[str] | None]] = {}
+        # action -> (table, the table's entries by row, its created ids; None for an update)
+        self._actions: dict[str, tuple[str, dict[str, str | list[str]], set[str] | None]] = {}
         for table, rows in self._rows.items():
             self._actions[f"{table}.create"] = (table, rows, self._created[table])
             self._actions[f"{table}.update"] = (table, rows, None)
@@ -175,22 +178,34 @@ class ExpectedState:
             return
         _table, rows, created = found
         self.entries += 1
-        values = json.loads(after) if after else {}
+        after = after or "{}"
         if created is not None:
-            rows[entity_id] = values
+            rows[entity_id] = after
             created.add(entity_id)
+            return
+        known = rows.get(entity_id)
+        if known is None:
+            rows[entity_id] = [after]
+        elif isinstance(known, str):
+            rows[entity_id] = [known, after]
         else:
-            known = rows.get(entity_id)
-            if known is None:
-                rows[entity_id] = values
-            else:
-                known.update(values)
+            known.append(after)
+
+    def expected(self, table: str, row_id: str) -> dict[str, Any]:
+        """What the trail says row ``row_id`` of ``table`` holds (the columns it recorded)."""
+        stored = self._rows[table][row_id]
+        if isinstance(stored, str):
+            return cast(dict[str, Any], json.loads(stored))
+        values: dict[str, Any] = {}
+        for after in stored:
+            values.update(json.loads(after))
+        return values
 
     def compare(self, table: str, columns: Sequence[str], rows: Iterable[tuple[str, Sequence[Any]]],
                 shape: TableShape, report: StateReport) -> None:
         """Compare the current ``rows`` of ``table`` (row id, the values of ``columns``) with the trail, into
         ``report``. ``shape`` says how to put each column's value in the trail's form."""
-        expected = self._rows[table]
+        expected = self.expected
         created = self._created[table]
         index = {column: i for i, column in enumerate(columns) if column not in shape.excluded}
         convert = shape.converters()
@@ -202,7 +217,7 @@ class ExpectedState:
             if row_id not in created:
                 report.unrecorded.append((table, row_id))
                 continue
-            for column, said in expected[row_id].items():
+            for column, said in expected(table, row_id).items():
                 i = index.get(column)
                 if i is None:
                     continue  # left out on purpose, or a column the table no longer has
