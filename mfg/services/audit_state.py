@@ -15,7 +15,8 @@ One kind of column is left out of the check, for a reason: a mapper's ``version_
 batches, step executions, deviations, pending results and clinical alerts). The ORM increments it in the UPDATE
 itself, outside the attribute history the audit listener reads, so update entries never carry it. It is not GMP
 data: it only makes a second writer of a stale copy fail (optimistic locking), and every update it counts has its
-own entry. Every other column of every audited table is checked.
+own entry. Every other column the trail records, of every audited table, is checked (a column it never records,
+``__audit_omit__``, is fingerprinted by an audited sha256 column).
 
 Runs in the caller's transaction, read only. Cost: O(entries + rows); see ``domain.audit_state`` and the README
 for the figures.
