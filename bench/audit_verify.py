@@ -78,7 +78,9 @@ def _entries(n: int) -> Iterator[tuple[ChainEntry, str]]:
         yield entry, prev
 
 
-def _seed(engine: sa.Engine, n: int, keys: KeyRing) -> None:
+def _seed(engine: sa.Engine, n: int, keys: KeyRing,
+          entries: Iterator[tuple[ChainEntry, str]] | None = None) -> None:
+    """Bulk-insert ``entries`` (default: ``_entries(n)``) and seal the head at the last one."""
     table = AuditEntry.__table__
     dialect = engine.dialect
     # what the application stores: the type's own conversion, then the dialect's (SQLite: text, always
@@ -92,7 +94,7 @@ def _seed(engine: sa.Engine, n: int, keys: KeyRing) -> None:
         if dialect.name == "postgresql":
             copy_cm = cursor.copy(f"COPY audit_entry ({', '.join(COLUMNS)}) FROM STDIN")
             copy = copy_cm.__enter__()
-        for entry, entry_hash in _entries(n):
+        for entry, entry_hash in entries if entries is not None else _entries(n):
             row = (entry.seq, to_db(entry.occurred_at), entry.user_id, entry.username, entry.action, entry.entity_type,
                    entry.entity_id, entry.before, entry.after, entry.reason, entry.prev_hash, entry_hash)
             last = (entry.seq, entry_hash, entry.occurred_at)  # the generated times only move forward

@@ -19,7 +19,7 @@ from .domain.errors import DomainError
 from .extensions import db
 from .migrate import upgrade
 from .reports.site_certificate import ensure_site_certificate
-from .services import accounts, audit, audit_anchors, signatures, sops
+from .services import accounts, audit, audit_anchors, audit_state, signatures, sops
 from .unit_of_work import unit_of_work
 
 if TYPE_CHECKING:
@@ -296,10 +296,13 @@ def audit_rotate_key() -> None:
               help="After the full verify, check every anchor file in this folder (audit seal --out) against the "
                    "trail.")
 def audit_verify(since_last: bool, anchors: Path | None) -> None:
-    """Walk the whole hash chain and check the head's seal with the audit key ring (the full verify, what an
-    inspection uses); exit 0 when intact, 1 naming the first bad entry or what is wrong with the seal. A verify
-    that passes (its anchors too) is recorded as a sealed checkpoint (audit.verified), where the next
-    --since-last starts."""
+    """Walk the whole hash chain and check the head's seal with the audit key ring, then check that every audited
+    row holds what the trail says (``services.audit_state``): the full verify, what an inspection uses. Exit 0
+    when all is intact; 1 naming the first bad entry or what is wrong with the seal, or every row changed,
+    inserted or deleted outside the application. A broken chain is reported alone: the state check compares rows
+    with a trail that cannot be trusted. --since-last checks the chain from the last checkpoint only (no state
+    check: that reads the whole trail). A verify that passes (its state and anchors too) is recorded as a sealed
+    checkpoint (audit.verified), where the next --since-last starts."""
     if since_last and anchors is not None:
         raise click.UsageError("--anchors goes with the full verify, not --since-last")
     session = _cli_session()
@@ -329,11 +332,30 @@ def audit_verify(since_last: bool, anchors: Path | None) -> None:
         anchor_problems = _check_anchors(session, anchors) if anchors is not None else 0
     except audit_key.AuditKeyError as exc:
         raise click.ClickException(str(exc)) from None
+    state_ok = True
+    if result.ok and not since_last:
+        state = audit_state.check(session)
+        for line in state.lines():
+            click.echo(line, err=True)
+        if state.not_checkable:
+            click.echo(f"note: {len(state.not_checkable)} redacted values (password hashes) were last recorded "
+                       "before the trail kept their digest: they are checked from their next change on", err=True)
+        state_ok = state.ok
+        if state_ok:
+            click.echo(f"current state matches the trail: {state.rows_checked} audited rows checked against "
+                       f"{state.entries_read} entries")
+        else:
+            click.echo(f"current state DOES NOT MATCH the trail: {len(state.lines())} findings in "
+                       f"{state.rows_checked} audited rows", err=True)
+    elif not result.ok:
+        click.echo("current state not checked against the trail: the trail itself is broken", err=True)
+    else:
+        click.echo("current state not checked (--since-last): the full verify checks it")
     session.rollback()  # end the read before the unit of work that records the checkpoint
-    if result.ok and not anchor_problems:  # a trail an anchor contradicts is not recorded as verified
+    if result.ok and state_ok and not anchor_problems:  # contradicted by an anchor or the rows: not verified
         checkpoint = _run(lambda s: audit_anchors.record_verified(s, verification))
         click.echo(f"checkpoint recorded at entry {checkpoint.seq} (audit.verified)")
-    if not result.ok or anchor_problems:
+    if not result.ok or not state_ok or anchor_problems:
         sys.exit(1)
 
 

@@ -91,3 +91,13 @@ def settle_pending_results(session, batch, *, enterer, verifier, tz) -> list:  #
         results.verify_result(session, pending, signer=verifier, password=PASSWORD, username=verifier.username,
                               require_username=True)
     return owed
+
+def assert_audit_intact(session) -> None:  # noqa: ANN001 - a SQLAlchemy session
+    """What `flask --app mfg audit verify` checks: the chain and its seal, and every audited row holding what the
+    trail says (issue [3.5] item 3)."""
+    from mfg.services import audit, audit_state
+
+    result = audit.verify(session)
+    assert result.ok, result
+    state = audit_state.check(session)
+    assert state.ok and state.rows_checked > 0, state.lines()

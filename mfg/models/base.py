@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timezone
-from decimal import Decimal
 from typing import Annotated, Any, ClassVar
 
 import sqlalchemy as sa
 import sqlalchemy.orm as so
+
+from ..domain.audit_state import number_text, redact
+
+__all__ = ["number_text"]  # re-exported: models compare stored numbers through it
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -65,7 +68,8 @@ class Audited:
     """Mixin for GMP records: every insert and update writes an audit entry (see services.audit).
 
     Deleting an audited record is refused. ``__audit_redact__`` names columns whose values the trail
-    records only as changed (password hashes).
+    records only by digest (password hashes: ``domain.audit_state.redact``), so that ``audit verify`` can tell
+    the row still holds what the trail says without the trail revealing it.
     """
 
     __audit_redact__: ClassVar[frozenset[str]] = frozenset()
@@ -78,7 +82,7 @@ class Audited:
         for column in sa.inspect(type(self)).columns:
             key = column.key
             if key not in self.__audit_omit__:
-                values[key] = "[redacted]" if key in self.__audit_redact__ else getattr(self, key)
+                values[key] = redact(getattr(self, key)) if key in self.__audit_redact__ else getattr(self, key)
         return values
 
 
@@ -102,13 +106,3 @@ def signed_form(stored: str) -> int:
     """The form of a stored signed content: its ``form`` key, 1 when it has none (before forms existed)."""
     form = json.loads(stored).get("form", 1)
     return form if isinstance(form, int) else 1
-
-
-def number_text(number: Decimal | None) -> str | None:
-    """A stored number as signed content and the audit trail's state check compare it: the same text whether
-    it comes from the form (``Decimal("12.50")``) or back from the database (``Decimal("12.5000000000")``)."""
-    if number is None:
-        return None
-    if number == 0:
-        return "0"
-    return format(number.normalize(), "f")

@@ -38,6 +38,7 @@ from ..domain.audit_chain import (
     seal_problem,
     verify_chain,
 )
+from ..domain.audit_state import redact as redacted
 from ..domain.canonical import canonical_json
 from ..domain.errors import DomainError
 from ..models import Audited, AuditEntry, AuditHead, User, utcnow
@@ -160,8 +161,8 @@ def _changes(obj: Audited) -> tuple[dict[str, Any], dict[str, Any]]:
         new = history.added[0] if history.added else None
         if old == new:
             continue
-        before[column.key] = "[redacted]" if column.key in redact else old
-        after[column.key] = "[redacted]" if column.key in redact else new
+        before[column.key] = redacted(old) if column.key in redact else old
+        after[column.key] = redacted(new) if column.key in redact else new
     return before, after
 
 

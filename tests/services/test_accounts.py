@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 
 import pytest
 import sqlalchemy as sa
 
+from mfg.domain.audit_state import redact
 from mfg.domain.errors import AuthenticationFailed, ConflictError, ValidationFailed
 from mfg.models import AuditEntry, User
 from mfg.services import accounts
@@ -140,4 +142,6 @@ def test_reset_password_sets_a_temporary_password_with_reason(session, make_user
     session.commit()
     assert user.must_change_password and accounts.password_matches(user, "temporary-secret-1")
     entry = session.scalar(sa.select(AuditEntry).order_by(AuditEntry.seq.desc()))
-    assert entry.reason == "forgotten password" and '"password_hash":"[redacted]"' in entry.after
+    digest = json.loads(entry.after)["password_hash"]
+    assert entry.reason == "forgotten password" and digest == redact(user.password_hash)
+    assert digest.startswith("sha256:") and user.password_hash not in entry.after
