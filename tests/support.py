@@ -96,11 +96,16 @@ def dispose_attacker_engine(app) -> None:  # noqa: ANN001 - a Flask app
         engine.dispose()
 
 
-def app_refusal(app) -> str:  # noqa: ANN001 - a Flask app
-    """What refuses the APPLICATION's role an UPDATE or DELETE of an append-only table (a pattern for
-    ``pytest.raises(match=...)``): in two-role mode PostgreSQL's privileges, before any trigger runs; otherwise
-    the guard trigger."""
-    return "permission denied" if two_roles(app) else "GMP record guard"
+def app_refusal(app, operation: str, table: str) -> str:  # noqa: ANN001 - a Flask app
+    """What refuses the APPLICATION's role ``operation`` (UPDATE, DELETE) on guarded ``table``, as a pattern for
+    ``pytest.raises(match=...)``: in two-role mode PostgreSQL's privileges when its grants lack the operation
+    (``mfg.db_roles.table_privileges``: no DELETE anywhere, no UPDATE on append-only tables), before any
+    trigger runs; otherwise the guard trigger."""
+    from mfg import db_roles
+
+    if two_roles(app) and operation not in db_roles.table_privileges(table):
+        return f"permission denied for table {table}"
+    return "GMP record guard"
 
 
 def drop_audit_update_guard(app):  # noqa: ANN001, ANN201 - a Flask app; a SQLAlchemy engine

@@ -284,7 +284,7 @@ def test_recorded_values_cannot_be_updated_in_the_database(app, plant):
     perform(plant, "line_clearance", GOOD["line_clearance"]())
     plant["session"].commit()
     # the application's role: refused by the guard trigger, or with two PostgreSQL roles by its privileges first
-    with pytest.raises(sa.exc.DatabaseError, match=app_refusal(app)):
+    with pytest.raises(sa.exc.DatabaseError, match=app_refusal(app, "UPDATE", "recorded_value")):
         with app.extensions["mfg.db"].engine.begin() as conn:
             conn.execute(sa.text("UPDATE recorded_value SET text = 'BSC-02'"))
     with pytest.raises(sa.exc.DatabaseError, match="GMP record guard"):  # and whoever owns the table
