@@ -21,7 +21,7 @@ from mfg.extensions import db, make_engine
 from mfg.migrate import upgrade
 from mfg.models import User
 from mfg.services import accounts, audit, sops
-from tests.support import AUDIT_KEY_RING, DEMO_SOP, PASSWORD
+from tests.support import AUDIT_KEY_RING, DEMO_SOP, OWNER_URLS, PASSWORD, dispose_attacker_engine
 
 PG_URL = os.environ.get("MFG_TEST_DATABASE_URL", "").strip()
 # MFG_TEST_PG_TWO_ROLES=1: each PostgreSQL test database is migrated by an owner role and the tests run as an
@@ -105,13 +105,15 @@ def database_url(request: pytest.FixtureRequest, sqlite_template: Path, tmp_path
     url_text = _pg_url(schema)
     if roles:
         url_text = _pg_url(schema, roles[1])
-        db_roles.setup(_pg_url(schema, roles[0]), url_text)
+        OWNER_URLS[url_text] = _pg_url(schema, roles[0])  # tests.support.attacker_engine, owner_url
+        db_roles.setup(OWNER_URLS[url_text], url_text)
     else:
         upgrade(url_text)
     seal_new_trail(url_text)
     try:
         yield url_text
     finally:
+        OWNER_URLS.pop(url_text, None)
         with engine.begin() as conn:
             # A connection the test leaked would make DROP wait forever: fail loudly instead.
             conn.execute(sa.text("SET lock_timeout = '20s'"))
@@ -146,6 +148,7 @@ def app_factory(database_url: str, tmp_path: Path) -> Iterator[Callable[..., Fla
 
     yield factory
     for app in apps:
+        dispose_attacker_engine(app)
         app.extensions["mfg.db"].engine.dispose()
 
 

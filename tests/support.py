@@ -33,14 +33,92 @@ AUDIT_KEY_RING = _test_key_ring()
 DEMO_SOP = RESOURCE_ROOT / "sops" / "demo" / "DEMO-PROC_v1.yaml"
 
 
-def drop_audit_update_guard(engine) -> None:  # noqa: ANN001 - a SQLAlchemy engine
+# Two-role mode (MFG_TEST_PG_TWO_ROLES, tests/conftest.py): the URL of the role that owns each PostgreSQL test
+# schema, by the URL the application connects with (its restricted role). Filled by the ``database_url``
+# fixture for the duration of its test; empty in one-role mode and on SQLite.
+OWNER_URLS: dict[str, str] = {}
+_ATTACKER_ENGINE = "tests.attacker_engine"
+
+
+def owner_url(database_url: str) -> str:
+    """The URL of the role that owns the test database ``database_url`` names: in two-role mode the schema
+    owner's (the one that migrates: downgrades, raw tampering), otherwise ``database_url`` itself (its role owns
+    the tables)."""
+    return OWNER_URLS.get(database_url, database_url)
+
+
+def upgrade_as_owner(database_url: str) -> None:
+    """Migrate the test database ``database_url`` names to the newest schema the way `flask --app mfg init`
+    does: as its owner, then in two-role mode the application's role granted its privileges again (a table a
+    migration created has none). For a test that downgraded the schema (as ``owner_url(database_url)``)."""
+    from mfg import db_roles, migrate
+
+    if database_url in OWNER_URLS:
+        db_roles.setup(OWNER_URLS[database_url], database_url)
+    else:
+        migrate.upgrade(database_url)
+
+
+def two_roles(app) -> bool:  # noqa: ANN001 - a Flask app
+    """Whether ``app`` runs as a restricted application role, its schema owned by another (two-role mode)."""
+    return app.config["DATABASE_URL"] in OWNER_URLS
+
+
+def attacker_engine(app):  # noqa: ANN001, ANN201 - a Flask app; a SQLAlchemy engine
+    """The engine of someone with write access to ``app``'s database, to play the attacker of issue [3.5] with
+    (DROP TRIGGER, ALTER TABLE ... DISABLE TRIGGER, raw UPDATE, DELETE, INSERT beside the application).
+
+    In two-role mode (MFG_TEST_PG_TWO_ROLES) an engine connected as the schema's OWNER role, since the
+    application's restricted role is rightly refused all of that (README "Two PostgreSQL roles"); otherwise
+    (SQLite, one PostgreSQL role) the application's own engine, whose role owns the tables. Made once per app,
+    without a pool (no connection outlives its ``with`` block); ``dispose_attacker_engine`` disposes it, as the
+    ``app_factory`` fixture does at teardown. A test that checks what the APPLICATION may not do keeps the
+    application's engine, ``app.extensions["mfg.db"].engine``, and expects ``app_refusal(app)``."""
+    engine = app.extensions.get(_ATTACKER_ENGINE)
+    if engine is None:
+        url = app.config["DATABASE_URL"]
+        if url in OWNER_URLS:
+            from sqlalchemy.pool import NullPool
+
+            from mfg.extensions import make_engine
+
+            engine = make_engine(OWNER_URLS[url], poolclass=NullPool)
+        else:
+            engine = app.extensions["mfg.db"].engine
+        app.extensions[_ATTACKER_ENGINE] = engine
+    return engine
+
+
+def dispose_attacker_engine(app) -> None:  # noqa: ANN001 - a Flask app
+    """Dispose the engine ``attacker_engine`` made for ``app``, if it made one of its own."""
+    engine = app.extensions.pop(_ATTACKER_ENGINE, None)
+    if engine is not None and engine is not app.extensions["mfg.db"].engine:
+        engine.dispose()
+
+
+def app_refusal(app, operation: str, table: str) -> str:  # noqa: ANN001 - a Flask app
+    """What refuses the APPLICATION's role ``operation`` (UPDATE, DELETE) on guarded ``table``, as a pattern for
+    ``pytest.raises(match=...)``: in two-role mode PostgreSQL's privileges when its grants lack the operation
+    (``mfg.db_roles.table_privileges``: no DELETE anywhere, no UPDATE on append-only tables), before any
+    trigger runs; otherwise the guard trigger."""
+    from mfg import db_roles
+
+    if two_roles(app) and operation not in db_roles.table_privileges(table):
+        return f"permission denied for table {table}"
+    return "GMP record guard"
+
+
+def drop_audit_update_guard(app):  # noqa: ANN001, ANN201 - a Flask app; a SQLAlchemy engine
     """What an attacker with database access would do first: drop the trigger that refuses UPDATE on
-    audit entries (SQLite has one per operation, PostgreSQL one for UPDATE and DELETE)."""
+    audit entries (SQLite has one per operation, PostgreSQL one for UPDATE and DELETE), as the attacker
+    (``attacker_engine(app)``, returned for the rest of the forgery)."""
     import sqlalchemy as sa
 
+    engine = attacker_engine(app)
     with engine.begin() as conn:
         conn.execute(sa.text("DROP TRIGGER audit_entry_refuse_update" if engine.dialect.name == "sqlite" else
                              "DROP TRIGGER audit_entry_refuse_change ON audit_entry"))
+    return engine
 
 
 def documents_worker(app, site, *, demo: bool = True, lease_seconds: float = 120.0):  # noqa: ANN001, ANN201

@@ -20,7 +20,7 @@ from mfg.domain.audit_chain import ChainHead, anchor_seal_problem, seal_head
 from mfg.models import AuditCheckpoint, AuditEntry, AuditHead
 from mfg.services import audit, audit_anchors
 from tests.services.test_audit_seal import _rechain, _renumber
-from tests.support import AUDIT_KEY_RING
+from tests.support import AUDIT_KEY_RING, attacker_engine
 
 ENTRY = AuditEntry.__table__
 HEAD = AuditHead.__table__
@@ -54,7 +54,8 @@ def _last_seq(session) -> int:
 
 @pytest.fixture
 def engine(app):
-    return app.extensions["mfg.db"].engine
+    """Whoever can write the database (the schema's owner with two PostgreSQL roles: tests/support.py)."""
+    return attacker_engine(app)
 
 
 @pytest.fixture
@@ -130,11 +131,11 @@ def test_since_last_reads_only_the_entries_after_the_checkpoint(app, session, tr
         if "audit_entry" in statement:
             statements.append((statement, parameters))
 
-    sa.event.listen(engine, "before_cursor_execute", seen)
+    sa.event.listen(app.extensions["mfg.db"].engine, "before_cursor_execute", seen)  # what the application reads
     try:
         result = audit_anchors.verify_since_last(session)
     finally:
-        sa.event.remove(engine, "before_cursor_execute", seen)
+        sa.event.remove(app.extensions["mfg.db"].engine, "before_cursor_execute", seen)
     assert result.ok and result.start.seq == 100 and result.result.checked == 10, result
     rows_read = 0
     with engine.connect() as conn:

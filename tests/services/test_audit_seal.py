@@ -24,15 +24,16 @@ from mfg.domain.audit_chain import GENESIS_HASH, ChainEntry, ChainHead, KeyRing,
 from mfg.extensions import db
 from mfg.models import AuditEntry, AuditHead
 from mfg.services import audit
-from tests.support import AUDIT_KEY_RING, DEMO_SOP
+from tests.support import AUDIT_KEY_RING, DEMO_SOP, attacker_engine
 
 ENTRY = AuditEntry.__table__
 HEAD = AuditHead.__table__
 
 
 def _drop_guards(engine: sa.Engine) -> None:
-    """What an attacker with database access does first (on PostgreSQL the application's role owns the
-    tables today, issue [3.5] item 6)."""
+    """What an attacker with database access does first, on ``engine``: the attacker's
+    (``tests.support.attacker_engine``; with two PostgreSQL roles the schema owner's, since the application's
+    role cannot drop a trigger)."""
     with engine.begin() as conn:
         if engine.dialect.name == "sqlite":
             for (name,) in conn.execute(sa.text("SELECT name FROM sqlite_master WHERE type = 'trigger' "
@@ -76,7 +77,7 @@ def trail(app, session, make_user):
     result = audit.verify(session)
     assert result.ok and result.checked == 24, result
     session.rollback()  # end the read transaction: DROP TRIGGER waits for every lock on the table
-    engine = app.extensions["mfg.db"].engine
+    engine = attacker_engine(app)
     _drop_guards(engine)
     return engine
 
@@ -203,8 +204,8 @@ def test_key_rotation_keeps_an_older_seal_verifiable(app, session, make_user):
     verified = app.test_cli_runner().invoke(args=["audit", "verify"])
     assert verified.exit_code == 0 and "WARNING" not in verified.output, verified.output
     session.rollback()
-    _drop_guards(app.extensions["mfg.db"].engine)
-    with app.extensions["mfg.db"].engine.begin() as conn:  # a backup's head, sealed before the rotation
+    _drop_guards(attacker_engine(app))
+    with attacker_engine(app).begin() as conn:  # a backup's head, sealed before the rotation
         conn.execute(sa.text("UPDATE audit_head SET seq = 1, entry_hash = (SELECT entry_hash FROM audit_entry "
                              "WHERE seq = 1), max_at = (SELECT occurred_at FROM audit_entry WHERE seq = 1)"))
         conn.execute(sa.text("DELETE FROM audit_entry WHERE seq > 1"))
@@ -247,7 +248,7 @@ def test_a_trail_written_before_sealing_is_sealed_by_the_command_that_says_from_
     make_user("ann")
     make_user("bob")
     session.rollback()
-    with app.extensions["mfg.db"].engine.begin() as conn:  # what a trail looked like before this change
+    with attacker_engine(app).begin() as conn:  # what a trail looked like before this change
         conn.execute(sa.text("UPDATE audit_head SET seal = NULL, seal_key_id = NULL"))
     assert "not sealed" in audit.verify(session).problem
     session.rollback()
@@ -262,7 +263,7 @@ def test_a_trail_written_before_sealing_is_sealed_by_the_command_that_says_from_
     again = app.test_cli_runner().invoke(args=["audit", "seal-existing"])
     assert again.exit_code == 0 and "only from" not in again.output  # sealed already: nothing to do
     session.rollback()
-    with app.extensions["mfg.db"].engine.begin() as conn:  # the seal removed afterwards is not sealed over
+    with attacker_engine(app).begin() as conn:  # the seal removed afterwards is not sealed over
         conn.execute(sa.text("UPDATE audit_head SET seal = NULL, seal_key_id = NULL"))
     refused = app.test_cli_runner().invoke(args=["audit", "seal-existing"])
     assert refused.exit_code == 1 and "sealed before (entry 3" in refused.output, refused.output

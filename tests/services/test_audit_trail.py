@@ -13,7 +13,7 @@ from mfg.domain.audit_state import redact
 from mfg.domain.errors import DomainError
 from mfg.models import AuditEntry, Signature, User
 from mfg.services import accounts, audit
-from tests.support import PASSWORD
+from tests.support import PASSWORD, app_refusal, attacker_engine
 
 
 def _entries(session):
@@ -47,24 +47,32 @@ def test_deleting_an_audited_record_is_refused_by_the_application(session, make_
         session.flush()
 
 
-@pytest.mark.parametrize("statement", [
-    "UPDATE audit_entry SET reason = 'rewritten'",
-    "DELETE FROM audit_entry",
-    "UPDATE signature SET meaning = 'verified'",
-    "DELETE FROM signature",
-    "DELETE FROM user_account",
-    "UPDATE sop_version SET content = 'changed'",
-    "DELETE FROM sop_version",
+@pytest.mark.parametrize(("statement", "operation", "table"), [
+    ("UPDATE audit_entry SET reason = 'rewritten'", "UPDATE", "audit_entry"),
+    ("DELETE FROM audit_entry", "DELETE", "audit_entry"),
+    ("UPDATE signature SET meaning = 'verified'", "UPDATE", "signature"),
+    ("DELETE FROM signature", "DELETE", "signature"),
+    ("DELETE FROM user_account", "DELETE", "user_account"),
+    ("UPDATE sop_version SET content = 'changed'", "UPDATE", "sop_version"),  # granted: the trigger refuses
+    ("DELETE FROM sop_version", "DELETE", "sop_version"),
 ])
-def test_database_triggers_refuse_rewriting_history(app, session, make_user, approved_sop, statement):
+def test_database_triggers_refuse_rewriting_history(app, session, make_user, approved_sop, statement, operation,
+                                                    table):
+    """The guard triggers refuse it even to whoever may write the tables (with two PostgreSQL roles, the
+    schema's owner); the application's own role is refused as well: by the trigger, or with two roles by its
+    privileges, before any trigger runs."""
     assert session.scalar(sa.select(sa.func.count()).select_from(Signature)) == 1
     with pytest.raises(DatabaseError, match="GMP record guard"):
+        with attacker_engine(app).begin() as conn:
+            conn.execute(sa.text(statement))
+    with pytest.raises(DatabaseError, match=app_refusal(app, operation, table)):
         with app.extensions["mfg.db"].engine.begin() as conn:
             conn.execute(sa.text(statement))
 
 
 def _drop_guards(engine):
-    """What an attacker with database access would do first."""
+    """What an attacker with database access would do first, on ``engine``: the attacker's
+    (``tests.support.attacker_engine``)."""
     with engine.begin() as conn:
         if engine.dialect.name == "sqlite":
             for (name,) in conn.execute(sa.text("SELECT name FROM sqlite_master WHERE type = 'trigger' "
@@ -82,8 +90,9 @@ def trail(app, session, make_user):
     result = audit.verify(session)
     assert result.ok and result.checked == 3
     session.rollback()  # end the read transaction: DROP TRIGGER waits for every lock on the table
-    _drop_guards(app.extensions["mfg.db"].engine)
-    return app.extensions["mfg.db"].engine
+    engine = attacker_engine(app)
+    _drop_guards(engine)
+    return engine
 
 
 def test_verify_catches_an_altered_entry(session, trail):
@@ -224,7 +233,7 @@ def test_verify_catches_a_head_that_hides_the_clock_going_back(app, session, mak
         make_user(f"user{i}")
     assert audit.verify(session).ok
     session.rollback()
-    with app.extensions["mfg.db"].engine.begin() as conn:
+    with attacker_engine(app).begin() as conn:
         conn.execute(sa.text("UPDATE audit_head SET unordered_at = NULL"))
     result = audit.verify(session)
     assert not result.ok and "record of the trail's times" in result.problem

@@ -20,10 +20,11 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from mfg import backup, create_app
+from mfg import backup, create_app, db_roles
 from mfg.extensions import db, make_engine
 from mfg.models import User
 from mfg.services import accounts, audit
+from tests.support import owner_url
 
 PG_URL = os.environ.get("MFG_TEST_DATABASE_URL", "").strip()
 _databases = itertools.count(1)
@@ -44,17 +45,23 @@ def _restored(database_url: str, backup_file: Path, tmp_path: Path) -> Iterator[
         yield f"sqlite:///{target}"
         return
     url = sa.engine.make_url(database_url)
+    # with two PostgreSQL roles, restored as the owner role, then `init`'s grants (README: Backup and restore)
+    owner = sa.engine.make_url(owner_url(database_url))
     name = f"mfg_restore_{os.getpid()}_{next(_databases)}"
     admin = sa.create_engine(PG_URL, poolclass=sa.pool.NullPool, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+        conn.execute(sa.text(f'CREATE DATABASE "{name}" OWNER "{owner.username}"'))
     try:
-        fresh = url.set(database=name)
+        fresh, fresh_owner = url.set(database=name), owner.set(database=name)
         pg_restore = backup.find_pg_tool("pg_restore")
         assert pg_restore, "pg_restore not found"
-        subprocess.run([pg_restore, "--exit-on-error", "--no-owner", "--no-password", f"--dbname={name}",
-                        str(backup_file)], env=backup.pg_environment(fresh), check=True,
-                       capture_output=True, text=True)
+        restored = subprocess.run([pg_restore, "--exit-on-error", "--no-owner", "--no-password", f"--dbname={name}",
+                                   str(backup_file)], env=backup.pg_environment(fresh_owner), check=False,
+                                  capture_output=True, text=True)
+        assert restored.returncode == 0, restored.stderr
+        if fresh_owner != fresh:
+            db_roles.setup(fresh_owner.render_as_string(hide_password=False),
+                           fresh.render_as_string(hide_password=False))
         yield fresh.render_as_string(hide_password=False)
     finally:
         with admin.connect() as conn:

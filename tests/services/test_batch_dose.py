@@ -23,7 +23,7 @@ from mfg.models import Batch
 from mfg.reports import pdf as pdfs
 from mfg.reports.site_certificate import ensure_site_certificate
 from mfg.services import audit, clinical, documents, evaluation, review, snapshot, starting
-from tests.support import PASSWORD, assert_audit_intact, recorded_back, settle_pending_results
+from tests.support import PASSWORD, assert_audit_intact, owner_url, recorded_back, settle_pending_results
 
 from .test_batch_concurrency import _race
 from .test_demo_nk import nk_demo  # noqa: F401 - the fixture
@@ -168,10 +168,10 @@ def test_the_migration_pins_each_existing_batch_the_dose_signed_before_it_starte
     batch_id = batch.id
     session.close()
     db.engine.dispose()
-    engine = sa.create_engine(database_url, poolclass=sa.pool.NullPool)
+    engine = sa.create_engine(owner_url(database_url), poolclass=sa.pool.NullPool)  # migrates, and tampers
     reassign = sa.text("UPDATE subject SET dose_level = 'DL4', dose_cells_per_kg = 30000000")
     if engine.dialect.name == "postgresql":
-        config = alembic_config(database_url)
+        config = alembic_config(owner_url(database_url))
         command.downgrade(config, "0012")
         with engine.begin() as conn:  # the old schema let the subject's dose change under an open batch
             conn.execute(reassign)

@@ -18,7 +18,7 @@ from mfg.domain.errors import (
 )
 from mfg.models import AuditEntry, RecordedValue, Signature, SignatureInvalidation, StepExecution, utcnow
 from mfg.services import batch_pages, deviations, evaluation, masterdata, signatures, starting, steps
-from tests.support import PASSWORD
+from tests.support import PASSWORD, app_refusal, attacker_engine
 
 UTC = ZoneInfo("UTC")
 
@@ -283,8 +283,12 @@ def test_correction_keeps_the_original_invalidates_signatures_and_is_audited(pla
 def test_recorded_values_cannot_be_updated_in_the_database(app, plant):
     perform(plant, "line_clearance", GOOD["line_clearance"]())
     plant["session"].commit()
-    with pytest.raises(sa.exc.DatabaseError, match="GMP record guard"):
+    # the application's role: refused by the guard trigger, or with two PostgreSQL roles by its privileges first
+    with pytest.raises(sa.exc.DatabaseError, match=app_refusal(app, "UPDATE", "recorded_value")):
         with app.extensions["mfg.db"].engine.begin() as conn:
+            conn.execute(sa.text("UPDATE recorded_value SET text = 'BSC-02'"))
+    with pytest.raises(sa.exc.DatabaseError, match="GMP record guard"):  # and whoever owns the table
+        with attacker_engine(app).begin() as conn:
             conn.execute(sa.text("UPDATE recorded_value SET text = 'BSC-02'"))
 
 

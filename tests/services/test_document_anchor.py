@@ -22,6 +22,7 @@ from mfg.reports.site_certificate import ensure_site_certificate
 from mfg.services import audit, documents
 from tests.services.test_audit_seal import _drop_guards, _rechain
 from tests.services.test_batch_engine import perform, plant  # noqa: F401, F811  (the fixture)
+from tests.support import attacker_engine
 
 
 @pytest.fixture
@@ -70,7 +71,7 @@ def test_a_value_changed_after_issue_is_named_by_verify_pdf(app, issued):
     """Someone with database access alone changes a recorded value: the document is still the one issued (valid),
     and verify-pdf names the value that no longer says what the document says."""
     session = issued["session"]
-    engine = app.extensions["mfg.db"].engine
+    engine = attacker_engine(app)
     with engine.begin() as conn:
         if engine.dialect.name == "sqlite":
             for (name,) in conn.execute(sa.text("SELECT name FROM sqlite_master WHERE type = 'trigger' "
@@ -94,7 +95,7 @@ def test_a_trail_rewritten_and_resealed_with_the_key_is_reported_against_the_doc
     """Someone holding the database AND the instance key rewrites an entry from before the document's issue,
     recomputes the chain and seals the new head: `audit verify` cannot tell, the document's anchor can."""
     session = issued["session"]
-    engine = app.extensions["mfg.db"].engine
+    engine = attacker_engine(app)
     value_entry = session.scalar(sa.select(AuditEntry.seq).where(
         AuditEntry.action == "recorded_value.create", AuditEntry.entity_id == str(issued["value_id"])))
     assert value_entry < issued["head_at_issue"]

@@ -15,6 +15,7 @@ from mfg.extensions import db
 from mfg.migrate import alembic_config
 from mfg.models import AuditEntry, AuditHead, Base
 from mfg.services import audit
+from tests.support import owner_url, upgrade_as_owner
 
 
 def test_the_migrated_schema_matches_the_models(app):
@@ -27,19 +28,18 @@ def test_the_migrated_schema_matches_the_models(app):
 def test_the_audit_heads_record_of_times_is_filled_from_an_existing_trail(database_url, app_factory):
     """Migration 0010 fills the head's latest time and latest out-of-order time from a trail written before
     it (here, the clock set back from day 3 to day 1), so verify and the date filter agree at once."""
-    config = alembic_config(database_url)
-    command.downgrade(config, "0009")
+    command.downgrade(alembic_config(owner_url(database_url)), "0009")  # as the schema's owner migrates it
     at = [datetime(2026, 3, day, 9, 30, tzinfo=timezone.utc) for day in (3, 1, 2)]
     prev, rows = GENESIS_HASH, []
     for seq, when in enumerate(at, start=1):
         entry = ChainEntry(seq, when, None, "cli:root", "login.failure", None, None, None, None, None, prev)
         prev = entry.compute_hash()
         rows.append({**entry.content(), "occurred_at": when, "entry_hash": prev})
-    engine = sa.create_engine(database_url, poolclass=sa.pool.NullPool)
+    engine = sa.create_engine(owner_url(database_url), poolclass=sa.pool.NullPool)
     with engine.begin() as conn:
         conn.execute(sa.insert(AuditEntry.__table__), rows)
         conn.execute(sa.text("UPDATE audit_head SET seq = 3, entry_hash = :hash"), {"hash": prev})
-    command.upgrade(config, "head")
+    upgrade_as_owner(database_url)
     with engine.connect() as conn:
         head = conn.execute(sa.select(AuditHead.max_at, AuditHead.unordered_at)).one()
     engine.dispose()

@@ -25,7 +25,7 @@ from mfg.models import AuditEntry, QualificationRecord
 from mfg.reports import pdf as pdfs
 from mfg.reports.pdf import DOCUMENT_FONTS
 from mfg.services import qualification
-from tests.support import DEMO_SOP, drop_audit_update_guard
+from tests.support import DEMO_SOP, attacker_engine, drop_audit_update_guard, owner_url, two_roles
 
 TITLES = [title for _key, title, _function in qualification.CHECKS]
 
@@ -46,7 +46,8 @@ def _qualify(app, out: Path):
 
 
 def _engine(app) -> sa.Engine:
-    return app.extensions["mfg.db"].engine
+    """Whoever can write the database (the attacker's engine: tests.support.attacker_engine)."""
+    return attacker_engine(app)
 
 
 def test_a_fresh_instance_qualifies_and_its_signed_report_verifies(app, instance, tmp_path):
@@ -146,7 +147,7 @@ def test_a_world_readable_key_fails_the_secrets_check(app, instance, tmp_path):
 
 
 def test_a_database_one_migration_behind_fails_and_its_report_is_not_stored(app, instance, tmp_path, database_url):
-    command.downgrade(alembic_config(database_url), "-1")
+    command.downgrade(alembic_config(owner_url(database_url)), "-1")  # as the schema's owner migrates it
     result, failed = _qualify(app, tmp_path / "iq")
     assert result.exit_code == 1 and "Database schema at the newest migration" in failed
     head = ScriptDirectory.from_config(alembic_config(database_url)).get_revision("head")
@@ -155,6 +156,8 @@ def test_a_database_one_migration_behind_fails_and_its_report_is_not_stored(app,
             "run `flask --app mfg init`") in result.output
     assert "signed but not stored in the database, whose schema check failed" in result.output
     (report,) = (tmp_path / "iq").glob("IQ-*.pdf")
+    if two_roles(app):  # init migrates as the owner (README: Two PostgreSQL roles)
+        app.config["OWNER_DATABASE_URL"] = owner_url(database_url)
     assert app.test_cli_runner().invoke(args=["init"]).exit_code == 0  # migrated: the report is still not stored
     refused = app.test_cli_runner().invoke(args=["verify-pdf", str(report)])
     assert refused.exit_code == 1 and "the file is not a document this site stored" in refused.output
@@ -220,8 +223,7 @@ def test_a_font_that_is_not_installed_fails_the_fonts_check(app, instance):
 
 def test_an_altered_audit_trail_fails_the_audit_check(app, instance, tmp_path, make_user):
     make_user("olivia")
-    engine = _engine(app)
-    drop_audit_update_guard(engine)
+    engine = drop_audit_update_guard(app)
     with engine.begin() as conn:
         conn.execute(sa.text("UPDATE audit_entry SET username = 'someone-else' WHERE seq = 1"))
     result, failed = _qualify(app, tmp_path)

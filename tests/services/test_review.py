@@ -13,7 +13,7 @@ from mfg.demo import seed as demo
 from mfg.domain.errors import ConflictError, PermissionDenied, ValidationFailed
 from mfg.models import BatchDecision, Signature, utcnow
 from mfg.services import batches, deviations, results, review, signatures, steps
-from tests.support import PASSWORD, assert_audit_intact
+from tests.support import PASSWORD, app_refusal, assert_audit_intact
 
 from .test_demo_nk import nk_demo  # noqa: F401 - the fixture
 
@@ -24,7 +24,8 @@ def _sign(user):
     return {"signer": user, "password": PASSWORD, "username": user.username, "require_username": True}
 
 
-def test_qa_reviews_by_exception_and_releases_conditionally_then_finally(nk_demo, session, make_user):  # noqa: F811
+def test_qa_reviews_by_exception_and_releases_conditionally_then_finally(app, nk_demo, session,  # noqa: F811
+                                                                         make_user):
     quinn = session.merge(make_user("quinn", "qa", full_name="Quinn Quality"))
     victor = session.merge(make_user("victor", "operator,qa", full_name="Victor Both"))
     olivia = nk_demo["olivia"]
@@ -137,7 +138,7 @@ def test_qa_reviews_by_exception_and_releases_conditionally_then_finally(nk_demo
     assert [d.decision for d in review.decisions(session, batch)] == ["conditionally_released", "released"]
     assert signatures.check_all(session)[1] == []
     assert_audit_intact(session)
-    with pytest.raises(sa.exc.DBAPIError, match="GMP record guard"):
+    with pytest.raises(sa.exc.DBAPIError, match=app_refusal(app, "UPDATE", "batch_decision")):
         session.execute(sa.update(BatchDecision).values(comment="changed"))
     session.rollback()
     assert session.scalar(sa.select(sa.func.count()).select_from(Signature).where(

@@ -20,6 +20,7 @@ from mfg.domain.errors import DomainError
 from mfg.models import AuditEntry, RecordedValue, Signature, SignatureSeal, StepExecution
 from mfg.services import signatures
 from tests.services.test_batch_engine import perform, plant  # noqa: F401, F811  (the fixture)
+from tests.support import attacker_engine
 
 
 def _drop_guards(engine: sa.Engine, *tables: str) -> None:
@@ -47,7 +48,7 @@ def signed_step(app, plant):  # noqa: F811
     assert checked >= 1 and mismatches == []
     ids = (ex.id, value.id, ex.performed_signature_id)
     session.rollback()
-    engine = app.extensions["mfg.db"].engine
+    engine = attacker_engine(app)
     _drop_guards(engine, "recorded_value", "signature", "signature_seal")
     return engine, ids
 
@@ -157,7 +158,7 @@ def test_once_signatures_are_sealed_a_missing_seal_is_never_sealed_over(app, ses
 def test_the_upgrade_seals_signatures_that_never_had_one(app, session, plant):  # noqa: F811
     perform(plant, "room_check", {"room_temperature": "21.0", "settle_plate_count": "0", "room_status": "Clean"})
     session.commit()
-    engine = app.extensions["mfg.db"].engine
+    engine = attacker_engine(app)
     session.rollback()
     _drop_guards(engine, "signature_seal")
     with engine.begin() as conn:  # a trail signed before migration 0017

@@ -12,7 +12,7 @@ from mfg.domain.canonical import content_hash
 from mfg.domain.errors import AuthenticationFailed, PermissionDenied, ValidationFailed
 from mfg.models import AuditEntry, Signature
 from mfg.services import accounts, signatures, sops
-from tests.support import DEMO_SOP, PASSWORD
+from tests.support import DEMO_SOP, PASSWORD, attacker_engine
 
 
 @pytest.fixture
@@ -94,7 +94,7 @@ def test_check_reports_records_changed_after_signing(app, session, make_user, ap
     checked, mismatches = signatures.check_all(session)
     assert checked == 1 and mismatches == []
     session.rollback()  # end the read transaction: DROP TRIGGER waits for every lock on the table
-    engine = app.extensions["mfg.db"].engine
+    engine = attacker_engine(app)
     with engine.begin() as conn:  # an edit outside the application, guards dropped first
         if engine.dialect.name == "sqlite":
             conn.execute(sa.text("DROP TRIGGER sop_version_immutable"))

@@ -62,8 +62,7 @@ def test_audit_verify_exit_codes(app, make_user):
     runner = app.test_cli_runner()
     result = runner.invoke(args=["audit", "verify"])
     assert result.exit_code == 0 and "audit trail intact: 1 entries checked" in result.output
-    engine = app.extensions["mfg.db"].engine
-    drop_audit_update_guard(engine)
+    engine = drop_audit_update_guard(app)
     with engine.begin() as conn:
         conn.execute(sa.text("UPDATE audit_entry SET username = 'someone-else' WHERE seq = 1"))
     result = runner.invoke(args=["audit", "verify"])
