@@ -1,4 +1,9 @@
-"""Administrator commands: ``flask --app mfg <command>``. Non-interactive; passwords never on argv."""
+"""Administrator commands: ``flask --app mfg <command>``. Non-interactive; passwords never on argv.
+
+This module is longer than 600 lines because it holds every administrator command, each a thin click wrapper
+over a service (init, users, SOPs, the audit trail and its anchors, documents, demo data), and they share the
+unit-of-work and session helpers kept private here; split by command group once a group grows logic of its own.
+"""
 
 from __future__ import annotations
 

@@ -217,7 +217,8 @@ def _chain_rows(session: Session, batch: int = 5000, *,
         result.close()
 
 
-def _head(session: Session) -> tuple[ChainHead, HeadSeal] | None:
+def head_and_seal(session: Session) -> tuple[ChainHead, HeadSeal] | None:
+    """The audit head as the application recorded it and its stored seal (None when the row is missing)."""
     head = session.execute(sa.select(*(getattr(AuditHead, name) for name in _HEAD_COLUMNS))
                            .where(AuditHead.id == 1)).one_or_none()
     return None if head is None else (ChainHead(*head[:4]), HeadSeal(*head[4:]))
@@ -234,7 +235,7 @@ def verify_from(session: Session, start: ChainHead | None) -> tuple[VerifyResult
     whole trail), then check the head and its seal as :func:`verify` does. Also returns the head checked (a
     checkpoint of it may be taken when the result is ok), None when there is none."""
     keys = key_ring(session)
-    found = _head(session)
+    found = head_and_seal(session)
     if found is None:
         return VerifyResult(0, "the audit chain head is missing", None), None
     head, seal = found
@@ -275,7 +276,7 @@ def seal_existing(session: Session) -> Sealed:
     evidence, not something to seal over).
     """
     keys = key_ring(session)
-    found = _head(session)
+    found = head_and_seal(session)
     if found is None:
         raise DomainError("the audit chain head is missing")
     head, seal = found

@@ -53,7 +53,7 @@ def current_anchor(session: Session) -> Anchor:
     """The audit head as it is now, sealed as an anchor with the current key. Refused (``HeadNotSealed``) when
     the head's own seal does not vouch for it: an anchor is never taken of a head the application did not seal."""
     keys = audit.key_ring(session)
-    found = audit._head(session)
+    found = audit.head_and_seal(session)
     if found is None:
         raise DomainError("the audit chain head is missing")
     head, seal = found

@@ -91,7 +91,7 @@ def _forge(engine: sa.Engine, change: Callable[[sa.Connection], None]) -> None:
 def _assert_caught(app, session, problem: str) -> None:
     session.rollback()
     # the forgery is perfect at the level of the unkeyed chain: without the seal, verify would say intact
-    head, _seal = audit._head(session)
+    head, _seal = audit.head_and_seal(session)
     unkeyed = verify_chain(audit._chain_rows(session), head)
     assert unkeyed.ok, unkeyed
     result = audit.verify(session)
