@@ -108,6 +108,22 @@ def app_refusal(app, operation: str, table: str) -> str:  # noqa: ANN001 - a Fla
     return "GMP record guard"
 
 
+def drop_guards(engine, *tables: str) -> None:  # noqa: ANN001 - a SQLAlchemy engine
+    """What an attacker with database access does first, on ``engine`` (``attacker_engine``: with two PostgreSQL
+    roles the schema owner's): put the guard triggers of ``tables`` out of the way (dropped on SQLite, disabled
+    on PostgreSQL)."""
+    import sqlalchemy as sa
+
+    with engine.begin() as conn:
+        for table in tables:
+            if engine.dialect.name == "sqlite":
+                for (name,) in conn.execute(sa.text("SELECT name FROM sqlite_master WHERE type = 'trigger' "
+                                                    "AND tbl_name = :table"), {"table": table}):
+                    conn.execute(sa.text(f"DROP TRIGGER {name}"))
+            else:
+                conn.execute(sa.text(f"ALTER TABLE {table} DISABLE TRIGGER USER"))
+
+
 def drop_audit_update_guard(app):  # noqa: ANN001, ANN201 - a Flask app; a SQLAlchemy engine
     """What an attacker with database access would do first: drop the trigger that refuses UPDATE on
     audit entries (SQLite has one per operation, PostgreSQL one for UPDATE and DELETE), as the attacker

@@ -20,22 +20,11 @@ from mfg.domain.audit_chain import ChainHead, anchor_seal_problem, seal_head
 from mfg.models import AuditCheckpoint, AuditEntry, AuditHead
 from mfg.services import audit, audit_anchors
 from tests.services.test_audit_seal import _rechain, _renumber
-from tests.support import AUDIT_KEY_RING, attacker_engine
+from tests.support import AUDIT_KEY_RING, attacker_engine, drop_guards
 
 ENTRY = AuditEntry.__table__
 HEAD = AuditHead.__table__
 CHECKPOINT = AuditCheckpoint.__table__
-
-
-def _drop_guards(engine: sa.Engine, table: str) -> None:
-    """What an attacker with database access does first."""
-    with engine.begin() as conn:
-        if engine.dialect.name == "sqlite":
-            for (name,) in conn.execute(sa.text("SELECT name FROM sqlite_master WHERE type = 'trigger' "
-                                                "AND tbl_name = :table"), {"table": table}):
-                conn.execute(sa.text(f"DROP TRIGGER {name}"))
-        else:
-            conn.execute(sa.text(f"DROP TRIGGER {table}_refuse_change ON {table}"))
 
 
 def _audit(app, *args: str):
@@ -152,7 +141,7 @@ def test_a_checkpoint_rewritten_outside_the_application_is_refused(app, session,
     assert _audit(app, "verify").exit_code == 0
     _events(session, 3)
     session.rollback()
-    _drop_guards(engine, "audit_checkpoint")
+    drop_guards(engine, "audit_checkpoint")
     with engine.begin() as conn:  # claim that the trail was verified up to its end: no entry would be walked
         conn.execute(sa.text("UPDATE audit_checkpoint SET seq = 28, entry_hash = (SELECT entry_hash FROM audit_entry "
                              "WHERE seq = 28)"))
@@ -179,7 +168,7 @@ def test_a_deleted_checkpoint_makes_since_last_start_from_an_older_one_or_verify
     first, second = session.scalars(sa.select(AuditCheckpoint).order_by(AuditCheckpoint.id)).all()
     assert (first.seq, second.seq) == (24, 27)
     session.rollback()  # end the read transaction: DROP TRIGGER waits for every lock on the table
-    _drop_guards(engine, "audit_checkpoint")
+    drop_guards(engine, "audit_checkpoint")
     with engine.begin() as conn:
         conn.execute(sa.delete(CHECKPOINT).where(CHECKPOINT.c.id == second.id))
     result = _audit(app, "verify", "--since-last")
@@ -239,7 +228,7 @@ def test_since_last_catches_a_forgery_after_its_checkpoint(app, session, trail, 
     assert _audit(app, "verify").exit_code == 0  # checkpoint at 24, audit.verified at 25
     _events(session, 5)  # 26..30
     session.rollback()
-    _drop_guards(engine, "audit_entry")
+    drop_guards(engine, "audit_entry")
     with engine.begin() as conn:
         forge(conn)
     result = _audit(app, "verify", "--since-last")
@@ -295,7 +284,7 @@ def test_a_trail_rewritten_by_someone_holding_the_key_is_caught_by_an_older_anch
     assert _audit(app, "seal", "--out", str(anchors / "older.json")).exit_code == 0  # anchor at 24
     _events(session, 5)  # 25 is audit.checkpoint_exported, then 26..30
     session.rollback()
-    _drop_guards(engine, "audit_entry")
+    drop_guards(engine, "audit_entry")
     with engine.begin() as conn:
         if rewrite == "entry rewritten before the anchor":
             conn.execute(sa.text("UPDATE audit_entry SET after = replace(after, 'bob', 'eve') WHERE seq = 2"))

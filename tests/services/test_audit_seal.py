@@ -24,23 +24,10 @@ from mfg.domain.audit_chain import GENESIS_HASH, ChainEntry, ChainHead, KeyRing,
 from mfg.extensions import db
 from mfg.models import AuditEntry, AuditHead
 from mfg.services import audit
-from tests.support import AUDIT_KEY_RING, DEMO_SOP, attacker_engine
+from tests.support import AUDIT_KEY_RING, DEMO_SOP, attacker_engine, drop_guards
 
 ENTRY = AuditEntry.__table__
 HEAD = AuditHead.__table__
-
-
-def _drop_guards(engine: sa.Engine) -> None:
-    """What an attacker with database access does first, on ``engine``: the attacker's
-    (``tests.support.attacker_engine``; with two PostgreSQL roles the schema owner's, since the application's
-    role cannot drop a trigger)."""
-    with engine.begin() as conn:
-        if engine.dialect.name == "sqlite":
-            for (name,) in conn.execute(sa.text("SELECT name FROM sqlite_master WHERE type = 'trigger' "
-                                                "AND tbl_name = 'audit_entry'")):
-                conn.execute(sa.text(f"DROP TRIGGER {name}"))
-        else:
-            conn.execute(sa.text("DROP TRIGGER audit_entry_refuse_change ON audit_entry"))
 
 
 def _rechain(conn: sa.Connection) -> None:
@@ -78,7 +65,7 @@ def trail(app, session, make_user):
     assert result.ok and result.checked == 24, result
     session.rollback()  # end the read transaction: DROP TRIGGER waits for every lock on the table
     engine = attacker_engine(app)
-    _drop_guards(engine)
+    drop_guards(engine, "audit_entry")
     return engine
 
 
@@ -204,7 +191,7 @@ def test_key_rotation_keeps_an_older_seal_verifiable(app, session, make_user):
     verified = app.test_cli_runner().invoke(args=["audit", "verify"])
     assert verified.exit_code == 0 and "WARNING" not in verified.output, verified.output
     session.rollback()
-    _drop_guards(attacker_engine(app))
+    drop_guards(attacker_engine(app), "audit_entry")
     with attacker_engine(app).begin() as conn:  # a backup's head, sealed before the rotation
         conn.execute(sa.text("UPDATE audit_head SET seq = 1, entry_hash = (SELECT entry_hash FROM audit_entry "
                              "WHERE seq = 1), max_at = (SELECT occurred_at FROM audit_entry WHERE seq = 1)"))

@@ -20,9 +20,9 @@ from mfg.models import AuditEntry, AuditHead, RecordedValue
 from mfg.reports import pdf as pdfs
 from mfg.reports.site_certificate import ensure_site_certificate
 from mfg.services import audit, documents
-from tests.services.test_audit_seal import _drop_guards, _rechain
+from tests.services.test_audit_seal import _rechain
 from tests.services.test_batch_engine import perform, plant  # noqa: F401, F811  (the fixture)
-from tests.support import attacker_engine
+from tests.support import attacker_engine, drop_guards
 
 
 @pytest.fixture
@@ -72,13 +72,8 @@ def test_a_value_changed_after_issue_is_named_by_verify_pdf(app, issued):
     and verify-pdf names the value that no longer says what the document says."""
     session = issued["session"]
     engine = attacker_engine(app)
+    drop_guards(engine, "recorded_value")
     with engine.begin() as conn:
-        if engine.dialect.name == "sqlite":
-            for (name,) in conn.execute(sa.text("SELECT name FROM sqlite_master WHERE type = 'trigger' "
-                                                "AND tbl_name = 'recorded_value'")):
-                conn.execute(sa.text(f"DROP TRIGGER {name}"))
-        else:
-            conn.execute(sa.text("ALTER TABLE recorded_value DISABLE TRIGGER USER"))
         conn.execute(sa.update(RecordedValue.__table__).where(RecordedValue.__table__.c.id == issued["value_id"])
                      .values(raw="21.0", text="21.0", number=21, in_limits=True, limit_message=None))
     session.expire_all()
@@ -101,7 +96,7 @@ def test_a_trail_rewritten_and_resealed_with_the_key_is_reported_against_the_doc
     assert value_entry < issued["head_at_issue"]
     key_id, key = audit.key_ring(session).current
     session.rollback()
-    _drop_guards(engine)
+    drop_guards(engine, "audit_entry")
     with engine.begin() as conn:
         conn.execute(sa.text("UPDATE audit_entry SET after = replace(after, '26.0', '21.0') WHERE seq = :seq"),
                      {"seq": value_entry})

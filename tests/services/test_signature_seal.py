@@ -20,18 +20,7 @@ from mfg.domain.errors import DomainError
 from mfg.models import AuditEntry, RecordedValue, Signature, SignatureSeal, StepExecution
 from mfg.services import signatures
 from tests.services.test_batch_engine import perform, plant  # noqa: F401, F811  (the fixture)
-from tests.support import attacker_engine
-
-
-def _drop_guards(engine: sa.Engine, *tables: str) -> None:
-    with engine.begin() as conn:
-        for table in tables:
-            if engine.dialect.name == "sqlite":
-                for (name,) in conn.execute(sa.text("SELECT name FROM sqlite_master WHERE type = 'trigger' "
-                                                    "AND tbl_name = :t"), {"t": table}):
-                    conn.execute(sa.text(f"DROP TRIGGER {name}"))
-            else:
-                conn.execute(sa.text(f"ALTER TABLE {table} DISABLE TRIGGER USER"))
+from tests.support import attacker_engine, drop_guards
 
 
 @pytest.fixture
@@ -49,7 +38,7 @@ def signed_step(app, plant):  # noqa: F811
     ids = (ex.id, value.id, ex.performed_signature_id)
     session.rollback()
     engine = attacker_engine(app)
-    _drop_guards(engine, "recorded_value", "signature", "signature_seal")
+    drop_guards(engine, "recorded_value", "signature", "signature_seal")
     return engine, ids
 
 
@@ -160,7 +149,7 @@ def test_the_upgrade_seals_signatures_that_never_had_one(app, session, plant):  
     session.commit()
     engine = attacker_engine(app)
     session.rollback()
-    _drop_guards(engine, "signature_seal")
+    drop_guards(engine, "signature_seal")
     with engine.begin() as conn:  # a trail signed before migration 0017
         conn.execute(sa.delete(SignatureSeal.__table__))
     session.expire_all()
