@@ -24,7 +24,7 @@ from .domain.errors import DomainError
 from .extensions import db
 from .migrate import upgrade
 from .reports.site_certificate import ensure_site_certificate
-from .services import accounts, audit, audit_anchors, audit_state, signatures, sops
+from .services import accounts, audit, audit_anchors, signatures, sops
 from .unit_of_work import unit_of_work
 
 if TYPE_CHECKING:
@@ -315,7 +315,7 @@ def audit_verify(since_last: bool, anchors: Path | None) -> None:
         if since_last:
             verification = audit_anchors.verify_since_last(session)
         else:
-            verification = audit_anchors.verify_full(session)
+            verification = audit_anchors.verify_full(session, state=True)
         result = verification.result
         start = verification.start
         if since_last and start is None:
@@ -338,8 +338,8 @@ def audit_verify(since_last: bool, anchors: Path | None) -> None:
     except audit_key.AuditKeyError as exc:
         raise click.ClickException(str(exc)) from None
     state_ok = True
-    if result.ok and not since_last:
-        state = audit_state.check(session)
+    state = verification.state
+    if result.ok and state is not None:
         for line in state.lines():
             click.echo(line, err=True)
         if state.not_checkable:

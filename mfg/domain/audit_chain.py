@@ -67,19 +67,30 @@ class ChainEntry(NamedTuple):
 
     def canonical_text(self) -> str:
         """The exact text the hash covers: the canonical JSON of :meth:`content`."""
-        seq, occurred_at, user_id, username, action, entity_type, entity_id, before, after, reason, prev_hash = self
-        if type(seq) is not int or (user_id is not None and type(user_id) is not int):
-            return canonical_json(self.content())  # not what the trail stores; keep the general rule's answer
-        enc = encode_basestring
-        return _TEMPLATE % (
-            "null" if action is None else enc(action), "null" if after is None else enc(after),
-            "null" if before is None else enc(before), "null" if entity_id is None else enc(entity_id),
-            "null" if entity_type is None else enc(entity_type), iso_utc(occurred_at),
-            "null" if prev_hash is None else enc(prev_hash), "null" if reason is None else enc(reason), seq,
-            "null" if user_id is None else user_id, "null" if username is None else enc(username))
+        return entry_text(self.seq, iso_utc(self.occurred_at), self.user_id, self.username, self.action,
+                          self.entity_type, self.entity_id, self.before, self.after, self.reason, self.prev_hash)
 
     def compute_hash(self) -> str:
         return hashlib.sha256(self.canonical_text().encode("utf-8")).hexdigest()
+
+
+def entry_text(seq: Any, at: str, user_id: Any, username: Any, action: Any, entity_type: Any, entity_id: Any,
+               before: Any, after: Any, reason: Any, prev_hash: Any) -> str:
+    """The text an entry's hash covers, from its stored fields (``at``: its time as ``iso_utc`` writes it):
+    the canonical JSON of :meth:`ChainEntry.content`, by a template (a property test holds the two equal over
+    arbitrary text). The one place the form is written; the verify calls it a million times."""
+    if type(seq) is not int or (user_id is not None and type(user_id) is not int):
+        # not what the trail stores (e.g. text put into a number column outside the application): the general rule
+        return canonical_json({"seq": seq, "occurred_at": at, "user_id": user_id, "username": username,
+                               "action": action, "entity_type": entity_type, "entity_id": entity_id,
+                               "before": before, "after": after, "reason": reason, "prev_hash": prev_hash})
+    enc = encode_basestring
+    return _TEMPLATE % (
+        "null" if action is None else enc(action), "null" if after is None else enc(after),
+        "null" if before is None else enc(before), "null" if entity_id is None else enc(entity_id),
+        "null" if entity_type is None else enc(entity_type), at,
+        "null" if prev_hash is None else enc(prev_hash), "null" if reason is None else enc(reason), seq,
+        "null" if user_id is None else user_id, "null" if username is None else enc(username))
 
 
 class ChainHead(NamedTuple):
@@ -362,9 +373,97 @@ class VerifyResult:
         return self.problem is None
 
 
+class Walked(NamedTuple):
+    """Where a walk over part of the trail ended: ``checked`` entries after its start, the first break
+    (``problem``, ``bad_seq``) if any, and the position reached: the last good entry's sequence number and
+    stored hash, and the trail's times up to it (``iso_utc`` texts: of one width, they order as the times do)."""
+
+    checked: int
+    problem: str | None
+    bad_seq: int | None
+    seq: int
+    entry_hash: str
+    max_at: str | None
+    unordered_at: str | None
+
+
+# One stored entry as a walk reads it: seq, time (its ``iso_utc`` text, None when the stored value is not a
+# time), user_id, username, action, entity_type, entity_id, before, after, reason, prev_hash, entry_hash.
+Row = tuple[Any, ...]
+
+
+def walk(rows: Iterable[Row], seq: int, entry_hash: str, max_at: str | None = None,
+         unordered_at: str | None = None) -> Walked:
+    """Walk stored entries in sequence order from the position ``seq`` (stored hash ``entry_hash``; 0 and
+    ``GENESIS_HASH`` for the trail's start) and the trail's times there; stop at the first break: a missing or
+    out-of-order entry, a link to anything but the entry before, or content that does not match its hash.
+
+    The one place the chain's rules are checked: :func:`verify_chain` walks ``ChainEntry`` objects through it,
+    and ``services.audit_walk`` walks the database's rows through it, in parts, one process per part. The times
+    are ``next_times`` over texts (the same order); written out here, once, because this loop runs a million
+    times in a full verify."""
+    sha256 = hashlib.sha256
+    text = entry_text
+    expected_seq = seq + 1
+    expected_prev = entry_hash
+    checked = 0
+    for row in rows:
+        at = row[1]
+        stored = row[11]
+        if row[0] != expected_seq:
+            if row[0] > expected_seq:
+                problem = f"entry {expected_seq} is missing (next is {row[0]}): deleted"
+                return Walked(checked, problem, expected_seq, expected_seq - 1, expected_prev, max_at, unordered_at)
+            return Walked(checked, f"entry {row[0]} is out of sequence (expected {expected_seq})", row[0],
+                          expected_seq - 1, expected_prev, max_at, unordered_at)
+        if row[10] != expected_prev:
+            return Walked(checked, f"entry {expected_seq} does not link to entry {expected_seq - 1}: an entry was "
+                                   "inserted, deleted or altered", expected_seq, expected_seq - 1, expected_prev,
+                          max_at, unordered_at)
+        if at is None or sha256(text(*row[:11]).encode("utf-8")).hexdigest() != stored:
+            return Walked(checked, f"entry {expected_seq} was altered: its content does not match its hash",
+                          expected_seq, expected_seq - 1, expected_prev, max_at, unordered_at)
+        if max_at is None or at > max_at:
+            max_at = at
+        elif at < max_at and (unordered_at is None or at > unordered_at):
+            unordered_at = at
+        checked += 1
+        expected_prev = stored
+        expected_seq += 1
+    return Walked(checked, None, None, expected_seq - 1, expected_prev, max_at, unordered_at)
+
+
+def check_end(walked: Walked, head: ChainHead | None, seal: tuple[KeyRing, HeadSeal] | None) -> VerifyResult:
+    """The result of a walk that reached the trail's end (its parts joined): its first break, else whether the
+    ``head`` the application recorded is where the walk ended, with the same times, sealed by the key ring."""
+    checked = walked.checked
+    if walked.problem is not None:
+        return VerifyResult(checked, walked.problem, walked.bad_seq)
+    if head is not None:
+        if head.seq != walked.seq or (head.seq and head.entry_hash != walked.entry_hash):
+            return VerifyResult(checked, f"the trail ends at entry {walked.seq} but the application "
+                                         f"recorded entry {head.seq} as the last: entries were removed or added",
+                                walked.seq + 1)
+        head_times = (_text(head.max_at), _text(head.unordered_at))
+        if head_times != (walked.max_at, walked.unordered_at):
+            return VerifyResult(checked, "the audit head's record of the trail's times (latest "
+                                         f"{head_times[0] or 'none'}, out of order up to {head_times[1] or 'none'}) "
+                                         f"does not match the entries (latest {walked.max_at or 'none'}, out of "
+                                         f"order up to {walked.unordered_at or 'none'})", None)
+        if seal is not None:
+            problem = seal_problem(seal[0], head, seal[1])
+            if problem is not None:
+                return VerifyResult(checked, problem, None)
+    return VerifyResult(checked)
+
+
+def _text(at: datetime | None) -> str | None:
+    return None if at is None else iso_utc(at)
+
+
 def verify_chain(entries: Iterable[tuple[ChainEntry, str]], head: ChainHead | None = None,
                  seal: tuple[KeyRing, HeadSeal] | None = None, *, start: ChainHead | None = None) -> VerifyResult:
-    """Walk ``(entry, stored_hash)`` pairs in sequence order; report the first break.
+    """Walk ``(entry, stored_hash)`` pairs in sequence order; report the first break (:func:`walk`).
 
     ``head`` is what the application recorded when it last appended: its last sequence number and hash
     catch entries removed from the end of the trail; its record of the trail's times (which the audit
@@ -377,42 +476,10 @@ def verify_chain(entries: Iterable[tuple[ChainEntry, str]], head: ChainHead | No
     """
     if start is None:
         start = ChainHead(0, GENESIS_HASH, None, None)
-    expected_prev = start.entry_hash if start.seq else GENESIS_HASH
-    expected_seq = start.seq + 1
-    checked = 0
-    max_at, unordered_at = start.max_at, start.unordered_at
-    for entry, stored_hash in entries:
-        if entry.seq != expected_seq:
-            if entry.seq > expected_seq:
-                return VerifyResult(checked, f"entry {expected_seq} is missing (next is {entry.seq}): deleted",
-                                    expected_seq)
-            return VerifyResult(checked, f"entry {entry.seq} is out of sequence (expected {expected_seq})",
-                                entry.seq)
-        if entry.prev_hash != expected_prev:
-            return VerifyResult(checked, f"entry {entry.seq} does not link to entry {entry.seq - 1}: "
-                                         "an entry was inserted, deleted or altered", entry.seq)
-        if entry.compute_hash() != stored_hash:
-            return VerifyResult(checked, f"entry {entry.seq} was altered: its content does not match its hash",
-                                entry.seq)
-        max_at, unordered_at = next_times(max_at, unordered_at, entry.occurred_at)
-        checked += 1
-        expected_prev = stored_hash
-        expected_seq += 1
-    if head is not None:
-        if head.seq != expected_seq - 1 or (head.seq and head.entry_hash != expected_prev):
-            return VerifyResult(checked, f"the trail ends at entry {expected_seq - 1} but the application "
-                                         f"recorded entry {head.seq} as the last: entries were removed or added",
-                                expected_seq)
-        if (head.max_at, head.unordered_at) != (max_at, unordered_at):
-            return VerifyResult(checked, "the audit head's record of the trail's times (latest "
-                                         f"{_when(head.max_at)}, out of order up to {_when(head.unordered_at)}) "
-                                         f"does not match the entries (latest {_when(max_at)}, out of order up to "
-                                         f"{_when(unordered_at)})", None)
-        if seal is not None:
-            problem = seal_problem(seal[0], head, seal[1])
-            if problem is not None:
-                return VerifyResult(checked, problem, None)
-    return VerifyResult(checked)
+    rows = ((entry.seq, iso_utc(entry.occurred_at), *entry[2:], stored) for entry, stored in entries)
+    walked = walk(rows, start.seq, start.entry_hash if start.seq else GENESIS_HASH, _text(start.max_at),
+                  _text(start.unordered_at))
+    return check_end(walked, head, seal)
 
 
 def _when(at: datetime | None) -> str:

@@ -16,11 +16,11 @@ or rewritten outside the application is never sealed over. The key ring comes wi
 
 from __future__ import annotations
 
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import sqlalchemy as sa
 from sqlalchemy import event
@@ -28,21 +28,24 @@ from sqlalchemy.orm import Session
 
 from ..audit_key import KEYS_INFO, AuditKeyError
 from ..domain.audit_chain import (
+    GENESIS_HASH,
     ChainEntry,
     ChainHead,
     HeadSeal,
     KeyRing,
     VerifyResult,
+    check_end,
     next_times,
     seal_head,
     seal_problem,
-    verify_chain,
 )
 from ..domain.audit_state import redact as redacted
-from ..domain.canonical import canonical_json
+from ..domain.canonical import canonical_json, iso_utc
 from ..domain.errors import DomainError
 from ..models import Audited, AuditEntry, AuditHead, User, utcnow
+from . import audit_walk
 
+T = TypeVar("T")
 ACTOR_KEY = "audit_actor"
 REASON_KEY = "audit_reason"
 
@@ -230,20 +233,26 @@ def verify(session: Session) -> VerifyResult:
     return verify_from(session, None)[0]
 
 
-def verify_from(session: Session, start: ChainHead | None) -> tuple[VerifyResult, ChainHead | None]:
+def verify_from(session: Session, start: ChainHead | None, *, alongside: Callable[[], T] | None = None,
+                alongside_share: float = 0.0) -> tuple[VerifyResult, ChainHead | None, T | None]:
     """Walk the trail after ``start`` (a position already verified, e.g. a sealed checkpoint's; None: the
     whole trail), then check the head and its seal as :func:`verify` does. Also returns the head checked (a
-    checkpoint of it may be taken when the result is ok), None when there is none."""
+    checkpoint of it may be taken when the result is ok), None when there is none, and what ``alongside``
+    returned: work of the caller's done in this process while other processes walk the trail
+    (``audit_walk.walk_trail``; ``alongside_share``: about what it costs, as a share of the walk)."""
     keys = key_ring(session)
     found = head_and_seal(session)
     if found is None:
-        return VerifyResult(0, "the audit chain head is missing", None), None
+        return VerifyResult(0, "the audit chain head is missing", None), None, None
     head, seal = found
-    rows = _chain_rows(session, after=0 if start is None else start.seq)
-    try:
-        return verify_chain(rows, head, (keys, seal), start=start), head
-    finally:
-        rows.close()
+    if start is None:
+        start = ChainHead(0, GENESIS_HASH, None, None)
+    walked, beside = audit_walk.walk_trail(
+        session, start.seq, start.entry_hash if start.seq else GENESIS_HASH,
+        None if start.max_at is None else iso_utc(start.max_at),
+        None if start.unordered_at is None else iso_utc(start.unordered_at), head.seq,
+        alongside=alongside, alongside_share=alongside_share)
+    return check_end(walked, head, (keys, seal)), head, beside
 
 
 def head_seal_key(session: Session) -> tuple[str | None, str]:

@@ -40,10 +40,11 @@ from ..domain.audit_chain import (
     seal_anchor,
     seal_problem,
 )
+from ..domain.audit_state import StateReport
 from ..domain.canonical import iso_utc
 from ..domain.errors import DomainError
 from ..models import AuditCheckpoint, AuditEntry, utcnow
-from . import audit
+from . import audit, audit_state
 
 VERIFIED = "verified"  # taken after a verify that passed: where the next `verify --since-last` starts
 EXPORTED = "exported"  # written to a file to keep off-site (`audit seal --out`)
@@ -119,17 +120,25 @@ class Verification:
     start: AuditCheckpoint | None = None
     head: ChainHead | None = None
     start_seq: int | None = None  # ``start``'s entry, kept apart from the row (a rollback expires the row)
+    state: StateReport | None = None  # the current state against the trail, when the verify checked it
 
     @property
     def ok(self) -> bool:
         return self.result.ok
 
 
-def verify_full(session: Session) -> Verification:
+# About what the state check costs beside the chain walk of the same trail (bench/audit_state.py): the process
+# that runs it walks a smaller part of the chain (``audit_walk``)
+STATE_SHARE = 0.8
+
+
+def verify_full(session: Session, *, state: bool = False) -> Verification:
     """The whole trail from its first entry, then its head and the head's seal (``audit.verify``): what an
-    inspection uses."""
-    result, head = audit.verify_from(session, None)
-    return Verification(result, None, head)
+    inspection uses. ``state``: also check that every audited row holds what the trail says
+    (``audit_state.check``), in this process while other processes walk the chain (``Verification.state``)."""
+    result, head, report = audit.verify_from(session, None, alongside=(lambda: audit_state.check(session))
+                                             if state else None, alongside_share=STATE_SHARE if state else 0.0)
+    return Verification(result, None, head, state=report)
 
 
 def verify_since_last(session: Session) -> Verification:
@@ -147,7 +156,7 @@ def verify_since_last(session: Session) -> Verification:
                                             f"{checkpoint.created_at:%Y-%m-%d %H:%M:%S} UTC) does not check: "
                                             f"{problem}. Run a full `flask --app mfg audit verify` and "
                                             "investigate", anchor.seq), checkpoint, None, anchor.seq)
-    result, head = audit.verify_from(session, anchor.head)
+    result, head, _ = audit.verify_from(session, anchor.head)
     return Verification(result, checkpoint, head, anchor.seq)
 
 

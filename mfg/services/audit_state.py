@@ -24,14 +24,15 @@ for the figures.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from ..domain.audit_state import ExpectedState, StateReport, TableShape
-from ..models import Audited, AuditEntry, Base
+from ..models import Audited, Base
+from .audit_walk import driver_rows
 
 
 def audited_tables() -> dict[str, tuple[type[Audited], TableShape]]:
@@ -61,18 +62,24 @@ def audited_tables() -> dict[str, tuple[type[Audited], TableShape]]:
 
 def _entries(session: Session, tables: list[str], batch: int = 5000
              ) -> Iterator[tuple[str | None, str | None, str, str | None]]:
+    """The create and update entries of ``tables``, in sequence order: the statement through SQLAlchemy (its events
+    see it), the rows straight from the driver's cursor (plain text columns: nothing to convert), streamed."""
     actions = [f"{table}.{kind}" for table in tables for kind in ("create", "update")]
-    result = session.connection().execute(
-        sa.select(AuditEntry.entity_type, AuditEntry.entity_id, AuditEntry.action, AuditEntry.after)
-        .where(AuditEntry.action.in_(actions)).order_by(AuditEntry.seq).execution_options(yield_per=batch))
+    connection = session.connection()
+    mark = "%s" if connection.dialect.name == "postgresql" else "?"
+    result = connection.exec_driver_sql(  # stream_results for this statement only (not the session's connection)
+        "SELECT entity_type, entity_id, action, after FROM audit_entry "
+        f"WHERE action IN ({', '.join(mark for _ in actions)}) ORDER BY seq", tuple(actions),
+        execution_options={"stream_results": True})
     try:
-        yield from result  # Core rows are tuples
+        for rows in driver_rows(result, batch):
+            yield from rows
     finally:  # closes PostgreSQL's server-side cursor however the caller stops
         result.close()
 
 
-def _rows(session: Session, model: type[Audited], shape: TableShape, batch: int = 5000
-          ) -> tuple[list[str], Iterator[tuple[str, tuple[Any, ...]]]]:
+def _rows(session: Session, model: type[Audited], shape: TableShape, batch_size: int = 5000
+          ) -> tuple[list[str], Iterator[tuple[str, Sequence[Any]]]]:
     """The columns read (all but the omitted and the excluded) and the rows: (row id as the trail writes it,
     the columns' values)."""
     mapper = sa.inspect(model)
@@ -80,8 +87,8 @@ def _rows(session: Session, model: type[Audited], shape: TableShape, batch: int 
     keys = [c.key for c in columns]
     primary = [keys.index(c.key) for c in mapper.primary_key]
 
-    def rows() -> Iterator[tuple[str, tuple[Any, ...]]]:
-        result = session.connection().execute(sa.select(*columns).execution_options(yield_per=batch))
+    def rows() -> Iterator[tuple[str, Sequence[Any]]]:
+        result = session.connection().execute(sa.select(*columns).execution_options(yield_per=batch_size))
         try:
             if len(primary) == 1:
                 (at,) = primary
@@ -101,9 +108,7 @@ def check(session: Session) -> StateReport:
     application (``StateReport.lines``)."""
     tables = audited_tables()
     expected = ExpectedState(tables)
-    fold = expected.fold
-    for entity_type, entity_id, action, after in _entries(session, list(tables)):
-        fold(entity_type, entity_id, action, after)
+    expected.fold_all(_entries(session, list(tables)))
     report = StateReport(entries_read=expected.entries)
     for name, (model, shape) in tables.items():
         columns, rows = _rows(session, model, shape)

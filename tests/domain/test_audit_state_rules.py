@@ -16,8 +16,7 @@ AT = datetime(2026, 12, 6, 15, 0, 1, 250, tzinfo=timezone.utc)
 
 def _check(entries, rows, shape=SHAPE) -> StateReport:
     state = ExpectedState(["thing"])
-    for entry in entries:
-        state.fold(*entry)
+    state.fold_all(entries)
     report = StateReport()
     state.compare("thing", *_columns(rows), shape, report)
     return report
