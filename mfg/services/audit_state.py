@@ -32,6 +32,7 @@ from sqlalchemy.orm import Session
 
 from ..domain.audit_state import ExpectedState, StateReport, TableShape
 from ..models import Audited, AuditEntry, Base
+from . import audit
 
 
 def audited_tables() -> dict[str, tuple[type[Audited], TableShape]]:
@@ -62,6 +63,7 @@ def audited_tables() -> dict[str, tuple[type[Audited], TableShape]]:
 def _entries(session: Session, tables: list[str], batch: int = 5000
              ) -> Iterator[tuple[str | None, str | None, str, str | None]]:
     actions = [f"{table}.{kind}" for table in tables for kind in ("create", "update")]
+    audit.write_pending(session)  # the connection's reads see this transaction's entries
     result = session.connection().execute(
         sa.select(AuditEntry.entity_type, AuditEntry.entity_id, AuditEntry.action, AuditEntry.after)
         .where(AuditEntry.action.in_(actions)).order_by(AuditEntry.seq).execution_options(yield_per=batch))
