@@ -5,26 +5,42 @@ no view or service can forget one; events that change no model (login, logout, t
 signature) go through ``record_event``. Both append through ``_append``, which locks the chain head,
 so concurrent transactions on SQLite and PostgreSQL never fork the chain.
 
+The lock on the head is held until the transaction ends, and every GMP change of the site takes it: on
+PostgreSQL, whatever a transaction runs after locking the head, every other writer waits for. So the entries
+of a transaction are not appended flush by flush: each flush (and ``record_event``) records them in the
+session (``write_pending``'s buffer, with the actor and reason of the moment), and they are all appended once,
+by a ``before_commit`` listener, in the same transaction as the changes: the head is locked for one INSERT of
+the entries and the UPDATE that seals it, right before COMMIT (issue 18 item 8: a signed step used to run about
+twenty statements under the lock, in four appends). A rollback discards the buffer; a savepoint's rollback
+discards what the savepoint added to it. Readers of the trail or the head inside a transaction that changed
+something see its entries: an ORM SELECT of ``audit_entry`` or ``audit_head`` appends them first (a
+``do_orm_execute`` listener), and the readers here that use the connection directly call ``write_pending``.
+The entries of a transaction carry the time they are appended (its commit), so their times follow their
+sequence numbers as before, however transactions interleave (``next_times``: the date-range search relies on it).
+
 Who is acting comes from ``set_actor`` (the web layer sets it per request, the CLI per command); the
 reason for a change comes from ``flush(session, reason=...)``.
 
 Every append also seals the new head with the instance's audit key (``domain.audit_chain.seal_head``) in the
 same UPDATE that moves it, after checking that the head it extends carries a seal that matches: a head moved
 or rewritten outside the application is never sealed over. The key ring comes with the session
-(``session.info[audit_key.KEYS_INFO]``, put there by ``Database.init_app``); without one, appends are refused.
+(``session.info[audit_key.KEYS_INFO]``, put there by ``Database.init_app``); without one, GMP changes are refused
+at the flush that makes them (before the transaction goes on), and a head that does not carry a matching seal
+refuses the commit (``HeadNotSealed``): nothing of the transaction is kept.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Generator, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeVar, cast
 
 import sqlalchemy as sa
 from sqlalchemy import event
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import ORMExecuteState, Session, SessionTransaction
+from sqlalchemy.sql import visitors
 
 from ..audit_key import KEYS_INFO, AuditKeyError
 from ..domain.audit_chain import (
@@ -48,6 +64,7 @@ from . import audit_walk
 T = TypeVar("T")
 ACTOR_KEY = "audit_actor"
 REASON_KEY = "audit_reason"
+PENDING_KEY = "audit_pending"
 
 # One entry to append: action, entity type, entity id, before, after (canonical JSON), reason.
 _Row = tuple[str, str | None, str | None, str | None, str | None, str | None]
@@ -93,10 +110,11 @@ def reason_for(session: Session, reason: str | None) -> Iterator[None]:
 def record_event(session: Session, action: str, *, user: User | None = None, entity_type: str | None = None,
                  entity_id: object = None, details: dict[str, Any] | None = None,
                  reason: str | None = None) -> None:
-    """Append an entry for an event that is not a model change (login, logout, refusal...)."""
+    """Record an entry for an event that is not a model change (login, logout, refusal...), after the entries
+    of the changes made before it; appended with them at commit."""
     flush(session)
     actor = Actor(user.id, user.username) if user is not None else actor_of(session)
-    _append(session, actor, [(action, entity_type, None if entity_id is None else str(entity_id),
+    _record(session, actor, [(action, entity_type, None if entity_id is None else str(entity_id),
                               None, canonical_json(details) if details is not None else None, reason)])
 
 
@@ -116,8 +134,46 @@ class HeadNotSealed(DomainError):
 _HEAD_COLUMNS = ("seq", "entry_hash", "max_at", "unordered_at", "seal_key_id", "seal")
 
 
-def _append(session: Session, actor: Actor, rows: list[_Row], *, unsealed_ok: bool = False) -> None:
-    keys = key_ring(session)  # before anything is written: no key, no GMP change
+@dataclass
+class _Pending:
+    """The entries of the session's transaction, in order; the first ``written`` of them are appended.
+    ``savepoints``: for each savepoint begun, what ``entries`` and ``written`` were when it began."""
+
+    entries: list[tuple[Actor, _Row]] = field(default_factory=list)
+    written: int = 0
+    savepoints: dict[SessionTransaction, tuple[int, int]] = field(default_factory=dict)
+
+
+def _pending(session: Session) -> _Pending:
+    pending = session.info.get(PENDING_KEY)
+    if pending is None:
+        pending = session.info[PENDING_KEY] = _Pending()
+    return pending
+
+
+def _record(session: Session, actor: Actor, rows: list[_Row]) -> None:
+    """Keep ``rows`` to append at commit (``write_pending``)."""
+    key_ring(session)  # no key, no GMP change: refused here, before the transaction goes on
+    _pending(session).entries.extend((actor, row) for row in rows)
+
+
+def write_pending(session: Session) -> None:
+    """Append the entries this transaction has recorded and not yet appended (none: nothing is run).
+
+    Called at commit (``_append_at_commit``), and before reading the trail or the head in a transaction that
+    may have changed something, so the reader sees its entries (ORM SELECTs of them do so by themselves). It
+    locks the head until the transaction ends: call it only where the entries must be in the table now.
+    If the append fails, the entries stay recorded: a transaction whose entries are not appended never commits.
+    """
+    pending: _Pending | None = session.info.get(PENDING_KEY)
+    if pending is None or pending.written == len(pending.entries):
+        return
+    _append(session, pending.entries[pending.written:])
+    pending.written = len(pending.entries)
+
+
+def _append(session: Session, entries: list[tuple[Actor, _Row]], *, unsealed_ok: bool = False) -> None:
+    keys = key_ring(session)
     connection = session.connection()
     head_table = cast(sa.Table, AuditHead.__table__)  # a mapped class's __table__ is typed as a FromClause
     # Lock the head row first: an UPDATE takes PostgreSQL's row lock and SQLite's write lock.
@@ -132,7 +188,7 @@ def _append(session: Session, actor: Actor, rows: list[_Row], *, unsealed_ok: bo
     now = utcnow()
     max_at, unordered_at = next_times(head.max_at, head.unordered_at, now)
     values = []
-    for action, entity_type, entity_id, before, after, reason in rows:
+    for actor, (action, entity_type, entity_id, before, after, reason) in entries:
         seq += 1
         chain = ChainEntry(seq, now, actor.user_id, actor.name, action, entity_type, entity_id,
                            before, after, reason, prev_hash)
@@ -193,7 +249,63 @@ def _audit_flush(session: Session, _context: object) -> None:
                 rows.append((f"{table}.update", table, _entity_id(obj), canonical_json(before),
                              canonical_json(after), reason))
     if rows:
-        _append(session, actor_of(session), rows)
+        _record(session, actor_of(session), rows)
+
+
+@event.listens_for(Session, "before_commit")
+def _append_at_commit(session: Session) -> None:
+    """Append the transaction's entries, the last thing before COMMIT. The changes not flushed yet are flushed
+    first (the commit would flush them after this listener, and their entries would be left out).
+
+    SQLAlchemy calls this for the release of a savepoint too, and cannot say which it is: a savepoint's release
+    appends what is pending then (correct either way; the head stays locked from there, so code that wants the
+    lock short uses no savepoint, and the application uses none)."""
+    while True:
+        session.flush()
+        pending: _Pending | None = session.info.get(PENDING_KEY)
+        if pending is None or pending.written == len(pending.entries):
+            return
+        write_pending(session)
+
+
+@event.listens_for(Session, "after_transaction_create")
+def _savepoint_begun(session: Session, transaction: SessionTransaction) -> None:
+    if transaction.nested:
+        pending = _pending(session)
+        pending.savepoints[transaction] = (len(pending.entries), pending.written)
+
+
+@event.listens_for(Session, "after_soft_rollback")
+def _savepoint_rolled_back(session: Session, previous_transaction: SessionTransaction) -> None:
+    """A savepoint rolled back: its entries are forgotten, and entries appended inside it (the database took
+    them back with it) are appended again later."""
+    pending: _Pending | None = session.info.get(PENDING_KEY)
+    if pending is not None and previous_transaction.nested and previous_transaction in pending.savepoints:
+        recorded, written = pending.savepoints.pop(previous_transaction)
+        del pending.entries[recorded:]
+        pending.written = written
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _transaction_ended(session: Session, transaction: SessionTransaction) -> None:
+    """The transaction committed (its entries with it) or rolled back (and they with it): none is pending."""
+    if transaction.parent is None:
+        session.info.pop(PENDING_KEY, None)
+
+
+_TRAIL_TABLES = frozenset({cast(sa.Table, AuditEntry.__table__), cast(sa.Table, AuditHead.__table__)})
+
+
+@event.listens_for(Session, "do_orm_execute")
+def _readers_see_the_transaction(state: ORMExecuteState) -> None:
+    """An ORM SELECT of the trail or the head in a transaction with entries not appended yet appends them first."""
+    pending: _Pending | None = state.session.info.get(PENDING_KEY)
+    if pending is None or pending.written == len(pending.entries) or not state.is_select:
+        return
+    statement = cast(visitors.ExternallyTraversible, state.statement)  # a SELECT is a traversible clause
+    # the tables a statement names are annotated copies, equal to (and hashed as) the tables themselves
+    if any(isinstance(element, sa.Table) and element in _TRAIL_TABLES for element in visitors.iterate(statement)):
+        write_pending(state.session)
 
 
 # --- reading and verifying -------------------------------------------------------------------
@@ -208,6 +320,7 @@ def _chain_rows(session: Session, batch: int = 5000, *,
     """The entries after sequence number ``after`` (all of them by default), in order, through the primary key:
     reading the entries after a checkpoint costs what they are, not what the trail is."""
     # Core rows on the session's connection (same transaction): plain tuples, no ORM row loading.
+    write_pending(session)
     query = sa.select(*_CHAIN_COLUMNS)
     if after:
         query = query.where(AuditEntry.seq > after)
@@ -239,8 +352,11 @@ def verify_from(session: Session, start: ChainHead | None, *, alongside: Callabl
     whole trail), then check the head and its seal as :func:`verify` does. Also returns the head checked (a
     checkpoint of it may be taken when the result is ok), None when there is none, and what ``alongside``
     returned: work of the caller's done in this process while other processes walk the trail
-    (``audit_walk.walk_trail``; ``alongside_share``: about what it costs, as a share of the walk)."""
+    (``audit_walk.walk_trail``; ``alongside_share``: about what it costs, as a share of the walk). Entries this
+    transaction appended and has not committed are walked too: the workers cannot see them, so the parts they
+    end early are walked again here (``audit_walk.join``)."""
     keys = key_ring(session)
+    write_pending(session)  # the walk reads the trail through the connection
     found = head_and_seal(session)
     if found is None:
         return VerifyResult(0, "the audit chain head is missing", None), None, None
@@ -308,13 +424,14 @@ def seal_existing(session: Session) -> Sealed:
             raise DomainError("the audit trail changed while it was being sealed: try again")
         return Sealed(0, 1)
     flush(session)
-    _append(session, actor_of(session), [(
+    write_pending(session)
+    _append(session, [(actor_of(session), (
         "audit.sealed", None, None, None,
         canonical_json({"vouches_from_seq": head.seq + 1, "unsealed_entries": head.seq,
                         "note": f"entries 1 to {head.seq} were written before the trail was sealed: the seal "
                                 "vouches that they do not change from now on, not that they are what the "
                                 "application wrote"}),
-        None)], unsealed_ok=True)
+        None))], unsealed_ok=True)
     return Sealed(head.seq + 1, head.seq + 1)
 
 

@@ -32,6 +32,7 @@ from sqlalchemy.orm import Session
 
 from ..domain.audit_state import ExpectedState, StateReport, TableShape
 from ..models import Audited, Base
+from . import audit
 from .audit_walk import driver_rows
 
 
@@ -65,6 +66,7 @@ def _entries(session: Session, tables: list[str], batch: int = 5000
     """The create and update entries of ``tables``, in sequence order: the statement through SQLAlchemy (its events
     see it), the rows straight from the driver's cursor (plain text columns: nothing to convert), streamed."""
     actions = [f"{table}.{kind}" for table in tables for kind in ("create", "update")]
+    audit.write_pending(session)  # the connection's reads see this transaction's entries
     connection = session.connection()
     mark = "%s" if connection.dialect.name == "postgresql" else "?"
     result = connection.exec_driver_sql(  # stream_results for this statement only (not the session's connection)

@@ -6,9 +6,10 @@ canonical JSON of exactly what was signed. A wrong password raises ``Authenticat
 rolls the action back and records the failure (``accounts.record_authentication_failure``).
 
 Check the password before the first write of the transaction (``authenticate``, then ``sign`` with the
-``Credentials`` it returns): a write takes the audit chain's lock (the head row on PostgreSQL, the
-database write lock on SQLite) until commit, and an argon2 verification held inside that lock made every
-signature of the site wait for the one before it (bench/load.py: see README "Performance").
+``Credentials`` it returns): a write takes locks held until commit (the database write lock on SQLite; on
+PostgreSQL the rows written, and the audit chain's head row, which ``services.audit`` locks only at commit),
+and an argon2 verification held inside them made every signature of the site wait for the one before it
+(bench/load.py: see README "Performance").
 """
 
 from __future__ import annotations

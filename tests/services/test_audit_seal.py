@@ -86,10 +86,14 @@ def _assert_caught(app, session, problem: str) -> None:
     session.rollback()
     cli = app.test_cli_runner().invoke(args=["audit", "verify"])
     assert cli.exit_code == 1 and "BROKEN" in cli.output and problem in cli.output, cli.output
-    # and the application never seals over it: the next GMP change is refused
+    # and the application never seals over it: the next GMP change is refused (at its commit, where the
+    # transaction's entries are appended: nothing of it is kept)
     with pytest.raises(audit.HeadNotSealed, match="GMP change refused"):
         audit.record_event(session, "test.after_forgery")
+        session.commit()
     session.rollback()
+    assert session.scalar(sa.select(sa.func.count()).select_from(AuditEntry)
+                          .where(AuditEntry.action == "test.after_forgery")) == 0
 
 
 MISMATCH = "seal does not match"

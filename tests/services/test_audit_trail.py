@@ -8,7 +8,9 @@ from datetime import datetime, timedelta, timezone
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.exc import DatabaseError
+from sqlalchemy.orm import Session
 
+from mfg.audit_key import AuditKeyError
 from mfg.domain.audit_state import redact
 from mfg.domain.errors import DomainError
 from mfg.models import AuditEntry, Signature, User
@@ -280,3 +282,79 @@ def test_every_guard_survives_the_migrations(app):
                 found.setdefault(table, set()).update(ops)
     for table, operations in GUARDED.items():
         assert operations <= found.get(table, set()), (table, found.get(table))
+
+
+# --- appended once, at commit (issue 18 item 8) ----------------------------------------------------------
+
+def _stored(session) -> int:
+    """The entries in the table as the connection reads it, past the ORM (which appends pending entries first)."""
+    return session.connection().execute(sa.select(sa.func.count()).select_from(AuditEntry.__table__)).scalar_one()
+
+
+def _full_names(session, user_id: int) -> list[str]:
+    changes = [json.loads(e.after) for e in _entries(session)
+               if e.action == "user_account.update" and e.entity_id == str(user_id)]
+    return [change["full_name"] for change in changes if "full_name" in change]
+
+
+def test_a_transactions_entries_are_appended_at_its_commit_and_its_readers_see_them(session, make_user):
+    user = session.get(User, make_user("olivia").id)
+    stored = _stored(session)
+    user.full_name = "Olivia One"
+    session.flush()
+    audit.record_event(session, "test.event")
+    assert _stored(session) == stored  # recorded, not appended: the head is not locked yet
+    page, _ = audit.search(session, audit.AuditFilter())  # a reader in the transaction sees them
+    assert [e.action for e in page[:2]] == ["test.event", "user_account.update"]
+    assert _stored(session) == stored + 2
+    user.full_name = "Olivia Two"  # left for the commit to flush: audited all the same
+    session.commit()
+    assert _full_names(session, user.id) == ["Olivia One", "Olivia Two"]
+    assert _stored(session) == stored + 3 and audit.verify(session).ok
+
+
+def test_a_rolled_back_transaction_leaves_no_entry_behind(session, make_user):
+    user = session.get(User, make_user("olivia").id)
+    stored = _stored(session)
+    user.full_name = "Olivia Rolled Back"
+    session.flush()
+    session.rollback()
+    session.get(User, user.id).roles = "operator,qa"
+    session.commit()
+    assert _full_names(session, user.id) == [] and _stored(session) == stored + 1
+    assert audit.verify(session).ok
+
+
+@pytest.mark.parametrize("read_inside", [False, True], ids=["recorded", "appended-inside"])
+def test_a_rolled_back_savepoint_takes_its_entries_with_it(session, make_user, read_inside):
+    """The entries a savepoint recorded go with its rollback; the ones recorded before it stay, also when a
+    reader inside the savepoint had them appended (the database took that append back with the savepoint)."""
+    user = session.get(User, make_user("olivia").id)
+    user.full_name = "Before Savepoint"
+    session.flush()
+    savepoint = session.begin_nested()
+    user.full_name = "Inside Savepoint"
+    session.flush()
+    if read_inside:
+        assert audit.head_and_seal(session) is not None and _stored(session) >= 3
+    savepoint.rollback()
+    kept = session.begin_nested()
+    user.full_name = "Savepoint Kept"
+    session.flush()
+    kept.commit()
+    session.commit()
+    assert _full_names(session, user.id) == ["Before Savepoint", "Savepoint Kept"]
+    assert audit.verify(session).ok
+
+
+def test_gmp_changes_are_refused_at_the_flush_without_a_key_ring(app, session, make_user):
+    """The key ring is checked where the change is made, before the transaction goes on, not only at commit."""
+    from mfg.extensions import db
+
+    user_id = make_user("olivia").id
+    with Session(app.extensions["mfg.db"].engine) as bare:  # a session the application did not give its key ring
+        audit.set_actor(bare, name="test")
+        bare.get(User, user_id).full_name = "No Key"
+        with pytest.raises(AuditKeyError, match="no audit key ring"):
+            bare.flush()
+    assert _full_names(db.session, user_id) == []

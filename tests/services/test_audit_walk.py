@@ -126,3 +126,15 @@ def test_the_full_verify_in_parts_finds_a_forged_row_and_an_entry_past_the_head(
         conn.execute(sa.insert(ENTRY).values({**added._asdict(), "entry_hash": added.compute_hash()}))
     result = run(args=["audit", "verify"])
     assert result.exit_code == 1 and "entries were removed or added" in result.output, result.output
+
+
+def test_entries_this_transaction_has_not_committed_are_walked_too(session, trail, monkeypatch):
+    """The workers' connections cannot see them: the parts they end early are walked again by the caller. (Sixty
+    committed, a hundred not: the worker's part, the first half, ends at 80.)"""
+    monkeypatch.setattr(audit_walk, "PARALLEL_FROM", 1)
+    session.rollback()
+    for n in range(100):
+        audit.record_event(session, "test.uncommitted", details={"n": n})
+    result = audit.verify(session)
+    assert result.ok and result.checked == ENTRIES + 100, result
+    session.rollback()
