@@ -25,10 +25,11 @@ found as before.
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import os
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from datetime import datetime
 from operator import itemgetter
 from typing import Any, TypeVar
@@ -40,6 +41,7 @@ from ..domain.audit_chain import Row, Walked, walk
 from ..domain.canonical import iso_utc
 from ..models import AuditEntry
 
+log = logging.getLogger(__name__)
 PARALLEL_FROM = 100_000  # entries to walk before parts pay for starting a process (about half a second)
 BATCH = 5000
 T = TypeVar("T")
@@ -188,25 +190,38 @@ def walk_trail(session: Session, seq: int, entry_hash: str, max_at: str | None, 
         guess: Start = (*_guess(connection, cuts[-1]), None)
         last = walk(_rows(connection, cuts[-1], None, time_of), cuts[-1], guess[0] or "", guess[1])
         beside = alongside() if alongside is not None else None
-        parts: list[tuple[int, int | None, Start, Walked]] = [
-            (cuts[i], cuts[i + 1], *future.result()) for i, future in enumerate(futures)]
+        parts: list[tuple[int, int | None, Start, Walked | None]] = [
+            (cuts[i], cuts[i + 1], *_outcome(future, cuts[i], cuts[i + 1])) for i, future in enumerate(futures)]
     parts.append((cuts[-1], None, guess, last))
 
     def again(done: Walked, upto: int | None) -> Walked:
         return walk(_rows(connection, done.seq, upto, time_of), done.seq, done.entry_hash, done.max_at)
 
-    return join(parts, again), beside
+    return join(Walked(0, None, None, seq, entry_hash, max_at, unordered_at), parts, again), beside
 
 
-def join(parts: list[tuple[int, int | None, Start, Walked]], again: Callable[[Walked, int | None], Walked]) -> Walked:
-    """The parts' results, in order, as one walk from the first part's start: a part walked from a start that is
-    not where the parts before it ended is walked ``again`` from there (``again(done, upto)``); the first break
-    ends it. Pure; ``after``/``upto`` of each part are its bounds (``upto`` None: to the trail's end)."""
-    done = parts[0][3]
-    for after, upto, start, part in parts[1:]:
+def _outcome(future: Future[tuple[Start, Walked]], after: int, upto: int) -> tuple[Start, Walked | None]:
+    """A worker's start and result; a worker that failed (it could not start, or lost its connection) leaves its
+    part to be walked again by the caller: slower, never a different answer."""
+    try:
+        return future.result()
+    except Exception:  # noqa: BLE001 - any failure of the worker: its part is walked here instead
+        log.warning("audit verify: the worker process for entries %d to %d failed; walking them here", after + 1,
+                    upto, exc_info=True)
+        return (None, None, None), None
+
+
+def join(start: Walked, parts: list[tuple[int, int | None, Start, Walked | None]],
+         again: Callable[[Walked, int | None], Walked]) -> Walked:
+    """The parts' results, in order, as one walk from ``start`` (the position before the first part, nothing
+    checked yet): a part walked from a start that is not exactly where the walk so far ended, or not walked at all
+    (None), is walked ``again`` from there (``again(done, upto)``); the first break ends it. Pure; ``after`` and
+    ``upto`` of each part are its bounds (``upto`` None: to the trail's end)."""
+    done = start
+    for after, upto, guessed, part in parts:
         if done.problem is not None:
             break
-        if (done.seq, done.entry_hash, done.max_at) != (after, start[0], start[1]):
+        if part is None or (done.seq, done.entry_hash, done.max_at) != (after, guessed[0], guessed[1]):
             part = again(done, upto)
         unordered = max((at for at in (done.unordered_at, part.unordered_at) if at is not None), default=None)
         done = part._replace(checked=done.checked + part.checked, unordered_at=unordered)

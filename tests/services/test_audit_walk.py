@@ -138,3 +138,14 @@ def test_entries_this_transaction_has_not_committed_are_walked_too(session, trai
     result = audit.verify(session)
     assert result.ok and result.checked == ENTRIES + 100, result
     session.rollback()
+
+
+def test_a_worker_that_fails_leaves_its_part_to_the_caller(session, trail, monkeypatch, caplog):
+    """Workers that cannot open the database (a path that does not exist): the caller walks their parts itself,
+    says so in the log, and the answer is the single walk's, breaks included."""
+    monkeypatch.setattr(audit_walk, "_url", lambda _session: "sqlite:////nonexistent-folder/none.sqlite3")
+    with trail.begin() as conn:
+        conn.execute(sa.text("UPDATE audit_entry SET reason = 'rewritten' WHERE seq = 7"))
+    walked = _same_in_parts(session)
+    assert walked.problem == "entry 7 was altered: its content does not match its hash"
+    assert "the worker process for entries 1 to 30 failed; walking them here" in caplog.text
