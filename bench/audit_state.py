@@ -28,7 +28,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 from _database import temporary_database  # bench/ is on sys.path when a script runs
-from audit_verify import START, _read_floor, _seed
+from audit_verify import START, _read_floor, _seed, raw_read_seconds
 from sqlalchemy.orm import Session
 
 from mfg.audit_key import KEYS_INFO, create_key_file, read_key_ring
@@ -123,44 +123,20 @@ class Plant:
                 conn.execute(sa.text("ANALYZE"))
 
 
+ROWS = (f"SELECT {', '.join(LOT_COLUMNS)} FROM material_lot", f"SELECT {', '.join(EQUIPMENT_COLUMNS)} FROM equipment")
+
+
 def _state_read_floor(engine: sa.Engine) -> float:
     """Seconds to fetch, through the raw driver, the columns the state check reads: the create and update entries'
     four columns in sequence order, then every row of the two tables."""
-    raw = engine.raw_connection()
-    try:
-        cursor = raw.cursor()
-        start = time.perf_counter()
-        for sql in ("SELECT entity_type, entity_id, action, after FROM audit_entry WHERE action IN "
-                    "('material_lot.create', 'material_lot.update', 'equipment.create', 'equipment.update') "
-                    "ORDER BY seq",
-                    f"SELECT {', '.join(LOT_COLUMNS)} FROM material_lot",
-                    f"SELECT {', '.join(EQUIPMENT_COLUMNS)} FROM equipment"):
-            cursor.execute(sql)
-            while cursor.fetchmany(5000):
-                pass
-        spent = time.perf_counter() - start
-        cursor.close()
-        return spent
-    finally:
-        raw.close()
+    return raw_read_seconds(engine, "SELECT entity_type, entity_id, action, after FROM audit_entry WHERE action IN "
+                                    "('material_lot.create', 'material_lot.update', 'equipment.create', "
+                                    "'equipment.update') ORDER BY seq", *ROWS)
 
 
 def _rows_read_floor(engine: sa.Engine) -> float:
     """Seconds to fetch every row of the audited tables the trail describes, through the raw driver."""
-    raw = engine.raw_connection()
-    try:
-        cursor = raw.cursor()
-        start = time.perf_counter()
-        for sql in (f"SELECT {', '.join(LOT_COLUMNS)} FROM material_lot",
-                    f"SELECT {', '.join(EQUIPMENT_COLUMNS)} FROM equipment"):
-            cursor.execute(sql)
-            while cursor.fetchmany(5000):
-                pass
-        spent = time.perf_counter() - start
-        cursor.close()
-        return spent
-    finally:
-        raw.close()
+    return raw_read_seconds(engine, *ROWS)
 
 
 def _rss_mb() -> float:

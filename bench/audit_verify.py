@@ -190,20 +190,26 @@ def _floor(n: int) -> float:
         spent += time.perf_counter() - start
 
 
-def _read_floor(engine: sa.Engine) -> float:
-    """Seconds to fetch every row of the chain columns through the raw driver cursor, doing nothing else."""
+def raw_read_seconds(engine: sa.Engine, *statements: str) -> float:
+    """Seconds to fetch every row of ``statements``, in turn, through the raw driver cursor, doing nothing else."""
     raw = engine.raw_connection()
     try:
         cursor = raw.cursor()
         start = time.perf_counter()
-        cursor.execute(f"SELECT {', '.join(COLUMNS)} FROM audit_entry ORDER BY seq")
-        while cursor.fetchmany(5000):
-            pass
+        for sql in statements:
+            cursor.execute(sql)
+            while cursor.fetchmany(5000):
+                pass
         spent = time.perf_counter() - start
         cursor.close()
         return spent
     finally:
         raw.close()
+
+
+def _read_floor(engine: sa.Engine) -> float:
+    """Seconds to fetch every row of the chain columns through the raw driver cursor, doing nothing else."""
+    return raw_read_seconds(engine, f"SELECT {', '.join(COLUMNS)} FROM audit_entry ORDER BY seq")
 
 
 def _rss_mb() -> float:
