@@ -18,9 +18,10 @@ its sha256), so two things make it fast:
   this process. So the result is always that of one walk from the start; the parts only make it sooner.
 
 What a worker reads is bounded by the head read first (entries ``after < seq <= upto``, all below it); entries
-never change once written (the database refuses it), so the worker's own snapshot sees what the caller's does.
-The last part, read by the caller, has no upper bound: entries added past the head outside the application are
-found as before.
+never change once written (the database refuses it), so the worker's own snapshot sees what the caller's does,
+except entries the caller's transaction has not committed: the part of a worker that cannot see them ends early and
+is walked again by the caller, as is the part of a worker that failed. The last part, read by the caller, has no
+upper bound: entries added past the head outside the application are found as before.
 """
 
 from __future__ import annotations
