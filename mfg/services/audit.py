@@ -31,7 +31,7 @@ refuses the commit (``HeadNotSealed``): nothing of the transaction is kept.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -309,28 +309,6 @@ def _readers_see_the_transaction(state: ORMExecuteState) -> None:
 
 
 # --- reading and verifying -------------------------------------------------------------------
-
-_CHAIN_COLUMNS = (AuditEntry.seq, AuditEntry.occurred_at, AuditEntry.user_id, AuditEntry.username,
-                  AuditEntry.action, AuditEntry.entity_type, AuditEntry.entity_id, AuditEntry.before,
-                  AuditEntry.after, AuditEntry.reason, AuditEntry.prev_hash, AuditEntry.entry_hash)
-
-
-def _chain_rows(session: Session, batch: int = 5000, *,
-                after: int = 0) -> Generator[tuple[ChainEntry, str], None, None]:
-    """The entries after sequence number ``after`` (all of them by default), in order, through the primary key:
-    reading the entries after a checkpoint costs what they are, not what the trail is."""
-    # Core rows on the session's connection (same transaction): plain tuples, no ORM row loading.
-    write_pending(session)
-    query = sa.select(*_CHAIN_COLUMNS)
-    if after:
-        query = query.where(AuditEntry.seq > after)
-    result = session.connection().execute(query.order_by(AuditEntry.seq).execution_options(yield_per=batch))
-    try:
-        make = ChainEntry._make
-        for row in result:
-            yield make(row[:-1]), cast(str, row[-1])  # SQLAlchemy types only a select's first ten columns
-    finally:  # stopping early (a break found) must still close PostgreSQL's server-side cursor
-        result.close()
 
 
 def head_and_seal(session: Session) -> tuple[ChainHead, HeadSeal] | None:

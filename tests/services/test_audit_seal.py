@@ -3,7 +3,7 @@ database alone would make them (guards dropped, raw SQL, every later hash recomp
 unkeyed ``ChainEntry.compute_hash``, the head moved to match) are reported by ``audit verify``, because
 only the holder of the instance's audit key can seal a head.
 
-Each forgery is first shown to be perfect at the level of the unkeyed chain (``verify_chain`` without the
+Each forgery is first shown to be perfect at the level of the unkeyed chain (``check_end`` without the
 seal says intact): what catches it is the seal alone.
 """
 
@@ -20,10 +20,10 @@ from sqlalchemy.orm import Session
 
 from mfg import audit_key
 from mfg.audit_key import KEYS_INFO, AuditKeyError, read_key_ring
-from mfg.domain.audit_chain import GENESIS_HASH, ChainEntry, ChainHead, KeyRing, next_times, seal_head, verify_chain
+from mfg.domain.audit_chain import GENESIS_HASH, ChainEntry, ChainHead, KeyRing, check_end, next_times, seal_head
 from mfg.extensions import db
 from mfg.models import AuditEntry, AuditHead
-from mfg.services import audit
+from mfg.services import audit, audit_walk
 from tests.support import AUDIT_KEY_RING, DEMO_SOP, attacker_engine, drop_guards
 
 ENTRY = AuditEntry.__table__
@@ -79,7 +79,8 @@ def _assert_caught(app, session, problem: str) -> None:
     session.rollback()
     # the forgery is perfect at the level of the unkeyed chain: without the seal, verify would say intact
     head, _seal = audit.head_and_seal(session)
-    unkeyed = verify_chain(audit._chain_rows(session), head)
+    walked, _ = audit_walk.walk_trail(session, 0, GENESIS_HASH, None, None, head.seq)  # what verify reads
+    unkeyed = check_end(walked, head, None)
     assert unkeyed.ok, unkeyed
     result = audit.verify(session)
     assert not result.ok and problem in result.problem, result
