@@ -40,13 +40,24 @@ DEFAULTS: dict[str, object] = {
     "PASSWORD_MIN_LENGTH": 12,
     "PASSWORD_MAX_AGE_DAYS": 180,
     "LOCKOUT_THRESHOLD": 5,
+    # A new password differs from the account's current one and the ones before it: this many in all.
+    "PASSWORD_HISTORY": 5,
+    # Failed sign-ins allowed per submitted user name (known or not) and per client address, in a moving
+    # window (the ``limits`` library's notation); more are refused without checking the password, with one
+    # message whatever the account. Counted in each server process's memory (docs/sessions.md).
+    "SIGNIN_LIMIT_PER_ACCOUNT": "5 per 15 minutes",
+    "SIGNIN_LIMIT_PER_ADDRESS": "20 per 15 minutes",
     "IDLE_TIMEOUT_MINUTES": 15,
+    # A session ends this long after its sign-in however active it is (a shift and a half; 0: no limit).
+    "SESSION_LIFETIME_HOURS": 12,
+    # Activity is written to the session's row at most this often; the idle timeout can fall this much early.
+    "SESSION_TOUCH_SECONDS": 30,
     # The screens warn this long before the idle timeout, with "Stay signed in" (mfg/static/session.js).
     "IDLE_WARNING_SECONDS": 60,
     # Cookies: HttpOnly and SameSite=Lax always; Secure where the site serves HTTPS.
     "SESSION_COOKIE_HTTPONLY": True,
     "SESSION_COOKIE_SAMESITE": "Lax",
-    "SESSION_COOKIE_SECURE": False,
+    "SESSION_COOKIE_SECURE": False,  # when True, every answer also carries HSTS (web.security)
     "SESSION_COOKIE_NAME": "mfg_session",
     # Flask-WTF: tokens do not expire on their own; the idle timeout ends the session instead.
     "WTF_CSRF_TIME_LIMIT": None,

@@ -9,6 +9,7 @@ from .masterdata import Counter, Equipment, MaterialLot
 from .outbox import DocumentJob
 from .qualification import QualificationRecord
 from .quality import BagBlock, BatchDecision, ClinicalAlert, DocumentRevision, PendingResult, ReviewMark
+from .sign_in import PasswordHistory, UserSession
 from .signature import Signature, SignatureSeal
 from .sop import SopVersion
 from .submission import FormSubmission
@@ -22,7 +23,7 @@ SIGNABLE: dict[str, type[Signable]] = {
 
 __all__ = ["AuditCheckpoint", "AuditEntry", "AuditHead", "Audited",
            "Base", "Batch", "BatchDecision", "DocumentJob", "DocumentRevision",
-           "FormSubmission",
+           "FormSubmission", "PasswordHistory", "UserSession",
            "ReviewMark", "BagBlock", "ClinicalAlert", "PendingResult",
            "BatchMasterRecord", "Counter", "CustodyEvent", "Deviation", "Donor", "DonorTest",
            "Equipment", "MaterialLot", "ProductBag", "QualificationRecord", "RecordedValue", "SIGNABLE", "Signable",

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import hashlib
 from datetime import datetime
 
 import sqlalchemy as sa
@@ -53,10 +52,7 @@ class User(Audited, Base):
     def is_anonymous(self) -> bool:
         return False
 
-    @property
-    def credential_stamp(self) -> str:
-        """Changes with every new password hash (new salt), so a change or reset ends other sessions."""
-        return hashlib.sha256(self.password_hash.encode()).hexdigest()[:16]
-
     def get_id(self) -> str:
-        return f"{self.id}:{self.credential_stamp}"
+        """Flask-Login's id; whether the browser is still signed in is the server-side session's to say
+        (``services.sessions``)."""
+        return str(self.id)

@@ -6,7 +6,9 @@ are recorded with ``audit.record_event``.
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass
+from functools import cache
 
 import sqlalchemy as sa
 from argon2 import PasswordHasher
@@ -15,8 +17,8 @@ from sqlalchemy.orm import Session
 
 from ..domain import accounts as rules
 from ..domain.errors import AuthenticationFailed, ConflictError, NotFound, ValidationFailed
-from ..models import User, utcnow
-from . import audit
+from ..models import PasswordHistory, User, utcnow
+from . import audit, sessions
 
 # argon2id with the library's (RFC 9106 "low memory") defaults.
 _hasher = PasswordHasher()
@@ -27,22 +29,39 @@ class Policy:
     min_length: int = 12
     max_age_days: int = 180
     lockout_threshold: int = 5
+    history: int = 5  # a new password differs from the current one and the ones before it, this many in all
 
     @classmethod
     def from_config(cls, config: dict) -> Policy:
         return cls(int(config["PASSWORD_MIN_LENGTH"]), int(config["PASSWORD_MAX_AGE_DAYS"]),
-                   int(config["LOCKOUT_THRESHOLD"]))
+                   int(config["LOCKOUT_THRESHOLD"]), int(config["PASSWORD_HISTORY"]))
 
 
 def hash_password(password: str) -> str:
     return _hasher.hash(password)
 
 
-def password_matches(user: User, password: str) -> bool:
+def _hash_matches(password_hash: str, password: str) -> bool:
     try:
-        return _hasher.verify(user.password_hash, password)
+        return _hasher.verify(password_hash, password)
     except (VerificationError, InvalidHashError):
         return False
+
+
+def password_matches(user: User, password: str) -> bool:
+    return _hash_matches(user.password_hash, password)
+
+
+@cache
+def _dummy_hash() -> str:
+    """A hash of a random password no one knows, made once per process."""
+    return _hasher.hash(secrets.token_urlsafe(24))
+
+
+def _same_work_as_a_password_check(password: str) -> None:
+    """An unknown, locked or deactivated account costs a sign-in the same argon2 work as a wrong password, so
+    the time of the answer tells nothing about the account (issue [3.6] item 3)."""
+    _hash_matches(_dummy_hash(), password)
 
 
 def get_by_username(session: Session, username: str) -> User | None:
@@ -60,13 +79,35 @@ def list_users(session: Session) -> list[User]:
     return list(session.scalars(sa.select(User).order_by(User.username)))
 
 
-def _check_new_password(user_or_name: User | str, password: str, policy: Policy) -> None:
+def _earlier_hashes(session: Session, user: User, policy: Policy) -> list[str]:
+    """The account's passwords before its current one, newest first, as many as the history rule looks at."""
+    if policy.history <= 1:
+        return []
+    return list(session.scalars(sa.select(PasswordHistory.password_hash).where(PasswordHistory.user_id == user.id)
+                                .order_by(PasswordHistory.id.desc()).limit(policy.history - 1)))
+
+
+def _check_new_password(user_or_name: User | str, password: str, policy: Policy,
+                        session: Session | None = None) -> None:
+    """Refuse a new password that breaks a rule (``domain.accounts.password_problems``); for the account's own
+    choice (``session`` given), also its current password and the earlier ones the history rule covers."""
     username = user_or_name if isinstance(user_or_name, str) else user_or_name.username
     same = not isinstance(user_or_name, str) and password_matches(user_or_name, password)
+    reused = (not same and session is not None and not isinstance(user_or_name, str)
+              and any(_hash_matches(earlier, password) for earlier in _earlier_hashes(session, user_or_name, policy)))
     problems = rules.password_problems(password, min_length=policy.min_length, username=username,
-                                       current_ok=same)
+                                       current_ok=same, reused=reused, history=policy.history)
     if problems:
         raise ValidationFailed(*problems)
+
+
+def _replace_password(session: Session, user: User, new: str) -> None:
+    """Keep the current hash in the history, set the new one; every session of the account ends (the caller
+    starts a new one for the person who changed their own password)."""
+    now = utcnow()
+    session.add(PasswordHistory(user_id=user.id, password_hash=user.password_hash, replaced_at=now))
+    user.password_hash = hash_password(new)
+    user.password_changed_at = now
 
 
 def _profile(full_name: str, roles: str | list[str], problems: list[str]) -> list[str]:
@@ -116,7 +157,10 @@ def authenticate(session: Session, username: str, password: str, policy: Policy)
     and audited whatever else the transaction held.
     """
     user = get_by_username(session, username)
-    if user is None or not user.active or user.locked or not password_matches(user, password):
+    if user is None or not user.active or user.locked:
+        _same_work_as_a_password_check(password)
+        raise AuthenticationFailed(username, context="login")
+    if not password_matches(user, password):
         raise AuthenticationFailed(username, context="login")
     audit.set_actor(session, user)  # from here on the request acts as this user
     now = utcnow()
@@ -144,16 +188,41 @@ def record_authentication_failure(session: Session, failure: AuthenticationFaile
     user.failed_logins += 1
     audit.record_event(session, f"{failure.context}.failure", user=user, entity_type="user_account",
                        entity_id=user.id, details=details)
-    if rules.should_lock(user.failed_logins, policy.lockout_threshold):
+    last_administrator = is_last_administrator(session, user)
+    if rules.should_lock(user.failed_logins, policy.lockout_threshold, last_administrator=last_administrator):
         user.locked_at = utcnow()
         audit.record_event(session, "account.locked", user=user, entity_type="user_account", entity_id=user.id,
                            reason=f"{user.failed_logins} consecutive failed password entries")
+        sessions.end_all(session, user, "locked")
+    elif last_administrator and rules.should_lock(user.failed_logins, policy.lockout_threshold):
+        audit.record_event(session, "account.lock_withheld", user=user, entity_type="user_account",
+                           entity_id=user.id, reason=f"{user.failed_logins} consecutive failed password entries; "
+                           "the last active administrator is throttled, not locked")
     return user
 
 
-def record_sign_out(session: Session, user: User, *, timeout: bool = False) -> None:
-    audit.record_event(session, "session.timeout" if timeout else "logout", user=user,
-                       entity_type="user_account", entity_id=user.id)
+def record_throttled(session: Session, username: str, scope: str) -> None:
+    """A sign-in refused by throttling (``web.throttle``), before its password was checked: audited, counted
+    toward nothing."""
+    audit.record_event(session, "login.throttled", details={"username": username[:64], "limit": scope})
+
+
+def is_last_administrator(session: Session, user: User) -> bool:
+    """``user`` is an administrator and no other active, unlocked account is one."""
+    if not user.has_role("admin"):
+        return False
+    others = session.scalars(sa.select(User).where(User.id != user.id, User.active.is_(True),
+                                                   User.locked_at.is_(None)))
+    return not any(other.has_role("admin") for other in others)
+
+
+SIGN_OUT_EVENTS = {"logout": "logout", "timeout": "session.timeout", "lifetime": "session.lifetime"}
+
+
+def record_sign_out(session: Session, user: User, *, reason: str = "logout") -> None:
+    """A session's end, audited: ``reason`` ``"logout"`` (the person signed out), ``"timeout"`` (idle) or
+    ``"lifetime"`` (the absolute lifetime passed)."""
+    audit.record_event(session, SIGN_OUT_EVENTS[reason], user=user, entity_type="user_account", entity_id=user.id)
 
 
 def change_password(session: Session, user: User, *, current: str, new: str, policy: Policy) -> None:
@@ -161,11 +230,11 @@ def change_password(session: Session, user: User, *, current: str, new: str, pol
     if not password_matches(user, current):
         raise AuthenticationFailed(user.username, context="password_change",
                                    message="The current password is not correct.")
-    _check_new_password(user, new, policy)
-    user.password_hash = hash_password(new)
-    user.password_changed_at = utcnow()
+    _check_new_password(user, new, policy, session)
+    _replace_password(session, user, new)
     user.must_change_password = False
     audit.flush(session, reason="password changed by its owner")
+    sessions.end_all(session, user, "password_changed")
 
 
 # --- administrator actions: each needs a reason, recorded in the trail ----------------------------
@@ -180,10 +249,10 @@ def reset_password(session: Session, user: User, *, temporary_password: str, pol
     """An administrator sets a temporary password; the user must change it at next sign-in."""
     reason = _reason(reason)
     _check_new_password(user.username, temporary_password, policy)
-    user.password_hash = hash_password(temporary_password)
-    user.password_changed_at = utcnow()
+    _replace_password(session, user, temporary_password)
     user.must_change_password = True
     audit.flush(session, reason=reason)
+    sessions.end_all(session, user, "password_reset")
 
 
 def unlock(session: Session, user: User, *, reason: str) -> None:
@@ -203,6 +272,7 @@ def deactivate(session: Session, user: User, *, reason: str, acting_user_id: int
         raise ValidationFailed(f"{user.username} is already inactive")
     user.active = False
     audit.flush(session, reason=reason)
+    sessions.end_all(session, user, "deactivated")
 
 
 def reactivate(session: Session, user: User, *, reason: str) -> None:

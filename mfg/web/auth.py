@@ -1,17 +1,19 @@
 from __future__ import annotations
 
-from flask import Blueprint, current_app, flash, jsonify, redirect, render_template, request, session, url_for
+from flask import Blueprint, current_app, flash, g, jsonify, redirect, render_template, request, session, url_for
 from flask_login import current_user, login_required, login_user, logout_user
 
 from ..domain.errors import AuthenticationFailed, DomainError
 from ..extensions import db
-from ..services import accounts
+from ..services import accounts, sessions
 from .forms import ChangePasswordForm, LoginForm
-from .security import policy, safe_next, stores_nothing, transaction
+from .security import begin_session, policy, safe_next, stores_nothing, transaction
+from .throttle import throttle
 
 bp = Blueprint("auth", __name__, url_prefix="/auth")
 
 GENERIC_FAILURE = "Invalid user name or password."
+THROTTLED = "Too many failed sign-ins. Try again in {minutes} minute(s), or ask an administrator."
 
 
 @bp.route("/login", methods=["GET", "POST"])
@@ -21,14 +23,23 @@ def login():
     form = LoginForm()
     next_url = safe_next(request.args.get("next"))
     if form.validate_on_submit():
+        username, address = form.username.data, request.remote_addr or ""
+        limits = throttle()
+        refused = limits.refused(username, address)
+        if refused is not None:  # before the password is checked; the same for every account
+            with transaction():
+                accounts.record_throttled(db.session, username, refused)
+            flash(THROTTLED.format(minutes=limits.retry_minutes(refused, username, address)), "error")
+            return render_template("auth/login.html", form=form), 429
         try:
             with transaction():
-                result = accounts.authenticate(db.session, form.username.data, form.password.data, policy())
+                result = accounts.authenticate(db.session, username, form.password.data, policy())
+                begin_session(result.user)
         except AuthenticationFailed:
             # One message for every failure: unknown user, wrong password, locked or inactive account.
+            limits.failed(username, address)
             flash(GENERIC_FAILURE, "error")
             return render_template("auth/login.html", form=form), 401
-        session.clear()
         login_user(result.user)
         if result.must_change_password or result.password_expired:
             flash("You must set a new password before you continue." if result.must_change_password
@@ -44,6 +55,7 @@ def logout():
     user = current_user._get_current_object()
     with transaction():
         accounts.record_sign_out(db.session, user)
+        sessions.end(g.user_session, "logout")
     logout_user()
     session.clear()
     flash("You are signed out.", "info")
@@ -69,7 +81,8 @@ def change_password():
         try:
             with transaction():
                 accounts.change_password(db.session, user, current=form.current.data, new=form.new.data,
-                                         policy=policy())
+                                         policy=policy())  # ends every session of the account
+                begin_session(user)  # this browser goes on under a new one
         except AuthenticationFailed as exc:
             form.current.errors = list(form.current.errors) + exc.problems
             if not current_user.is_authenticated:
@@ -78,7 +91,7 @@ def change_password():
         except DomainError as exc:
             form.new.errors = list(form.new.errors) + exc.problems
         else:
-            login_user(user)  # the session id embeds the password change time
+            login_user(user)
             flash("Your password was changed.", "success")
             return redirect(url_for("main.index"))
     return render_template("auth/change_password.html", form=form, min_length=policy().min_length)

@@ -1,5 +1,10 @@
 """Who may do what, and the request-level rules: sessions, idle timeout, forced password change,
-security headers and the one transaction per request."""
+security headers and the one transaction per request.
+
+Sessions are server-side (``services.sessions``): the signed cookie carries a random token (``TOKEN_KEY``) besides
+what only the screens need (flashed messages); the ``user_session`` row the token names is what makes a browser
+signed in, and its end (sign-out, idle timeout, the absolute lifetime, a password change or reset, deactivation,
+lockout) signs out every copy of the cookie at once."""
 
 from __future__ import annotations
 
@@ -8,7 +13,6 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from functools import wraps
 from typing import Any, Generic, TypeVar
 from urllib.parse import urlsplit
@@ -22,9 +26,10 @@ from sqlalchemy.orm import Session
 from ..domain import accounts as rules
 from ..domain.errors import AuthenticationFailed, DomainError
 from ..extensions import db, login_manager
-from ..models import FormSubmission, User, utcnow
-from ..services import accounts, audit
+from ..models import FormSubmission, User, UserSession, utcnow
+from ..services import accounts, audit, sessions
 from ..unit_of_work import unit_of_work
+from . import throttle
 
 log = logging.getLogger(__name__)
 F = TypeVar("F", bound=Callable[..., Any])
@@ -42,7 +47,8 @@ CONTENT_SECURITY_POLICY = ("default-src 'self'; script-src 'self'; style-src 'se
 PASSIVE = frozenset({"batches.version", "batches.step_preview", "batches.check_scan", "custody.check_scan"})
 # Endpoints a signed-in user may reach while a password change is due.
 _PASSWORD_CHANGE_ALLOWED = {"auth.change_password", "auth.logout", "static"}
-SIGNED_KEY = "signed_in_session"
+TOKEN_KEY = "session_token"  # the server-side session's token, in the signed cookie
+HSTS = "max-age=31536000; includeSubDomains"
 
 
 def policy() -> accounts.Policy:
@@ -198,17 +204,17 @@ def transaction(*, claim: bool = True) -> Iterator[Session]:
     token = _submission_token() if claim else None
     try:
         with unit_of_work(db.session, actor=actor, policy=policy(),
-                          spend=_spend(token) if token is not None else None) as session:
+                          spend=_spend(token) if token is not None else None) as work:
             if token is not None:
-                _claim(session, token)
-            yield session
+                _claim(work, token)
+            yield work
     except _AlreadySubmitted:
         assert token is not None
         abort(_replay(token))
     except AuthenticationFailed as failure:
         if actor is not None and failure.locked_user_id == actor.id:
-            logout_user()
-            session_clear_signing()
+            logout_user()  # the lockout ended the server-side session (``accounts.record_authentication_failure``)
+            session.pop(TOKEN_KEY, None)
         raise
     if token is not None:
         g.submission_claimed = token
@@ -245,34 +251,67 @@ def signed_action(action: Callable[[], T]) -> SignedOutcome[T]:
     try:
         with transaction():
             value = action()
+            _signed_in_this_session()
     except DomainError as exc:
         return SignedOutcome(error=exc)
-    mark_signed()
     return SignedOutcome(value=value)
 
 
-def session_clear_signing() -> None:
-    session.pop(SIGNED_KEY, None)
+def _current_session() -> UserSession | None:
+    """The signed-in user's server-side session: the one the user loader found for this request's cookie, else
+    (a user set by ``login_user`` in this same context) found again from the cookie's token."""
+    if not current_user.is_authenticated:
+        return None
+    row = g.get("user_session")
+    if row is None or row.user_id != current_user.id:
+        found = sessions.find(db.session, session.get(TOKEN_KEY), current_user.id)
+        row = g.user_session = found[0] if found is not None else None
+    return row
 
 
 def signing_needs_username() -> bool:
     """21 CFR 11.200: the first signature of a continuous session needs user name and password."""
-    return not session.get(SIGNED_KEY, False)
+    row = _current_session()
+    return row is None or not row.has_signed
+
+
+def _signed_in_this_session() -> None:
+    row = _current_session()
+    if row is not None:
+        row.has_signed = True
 
 
 def mark_signed() -> None:
-    session[SIGNED_KEY] = True
+    """This session has signed (its own commit: for an action whose signers are known only after it committed)."""
+    row = _current_session()
+    if row is not None and not row.has_signed:
+        with transaction(claim=False):
+            row.has_signed = True
+
+
+def begin_session(user: User) -> None:
+    """Sign ``user`` in on this browser, in the caller's transaction: a new server-side session and a new token
+    (the session id rotates at every sign-in and password change); whatever the cookie held before is dropped."""
+    token = sessions.start(db.session, user)
+    session.clear()
+    session[TOKEN_KEY] = token
+    g.pop("user_session", None)
 
 
 @login_manager.user_loader
 def _load_user(user_id: str) -> User | None:
+    """The signed-in user: only while the cookie's token names a current session of theirs."""
     try:
-        raw_id, stamp = user_id.split(":")
-        user = db.session.get(User, int(raw_id))
+        uid = int(user_id)
     except ValueError:
         return None
-    if user is None or not user.is_active or user.credential_stamp != stamp:
+    found = sessions.find(db.session, session.get(TOKEN_KEY), uid)
+    if found is None:
         return None
+    row, user = found
+    if not user.is_active:
+        return None
+    g.user_session = row
     return user
 
 
@@ -294,18 +333,28 @@ def _before_request() -> Any:
     if current_user.is_authenticated:
         audit.set_actor(db.session, current_user)
         now = utcnow()
-        last_seen = session.get("last_seen")
-        last = datetime.fromtimestamp(last_seen, timezone.utc) if last_seen else None
-        if rules.is_idle(last, now, float(current_app.config["IDLE_TIMEOUT_MINUTES"])):
-            user = current_user._get_current_object()
-            with transaction(claim=False):
-                accounts.record_sign_out(db.session, user, timeout=True)
+        row = _current_session()
+        if row is None:  # its session ended since the user was loaded in this context
             logout_user()
             session.clear()
-            flash("Your session ended after a period of inactivity. Please sign in again.", "warning")
             return redirect(url_for("auth.login", next=_resume_target()))
-        if request.endpoint not in PASSIVE:
-            session["last_seen"] = now.timestamp()
+        config = current_app.config
+        ended = rules.session_end(row.started_at, row.last_seen_at, now,
+                                  idle_minutes=float(config["IDLE_TIMEOUT_MINUTES"]),
+                                  lifetime_hours=float(config["SESSION_LIFETIME_HOURS"]))
+        if ended is not None:
+            user = current_user._get_current_object()
+            with transaction(claim=False):
+                sessions.end(row, ended)
+                accounts.record_sign_out(db.session, user, reason=ended)
+            logout_user()
+            session.clear()
+            flash("Your session ended after a period of inactivity. Please sign in again." if ended == "timeout"
+                  else "Your session reached its time limit. Please sign in again.", "warning")
+            return redirect(url_for("auth.login", next=_resume_target()))
+        if request.endpoint not in PASSIVE and sessions.touch(row, now, _touch_seconds(config)):
+            with transaction(claim=False):
+                pass  # the touched row commits
         due = current_user.must_change_password or rules.password_expired(
             current_user.password_changed_at, now, int(current_app.config["PASSWORD_MAX_AGE_DAYS"]))
         if due and request.endpoint not in _PASSWORD_CHANGE_ALLOWED:
@@ -315,9 +364,16 @@ def _before_request() -> Any:
     return None
 
 
+def _touch_seconds(config: Any) -> float:
+    """How often activity is written (``SESSION_TOUCH_SECONDS``), never more than a tenth of the idle timeout."""
+    return min(float(config["SESSION_TOUCH_SECONDS"]), float(config["IDLE_TIMEOUT_MINUTES"]) * 6)
+
+
 def _security_headers(response: Any) -> Any:
     if "Content-Security-Policy" not in response.headers:  # an SVG image sets its own, stricter one
         response.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
+    if current_app.config["SESSION_COOKIE_SECURE"]:
+        response.headers["Strict-Transport-Security"] = HSTS
     response.headers["X-Content-Type-Options"] = "nosniff"
     response.headers["X-Frame-Options"] = "DENY"
     response.headers["Referrer-Policy"] = "same-origin"
@@ -327,6 +383,7 @@ def _security_headers(response: Any) -> Any:
 
 
 def init_app(app: Flask) -> None:
+    throttle.init_app(app)
     login_manager.login_view = "auth.login"
     login_manager.login_message = "Please sign in to continue."
     login_manager.login_message_category = "info"

@@ -247,7 +247,7 @@ def test_login_events_are_audited(session, make_user):
     accounts.authenticate(session, "olivia", PASSWORD, policy)
     user = accounts.get_by_username(session, "olivia")
     accounts.record_sign_out(session, user)
-    accounts.record_sign_out(session, user, timeout=True)
+    accounts.record_sign_out(session, user, reason="timeout")
     session.commit()
     actions = [e.action for e in _entries(session)]
     assert actions[-4:] == ["user_account.update", "login.success", "logout", "session.timeout"]

@@ -7,7 +7,7 @@ import shutil
 import sqlalchemy as sa
 
 from mfg.extensions import db
-from mfg.models import AuditEntry, Signature, SopVersion, User
+from mfg.models import AuditEntry, Signature, SopVersion, User, UserSession
 from tests.support import DEMO_SOP, PASSWORD
 
 
@@ -100,8 +100,9 @@ def test_signing_dialog_asks_only_the_password_after_the_first_signature(app, cl
     client.post("/sops/load")
     client.post("/auth/logout")
     login("approver")
-    with client.session_transaction() as s:
-        s["signed_in_session"] = True
+    with app.app_context():  # this session has signed before (21 CFR 11.200: the password alone from now on)
+        db.session.execute(sa.update(UserSession).where(UserSession.ended_at.is_(None)).values(has_signed=True))
+        db.session.commit()
     with app.app_context():
         version = db.session.scalar(sa.select(SopVersion))
     assert 'name="username"' not in client.get(f"/sops/{version.id}").get_data(as_text=True)
