@@ -128,6 +128,20 @@ GUARDS: dict[str, tuple[str, Guard]] = {
 # Endpoints any signed-in (or, for sign-in, any) person may post to: they act on the person's own session.
 UNGUARDED = frozenset({"auth.login", "auth.logout", "auth.change_password", "auth.keep_alive"})
 
+# Who may open each page (GET): a page names its roles (``roles_required``), or is listed here as open to every
+# signed-in user (the records are readable by everyone who works on them; what a person may *do* on a page is
+# its guards'), or is public (the sign-in page and static files). ``tests/web/test_role_matrix.py`` fails on a
+# page that does none of these.
+OPEN_PAGES = frozenset({
+    "auth.change_password", "main.index",
+    "batches.index", "batches.show", "batches.step", "batches.execution", "batches.version", "batches.check_scan",
+    "batches.growth_chart", "custody.show", "custody.check_scan",
+    "documents.index", "documents.download", "documents.download_zpl",
+    "clinical.index", "clinical.subject", "clinical.donor", "masterdata.index", "review.deviation",
+    "sops.index", "sops.show",
+})
+PUBLIC = frozenset({"auth.login", "static"})
+
 
 def refusals(endpoint: str, **args: Any) -> list[Refusal]:
     """Why the signed-in user may not do ``endpoint`` with ``args`` now (empty: they may)."""
