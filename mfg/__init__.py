@@ -35,6 +35,13 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         # writes one; the CLI itself must still start to run it.
         app.config["SECRET_KEY"] = None
 
+    if int(app.config["TRUSTED_PROXIES"]) > 0:
+        # behind a reverse proxy (TLS), the client's address is the proxy's X-Forwarded-For entry: sign-in
+        # throttling per address (web.throttle) and the audit trail would otherwise see only the proxy
+        from werkzeug.middleware.proxy_fix import ProxyFix
+        hops = int(app.config["TRUSTED_PROXIES"])
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)  # type: ignore[method-assign]
+
     db.init_app(app)
     csrf.init_app(app)
     login_manager.init_app(app)

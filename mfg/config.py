@@ -47,11 +47,14 @@ DEFAULTS: dict[str, object] = {
     # message whatever the account. Counted in each server process's memory (docs/sessions.md).
     "SIGNIN_LIMIT_PER_ACCOUNT": "5 per 15 minutes",
     "SIGNIN_LIMIT_PER_ADDRESS": "20 per 15 minutes",
+    # How many reverse proxies in front of the app server set X-Forwarded-For (0: none; the app server sees the
+    # client). Behind a TLS proxy set 1, or every client shares the proxy's address for sign-in throttling.
+    "TRUSTED_PROXIES": 0,
     "IDLE_TIMEOUT_MINUTES": 15,
     # A session ends this long after its sign-in however active it is (a shift and a half; 0: no limit).
     "SESSION_LIFETIME_HOURS": 12,
     # Activity is written to the session's row at most this often; the idle timeout can fall this much early.
-    "SESSION_TOUCH_SECONDS": 30,
+    "SESSION_TOUCH_SECONDS": 15,
     # The screens warn this long before the idle timeout, with "Stay signed in" (mfg/static/session.js).
     "IDLE_WARNING_SECONDS": 60,
     # Cookies: HttpOnly and SameSite=Lax always; Secure where the site serves HTTPS.

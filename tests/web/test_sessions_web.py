@@ -121,3 +121,17 @@ def test_failed_sign_ins_are_throttled_per_address(app_factory, make_user):
     ok = elsewhere.post("/auth/login", data={"username": "olivia", "password": PASSWORD},
                         environ_base={"REMOTE_ADDR": "10.0.0.7"})
     assert ok.status_code == 302
+
+
+def test_behind_a_proxy_each_client_is_throttled_by_its_own_address(app_factory, make_user):
+    app = app_factory(SIGNIN_LIMIT_PER_ADDRESS="2 per 15 minutes", TRUSTED_PROXIES=1)
+    make_user("olivia")
+    proxy = app.test_client()  # every request comes from the proxy's own address, 127.0.0.1
+
+    def sign_in(client_address, username, password):
+        return proxy.post("/auth/login", data={"username": username, "password": password},
+                          headers={"X-Forwarded-For": client_address}).status_code
+
+    assert [sign_in("10.0.0.5", f"guess{i}", "x" * 12) for i in range(2)] == [401, 401]
+    assert sign_in("10.0.0.5", "olivia", PASSWORD) == 429
+    assert sign_in("10.0.0.6", "olivia", PASSWORD) == 302
