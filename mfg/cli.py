@@ -634,7 +634,42 @@ def backup_command(out: Path) -> None:
                "verified, and kept together with them it would let whoever holds both forge the trail.", err=True)
 
 
+trial_cli = AppGroup("trial", help="The trial's own rules (dose escalation).")
+
+
+@trial_cli.command("decision-table")
+@click.option("--rule", type=click.Choice(["3+3", "boin"]), default="3+3", show_default=True)
+@click.option("--target", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.25,
+              show_default=True, help="BOIN: the target DLT rate.")
+@click.option("--max-subjects", type=click.IntRange(1, 60), default=12, show_default=True,
+              help="BOIN: the table's rows, 1 to this many subjects treated at a level.")
+def trial_decision_table(rule: str, target: float, max_subjects: int) -> None:
+    """Print the escalation rule's decision table (mfg/domain/escalation.py)."""
+    from .domain import escalation
+
+    if rule == "3+3":
+        click.echo("3+3: the action for each count of DLTs among the evaluable subjects at a level")
+        for evaluable, dlts, action in escalation.three_plus_three_table():
+            click.echo(f"  {dlts} of {evaluable}: {action.value}")
+        return
+    bounds = escalation.boin_boundaries(target)
+    click.echo(f"BOIN, target DLT rate {target:g}: lambda_e = {bounds.escalate:.3f}, "
+               f"lambda_d = {bounds.de_escalate:.3f}")
+    click.echo("subjects  escalate if DLTs <=  stay if DLTs  de-escalate if DLTs >=  eliminate if DLTs >=")
+
+    def shown(value: int | None) -> str:
+        return "-" if value is None else str(value)
+
+    for row in escalation.boin_table(bounds, max_subjects):
+        low = -1 if row.escalate_at_most is None else row.escalate_at_most
+        high = row.evaluable + 1 if row.de_escalate_at_least is None else row.de_escalate_at_least
+        stay = "-" if low + 1 > high - 1 else (f"{low + 1}" if low + 1 == high - 1 else f"{low + 1}-{high - 1}")
+        click.echo(f"{row.evaluable:>8}  {shown(row.escalate_at_most):>19}  {stay:>12}  "
+                   f"{shown(row.de_escalate_at_least):>22}  {shown(row.eliminate_at_least):>20}")
+
+
 def init_app(app: Flask) -> None:
+    app.cli.add_command(trial_cli)
     app.cli.add_command(verify_pdf_command)
     app.cli.add_command(demo_batch_command)
     app.cli.add_command(init_command)
