@@ -40,6 +40,9 @@ DEFAULTS: dict[str, object] = {
     "PASSWORD_MIN_LENGTH": 12,
     "PASSWORD_MAX_AGE_DAYS": 180,
     "LOCKOUT_THRESHOLD": 5,
+    # The two-person rule: a signing role (operator, qa, clinical) an administrator grants counts only once a
+    # second administrator or QA confirms it (Administration, Role grants). False: it counts at once.
+    "ROLE_GRANT_TWO_PERSON": True,
     "IDLE_TIMEOUT_MINUTES": 15,
     # The screens warn this long before the idle timeout, with "Stay signed in" (mfg/static/session.js).
     "IDLE_WARNING_SECONDS": 60,
