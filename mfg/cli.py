@@ -185,9 +185,14 @@ def users_create(username: str, full_name: str, roles: str, password_file: str, 
 
 @users_cli.command("list")
 def users_list() -> None:
-    for user in accounts.list_users(_cli_session()):
+    session = _cli_session()
+    pending: dict[int, list[str]] = {}
+    for grant in accounts.pending_grants(session):
+        pending.setdefault(grant.user_id, []).append(grant.role)
+    for user in accounts.list_users(session):
         state = "inactive" if not user.active else "locked" if user.locked else "active"
-        click.echo(f"{user.username}\t{user.full_name}\t{user.roles}\t{state}")
+        waiting = f" (pending: {','.join(pending[user.id])})" if user.id in pending else ""
+        click.echo(f"{user.username}\t{user.full_name}\t{user.roles}{waiting}\t{state}")
 
 
 def _user(session, username: str):
