@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import datetime, timedelta
 
 from .errors import ValidationFailed
@@ -25,7 +26,7 @@ def is_signing_role(role: str) -> bool:
     return role in SIGNING_ROLES
 
 
-def combination_problems(roles: list[str] | tuple[str, ...] | frozenset[str] | set[str]) -> list[str]:
+def combination_problems(roles: Collection[str]) -> list[str]:
     """Every reason ``roles`` (an account's roles, granted or pending) may not be held together."""
     signing = sorted(r for r in roles if is_signing_role(r))
     if ADMIN_ROLE in roles and signing:

@@ -19,9 +19,9 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from ..domain import guards
 from ..domain.audit_chain import SignatureManifest, seal_signature, signature_seal_problem
 from ..domain.canonical import canonical_json, content_hash, sha256_hex
-from ..domain import guards
 from ..domain.errors import AuthenticationFailed, DomainError, ValidationFailed
 from ..domain.signing import ROLE_FOR_MEANING, Meaning
 from ..models import SIGNABLE, AuditEntry, Signable, Signature, SignatureInvalidation, SignatureSeal, User, utcnow

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from mfg.domain.errors import InvalidTransition, PermissionDenied, ValidationFailed
 from mfg.models import AuditEntry, RoleGrant, Signature, SopVersion, User, utcnow
 from mfg.services import accounts, audit, signatures, sops
-from tests.support import DEMO_SOP, PASSWORD
+from tests.support import DEMO_SOP, PASSWORD, assert_audit_intact
 
 POLICY = accounts.Policy()
 NEW_PASSWORD = "my-very-own-secret-7"
@@ -145,6 +145,7 @@ def test_a_signing_role_counts_only_once_a_second_person_confirms_it(session, ma
     _as(session, nina)
     assert _approve(session, draft, nina, NEW_PASSWORD).own_password is True
     session.commit()
+    assert_audit_intact(session)  # role_grant is audited like every GMP table, and holds what the trail says
 
 
 def test_a_grant_is_never_confirmed_by_the_account_it_is_for(session, make_user):
