@@ -82,8 +82,8 @@ def prepare_instance(tmp: Path, url: str, n_operators: int) -> list[str]:
         s = db.session
         audit.set_actor(s, name="bench/load.py")
         for name in names:
-            accounts.create_user(s, username=name, full_name=f"Load Operator {name[-2:]}", roles="operator",
-                                 password=PASSWORD, policy=accounts.Policy(), temporary=False)
+            accounts.create_user_at_setup(s, username=name, full_name=f"Load Operator {name[-2:]}", roles="operator",
+                                          password=PASSWORD, policy=accounts.Policy())
         s.commit()
         app.extensions["mfg.db"].engine.dispose()
     return names

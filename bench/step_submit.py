@@ -50,8 +50,8 @@ def main() -> None:
             s = db.session
             audit.set_actor(s, name="bench")
             policy = accounts.Policy()
-            users = {name: accounts.create_user(s, username=name, full_name=name, roles=roles, password=PASSWORD,
-                                                policy=policy, temporary=False)
+            users = {name: accounts.create_user_at_setup(s, username=name, full_name=name, roles=roles,
+                                                         password=PASSWORD, policy=policy)
                      for name, roles in (("loader", "qa"), ("approver", "qa"), ("op", "operator"))}
             version = sops.load_directory(s, tmp / "sops", loader=users["loader"]).loaded[0]
             sops.approve(s, version, site_timezone="UTC",

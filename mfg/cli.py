@@ -165,19 +165,34 @@ users_cli = AppGroup("users", help="Manage user accounts.")
 @click.option("--full-name", required=True, help="Printed name, as shown in every signature.")
 @click.option("--roles", required=True, help="Comma-separated: operator, qa, clinical, admin.")
 @click.option("--password-file", required=True, help="File whose first line is the password, or - for stdin.")
-@click.option("--permanent", is_flag=True, help="Do not force a password change at first sign-in.")
+@click.option("--permanent", is_flag=True, help="Do not force a password change at first sign-in (the password "
+                                               "still signs nothing until its owner has replaced it).")
 def users_create(username: str, full_name: str, roles: str, password_file: str, permanent: bool) -> None:
+    """Create an account. The admin role is never combined with a signing role (operator, qa, clinical); a
+    signing role is pending until a second administrator or QA confirms it (Administration, Role grants) unless
+    ROLE_GRANT_TWO_PERSON is off."""
     password = _read_password(password_file)
-    user = _run(lambda s: accounts.create_user(s, username=username, full_name=full_name, roles=roles,
-                                               password=password, policy=_policy(), temporary=not permanent))
-    click.echo(f"created {user.username} ({user.roles})")
+
+    def create(session):  # noqa: ANN001, ANN202
+        user = accounts.create_user(session, username=username, full_name=full_name, roles=roles,
+                                    password=password, policy=_policy(), temporary=not permanent)
+        return user.username, user.roles, [g.role for g in accounts.pending_grants(session, user)]
+
+    name, granted, pending = _run(create)
+    click.echo(f"created {name} ({granted or 'no role yet'})"
+               + (f"; pending a second person's confirmation: {', '.join(pending)}" if pending else ""))
 
 
 @users_cli.command("list")
 def users_list() -> None:
-    for user in accounts.list_users(_cli_session()):
+    session = _cli_session()
+    pending: dict[int, list[str]] = {}
+    for grant in accounts.pending_grants(session):
+        pending.setdefault(grant.user_id, []).append(grant.role)
+    for user in accounts.list_users(session):
         state = "inactive" if not user.active else "locked" if user.locked else "active"
-        click.echo(f"{user.username}\t{user.full_name}\t{user.roles}\t{state}")
+        waiting = f" (pending: {','.join(pending[user.id])})" if user.id in pending else ""
+        click.echo(f"{user.username}\t{user.full_name}\t{user.roles}{waiting}\t{state}")
 
 
 def _user(session, username: str):

@@ -50,6 +50,9 @@ DEFAULTS: dict[str, object] = {
     # How many reverse proxies in front of the app server set X-Forwarded-For (0: none; the app server sees the
     # client). Behind a TLS proxy set 1, or every client shares the proxy's address for sign-in throttling.
     "TRUSTED_PROXIES": 0,
+    # The two-person rule: a signing role (operator, qa, clinical) an administrator grants counts only once a
+    # second administrator or QA confirms it (Administration, Role grants). False: it counts at once.
+    "ROLE_GRANT_TWO_PERSON": True,
     "IDLE_TIMEOUT_MINUTES": 15,
     # A session ends this long after its sign-in however active it is (a shift and a half; 0: no limit).
     "SESSION_LIFETIME_HOURS": 12,

@@ -61,6 +61,8 @@ GUARDS: dict[str, Guard] = {
     "audit_head": Guard(NEVER_DELETED),
     "audit_checkpoint": Guard(APPEND_ONLY),  # migration 0018
     "user_account": Guard(NEVER_DELETED),
+    "role_grant": Guard(NEVER_DELETED, immutable=("user_id", "role", "requested_by_id", "requested_by",
+                                                  "requested_at")),  # migration 0019
     "sop_version": Guard(NEVER_DELETED, immutable=("code", "version", "kind", "title", "content", "sha256",
                                                    "loaded_at", "loaded_by_id")),
     "recorded_value": Guard(APPEND_ONLY),

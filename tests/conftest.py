@@ -174,9 +174,13 @@ def make_user(app: Flask) -> Callable[..., User]:
         with app.app_context():
             s = db.session
             audit.set_actor(s, name="test-setup")
-            user = accounts.create_user(s, username=username, full_name=full_name or username.title() + " Person",
-                                        roles=roles, password=password, policy=accounts.Policy(),
-                                        temporary=temporary)
+            name = full_name or username.title() + " Person"
+            if temporary:  # as an administrator makes it: the password is not the owner's, signing roles pending
+                user = accounts.create_user(s, username=username, full_name=name, roles=roles, password=password,
+                                            policy=accounts.Policy())
+            else:  # the set-up path (accounts.create_user_at_setup): own password, roles effective
+                user = accounts.create_user_at_setup(s, username=username, full_name=name, roles=roles,
+                                                     password=password, policy=accounts.Policy())
             s.commit()
             return user
 

@@ -1,8 +1,12 @@
 """Demo accounts and master records for a DEMO instance (``flask --app mfg init --demo``).
 
 Demo accounts share one documented password and are not asked to change it; real accounts are
-created by an administrator with a temporary password. The demo master records are loaded by one QA
-user and approved with a real e-signature by another, exactly as a site would do it.
+created by an administrator with a temporary password. They are made through the set-up path
+(``accounts.create_user_at_setup``): the demo password counts as each account's own (a password an
+administrator sets signs nothing until its owner replaces it) and their roles count at once, as if a second
+person had confirmed them (the two-person rule); no screen or command reaches that path. The demo master
+records are loaded by one QA user and approved with a real e-signature by another, exactly as a site would
+do it.
 """
 
 from __future__ import annotations
@@ -35,8 +39,8 @@ def seed_users(session: Session, policy: accounts.Policy) -> list[str]:
     for username, full_name, roles in DEMO_USERS:
         if accounts.get_by_username(session, username) is None:
             audit.set_actor(session, name="init --demo")
-            accounts.create_user(session, username=username, full_name=full_name, roles=roles,
-                                 password=DEMO_PASSWORD, policy=policy, temporary=False)
+            accounts.create_user_at_setup(session, username=username, full_name=full_name, roles=roles,
+                                          password=DEMO_PASSWORD, policy=policy)
             created.append(username)
     return created
 

@@ -14,6 +14,7 @@ recent passwords (``PASSWORD_HISTORY``). No periodic change is forced by these r
 from __future__ import annotations
 
 import gzip
+from collections.abc import Collection
 from datetime import datetime, timedelta
 from functools import cache
 from importlib.resources import files
@@ -30,6 +31,25 @@ ROLE_LABELS = {
     "clinical": "Clinical coordinator",
     "admin": "Administrator",
 }
+
+
+# The roles that sign GMP records (domain.signing.ROLE_FOR_MEANING). An administrator signs nothing, and no
+# account combines administration with one of these (issue 19 item 1).
+SIGNING_ROLES: tuple[str, ...] = ("operator", "qa", "clinical")
+ADMIN_ROLE = "admin"
+
+
+def is_signing_role(role: str) -> bool:
+    return role in SIGNING_ROLES
+
+
+def combination_problems(roles: Collection[str]) -> list[str]:
+    """Every reason ``roles`` (an account's roles, granted or pending) may not be held together."""
+    signing = sorted(r for r in roles if is_signing_role(r))
+    if ADMIN_ROLE in roles and signing:
+        return [f"An administrator signs nothing: the admin role cannot be combined with {', '.join(signing)} "
+                "(use a separate account for administration)."]
+    return []
 
 
 def parse_roles(roles: str | list[str] | tuple[str, ...]) -> list[str]:

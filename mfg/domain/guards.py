@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from .accounts import combination_problems
 from .lifecycle import FINISHED, NEVER_INFUSED, RECORD_OPEN, RESULTS_OPEN, STEPS_OPEN
 
 # re-exported: every guard's caller writes guards.Refusal, guards.person, guards.enforce
@@ -300,3 +301,50 @@ def manage_subjects(actor: Person) -> list[Refusal]:
 
 def manage_accounts(actor: Person) -> list[Refusal]:
     return _role(actor, "manage_accounts")
+
+
+# --- separation of administration and signing (issue 19 item 1) ---------------------------------------------
+
+def own_account(actor_id: int | None, target_id: int) -> list[Refusal]:
+    """No one changes the name or roles of their own account: an administrator would make itself a signer."""
+    if actor_id == target_id:
+        return [Refusal("duty", "You cannot change your own name or roles: another administrator does.")]
+    return []
+
+
+def edit_account(actor: Person, *, target_id: int) -> list[Refusal]:
+    """Change an account's printed name and roles (the service also refuses roles that may not be combined:
+    ``accounts.combination_problems``)."""
+    return _role(actor, "manage_accounts") + own_account(actor.id, target_id)
+
+
+def confirm_role_grant(actor: Person, *, target_id: int, requested_by_id: int | None, pending: bool,
+                       roles_after: Sequence[str]) -> list[Refusal]:
+    """The two-person rule: a signing role an administrator granted counts once a second person, an
+    administrator or QA who neither asked for it nor receives it, confirms it. ``roles_after``: the account's
+    roles once confirmed, which must still be a permitted combination."""
+    refusals = _role(actor, "confirm_role_grant")
+    if actor.id == requested_by_id:
+        refusals.append(Refusal("duty", "You asked for this role: a second administrator or QA confirms it."))
+    if actor.id == target_id:
+        refusals.append(Refusal("duty", "A role granted to your own account is confirmed by someone else."))
+    if not pending:
+        refusals.append(Refusal("done", "this role grant is no longer pending"))
+    refusals += [Refusal("state", problem) for problem in combination_problems(roles_after)]
+    return refusals
+
+
+def sign(actor: Person, *, roles: Sequence[str], what: str, own_password: bool) -> list[Refusal]:
+    """May ``actor`` execute an e-signature whose meaning (``what``) needs one of ``roles``? Never an account
+    that holds the admin role (an administrator signs nothing, whatever else it was given), never with a password
+    an administrator set (it is the owner's only once the owner has replaced it), and only with a confirmed role
+    (a pending grant is not in the account's roles)."""
+    refusals = []
+    if actor.has(ADMIN):
+        refusals.append(Refusal("role", "An administrator signs nothing: this account holds the admin role."))
+    elif not actor.has(*roles):
+        refusals.append(Refusal("role", f"signing as '{what}' needs the {' or '.join(roles)} role"))
+    if not own_password:
+        refusals.append(Refusal("duty", "Your password was set by an administrator: change it (Change password) "
+                                        "before you sign."))
+    return refusals

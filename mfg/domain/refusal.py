@@ -99,6 +99,7 @@ ROLES: dict[str, tuple[tuple[str, ...], str]] = {
     "manage_master_data": ((QA,), "changing equipment and material lots"),
     "manage_subjects": ((CLINICAL,), "recording subjects and donors"),
     "manage_accounts": ((ADMIN,), "managing user accounts"),
+    "confirm_role_grant": ((ADMIN, QA), "confirming a role grant"),
 }
 
 

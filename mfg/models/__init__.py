@@ -13,7 +13,7 @@ from .sign_in import PasswordHistory, UserSession
 from .signature import Signature, SignatureSeal
 from .sop import SopVersion
 from .submission import FormSubmission
-from .user import User
+from .user import RoleGrant, User
 
 # Record types that carry e-signatures, by the name a Signature stores in ``record_type``.
 SIGNABLE: dict[str, type[Signable]] = {
@@ -24,7 +24,7 @@ SIGNABLE: dict[str, type[Signable]] = {
 __all__ = ["AuditCheckpoint", "AuditEntry", "AuditHead", "Audited",
            "Base", "Batch", "BatchDecision", "DocumentJob", "DocumentRevision",
            "FormSubmission", "PasswordHistory", "UserSession",
-           "ReviewMark", "BagBlock", "ClinicalAlert", "PendingResult",
+           "ReviewMark", "RoleGrant", "BagBlock", "ClinicalAlert", "PendingResult",
            "BatchMasterRecord", "Counter", "CustodyEvent", "Deviation", "Donor", "DonorTest",
            "Equipment", "MaterialLot", "ProductBag", "QualificationRecord", "RecordedValue", "SIGNABLE", "Signable",
            "Signature", "SignatureInvalidation", "SignatureSeal",

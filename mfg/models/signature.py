@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
@@ -32,6 +33,11 @@ class Signature(Audited, Base):
     record_id: so.Mapped[str] = so.mapped_column(sa.String(60))
     content: so.Mapped[str] = so.mapped_column(sa.Text)
     content_sha256: so.Mapped[Hash64]
+    # Whether the signer's password was last set by the signer (not by an administrator), and when it was set
+    # (migration 0019; NULL on signatures made before). The signing guard refuses a password an administrator set,
+    # so every signature made since says True.
+    own_password: so.Mapped[bool | None]
+    password_set_at: so.Mapped[datetime | None]
 
     user: so.Mapped["User"] = so.relationship()
 

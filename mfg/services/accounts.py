@@ -7,7 +7,7 @@ are recorded with ``audit.record_event``.
 from __future__ import annotations
 
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache
 
 import sqlalchemy as sa
@@ -16,8 +16,9 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy.orm import Session
 
 from ..domain import accounts as rules
+from ..domain import guards
 from ..domain.errors import AuthenticationFailed, ConflictError, NotFound, ValidationFailed
-from ..models import PasswordHistory, User, utcnow
+from ..models import PasswordHistory, RoleGrant, User, utcnow
 from . import audit, sessions
 
 # argon2id with the library's (RFC 9106 "low memory") defaults.
@@ -30,11 +31,14 @@ class Policy:
     max_age_days: int = 180
     lockout_threshold: int = 5
     history: int = 5  # a new password differs from the current one and the ones before it, this many in all
+    # the two-person rule for signing roles (ROLE_GRANT_TWO_PERSON): a grant counts once a second person confirms it
+    two_person_grants: bool = True
 
     @classmethod
     def from_config(cls, config: dict) -> Policy:
         return cls(int(config["PASSWORD_MIN_LENGTH"]), int(config["PASSWORD_MAX_AGE_DAYS"]),
-                   int(config["LOCKOUT_THRESHOLD"]), int(config["PASSWORD_HISTORY"]))
+                   int(config["LOCKOUT_THRESHOLD"]), int(config["PASSWORD_HISTORY"]),
+                   bool(config.get("ROLE_GRANT_TWO_PERSON", True)))
 
 
 def hash_password(password: str) -> str:
@@ -123,24 +127,96 @@ def _profile(full_name: str, roles: str | list[str], problems: list[str]) -> lis
 
 def create_user(session: Session, *, username: str, full_name: str, roles: str | list[str], password: str,
                 policy: Policy, temporary: bool = True) -> User:
-    """Create an account. An administrator's password is temporary: it must be changed at first sign-in."""
+    """Create an account. An administrator's password is temporary: it must be changed at first sign-in
+    (``temporary=False``: not forced, the command line's ``--permanent``), and it signs nothing until its owner has
+    replaced it. Signing roles are pending until a second person confirms them (``policy.two_person_grants``)."""
+    return _new_user(session, username=username, full_name=full_name, roles=roles, password=password,
+                     policy=policy, temporary=temporary, own_password=False, reason="account created")
+
+
+def create_user_at_setup(session: Session, *, username: str, full_name: str, roles: str | list[str], password: str,
+                         policy: Policy) -> User:
+    """Set-up only (the demo seed, test fixtures; never a screen or a command): an account whose password counts
+    as its owner's (the demo instance's documented shared password, a test's) and whose signing roles count at
+    once, as if confirmed. Recorded as such in the trail (the reason says so)."""
+    return _new_user(session, username=username, full_name=full_name, roles=roles, password=password,
+                     policy=replace(policy, two_person_grants=False), temporary=False, own_password=True,
+                     reason="account created at set-up (demo or test): own password, roles effective at once")
+
+
+def _new_user(session: Session, *, username: str, full_name: str, roles: str | list[str], password: str,
+              policy: Policy, temporary: bool, own_password: bool, reason: str) -> User:
     username = username.strip()
     problems = []
     if not username or len(username) > 64 or not username.replace(".", "").replace("-", "").replace("_", "").isalnum():
         problems.append("User name: 1-64 letters, digits, '.', '-' or '_'.")
     role_list = _profile(full_name, roles, problems)
+    problems.extend(rules.combination_problems(role_list))
     problems.extend(rules.password_problems(password, min_length=policy.min_length, username=username))
     if problems:
         raise ValidationFailed(*problems)
     if get_by_username(session, username) is not None:
         raise ConflictError(f"user name '{username}' is taken (user names are never reused)")
     now = utcnow()
-    user = User(username=username, full_name=full_name.strip(), roles=",".join(role_list),
-                password_hash=hash_password(password), password_changed_at=now,
+    user = User(username=username, full_name=full_name.strip(), roles="",
+                password_hash=hash_password(password), password_changed_at=now, password_set_by_self=own_password,
                 must_change_password=temporary, failed_logins=0, active=True, created_at=now)
     session.add(user)
-    audit.flush(session, reason="account created")
+    with audit.reason_for(session, reason):
+        _grant(session, user, role_list, policy)
+    audit.flush(session, reason=reason)
     return user
+
+
+def _grant(session: Session, user: User, role_list: list[str], policy: Policy) -> None:
+    """Make ``user``'s roles ``role_list``: a role taken off goes at once (and a pending grant of it is
+    withdrawn), a role added counts at once unless it is a signing role under the two-person rule, which is then
+    requested (``RoleGrant``) and counts once confirmed (``confirm_grant``)."""
+    actor = audit.actor_of(session)
+    pending = {g.role: g for g in pending_grants(session, user)} if user.id is not None else {}
+    now = utcnow()
+    for role, grant in pending.items():
+        if role not in role_list:
+            grant.withdrawn_at, grant.withdrawn_by_id = now, actor.user_id
+    effective = [r for r in user.role_list if r in role_list]
+    for role in role_list:
+        if role in effective or role in pending:
+            continue
+        if policy.two_person_grants and rules.is_signing_role(role):
+            session.add(RoleGrant(user=user, role=role, requested_by_id=actor.user_id, requested_by=actor.name[:64],
+                                  requested_at=now))
+        else:
+            effective.append(role)
+    user.roles = ",".join(sorted(effective))
+
+
+def pending_grants(session: Session, user: User | None = None) -> list[RoleGrant]:
+    """The role grants waiting for a second person (of ``user``, or everyone's), oldest first."""
+    query = sa.select(RoleGrant).where(RoleGrant.confirmed_at.is_(None), RoleGrant.withdrawn_at.is_(None))
+    if user is not None:
+        query = query.where(RoleGrant.user_id == user.id)
+    return list(session.scalars(query.order_by(RoleGrant.requested_at, RoleGrant.id)))
+
+
+def get_grant(session: Session, grant_id: int) -> RoleGrant:
+    grant = session.get(RoleGrant, grant_id)
+    if grant is None:
+        raise NotFound(f"no role grant with id {grant_id}")
+    return grant
+
+
+def guard_confirm_grant(actor: User, grant: RoleGrant) -> list[guards.Refusal]:
+    return guards.confirm_role_grant(guards.person(actor), target_id=grant.user_id,
+                                     requested_by_id=grant.requested_by_id, pending=grant.pending,
+                                     roles_after=[*grant.user.role_list, grant.role])
+
+
+def confirm_grant(session: Session, grant: RoleGrant, *, by: User) -> None:
+    """The second person confirms a pending signing role: from now on it counts."""
+    guards.enforce(guard_confirm_grant(by, grant))
+    grant.confirmed_by_id, grant.confirmed_at = by.id, utcnow()
+    grant.user.roles = ",".join(sorted({*grant.user.role_list, grant.role}))
+    audit.flush(session, reason=f"role {grant.role} confirmed (two-person rule)")
 
 
 @dataclass(frozen=True)
@@ -232,6 +308,7 @@ def change_password(session: Session, user: User, *, current: str, new: str, pol
                                    message="The current password is not correct.")
     _check_new_password(user, new, policy, session)
     _replace_password(session, user, new)
+    user.password_set_by_self = True
     user.must_change_password = False
     audit.flush(session, reason="password changed by its owner")
     sessions.end_all(session, user, "password_changed")
@@ -250,6 +327,7 @@ def reset_password(session: Session, user: User, *, temporary_password: str, pol
     reason = _reason(reason)
     _check_new_password(user.username, temporary_password, policy)
     _replace_password(session, user, temporary_password)
+    user.password_set_by_self = False  # signs nothing until its owner replaces it
     user.must_change_password = True
     audit.flush(session, reason=reason)
     sessions.end_all(session, user, "password_reset")
@@ -283,12 +361,18 @@ def reactivate(session: Session, user: User, *, reason: str) -> None:
     audit.flush(session, reason=reason)
 
 
-def set_roles(session: Session, user: User, *, roles: str | list[str], full_name: str, reason: str) -> None:
+def set_roles(session: Session, user: User, *, roles: str | list[str], full_name: str, reason: str,
+              policy: Policy | None = None) -> None:
+    """Change another account's printed name and roles (never one's own: ``guards.own_account``). A signing role
+    added is pending until confirmed under the two-person rule (``policy.two_person_grants``, default on)."""
+    guards.enforce(guards.own_account(audit.actor_of(session).user_id, user.id))
     reason = _reason(reason)
     problems: list[str] = []
     role_list = _profile(full_name, roles, problems)
+    problems.extend(rules.combination_problems(role_list))
     if problems:
         raise ValidationFailed(*problems)
-    user.roles = ",".join(role_list)
+    with audit.reason_for(session, reason):
+        _grant(session, user, role_list, policy or Policy())
     user.full_name = full_name.strip()
     audit.flush(session, reason=reason)

@@ -19,9 +19,10 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from ..domain import guards
 from ..domain.audit_chain import SignatureManifest, seal_signature, signature_seal_problem
 from ..domain.canonical import canonical_json, content_hash, sha256_hex
-from ..domain.errors import AuthenticationFailed, DomainError, PermissionDenied, ValidationFailed
+from ..domain.errors import AuthenticationFailed, DomainError, ValidationFailed
 from ..domain.signing import ROLE_FOR_MEANING, Meaning
 from ..models import SIGNABLE, AuditEntry, Signable, Signature, SignatureInvalidation, SignatureSeal, User, utcnow
 from . import accounts, audit
@@ -88,15 +89,15 @@ def sign(session: Session, *, signer: User, meaning: Meaning | str, record: Sign
         raise AuthenticationFailed(signer.username, context="signature", message=BAD_CREDENTIALS)
     else:
         credentials.spent = True
-    roles = ROLE_FOR_MEANING[meaning]
-    if not signer.has_role(*roles):
-        raise PermissionDenied(f"signing as '{meaning.label}' needs the {' or '.join(roles)} role")
+    guards.enforce(guards.sign(guards.person(signer), roles=ROLE_FOR_MEANING[meaning], what=meaning.label,
+                               own_password=signer.password_set_by_self))
     content = canonical_json(record.signed_content())
     record_type = record.__tablename__  # type: ignore[attr-defined]
     signature = Signature(user_id=signer.id, username=signer.username, printed_name=signer.full_name,
                           meaning=meaning.value, signed_at=utcnow(), comment=(comment or "").strip() or None,
                           record_type=record_type, record_id=str(sa.inspect(record).identity[0]),
-                          content=content, content_sha256=sha256_hex(content))
+                          content=content, content_sha256=sha256_hex(content),
+                          own_password=signer.password_set_by_self, password_set_at=signer.password_changed_at)
     session.add(signature)
     audit.flush(session, reason=f"e-signature: {meaning.label}")
     _seal(session, [signature])

@@ -24,6 +24,7 @@ from ..domain.guards import Refusal
 from ..extensions import db
 from ..models import User
 from ..services import (
+    accounts,
     batches,
     clinical,
     custody,
@@ -123,7 +124,10 @@ GUARDS: dict[str, tuple[str, Guard]] = {
     "clinical.assign_dose": ("assign_dose_level", lambda subject_id: clinical.guard_assign_dose_level(
         db.session, _user(), clinical.get_subject(db.session, subject_id))),
     "admin.create_user": ("manage_accounts", lambda: guards.manage_accounts(_person())),
-    "admin.user_action": ("manage_accounts", lambda user_id, action: guards.manage_accounts(_person())),
+    "admin.user_action": ("manage_accounts", lambda user_id, action: (
+        guards.edit_account(_person(), target_id=user_id) if action == "edit" else guards.manage_accounts(_person()))),
+    "admin.confirm_grant": ("confirm_role_grant", lambda grant_id: accounts.guard_confirm_grant(
+        _user(), accounts.get_grant(db.session, grant_id))),
 }
 # Endpoints any signed-in (or, for sign-in, any) person may post to: they act on the person's own session.
 UNGUARDED = frozenset({"auth.login", "auth.logout", "auth.change_password", "auth.keep_alive"})

@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, flash, redirect, render_template, url_for
 from flask_login import current_user, login_required
 
+from ..domain import guards
 from ..domain.errors import DomainError
 from ..extensions import db
 from ..services import accounts
@@ -33,13 +34,20 @@ def create_user():
         except DomainError as exc:
             form.form_errors.extend(exc.problems)
         else:
-            flash(f"User {user.username} created with a temporary password.", "success")
+            flash(f"User {user.username} created with a temporary password{_pending_note(user)}.", "success")
             return redirect(url_for("admin.user", user_id=user.id))
     return render_template("admin/user_new.html", form=form, min_length=policy().min_length)
 
 
+def _pending_note(user) -> str:  # noqa: ANN001 - a User
+    pending = [g.role for g in accounts.pending_grants(db.session, user)]
+    return f"; pending a second person's confirmation: {', '.join(pending)}" if pending else ""
+
+
 def _forms(user):
-    edit = UserEditForm(prefix="edit", data={"full_name": user.full_name, "roles": user.role_list})
+    # the roles the account holds or was granted pending confirmation: saving the form unchanged keeps both
+    roles = user.role_list + [g.role for g in accounts.pending_grants(db.session, user)]
+    edit = UserEditForm(prefix="edit", data={"full_name": user.full_name, "roles": roles})
     return {"edit": edit, "reset": ResetPasswordForm(prefix="reset"), "unlock": ReasonForm(prefix="unlock"),
             "deactivate": ReasonForm(prefix="deactivate"), "reactivate": ReasonForm(prefix="reactivate")}
 
@@ -48,7 +56,8 @@ def _forms(user):
 @roles_required("admin")
 def user(user_id: int):
     target = accounts.get(db.session, user_id)
-    return render_template("admin/user.html", user=target, forms=_forms(target))
+    return render_template("admin/user.html", user=target, forms=_forms(target),
+                           pending=accounts.pending_grants(db.session, target))
 
 
 @bp.route("/users/<int:user_id>/<action>", methods=["POST"])
@@ -65,7 +74,7 @@ def user_action(user_id: int, action: str):
                 session = db.session
                 if action == "edit":
                     accounts.set_roles(session, target, roles=form.roles.data, full_name=form.full_name.data,
-                                       reason=form.reason.data)
+                                       reason=form.reason.data, policy=policy())
                 elif action == "reset":
                     accounts.reset_password(session, target, temporary_password=form.password.data,
                                             policy=policy(), reason=form.reason.data)
@@ -78,6 +87,29 @@ def user_action(user_id: int, action: str):
         except DomainError as exc:
             form.form_errors.extend(exc.problems)
         else:
-            flash(f"{target.username}: {action} done.", "success")
+            flash(f"{target.username}: {action} done{_pending_note(target) if action == 'edit' else ''}.", "success")
             return redirect(url_for("admin.user", user_id=user_id))
-    return render_template("admin/user.html", user=target, forms=forms), 400
+    return render_template("admin/user.html", user=target, forms=forms,
+                           pending=accounts.pending_grants(db.session, target)), 400
+
+
+@bp.route("/grants")
+@roles_required(guards.ADMIN, guards.QA)
+def grants():
+    """Signing roles granted by an administrator, waiting for a second person (the two-person rule)."""
+    return render_template("admin/grants.html", grants=accounts.pending_grants(db.session))
+
+
+@bp.route("/grants/<int:grant_id>/confirm", methods=["POST"])
+@login_required
+def confirm_grant(grant_id: int):
+    grant = accounts.get_grant(db.session, grant_id)
+    try:
+        with transaction():
+            accounts.confirm_grant(db.session, grant, by=current_user._get_current_object())
+    except DomainError as exc:
+        for problem in exc.problems:
+            flash(problem, "error")
+        return render_template("admin/grants.html", grants=accounts.pending_grants(db.session)), 400
+    flash(f"{grant.user.username}: role {grant.role} confirmed.", "success")
+    return redirect(url_for("admin.grants"))

@@ -74,13 +74,18 @@ def test_load_approve_and_audit(live_server: str, live_app: Flask, page: Page,
     page.get_by_label("Quality assurance", exact=True).check()
     page.get_by_label("Temporary password", exact=True).fill(BOSS_TEMPORARY)
     page.get_by_role("button", name="Create user").click()
-    expect(flash(page, "User qaboss created with a temporary password.")).to_be_visible()
+    expect(flash(page, "User qaboss created with a temporary password; pending a second person's "
+                       "confirmation: qa.")).to_be_visible()
     expect(page.get_by_role("heading", name=f"qaboss · {BOSS_NAME}")).to_be_visible()
     sign_out(page)
 
     # --- qaload loads DEMO-PROC v1 as a draft and may not approve it -----------------------------------
     sign_in(page, base, "qaload", PASSWORD)
     expect(page.get_by_role("heading", name="Welcome, Lou Loader")).to_be_visible()
+    # --- ... and, as the second person of the two-person rule, confirms qaboss's QA role ----------------
+    nav(page, "Role grants")
+    page.get_by_role("button", name="Confirm qa for qaboss").click()
+    expect(flash(page, "qaboss: role qa confirmed.")).to_be_visible()
     nav(page, "Master records")
     expect(page.get_by_role("heading", name="Master records")).to_be_visible()
     expect(page.get_by_role("cell", name="No master records loaded yet.")).to_be_visible()

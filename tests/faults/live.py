@@ -95,8 +95,8 @@ def create_operators(instance: Path, database_url: str, names: Iterable[str]) ->
             session = db.session
             audit.set_actor(session, name="tests/faults")
             for name in names:
-                accounts.create_user(session, username=name, full_name=f"Fault Operator {name}", roles="operator",
-                                     password=OPERATOR_PASSWORD, policy=accounts.Policy(), temporary=False)
+                accounts.create_user_at_setup(session, username=name, full_name=f"Fault Operator {name}",
+                                              roles="operator", password=OPERATOR_PASSWORD, policy=accounts.Policy())
             session.commit()
     finally:
         app.extensions["mfg.db"].engine.dispose()

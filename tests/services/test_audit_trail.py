@@ -26,7 +26,7 @@ def test_create_and_update_are_audited_with_before_after_and_reason(session, mak
     user = make_user("olivia")
     session.add(user)
     accounts.set_roles(session, session.get(User, user.id), roles="operator,qa", full_name="Olivia Op",
-                       reason="promoted to QA")
+                       reason="promoted to QA", policy=accounts.Policy(two_person_grants=False))
     session.commit()
     created, updated = _entries(session)[-2:]
     assert created.action == "user_account.create" and created.entity_id == str(user.id)

@@ -118,10 +118,10 @@ def _use_the_application(app) -> None:  # noqa: ANN001 - a Flask app
     with app.app_context():
         s = db.session
         audit.set_actor(s, name="test-setup")
-        loader = accounts.create_user(s, username="loader", full_name="Loader Person", roles="qa",
-                                      password=PASSWORD, policy=accounts.Policy(), temporary=False)
-        approver = accounts.create_user(s, username="approver", full_name="Approver Person", roles="qa",
-                                        password=PASSWORD, policy=accounts.Policy(), temporary=False)
+        loader = accounts.create_user_at_setup(s, username="loader", full_name="Loader Person", roles="qa",
+                                               password=PASSWORD, policy=accounts.Policy())
+        approver = accounts.create_user_at_setup(s, username="approver", full_name="Approver Person", roles="qa",
+                                                 password=PASSWORD, policy=accounts.Policy())
         s.commit()
         version = sops.load_directory(s, DEMO_SOP.parent, loader=loader).loaded[0]
         sops.approve(s, version, site_timezone="UTC", signer=approver, password=PASSWORD, username="approver",

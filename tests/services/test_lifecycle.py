@@ -186,8 +186,8 @@ def test_a_batch_started_by_mistake_is_cancelled_with_a_reason_and_leaves_the_wo
 
 def test_the_bedside_check_needs_two_different_people_the_same_bag_and_the_role_after_the_password(demo_site):
     """The screen is shared: a wrong password for any name reads the same; the role is checked after it."""
-    act("qa1", lambda s: accounts.create_user(s, username="nina", full_name="Nina Nurse", roles="clinical",
-                                              password=DEMO_PASSWORD, policy=accounts.Policy(), temporary=False))
+    act("qa1", lambda s: accounts.create_user_at_setup(s, username="nina", full_name="Nina Nurse", roles="clinical",
+                                                       password=DEMO_PASSWORD, policy=accounts.Policy()))
     outcome = scenarios.conditional(act, demo_site, subject_code="NK-002", dose_level="DL4")
     batch = db.session.scalars(sa.select(Batch).where(Batch.lot == outcome.lot)).one()
     first, second = bags.of_batch(db.session, batch)
@@ -207,6 +207,12 @@ def test_the_bedside_check_needs_two_different_people_the_same_bag_and_the_role_
         check("clinical1", "qa1", password="wrong-password")
     with pytest.raises(PermissionDenied, match="needs the operator or clinical role"):
         check("clinical1", "qa1")
+    # issue 19: a password an administrator set signs nothing, even with the role in force (two-person rule off)
+    act("qa1", lambda s: accounts.create_user(s, username="tara", full_name="Tara Temporary", roles="clinical",
+                                              password=DEMO_PASSWORD, temporary=False,
+                                              policy=accounts.Policy(two_person_grants=False)))
+    with pytest.raises(PermissionDenied, match="set by an administrator"):
+        check("clinical1", "tara")
     assert _count(CustodyEvent, CustodyEvent.kind == "bedside") == 0
     event = check("clinical1", "nina")
     assert [(s.username, s.meaning) for s in signatures.for_record(db.session, event)] == [

@@ -8,6 +8,7 @@ import sqlalchemy as sa
 
 from mfg.extensions import db
 from mfg.models import AuditEntry, Signature, SopVersion, User, UserSession
+from mfg.services import accounts
 from tests.support import DEMO_SOP, PASSWORD
 
 
@@ -24,7 +25,10 @@ def test_admin_creates_user_with_temporary_password(app, client, make_user, logi
                                                      "password": "temporary-secret-1"})
     assert response.status_code == 302
     nina = _user(app, "nina")
-    assert nina.roles == "clinical,operator" and nina.must_change_password
+    # signing roles wait for a second person (the two-person rule), the password is not yet nina's own
+    assert nina.roles == "" and nina.must_change_password and not nina.password_set_by_self
+    with app.app_context():
+        assert sorted(g.role for g in accounts.pending_grants(db.session)) == ["clinical", "operator"]
     bad = client.post("/admin/users/new", data={"username": "x", "full_name": "X", "roles": [],
                                                 "password": "short"})
     assert bad.status_code == 200 and "Pick at least one role." in bad.get_data(as_text=True)

@@ -21,11 +21,15 @@ def test_users_create_reads_the_password_from_stdin_and_file(app, tmp_path):
     assert result.exit_code == 0, result.output
     secret = tmp_path / "pw"
     secret.write_text("another-secret-2\n")
+    assert "pending a second person's confirmation: operator" in result.output  # the two-person rule
+    combined = runner.invoke(args=["users", "create", "--username", "quinn", "--full-name", "Quinn",
+                                   "--roles", "qa,admin", "--password-file", str(secret)])
+    assert combined.exit_code == 1 and "cannot be combined with qa" in combined.output
     result = runner.invoke(args=["users", "create", "--username", "quinn", "--full-name", "Quinn",
-                                 "--roles", "qa,admin", "--password-file", str(secret)])
+                                 "--roles", "admin", "--password-file", str(secret)])
     assert result.exit_code == 0, result.output
     listing = runner.invoke(args=["users", "list"]).output
-    assert "olivia\tOlivia Op\toperator\tactive" in listing and "admin,qa" in listing
+    assert "olivia\tOlivia Op\t (pending: operator)\tactive" in listing and "quinn\tQuinn\tadmin\t" in listing
     refused = runner.invoke(args=["users", "create", "--username", "bad", "--full-name", "B", "--roles", "x",
                                   "--password-file", "-"], input="short\n")
     assert refused.exit_code == 1 and "unknown role" in refused.output and "at least 12" in refused.output

@@ -1,7 +1,7 @@
 """server-side sessions and password history
 
-Revision ID: 0019
-Revises: 0018
+Revision ID: 0020
+Revises: 0019
 Create Date: 2026-12-06
 
 Issue [3.6] items 2 and 3: a sign-in is a row (``user_session``) that sign-out, timeouts, the absolute lifetime,
@@ -17,8 +17,8 @@ from alembic import op
 
 import mfg.models.base
 
-revision = '0019'
-down_revision = '0018'
+revision = '0020'
+down_revision = '0019'
 branch_labels = None
 depends_on = None
 
