@@ -65,8 +65,9 @@ def main() -> None:
         client.post("/auth/login", data={"username": "op", "password": PASSWORD})
         timings = []
         for _ in range(args.n):
-            batch_id = int(client.post("/batches/start", data={"code": "DEMO-PROC",
-                                                                  "submission_token": secrets.token_hex(16)}).location.rsplit("/", 1)[1])
+            started = client.post("/batches/start",
+                                  data={"code": "DEMO-PROC", "submission_token": secrets.token_hex(16)})
+            batch_id = int(started.location.rsplit("/", 1)[1])
             data = {"v_area_clear": "y", "v_cabinet": "BSC-01", "v_started_at": utcnow().strftime("%Y-%m-%d %H:%M"),
                     "username": "op", "password": PASSWORD, "submission_token": secrets.token_hex(16)}
             start = time.perf_counter()

@@ -68,8 +68,8 @@ def record_donor_test(session: Session, donor: Donor, *, test: str, result: str,
     if problems:
         raise ValidationFailed(*problems)
     rows.lock(session, donor)  # the same result sent twice (two tabs, two people) is recorded once
-    same = next((t for t in donor.tests if (t.test, t.result, t.specimen_date) == (test.strip(), result, specimen_date)),
-                None)
+    same = next((t for t in donor.tests
+                 if (t.test, t.result, t.specimen_date) == (test.strip(), result, specimen_date)), None)
     if same is not None:
         raise rows.already_done(session, f"{same.test} {same.result} of the specimen of {specimen_date.isoformat()} "
                                 f"was already recorded for donor {donor.code}", user_id=same.recorded_by_id,
