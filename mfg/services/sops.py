@@ -163,7 +163,7 @@ def approve(session: Session, version: SopVersion, *, site_timezone: str, signer
     configuration must state the site's time zone (``guard_approve``). Two approvals of the same draft run one
     after the other (its row lock); the second is told who approved it first."""
     rows.lock(session, version)
-    if version.status != "draft" and version.approved_at is not None:
+    if version.status == "effective" and version.approved_at is not None:
         raise rows.already_done(session, f"{version.code} v{version.version} was already approved",
                                 user_id=version.approved_by_id, at=version.approved_at)
     guards.enforce(guard_approve(session, signer, version, site_timezone=site_timezone))
