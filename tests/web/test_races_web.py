@@ -25,6 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 import sqlalchemy as sa
@@ -41,6 +42,7 @@ from mfg.models import (
     Equipment,
     FormSubmission,
     MaterialLot,
+    RecordedValue,
     Signature,
     SopVersion,
     StepExecution,
@@ -48,7 +50,7 @@ from mfg.models import (
     User,
     utcnow,
 )
-from mfg.services import audit, clinical, deviations, sops
+from mfg.services import audit, clinical, deviations, evaluation, masterdata, sops, steps
 from mfg.web.security import MISSING_TOKEN, SUBMISSION_FIELD
 from tests.support import DEMO_SOP, PASSWORD, assert_audit_intact
 from tests.web.test_custody_web import nk_batch  # noqa: F401 - the fixture
@@ -65,7 +67,7 @@ NOT_CLAIMED = {
 # Claimed POST endpoints not raced yet at the web level (item 5 unfinished, see the strict xfail below). Each is
 # still covered by the token requirement (a POST without a token is refused) and by the generic same-token claim.
 NOT_RACED_YET = {
-    "batches.verify", "batches.correct", "batches.resign", "documents.print_labels",
+    "batches.resign", "documents.print_labels",
     "results.acknowledge", "results.cancel", "results.enter", "results.verify", "review.decide", "review.mark",
 }
 
@@ -88,6 +90,7 @@ def world(app, make_user, nk_batch):  # noqa: F811 - the fixture
     """tests/web/test_custody_web.py's released NK batch for subject S-01 with one bag, the demo master record in
     the definitions folder (not loaded), a donor D-002 with one test recorded and users of every role."""
     extra = {"adam": ("admin", "Adam Administrator"), "quinn": ("qa", "Quinn Quality"),
+             "oscar": ("operator", "Oscar Operator"),
              "spare": ("operator", "Spare Person")}
     for name, (roles, full) in extra.items():
         make_user(name, roles, full_name=full)
@@ -216,6 +219,37 @@ def _batches_step(app, w) -> Race:
                 lambda: _count(StepExecution, StepExecution.batch_id == batch))
 
 
+def _demo_execution(step_id: str) -> StepExecution:
+    batch = db.session.scalar(sa.select(Batch.id).where(Batch.din.is_(None)))
+    return db.session.scalar(sa.select(StepExecution).where(StepExecution.batch_id == batch,
+                                                            StepExecution.step_id == step_id))
+
+
+def _batches_verify(app, w) -> Race:
+    s = db.session
+    for lot in ("PBS-7", "PBS-8"):
+        masterdata.receive_lot(s, material="Phosphate-buffered saline", lot_number=lot,
+                               expiry=date.today() + timedelta(days=300), qc_status="released")
+    batch = s.scalar(sa.select(Batch).where(Batch.din.is_(None)))
+    olivia = s.scalar(sa.select(User).where(User.username == "olivia"))
+    ex = steps.perform_step(s, batch, position=0, step_id="identify_material", instance=1,
+                            entry=evaluation.StepInput(raw={"lot_scan": batch.lot, "buffer": "PBS-7"}), signer=olivia,
+                            password=PASSWORD, username=None, require_username=False, tz=ZoneInfo("UTC"))
+    s.commit()
+    return Race("oscar", "Oscar Operator", f"/batches/{batch.id}/execution/{ex.id}/verify",
+                {"verify-username": "oscar", "verify-password": PASSWORD},
+                lambda: _count(Signature, Signature.record_type == "step_execution", Signature.record_id == str(ex.id),
+                               Signature.meaning == "verified"))
+
+
+def _batches_correct(app, w) -> Race:
+    ex = _demo_execution("identify_material")
+    return Race("olivia", "Olivia Operator", f"/batches/{ex.batch_id}/execution/{ex.id}/correct",
+                {"correct-username": "olivia", "correct-password": PASSWORD, "field_id": "buffer",
+                 "new_value": "PBS-8", "reason": "wrong bottle scanned"},
+                lambda: _count(RecordedValue, RecordedValue.execution_id == ex.id, RecordedValue.field_id == "buffer"))
+
+
 def _clinical_add_donor(app, w) -> Race:
     return Race("clara", "Clara Coordinator", "/clinical/donors", {"donor-code": "D-009", "donor-abo_rh": "B+"},
                 lambda: _count(Donor, Donor.code == "D-009"))
@@ -321,7 +355,8 @@ SCENARIOS: dict[str, Callable] = {
     "admin.create_user": _admin_create_user, "admin.user_action": _admin_user_action,
     "sops.load": _sops_load, "sops.approve": _sops_approve,
     "masterdata.add_equipment": _masterdata_add_equipment, "batches.start": _batches_start,
-    "batches.step": _batches_step, "masterdata.equipment_status": _masterdata_equipment_status,
+    "batches.step": _batches_step, "batches.verify": _batches_verify, "batches.correct": _batches_correct,
+    "masterdata.equipment_status": _masterdata_equipment_status,
     "masterdata.receive_lot": _masterdata_receive_lot, "masterdata.lot_status": _masterdata_lot_status,
     "clinical.add_donor": _clinical_add_donor, "clinical.add_subject": _clinical_add_subject,
     "clinical.add_test": _clinical_add_test, "clinical.add_panel": _clinical_add_panel,
