@@ -35,6 +35,7 @@ from mfg.extensions import db
 from mfg.models import (
     AuditEntry,
     Batch,
+    BatchDecision,
     CustodyEvent,
     Deviation,
     Donor,
@@ -466,8 +467,17 @@ def test_two_people_doing_the_same_one_shot_action_at_once_one_is_told_who_did_i
         deviations.investigate(s, deviation, classification="minor", investigation="seen", root_cause="tray",
                                impact="none", capa_reference="", user=s.get(User, world["user_id"]["quinn"]))
         s.commit()
-        _close_batches(world)
         sop_id, deviation_id, deviation_number = version.id, deviation.id, deviation.number
+        lot = s.get(Batch, world["batch"]).lot
+    decide = {"decide-decision": "under_investigation", "decide-comment": "complaint from the ward",
+              "decide-password": PASSWORD}
+    answers = _two_people(app, f"/review/batches/{world['batch']}/decide",
+                          [("quentin", {**decide, "decide-username": "quentin"}),
+                           ("quinn", {**decide, "decide-username": "quinn"})])
+    assert _one_won(answers, f"batch {lot} was already under investigation by"), [a.status_code for a in answers]
+    with app.app_context():
+        assert _count(BatchDecision, BatchDecision.batch_id == world["batch"]) == 1
+        _close_batches(world)
     sign = {"password": PASSWORD}
     answers = _two_people(app, f"/sops/{sop_id}/approve",
                           [("quentin", {**sign, "username": "quentin"}),
