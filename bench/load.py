@@ -28,6 +28,7 @@ import multiprocessing
 import os
 import re
 import shutil
+import secrets
 import signal
 import socket
 import statistics
@@ -244,6 +245,8 @@ class Operator:
         headers = {"Cookie": "; ".join(f"{k}={v}" for k, v in self.cookies.items())}
         body = None
         if form is not None:
+            if method == "POST":  # what once.js does in a browser: a fresh one-time token per submission
+                form = {"submission_token": secrets.token_hex(16), **form}
             body = urlencode(form)
             headers["Content-Type"] = "application/x-www-form-urlencoded"
         for attempt in range(2):

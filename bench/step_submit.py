@@ -8,6 +8,7 @@ Prints the median and p95 in milliseconds. Figures only: nothing here is asserte
 from __future__ import annotations
 
 import argparse
+import secrets
 import shutil
 import statistics
 import tempfile
@@ -64,9 +65,11 @@ def main() -> None:
         client.post("/auth/login", data={"username": "op", "password": PASSWORD})
         timings = []
         for _ in range(args.n):
-            batch_id = int(client.post("/batches/start", data={"code": "DEMO-PROC"}).location.rsplit("/", 1)[1])
+            started = client.post("/batches/start",
+                                  data={"code": "DEMO-PROC", "submission_token": secrets.token_hex(16)})
+            batch_id = int(started.location.rsplit("/", 1)[1])
             data = {"v_area_clear": "y", "v_cabinet": "BSC-01", "v_started_at": utcnow().strftime("%Y-%m-%d %H:%M"),
-                    "username": "op", "password": PASSWORD}
+                    "username": "op", "password": PASSWORD, "submission_token": secrets.token_hex(16)}
             start = time.perf_counter()
             response = client.post(f"/batches/{batch_id}/step/0/line_clearance/1", data=data)
             timings.append((time.perf_counter() - start) * 1000)

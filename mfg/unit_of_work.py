@@ -15,6 +15,13 @@ command, an API, a job) can drop it:
   commit, and ``failure.locked_user_id`` names the account it locked, if it did (the web edge then signs
   that user out).
 
+A race lost at the database (``race_lost``): a unique key another transaction took first (two submissions
+creating the same record) or a row version another transaction moved (optimistic locking), found at a flush or
+at the commit, is rolled back and raised again as a ``ConflictError`` ("changed or recorded by someone else at
+the same moment; nothing was stored"), the same answer on every edge, never a 500. Any other integrity error
+(a foreign key, a check) is a bug and keeps its traceback. The one-shot actions re-check their state under a row
+lock first (``services.rows``) and name who did it first; this is the net under them.
+
 Each of these stops names the deviation it opened (``error.deviation``). The error is raised again after
 each, so the edge still tells the person what happened.
 
@@ -26,17 +33,35 @@ on it, and ``spend`` raises what tells the edge to answer the twin as a repeat. 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TypeVar
 
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.exc import StaleDataError
 
-from .domain.errors import AuthenticationFailed, IdentityMismatch, ItemRefused, ProductBlocked
+from .domain.errors import AuthenticationFailed, ConflictError, IdentityMismatch, ItemRefused, ProductBlocked
 from .models import Deviation, User
 from .services import accounts, deviations, lifecycle
 
 E = TypeVar("E", IdentityMismatch, ProductBlocked, ItemRefused)
+log = logging.getLogger(__name__)
+RACE_LOST = ("This record was changed or recorded by someone else at the same moment; nothing of this attempt "
+             "was stored. Open the record again to see what it holds now.")
+_UNIQUE_SQLSTATE = "23505"  # PostgreSQL unique_violation
+_SQLITE_UNIQUE = {1555, 2067}  # SQLITE_CONSTRAINT_PRIMARYKEY, SQLITE_CONSTRAINT_UNIQUE
+
+
+def race_lost(exc: BaseException) -> bool:
+    """Whether ``exc`` is the symptom of a race another transaction won (see the module's docstring)."""
+    if isinstance(exc, StaleDataError):
+        return True
+    if isinstance(exc, IntegrityError):
+        return (getattr(exc.orig, "sqlstate", None) == _UNIQUE_SQLSTATE
+                or getattr(exc.orig, "sqlite_errorcode", None) in _SQLITE_UNIQUE)
+    return False
 
 
 @contextmanager
@@ -72,6 +97,12 @@ def unit_of_work(session: Session, *, actor: User | None, policy: accounts.Polic
         session.commit()
         failure.locked_user_id = user.id if user is not None and user.locked else None
         raise
+    except (IntegrityError, StaleDataError) as exc:
+        session.rollback()
+        if not race_lost(exc):
+            raise
+        log.warning("a race lost at the database, answered as a conflict: %s", exc)
+        raise ConflictError(RACE_LOST) from exc
     except BaseException:
         session.rollback()
         raise

@@ -21,7 +21,7 @@ from mfg.extensions import db, make_engine
 from mfg.migrate import upgrade
 from mfg.models import User
 from mfg.services import accounts, audit, sops
-from tests.support import AUDIT_KEY_RING, DEMO_SOP, OWNER_URLS, PASSWORD, dispose_attacker_engine
+from tests.support import AUDIT_KEY_RING, DEMO_SOP, OWNER_URLS, PASSWORD, dispose_attacker_engine, token_client_class
 
 PG_URL = os.environ.get("MFG_TEST_DATABASE_URL", "").strip()
 # MFG_TEST_PG_TWO_ROLES=1: each PostgreSQL test database is migrated by an owner role and the tests run as an
@@ -134,7 +134,9 @@ def make_app(database_url: str, tmp_path: Path, **overrides: object) -> Flask:
               "DATABASE_URL": database_url, "SOPS_DIR": str(sops_dir), "WTF_CSRF_ENABLED": False,
               "DOCUMENT_WORKER": False}  # tests make documents explicitly (tests/support.make_documents)
     config.update(overrides)
-    return create_app(config)
+    app = create_app(config)
+    app.test_client_class = token_client_class()
+    return app
 
 
 @pytest.fixture

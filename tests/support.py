@@ -195,3 +195,34 @@ def assert_audit_intact(session) -> None:  # noqa: ANN001 - a SQLAlchemy session
     assert result.ok, result
     state = audit_state.check(session)
     assert state.ok and state.rows_checked > 0, state.lines()
+
+
+def token_client_class():  # noqa: ANN201 - a FlaskClient subclass
+    """The test client every test app gets (tests/conftest.py make_app): like a browser running
+    ``mfg/static/once.js``, it puts a fresh one-time submission token in each POST's form that carries none
+    (``mfg.web.security.SUBMISSION_FIELD``), never in the caller's own dict. A test that sends a token itself
+    keeps it (a double tap, a replay). The application refuses a POST without a token
+    (tests/web/test_races_web.py checks that with a plain ``FlaskClient``)."""
+    import secrets
+
+    from flask.testing import FlaskClient
+    from werkzeug.datastructures import MultiDict
+
+    from mfg.web.security import SUBMISSION_FIELD
+
+    class TokenClient(FlaskClient):
+        def open(self, *args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+            if kwargs.get("method", "GET").upper() == "POST" and "json" not in kwargs:
+                data = kwargs.get("data")
+                if data is None:
+                    kwargs["data"] = {SUBMISSION_FIELD: secrets.token_hex(16)}
+                elif isinstance(data, MultiDict):
+                    if SUBMISSION_FIELD not in data:
+                        data = data.copy()
+                        data.add(SUBMISSION_FIELD, secrets.token_hex(16))
+                        kwargs["data"] = data
+                elif isinstance(data, dict) and SUBMISSION_FIELD not in data:
+                    kwargs["data"] = {**data, SUBMISSION_FIELD: secrets.token_hex(16)}
+            return super().open(*args, **kwargs)
+
+    return TokenClient

@@ -43,6 +43,16 @@ class ConflictError(DomainError):
     http_status = 409
 
 
+class AlreadyDone(ConflictError):
+    """A one-shot action that someone (a colleague, a second tab, a twin submission) did first: ``done`` says what
+    ("DEMO-PROC v1 was already approved"), ``by`` the printed name, ``at`` the moment in UTC as shown. Nothing of
+    this attempt was stored."""
+
+    def __init__(self, done: str, *, by: str, at: str) -> None:
+        super().__init__(f"{done} by {by} at {at}; nothing of this attempt was stored.")
+        self.done, self.by, self.at = done, by, at
+
+
 class StepConflict(ConflictError):
     """Someone else completed or changed this step first; nothing of this attempt was stored."""
 

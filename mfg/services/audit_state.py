@@ -7,7 +7,7 @@ without being listed here.
 
 Every write to an audited table goes through the ORM flush, whose listener audits it
 (``services.audit._audit_flush``), with two exceptions that change nothing and so need no entry: the no-op
-UPDATEs that take a row lock (``clinical.lock_subject``: ``id = id``; ``document_jobs._lock``:
+UPDATEs that take a row lock (``rows.lock``: ``id = id``; ``document_jobs._lock``:
 ``status = status``). Other Core writes touch tables that are not audited (``counter``, ``form_submission``,
 ``signature_seal``, the audit head and entries).
 

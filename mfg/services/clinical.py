@@ -12,8 +12,8 @@ from sqlalchemy.orm import Session
 from ..domain import guards, isbt128
 from ..domain.errors import ConflictError, NotFound, ValidationFailed
 from ..domain.signing import Meaning
-from ..models import Batch, Donor, DonorTest, SignatureInvalidation, Subject, User, utcnow
-from . import audit, sequences, signatures, sops
+from ..models import Batch, Donor, DonorTest, Signature, SignatureInvalidation, Subject, User, utcnow
+from . import audit, rows, sequences, signatures, sops
 
 CLINICAL = "clinical"
 ELIGIBILITY = ("pending", "eligible", "ineligible")
@@ -67,6 +67,13 @@ def record_donor_test(session: Session, donor: Donor, *, test: str, result: str,
         problems.append("The specimen date cannot be in the future.")
     if problems:
         raise ValidationFailed(*problems)
+    rows.lock(session, donor)  # the same result sent twice (two tabs, two people) is recorded once
+    same = next((t for t in donor.tests
+                 if (t.test, t.result, t.specimen_date) == (test.strip(), result, specimen_date)), None)
+    if same is not None:
+        raise rows.already_done(session, f"{same.test} {same.result} of the specimen of {specimen_date.isoformat()} "
+                                f"was already recorded for donor {donor.code}", user_id=same.recorded_by_id,
+                                at=same.recorded_at)
     row = DonorTest(test=test.strip(), result=result, specimen_date=specimen_date, recorded_by_id=user.id)
     donor.tests.append(row)  # through the relationship, so the eligibility check sees it at once
     audit.flush(session, reason="donor test result recorded")
@@ -191,14 +198,9 @@ def batches_by_subject(session: Session, subjects: list[Subject]) -> dict[int, l
 
 
 def lock_subject(session: Session, subject: Subject) -> None:
-    """Reload ``subject`` holding its row until the commit, so that a dose assignment and a batch start for the
-    same subject run one after the other, the second seeing what the first did. PostgreSQL: the row lock.
-    SQLite locks only for a write and its driver reads outside a transaction until the first one: a write
-    that changes nothing takes the database's one write lock first."""
-    if session.connection().dialect.name == "sqlite":
-        session.execute(sa.update(Subject).where(Subject.id == subject.id).values(id=Subject.id),
-                        execution_options={"synchronize_session": False})
-    session.refresh(subject, with_for_update=True)
+    """Reload ``subject`` holding its row until the commit (``rows.lock``), so that a dose assignment and a batch
+    start for the same subject run one after the other, the second seeing what the first did."""
+    rows.lock(session, subject)
 
 
 def guard_assign_dose_level(session: Session, user: User, subject: Subject) -> list[guards.Refusal]:
@@ -214,6 +216,11 @@ def assign_dose_level(session: Session, subject: Subject, *, level: str, signer:
     lock_subject(session, subject)
     guards.enforce(guard_assign_dose_level(session, signer, subject))
     version = sops.trial_configuration_version(session)
+    if subject.dose_level == level and subject.trial_config_version_id == version.id \
+            and subject.dose_signature_id is not None:  # the same assignment, sent twice (two tabs, two people)
+        signed = session.get(Signature, subject.dose_signature_id)
+        raise rows.already_done(session, f"dose level {level} was already assigned to subject {subject.code}",
+                                user_id=signed.user_id if signed else None, at=signed.signed_at if signed else None)
     config = sops.trial_configuration(session)
     try:
         dose = config.dose_level(level)

@@ -19,7 +19,7 @@ from ..domain.runtime_names import runtime_words
 from ..domain.signing import Meaning
 from ..domain.status import TransitionTable
 from ..models import Batch, Deviation, StepExecution, User, utcnow
-from . import audit, batches, sequences, signatures
+from . import audit, batches, rows, sequences, signatures
 
 CLASSIFICATIONS = guards.CLASSIFICATIONS
 DEVIATION_STATUS = TransitionTable("A deviation", {"open": {"closed": "close"}, "closed": {}})
@@ -135,10 +135,15 @@ def investigate(session: Session, deviation: Deviation, *, classification: str, 
 
 def close(session: Session, deviation: Deviation, *, signer: User, password: str, username: str | None,
           require_username: bool, expected_row_version: int | None = None) -> Deviation:
-    """QA closes an investigated deviation with an e-signature bound to its classification and findings."""
-    guards.enforce(guard_close(session, signer, deviation))
+    """QA closes an investigated deviation with an e-signature bound to its classification and findings. Two
+    closings run one after the other (its row lock); the second is told who closed it first."""
+    rows.lock(session, deviation)
+    if deviation.status == "closed":
+        raise rows.already_done(session, f"deviation {deviation.number} was already closed",
+                                user_id=deviation.closed_by_id, at=deviation.closed_at)
     if expected_row_version is not None and deviation.row_version != expected_row_version:
         raise ConflictError(f"deviation {deviation.number} was changed by someone else; nothing was stored")
+    guards.enforce(guard_close(session, signer, deviation))
     DEVIATION_STATUS.check(deviation.status, "closed")
     credentials = signatures.authenticate(signer, password=password, username=username,
                                           require_username=require_username)  # before the first write

@@ -34,7 +34,7 @@ from ..models import (
     User,
     utcnow,
 )
-from . import audit, batches, deviations, results, signatures
+from . import audit, batches, deviations, results, rows, signatures
 from . import lifecycle as batch_lifecycle
 
 QA = guards.QA
@@ -200,7 +200,14 @@ def decide(session: Session, batch: Batch, *, decision: str, comment: str, signe
     """Record QA's signed decision (``domain.lifecycle``): released (the final release, after a conditional
     one), conditionally released (each pending result becomes a record with its due time), rejected,
     under investigation (after a complaint: bags not yet infused blocked, the clinic alerted) or recalled.
-    A rejection, investigation or recall needs a reason."""
+    A rejection, investigation or recall needs a reason. Two decisions on the batch run one after the other (its
+    row lock); the same decision sent again is told who made it first."""
+    rows.lock(session, batch)
+    last = session.scalars(sa.select(BatchDecision).where(BatchDecision.batch_id == batch.id)
+                           .order_by(BatchDecision.id.desc()).limit(1)).first()
+    if last is not None and last.decision == decision:
+        raise rows.already_done(session, f"batch {batch.lot} was already {decision.replace('_', ' ')}",
+                                user_id=last.decided_by_id, at=last.decided_at)
     guards.enforce(guard_decide(session, signer, batch, decision))
     if decision in lifecycle.NEEDS_REASON and not comment.strip():
         raise ValidationFailed(f"A decision '{decision.replace('_', ' ')}' needs a reason.")

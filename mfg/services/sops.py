@@ -23,7 +23,7 @@ from ..domain.sop_schema import DefinitionError
 from ..domain.status import SOP_STATUS
 from ..domain.trial_config import TrialConfiguration
 from ..models import SopVersion, User, utcnow
-from . import audit, signatures
+from . import audit, rows, signatures
 
 
 @dataclass(frozen=True)
@@ -160,7 +160,12 @@ def guard_approve(session: Session, user: User, version: SopVersion, *, site_tim
 def approve(session: Session, version: SopVersion, *, site_timezone: str, signer: User, password: str,
             username: str | None, require_username: bool, comment: str | None = None) -> SopVersion:
     """QA approves a draft with an e-signature; the loader may not approve their own upload; a trial
-    configuration must state the site's time zone (``guard_approve``)."""
+    configuration must state the site's time zone (``guard_approve``). Two approvals of the same draft run one
+    after the other (its row lock); the second is told who approved it first."""
+    rows.lock(session, version)
+    if version.status == "effective" and version.approved_at is not None:
+        raise rows.already_done(session, f"{version.code} v{version.version} was already approved",
+                                user_id=version.approved_by_id, at=version.approved_at)
     guards.enforce(guard_approve(session, signer, version, site_timezone=site_timezone))
     SOP_STATUS.check(version.status, "effective")
     current = effective(session, version.code)

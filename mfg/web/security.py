@@ -24,6 +24,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from ..domain import accounts as rules
+from ..domain import display
 from ..domain.errors import AuthenticationFailed, DomainError
 from ..extensions import db, login_manager
 from ..models import FormSubmission, User, UserSession, utcnow
@@ -113,12 +114,18 @@ def stores_nothing(view: F) -> F:
     return view
 
 
+def _claimed_endpoint() -> bool:
+    """Whether this request is a POST whose transaction claims the form's one-time token: every POST but sign-in,
+    sign-out, the password change and the views that store nothing (``stores_nothing``)."""
+    if request.method != "POST" or request.endpoint in _NOT_CLAIMED:
+        return False
+    view = current_app.view_functions.get(request.endpoint or "")
+    return view is not None and not getattr(view, "stores_nothing", False)
+
+
 def _submission_token() -> str | None:
     """This request's token, if it is one that the request's transaction claims (once per request)."""
-    if request.method != "POST" or request.endpoint in _NOT_CLAIMED or g.get("submission_claimed"):
-        return None
-    view = current_app.view_functions.get(request.endpoint or "")
-    if view is None or getattr(view, "stores_nothing", False):
+    if not _claimed_endpoint() or g.get("submission_claimed"):
         return None
     token = (request.form.get(SUBMISSION_FIELD) or "").strip()
     return token[:64] or None
@@ -152,11 +159,18 @@ def _replay(token: str) -> Any:
         if first is None or first.location or time.monotonic() > deadline:
             break
         time.sleep(0.1)
-    db.session.rollback()
-    if first is None or (current_user.is_authenticated and first.user_id not in (None, current_user.id)):
+    if first is None:
+        db.session.rollback()
         abort(409)
-    flash("This was already submitted and recorded once; it was not recorded again.", "info")
-    return redirect(first.location or _form_page(), code=303)
+    first_user_id, first_at, location = first.user_id, first.created_at, first.location
+    who = db.session.get(User, first_user_id) if first_user_id is not None else None
+    done = (f"This was already submitted and recorded once: already done by "
+            f"{who.full_name if who else 'someone else'} at {display.utc(first_at)}; it was not recorded again.")
+    db.session.rollback()
+    if current_user.is_authenticated and first_user_id not in (None, current_user.id):
+        abort(409, description=done)
+    flash(done, "info")
+    return redirect(location or _form_page(), code=303)
 
 
 def _form_page() -> str:
@@ -164,10 +178,20 @@ def _form_page() -> str:
     return safe_next(urlsplit(request.referrer).path if request.referrer else None) or url_for("main.index")
 
 
+MISSING_TOKEN = ("This form was sent without its one-time submission token, so it could not be told apart from a "
+                 "second sending of the same form; nothing was recorded. Reload the page and submit the form again "
+                 f"(a script must send a fresh unique value in the field '{SUBMISSION_FIELD}' with each submission).")
+
+
 def _replay_repeat() -> Any:
-    """Before the view: a repeat of a submission that already committed goes where the first one went."""
+    """Before the view: a repeat of a submission that already committed goes where the first one went. A
+    signed-in POST that stores something must carry its one-time token (``MISSING_TOKEN``): without it two
+    identical submissions (a script, a form without ``once.js``) could not be told apart and both would be
+    recorded. Without a session the view itself answers (sign in first)."""
     token = _submission_token()
     if token is None:
+        if _claimed_endpoint() and current_user.is_authenticated and not g.get("submission_claimed"):
+            abort(400, description=MISSING_TOKEN)
         return None
     if db.session.scalar(sa.select(FormSubmission.id).where(FormSubmission.token == token)) is None:
         return None

@@ -43,7 +43,8 @@ def test_abo_rh_is_a_list_the_panel_is_one_form_and_no_list_starts_on_a_passing_
         expect(abo.locator("option")).to_have_text(["choose…", *clinical.ABO_RH])
         token = page.locator('form[action$="/clinical/donors"] input[name="donor-csrf_token"]').input_value()
         answer = page.request.post("/clinical/donors", form={"donor-csrf_token": token, "donor-code": "D-BANANA",
-                                                             "donor-abo_rh": "banana"})
+                                                             "donor-abo_rh": "banana",
+                                                             "submission_token": "a-hand-made-donor"})
         assert answer.status == 400 and "Not a valid choice" in answer.text()
         assert _count(live_app, Donor) == 0
         page.get_by_label("Donor code", exact=True).fill(demo_nk.DEMO_DONOR)

@@ -174,7 +174,10 @@ def test_the_work_queue_does_not_start_a_record_made_for_a_subject(
         expect(page.get_by_role("option", name="NK-INTAKE")).to_have_count(0)
         # a hand-made start is refused by the service, with the guard's reason, and stores nothing
         token = page.locator('form[action$="/auth/logout"] input[name="csrf_token"]').input_value()
-        answer = page.request.post("/batches/start", form={"csrf_token": token, "code": "NK-INTAKE"})
+        scripted = page.request.post("/batches/start", form={"csrf_token": token, "code": "NK-INTAKE"})
+        assert scripted.status == 400 and "without its one-time submission token" in scripted.text()
+        answer = page.request.post("/batches/start", form={"csrf_token": token, "code": "NK-INTAKE",
+                                                           "submission_token": "a-hand-made-start"})
         assert answer.ok and answer.url.endswith("/batches/")  # back to the work queue, with the reason
         assert "NK-INTAKE is made for a subject: open the batch record from the subject&#39;s page" in answer.text()
         assert _count(live_app, sa.select(Batch.id)) == 0

@@ -11,6 +11,7 @@ import http.client
 import os
 import re
 import shutil
+import secrets
 import signal
 import socket
 import subprocess
@@ -248,6 +249,8 @@ class Client:
             headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in self.cookies.items())
         body = None
         if form is not None:
+            if method == "POST":  # what once.js does in a browser: a fresh one-time token per submission
+                form = {"submission_token": secrets.token_hex(16), **form}
             body = urlencode(form)
             headers["Content-Type"] = "application/x-www-form-urlencoded"
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=self.timeout)
