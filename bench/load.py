@@ -27,8 +27,8 @@ import json
 import multiprocessing
 import os
 import re
-import shutil
 import secrets
+import shutil
 import signal
 import socket
 import statistics

@@ -19,7 +19,7 @@ from ..domain import accounts as rules
 from ..domain import guards
 from ..domain.errors import AuthenticationFailed, ConflictError, NotFound, ValidationFailed
 from ..models import PasswordHistory, RoleGrant, User, utcnow
-from . import audit, sessions
+from . import audit, rows, sessions
 
 # argon2id with the library's (RFC 9106 "low memory") defaults.
 _hasher = PasswordHasher()
@@ -212,7 +212,12 @@ def guard_confirm_grant(actor: User, grant: RoleGrant) -> list[guards.Refusal]:
 
 
 def confirm_grant(session: Session, grant: RoleGrant, *, by: User) -> None:
-    """The second person confirms a pending signing role: from now on it counts."""
+    """The second person confirms a pending signing role: from now on it counts. Two confirmations at once run
+    one after the other (the grant's row lock); the second is told who confirmed it first."""
+    rows.lock(session, grant)
+    if grant.confirmed_at is not None:
+        raise rows.already_done(session, f"role {grant.role} of {grant.user.username} was already confirmed",
+                                user_id=grant.confirmed_by_id, at=grant.confirmed_at)
     guards.enforce(guard_confirm_grant(by, grant))
     grant.confirmed_by_id, grant.confirmed_at = by.id, utcnow()
     grant.user.roles = ",".join(sorted({*grant.user.role_list, grant.role}))

@@ -45,6 +45,7 @@ from mfg.models import (
     MaterialLot,
     RecordedValue,
     ReviewMark,
+    RoleGrant,
     Signature,
     SopVersion,
     StepExecution,
@@ -52,7 +53,7 @@ from mfg.models import (
     User,
     utcnow,
 )
-from mfg.services import audit, clinical, deviations, evaluation, masterdata, review, sops, steps
+from mfg.services import accounts, audit, clinical, deviations, evaluation, masterdata, review, sops, steps
 from mfg.web.security import MISSING_TOKEN, SUBMISSION_FIELD
 from tests.support import DEMO_SOP, PASSWORD, assert_audit_intact
 from tests.web.test_custody_web import nk_batch  # noqa: F401 - the fixture
@@ -166,6 +167,22 @@ def _admin_user_action(app, w) -> Race:
     return Race("adam", "Adam Administrator", f"/admin/users/{spare}/deactivate", {"deactivate-reason": "left"},
                 lambda: _count(AuditEntry, AuditEntry.entity_type == "user_account",
                                AuditEntry.entity_id == str(spare), AuditEntry.reason == "left"))
+
+
+def _pending_grant(w) -> int:
+    """A pending QA grant for Oscar (the two-person rule), requested by Adam."""
+    oscar = db.session.get(User, w["user_id"]["oscar"])
+    audit.set_actor(db.session, db.session.get(User, w["user_id"]["adam"]))
+    accounts.set_roles(db.session, oscar, roles="operator,qa", full_name=oscar.full_name, reason="second duty",
+                       policy=accounts.Policy())
+    db.session.commit()
+    return accounts.pending_grants(db.session, oscar)[-1].id
+
+
+def _admin_confirm_grant(app, w) -> Race:
+    grant = _pending_grant(w)
+    return Race("quinn", "Quinn Quality", f"/admin/grants/{grant}/confirm", {},
+                lambda: _count(RoleGrant, RoleGrant.id == grant, RoleGrant.confirmed_at.is_not(None)))
 
 
 def _sops_load(app, w) -> Race:
@@ -367,6 +384,7 @@ def _review_close_deviation(app, w) -> Race:
 # In order: a scenario may use what an earlier one made (the equipment, the loaded master record, the deviation).
 SCENARIOS: dict[str, Callable] = {
     "admin.create_user": _admin_create_user, "admin.user_action": _admin_user_action,
+    "admin.confirm_grant": _admin_confirm_grant,
     "sops.load": _sops_load, "sops.approve": _sops_approve,
     "masterdata.add_equipment": _masterdata_add_equipment, "batches.start": _batches_start,
     "batches.step": _batches_step, "batches.verify": _batches_verify, "batches.correct": _batches_correct,
@@ -470,7 +488,8 @@ def _one_won(answers, already: str) -> bool:
 
 def test_two_people_doing_the_same_one_shot_action_at_once_one_is_told_who_did_it(app, world):
     """Different forms (two tokens), the same record: approving one SOP draft, closing one deviation, assigning
-    the same dose level, recording the same donor test result. The second re-checks under the row lock."""
+    the same dose level, recording the same donor test result, confirming one role grant. The second re-checks
+    under the row lock."""
     with app.app_context():
         s = db.session
         audit.set_actor(s, name="test-setup")
@@ -510,6 +529,10 @@ def test_two_people_doing_the_same_one_shot_action_at_once_one_is_told_who_did_i
             "test-specimen_date": (date.today() - timedelta(days=1)).isoformat()}
     answers = _two_people(app, f"/clinical/donors/{world['donor']}/tests", [("clara", test), ("nina", test)])
     assert _one_won(answers, "was already recorded for donor D-002 by"), [a.status_code for a in answers]
+    with app.app_context():
+        grant = _pending_grant(world)
+    answers = _two_people(app, f"/admin/grants/{grant}/confirm", [("quinn", {}), ("approver", {})])
+    assert _one_won(answers, "role qa of oscar was already confirmed by"), [a.status_code for a in answers]
     with app.app_context():
         s = db.session
         assert _count(AuditEntry, AuditEntry.entity_type == "sop_version", AuditEntry.entity_id == str(sop_id),
