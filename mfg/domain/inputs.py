@@ -256,7 +256,7 @@ class DateRange(Rule):
         earliest = max(date(MIN_YEAR, 1, 1), _shift_years(today, -self.years_back))
         return earliest, _shift_years(today, self.years_ahead)
 
-    def clean(self, value: date | str, *, today: date | None = None) -> date:  # type: ignore[override]
+    def clean(self, value: date | str, *, today: date | None = None) -> date:
         if today is None:
             raise TypeError("a date is checked against the day of entry: pass today")
         if isinstance(value, str):
