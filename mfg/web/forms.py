@@ -47,8 +47,10 @@ class PolicyCheck:
     def __call__(self, form: Any, field: Field) -> None:
         if field.data is None or field.data == "":
             return  # required or not: the field's own validators say
+        # a date as typed: WTForms' parser takes other scripts' digits (strptime), the rule takes ASCII only
+        value = field.raw_data[0] if isinstance(self.rule, inputs.DateRange) and field.raw_data else field.data
         try:
-            cleaned = self.rule.clean(field.data, today=date.today())
+            cleaned = self.rule.clean(value, today=date.today())
         except ValidationFailed as exc:
             raise ValidationError("; ".join(exc.problems)) from None
         if isinstance(cleaned, str):
