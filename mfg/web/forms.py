@@ -16,7 +16,6 @@ from wtforms import (
     DateField,
     DecimalField,
     Field,
-    FormField,
     IntegerField,
     PasswordField,
     SelectField,
@@ -83,7 +82,7 @@ class InputPolicy:
     def input_rule(self, name: str, field: Field) -> inputs.Rule | None:
         """The rule of field ``name``; ``None`` for a field nobody types into (a button, a tick box, a list
         whose choices are checked, a password). A typed field with no rule is a ``KeyError``."""
-        if isinstance(field, _EXEMPT) or isinstance(field, FormField) or not self.is_typed(field):
+        if isinstance(field, _EXEMPT) or not self.is_typed(field):
             return None
         return inputs.rule(self.input_rules.get(name, name))
 
