@@ -52,6 +52,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any, ClassVar, Generic, TypeVar
 from zoneinfo import ZoneInfo
 
+from mfg.domain import inputs
 from mfg.domain.calc import CalculationError, evaluate, round_half_up
 from mfg.domain.canonical import iso_utc
 from mfg.domain.errors import ValidationFailed
@@ -100,14 +101,12 @@ __all__ = [
     "restore",
 ]
 
-MAX_DIGITS = 28
-"""Most digits a number may have (typed or calculated): the precision of every calculation."""
+MAX_DIGITS = inputs.MAX_DIGITS
 
 MAX_IDENTIFIER_LENGTH = 200
 """Longest scan, equipment or material identifier accepted."""
 
-MIN_YEAR = 1900
-"""Earliest year a date may have; an earlier one is a typing error (``0226`` for ``2026``)."""
+MIN_YEAR = inputs.MIN_YEAR
 
 NOT_RECORDED = "—"
 """Shown for an empty optional value: a printed record has no blank spaces (good documentation practice)."""
@@ -118,12 +117,8 @@ CONFIRMED = "confirmed"
 _TICKED = frozenset({"y", "yes", "on", "true", "1", CONFIRMED})
 _UNTICKED = frozenset({"", "n", "no", "off", "false", "0"})
 
-_DECIMAL = re.compile(r"(-?)([0-9]+)(?:\.([0-9]+))?")
 _INTEGER = re.compile(r"(-?)([0-9]+)")
-_EXPONENT = re.compile(r"[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)[eE][-+]?[0-9]+")
 _LOCAL_TIME = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})[T ]([0-9]{2}):([0-9]{2})(?::([0-9]{2}))?")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-_CONTROL_IN_TEXT = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")  # line break (\n) and tab allowed
 
 
 @dataclass(frozen=True)
@@ -160,7 +155,7 @@ class FieldKind(ABC, Generic[F]):
         ``raw`` is the text as submitted (an absent form value is ""); ``tz`` is the site's time zone,
         in which operators read clocks and type times.
         """
-        entry = raw.strip()
+        entry = inputs.trim(raw)
         if not entry:
             return self._empty(field)
         return self._parse_entry(field, entry, tz)
@@ -210,19 +205,8 @@ class _NumericKind(FieldKind[F]):
     """Shared by number, integer and calculated fields: limits and display with unit."""
 
     def _number_problem(self, label: str, entry: str, example: str = "for example 1234.5") -> str:
-        """Explain why ``entry`` is not a plain decimal number."""
-        if "," in entry or " " in entry or "'" in entry:
-            return (
-                f"{label}: {entry!r} is not a number; use a point as the decimal separator and no thousands "
-                f"separators, {example}"
-            )
-        if _EXPONENT.fullmatch(entry):
-            return f"{label}: {entry!r} uses exponent notation; write the number out in full, {example}"
-        if entry.startswith("+"):
-            return f"{label}: {entry!r}: write the number without a plus sign"
-        if re.fullmatch(r"-?(\.[0-9]+|[0-9]+\.)", entry):
-            return f"{label}: {entry!r}: write digits on both sides of the decimal point, for example 0.5"
-        return f"{label}: {entry!r} is not a number; enter digits with an optional decimal point, {example}"
+        """Explain why ``entry`` is not a plain decimal number (the input policy's words)."""
+        return inputs.number_problem(label, entry, example)
 
     def _canonical(self, label: str, sign: str, whole: str, fraction: str | None) -> Parsed:
         whole = whole.lstrip("0") or "0"
@@ -273,10 +257,7 @@ class NumberKind(_NumericKind[NumberField]):
     type_name = "number"
 
     def _parse_entry(self, field: NumberField, entry: str, tz: ZoneInfo) -> Parsed:
-        match = _DECIMAL.fullmatch(entry)
-        if match is None:
-            raise ValidationFailed(self._number_problem(field.label, entry))
-        sign, whole, fraction = match.groups()
+        sign, whole, fraction = inputs.decimal_parts(field.label, entry)
         if fraction is not None and len(fraction) > field.decimals:
             allowed = f"at most {_places(field.decimals)} allowed" if field.decimals else "whole numbers only"
             raise ValidationFailed(f"{field.label}: {entry!r} has {_places(len(fraction))}; {allowed}")
@@ -291,7 +272,7 @@ class IntegerKind(_NumericKind[IntegerField]):
     def _parse_entry(self, field: IntegerField, entry: str, tz: ZoneInfo) -> Parsed:
         match = _INTEGER.fullmatch(entry)
         if match is None:
-            if _DECIMAL.fullmatch(entry):
+            if inputs.is_plain_decimal(entry):
                 raise ValidationFailed(f"{field.label}: {entry!r} is not a whole number; enter a count such as 12")
             raise ValidationFailed(self._number_problem(field.label, entry, "for example 12"))
         sign, whole = match.groups()
@@ -344,14 +325,7 @@ class TextKind(FieldKind[TextField]):
     type_name = "text"
 
     def _parse_entry(self, field: TextField, entry: str, tz: ZoneInfo) -> Parsed:
-        text = entry.replace("\r\n", "\n").replace("\r", "\n")
-        if _CONTROL_IN_TEXT.search(text):
-            raise ValidationFailed(f"{field.label}: the text contains control characters; retype it")
-        if len(text) > field.max_length:
-            raise ValidationFailed(
-                f"{field.label}: the text has {len(text)} characters; at most {field.max_length} are allowed"
-            )
-        return Parsed(text)
+        return Parsed(inputs.Text(field.label, field.max_length, multiline=True).clean(entry))
 
 
 class ChoiceKind(FieldKind[ChoiceField]):
@@ -468,22 +442,13 @@ class _IdentifierKind(FieldKind[F]):
     """Format checks only; the services check the identifier against the batch and master data."""
 
     what: ClassVar[str] = "identifier"
+    charset: ClassVar[inputs.Charset] = inputs.SCAN
 
     def _required_hint(self, field: F) -> str:
         return f"enter the {self.what}"
 
     def _parse_entry(self, field: F, entry: str, tz: ZoneInfo) -> Parsed:
-        if _CONTROL.search(entry):
-            raise ValidationFailed(
-                f"{field.label}: the {self.what} contains control characters; check the scanner set-up and "
-                "scan again"
-            )
-        if len(entry) > MAX_IDENTIFIER_LENGTH:
-            raise ValidationFailed(
-                f"{field.label}: the {self.what} has {len(entry)} characters; at most {MAX_IDENTIFIER_LENGTH} "
-                "are allowed"
-            )
-        return Parsed(entry)
+        return Parsed(inputs.Identifier(field.label, MAX_IDENTIFIER_LENGTH, self.charset).clean(entry))
 
 
 class ScanKind(_IdentifierKind[ScanField]):
@@ -498,6 +463,7 @@ class EquipmentKind(_IdentifierKind[EquipmentField]):
 
     type_name = "equipment"
     what = "equipment identifier"
+    charset = inputs.LABEL  # as registered (mfg.domain.inputs.RULES["identifier"])
 
 
 class MaterialKind(_IdentifierKind[MaterialField]):

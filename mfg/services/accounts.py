@@ -16,7 +16,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy.orm import Session
 
 from ..domain import accounts as rules
-from ..domain import guards
+from ..domain import guards, inputs
 from ..domain.errors import AuthenticationFailed, ConflictError, NotFound, ValidationFailed
 from ..models import PasswordHistory, RoleGrant, User, utcnow
 from . import audit, rows, sessions
@@ -116,6 +116,7 @@ def _replace_password(session: Session, user: User, new: str) -> None:
 
 def _profile(full_name: str, roles: str | list[str], problems: list[str]) -> list[str]:
     """Check the printed name and roles, adding to ``problems``; returns the parsed roles."""
+    problems.extend(inputs.problems({"full_name": full_name}))
     if not full_name.strip():
         problems.append("Full (printed) name is required: it appears in every signature.")
     try:
@@ -146,10 +147,10 @@ def create_user_at_setup(session: Session, *, username: str, full_name: str, rol
 
 def _new_user(session: Session, *, username: str, full_name: str, roles: str | list[str], password: str,
               policy: Policy, temporary: bool, own_password: bool, reason: str) -> User:
+    problems = inputs.problems({"username": username})
     username = username.strip()
-    problems = []
-    if not username or len(username) > 64 or not username.replace(".", "").replace("-", "").replace("_", "").isalnum():
-        problems.append("User name: 1-64 letters, digits, '.', '-' or '_'.")
+    if not username:
+        problems.append("User name is required.")
     role_list = _profile(full_name, roles, problems)
     problems.extend(rules.combination_problems(role_list))
     problems.extend(rules.password_problems(password, min_length=policy.min_length, username=username))
@@ -158,7 +159,7 @@ def _new_user(session: Session, *, username: str, full_name: str, roles: str | l
     if get_by_username(session, username) is not None:
         raise ConflictError(f"user name '{username}' is taken (user names are never reused)")
     now = utcnow()
-    user = User(username=username, full_name=full_name.strip(), roles="",
+    user = User(username=username, full_name=inputs.text("full_name", full_name), roles="",
                 password_hash=hash_password(password), password_changed_at=now, password_set_by_self=own_password,
                 must_change_password=temporary, failed_logins=0, active=True, created_at=now)
     session.add(user)
@@ -322,9 +323,7 @@ def change_password(session: Session, user: User, *, current: str, new: str, pol
 # --- administrator actions: each needs a reason, recorded in the trail ----------------------------
 
 def _reason(reason: str) -> str:
-    if not reason or not reason.strip():
-        raise ValidationFailed("A reason is required for every change to an account.")
-    return reason.strip()
+    return inputs.required("reason", reason, "A reason is required for every change to an account.")
 
 
 def reset_password(session: Session, user: User, *, temporary_password: str, policy: Policy, reason: str) -> None:
@@ -379,5 +378,5 @@ def set_roles(session: Session, user: User, *, roles: str | list[str], full_name
         raise ValidationFailed(*problems)
     with audit.reason_for(session, reason):
         _grant(session, user, role_list, policy or Policy())
-    user.full_name = full_name.strip()
+    user.full_name = inputs.text("full_name", full_name)
     audit.flush(session, reason=reason)

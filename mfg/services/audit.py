@@ -43,6 +43,7 @@ from sqlalchemy.orm import ORMExecuteState, Session, SessionTransaction
 from sqlalchemy.sql import visitors
 
 from ..audit_key import KEYS_INFO, AuditKeyError
+from ..domain import inputs
 from ..domain.audit_chain import (
     GENESIS_HASH,
     ChainEntry,
@@ -100,7 +101,8 @@ def reason_for(session: Session, reason: str | None) -> Iterator[None]:
     An inner reason wins over an outer one; ``None`` keeps the outer reason.
     """
     previous = session.info.get(REASON_KEY)
-    session.info[REASON_KEY] = reason if reason is not None else previous
+    # the trail's own bound: whatever path a reason took, no control character, override or megabyte gets in
+    session.info[REASON_KEY] = inputs.text("audit_reason", reason) if reason is not None else previous
     try:
         yield
     finally:

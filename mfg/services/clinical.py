@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 from datetime import date
-from decimal import Decimal, InvalidOperation
 from typing import cast
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from ..domain import guards, isbt128
+from ..domain import guards, inputs, isbt128
 from ..domain.errors import ConflictError, NotFound, ValidationFailed
 from ..domain.signing import Meaning
 from ..models import Batch, Donor, DonorTest, Signature, SignatureInvalidation, Subject, User, utcnow
@@ -34,16 +33,16 @@ def _require_clinical(user: User) -> None:
     guards.enforce(guard_subjects(None, user))
 
 
-def _code(value: str, what: str) -> str:
-    value = (value or "").strip()
-    if not value or len(value) > 40 or not value.replace("-", "").replace("_", "").isalnum():
-        raise ValidationFailed(f"{what} code: 1-40 letters, digits, '-' or '_'")
-    return value
+def _code(value: str, rule: str) -> str:
+    code = inputs.text(rule, value)
+    if not code:
+        raise ValidationFailed(f"{inputs.rule(rule).label}: enter the code")
+    return code
 
 
 def register_donor(session: Session, *, code: str, abo_rh: str | None, user: User) -> Donor:
     _require_clinical(user)
-    code = _code(code, "Donor")
+    code = _code(code, "donor_code")
     abo_rh = (abo_rh or "").strip() or None
     if abo_rh is not None and abo_rh not in ABO_RH:
         raise ValidationFailed(f"ABO/Rh {abo_rh!r} is not a blood group: one of {', '.join(ABO_RH)}")
@@ -58,23 +57,22 @@ def register_donor(session: Session, *, code: str, abo_rh: str | None, user: Use
 def record_donor_test(session: Session, donor: Donor, *, test: str, result: str, specimen_date: date,
                       user: User) -> DonorTest:
     _require_clinical(user)
-    problems = []
+    problems = inputs.problems({"test": test})
+    problems += inputs.problems_of_day("specimen_date", specimen_date, today=date.today())
     if not (test or "").strip():
         problems.append("Name the test (e.g. HIV-1/2 Ab, HBsAg, anti-HCV, HIV/HBV/HCV NAT).")
     if result not in RESULTS:
         problems.append(f"Result must be one of {', '.join(RESULTS)}.")
-    if specimen_date > date.today():
-        problems.append("The specimen date cannot be in the future.")
     if problems:
         raise ValidationFailed(*problems)
+    name = inputs.text("test", test)
     rows.lock(session, donor)  # the same result sent twice (two tabs, two people) is recorded once
-    same = next((t for t in donor.tests
-                 if (t.test, t.result, t.specimen_date) == (test.strip(), result, specimen_date)), None)
+    same = next((t for t in donor.tests if (t.test, t.result, t.specimen_date) == (name, result, specimen_date)), None)
     if same is not None:
         raise rows.already_done(session, f"{same.test} {same.result} of the specimen of {specimen_date.isoformat()} "
                                 f"was already recorded for donor {donor.code}", user_id=same.recorded_by_id,
                                 at=same.recorded_at)
-    row = DonorTest(test=test.strip(), result=result, specimen_date=specimen_date, recorded_by_id=user.id)
+    row = DonorTest(test=name, result=result, specimen_date=specimen_date, recorded_by_id=user.id)
     donor.tests.append(row)  # through the relationship, so the eligibility check sees it at once
     audit.flush(session, reason="donor test result recorded")
     return row
@@ -91,8 +89,8 @@ def record_donor_panel(session: Session, donor: Donor, *, results: dict[str, str
     problems += [f"{test} is not a test of the panel." for test in results if test not in DONOR_PANEL]
     if specimen_date is None:
         problems.append("Enter the date the specimen was drawn.")
-    elif specimen_date > date.today():
-        problems.append("The specimen date cannot be in the future.")
+    else:
+        problems += inputs.problems_of_day("specimen_date", specimen_date, today=date.today())
     if problems:
         raise ValidationFailed(*problems)
     assert specimen_date is not None
@@ -103,7 +101,7 @@ def record_donor_panel(session: Session, donor: Donor, *, results: dict[str, str
 def determine_eligibility(session: Session, donor: Donor, *, eligible: bool, summary: str, user: User) -> None:
     """Record the donor eligibility determination with its summary of records (21 CFR 1271.50)."""
     _require_clinical(user)
-    problems = []
+    problems = inputs.problems({"summary": summary})
     if not (summary or "").strip():
         problems.append("The determination needs a summary of the records it rests on.")
     if eligible:
@@ -115,7 +113,7 @@ def determine_eligibility(session: Session, donor: Donor, *, eligible: bool, sum
     if problems:
         raise ValidationFailed(*problems)
     donor.eligibility = "eligible" if eligible else "ineligible"
-    donor.eligibility_summary = summary.strip()
+    donor.eligibility_summary = inputs.text("summary", summary)
     donor.determined_at = utcnow()
     donor.determined_by_id = user.id
     audit.flush(session, reason="donor eligibility determined")
@@ -135,15 +133,6 @@ def require_eligible(donor: Donor) -> None:
         raise ValidationFailed(*problems)
 
 
-def _weight(raw: str) -> Decimal:
-    try:
-        weight = Decimal(str(raw).strip())
-    except (InvalidOperation, ValueError):
-        raise ValidationFailed(f"Weight {raw!r} is not a number in kg (e.g. 62.4).") from None
-    # a finite Decimal's exponent is an int (only NaN and infinity have a letter)
-    if not weight.is_finite() or weight <= 0 or weight > 400 or -cast(int, weight.as_tuple().exponent) > 2:
-        raise ValidationFailed("Weight must be a positive number of kg with at most 2 decimals.")
-    return weight
 
 
 def allocate_coi(session: Session, fin: str) -> isbt128.CoiId:
@@ -161,10 +150,9 @@ def allocate_din(session: Session, fin: str) -> isbt128.Din:
 def enrol_subject(session: Session, *, code: str, donor: Donor, weight_kg: str, measured_on: date,
                   user: User) -> Subject:
     _require_clinical(user)
-    code = _code(code, "Subject")
-    weight = _weight(weight_kg)
-    if measured_on > date.today():
-        raise ValidationFailed("The weighing date cannot be in the future.")
+    code = _code(code, "subject_code")
+    weight = inputs.number("weight_kg", weight_kg)
+    inputs.day("measured_on", measured_on, today=date.today())
     if session.scalar(sa.select(Subject).where(Subject.code == code)):
         raise ConflictError(f"subject {code} is already enrolled")
     config = sops.trial_configuration(session)

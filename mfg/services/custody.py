@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from ..domain import guards
+from ..domain import guards, inputs
 from ..domain.errors import IdentityMismatch, ValidationFailed
 from ..domain.signing import Meaning
 from ..models import Batch, CustodyEvent, User, utcnow
@@ -45,6 +45,8 @@ def hand_off(session: Session, batch: Batch, *, scanned_din: str, from_location:
     guards.enforce(guard_hand_off(session, signer, batch))
     problems = [f"{what} is required." for what, value in
                 (("From", from_location), ("To", to_location), ("Condition", condition)) if not (value or "").strip()]
+    problems += inputs.problems({"location": from_location}) + inputs.problems({"location": to_location})
+    problems += inputs.problems({"condition": condition, "scanned_code": scanned_din})
     if problems:
         raise ValidationFailed(*problems)
     try:
@@ -56,8 +58,10 @@ def hand_off(session: Session, batch: Batch, *, scanned_din: str, from_location:
     lifecycle.handoff_stop(session, batch, tz=tz or ZoneInfo("UTC"))
     credentials = signatures.authenticate(signer, password=password, username=username,
                                           require_username=require_username)  # before the first write
-    event = CustodyEvent(batch_id=batch.id, kind="handoff", scanned_din=din, from_location=from_location.strip(),
-                         to_location=to_location.strip(), condition=condition.strip(), performed_by_id=signer.id,
+    event = CustodyEvent(batch_id=batch.id, kind="handoff", scanned_din=din,
+                         from_location=inputs.text("location", from_location),
+                         to_location=inputs.text("location", to_location),
+                         condition=inputs.text("condition", condition), performed_by_id=signer.id,
                          occurred_at=utcnow())
     session.add(event)
     audit.flush(session, reason=f"hand-off from {event.from_location} to {event.to_location}")

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
-from ..domain import guards, words
+from ..domain import guards, inputs, words
 from ..domain.errors import ConflictError, IdentityMismatch, ItemRefused, NotFound, ValidationFailed
 from ..domain.runtime_names import runtime_words
 from ..domain.signing import Meaning
@@ -112,9 +112,8 @@ def guard_close(session: Session, user: User, deviation: Deviation) -> list[guar
 def open_by_hand(session: Session, batch: Batch, *, description: str, user: User) -> Deviation:
     """Anyone working on the batch (operator or QA) may open a deviation by hand."""
     guards.enforce(guard_open(session, user, batch))
-    if not description.strip():
-        raise ValidationFailed("Describe the deviation.")
-    deviation = open_deviation(session, batch, None, "manual", description.strip(), user)
+    description = inputs.required("description", description, "Describe the deviation.")
+    deviation = open_deviation(session, batch, None, "manual", description, user)
     audit.flush(session, reason="deviation opened by hand")
     return deviation
 
@@ -124,11 +123,15 @@ def investigate(session: Session, deviation: Deviation, *, classification: str, 
     """QA records (or revises, while open) the classification and the investigation; every change is audited."""
     guards.enforce(guard_investigate(session, user, deviation))
     problems = guards.investigation_problems(classification, investigation, root_cause, impact, capa_reference)
+    problems += inputs.problems({"investigation": investigation, "root_cause": root_cause, "impact": impact,
+                                 "capa_reference": capa_reference})
     if problems:
         raise ValidationFailed(*problems)
     deviation.classification = classification
-    deviation.investigation, deviation.root_cause = investigation.strip(), root_cause.strip()
-    deviation.impact, deviation.capa_reference = impact.strip(), (capa_reference or "").strip() or None
+    deviation.investigation, deviation.root_cause = inputs.text("investigation", investigation), inputs.text(
+        "root_cause", root_cause)
+    deviation.impact = inputs.text("impact", impact)
+    deviation.capa_reference = inputs.text("capa_reference", capa_reference) or None
     audit.flush(session, reason=f"deviation {deviation.number} investigated")
     return deviation
 

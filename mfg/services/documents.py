@@ -25,7 +25,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from ..config import TEMPLATES_DIR
-from ..domain import display, guards, snapshot_diff
+from ..domain import display, guards, inputs, snapshot_diff
 from ..domain.audit_chain import Anchor, anchor_keyword, parse_anchor_keyword
 from ..domain.canonical import canonical_json, iso_utc
 from ..domain.errors import NotFound, ValidationFailed
@@ -239,11 +239,12 @@ def print_labels(session: Session, batch: Batch, *, reason: str, site: pdfs.Site
 
     guards.enforce(guard_print_labels(session, signer, batch))
     reprint = bool(revisions(session, batch, "labels"))
-    if reprint and not reason.strip():
+    reason = inputs.text("reason", reason)
+    if reprint and not reason:
         raise ValidationFailed("A label reprint needs a reason.")
     credentials = signatures.authenticate(signer, password=password, username=username,
                                           require_username=require_username)  # before the first write
-    document = issue(session, batch, kind="labels", reason=reason.strip() or "first print", site=site, demo=demo,
+    document = issue(session, batch, kind="labels", reason=reason or "first print", site=site, demo=demo,
                      user=signer, label_size=label_size)
     signatures.sign(session, signer=signer, credentials=credentials, meaning=Meaning.PERFORMED, record=document,
                     comment=f"labels {'reprinted' if reprint else 'printed'}: {document.reason}")

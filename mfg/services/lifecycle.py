@@ -19,8 +19,8 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
-from ..domain import guards, lifecycle
-from ..domain.errors import ConflictError, HardStop, NotFound, ProductBlocked, ValidationFailed
+from ..domain import guards, inputs, lifecycle
+from ..domain.errors import ConflictError, HardStop, NotFound, ProductBlocked
 from ..domain.signing import Meaning
 from ..models import BagBlock, Batch, BatchDecision, ClinicalAlert, CustodyEvent, Deviation, ProductBag, User, utcnow
 from . import audit, bags, deviations, evaluation, identity, signatures
@@ -57,18 +57,17 @@ def cancel(session: Session, batch: Batch, *, reason: str, signer: User, passwor
     """Cancel a batch started by mistake (no step performed): signed "Cancelled by" with the reason. It leaves
     the work queue and stays in the record."""
     guards.enforce(guard_cancel(session, signer, batch))
-    if not reason.strip():
-        raise ValidationFailed("A cancellation needs a reason.")
+    reason = inputs.required("reason", reason, "A cancellation needs a reason.")
     credentials = signatures.authenticate(signer, password=password, username=username,
                                           require_username=require_username)  # before the first write
     move(batch, "cancelled")
     claim(session, batch)
-    record = BatchDecision(batch_id=batch.id, decision="cancelled", comment=reason.strip(), decided_by_id=signer.id,
+    record = BatchDecision(batch_id=batch.id, decision="cancelled", comment=reason, decided_by_id=signer.id,
                            decided_at=utcnow())
     session.add(record)
     audit.flush(session, reason="batch cancelled")
     signatures.sign(session, signer=signer, credentials=credentials, meaning=Meaning.CANCELLED, record=record,
-                    comment=f"batch cancelled: {reason.strip()}")
+                    comment=f"batch cancelled: {reason}")
     return record
 
 

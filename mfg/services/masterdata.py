@@ -7,6 +7,7 @@ from datetime import date
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from ..domain import inputs
 from ..domain.errors import ConflictError, NotFound, ValidationFailed
 from ..models import Equipment, MaterialLot
 from . import audit
@@ -17,8 +18,13 @@ QC_STATUSES = ("quarantine", "released", "rejected")
 
 def add_equipment(session: Session, *, identifier: str, equipment_type: str, calibration_due: date | None,
                   description: str = "", status: str = "in_service") -> Equipment:
-    identifier, equipment_type = identifier.strip(), equipment_type.strip()
-    problems = []
+    problems = inputs.problems({"identifier": identifier, "equipment_type": equipment_type,
+                                "equipment_description": description})
+    if calibration_due is not None:
+        problems += inputs.problems_of_day("calibration_due", calibration_due, today=date.today())
+    if problems:
+        raise ValidationFailed(*problems)
+    identifier, equipment_type = inputs.text("identifier", identifier), inputs.text("equipment_type", equipment_type)
     if not identifier:
         problems.append("Equipment identifier is required.")
     if not equipment_type:
@@ -29,7 +35,8 @@ def add_equipment(session: Session, *, identifier: str, equipment_type: str, cal
         raise ValidationFailed(*problems)
     if session.scalar(sa.select(Equipment).where(Equipment.identifier == identifier)):
         raise ConflictError(f"equipment {identifier} already exists")
-    item = Equipment(identifier=identifier, equipment_type=equipment_type, description=description.strip(),
+    item = Equipment(identifier=identifier, equipment_type=equipment_type,
+                     description=inputs.text("equipment_description", description),
                      status=status, calibration_due=calibration_due)
     session.add(item)
     audit.flush(session, reason="equipment registered")
@@ -40,11 +47,12 @@ def set_equipment_status(session: Session, item: Equipment, *, status: str, cali
                          reason: str) -> None:
     if status not in EQUIPMENT_STATUSES:
         raise ValidationFailed(f"Status must be one of {', '.join(EQUIPMENT_STATUSES)}.")
-    if not reason.strip():
-        raise ValidationFailed("A reason is required.")
+    reason = inputs.required("reason", reason, "A reason is required.")
+    if calibration_due is not None:
+        inputs.day("calibration_due", calibration_due, today=date.today())
     item.status = status
     item.calibration_due = calibration_due
-    audit.flush(session, reason=reason.strip())
+    audit.flush(session, reason=reason)
 
 
 def equipment_not_found(session: Session, identifier: str) -> str | None:
@@ -82,8 +90,11 @@ def equipment_problems(session: Session, identifier: str, equipment_type: str, t
 
 def receive_lot(session: Session, *, material: str, lot_number: str, expiry: date,
                 qc_status: str = "quarantine") -> MaterialLot:
-    material, lot_number = material.strip(), lot_number.strip()
-    problems = []
+    problems = inputs.problems({"material": material, "lot_number": lot_number})
+    problems += inputs.problems_of_day("expiry", expiry, today=date.today())
+    if problems:
+        raise ValidationFailed(*problems)
+    material, lot_number = inputs.text("material", material), inputs.text("lot_number", lot_number)
     if not material or not lot_number:
         problems.append("Material and lot number are required.")
     if qc_status not in QC_STATUSES:
@@ -102,10 +113,9 @@ def receive_lot(session: Session, *, material: str, lot_number: str, expiry: dat
 def set_lot_status(session: Session, lot: MaterialLot, *, qc_status: str, reason: str) -> None:
     if qc_status not in QC_STATUSES:
         raise ValidationFailed(f"QC status must be one of {', '.join(QC_STATUSES)}.")
-    if not reason.strip():
-        raise ValidationFailed("A reason is required.")
+    reason = inputs.required("reason", reason, "A reason is required.")
     lot.qc_status = qc_status
-    audit.flush(session, reason=reason.strip())
+    audit.flush(session, reason=reason)
 
 
 def lot_problems(session: Session, material: str, lot_number: str, today: date) -> list[str]:

@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
-from ..domain import guards, result_time, values
+from ..domain import guards, inputs, result_time, values
 from ..domain.errors import ConflictError, NotFound, ValidationFailed
 from ..domain.signing import Meaning
 from ..domain.sop_schema import ChoiceField, Field
@@ -157,7 +157,8 @@ def enter_result(session: Session, pending: PendingResult, *, raw: str, comment:
                                            execution.instance)
     if early:  # within specification only: a failing result is reported when found (domain.result_time)
         raise ValidationFailed(early)
-    if problems and not (comment or "").strip():
+    comment = inputs.text("comment", comment)
+    if problems and not comment:
         raise ValidationFailed(f"{pending.label}: an out-of-specification result needs a comment "
                                f"({'; '.join(problems)})")
     credentials = signatures.authenticate(signer, password=password, username=username,

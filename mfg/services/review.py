@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from ..domain import guards, lifecycle, sequence, words
+from ..domain import guards, inputs, lifecycle, sequence, words
 from ..domain.errors import ConflictError, NotFound, ValidationFailed
 from ..domain.signing import Meaning
 from ..domain.sop_schema import ChoiceField, Step, step_index
@@ -151,7 +151,7 @@ def mark_reviewed(session: Session, batch: Batch, key: str, *, user: User, comme
     if item is None:
         raise NotFound(f"batch {batch.lot} has no review item {key!r}")
     mark = ReviewMark(batch_id=batch.id, item_key=key, reviewed_by_id=user.id, reviewed_at=utcnow(),
-                      comment=comment.strip() or None)
+                      comment=inputs.text("comment", comment) or None)
     session.add(mark)
     try:
         audit.flush(session, reason=f"review: {item.kind} {item.title} reviewed")
@@ -209,7 +209,8 @@ def decide(session: Session, batch: Batch, *, decision: str, comment: str, signe
         raise rows.already_done(session, f"batch {batch.lot} was already {decision.replace('_', ' ')}",
                                 user_id=last.decided_by_id, at=last.decided_at)
     guards.enforce(guard_decide(session, signer, batch, decision))
-    if decision in lifecycle.NEEDS_REASON and not comment.strip():
+    comment = inputs.text("comment", comment)
+    if decision in lifecycle.NEEDS_REASON and not comment:
         raise ValidationFailed(f"A decision '{decision.replace('_', ' ')}' needs a reason.")
     pending = "; ".join(f"{p.title} ({p.detail})" for p in pending_results(session, batch)) \
         if decision == "conditionally_released" else None
@@ -219,20 +220,20 @@ def decide(session: Session, batch: Batch, *, decision: str, comment: str, signe
     if decision != "under_investigation":  # protect_patients moves it, with everything that goes with it
         batch_lifecycle.move(batch, decision)
         batch_lifecycle.claim(session, batch)  # two QA users cannot both decide
-    record = BatchDecision(batch_id=batch.id, decision=decision, pending=pending, comment=comment.strip() or None,
+    record = BatchDecision(batch_id=batch.id, decision=decision, pending=pending, comment=comment or None,
                            decided_by_id=signer.id, decided_at=utcnow())
     session.add(record)
     audit.flush(session, reason=f"batch {decision.replace('_', ' ')}")
     if decision == "conditionally_released":
         results.open_pending(session, batch, record)
     if decision == "under_investigation":
-        batch_lifecycle.protect_patients(session, batch, finding=f"placed under investigation by QA: {comment.strip()}",
+        batch_lifecycle.protect_patients(session, batch, finding=f"placed under investigation by QA: {comment}",
                                          user=signer, tz=tz or ZoneInfo("UTC"))
     what = "final release" if decision == "released" and previous == "conditionally_released" else \
         decision.replace("_", " ")
     signatures.sign(session, signer=signer, credentials=credentials, meaning=MEANINGS[decision], record=record,
                     comment=f"batch {what}" + (f"; pending: {pending}" if pending else "")
-                    + (f": {comment.strip()}" if decision in lifecycle.NEEDS_REASON else ""))
+                    + (f": {comment}" if decision in lifecycle.NEEDS_REASON else ""))
     return record
 
 

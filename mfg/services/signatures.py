@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from ..domain import guards
+from ..domain import guards, inputs
 from ..domain.audit_chain import SignatureManifest, seal_signature, signature_seal_problem
 from ..domain.canonical import canonical_json, content_hash, sha256_hex
 from ..domain.errors import AuthenticationFailed, DomainError, ValidationFailed
@@ -94,7 +94,7 @@ def sign(session: Session, *, signer: User, meaning: Meaning | str, record: Sign
     content = canonical_json(record.signed_content())
     record_type = record.__tablename__  # type: ignore[attr-defined]
     signature = Signature(user_id=signer.id, username=signer.username, printed_name=signer.full_name,
-                          meaning=meaning.value, signed_at=utcnow(), comment=(comment or "").strip() or None,
+                          meaning=meaning.value, signed_at=utcnow(), comment=inputs.text("comment", comment) or None,
                           record_type=record_type, record_id=str(sa.inspect(record).identity[0]),
                           content=content, content_sha256=sha256_hex(content),
                           own_password=signer.password_set_by_self, password_set_at=signer.password_changed_at)

@@ -17,7 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
-from ..domain import calc, dose, guards, sequence, values, words
+from ..domain import calc, dose, guards, inputs, sequence, values, words
 from ..domain.calc import referenced_names as calc_names
 from ..domain.canonical import content_hash
 from ..domain.errors import NotFound, StepConflict, ValidationFailed
@@ -126,7 +126,8 @@ def _perform(session: Session, batch: Batch, *, position: int, step_id: str, ins
                               stage_id=opened.stage.id, step_id=step.id, instance=instance,
                               definition_sha256=content_hash(step.model_dump(mode="json")),
                               status="awaiting_verification" if step.verification == "required" else "complete",
-                              comment=entry.comment.strip() or None, performed_by_id=signer.id, performed_at=now)
+                              comment=inputs.text("comment", entry.comment) or None, performed_by_id=signer.id,
+                              performed_at=now)
     session.add(execution)
     conflict = StepConflict(batch.id, step_id, instance)  # built now: after a failed flush nothing may load
     try:
@@ -158,7 +159,7 @@ def _recorded(execution: StepExecution, e: evaluation.Evaluated, entry: evaluati
     return RecordedValue(execution_id=execution.id, field_id=e.field_id, field_type=e.field_type, raw=e.raw,
                          text=e.parsed.text, number=e.parsed.number, moment=e.parsed.moment, unit=e.unit,
                          in_limits=not e.limit_problems, limit_message="; ".join(e.limit_problems) or None,
-                         comment=entry.field_comments.get(e.field_id, "").strip() or None,
+                         comment=inputs.text("comment", entry.field_comments.get(e.field_id)) or None,
                          entered_by_id=signer.id, entered_at=now,
                          supersedes_id=supersedes.id if supersedes is not None else None, correction_reason=reason)
 
@@ -227,10 +228,9 @@ def correct_value(session: Session, execution: StepExecution, *, field_id: str, 
     if field_id not in execution.current_values():
         raise NotFound(f"step '{execution.step_id}' has no recorded field '{field_id}'")
     guards.enforce(guard_correct_value(session, signer, execution, field_id))
-    if not reason.strip():
-        raise ValidationFailed("A correction needs a reason.")
-    with audit.reason_for(session, f"correction: {reason.strip()}"):
-        return _correct(session, execution, field_id=field_id, raw=raw, reason=reason.strip(),
+    reason = inputs.required("reason", reason, "A correction needs a reason.")
+    with audit.reason_for(session, f"correction: {reason}"):
+        return _correct(session, execution, field_id=field_id, raw=raw, reason=reason,
                         field_comment=field_comment, signer=signer, password=password, username=username,
                         require_username=require_username, tz=tz, expected_row_version=expected_row_version)
 

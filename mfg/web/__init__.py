@@ -19,6 +19,7 @@ def init_app(app: Flask) -> None:
         custody,
         documents,
         errors,
+        input_guard,
         main,
         masterdata,
         results,
@@ -29,6 +30,7 @@ def init_app(app: Flask) -> None:
 
     security.init_app(app)
     actions.init_app(app)  # after security: it acts as the signed-in user
+    input_guard.init_app(app)  # first of the request hooks, whatever the order of registration
     errors.init_app(app)
     app.register_blueprint(auth.bp)
     app.register_blueprint(main.bp)

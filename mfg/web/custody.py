@@ -7,9 +7,8 @@ from zoneinfo import ZoneInfo
 
 from flask import Blueprint, current_app, flash, redirect, render_template, url_for
 from flask_login import current_user, login_required
-from flask_wtf import FlaskForm
 from wtforms import Form, FormField, PasswordField, StringField
-from wtforms.validators import DataRequired, Length
+from wtforms.validators import DataRequired
 
 from ..domain import isbt128
 from ..domain.errors import DomainError, IdentityMismatch, ProductBlocked
@@ -17,6 +16,7 @@ from ..domain.signing import Meaning
 from ..extensions import db
 from ..models import Batch
 from ..services import accounts, bags, batches, custody, identity, lifecycle, signatures
+from .forms import InputPolicy, PolicyForm
 from .security import SignedOutcome, mark_signed, signed_action, signing_needs_username, transaction
 
 bp = Blueprint("custody", __name__, url_prefix="/batches")
@@ -26,34 +26,36 @@ bp = Blueprint("custody", __name__, url_prefix="/batches")
 _SCAN = {"autocomplete": "off", "data-scan": "1", "placeholder": "scan or type"}
 
 
-class HandOffForm(FlaskForm):
-    scanned_din = StringField("Scan bag DIN", validators=[DataRequired("Scan the bag's DIN."), Length(max=40)],
+class HandOffForm(PolicyForm):
+    input_rules = {"scanned_din": "scanned_code", "from_location": "location", "to_location": "location"}
+    scanned_din = StringField("Scan bag DIN", validators=[DataRequired("Scan the bag's DIN.")],
                               render_kw=_SCAN | {"autofocus": True})
-    from_location = StringField("From", validators=[DataRequired(), Length(max=100)])
-    to_location = StringField("To", validators=[DataRequired(), Length(max=100)])
-    condition = StringField("Condition", validators=[DataRequired(), Length(max=200)],
+    from_location = StringField("From", validators=[DataRequired()])
+    to_location = StringField("To", validators=[DataRequired()])
+    condition = StringField("Condition", validators=[DataRequired()],
                             render_kw={"placeholder": "e.g. sealed, intact, 2-8 °C"})
-    username = StringField("User name", validators=[Length(max=64)], render_kw={"autocomplete": "username"})
+    username = StringField("User name", validators=[], render_kw={"autocomplete": "username"})
     password = PasswordField("Password", validators=[DataRequired("Re-enter your password to sign.")],
                              render_kw={"autocomplete": "current-password"})
 
 
-class BedsidePersonForm(Form):
+class BedsidePersonForm(InputPolicy, Form):
     """One person's panel: their own credentials (always both) and their own two scans."""
 
+    input_rules = {"scanned_din": "scanned_code", "scanned_bag": "scanned_code", "scanned_coi": "scanned_code"}
+
     # Two people share one screen: the browser must not fill in the signed-in user's credentials.
-    username = StringField("User name", validators=[DataRequired(), Length(max=64)],
+    username = StringField("User name", validators=[DataRequired()],
                            render_kw={"autocomplete": "off"})
     password = PasswordField("Password", validators=[DataRequired()], render_kw={"autocomplete": "off"})
-    scanned_din = StringField("Scan bag DIN", validators=[DataRequired("Scan the bag's DIN."), Length(max=40)],
+    scanned_din = StringField("Scan bag DIN", validators=[DataRequired("Scan the bag's DIN.")],
                               render_kw=_SCAN)
     scanned_bag = StringField("Scan bag label (product code)", validators=[
-        DataRequired("Scan the bag's product code."), Length(max=40)], render_kw=_SCAN)
-    scanned_coi = StringField("Scan subject COI", validators=[DataRequired("Scan the subject's COI."),
-                                                               Length(max=40)], render_kw=_SCAN)
+        DataRequired("Scan the bag's product code.")], render_kw=_SCAN)
+    scanned_coi = StringField("Scan subject COI", validators=[DataRequired("Scan the subject's COI.")], render_kw=_SCAN)
 
 
-class BedsideForm(FlaskForm):
+class BedsideForm(PolicyForm):
     first = FormField(BedsidePersonForm, "Person 1")
     second = FormField(BedsidePersonForm, "Person 2")
 

@@ -7,21 +7,21 @@ from pathlib import Path
 
 from flask import Blueprint, Response, abort, current_app, flash, redirect, render_template, url_for
 from flask_login import current_user, login_required
-from flask_wtf import FlaskForm
 from wtforms import PasswordField, StringField
-from wtforms.validators import DataRequired, Length
+from wtforms.validators import DataRequired
 
 from ..extensions import db
 from ..reports.pdf import SiteSigner, load_site_signer
 from ..services import batches, document_jobs, documents, signatures
+from .forms import PolicyForm
 from .security import signed_action, signing_needs_username
 
 bp = Blueprint("documents", __name__, url_prefix="/batches")
 
 
-class LabelForm(FlaskForm):
-    reason = StringField("Reason for a reprint", validators=[Length(max=500)])
-    username = StringField("User name", validators=[Length(max=64)], render_kw={"autocomplete": "username"})
+class LabelForm(PolicyForm):
+    reason = StringField("Reason for a reprint", validators=[])
+    username = StringField("User name", validators=[], render_kw={"autocomplete": "username"})
     password = PasswordField("Password", validators=[DataRequired("Re-enter your password to sign.")],
                              render_kw={"autocomplete": "current-password"})
 

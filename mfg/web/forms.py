@@ -1,29 +1,110 @@
-"""WTForms classes for the screens. They check shape only; the services enforce the rules."""
+"""WTForms classes for the screens. They check shape only; the services enforce the rules.
+
+Every form derives from :class:`PolicyForm` (or mixes in :class:`InputPolicy`): each of its text, date and
+number fields is checked by the input rule of :mod:`mfg.domain.inputs` named like the field (or as the
+form's ``input_rules`` maps it), so a new field gets the policy, or a test fails because it names no rule.
+No length is restated here: the rule's limit is the field's ``maxlength`` and its message.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from datetime import date
+from typing import Any, ClassVar
 
 from flask_wtf import FlaskForm
-from wtforms import DateField, PasswordField, SelectField, SelectMultipleField, StringField, SubmitField, TextAreaField
+from wtforms import (
+    DateField,
+    DecimalField,
+    Field,
+    IntegerField,
+    PasswordField,
+    SelectField,
+    SelectMultipleField,
+    StringField,
+    SubmitField,
+    TextAreaField,
+)
+from wtforms.csrf.core import CSRFTokenField
 from wtforms.fields.choices import SelectChoice
-from wtforms.validators import DataRequired, EqualTo, Length, Optional
+from wtforms.validators import DataRequired, EqualTo, Optional, ValidationError
 from wtforms.widgets import CheckboxInput, ListWidget
 
+from ..domain import inputs
 from ..domain.accounts import ROLE_LABELS
+from ..domain.errors import ValidationFailed
 from ..services.clinical import ABO_RH
 from ..services.clinical import RESULTS as DONOR_RESULTS
 
 
-class LoginForm(FlaskForm):
-    username = StringField("User name", validators=[DataRequired(), Length(max=64)],
+class PolicyCheck:
+    """The validator a :class:`InputPolicy` form adds to a field: the domain rule, its message as the field's
+    error; a text is replaced by its cleaned form (NFC, trimmed)."""
+
+    def __init__(self, rule: inputs.Rule) -> None:
+        self.rule = rule
+
+    def __call__(self, form: Any, field: Field) -> None:
+        if field.data is None or field.data == "":
+            return  # required or not: the field's own validators say
+        # a date as typed: WTForms' parser takes other scripts' digits (strptime), the rule takes ASCII only
+        value = field.raw_data[0] if isinstance(self.rule, inputs.DateRange) and field.raw_data else field.data
+        try:
+            cleaned = self.rule.clean(value, today=date.today())
+        except ValidationFailed as exc:
+            raise ValidationError("; ".join(exc.problems)) from None
+        if isinstance(cleaned, str):
+            field.data = cleaned
+
+
+# Fields that carry what a person types; passwords are secrets, never stored as typed, and keep every
+# character (only the request's NUL guard applies to them).
+_TYPED = (StringField, DateField, DecimalField, IntegerField)
+_EXEMPT = (PasswordField, CSRFTokenField)
+
+
+class InputPolicy:
+    """Mixin of every form: the input policy of :mod:`mfg.domain.inputs` on every typed field."""
+
+    input_rules: ClassVar[dict[str, str]] = {}
+    """Field name -> rule name, where the field's name is not its rule's name."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for name, field in self._fields.items():  # type: ignore[attr-defined]
+            rule = self.input_rule(name, field)
+            if rule is None:
+                continue
+            field.validators = [*field.validators, PolicyCheck(rule)]
+            limit = getattr(rule, "max_length", None)
+            if limit is not None:
+                field.flags.maxlength = limit
+
+    def input_rule(self, name: str, field: Field) -> inputs.Rule | None:
+        """The rule of field ``name``; ``None`` for a field nobody types into (a button, a tick box, a list
+        whose choices are checked, a password). A typed field with no rule is a ``KeyError``."""
+        if isinstance(field, _EXEMPT) or not self.is_typed(field):
+            return None
+        return inputs.rule(self.input_rules.get(name, name))
+
+    @staticmethod
+    def is_typed(field: Field) -> bool:
+        """Whether a person types ``field``'s value (a list whose choice is not checked counts as typed)."""
+        return isinstance(field, _TYPED) or (isinstance(field, SelectField) and not field.validate_choice)
+
+
+class PolicyForm(InputPolicy, FlaskForm):
+    """The base of every screen's form."""
+
+
+class LoginForm(PolicyForm):
+    username = StringField("User name", validators=[DataRequired()],
                            render_kw={"autocomplete": "username", "autofocus": True})
     password = PasswordField("Password", validators=[DataRequired()],
                              render_kw={"autocomplete": "current-password"})
     submit = SubmitField("Sign in")
 
 
-class ChangePasswordForm(FlaskForm):
+class ChangePasswordForm(PolicyForm):
     current = PasswordField("Current password", validators=[DataRequired()],
                             render_kw={"autocomplete": "current-password"})
     new = PasswordField("New password", validators=[DataRequired()], render_kw={"autocomplete": "new-password"})
@@ -33,14 +114,14 @@ class ChangePasswordForm(FlaskForm):
     submit = SubmitField("Change password")
 
 
-class SignForm(FlaskForm):
+class SignForm(PolicyForm):
     """The signing dialog: the password always, the user name on the first signature of a session."""
 
-    username = StringField("User name", validators=[Optional(), Length(max=64)],
+    username = StringField("User name", validators=[Optional()],
                            render_kw={"autocomplete": "username"})
     password = PasswordField("Password", validators=[DataRequired(message="Re-enter your password to sign.")],
                              render_kw={"autocomplete": "current-password"})
-    comment = TextAreaField("Comment (optional)", validators=[Optional(), Length(max=2000)])
+    comment = TextAreaField("Comment (optional)", validators=[Optional()])
     submit = SubmitField("Sign")
 
 
@@ -61,80 +142,81 @@ class AtLeastOne(DataRequired):
         self.field_flags: dict[str, bool] = {}
 
 
-class UserCreateForm(FlaskForm):
-    username = StringField("User name", validators=[DataRequired(), Length(max=64)])
-    full_name = StringField("Full (printed) name", validators=[DataRequired(), Length(max=200)])
+class UserCreateForm(PolicyForm):
+    username = StringField("User name", validators=[DataRequired()])
+    full_name = StringField("Full (printed) name", validators=[DataRequired()])
     roles = MultiCheckboxField("Roles", choices=_role_choices(), validators=[AtLeastOne("Pick at least one role.")])
     password = PasswordField("Temporary password", validators=[DataRequired()],
                              render_kw={"autocomplete": "new-password"})
     submit = SubmitField("Create user")
 
 
-class UserEditForm(FlaskForm):
-    full_name = StringField("Full (printed) name", validators=[DataRequired(), Length(max=200)])
+class UserEditForm(PolicyForm):
+    full_name = StringField("Full (printed) name", validators=[DataRequired()])
     roles = MultiCheckboxField("Roles", choices=_role_choices(), validators=[AtLeastOne("Pick at least one role.")])
-    reason = StringField("Reason for the change", validators=[DataRequired(), Length(max=500)])
+    reason = StringField("Reason for the change", validators=[DataRequired()])
     submit = SubmitField("Save")
 
 
-class ReasonForm(FlaskForm):
-    reason = StringField("Reason", validators=[DataRequired(), Length(max=500)])
+class ReasonForm(PolicyForm):
+    reason = StringField("Reason", validators=[DataRequired()])
     submit = SubmitField("Confirm")
 
 
-class ResetPasswordForm(FlaskForm):
+class ResetPasswordForm(PolicyForm):
     password = PasswordField("Temporary password", validators=[DataRequired()],
                              render_kw={"autocomplete": "new-password"})
-    reason = StringField("Reason", validators=[DataRequired(), Length(max=500)])
+    reason = StringField("Reason", validators=[DataRequired()])
     submit = SubmitField("Set temporary password")
 
 
-class AuditFilterForm(FlaskForm):
+class AuditFilterForm(PolicyForm):
     class Meta:
         csrf = False  # a GET search form changes nothing
 
-    username = StringField("User", validators=[Optional(), Length(max=200)])
-    action = SelectField("What", choices=[], validate_choice=False, validators=[Optional(), Length(max=60)])
-    entity_type = StringField("Record type", validators=[Optional(), Length(max=60)])
-    entity_id = StringField("Record id", validators=[Optional(), Length(max=60)])
+    input_rules = {"username": "search", "action": "search", "entity_type": "record_type", "entity_id": "record_id"}
+
+    username = StringField("User", validators=[Optional()])
+    action = SelectField("What", choices=[], validate_choice=False, validators=[Optional()])
+    entity_type = StringField("Record type", validators=[Optional()])
+    entity_id = StringField("Record id", validators=[Optional()])
     since = DateField("From (site date)", validators=[Optional()])
     until = DateField("To (site date, inclusive)", validators=[Optional()])
 
 
-class ConfirmForm(FlaskForm):
+class ConfirmForm(PolicyForm):
     """A button that only needs the CSRF token."""
 
     submit = SubmitField("Confirm")
 
 
-
-
-class EquipmentForm(FlaskForm):
-    identifier = StringField("Identifier", validators=[DataRequired(), Length(max=60)])
-    equipment_type = StringField("Type", validators=[DataRequired(), Length(max=100)])
-    description = StringField("Description", validators=[Optional(), Length(max=200)])
+class EquipmentForm(PolicyForm):
+    input_rules = {"description": "equipment_description"}
+    identifier = StringField("Identifier", validators=[DataRequired()])
+    equipment_type = StringField("Type", validators=[DataRequired()])
+    description = StringField("Description", validators=[Optional()])
     calibration_due = DateField("Calibration due", validators=[Optional()])
     submit = SubmitField("Register equipment")
 
 
-class MaterialLotForm(FlaskForm):
-    material = StringField("Material", validators=[DataRequired(), Length(max=100)])
-    lot_number = StringField("Lot number", validators=[DataRequired(), Length(max=60)])
+class MaterialLotForm(PolicyForm):
+    material = StringField("Material", validators=[DataRequired()])
+    lot_number = StringField("Lot number", validators=[DataRequired()])
     expiry = DateField("Expiry", validators=[DataRequired()])
     qc_status = SelectField("QC status", choices=[SelectChoice(s, s) for s in ("quarantine", "released", "rejected")])
     submit = SubmitField("Receive lot")
 
 
-class EquipmentStatusForm(FlaskForm):
+class EquipmentStatusForm(PolicyForm):
     status = SelectField("Status", choices=[SelectChoice(s, s.replace("_", " "))
                                             for s in ("in_service", "out_of_service", "retired")])
     calibration_due = DateField("Calibration due", validators=[Optional()])
-    reason = StringField("Reason", validators=[DataRequired(), Length(max=500)])
+    reason = StringField("Reason", validators=[DataRequired()])
 
 
-class LotStatusForm(FlaskForm):
+class LotStatusForm(PolicyForm):
     qc_status = SelectField("QC status", choices=[SelectChoice(s, s) for s in ("quarantine", "released", "rejected")])
-    reason = StringField("Reason", validators=[DataRequired(), Length(max=500)])
+    reason = StringField("Reason", validators=[DataRequired()])
 
 
 # No list starts on an answer: the first choice is an explicit empty one, which the form refuses (the person
@@ -146,13 +228,14 @@ def _choices(values: tuple[str, ...]) -> list[SelectChoice]:
     return [CHOOSE] + [SelectChoice(v, v) for v in values]
 
 
-class DonorForm(FlaskForm):
-    code = StringField("Donor code", validators=[DataRequired(), Length(max=40)])
+class DonorForm(PolicyForm):
+    input_rules = {"code": "donor_code"}
+    code = StringField("Donor code", validators=[DataRequired()])
     abo_rh = SelectField("ABO/Rh", choices=_choices(ABO_RH), validators=[DataRequired("Choose the ABO/Rh group.")])
 
 
-class DonorTestForm(FlaskForm):
-    test = StringField("Test", validators=[DataRequired(), Length(max=60)])
+class DonorTestForm(PolicyForm):
+    test = StringField("Test", validators=[DataRequired()])
     result = SelectField("Result", choices=_choices(DONOR_RESULTS), validators=[DataRequired("Choose the result.")])
     specimen_date = DateField("Specimen drawn on", validators=[DataRequired()])
 
@@ -160,7 +243,7 @@ class DonorTestForm(FlaskForm):
 def donor_panel_form(tests: tuple[str, ...], **kwargs: Any) -> FlaskForm:
     """The donor's whole panel in one form: a result list per test (named ``result_<n>``), one specimen date."""
 
-    class DonorPanelForm(FlaskForm):
+    class DonorPanelForm(PolicyForm):
         specimen_date = DateField("Specimen drawn on",
                                   validators=[DataRequired("Enter the date the specimen was drawn.")])
 
@@ -170,15 +253,16 @@ def donor_panel_form(tests: tuple[str, ...], **kwargs: Any) -> FlaskForm:
     return DonorPanelForm(**kwargs)
 
 
-class EligibilityForm(FlaskForm):
+class EligibilityForm(PolicyForm):
     eligible = SelectField("Determination", choices=_choices(("eligible", "ineligible")),
                            validators=[DataRequired("Choose the determination.")])
-    summary = StringField("Summary of records", validators=[DataRequired(), Length(max=2000)])
+    summary = StringField("Summary of records", validators=[DataRequired()])
 
 
-class SubjectForm(FlaskForm):
-    code = StringField("Subject code", validators=[DataRequired(), Length(max=40)])
+class SubjectForm(PolicyForm):
+    input_rules = {"code": "subject_code"}
+    code = StringField("Subject code", validators=[DataRequired()])
     donor_id = SelectField("Donor", coerce=int, choices=[])
-    weight_kg = StringField("Weight (kg)", validators=[DataRequired(), Length(max=10)],
+    weight_kg = StringField("Weight (kg)", validators=[DataRequired()],
                             render_kw={"inputmode": "decimal", "autocomplete": "off"})
     measured_on = DateField("Weighed on", validators=[DataRequired()])

@@ -80,7 +80,7 @@ def equipment_status(equipment_id: int):
         else:
             flash("Equipment updated.", "success")
     else:
-        flash("Status, calibration date and a reason are required.", "error")
+        _flash_errors(form, "Status, calibration date and a reason are required.")
     return redirect(url_for("masterdata.index"))
 
 
@@ -99,5 +99,14 @@ def lot_status(lot_id: int):
         else:
             flash("Lot QC status updated.", "success")
     else:
-        flash("A QC status and a reason are required.", "error")
+        _flash_errors(form, "A QC status and a reason are required.")
     return redirect(url_for("masterdata.index"))
+
+
+def _flash_errors(form, missing: str) -> None:  # noqa: ANN001 - a form
+    """The form's errors on the page it returns to: ``missing`` for an empty required field, and the message of
+    each input the input policy refused."""
+    problems = [problem for errors in form.errors.values() for problem in errors]
+    refused = [problem for problem in problems if problem != "This field is required."]
+    for problem in ([missing] if len(refused) < len(problems) else []) + refused:
+        flash(problem, "error")

@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 from flask import Blueprint, current_app, flash, redirect, render_template, url_for
 from flask_login import current_user, login_required
 from wtforms import StringField, TextAreaField
-from wtforms.validators import DataRequired, Length, Optional
+from wtforms.validators import DataRequired, Optional
 
 from ..domain.signing import Meaning
 from ..extensions import db
@@ -22,9 +22,9 @@ bp = Blueprint("results", __name__)
 
 
 class EntryForm(SignForm):
-    result = StringField("Result", validators=[DataRequired("Enter the result."), Length(max=200)])
+    result = StringField("Result", validators=[DataRequired("Enter the result.")])
     comment = TextAreaField("Comment (an out-of-specification result needs one)",
-                            validators=[Optional(), Length(max=2000)])
+                            validators=[Optional()])
 
 
 class VerifyForm(SignForm):
@@ -32,8 +32,7 @@ class VerifyForm(SignForm):
 
 
 class CancelForm(SignForm):
-    comment = TextAreaField("Reason for the cancellation", validators=[DataRequired("Give the reason."),
-                                                                       Length(max=2000)])
+    comment = TextAreaField("Reason for the cancellation", validators=[DataRequired("Give the reason.")])
 
 
 def _user():

@@ -14,10 +14,9 @@ from zoneinfo import ZoneInfo
 
 from flask import Blueprint, current_app, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
-from flask_wtf import FlaskForm
 from wtforms import HiddenField, RadioField, SelectField, StringField, TextAreaField
 from wtforms.fields.choices import SelectChoice
-from wtforms.validators import DataRequired, Length, Optional
+from wtforms.validators import DataRequired, Optional
 
 from ..domain import guards, isbt128
 from ..domain.errors import DomainError
@@ -26,7 +25,7 @@ from ..extensions import db
 from ..models import Batch, Deviation
 from ..services import accounts, batches, deviations, results, review, signatures
 from .actions import may_open
-from .forms import SignForm
+from .forms import PolicyForm, SignForm
 from .security import roles_required, signed_action, signing_needs_username, transaction
 
 bp = Blueprint("review", __name__, url_prefix="/review")
@@ -39,9 +38,10 @@ DECISION_NOUNS = {"released": "Release", "conditionally_released": "Conditional 
                   "under_investigation": "Placing under investigation", "recalled": "Recall"}
 
 
-class MarkForm(FlaskForm):
-    key = HiddenField(validators=[DataRequired(), Length(max=80)])
-    comment = StringField("Comment (optional)", validators=[Optional(), Length(max=2000)])
+class MarkForm(PolicyForm):
+    input_rules = {"key": "review_key"}
+    key = HiddenField(validators=[DataRequired()])
+    comment = StringField("Comment (optional)", validators=[Optional()])
 
 
 class DecisionForm(SignForm):
@@ -51,21 +51,20 @@ class DecisionForm(SignForm):
     decision = RadioField("Decision", choices=[SelectChoice(k, v) for k, v in DECISION_LABELS.items()],
                           validators=[DataRequired("Choose a decision.")])
     comment = TextAreaField("Comment (a rejection, investigation or recall needs the reason)",
-                            validators=[Optional(), Length(max=2000)])
+                            validators=[Optional()])
 
 
-class OpenDeviationForm(FlaskForm):
-    description = TextAreaField("What happened", validators=[DataRequired("Describe the deviation."),
-                                                             Length(max=4000)])
+class OpenDeviationForm(PolicyForm):
+    description = TextAreaField("What happened", validators=[DataRequired("Describe the deviation.")])
 
 
-class InvestigationForm(FlaskForm):
+class InvestigationForm(PolicyForm):
     classification = SelectField("Classification", choices=[SelectChoice("", "choose…")] + [
         SelectChoice(c, c) for c in deviations.CLASSIFICATIONS])
-    investigation = TextAreaField("Investigation", validators=[Length(max=8000)])
-    root_cause = TextAreaField("Root cause", validators=[Length(max=4000)])
-    impact = TextAreaField("Impact on this and other batches", validators=[Length(max=4000)])
-    capa_reference = StringField("CAPA reference (required for major and critical)", validators=[Length(max=60)])
+    investigation = TextAreaField("Investigation")
+    root_cause = TextAreaField("Root cause")
+    impact = TextAreaField("Impact on this and other batches")
+    capa_reference = StringField("CAPA reference (required for major and critical)")
 
 
 class CloseForm(SignForm):

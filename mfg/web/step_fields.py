@@ -12,8 +12,9 @@ from typing import Any, ClassVar
 from flask_wtf import FlaskForm
 from wtforms import BooleanField, Field, RadioField, StringField, TextAreaField
 from wtforms.fields.choices import SelectChoice
-from wtforms.validators import Length, Optional
+from wtforms.validators import Optional
 
+from ..domain import inputs
 from ..domain.sop_schema import Step
 from .forms import SignForm
 
@@ -22,7 +23,7 @@ class FieldWidget:
     input_attrs: ClassVar[dict[str, Any]] = {"autocomplete": "off"}
 
     def make(self, field: Any) -> Field:
-        return StringField(field.label, validators=[Optional(), Length(max=2000)],
+        return StringField(field.label, validators=[Optional()],
                            description=field.help, render_kw=dict(self.input_attrs))
 
 
@@ -36,7 +37,7 @@ class IntegerWidget(FieldWidget):
 
 class TextWidget(FieldWidget):
     def make(self, field: Any) -> Field:
-        return TextAreaField(field.label, validators=[Optional(), Length(max=field.max_length)],
+        return TextAreaField(field.label, validators=[Optional()],
                              description=field.help, render_kw={"rows": 2})
 
 
@@ -68,7 +69,12 @@ WIDGETS: dict[str, FieldWidget] = {
 
 
 class StepForm(SignForm):
-    """Base of every step screen's form: the signing fields plus the step comment."""
+    """Base of every step screen's form: the signing fields plus the step comment. A typed value (``v_<id>``)
+    is checked by the general text rule here and by its field's kind in the service (mfg.domain.values);
+    its comment (``c_<id>``) is a comment."""
+
+    def input_rule(self, name: str, field: Field) -> inputs.Rule | None:
+        return super().input_rule({"v_": "step_value", "c_": "comment"}.get(name[:2], name), field)
 
 
 def step_form_class(step: Step) -> type[FlaskForm]:
@@ -80,7 +86,7 @@ def step_form_class(step: Step) -> type[FlaskForm]:
     for f in step.fields:
         # every value may need its comment, a calculated one too (out of its alert limits: stored, flagged,
         # commented); only typed fields have an input for the value itself
-        setattr(Form, f"c_{f.id}", StringField("Comment on this value", validators=[Optional(), Length(max=2000)]))
+        setattr(Form, f"c_{f.id}", StringField("Comment on this value", validators=[Optional()]))
         if f.type != "calculated":
             setattr(Form, f"v_{f.id}", WIDGETS[f.type].make(f))
     return Form

@@ -185,7 +185,9 @@ def test_text_values() -> None:
     assert parse("remarks", "  fine \r\nline 2 ") == Parsed("fine \nline 2")
     assert parse("remarks", "") == Parsed("")  # optional
     assert "21 characters; at most 20 are allowed" in refused("remarks", "x" * 21)
-    assert "control characters" in refused("remarks", "bad\x00byte")
+    assert "control character" in refused("remarks", "bad\x00byte")
+    assert "RIGHT-TO-LEFT OVERRIDE" in refused("remarks", "dose \u202e01 gk")  # would print reversed
+    assert parse("remarks", "cafe\u0301").text == "caf\u00e9"  # one stored form (NFC)
     assert parse("remarks", "tab\there").text == "tab\there"
     assert limits("remarks", "anything") == []
     assert values.display(FIELDS["remarks"], "") == NOT_RECORDED
@@ -293,10 +295,13 @@ def test_datetime_has_no_limits_of_its_own() -> None:
 @pytest.mark.parametrize(("field_id", "what"), [("bag", "scanned code"), ("cabinet", "equipment identifier"),
                                                 ("buffer", "material lot")])
 def test_identifiers_get_format_checks_only(field_id: str, what: str) -> None:
-    assert parse(field_id, " W1234 26 123456 A\r\n") == Parsed("W1234 26 123456 A")  # scanner's Enter removed
+    typed = "BSC-01/2" if field_id == "cabinet" else "W1234 26 123456 A"  # equipment: no spaces (inputs.LABEL)
+    assert parse(field_id, f" {typed}\r\n") == Parsed(typed)  # scanner's Enter removed
     assert parse(field_id, "x" * 200).text == "x" * 200
-    assert f"the {what} has 201 characters; at most 200 are allowed" in refused(field_id, "x" * 201)
-    assert f"the {what} contains control characters" in refused(field_id, "W1234\x1d26")
+    assert "the text has 201 characters; at most 200 are allowed" in refused(field_id, "x" * 201)
+    assert "contains a control character" in refused(field_id, "W1234\x1d26")
+    assert "ZERO WIDTH SPACE" in refused(field_id, "BSC\u200b01")
+    assert "CYRILLIC CAPITAL LETTER O" in refused(field_id, "NK-\u041e01")
     assert refused(field_id, "") == f"{FIELDS[field_id].label} is required; enter the {what}."
     assert limits(field_id, "anything") == []
     assert values.display(FIELDS[field_id], "W1234") == "W1234"

@@ -48,7 +48,7 @@ def test_clinical_coordinator_enrols_determines_and_assigns_a_signed_dose(trial_
                 data={"elig-eligible": "eligible", "elig-summary": "screening complete"})
     bad = client.post("/clinical/subjects", data={"subject-code": "S-01", "subject-donor_id": donor_id,
                                                   "subject-weight_kg": "sixty", "subject-measured_on": "2026-11-20"})
-    assert bad.status_code == 400 and "not a number in kg" in bad.get_data(as_text=True)
+    assert bad.status_code == 400 and "Weight: &#39;sixty&#39; is not a number" in bad.get_data(as_text=True)
     ok = client.post("/clinical/subjects", data={"subject-code": "S-01", "subject-donor_id": donor_id,
                                                  "subject-weight_kg": "62.4", "subject-measured_on": "2026-11-20"})
     assert ok.status_code == 302
