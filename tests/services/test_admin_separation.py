@@ -10,7 +10,7 @@ import shutil
 import pytest
 import sqlalchemy as sa
 
-from mfg.domain.errors import InvalidTransition, PermissionDenied, ValidationFailed
+from mfg.domain.errors import AlreadyDone, PermissionDenied, ValidationFailed
 from mfg.models import AuditEntry, RoleGrant, Signature, SopVersion, User, utcnow
 from mfg.services import accounts, audit, signatures, sops
 from tests.support import DEMO_SOP, PASSWORD, assert_audit_intact
@@ -139,7 +139,7 @@ def test_a_signing_role_counts_only_once_a_second_person_confirms_it(session, ma
     actions = set(session.scalars(sa.select(AuditEntry.action).where(AuditEntry.entity_type == "role_grant")))
     assert actions == {"role_grant.create", "role_grant.update"}
     _as(session, alice)
-    with pytest.raises(InvalidTransition, match="no longer pending"):
+    with pytest.raises(AlreadyDone, match="role qa of nina was already confirmed by Qa1 Person at"):
         accounts.confirm_grant(session, grant, by=alice)
     session.rollback()
     _as(session, nina)
