@@ -83,7 +83,8 @@ def test_load_approve_and_audit(live_server: str, live_app: Flask, page: Page,
     sign_in(page, base, "qaload", PASSWORD)
     expect(page.get_by_role("heading", name="Welcome, Lou Loader")).to_be_visible()
     # --- ... and, as the second person of the two-person rule, confirms qaboss's QA role ----------------
-    nav(page, "Role grants")
+    nav(page, "QA review")  # the grants are on QA's review page (the navigation keeps one row at 1024 px)
+    page.get_by_role("link", name="Role grants").click()
     page.get_by_role("button", name="Confirm qa for qaboss").click()
     expect(flash(page, "qaboss: role qa confirmed.")).to_be_visible()
     nav(page, "Master records")
