@@ -72,12 +72,17 @@ GUARDS: dict[str, Guard] = {
     "material_lot": Guard(NEVER_DELETED),
     # the dose pinned at start (migration 0013) never changes
     "batch": Guard(NEVER_DELETED, immutable=("dose_level", "dose_cells_per_kg", "dose_label", "weight_kg",
-                                             "weight_measured_on", "dose_signature_id", "trial_config_version_id")),
+                                             "weight_measured_on", "dose_signature_id", "trial_config_version_id",
+                                             "escalation_decision_id")),  # migration 0021
     "step_execution": Guard(NEVER_DELETED),
     "deviation": Guard(NEVER_DELETED),
     "donor": Guard(NEVER_DELETED),
     "donor_test": Guard(NEVER_DELETED),
     "subject": Guard(NEVER_DELETED),
+    "subject_screening": Guard(APPEND_ONLY),  # migration 0021
+    "screening_finding": Guard(APPEND_ONLY),  # migration 0021
+    "dlt_event": Guard(APPEND_ONLY),  # migration 0021
+    "escalation_decision": Guard(APPEND_ONLY),  # migration 0021
     "custody_event": Guard(APPEND_ONLY),
     "product_bag": Guard(APPEND_ONLY),
     "review_mark": Guard(APPEND_ONLY),

@@ -11,6 +11,7 @@ from .qualification import QualificationRecord
 from .quality import BagBlock, BatchDecision, ClinicalAlert, DocumentRevision, PendingResult, ReviewMark
 from .sign_in import PasswordHistory, UserSession
 from .signature import Signature, SignatureSeal
+from .trial import DltEvent, EscalationDecision, ScreeningFinding, SubjectScreening
 from .sop import SopVersion
 from .submission import FormSubmission
 from .user import RoleGrant, User
@@ -19,13 +20,14 @@ from .user import RoleGrant, User
 SIGNABLE: dict[str, type[Signable]] = {
     model.__tablename__: model
     for model in (SopVersion, StepExecution, Subject, CustodyEvent, Deviation, BatchDecision, DocumentRevision,
-                  PendingResult, ClinicalAlert)}
+                  PendingResult, ClinicalAlert, SubjectScreening, DltEvent, EscalationDecision)}
 
 __all__ = ["AuditCheckpoint", "AuditEntry", "AuditHead", "Audited",
            "Base", "Batch", "BatchDecision", "DocumentJob", "DocumentRevision",
            "FormSubmission", "PasswordHistory", "UserSession",
            "ReviewMark", "RoleGrant", "BagBlock", "ClinicalAlert", "PendingResult",
-           "BatchMasterRecord", "Counter", "CustodyEvent", "Deviation", "Donor", "DonorTest",
+           "BatchMasterRecord", "Counter", "DltEvent", "EscalationDecision", "ScreeningFinding",
+           "SubjectScreening", "CustodyEvent", "Deviation", "Donor", "DonorTest",
            "Equipment", "MaterialLot", "ProductBag", "QualificationRecord", "RecordedValue", "SIGNABLE", "Signable",
            "Signature", "SignatureInvalidation", "SignatureSeal",
            "SopVersion", "StepExecution", "Subject", "UTCDateTime", "User", "utcnow"]

@@ -42,6 +42,9 @@ class Batch(Audited, Base):
     weight_measured_on: so.Mapped[date | None] = so.mapped_column(sa.Date)
     dose_signature_id: so.Mapped[int | None] = so.mapped_column(sa.ForeignKey("signature.id"))
     trial_config_version_id: so.Mapped[int | None] = so.mapped_column(sa.ForeignKey("sop_version.id"))
+    # The signed escalation decision that opened the dose level (issue [3.7]), pinned with the dose; None
+    # under a trial configuration without an escalation design.
+    escalation_decision_id: so.Mapped[int | None] = so.mapped_column(sa.ForeignKey("escalation_decision.id"))
     row_version: so.Mapped[int] = so.mapped_column(default=1)
 
     created_by: so.Mapped["User"] = so.relationship()

@@ -19,6 +19,9 @@ class Donor(Audited, Base):
     id: so.Mapped[IntPK]
     code: so.Mapped[str] = so.mapped_column(sa.String(40), unique=True)
     abo_rh: so.Mapped[str | None] = so.mapped_column(sa.String(10))
+    # The donor's relationship to the subject (a code of the trial configuration's donor_eligibility
+    # relationships); None for donors registered before it was recorded (migration 0021).
+    relationship: so.Mapped[str | None] = so.mapped_column(sa.String(40))
     eligibility: so.Mapped[str] = so.mapped_column(sa.String(20), default="pending")
     eligibility_summary: so.Mapped[str | None] = so.mapped_column(sa.Text)
     determined_at: so.Mapped[datetime | None]
@@ -60,6 +63,10 @@ class Subject(Audited, Signable, Base):
     dose_cells_per_kg: so.Mapped[int | None] = so.mapped_column(sa.BigInteger)
     trial_config_version_id: so.Mapped[int | None] = so.mapped_column(sa.ForeignKey("sop_version.id"))
     dose_signature_id: so.Mapped[int | None] = so.mapped_column(sa.ForeignKey("signature.id"))
+    # The cohort the subject is assigned to with the dose level, and the signed escalation decision that had
+    # opened that level (issue [3.7]); None under a trial configuration without an escalation design.
+    cohort: so.Mapped[int | None]
+    escalation_decision_id: so.Mapped[int | None] = so.mapped_column(sa.ForeignKey("escalation_decision.id"))
     enrolled_at: so.Mapped[UTC] = so.mapped_column(default=utcnow)
     enrolled_by_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey("user_account.id"))
 
@@ -72,4 +79,7 @@ class Subject(Audited, Signable, Base):
                 "weight_kg": f"{Decimal(self.weight_kg):.2f}",
                 "weight_measured_on": self.weight_measured_on.isoformat(),
                 "dose_level": self.dose_level, "dose_cells_per_kg": self.dose_cells_per_kg,
-                "trial_config_version_id": self.trial_config_version_id}
+                "trial_config_version_id": self.trial_config_version_id,
+                # issue [3.7]: present only once a cohort is assigned, so signatures made before keep their content
+                **({"cohort": self.cohort, "escalation_decision_id": self.escalation_decision_id}
+                   if self.cohort is not None else {})}

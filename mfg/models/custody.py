@@ -59,6 +59,9 @@ class ProductBag(Audited, Base):
     volume_ml: so.Mapped[Decimal] = so.mapped_column(sa.Numeric(12, 1))
     viable_cells: so.Mapped[int] = so.mapped_column(sa.BigInteger)
     nk_cells: so.Mapped[int] = so.mapped_column(sa.BigInteger)
+    # CD3+ cells in the bag, when the dividing step's master record calculates them (issue [3.7] item 5);
+    # None for bags of earlier versions.
+    cd3_cells: so.Mapped[int | None] = so.mapped_column(sa.BigInteger)
     expires_at: so.Mapped[UTC]
 
     __table_args__ = (sa.UniqueConstraint("batch_id", "division"),)
