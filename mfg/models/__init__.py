@@ -11,9 +11,9 @@ from .qualification import QualificationRecord
 from .quality import BagBlock, BatchDecision, ClinicalAlert, DocumentRevision, PendingResult, ReviewMark
 from .sign_in import PasswordHistory, UserSession
 from .signature import Signature, SignatureSeal
-from .trial import DltEvent, EscalationDecision, ScreeningFinding, SubjectScreening
 from .sop import SopVersion
 from .submission import FormSubmission
+from .trial import DltEvent, EscalationDecision, ScreeningFinding, SubjectScreening
 from .user import RoleGrant, User
 
 # Record types that carry e-signatures, by the name a Signature stores in ``record_type``.
