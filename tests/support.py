@@ -226,3 +226,11 @@ def token_client_class():  # noqa: ANN201 - a FlaskClient subclass
             return super().open(*args, **kwargs)
 
     return TokenClient
+
+
+def open_level(session, clinical_user, level: str, password: str = PASSWORD) -> None:  # noqa: ANN001
+    """Sign the escalation decisions (as ``clinical_user``) that open ``level`` with room in its cohort, as the
+    demo does (``demo.nk_batch.open_dose_level``): dose planning refuses any level no signed decision opened."""
+    from mfg.demo.nk_batch import open_dose_level
+
+    open_dose_level(session, clinical_user, password, level)

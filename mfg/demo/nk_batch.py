@@ -60,7 +60,7 @@ from ..domain.calc import round_half_up
 from ..domain.errors import ValidationFailed
 from ..domain.sop_schema import MasterRecord, ScanField, Step, step_index
 from ..models import Batch, Donor, Equipment, MaterialLot, RecordedValue, Subject, User, utcnow
-from ..services import audit, batches, clinical, evaluation, masterdata, sops, starting, steps
+from ..services import audit, batches, clinical, evaluation, masterdata, sops, starting, steps, trial
 from ..services import bags as bag_service
 
 __all__ = [
@@ -236,9 +236,35 @@ def seed_demo_subject(session: Session, clinical_user: User, password: str, *, c
             subject = clinical.enrol_subject(session, code=code, donor=donor, weight_kg=DEMO_WEIGHT_KG,
                                              measured_on=today or date.today(), user=clinical_user)
         if subject.dose_level != dose_level or subject.dose_signature_id is None:
+            open_dose_level(session, clinical_user, password, dose_level)
             clinical.assign_dose_level(session, subject, level=dose_level, signer=clinical_user,
                                        password=password, username=clinical_user.username, require_username=True)
     return subject
+
+
+def open_dose_level(session: Session, clinical_user: User, password: str, level: str) -> None:
+    """DEMO and tests: sign escalation decisions (as ``clinical_user``) until ``level`` is open with room in its
+    cohort: the start level first, then one level at a time (levels are never skipped), or a new cohort at the
+    same level when its cohort is full. A decision that departs from the rule's recommendation says so in its
+    reason. Nothing under a trial configuration without an escalation design."""
+    with _acting_as(session, clinical_user):
+        while True:
+            book = trial.ledger(session)
+            if book is None or (book.open.level == level and book.open.assigned < book.open.cohort_size):
+                return
+            levels, current = book.levels, book.open.level
+            if current is None:
+                step = book.design.start_level if not book.decisions else levels[0]
+            elif levels.index(level) > levels.index(current):
+                step = levels[levels.index(current) + 1]
+            else:
+                step = level
+            reason = "" if step == book.recommendation.level else (
+                f"DEMO: the demonstration opens {step} to show a subject at {level}; the rule recommended "
+                f"{book.recommendation.action} ({book.recommendation.level or 'no level'})")
+            trial.decide(session, level=step, reason=reason,
+                         based_on=book.decisions[-1][0].id if book.decisions else None, signer=clinical_user,
+                         password=password, username=clinical_user.username, require_username=True)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -142,3 +142,87 @@ def boin_table(boundaries: BoinBoundaries, max_evaluable: int = 12) -> list[Boin
         rows.append(BoinRow(n, max(escalate) if escalate else None, min(de_escalate) if de_escalate else None,
                             min(eliminate) if eliminate else None))
     return rows
+
+
+# --- the ledger's recommendation across levels (issue [3.7] item 4) -------------------------------------
+
+@dataclass(frozen=True)
+class OpenLevel:
+    """What the latest signed escalation decision opened: ``decision`` names it for people (None: no signed
+    decision yet), ``level`` (None: enrolment stopped), the ``cohort`` it opened and how many subjects are
+    ``assigned`` to it of ``cohort_size``."""
+
+    decision: str | None
+    decision_id: int | None
+    level: str | None
+    cohort: int
+    assigned: int
+    cohort_size: int
+
+
+START = "start"
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    """What the rule recommends for the level open to new subjects: ``action`` (an :class:`Action` value, or
+    ``start`` before any decision), the ``level`` it would open (None: none, enrolment stops) and why."""
+
+    action: str
+    level: str | None
+    text: str
+
+
+def level_action(rule: str, counts: LevelCounts, target: float | None) -> Action:
+    """The rule's action for one level's counts (``rule`` is ``3+3`` or ``boin``)."""
+    if rule == "boin":
+        if target is None:
+            raise ValueError("BOIN needs a target DLT rate")
+        return boin(counts, boin_boundaries(target))
+    return three_plus_three(counts)
+
+
+def closed_levels(rule: str, levels: list[str], counts: dict[str, LevelCounts], target: float | None) -> list[str]:
+    """The levels no decision may open again: from the lowest level whose DLTs exceed the MTD (3+3) or eliminate
+    it (BOIN), that level and every higher one."""
+    for i, level in enumerate(levels):
+        action = level_action(rule, counts.get(level, LevelCounts(0, 0)), target)
+        if action in (Action.MTD_EXCEEDED, Action.ELIMINATE):
+            return levels[i:]
+    return []
+
+
+def recommend(*, rule: str, levels: list[str], counts: dict[str, LevelCounts], current: str | None, start: str,
+              target: float | None = None) -> Recommendation:
+    """The recommendation for the level open to new subjects (``current``; None before the first decision, when
+    the rule recommends the start level), from the counts at every level."""
+    if current is None:
+        return Recommendation(START, start, f"no level is open yet: open the start level {start}")
+    here = counts.get(current, LevelCounts(0, 0))
+    action = level_action(rule, here, target)
+    closed = closed_levels(rule, levels, counts, target)
+    index = levels.index(current)
+    below = levels[index - 1] if index > 0 else None
+    seen = f"{here.dlts} DLT{'s' if here.dlts != 1 else ''} among {here.evaluable} evaluable at {current}" + (
+        f", {here.pending} not yet evaluable" if here.pending else "")
+    if action in (Action.MTD_EXCEEDED, Action.ELIMINATE, Action.DE_ESCALATE):
+        if below is None:
+            if action == Action.DE_ESCALATE:
+                return Recommendation(Action.STAY.value, current, f"{seen}: de-escalate, but {current} is the lowest "
+                                                                  "level: stay")
+            return Recommendation(action.value, None, f"{seen}: {action.value} at the lowest level; no level is "
+                                                      "tolerable: stop enrolment")
+        return Recommendation(action.value, below, f"{seen}: {action.value}; open {below}")
+    if action == Action.ESCALATE:
+        above = levels[index + 1] if index + 1 < len(levels) else None
+        if above is not None and above not in closed:
+            return Recommendation(action.value, above, f"{seen}: escalate to {above}")
+        why = "the highest level" if above is None else f"{above} is closed (MTD exceeded)"
+        if rule == "3+3" and here.evaluable < 6:
+            return Recommendation(Action.EXPAND.value, current, f"{seen}; {why}: expand {current} to 6")
+        return Recommendation(Action.STAY.value, current, f"{seen}; {why}: {current} is the highest tolerated level")
+    if action == Action.EXPAND:
+        return Recommendation(action.value, current, f"{seen}: expand {current} to 6")
+    if action == Action.WAIT:
+        return Recommendation(action.value, current, f"{seen}: wait for evaluable subjects at {current}")
+    return Recommendation(action.value, current, f"{seen}: stay at {current}")

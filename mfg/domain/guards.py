@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from .accounts import combination_problems
+from .escalation import OpenLevel
 from .lifecycle import FINISHED, NEVER_INFUSED, RECORD_OPEN, RESULTS_OPEN, STEPS_OPEN
 
 # re-exported: every guard's caller writes guards.Refusal, guards.person, guards.enforce
@@ -85,11 +86,16 @@ def start_product_batch(actor: Person, *, subject_code: str, donor_problems: lis
     return refusals
 
 
-def assign_dose_level(actor: Person, *, subject_code: str, batches: Sequence[tuple[str, str]]) -> list[Refusal]:
+def assign_dose_level(actor: Person, *, subject_code: str, batches: Sequence[tuple[str, str]],
+                      level: str | None = None, escalation: OpenLevel | None = None) -> list[Refusal]:
     """Assign (or reassign) a subject's dose level: refused while a batch of the subject is open (``batches``
     as (lot, status); open = not in ``FINISHED``), since that batch was pinned the dose in force when it
-    started. A later assignment applies to later batches only."""
+    started. A later assignment applies to later batches only. Under a trial configuration with an escalation
+    design (``escalation``: what the latest signed decision opened), ``level`` must be the open one and its
+    cohort not yet full (:func:`level_open`)."""
     refusals = _role(actor, "assign_dose_level")
+    if escalation is not None and level is not None:
+        refusals += level_open(escalation, level=level)
     refusals += [Refusal("state", f"batch {lot} of subject {subject_code} is open ({_status(status)}): its dose "
                                   "was pinned when it started; the dose level can be reassigned once it is "
                                   f"{', '.join(map(_status, FINISHED[:-1]))} or {_status(FINISHED[-1])}")
@@ -347,4 +353,70 @@ def sign(actor: Person, *, roles: Sequence[str], what: str, own_password: bool) 
     if not own_password:
         refusals.append(Refusal("duty", "Your password was set by an administrator: change it (Change password) "
                                         "before you sign."))
+    return refusals
+
+
+# --- the trial's escalation (issue [3.7] item 4) ------------------------------------------------------------
+
+def level_open(escalation: OpenLevel, *, level: str) -> list[Refusal]:
+    """A dose level is planned for a new subject only when the latest signed escalation decision opened it, and
+    only while the cohort that decision opened has room (``cohort_size``): the next cohort opens with the safety
+    review's next signed decision."""
+    if escalation.decision is None:
+        return [Refusal("state", "no dose level is open: no escalation decision has been signed (Trial ledger: the "
+                                 "safety review's first decision opens the start level)")]
+    if escalation.level is None:
+        return [Refusal("state", f"no dose level is open: {escalation.decision} stopped enrolment")]
+    if level != escalation.level:
+        return [Refusal("state", f"dose level {level} is not open: {escalation.decision} opened {escalation.level}; "
+                                 "planning refuses any other level")]
+    if escalation.assigned >= escalation.cohort_size:
+        return [Refusal("state", f"cohort {escalation.cohort} at {escalation.level} is full ({escalation.assigned} of "
+                                 f"{escalation.cohort_size}): the next cohort opens with the safety review's next "
+                                 "signed decision")]
+    return []
+
+
+def level_closed(*, subject_code: str, level: str | None, closed: Sequence[str]) -> list[Refusal]:
+    """A product is not made at a level the ledger has closed (MTD exceeded, or eliminated) since the subject's
+    assignment: the subject is reassigned to an open level first."""
+    if level is not None and level in closed:
+        return [Refusal("state", f"dose level {level} of subject {subject_code} is closed: the cohort ledger shows the "
+                                 "MTD exceeded at or below it; reassign the subject to the open level")]
+    return []
+
+
+def record_dlt(actor: Person, *, subject_code: str, infused_on: str | None, onset_on: str) -> list[Refusal]:
+    """An adverse event is judged for dose-limiting toxicity only for a subject who was infused (the bedside
+    record), with an onset on or after the day of the infusion (ISO dates compare as text)."""
+    refusals = _role(actor, "record_dlt")
+    if infused_on is None:
+        refusals.append(Refusal("state", f"subject {subject_code} has no infusion recorded at the bedside: there is "
+                                         "no DLT window to record an event in"))
+    elif onset_on < infused_on:
+        refusals.append(Refusal("state", f"the onset {onset_on} is before subject {subject_code}'s infusion on "
+                                         f"{infused_on}: not an event of the DLT window"))
+    return refusals
+
+
+def decide_escalation(actor: Person, *, levels: Sequence[str], current: str | None, level: str | None,
+                      closed: Sequence[str], recommended: str | None, reason: str, first: bool) -> list[Refusal]:
+    """The safety review's decision on the level open to new subjects (``level``; None stops enrolment): a level of
+    the trial; never one the ledger closed; never more than one level above the one open now (levels are not
+    skipped; the first decision opens at most the recommended start level); a reason whenever it differs from
+    the rule's recommendation."""
+    refusals = _role(actor, "decide_escalation")
+    if level is not None and level not in levels:
+        return refusals + [Refusal("state", f"{level} is not a dose level of the trial ({', '.join(levels)})")]
+    if level is not None and level in closed:
+        refusals.append(Refusal("state", f"{level} is closed: the cohort ledger shows the MTD exceeded at "
+                                         f"{closed[0]}; no decision opens it or a higher level"))
+    ceiling = (levels.index(recommended) if first and recommended in levels
+               else levels.index(current) + 1 if current in levels else 0)
+    if level is not None and levels.index(level) > ceiling:
+        refusals.append(Refusal("state", f"{level} skips a level: at most {levels[min(ceiling, len(levels) - 1)]} "
+                                         "may be opened now"))
+    if level != recommended and not reason.strip():
+        refusals.append(Refusal("state", f"the decision differs from the recommendation ({recommended or 'no level'}):"
+                                         " give the reason"))
     return refusals

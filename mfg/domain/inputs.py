@@ -330,6 +330,9 @@ RULES: dict[str, Rule] = {
     "record_id": Text("Record id", 60),
     "since": DateRange("From", years_back=100, years_ahead=1),
     "until": DateRange("To", years_back=100, years_ahead=1),
+    # the trial's cohort ledger (issue [3.7] item 4)
+    "ctcae_term": Text("CTCAE term", 200),
+    "onset_on": DateRange("Onset", years_back=2),
 }
 """The rule of every input, by its name (the web forms' field names, or what the form maps them to)."""
 

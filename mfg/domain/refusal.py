@@ -98,6 +98,8 @@ ROLES: dict[str, tuple[tuple[str, ...], str]] = {
     "approve_master_record": ((QA,), "approving a master record"),
     "manage_master_data": ((QA,), "changing equipment and material lots"),
     "manage_subjects": ((CLINICAL,), "recording subjects and donors"),
+    "record_dlt": ((CLINICAL,), "recording an adverse event"),
+    "decide_escalation": ((CLINICAL,), "signing an escalation decision"),
     "manage_accounts": ((ADMIN,), "managing user accounts"),
     "confirm_role_grant": ((ADMIN, QA), "confirming a role grant"),
 }

@@ -12,7 +12,7 @@ from ..domain import guards, inputs, isbt128
 from ..domain.errors import ConflictError, NotFound, ValidationFailed
 from ..domain.signing import Meaning
 from ..models import Batch, Donor, DonorTest, Signature, SignatureInvalidation, Subject, User, utcnow
-from . import audit, rows, sequences, signatures, sops
+from . import audit, rows, sequences, signatures, sops, trial
 
 CLINICAL = "clinical"
 ELIGIBILITY = ("pending", "eligible", "ineligible")
@@ -191,24 +191,37 @@ def lock_subject(session: Session, subject: Subject) -> None:
     rows.lock(session, subject)
 
 
-def guard_assign_dose_level(session: Session, user: User, subject: Subject) -> list[guards.Refusal]:
+def guard_assign_dose_level(session: Session, user: User, subject: Subject,
+                            level: str | None = None) -> list[guards.Refusal]:
+    """Assigning ``subject`` a dose level (``level``; None: the level open now, or any level without an
+    escalation design): the subject's batches, and the level the latest signed escalation decision opened."""
+    opened = trial.open_level(session, excluding=subject)
+    if opened is not None and level is None:
+        level = opened.level or ""
     return guards.assign_dose_level(guards.person(user), subject_code=subject.code,
-                                    batches=subject_batches(session, subject))
+                                    batches=subject_batches(session, subject), level=level, escalation=opened)
 
 
 def assign_dose_level(session: Session, subject: Subject, *, level: str, signer: User, password: str,
                       username: str | None, require_username: bool) -> Subject:
     """Assign the dose level from the effective trial configuration, signed "Approved by". Refused while a
     batch of the subject is open: each batch keeps the dose pinned when it started, and a reassignment
-    applies to later batches only."""
+    applies to later batches only. Under an escalation design the level must be the one the latest signed
+    escalation decision opened, in a cohort with room (``guards.level_open``): the subject joins that cohort and
+    names the decision (``Subject.cohort``, ``Subject.escalation_decision_id``)."""
     lock_subject(session, subject)
-    guards.enforce(guard_assign_dose_level(session, signer, subject))
+    if trial.design(session) is not None:
+        trial.lock_trial(session)  # two subjects for a cohort's last place: one after the other
+    opened = trial.open_level(session, excluding=subject)
     version = sops.trial_configuration_version(session)
     if subject.dose_level == level and subject.trial_config_version_id == version.id \
-            and subject.dose_signature_id is not None:  # the same assignment, sent twice (two tabs, two people)
+            and subject.dose_signature_id is not None \
+            and (opened is None or subject.escalation_decision_id == opened.decision_id):
+        # the same assignment, sent twice (two tabs, two people)
         signed = session.get(Signature, subject.dose_signature_id)
         raise rows.already_done(session, f"dose level {level} was already assigned to subject {subject.code}",
                                 user_id=signed.user_id if signed else None, at=signed.signed_at if signed else None)
+    guards.enforce(guard_assign_dose_level(session, signer, subject, level))
     config = sops.trial_configuration(session)
     try:
         dose = config.dose_level(level)
@@ -224,9 +237,13 @@ def assign_dose_level(session: Session, subject: Subject, *, level: str, signer:
     subject.dose_level = dose.code
     subject.dose_cells_per_kg = dose.cells_per_kg
     subject.trial_config_version_id = version.id
+    if opened is not None:
+        subject.cohort, subject.escalation_decision_id = opened.cohort, opened.decision_id
     audit.flush(session, reason=f"dose level {dose.code} assigned")
+    cohort = f", cohort {subject.cohort} ({opened.decision})" if opened is not None else ""
     signature = signatures.sign(session, signer=signer, credentials=credentials, meaning=Meaning.APPROVED,
-                                record=subject, comment=f"dose level {dose.code}: {dose.cells_per_kg} NK cells/kg")
+                                record=subject, comment=f"dose level {dose.code}: {dose.cells_per_kg} NK cells/kg"
+                                                        f"{cohort}")
     subject.dose_signature_id = signature.id
     audit.flush(session, reason=f"dose level {dose.code} assigned")
     return subject

@@ -12,7 +12,7 @@ from ..domain import guards
 from ..domain.errors import ValidationFailed
 from ..domain.trial_config import TrialConfiguration
 from ..models import Batch, BatchMasterRecord, SopVersion, Subject, User, utcnow
-from . import audit, clinical, sequences, sops
+from . import audit, clinical, sequences, sops, trial
 
 
 def subject_records(session: Session) -> tuple[str, ...]:
@@ -43,17 +43,21 @@ def guard_start_product_batch(session: Session, user: User, subject: Subject) ->
         infusions: int | None = sops.trial_configuration(session).infusions_per_subject
     except ValidationFailed:  # no effective trial configuration: start_product_batch refuses it
         infusions = None
+    book = trial.ledger(session)
     return guards.start_product_batch(guards.person(user), subject_code=subject.code,
                                       donor_problems=clinical.eligibility_problems(subject.donor),
                                       dose_signed=bool(subject.dose_level and subject.dose_signature_id),
                                       batches=clinical.subject_batches(session, subject),
-                                      infusions_per_subject=infusions)
+                                      infusions_per_subject=infusions) + (
+        guards.level_closed(subject_code=subject.code, level=subject.dose_level, closed=book.closed)
+        if book is not None else [])
 
 
 def pinned_dose(session: Session, subject: Subject) -> dict[str, Any]:
     """The subject's signed dose as a batch pins it (``Batch`` columns): the level, its cells per kg and
     the trial configuration's wording of it, the weight with its date, the assigning signature and the trial
-    configuration version the level was assigned under."""
+    configuration version the level was assigned under, and the signed escalation decision that opened the level
+    (None under a configuration without an escalation design)."""
     version = session.get(SopVersion, subject.trial_config_version_id)
     assert version is not None  # a signed dose level names its trial configuration version (a foreign key)
     config = sops.definition(version)
@@ -62,7 +66,8 @@ def pinned_dose(session: Session, subject: Subject) -> dict[str, Any]:
     return {"dose_level": subject.dose_level, "dose_cells_per_kg": subject.dose_cells_per_kg,
             "dose_label": config.dose_level(subject.dose_level).label or None,
             "weight_kg": subject.weight_kg, "weight_measured_on": subject.weight_measured_on,
-            "dose_signature_id": subject.dose_signature_id, "trial_config_version_id": version.id}
+            "dose_signature_id": subject.dose_signature_id, "trial_config_version_id": version.id,
+            "escalation_decision_id": subject.escalation_decision_id}
 
 
 def start_batch(session: Session, *, codes: list[str], user: User, lot: str | None = None,

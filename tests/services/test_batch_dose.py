@@ -23,7 +23,7 @@ from mfg.models import Batch
 from mfg.reports import pdf as pdfs
 from mfg.reports.site_certificate import ensure_site_certificate
 from mfg.services import audit, clinical, documents, evaluation, review, snapshot, starting
-from tests.support import PASSWORD, assert_audit_intact, owner_url, recorded_back, settle_pending_results
+from tests.support import PASSWORD, assert_audit_intact, open_level, owner_url, recorded_back, settle_pending_results
 
 from .test_batch_concurrency import _race
 from .test_demo_nk import nk_demo  # noqa: F401 - the fixture
@@ -41,6 +41,7 @@ def _text(data: bytes) -> str:
 
 
 def _reassign(session, subject, clara, level="DL4"):
+    open_level(session, clara, level)
     return clinical.assign_dose_level(session, subject, level=level, **_sign(clara))
 
 

@@ -136,18 +136,18 @@ def test_the_nk_records_check_the_limits_of_the_trial_configuration_in_force(ses
 
     shutil.copytree(RESOURCE_ROOT / "sops" / "nk", sops_dir / "nk")
     shutil.copytree(RESOURCE_ROOT / "sops" / "trial", sops_dir / "trial")
-    v4 = (RESOURCE_ROOT / "sops" / "trial" / "NK-TRIAL_v4.yaml").read_text()
-    stricter = v4.replace("version: 4\n", "version: 5\n").replace("cd3_limit_per_kg: 200000", "cd3_limit_per_kg: 5000")
-    (sops_dir / "trial" / "NK-TRIAL_v5.yaml").write_text(stricter)
+    v5 = (RESOURCE_ROOT / "sops" / "trial" / "NK-TRIAL_v5.yaml").read_text()
+    stricter = v5.replace("version: 5\n", "version: 6\n").replace("cd3_limit_per_kg: 200000", "cd3_limit_per_kg: 5000")
+    (sops_dir / "trial" / "NK-TRIAL_v6.yaml").write_text(stricter)
     loader, approver = session.merge(make_user("loader", "qa")), session.merge(make_user("approver", "qa"))
     users = {name: session.merge(make_user(name, roles)) for name, roles in (
         ("clara", "clinical"), ("olivia", "operator"), ("oscar", "operator"))}
     for version in sops.load_directory(session, sops_dir, loader=loader).loaded:
         sops.approve(session, version, site_timezone="UTC",
                      signer=approver, password=PASSWORD, username=None, require_username=False)
-    assert sops.trial_configuration(session).cd3_limit_per_kg == 5000  # v5 is in force
+    assert sops.trial_configuration(session).cd3_limit_per_kg == 5000  # v6 is in force
     demo.seed_master_data(session)
-    subject = demo_nk.seed_demo_subject(session, users["clara"], PASSWORD)  # the dose is assigned under v4
+    subject = demo_nk.seed_demo_subject(session, users["clara"], PASSWORD)  # assigned under v6
     run = dict(performer=users["olivia"], verifier=users["oscar"], password=PASSWORD, tz=ZoneInfo("UTC"))
     batch = demo_nk.run_nk_batch(session, subject=subject, until=("NK-FORMULATE", "dose_plan"), **run)
     sign = dict(signer=users["olivia"], password=PASSWORD, username=None, require_username=False, tz=ZoneInfo("UTC"))

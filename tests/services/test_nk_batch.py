@@ -15,7 +15,7 @@ from mfg.domain import isbt128
 from mfg.domain.errors import IdentityMismatch, ValidationFailed
 from mfg.models import AuditEntry, StepExecution, utcnow
 from mfg.services import clinical, evaluation, sops, starting, steps
-from tests.support import PASSWORD
+from tests.support import PASSWORD, open_level
 
 UTC = ZoneInfo("UTC")
 
@@ -41,6 +41,7 @@ def nk(session, make_user, sops_dir):
 
 
 def _sign_dose(nk):
+    open_level(nk["session"], nk["clara"], "DL2")
     clinical.assign_dose_level(nk["session"], nk["subject"], level="DL2", signer=nk["clara"], password=PASSWORD,
                                username=None, require_username=False)
 
@@ -91,14 +92,14 @@ def test_a_trial_configuration_that_names_no_product_records_opens_no_batch(nk, 
     """The product's master records come from the trial configuration, not from code: a new version that
     names none, approved, opens no batch."""
     session = nk["session"]
-    text = (sops_dir / "trial" / "NK-TRIAL_v4.yaml").read_text().replace("version: 4\n", "version: 5\n")
-    (sops_dir / "trial" / "NK-TRIAL_v5.yaml").write_text(
+    text = (sops_dir / "trial" / "NK-TRIAL_v5.yaml").read_text().replace("version: 5\n", "version: 6\n")
+    (sops_dir / "trial" / "NK-TRIAL_v6.yaml").write_text(
         text.replace("product_master_records: [NK-INTAKE, NK-EXPAND, NK-FORMULATE, NK-RELEASE]\n", ""))
     version = sops.load_directory(session, sops_dir, loader=session.merge(make_user("lou", "qa"))).loaded[0]
     sops.approve(session, version, site_timezone="UTC",
                  signer=nk["approver"], password=PASSWORD, username=None, require_username=False)
     session.commit()
-    with pytest.raises(ValidationFailed, match="NK-TRIAL v5 names no master records for the product"):
+    with pytest.raises(ValidationFailed, match="NK-TRIAL v6 names no master records for the product"):
         _open(nk)
 
 

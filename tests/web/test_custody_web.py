@@ -18,7 +18,7 @@ from mfg.domain import dose, isbt128
 from mfg.extensions import db
 from mfg.models import AuditEntry, Batch, CustodyEvent, Deviation, Signature, StepExecution, User, utcnow
 from mfg.services import audit, bags, clinical, sops, starting
-from tests.support import PASSWORD
+from tests.support import PASSWORD, open_level
 
 BAD_CREDENTIALS = "User name or password is not correct."
 
@@ -47,6 +47,7 @@ def nk_batch(app, make_user):
         subject = clinical.enrol_subject(s, code="S-01", donor=donor, weight_kg="62.4", measured_on=date.today(),
                                          user=clara)
         clinical.determine_eligibility(s, donor, eligible=True, summary="complete", user=clara)
+        open_level(s, clara, "DL2")
         clinical.assign_dose_level(s, subject, level="DL2", signer=clara, password=PASSWORD, username=None,
                                    require_username=False)
         batch = starting.start_product_batch(s, subject=subject, user=olivia)
