@@ -212,9 +212,10 @@ def _acting_as(session: Session, user: User) -> Iterator[None]:
 
 
 def seed_demo_subject(session: Session, clinical_user: User, password: str, *, code: str = DEMO_SUBJECT,
-                      dose_level: str = DEMO_DOSE_LEVEL, today: date | None = None) -> Subject:
+                      dose_level: str | None = DEMO_DOSE_LEVEL, today: date | None = None) -> Subject:
     """The eligible demo donor and subject ``code`` (``NK-001`` by default: 62.4 kg, dose level DL2 signed by
-    ``clinical_user`` with ``password``); only what is missing is created, so calling it again changes
+    ``clinical_user`` with ``password``, after the escalation decisions that open it: ``open_dose_level``;
+    ``dose_level`` None: enrolled without a level); only what is missing is created, so calling it again changes
     nothing."""
     with _acting_as(session, clinical_user):
         donor = session.scalar(sa.select(Donor).where(Donor.code == DEMO_DONOR))
@@ -235,7 +236,7 @@ def seed_demo_subject(session: Session, clinical_user: User, password: str, *, c
         if subject is None:
             subject = clinical.enrol_subject(session, code=code, donor=donor, weight_kg=DEMO_WEIGHT_KG,
                                              measured_on=today or date.today(), user=clinical_user)
-        if subject.dose_level != dose_level or subject.dose_signature_id is None:
+        if dose_level is not None and (subject.dose_level != dose_level or subject.dose_signature_id is None):
             open_dose_level(session, clinical_user, password, dose_level)
             clinical.assign_dose_level(session, subject, level=dose_level, signer=clinical_user,
                                        password=password, username=clinical_user.username, require_username=True)

@@ -26,6 +26,7 @@ def init_app(app: Flask) -> None:
         review,
         security,
         sops,
+        trial,
     )
 
     security.init_app(app)
@@ -44,6 +45,7 @@ def init_app(app: Flask) -> None:
     app.register_blueprint(review.bp)
     app.register_blueprint(documents.bp)
     app.register_blueprint(results.bp)
+    app.register_blueprint(trial.bp)
     app.context_processor(results.alert_banner)
     # how a signature's meaning is written (21 CFR 11.50), from the one table of meanings
     # numbers and moments for people: one formatter (mfg.domain.display) for screens and documents

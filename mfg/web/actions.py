@@ -36,6 +36,7 @@ from ..services import (
     sops,
     starting,
     steps,
+    trial,
 )
 
 Guard = Callable[..., list[Refusal]]
@@ -123,6 +124,8 @@ GUARDS: dict[str, tuple[str, Guard]] = {
     "clinical.eligibility": ("manage_subjects", lambda donor_id: clinical.guard_subjects(db.session, _user())),
     "clinical.assign_dose": ("assign_dose_level", lambda subject_id: clinical.guard_assign_dose_level(
         db.session, _user(), clinical.get_subject(db.session, subject_id))),
+    "trial.record_event": ("record_dlt", lambda: guards.role_refusals("record_dlt", _person())),
+    "trial.decide": ("decide_escalation", lambda: trial.guard_decide(db.session, _user())),
     "admin.create_user": ("manage_accounts", lambda: guards.manage_accounts(_person())),
     "admin.user_action": ("manage_accounts", lambda user_id, action: (
         guards.edit_account(_person(), target_id=user_id) if action == "edit" else guards.manage_accounts(_person()))),

@@ -16,6 +16,7 @@ from wtforms import (
     DateField,
     DecimalField,
     Field,
+    HiddenField,
     IntegerField,
     PasswordField,
     SelectField,
@@ -266,3 +267,31 @@ class SubjectForm(PolicyForm):
     weight_kg = StringField("Weight (kg)", validators=[DataRequired()],
                             render_kw={"inputmode": "decimal", "autocomplete": "off"})
     measured_on = DateField("Weighed on", validators=[DataRequired()])
+
+
+# --- the trial's cohort ledger (issue [3.7] item 4) -------------------------------------------------------
+
+class DltEventForm(SignForm):
+    """An adverse event of a subject, with the clinic's judgement whether it is dose-limiting; signed."""
+
+    input_rules = {"term": "ctcae_term"}
+    subject_id = SelectField("Subject", choices=[], validators=[DataRequired("Choose the subject.")])
+    term = StringField("CTCAE term", validators=[DataRequired("Enter the adverse event's CTCAE term.")])
+    grade = SelectField("Grade (CTCAE v5.0)", choices=_choices(("1", "2", "3", "4", "5")),
+                        validators=[DataRequired("Choose the grade.")])
+    attribution = SelectField("Attribution", choices=_choices(("unrelated", "unlikely", "possible", "probable",
+                                                               "definite")),
+                              validators=[DataRequired("Choose the attribution.")])
+    onset_on = DateField("Onset", validators=[DataRequired("Enter the date the event began.")])
+    is_dlt = SelectField("Dose-limiting toxicity", choices=_choices(("yes", "no")),
+                         validators=[DataRequired("Answer whether it is dose-limiting.")])
+
+
+class DecisionForm(SignForm):
+    """The safety review's decision on the level open to new subjects; signed "Approved by"."""
+
+    input_rules = {"based_on": "record_id"}
+    level = SelectField("Level open to new subjects", choices=[], validate_choice=True)
+    reason = StringField("Reason (needed when the decision differs from the recommendation)",
+                         validators=[Optional()])
+    based_on = HiddenField()

@@ -97,3 +97,91 @@ def test_impossible_counts_are_refused():
         LevelCounts(3, 4)
     with pytest.raises(ValueError):
         boin_boundaries(1.2)
+
+
+# --- the recommendation across levels and the decision guards (issue [3.7] item 4) ----------------------
+
+LEVELS = ["DL1", "DL2", "DL3", "DL4"]
+
+
+def _recommend(counts, current, rule="3+3", target=None):
+    from mfg.domain.escalation import recommend
+
+    return recommend(rule=rule, levels=LEVELS, counts={k: LevelCounts(*v) for k, v in counts.items()},
+                     current=current, start="DL1", target=target)
+
+
+@pytest.mark.parametrize("counts,current,expected", [
+    ({}, None, ("start", "DL1")),
+    ({"DL1": (0, 0, 3)}, "DL1", ("wait", "DL1")),
+    ({"DL1": (3, 0, 0)}, "DL1", ("escalate", "DL2")),
+    ({"DL1": (3, 1, 0)}, "DL1", ("expand", "DL1")),
+    ({"DL1": (6, 1, 0)}, "DL1", ("escalate", "DL2")),
+    ({"DL1": (3, 0, 0), "DL2": (2, 2, 1)}, "DL2", ("MTD exceeded", "DL1")),
+    ({"DL1": (3, 2, 0)}, "DL1", ("MTD exceeded", None)),  # the lowest level is too toxic: stop
+    # escalation is never back into a closed level: 0/3 again at DL1 below a closed DL2 expands DL1 to 6
+    ({"DL1": (3, 0, 0), "DL2": (3, 2, 0)}, "DL1", ("expand", "DL1")),
+    ({"DL1": (6, 0, 0), "DL2": (3, 2, 0)}, "DL1", ("stay", "DL1")),
+    ({"DL4": (3, 0, 0)}, "DL4", ("expand", "DL4")),  # the highest level: no level above
+])
+def test_three_plus_three_recommendation_across_levels(counts, current, expected):
+    found = _recommend(counts, current)
+    assert (found.action, found.level) == expected
+
+
+@pytest.mark.parametrize("counts,current,expected", [
+    ({"DL2": (3, 0, 0)}, "DL2", ("escalate", "DL3")),
+    ({"DL2": (3, 1, 0)}, "DL2", ("stay", "DL2")),  # 0.333: between 0.236 and 0.358 at a target of 0.3
+    ({"DL2": (6, 3, 0)}, "DL2", ("de-escalate", "DL1")),
+    ({"DL1": (3, 3, 0)}, "DL1", ("eliminate", None)),
+    ({"DL1": (1, 1, 0)}, "DL1", ("stay", "DL1")),  # de-escalate, but at the lowest level
+])
+def test_boin_recommendation_across_levels(counts, current, expected):
+    found = _recommend(counts, current, rule="boin", target=0.3)
+    assert (found.action, found.level) == expected
+
+
+def test_closed_levels_start_at_the_lowest_exceeded_level():
+    from mfg.domain.escalation import closed_levels
+
+    counts = {"DL1": LevelCounts(3, 0), "DL2": LevelCounts(3, 1), "DL3": LevelCounts(2, 2, 1)}
+    assert closed_levels("3+3", LEVELS, counts, None) == ["DL3", "DL4"]
+    assert closed_levels("3+3", LEVELS, {"DL1": LevelCounts(3, 1)}, None) == []
+
+
+def test_the_decision_guard():
+    from mfg.domain import guards
+    from mfg.domain.refusal import Person
+
+    clara, quinn = Person(1, frozenset({"clinical"}), "Clara"), Person(2, frozenset({"qa"}), "Quinn")
+
+    def refused(actor=clara, **facts):
+        base = dict(levels=LEVELS, current="DL1", level="DL2", closed=[], recommended="DL2", reason="", first=False)
+        return guards.texts(guards.decide_escalation(actor, **(base | facts)))
+
+    assert refused() == []
+    assert refused(actor=quinn) == ["signing an escalation decision needs the clinical role"]
+    assert refused(level="DL3", reason="x") == ["DL3 skips a level: at most DL2 may be opened now"]
+    assert refused(level="DL1") == ["the decision differs from the recommendation (DL2): give the reason"]
+    assert refused(level="DL1", reason="a grade 3 event under review") == []
+    assert refused(level=None, reason="sponsor's hold") == []
+    assert refused(closed=["DL2", "DL3", "DL4"], recommended="DL1", level="DL2", reason="x") == [
+        "DL2 is closed: the cohort ledger shows the MTD exceeded at DL2; no decision opens it or a higher level"]
+    assert refused(current=None, first=True, recommended="DL1", level="DL2", reason="x") == [
+        "DL2 skips a level: at most DL1 may be opened now"]
+
+
+def test_the_open_level_guard():
+    from mfg.domain import guards
+    from mfg.domain.escalation import OpenLevel
+
+    def refused(level="DL2", **facts):
+        base = dict(decision="escalation decision 2 (DL2, Approved by C)", decision_id=2, level="DL2", cohort=2,
+                    assigned=1, cohort_size=3)
+        return guards.texts(guards.level_open(OpenLevel(**(base | facts)), level=level))
+
+    assert refused() == []
+    assert refused("DL3") == ["dose level DL3 is not open: escalation decision 2 (DL2, Approved by C) opened DL2; "
+                              "planning refuses any other level"]
+    assert refused(assigned=3)[0].startswith("cohort 2 at DL2 is full (3 of 3)")
+    assert refused(decision=None, decision_id=None, level=None)[0].startswith("no dose level is open")
