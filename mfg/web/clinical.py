@@ -9,7 +9,7 @@ from ..domain import isbt128
 from ..domain.errors import DomainError
 from ..domain.signing import Meaning
 from ..extensions import db
-from ..services import clinical, signatures, sops
+from ..services import clinical, signatures, sops, trial
 from .forms import DonorForm, DonorTestForm, EligibilityForm, SignForm, SubjectForm, donor_panel_form
 from .security import signed_action, signing_needs_username, transaction
 
@@ -145,7 +145,13 @@ def _subject_page(subject, form=None, problems=(), status=200, chosen_level: str
     except DomainError:
         levels = []
     coi = isbt128.parse_coi(isbt128.COI_PREFIX + subject.coi)
+    user = current_user._get_current_object()
+    # the levels this subject may be given now, each asked of the guard (under an escalation design: the open one)
+    levels = [level for level in levels
+              if not clinical.guard_assign_dose_level(db.session, user, subject, level.code)] if levels else []
+    opened = trial.get_decision(db.session, subject.escalation_decision_id)
     return render_template("clinical/subject.html", subject=subject, coi=coi, levels=levels,
+                           opened=trial.decision_name(*opened) if opened else None,
                            batches=clinical.batches_of(db.session, subject),
                            signatures=signatures.for_record(db.session, subject), form=form or SignForm(),
                            problems=list(problems), needs_username=signing_needs_username(),

@@ -38,10 +38,12 @@ from mfg.models import (
     BatchDecision,
     CustodyEvent,
     Deviation,
+    DltEvent,
     DocumentRevision,
     Donor,
     DonorTest,
     Equipment,
+    EscalationDecision,
     FormSubmission,
     MaterialLot,
     RecordedValue,
@@ -70,7 +72,7 @@ from mfg.services import (
 )
 from mfg.web.security import MISSING_TOKEN, SUBMISSION_FIELD
 from tests.services import test_batch_engine as engine
-from tests.support import DEMO_SOP, PASSWORD, assert_audit_intact
+from tests.support import DEMO_SOP, PASSWORD, assert_audit_intact, open_level
 from tests.web.test_actions import plant, released  # noqa: F401 - the fixtures
 from tests.web.test_custody_web import nk_batch  # noqa: F401 - the fixture
 
@@ -330,8 +332,16 @@ def _close_batches(w) -> None:
     db.session.commit()
 
 
+def _open_level(w, level: str) -> None:
+    """The escalation decisions that open ``level`` (``tests.support.open_level``), signed by Clara."""
+    audit.set_actor(db.session, name="test-setup")
+    open_level(db.session, db.session.get(User, w["user_id"]["clara"]), level)
+    db.session.commit()
+
+
 def _clinical_assign_dose(app, w) -> Race:
     _close_batches(w)
+    _open_level(w, "DL3")
     return Race("clara", "Clara Coordinator", f"/clinical/subjects/{w['subject']}/dose",
                 {"level": "DL3", "username": "clara", "password": PASSWORD},
                 lambda: _count(Signature, Signature.record_type == "subject", Signature.record_id == str(w["subject"]),
@@ -445,6 +455,28 @@ def _review_decide(app, w) -> Race:
                 lambda: _count(BatchDecision, BatchDecision.batch_id == w["batch"]))
 
 
+def _trial_record_event(app, w) -> Race:
+    """An adverse event of S-01, infused by the bedside scenario before."""
+    return Race("clara", "Clara Coordinator", "/trial/events",
+                {"event-subject_id": str(w["subject"]), "event-term": "Cytokine release syndrome", "event-grade": "2",
+                 "event-attribution": "probable", "event-onset_on": date.today().isoformat(), "event-is_dlt": "no",
+                 "event-username": "clara", "event-password": PASSWORD},
+                lambda: _count(DltEvent, DltEvent.subject_id == w["subject"]))
+
+
+def _latest_decision() -> str:
+    return str(db.session.scalar(sa.select(sa.func.max(EscalationDecision.id))) or "")
+
+
+def _trial_decide(app, w) -> Race:
+    """The safety review stays at the open level (a new cohort), on the ledger as shown."""
+    level = db.session.scalar(sa.select(EscalationDecision.level).order_by(EscalationDecision.id.desc()).limit(1))
+    return Race("clara", "Clara Coordinator", "/trial/decisions",
+                {"decision-level": level, "decision-reason": "", "decision-based_on": _latest_decision(),
+                 "decision-username": "clara", "decision-password": PASSWORD},
+                lambda: _count(EscalationDecision))
+
+
 # In order: a scenario may use what an earlier one made (the equipment, the loaded master record, the deviation).
 SCENARIOS: dict[str, Callable] = {
     "admin.create_user": _admin_create_user, "admin.user_action": _admin_user_action,
@@ -460,6 +492,7 @@ SCENARIOS: dict[str, Callable] = {
     "clinical.eligibility": _clinical_eligibility, "documents.print_labels": _documents_print_labels,
     "custody.handoff": _custody_handoff,
     "custody.bedside": _custody_bedside,
+    "trial.record_event": _trial_record_event, "trial.decide": _trial_decide,
     "review.open_deviation": _review_open_deviation, "review.investigate": _review_investigate,
     "review.close_deviation": _review_close_deviation, "review.decide": _review_decide,
     "clinical.assign_dose": _clinical_assign_dose,
@@ -638,6 +671,13 @@ def test_two_people_doing_the_same_one_shot_action_at_once_one_is_told_who_did_i
                           [("quentin", {"close-username": "quentin", "close-password": PASSWORD}),
                            ("approver", {"close-username": "approver", "close-password": PASSWORD})])
     assert _one_won(answers, f"deviation {deviation_number} was already closed by"), [a.status_code for a in answers]
+    with app.app_context():
+        _open_level(world, "DL3")
+        based_on = _latest_decision()
+    answers = _two_people(app, "/trial/decisions", [
+        (name, {"decision-level": "DL3", "decision-reason": "", "decision-based_on": based_on,
+                "decision-username": name, "decision-password": PASSWORD}) for name in ("clara", "nina")])
+    assert _one_won(answers, "was signed after the ledger you decided on was shown"), [a.status_code for a in answers]
     answers = _two_people(app, f"/clinical/subjects/{world['subject']}/dose",
                           [("clara", {**sign, "username": "clara", "level": "DL3"}),
                            ("nina", {**sign, "username": "nina", "level": "DL3"})])
