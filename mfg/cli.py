@@ -470,7 +470,7 @@ def verify_pdf_command(file: Path) -> None:
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Directory for the signed documents the scenario issues (PDF).")
 @click.option("--scenario", type=click.Choice(["conditional", "final", "sterility-positive", "cancelled",
-                                               "in-progress"]),
+                                               "in-progress", "cohorts"]),
               default="conditional", show_default=True, help="Which end of the lifecycle the batch reaches.")
 @click.option("--subject", "subject_code", default=None,
               help="in-progress: the subject (created with the demo donor and dose when missing), e.g. NK-002.")

@@ -11,6 +11,11 @@ services, as the demo people, to one of the lifecycle's ends (``flask --app mfg 
   alerted and a clinical user acknowledges the alert; a bedside scan of bag B is a hard stop (audited, its
   deviation opened); QA rejects the batch.
 * ``cancelled``: a batch opened by mistake and cancelled before any starting material was received.
+* ``cohorts``: the cohort ledger's data set (issue [3.7] item 8), on the demo's two cohorts (``seed_subjects``:
+  NK-011 to NK-013 at DL1, NK-001 at DL2): NK-001's batch to the conditional release, its bag infused after the
+  two-person bedside check, a dose-limiting toxicity recorded and signed by a clinical user, and the safety
+  review's signed decision that follows it, as the rule recommends (3+3: one DLT, the level's other subjects not
+  yet evaluable: stay at DL2, a new cohort).
 * ``in-progress``: a batch for another subject (``--subject``, e.g. NK-002) performed up to a step
   (``--until RECORD:STEP``, not performed), or to the end of its steps (awaiting QA's review): the screens'
   states for training and for ``make screenshots``. It issues no document.
@@ -37,7 +42,7 @@ from ..services import bags, custody, documents, results, review, starting
 from ..services import lifecycle as batch_lifecycle
 from . import nk_batch as demo_nk
 
-SCENARIOS = ("conditional", "final", "sterility-positive", "cancelled", "in-progress")
+SCENARIOS = ("conditional", "final", "sterility-positive", "cancelled", "in-progress", "cohorts")
 
 Act = Callable[[str, Callable[[Session], Any]], Any]
 """``act(username, action)``: run ``action(session)`` as one unit of work acting as ``username``."""
@@ -256,6 +261,40 @@ def in_progress(act: Act, setting: Setting, *, subject_code: str = demo_nk.DEMO_
     return outcome
 
 
+def cohorts(act: Act, setting: Setting) -> Outcome:
+    """The ledger's data set (module docstring): one DLT at DL2 and the decision that follows."""
+    from datetime import date
+
+    from ..services import trial
+
+    outcome = conditional(act, setting)
+    divisions = act("clinical1", lambda s: [b.division for b in bags.of_batch(s, _batch(s, outcome.lot))])
+    _infuse(act, setting, outcome.lot, divisions[0])
+    outcome.notes.append(f"bag {divisions[0]} of batch {outcome.lot} infused after the two-person bedside check")
+
+    def dlt(session: Session) -> str:
+        subject = _batch(session, outcome.lot).subject
+        assert subject is not None  # an NK batch
+        event = trial.record_dlt(session, subject, term="Cytokine release syndrome", grade=3,
+                                 attribution="probable", onset_on=date.today(), is_dlt=True,
+                                 comment="DEMO: fever and hypotension needing vasopressor support",
+                                 **_sign(session, "clinical1", setting))
+        return f"DLT recorded for {subject.code}: {event.term}, grade {event.grade}"
+
+    outcome.notes.append(act("clinical1", dlt))
+
+    def decide(session: Session) -> str:
+        book = trial.ledger(session)
+        assert book is not None  # the demo's trial configuration has an escalation design
+        decision = trial.decide(session, level=book.recommendation.level, reason="",
+                                based_on=book.decisions[-1][0].id if book.decisions else None,
+                                **_sign(session, "clinical2", setting))
+        return f"safety review: {decision.action} at {decision.level} (recommended {decision.recommendation})"
+
+    outcome.notes.append(act("clinical2", decide))
+    return outcome
+
+
 RUN: dict[str, Callable[[Act, Setting], Outcome]] = {
     "conditional": conditional, "final": final, "sterility-positive": sterility_positive, "cancelled": cancelled,
-    "in-progress": in_progress}
+    "in-progress": in_progress, "cohorts": cohorts}

@@ -75,19 +75,34 @@ def seed_master_data(session: Session) -> list[str]:
 DEMO_CLINICAL = "clinical1"
 
 
+DEMO_FIRST_COHORT = ("NK-011", "NK-012", "NK-013")
+"""The demo's first cohort, at the start level (issue [3.7] item 8): enrolled and assigned, never manufactured."""
+
+
 def seed_subjects(session: Session) -> list[str]:
-    """The demo NK donor and subject (``demo_nk.seed_demo_subject``), dose signed by the demo clinical
-    coordinator; nothing when the NK trial configuration is not effective or the subject exists. Returns
-    what was created, for the command's output."""
+    """The demo NK donor and subjects, doses signed by the demo clinical coordinator after the escalation decisions
+    that open their levels (``demo_nk.seed_demo_subject``): under a configuration with an escalation design, a
+    first cohort at the start level (:data:`DEMO_FIRST_COHORT`), then the demo subject NK-001 at DL2 in the
+    second cohort. Nothing when the NK trial configuration is not effective or the demo subject exists. Returns
+    what was created, for the command's output. The DLT and the decision that follows it are the ``cohorts``
+    scenario's (``flask --app mfg demo-batch --scenario cohorts``): an infusion needs a manufactured batch."""
     from ..models import Subject
+    from ..services import trial
 
     clinical_user = accounts.get_by_username(session, DEMO_CLINICAL)
     if clinical_user is None or sops.effective(session, "NK-TRIAL") is None:
         return []
     if session.scalar(sa.select(Subject.id).where(Subject.code == demo_nk.DEMO_SUBJECT)) is not None:
         return []
-    subject = demo_nk.seed_demo_subject(session, clinical_user, DEMO_PASSWORD)
-    return [f"{subject.code} ({subject.weight_kg.normalize():f} kg, {subject.dose_level}, donor {subject.donor.code})"]
+    made = []
+    book = trial.ledger(session)
+    if book is not None:
+        for code in DEMO_FIRST_COHORT:
+            made.append(demo_nk.seed_demo_subject(session, clinical_user, DEMO_PASSWORD, code=code,
+                                                  dose_level=book.design.start_level))
+    made.append(demo_nk.seed_demo_subject(session, clinical_user, DEMO_PASSWORD))
+    return [f"{subject.code} ({subject.weight_kg.normalize():f} kg, {subject.dose_level}, donor {subject.donor.code})"
+            for subject in made]
 
 
 def seed_master_records(session: Session, sops_dir: Path, *, site_timezone: str) -> list[SopVersion]:
