@@ -29,7 +29,7 @@ from mfg.extensions import db
 from mfg.models import Batch, Subject, User
 from mfg.services import audit, batches, documents, review
 from tests.browser.pages import credentials, demo_plant, flash, go, people, row
-from tests.support import PASSWORD, recorded_back, settle_pending_results
+from tests.support import PASSWORD, open_level, recorded_back, settle_pending_results
 
 CLARA, OLIVIA = "Clara Coordinator", "Olivia Operator"
 
@@ -97,6 +97,10 @@ def test_a_label_reprint_after_a_dose_reassignment_shows_the_dose_the_bags_were_
 
         # --- released: Clara reassigns NK-001 to DL4, signed ----------------------------------------------
         release(live_app, batch_id)
+        with live_app.app_context():  # the safety review's decisions that open DL4 (tests/support.open_level)
+            audit.set_actor(db.session, name="test-setup")
+            open_level(db.session, db.session.scalar(sa.select(User).where(User.username == "clara")), "DL4")
+            db.session.commit()
         page.reload()
         expect(page.get_by_text("The dose level cannot be reassigned now")).to_have_count(0)
         page.get_by_text("Sign: assign dose level", exact=False).click()

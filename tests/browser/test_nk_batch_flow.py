@@ -234,6 +234,22 @@ def identity_hard_stop(olivia: Person, step: DemoStep, field_id: str, wrong: str
 
 # --- the clinical side ---------------------------------------------------------------------------------
 
+def sign_decision(clara: Person, level: str, reason: str = "") -> None:
+    """Clara signs the safety review's decision on the cohort ledger: ``level`` open to new subjects."""
+    page = clara.page
+    page.get_by_role("banner").get_by_role("link", name="Subjects", exact=True).click()
+    go(page.get_by_role("link", name="Cohort ledger"))
+    dialog = page.locator("details.sign-dialog").filter(has_text="Level open to new subjects")
+    dialog.locator("summary").click()
+    dialog.get_by_label("Level open to new subjects", exact=True).select_option(level)
+    if reason:
+        dialog.get_by_label(re.compile("^Reason")).fill(reason)
+    credentials(clara, dialog)
+    go(dialog.get_by_role("button", name="Sign as Approved by"))
+    clara.signed = True
+    expect(flash(page, "Escalation decision signed")).to_be_visible()
+
+
 def enrol_subject_with_dose(clara: Person) -> None:
     """Clara registers the donor and the panel, determines eligibility, enrols NK-001 and signs DL2."""
     page = clara.page
@@ -268,8 +284,18 @@ def enrol_subject_with_dose(clara: Person) -> None:
     expect(flash(page, f"Subject {demo_nk.DEMO_SUBJECT} enrolled with chain-of-identity id")).to_be_visible()
     expect(page.get_by_role("heading", level=1)).to_have_text(f"Subject {demo_nk.DEMO_SUBJECT}")
 
+    # the safety review opens the start level, then DL2 (departing from the rule, so with a reason): only a level
+    # a signed decision opened is offered to the subject
+    sign_decision(clara, "DL1")
+    expect(page.locator("dd.open-level")).to_contain_text("DL1, cohort 1 (0 of 3 assigned)")
+    sign_decision(clara, "DL2", reason="Safety review: DL1 tolerated in the pilot study")
+    expect(page.locator("dd.open-level")).to_contain_text("DL2, cohort 2 (0 of 3 assigned)")
+    page.get_by_role("banner").get_by_role("link", name="Subjects", exact=True).click()
+    go(page.get_by_role("link", name=demo_nk.DEMO_SUBJECT, exact=True))
+
     page.get_by_text("Sign: assign dose level (Approved by)").click()
     dialog = page.locator("details.sign-dialog")
+    expect(dialog.get_by_label("Dose level", exact=True).locator("option:not([disabled])")).to_have_count(1)
     dialog.get_by_label("Dose level", exact=True).select_option(demo_nk.DEMO_DOSE_LEVEL)
     expect(dialog).to_contain_text(  # the weight is shown as stored: 62.40 kg
         re.compile(rf"You assign this dose level to {demo_nk.DEMO_SUBJECT} \(62\.40? kg\)"))
@@ -437,6 +463,30 @@ def test_one_nk_batch_from_intake_to_the_bedside(live_server: str, live_app: Fla
         expect(bedside.nth(3)).to_have_text(NADIA)
         expect(bedside.nth(8)).to_contain_text(f"Performed by {CLARA} (clara)")
         expect(bedside.nth(8)).to_contain_text(f"Verified by {NADIA} (nadia)")
+
+        # --- the cohort ledger: the infusion starts NK-001's DLT window; Clara records a DLT and signs the decision
+        # that follows (3+3: one DLT, no other subject evaluable at DL2: stay, a new cohort) --------------------
+        page.get_by_role("banner").get_by_role("link", name="Subjects", exact=True).click()
+        go(page.get_by_role("link", name="Cohort ledger"))
+        subject_row = page.locator("tr.ledger-row", has_text=demo_nk.DEMO_SUBJECT)
+        expect(subject_row.locator("td.status")).to_have_text("in window")
+        expect(subject_row).to_contain_text("(30 days left)")
+        dialog = page.locator("details.sign-dialog").filter(has_text="CTCAE term")
+        dialog.locator("summary").click()
+        dialog.get_by_label("Subject", exact=True).select_option(label=f"{demo_nk.DEMO_SUBJECT} (DL2)")
+        dialog.get_by_label("CTCAE term", exact=True).fill("Cytokine release syndrome")
+        dialog.get_by_label("Grade (CTCAE v5.0)", exact=True).select_option("3")
+        dialog.get_by_label("Attribution", exact=True).select_option("probable")
+        dialog.get_by_label("Onset", exact=True).fill(date.today().isoformat())
+        dialog.get_by_label("Dose-limiting toxicity", exact=True).select_option("yes")
+        credentials(clara, dialog)
+        go(dialog.get_by_role("button", name="Sign as Performed by"))
+        expect(flash(page, f"Adverse event recorded for {demo_nk.DEMO_SUBJECT} and signed.")).to_be_visible()
+        expect(page.locator("tr.ledger-row", has_text=demo_nk.DEMO_SUBJECT).locator("td.status")).to_have_text("DLT")
+        expect(page.locator("dd.recommendation")).to_contain_text("wait (DL2)")
+        sign_decision(clara, "DL2")
+        expect(page.locator("dd.open-level")).to_contain_text("DL2, cohort 3 (0 of 3 assigned)")
+        expect(row(page.locator("table.decisions"), "stay: DL2 (from DL2)")).to_contain_text(f"Approved by {CLARA}")
 
     # --- the record: audit chain intact, every signature matches its record, the custody events ------------
     with live_app.app_context():
