@@ -137,10 +137,11 @@ class SubjectRow:
 
     @property
     def days_left(self) -> int | None:
-        """Whole days until the DLT window closes (the countdown), None when not infused or closed."""
+        """Days until the DLT window closes, a part of a day counting as a day (the countdown: 30 on the day of the
+        infusion, 1 on the last day), None when not infused or when evaluable."""
         if self.window_closes is None or self.status != "in window":
             return None
-        return max(0, (self.window_closes - utcnow()).days)
+        return max(0, -(-(self.window_closes - utcnow()) // timedelta(days=1)))
 
 
 @dataclass

@@ -154,7 +154,7 @@ def test_the_ledger_counts_evaluable_subjects_and_recommends_by_the_rule(book, s
     assert ledger.counts["DL1"] == trial.escalation.LevelCounts(2, 0, 1)
     assert ledger.recommendation.action == "wait"
     row = next(r for r in ledger.rows if r.subject.code == "S-03")
-    assert row.status == "in window" and row.days_left == 24
+    assert row.status == "in window" and row.days_left == 25
     # a DLT makes the subject evaluable at once: 1 of 3 expands the level (3+3)
     with pytest.raises(ValidationFailed, match="before subject S-03's infusion"):
         trial.record_dlt(session, subjects[2], term="Febrile neutropenia", grade=3, attribution="possible",
@@ -226,3 +226,30 @@ def test_a_subject_reassigned_keeps_one_place(book, session):
     with pytest.raises(AlreadyDone):
         clinical.assign_dose_level(session, subject, level="DL1", **_sign(clara))
     assert session.scalar(sa.select(sa.func.count()).select_from(Subject).where(Subject.cohort == 1)) == 1
+
+
+def test_a_boin_design_in_a_new_configuration_version_drives_the_recommendation(book, session, sops_dir, make_user):
+    """The escalation design is the trial configuration's: version 6 with BOIN (target 0.25), approved, makes the
+    ledger recommend by BOIN's boundaries (λe 0.197, λd 0.298): 1 DLT among 3 evaluable (0.333) de-escalates,
+    where 3+3 would expand."""
+    from mfg.services import sops
+
+    v5 = (sops_dir / "trial" / "NK-TRIAL_v5.yaml").read_text()
+    boin = v5.replace("version: 5\n", "version: 6\n").replace('rule: "3+3"', 'rule: "boin"\n  target_dlt_rate: 0.25')
+    (sops_dir / "trial" / "NK-TRIAL_v6.yaml").write_text(boin)
+    lou, quinn = make_user("lou", "qa"), make_user("quinn", "qa")  # before the session writes (SQLite's one writer)
+    [version] = sops.load_directory(session, sops_dir, loader=session.merge(lou)).loaded
+    sops.approve(session, version, site_timezone="UTC", signer=session.merge(quinn),
+                 password=PASSWORD, username=None, require_username=False)
+    clara, olivia = book["clara"], book["olivia"]
+    _decide(session, clara, "DL1")
+    _decide(session, clara, "DL2", reason="test: start the BOIN part at DL2")
+    subjects = [_subject(session, clara, f"S-0{n}", "DL2") for n in range(1, 4)]
+    for subject in subjects:
+        _infuse(session, subject, olivia, days_ago=35)
+    trial.record_dlt(session, subjects[0], term="Hypoxia", grade=3, attribution="possible",
+                     onset_on=date.today() - timedelta(days=30), is_dlt=True, comment="", **_sign(clara))
+    ledger = trial.ledger(session)
+    assert (ledger.design.rule, ledger.design.target_dlt_rate) == ("boin", 0.25)
+    assert ledger.counts["DL2"] == trial.escalation.LevelCounts(3, 1, 0)
+    assert (ledger.recommendation.action, ledger.recommendation.level) == ("de-escalate", "DL1")
