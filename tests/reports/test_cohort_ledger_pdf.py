@@ -100,7 +100,7 @@ def _dlt(session, clara, subject, term, grade, attribution, is_dlt):
 
 
 def test_the_cohort_ledger_is_a_signed_pdf_a_with_every_cohort_dlt_and_decision_and_verify_pdf_accepts_it(
-        app, session, trial_site, tmp_path):
+        app, session, trial_site, tmp_path, client, login):
     users, site, clara = trial_site, trial_site["site"], trial_site["clara"]
     first = _subject(session, clara, "S-01", "DL1")  # decision 1 starts DL1: cohort 1
     first_batch = _infuse(session, users, first, 62_400_000)  # 1.00 × 10⁶ NK cells/kg: the level exactly
@@ -210,6 +210,9 @@ def test_the_cohort_ledger_is_a_signed_pdf_a_with_every_cohort_dlt_and_decision_
     assert (f"Dose level DL1 opened by escalation decision {d1.id}: start, Approved by Clara Coordinator "
             f"{signed_at[0]}") in _text(record_first.content)
     session.commit()
+    login("quinn")  # the batch screen names it where it shows the dose
+    page = " ".join(client.get(f"/batches/{second_batch.id}").get_data(as_text=True).split())
+    assert f"measured {TODAY} · opened by {trial.decision_name(d2, s2)}" in page
 
 
 def test_a_boin_design_prints_its_target_rate_and_boundaries(trial_site, session):
