@@ -83,6 +83,7 @@ GUARDS: dict[str, Guard] = {
     "screening_finding": Guard(APPEND_ONLY),  # migration 0021
     "dlt_event": Guard(APPEND_ONLY),  # migration 0021
     "escalation_decision": Guard(APPEND_ONLY),  # migration 0021
+    "ledger_document": Guard(APPEND_ONLY),  # migration 0022
     "custody_event": Guard(APPEND_ONLY),
     "product_bag": Guard(APPEND_ONLY),
     "review_mark": Guard(APPEND_ONLY),

@@ -13,7 +13,7 @@ from .sign_in import PasswordHistory, UserSession
 from .signature import Signature, SignatureSeal
 from .sop import SopVersion
 from .submission import FormSubmission
-from .trial import DltEvent, EscalationDecision, ScreeningFinding, SubjectScreening
+from .trial import DltEvent, EscalationDecision, LedgerDocument, ScreeningFinding, SubjectScreening
 from .user import RoleGrant, User
 
 # Record types that carry e-signatures, by the name a Signature stores in ``record_type``.
@@ -28,6 +28,7 @@ __all__ = ["AuditCheckpoint", "AuditEntry", "AuditHead", "Audited",
            "ReviewMark", "RoleGrant", "BagBlock", "ClinicalAlert", "PendingResult",
            "BatchMasterRecord", "Counter", "DltEvent", "EscalationDecision", "ScreeningFinding",
            "SubjectScreening", "CustodyEvent", "Deviation", "Donor", "DonorTest",
-           "Equipment", "MaterialLot", "ProductBag", "QualificationRecord", "RecordedValue", "SIGNABLE", "Signable",
+           "Equipment", "LedgerDocument", "MaterialLot", "ProductBag", "QualificationRecord", "RecordedValue",
+           "SIGNABLE", "Signable",
            "Signature", "SignatureInvalidation", "SignatureSeal",
            "SopVersion", "StepExecution", "Subject", "UTCDateTime", "User", "utcnow"]

@@ -113,3 +113,24 @@ class EscalationDecision(Audited, Signable, Base):
                 "from_level": self.from_level, "recommendation": self.recommendation,
                 "recommended_level": self.recommended_level, "action": self.action, "level": self.level,
                 "reason": self.reason, "ledger": json.loads(self.ledger)}
+
+
+class LedgerDocument(Audited, Base):
+    """One issued revision of the cohort ledger as a signed PDF/A-3b (``services.ledger_documents``), stored once
+    with its sha256 and the sha256 of the ledger data it embeds, so that ``verify-pdf`` can check a filed copy.
+    Revisions are numbered from 1 in issue order; every revision stays available. Append-only."""
+
+    __tablename__ = "ledger_document"
+    __audit_omit__ = frozenset({"content"})  # the file is audited by its sha256
+
+    id: so.Mapped[IntPK]
+    revision: so.Mapped[int] = so.mapped_column(unique=True)
+    trial_config_version_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey("sop_version.id"))
+    filename: so.Mapped[str] = so.mapped_column(sa.String(120))
+    sha256: so.Mapped[str] = so.mapped_column(sa.String(64), index=True)
+    snapshot_sha256: so.Mapped[str] = so.mapped_column(sa.String(64))
+    pages: so.Mapped[int]
+    reason: so.Mapped[str] = so.mapped_column(sa.Text)
+    content: so.Mapped[bytes] = so.mapped_column(sa.LargeBinary, deferred=True)
+    created_at: so.Mapped[UTC]
+    created_by_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey("user_account.id"))

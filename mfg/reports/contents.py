@@ -51,6 +51,17 @@ def day(iso: str | None, tz: ZoneInfo) -> str:
     return display.local_date(moment(iso), tz)
 
 
+def dose_decision_line(subject: dict[str, Any] | None) -> str:
+    """The signed escalation decision that opened the batch's dose level, as the batch record and the certificate
+    print it: ``Dose level DL2 opened by escalation decision 2: escalate, Approved by Clara Coordinator
+    2026-12-07 10:00 UTC`` ("" for a batch without one, or a snapshot made before batches pinned it)."""
+    decision = (subject or {}).get("dose_decision")
+    if not decision:
+        return ""
+    return (f"Dose level {decision['level']} opened by escalation decision {decision['id']}: {decision['action']}, "
+            f"{decision['meaning']} {decision['printed_name']} {display.utc(moment(decision['signed_at']))}")
+
+
 # --- certificate of analysis ------------------------------------------------------------------------------
 
 
@@ -119,7 +130,8 @@ def certificate(snap: dict[str, Any]) -> dict[str, Any]:
         "subject": None if subject is None else {
             "code": subject["code"], "coi": subject["coi_eye_readable"], "coi_check": subject["coi_check"],
             "dose_level": subject["dose_level"], "dose_cells_per_kg": display.cells(subject["dose_cells_per_kg"]),
-            "weight_kg": subject["weight_kg"], "weight_measured_on": subject["weight_measured_on"] or ""},
+            "weight_kg": subject["weight_kg"], "weight_measured_on": subject["weight_measured_on"] or "",
+            "dose_decision": dose_decision_line(subject)},
         "bags": [{"division": b["division"], "product_code": b["product_code_data"], "volume_ml": b["volume_ml"],
                   "nk_cells": display.cells(b["nk_cells"]), "expires": when(b["expires_at"], tz)}
                  for b in snap["bags"]],

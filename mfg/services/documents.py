@@ -130,6 +130,7 @@ def render(kind: str, snap: dict[str, Any], *, revision: int, reason: str, demo:
                              generated_at=generated, charts=_charts(snap), audit=contents.audit_lines(snap),
                              when=lambda iso: contents.when(iso, tz), cells=display.cells, grouped=display.grouped,
                              header=header, watermark=demo, audit_position=position,
+                             dose_decision=contents.dose_decision_line(snap["subject"]),
                              title=f"{KINDS[kind]} {snap['batch']['lot']}")
         name = f"{kind}-snapshot.json"
     return pdfs.render_pdf(html, attachment=attachment, attachment_name=name,
@@ -376,10 +377,19 @@ def _changes_since_issue(session: Session, batch: Batch, stored: DocumentRevisio
 
 def _verify_qualification(session: Session, data: bytes, digest: str, check: pdfs.Verification,
                           summary: list[str]) -> FileCheck:
-    """An installation qualification report (``flask --app mfg qualify``) against its stored record."""
+    """An installation qualification report (``flask --app mfg qualify``) or a cohort ledger revision
+    (``ledger_documents``) against its stored record."""
+    from . import ledger_documents
+
     stored = session.scalar(sa.select(QualificationRecord).where(QualificationRecord.sha256 == digest))
     if stored is None:
-        return FileCheck(False, "the file is not a document this site stored", summary)
+        ledger = ledger_documents.verify_stored(session, digest, check.attachment)
+        if ledger is None:
+            return FileCheck(False, "the file is not a document this site stored", summary)
+        _, lines, problem = ledger
+        summary += lines
+        problem = problem or _audit_position(session, data, summary)
+        return FileCheck(problem is None, problem or "", summary)
     if check.attachment is None or pdfs.sha256_hex(check.attachment) != stored.snapshot_sha256:
         return FileCheck(False, "the embedded snapshot does not match the stored record", summary)
     outcome = "passed" if stored.passed else f"FAILED ({stored.failed})"

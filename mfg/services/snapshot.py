@@ -46,6 +46,7 @@ from . import (
     review,
     signatures,
     sops,
+    trial,
 )
 
 SNAPSHOT_FORMAT = "mfg.batch-snapshot/2"  # 2: audit_head is the sealed audit position (an anchor)
@@ -206,6 +207,7 @@ def batch_snapshot(session: Session, batch: Batch) -> dict[str, Any]:
     coi = isbt128.parse_coi(isbt128.COI_PREFIX + subject.coi) if subject is not None else None
     bag_divisions = {b.id: b.division for b in bags.of_batch(session, batch)}
     assigned = session.get(Signature, batch.dose_signature_id) if batch.dose_signature_id else None
+    opened = trial.get_decision(session, batch.escalation_decision_id)  # the decision pinned at start
     chart = [{"title": c.chart.title, "unit": c.chart.unit,
               "points": [{"label": p.label, "day": _number(p.day), "value": _number(p.value)} for p in c.points]}
              for c in growth.charts(session, batch)]
@@ -226,7 +228,12 @@ def batch_snapshot(session: Session, batch: Batch) -> dict[str, Any]:
             "dose_label": batch.dose_label,
             "dose_assigned": None if assigned is None else {
                 "meaning": MEANING_LABELS[Meaning(assigned.meaning)], "printed_name": assigned.printed_name,
-                "signed_at": iso_utc(assigned.signed_at), "content_sha256": assigned.content_sha256}},
+                "signed_at": iso_utc(assigned.signed_at), "content_sha256": assigned.content_sha256},
+            # the signed escalation decision that opened the dose level, pinned at start (None: a batch without)
+            "dose_decision": None if opened is None else {
+                "id": opened[0].id, "action": opened[0].action, "level": opened[0].level,
+                "printed_name": opened[1].printed_name, "signed_at": iso_utc(opened[1].signed_at),
+                "meaning": MEANING_LABELS[Meaning(opened[1].meaning)]}},
         "trial": None if config is None else {
             "trial_id": config.trial_id, "configuration": f"{config.code} v{config.version}",
             "product_code": config.product_description_code + config.donation_type,

@@ -14,7 +14,7 @@ from ..domain.signing import Meaning
 from ..domain.sop_schema import step_index
 from ..extensions import db
 from ..models import utcnow
-from ..services import batch_pages, batches, evaluation, review, signatures, starting, steps
+from ..services import batch_pages, batches, evaluation, review, signatures, starting, steps, trial
 from .forms import ConfirmForm, SignForm
 from .security import signed_action, signing_needs_username, stores_nothing, transaction
 from .step_fields import WIDGETS, raw_value, step_form_class
@@ -139,7 +139,9 @@ def start_product():
 def show(batch_id: int):
     batch = batches.get(db.session, batch_id)
     page = batch_pages.batch_page(db.session, batch, current_user._get_current_object())
+    opened = trial.get_decision(db.session, batch.escalation_decision_id)  # the decision pinned with the dose
     return render_template("batches/show.html", batch=batch, records=page.records, by_step=page.by_step,
+                           dose_decision=trial.decision_name(*opened) if opened else None,
                            open_refs=page.open_refs, progress=page.progress, deadlines=page.deadlines,
                            deviations=page.deviations, bags=page.bags, charts=page.charts, now=utcnow(),
                            next_open=page.current, waiting=page.waiting, stages=page.stages, version=page.version,
