@@ -420,3 +420,9 @@ def decide_escalation(actor: Person, *, levels: Sequence[str], current: str | No
         refusals.append(Refusal("state", f"the decision differs from the recommendation ({recommended or 'no level'}):"
                                          " give the reason"))
     return refusals
+
+
+def issue_ledger(actor: Person) -> list[Refusal]:
+    """The cohort ledger's signed PDF/A is issued by a clinical or QA user (the site key signs it; the issuer and the
+    reason are on record)."""
+    return _role(actor, "issue_ledger")

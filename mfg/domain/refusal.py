@@ -100,6 +100,7 @@ ROLES: dict[str, tuple[tuple[str, ...], str]] = {
     "manage_subjects": ((CLINICAL,), "recording subjects and donors"),
     "record_dlt": ((CLINICAL,), "recording an adverse event"),
     "decide_escalation": ((CLINICAL,), "signing an escalation decision"),
+    "issue_ledger": ((CLINICAL, QA), "issuing the cohort ledger document"),
     "manage_accounts": ((ADMIN,), "managing user accounts"),
     "confirm_role_grant": ((ADMIN, QA), "confirming a role grant"),
 }

@@ -131,7 +131,8 @@ def certificate(snap: dict[str, Any]) -> dict[str, Any]:
             "code": subject["code"], "coi": subject["coi_eye_readable"], "coi_check": subject["coi_check"],
             "dose_level": subject["dose_level"], "dose_cells_per_kg": display.cells(subject["dose_cells_per_kg"]),
             "weight_kg": subject["weight_kg"], "weight_measured_on": subject["weight_measured_on"] or "",
-            "dose_decision": dose_decision_line(subject)},
+            # absent without a decision: certificates issued before it existed compare unchanged
+            **({"dose_decision": line} if (line := dose_decision_line(subject)) else {})},
         "bags": [{"division": b["division"], "product_code": b["product_code_data"], "volume_ml": b["volume_ml"],
                   "nk_cells": display.cells(b["nk_cells"]), "expires": when(b["expires_at"], tz)}
                  for b in snap["bags"]],

@@ -25,7 +25,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from ..domain import display, escalation, inputs
+from ..domain import display, escalation, guards, inputs
 from ..domain.audit_chain import Anchor, anchor_keyword
 from ..domain.canonical import canonical_json
 from ..domain.errors import NotFound, ValidationFailed
@@ -160,6 +160,7 @@ def issue_ledger(session: Session, *, site: pdfs.SiteSigner, demo: bool, user: U
     """Render the cohort ledger as it is now, sign it with the site key and store it as the next revision
     (flushes; audited; in the caller's transaction, which holds the trial's lock until it commits, so the
     revision shows every decision signed before it and its number is the next one)."""
+    guards.enforce(guards.issue_ledger(guards.person(user)))
     reason = inputs.text("reason", reason)
     if not reason:
         raise ValidationFailed("Issuing the cohort ledger needs a reason.")

@@ -229,11 +229,12 @@ def batch_snapshot(session: Session, batch: Batch) -> dict[str, Any]:
             "dose_assigned": None if assigned is None else {
                 "meaning": MEANING_LABELS[Meaning(assigned.meaning)], "printed_name": assigned.printed_name,
                 "signed_at": iso_utc(assigned.signed_at), "content_sha256": assigned.content_sha256},
-            # the signed escalation decision that opened the dose level, pinned at start (None: a batch without)
-            "dose_decision": None if opened is None else {
+            # the signed escalation decision that opened the dose level, pinned at start; absent for a batch without
+            # one, so that the documents issued before it existed compare unchanged (``changes since issue``)
+            **({} if opened is None else {"dose_decision": {
                 "id": opened[0].id, "action": opened[0].action, "level": opened[0].level,
                 "printed_name": opened[1].printed_name, "signed_at": iso_utc(opened[1].signed_at),
-                "meaning": MEANING_LABELS[Meaning(opened[1].meaning)]}},
+                "meaning": MEANING_LABELS[Meaning(opened[1].meaning)]}})},
         "trial": None if config is None else {
             "trial_id": config.trial_id, "configuration": f"{config.code} v{config.version}",
             "product_code": config.product_description_code + config.donation_type,

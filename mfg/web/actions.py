@@ -126,6 +126,7 @@ GUARDS: dict[str, tuple[str, Guard]] = {
         db.session, _user(), clinical.get_subject(db.session, subject_id))),
     "trial.record_event": ("record_dlt", lambda: guards.role_refusals("record_dlt", _person())),
     "trial.decide": ("decide_escalation", lambda: trial.guard_decide(db.session, _user())),
+    "trial.issue": ("issue_ledger", lambda: guards.issue_ledger(_person())),
     "admin.create_user": ("manage_accounts", lambda: guards.manage_accounts(_person())),
     "admin.user_action": ("manage_accounts", lambda user_id, action: (
         guards.edit_account(_person(), target_id=user_id) if action == "edit" else guards.manage_accounts(_person()))),

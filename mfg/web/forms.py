@@ -295,3 +295,9 @@ class DecisionForm(SignForm):
     reason = StringField("Reason (needed when the decision differs from the recommendation)",
                          validators=[Optional()])
     based_on = HiddenField()
+
+
+class LedgerIssueForm(PolicyForm):
+    """Issue the cohort ledger as a signed PDF/A: why it is issued now (the site key signs it)."""
+
+    reason = StringField("Reason for issue", validators=[DataRequired("Say why the ledger is issued now.")])

@@ -3,15 +3,17 @@ adverse events, the safety review's signed decisions and the ledger's signed PDF
 
 from __future__ import annotations
 
-from flask import Blueprint, flash, redirect, render_template, url_for
+from flask import Blueprint, Response, current_app, flash, redirect, render_template, url_for
 from flask_login import current_user, login_required
 
 from ..domain import escalation
+from ..domain.errors import DomainError
 from ..domain.signing import Meaning
 from ..extensions import db
-from ..services import clinical, trial
-from .forms import CHOOSE, DecisionForm, DltEventForm
-from .security import roles_required, signed_action, signing_needs_username
+from ..services import clinical, ledger_documents, trial
+from .documents import site_signer
+from .forms import CHOOSE, DecisionForm, DltEventForm, LedgerIssueForm
+from .security import roles_required, signed_action, signing_needs_username, transaction
 
 bp = Blueprint("trial", __name__, url_prefix="/trial")
 
@@ -33,13 +35,16 @@ def _decision_form(book: trial.Ledger | None) -> DecisionForm:
     return form
 
 
-def _page(event_form: DltEventForm | None = None, decision_form: DecisionForm | None = None, status: int = 200):
+def _page(event_form: DltEventForm | None = None, decision_form: DecisionForm | None = None,
+          issue_form: LedgerIssueForm | None = None, status: int = 200):
     book = trial.ledger(db.session)
     boundaries = (escalation.boin_boundaries(book.design.target_dlt_rate)
                   if book is not None and book.design.target_dlt_rate is not None else None)
     return render_template("trial/ledger.html", book=book, boundaries=boundaries,
                            event_form=event_form or _event_form(book),
                            decision_form=decision_form or _decision_form(book),
+                           issue_form=issue_form or LedgerIssueForm(prefix="issue"),
+                           revisions=ledger_documents.ledger_documents(db.session),
                            needs_username=signing_needs_username(), approved=Meaning.APPROVED,
                            performed=Meaning.PERFORMED), status
 
@@ -92,3 +97,32 @@ def decide():
     return _page(decision_form=form, status=400)
 
 
+
+
+@bp.route("/documents", methods=["POST"])
+@login_required
+def issue():
+    """Issue the ledger as it is now as a signed PDF/A revision (the site key signs it; issuer and reason on record)."""
+    form = LedgerIssueForm(prefix="issue")
+    if form.validate_on_submit():
+        try:
+            with transaction():
+                record, _ = ledger_documents.issue_ledger(
+                    db.session, site=site_signer(), demo=bool(current_app.config["DEMO"]),
+                    user=current_user._get_current_object(), reason=form.reason.data)
+                revision = record.revision
+        except DomainError as exc:
+            form.form_errors.extend(exc.problems)
+        else:
+            flash(f"Cohort ledger revision {revision} issued and signed with the site key.", "success")
+            return redirect(url_for("trial.ledger"))
+    return _page(issue_form=form, status=400)
+
+
+@bp.route("/documents/<int:document_id>.pdf")
+@roles_required("clinical", "qa")
+def download(document_id: int):
+    document = ledger_documents.get_ledger_document(db.session, document_id)
+    return Response(document.content, mimetype="application/pdf",
+                    headers={"Content-Disposition": f'attachment; filename="{document.filename}"',
+                             "X-Content-SHA256": document.sha256})

@@ -45,6 +45,7 @@ from mfg.models import (
     Equipment,
     EscalationDecision,
     FormSubmission,
+    LedgerDocument,
     MaterialLot,
     RecordedValue,
     ReviewMark,
@@ -477,6 +478,12 @@ def _trial_decide(app, w) -> Race:
                 lambda: _count(EscalationDecision))
 
 
+def _trial_issue(app, w) -> Race:
+    """The cohort ledger issued as a signed PDF/A revision."""
+    return Race("clara", "Clara Coordinator", "/trial/documents", {"issue-reason": "safety review meeting"},
+                lambda: _count(LedgerDocument))
+
+
 # In order: a scenario may use what an earlier one made (the equipment, the loaded master record, the deviation).
 SCENARIOS: dict[str, Callable] = {
     "admin.create_user": _admin_create_user, "admin.user_action": _admin_user_action,
@@ -492,7 +499,7 @@ SCENARIOS: dict[str, Callable] = {
     "clinical.eligibility": _clinical_eligibility, "documents.print_labels": _documents_print_labels,
     "custody.handoff": _custody_handoff,
     "custody.bedside": _custody_bedside,
-    "trial.record_event": _trial_record_event, "trial.decide": _trial_decide,
+    "trial.record_event": _trial_record_event, "trial.decide": _trial_decide, "trial.issue": _trial_issue,
     "review.open_deviation": _review_open_deviation, "review.investigate": _review_investigate,
     "review.close_deviation": _review_close_deviation, "review.decide": _review_decide,
     "clinical.assign_dose": _clinical_assign_dose,

@@ -98,3 +98,25 @@ def test_qa_reads_the_ledger_and_signs_nothing_there_an_operator_cannot_open_it(
     client.post("/auth/logout")
     login("olivia")
     assert client.get("/trial/").status_code == 403
+
+
+def test_the_ledger_is_issued_as_a_signed_pdf_and_downloaded(trial_app, site_certificate, client, login):
+    """Clinical or QA issue it with a reason (the service's tests check its content and signature:
+    tests/reports/test_cohort_ledger_pdf.py); an operator cannot; the revision is listed and downloads as issued."""
+    login("olivia")
+    assert client.post("/trial/documents", data={"issue-reason": "meeting"}).status_code == 403
+    client.post("/auth/logout")
+    login("quinn")
+    refused = client.post("/trial/documents", data={"issue-reason": ""})
+    assert refused.status_code == 400 and "Say why the ledger is issued now." in _text(refused)
+    assert client.post("/trial/documents", data={"issue-reason": "safety review meeting"}).status_code == 302
+    page = client.get("/trial/")
+    assert "Cohort ledger revision 1 issued and signed with the site key." in _text(page)
+    link = re.search(r'href="(/trial/documents/\d+\.pdf)"', page.get_data(as_text=True)).group(1)
+    pdf = client.get(link)
+    assert pdf.status_code == 200 and pdf.mimetype == "application/pdf" and pdf.data.startswith(b"%PDF")
+    with trial_app.app_context():
+        from mfg.models import LedgerDocument
+
+        stored = db.session.scalar(sa.select(LedgerDocument))
+        assert (stored.revision, stored.reason, stored.content) == (1, "safety review meeting", pdf.data)
