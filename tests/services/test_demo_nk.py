@@ -286,7 +286,10 @@ def test_a_fresh_demo_instance_has_everything_and_runs_the_whole_demo_batch(app,
     first = runner.invoke(args=["init", "--demo"])
     assert first.exit_code == 0, first.output
     assert "loaded and approved NK-FORMULATE v1" in first.output and "CNT-01" in first.output
-    assert "created demo subject: NK-001 (62.4 kg, DL2, donor NK-DONOR-001)" in first.output
+    # the first cohort at the start level, then the demo subject in the second (issue [3.7] item 8)
+    assert ("created demo subject: NK-011 (62.4 kg, DL1, donor NK-DONOR-001), NK-012 (62.4 kg, DL1, donor "
+            "NK-DONOR-001), NK-013 (62.4 kg, DL1, donor NK-DONOR-001), NK-001 (62.4 kg, DL2, donor NK-DONOR-001)"
+            in first.output)
     second = runner.invoke(args=["init", "--demo"])
     assert second.exit_code == 0 and "created" not in second.output, second.output
 
