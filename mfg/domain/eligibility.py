@@ -10,7 +10,7 @@ naming its criterion. ``guards.enrol_subject`` refuses enrolment with those reas
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date
 from decimal import Decimal
 
@@ -60,9 +60,21 @@ def number_text(value: Decimal | float) -> str:
     return text
 
 
-_AGE = inputs.Number("Age", places=0, unit="years", maximum=Decimal(150))
-_ECOG = inputs.Number("ECOG performance status", places=0, maximum=Decimal(5))
-_FIRST = inputs.DateRange("Planned first treatment", years_back=1, years_ahead=1)
+def _number_rule(name: str, label: str | None = None) -> inputs.Number:
+    rule = inputs.rule(name)
+    assert isinstance(rule, inputs.Number)
+    return rule if label is None else replace(rule, label=label)
+
+
+def _day_rule(name: str, label: str | None = None) -> inputs.DateRange:
+    rule = inputs.rule(name)
+    assert isinstance(rule, inputs.DateRange)
+    return rule if label is None else replace(rule, label=label)
+
+
+_AGE = _number_rule("age_years")
+_ECOG = _number_rule("ecog")
+_FIRST = _day_rule("first_treatment_on")
 
 
 def _clean_number(rule: inputs.Number, text: str, problems: list[str]) -> Decimal | None:
@@ -95,16 +107,15 @@ def _read_lab(criterion: LabCriterion, typed: tuple[str, str, date | str | None]
     if not value_text and not uln_text and blank_day:
         return None  # not recorded
     before = len(problems)
-    value = _clean_number(inputs.Number(f"{criterion.label} ({criterion.unit})", places=6,
-                                        maximum=Decimal(10) ** 9), value_text, problems)
+    value = _clean_number(_number_rule("lab_value", f"{criterion.label} ({criterion.unit})"), value_text, problems)
     uln: Decimal | None = None
     if criterion.uln:
         if uln_text:
-            uln = _clean_number(inputs.Number(f"{criterion.label}: ULN ({criterion.unit})", places=6,
-                                              maximum=Decimal(10) ** 9), uln_text, problems)
+            uln = _clean_number(_number_rule("lab_uln", f"{criterion.label}: ULN ({criterion.unit})"), uln_text,
+                                problems)
     elif uln_text:
         problems.append(f"{criterion.label}: its limit is absolute; leave the ULN empty")
-    day = _clean_day(inputs.DateRange(f"{criterion.label}: measured on", years_back=1), measured, today, problems)
+    day = _clean_day(_day_rule("lab_measured_on", f"{criterion.label}: measured on"), measured, today, problems)
     if len(problems) > before or value is None or day is None:
         return None
     return LabEntry(value=value, uln=uln, measured_on=day)
@@ -212,16 +223,20 @@ def problems(config: SubjectEligibility, screening: Screening, *, today: date) -
     return found
 
 
+def limit_text(criterion: LabCriterion) -> str:
+    """``criterion``'s limit as the screen and the signature show it: "≥ 50 10^9/L", "≤ 3 × ULN"."""
+    limits = []
+    if criterion.min is not None:
+        limits.append(f"≥ {number_text(criterion.min)} {criterion.unit}")
+    if criterion.max is not None:
+        limits.append(f"≤ {number_text(criterion.max)} × ULN" if criterion.uln
+                      else f"≤ {number_text(criterion.max)} {criterion.unit}")
+    return " and ".join(limits)
+
+
 def criteria_checked(config: SubjectEligibility) -> str:
     """The criteria a screening was checked against, as the enrolment signature lists them."""
-    labs = []
-    for c in config.labs:
-        limits = []
-        if c.min is not None:
-            limits.append(f"≥ {number_text(c.min)} {c.unit}")
-        if c.max is not None:
-            limits.append(f"≤ {number_text(c.max)} × ULN" if c.uln else f"≤ {number_text(c.max)} {c.unit}")
-        labs.append(f"{c.label} {' '.join(limits)}" + (f" [{c.group}]" if c.group else ""))
+    labs = [f"{c.label} {limit_text(c)}" + (f" [{c.group}]" if c.group else "") for c in config.labs]
     exclusions = "; ".join(f"{e.question} no" for e in config.exclusions)
     return (f"eligible: age {config.age_years.min}-{config.age_years.max} years; ECOG ≤ {config.ecog_max}; "
             f"labs within {config.lab_window_days} days before first treatment: {'; '.join(labs)}"
