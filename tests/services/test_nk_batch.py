@@ -94,14 +94,14 @@ def test_a_trial_configuration_that_names_no_product_records_opens_no_batch(nk, 
     """The product's master records come from the trial configuration, not from code: a new version that
     names none, approved, opens no batch."""
     session = nk["session"]
-    text = (sops_dir / "trial" / "NK-TRIAL_v4.yaml").read_text().replace("version: 4\n", "version: 5\n")
-    (sops_dir / "trial" / "NK-TRIAL_v5.yaml").write_text(
+    text = (sops_dir / "trial" / "NK-TRIAL_v4.yaml").read_text().replace("version: 4\n", "version: 6\n")
+    (sops_dir / "trial" / "NK-TRIAL_v6.yaml").write_text(
         text.replace("product_master_records: [NK-INTAKE, NK-EXPAND, NK-FORMULATE, NK-RELEASE]\n", ""))
     version = sops.load_directory(session, sops_dir, loader=session.merge(make_user("lou", "qa"))).loaded[0]
     sops.approve(session, version, site_timezone="UTC",
                  signer=nk["approver"], password=PASSWORD, username=None, require_username=False)
     session.commit()
-    with pytest.raises(ValidationFailed, match="NK-TRIAL v5 names no master records for the product"):
+    with pytest.raises(ValidationFailed, match="NK-TRIAL v6 names no master records for the product"):
         _open(nk)
 
 
