@@ -234,3 +234,41 @@ def open_level(session, clinical_user, level: str, password: str = PASSWORD) -> 
     from mfg.demo.nk_batch import open_dose_level
 
     open_dose_level(session, clinical_user, password, level)
+
+
+def eligible_enrolment(session, today=None) -> dict:  # noqa: ANN001 - a Session and a date
+    """The screening arguments of ``clinical.enrol_subject`` for an eligible subject under the effective trial
+    configuration, signed by the enrolling user with ``PASSWORD`` (none when it sets no subject eligibility)."""
+    from datetime import date
+
+    from mfg.demo.nk_batch import eligible_screening
+    from mfg.services import sops
+
+    criteria = sops.trial_configuration(session).subject_eligibility
+    if criteria is None:
+        return {}
+    return {"screening": eligible_screening(criteria, today or date.today()), "password": PASSWORD,
+            "username": None, "require_username": False}
+
+
+def enrolment_form(session, today=None, prefix: str = "subject") -> dict[str, str]:  # noqa: ANN001
+    """The enrolment form's screening fields for an eligible subject under the effective trial configuration
+    (none when it sets no subject eligibility); the caller adds code, donor, weight and the password."""
+    from datetime import date
+
+    from mfg.demo.nk_batch import eligible_screening
+    from mfg.services import sops
+
+    criteria = sops.trial_configuration(session).subject_eligibility
+    if criteria is None:
+        return {}
+    screening = eligible_screening(criteria, today or date.today())
+    data = {f"{prefix}-age_years": screening.age_years, f"{prefix}-ecog": screening.ecog,
+            f"{prefix}-first_treatment_on": str(screening.first_treatment_on)}
+    for code, (value, uln, measured_on) in screening.labs.items():
+        data[f"{prefix}-lab_{code}_value"] = value
+        data[f"{prefix}-lab_{code}_uln"] = uln
+        data[f"{prefix}-lab_{code}_on"] = str(measured_on or "")
+    for code, answer in screening.exclusions.items():
+        data[f"{prefix}-exclusion_{code}"] = "yes" if answer else "no"
+    return data

@@ -57,8 +57,10 @@ from sqlalchemy.orm import Session, object_session
 
 from ..domain import dose, isbt128, sequence
 from ..domain.calc import round_half_up
+from ..domain.eligibility import ScreeningEntry
 from ..domain.errors import ValidationFailed
 from ..domain.sop_schema import MasterRecord, ScanField, Step, step_index
+from ..domain.trial_config import SubjectEligibility
 from ..models import Batch, Donor, Equipment, MaterialLot, RecordedValue, Subject, User, utcnow
 from ..services import audit, batches, clinical, evaluation, masterdata, sops, starting, steps, trial
 from ..services import bags as bag_service
@@ -69,6 +71,7 @@ __all__ = [
     "DemoContext",
     "PlannedStep",
     "continue_nk_batch",
+    "eligible_screening",
     "entry_for",
     "equipment_identifier",
     "lot_number",
@@ -211,6 +214,29 @@ def _acting_as(session: Session, user: User) -> Iterator[None]:
             session.info[audit.ACTOR_KEY] = previous
 
 
+# The demo subject's screening (DEMO values): lab value and the laboratory's ULN (empty for an absolute limit).
+DEMO_LABS = {"anc": ("3.2", ""), "haemoglobin": ("11.8", ""), "platelets": ("180", ""), "alt": ("32", "40"),
+             "ast": ("28", "40"), "bilirubin": ("12", "21"), "inr": ("1.0", "1.2"), "creatinine": ("80", "110"),
+             "creatinine_clearance": ("95", ""), "corrected_calcium": ("2.35", ""), "lvef": ("60", "")}
+DEMO_AGE_YEARS, DEMO_ECOG = "54", "1"
+
+
+def eligible_screening(config: SubjectEligibility, today: date) -> ScreeningEntry:
+    """A screening that meets ``config`` on ``today``: every lab measured the day before, the first treatment
+    the day after, every exclusion answered "no" (DEMO values; a criterion the demo does not know gets a value
+    well inside its limit)."""
+    labs: dict[str, tuple[str, str, date | str | None]] = {}
+    for criterion in config.labs:
+        value, uln = DEMO_LABS.get(criterion.code, ("", ""))
+        if not value:
+            limit = Decimal(str(criterion.min if criterion.min is not None else criterion.max))
+            value = str(limit * 2 if criterion.min is not None else limit / 2)
+            uln = "1" if criterion.uln else ""
+        labs[criterion.code] = (value, uln, today - timedelta(days=1))
+    return ScreeningEntry(age_years=DEMO_AGE_YEARS, ecog=DEMO_ECOG, first_treatment_on=today + timedelta(days=1),
+                          labs=labs, exclusions={e.code: False for e in config.exclusions})
+
+
 def seed_demo_subject(session: Session, clinical_user: User, password: str, *, code: str = DEMO_SUBJECT,
                       dose_level: str | None = DEMO_DOSE_LEVEL, today: date | None = None) -> Subject:
     """The eligible demo donor and subject ``code`` (``NK-001`` by default: 62.4 kg, dose level DL2 signed by
@@ -234,8 +260,11 @@ def seed_demo_subject(session: Session, clinical_user: User, password: str, *, c
                          "specimen drawn within 7 days before collection."))
         subject = session.scalar(sa.select(Subject).where(Subject.code == code))
         if subject is None:
-            subject = clinical.enrol_subject(session, code=code, donor=donor, weight_kg=DEMO_WEIGHT_KG,
-                                             measured_on=today or date.today(), user=clinical_user)
+            criteria = sops.trial_configuration(session).subject_eligibility
+            subject = clinical.enrol_subject(
+                session, code=code, donor=donor, weight_kg=DEMO_WEIGHT_KG, measured_on=today or date.today(),
+                user=clinical_user, password=password, username=clinical_user.username, require_username=True,
+                screening=eligible_screening(criteria, date.today()) if criteria is not None else None)
         if dose_level is not None and (subject.dose_level != dose_level or subject.dose_signature_id is None):
             open_dose_level(session, clinical_user, password, dose_level)
             clinical.assign_dose_level(session, subject, level=dose_level, signer=clinical_user,

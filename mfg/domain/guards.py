@@ -305,6 +305,19 @@ def manage_subjects(actor: Person) -> list[Refusal]:
     return _role(actor, "manage_subjects")
 
 
+def enrol_subject(actor: Person, *, enrolled: int, max_subjects: int | None,
+                  eligibility_problems: Sequence[str] = ()) -> list[Refusal]:
+    """Enrol a subject: every reason the screening shows the subject not eligible (``domain.eligibility``,
+    each naming its criterion), and the trial's cap on subjects (``escalation.max_subjects``; None: the
+    configuration sets none) against every subject ``enrolled`` so far."""
+    refusals = _role(actor, "manage_subjects")
+    refusals += [Refusal("state", problem) for problem in eligibility_problems]
+    if max_subjects is not None and enrolled >= max_subjects:
+        refusals.append(Refusal("state", f"the trial enrols at most {max_subjects} subjects "
+                                         f"(escalation.max_subjects); {enrolled} are enrolled: subject refused"))
+    return refusals
+
+
 def manage_accounts(actor: Person) -> list[Refusal]:
     return _role(actor, "manage_accounts")
 

@@ -308,6 +308,13 @@ RULES: dict[str, Rule] = {
     "weight_kg": Number("Weight", places=2, unit="kg", above=Decimal(0), maximum=Decimal(400)),
     "measured_on": DateRange("Weighed on", years_back=10),
     "specimen_date": DateRange("Specimen drawn on", years_back=10),
+    # the subject's eligibility screening (domain.eligibility names each lab value by its criterion)
+    "age_years": Number("Age", places=0, unit="years", maximum=Decimal(150)),
+    "ecog": Number("ECOG performance status", places=0, maximum=Decimal(5)),
+    "first_treatment_on": DateRange("Planned first treatment", years_back=1, years_ahead=1),
+    "lab_value": Number("Value", places=6, maximum=Decimal(10) ** 9),
+    "lab_uln": Number("ULN", places=6, maximum=Decimal(10) ** 9),
+    "lab_measured_on": DateRange("Measured on", years_back=1),
     # master data
     "identifier": Identifier("Equipment identifier", 60, LABEL),
     "equipment_type": Text("Equipment type", 100),

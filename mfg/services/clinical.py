@@ -2,16 +2,29 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import date
 from typing import cast
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from ..domain import guards, inputs, isbt128
+from ..domain import eligibility, guards, inputs, isbt128
 from ..domain.errors import ConflictError, NotFound, ValidationFailed
 from ..domain.signing import Meaning
-from ..models import Batch, Donor, DonorTest, Signature, SignatureInvalidation, Subject, User, utcnow
+from ..domain.trial_config import SubjectEligibility, TrialConfiguration
+from ..models import (
+    Batch,
+    Donor,
+    DonorTest,
+    ScreeningFinding,
+    Signature,
+    SignatureInvalidation,
+    Subject,
+    SubjectScreening,
+    User,
+    utcnow,
+)
 from . import audit, rows, sequences, signatures, sops, trial
 
 CLINICAL = "clinical"
@@ -147,21 +160,94 @@ def allocate_din(session: Session, fin: str) -> isbt128.Din:
     return isbt128.make_din(fin, year, sequences.next_value(session, f"din:{fin}:{year:02d}"))
 
 
-def enrol_subject(session: Session, *, code: str, donor: Donor, weight_kg: str, measured_on: date,
-                  user: User) -> Subject:
+def enrolled_count(session: Session) -> int:
+    """Every subject enrolled so far (what the trial's ``escalation.max_subjects`` caps)."""
+    return session.scalar(sa.select(sa.func.count()).select_from(Subject)) or 0
+
+
+def guard_enrol_subject(session: Session, user: User, *,
+                        eligibility_problems: Sequence[str] = ()) -> list[guards.Refusal]:
+    """Whether ``user`` may enrol a subject now (the screen asks it without a screening: role and cap)."""
+    try:
+        config: TrialConfiguration | None = sops.trial_configuration(session)
+    except ValidationFailed:
+        config = None
+    cap = config.escalation.max_subjects if config is not None and config.escalation is not None else None
+    return guards.enrol_subject(guards.person(user), enrolled=enrolled_count(session) if cap is not None else 0,
+                                max_subjects=cap, eligibility_problems=eligibility_problems)
+
+
+def _screening_findings(criteria: SubjectEligibility, screening: eligibility.Screening) -> list[ScreeningFinding]:
+    findings = [ScreeningFinding(code=c.code, label=c.label, unit=c.unit, value=lab.value, uln=lab.uln,
+                                 measured_on=lab.measured_on)
+                for c in criteria.labs if (lab := screening.labs.get(c.code)) is not None]
+    findings += [ScreeningFinding(code=e.code, label=e.question, answer=screening.exclusions.get(e.code))
+                 for e in criteria.exclusions]
+    return findings
+
+
+def enrol_subject(session: Session, *, code: str, donor: Donor, weight_kg: str, measured_on: date, user: User,
+                  screening: eligibility.ScreeningEntry | None = None, password: str | None = None,
+                  username: str | None = None, require_username: bool = True) -> Subject:
+    """Enrol a subject with a new chain-of-identity id. When the effective trial configuration sets
+    ``subject_eligibility`` (NK-TRIAL v5 on), the eligibility ``screening`` is required, checked
+    (``guards.enrol_subject``: every criterion not met, named; the cap of ``escalation.max_subjects``) and
+    stored with every finding, signed "Approved by" by ``user`` with ``password`` (the comment lists the
+    criteria checked). Enrolments run one after the other (the configuration version's row lock), so two
+    racing for the last place cannot both have it."""
     _require_clinical(user)
+    today = date.today()
     code = _code(code, "subject_code")
     weight = inputs.number("weight_kg", weight_kg)
-    inputs.day("measured_on", measured_on, today=date.today())
+    inputs.day("measured_on", measured_on, today=today)
+    version = sops.trial_configuration_version(session)
+    config = sops.trial_configuration(session)
+    criteria = config.subject_eligibility
+    read: eligibility.Screening | None = None
+    if criteria is not None:
+        if screening is None:
+            raise ValidationFailed(f"{config.code} v{config.version} sets subject eligibility: enter the screening "
+                                   "(age, ECOG, first treatment date, lab values, exclusions)")
+        read, malformed = eligibility.read(criteria, screening, today=today)
+        if not password:
+            malformed.append("Re-enter your password to sign the enrolment.")
+        if malformed:
+            raise ValidationFailed(*malformed)
+        assert read is not None
+    elif screening is not None:
+        raise ValidationFailed(f"{config.code} v{config.version} sets no subject eligibility: no screening is "
+                               "recorded")
+    rows.lock(session, version)  # enrolments one after the other: the count below is the true one
+    problems = eligibility.problems(criteria, read, today=today) if criteria is not None and read is not None else []
+    guards.enforce(guard_enrol_subject(session, user, eligibility_problems=problems))
+    credentials = None
+    if criteria is not None:
+        credentials = signatures.authenticate(user, password=password or "", username=username,
+                                              require_username=require_username)  # before the first write
     if session.scalar(sa.select(Subject).where(Subject.code == code)):
         raise ConflictError(f"subject {code} is already enrolled")
-    config = sops.trial_configuration(session)
     coi = allocate_coi(session, config.facility_identification_number)
     subject = Subject(code=code, coi=coi.text, donor_id=donor.id, weight_kg=weight, weight_measured_on=measured_on,
                       enrolled_by_id=user.id)
     session.add(subject)
     audit.flush(session, reason="subject enrolled")
+    if criteria is not None and read is not None:
+        record = SubjectScreening(subject_id=subject.id, trial_config_version_id=version.id,
+                                  age_years=read.age_years, ecog=read.ecog,
+                                  first_treatment_on=read.first_treatment_on, recorded_by_id=user.id,
+                                  findings=_screening_findings(criteria, read))
+        session.add(record)
+        audit.flush(session, reason="subject eligibility screening recorded")
+        signatures.sign(session, signer=user, credentials=credentials, meaning=Meaning.APPROVED, record=record,
+                        comment=f"{config.code} v{config.version} {eligibility.criteria_checked(criteria)}")
+        audit.flush(session, reason="subject eligibility screening signed")
     return subject
+
+
+def screening_of(session: Session, subject: Subject) -> SubjectScreening | None:
+    """The eligibility screening ``subject`` was enrolled on (None: enrolled under a configuration without
+    subject eligibility)."""
+    return session.scalar(sa.select(SubjectScreening).where(SubjectScreening.subject_id == subject.id))
 
 
 def subject_batches(session: Session, subject: Subject) -> list[tuple[str, str]]:

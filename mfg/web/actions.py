@@ -118,7 +118,7 @@ GUARDS: dict[str, tuple[str, Guard]] = {
     "masterdata.equipment_status": ("manage_master_data", lambda equipment_id: guards.manage_master_data(_person())),
     "masterdata.lot_status": ("manage_master_data", lambda lot_id: guards.manage_master_data(_person())),
     "clinical.add_donor": ("manage_subjects", lambda: clinical.guard_subjects(db.session, _user())),
-    "clinical.add_subject": ("manage_subjects", lambda: clinical.guard_subjects(db.session, _user())),
+    "clinical.add_subject": ("manage_subjects", lambda: clinical.guard_enrol_subject(db.session, _user())),
     "clinical.add_test": ("manage_subjects", lambda donor_id: clinical.guard_subjects(db.session, _user())),
     "clinical.add_panel": ("manage_subjects", lambda donor_id: clinical.guard_subjects(db.session, _user())),
     "clinical.eligibility": ("manage_subjects", lambda donor_id: clinical.guard_subjects(db.session, _user())),

@@ -6,18 +6,35 @@ from flask import Blueprint, flash, redirect, render_template, url_for
 from flask_login import current_user, login_required
 
 from ..domain import isbt128
+from ..domain.eligibility import limit_text, number_text
 from ..domain.errors import DomainError
 from ..domain.signing import Meaning
 from ..extensions import db
 from ..services import clinical, signatures, sops, trial
-from .forms import DonorForm, DonorTestForm, EligibilityForm, SignForm, SubjectForm, donor_panel_form
+from .forms import (
+    DonorForm,
+    DonorTestForm,
+    EligibilityForm,
+    ScreeningForm,
+    SignForm,
+    SubjectForm,
+    donor_panel_form,
+    subject_form,
+)
 from .security import signed_action, signing_needs_username, transaction
 
 bp = Blueprint("clinical", __name__, url_prefix="/clinical")
 
 
+def _criteria():  # noqa: ANN202 - the effective configuration's SubjectEligibility, or None
+    try:
+        return sops.trial_configuration(db.session).subject_eligibility
+    except DomainError:
+        return None
+
+
 def _subject_form() -> SubjectForm:
-    form = SubjectForm(prefix="subject")
+    form = subject_form(_criteria(), prefix="subject")
     form.donor_id.choices = [(d.id, f"{d.code} ({d.eligibility})") for d in clinical.list_donors(db.session)]
     return form
 
@@ -35,7 +52,8 @@ def _index(subject_form=None, donor_form=None, status=200):
     return render_template("clinical/index.html", subjects=subjects, q=text, state=state, states=states,
                            batches_of=clinical.batches_by_subject(db.session, subjects),
                            donors=clinical.list_donors(db.session), subject_form=subject_form or _subject_form(),
-                           donor_form=donor_form or DonorForm(prefix="donor")), status
+                           donor_form=donor_form or DonorForm(prefix="donor"), needs_username=signing_needs_username(),
+                           limit_text=limit_text, meaning=Meaning.APPROVED), status
 
 
 @bp.route("/")
@@ -70,10 +88,23 @@ def add_donor():
 def add_subject():
     form = _subject_form()
     if form.validate_on_submit():
-        subject = _run(lambda: clinical.enrol_subject(
-            db.session, code=form.code.data, donor=clinical.get_donor(db.session, form.donor_id.data),
-            weight_kg=form.weight_kg.data, measured_on=form.measured_on.data,
-            user=current_user._get_current_object()), form)
+        user = current_user._get_current_object()
+
+        def enrol():  # noqa: ANN202 - the Subject
+            return clinical.enrol_subject(
+                db.session, code=form.code.data, donor=clinical.get_donor(db.session, form.donor_id.data),
+                weight_kg=form.weight_kg.data, measured_on=form.measured_on.data, user=user,
+                **({"screening": form.screening(), "password": form.password.data, "username": form.username.data,
+                    "require_username": signing_needs_username()} if isinstance(form, ScreeningForm) else {}))
+
+        if isinstance(form, ScreeningForm):  # signed: a wrong password is counted, a lock-out signs out
+            outcome = signed_action(enrol)
+            if outcome.locked_out:
+                return redirect(url_for("auth.login"))
+            subject = outcome.value
+            form.form_errors.extend(outcome.problems)
+        else:
+            subject = _run(enrol, form)
         if subject is not None:
             flash(f"Subject {subject.code} enrolled with chain-of-identity id {subject.coi}.", "success")
             return redirect(url_for("clinical.subject", subject_id=subject.id))
@@ -150,7 +181,10 @@ def _subject_page(subject, form=None, problems=(), status=200, chosen_level: str
     levels = [level for level in levels
               if not clinical.guard_assign_dose_level(db.session, user, subject, level.code)] if levels else []
     opened = trial.get_decision(db.session, subject.escalation_decision_id)
-    return render_template("clinical/subject.html", subject=subject, coi=coi, levels=levels,
+    screening = clinical.screening_of(db.session, subject)
+    return render_template("clinical/subject.html", subject=subject, coi=coi, levels=levels, screening=screening,
+                           screening_signatures=signatures.for_record(db.session, screening) if screening else [],
+                           number_text=number_text,
                            opened=trial.decision_name(*opened) if opened else None,
                            batches=clinical.batches_of(db.session, subject),
                            signatures=signatures.for_record(db.session, subject), form=form or SignForm(),

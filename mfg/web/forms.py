@@ -19,6 +19,7 @@ from wtforms import (
     HiddenField,
     IntegerField,
     PasswordField,
+    RadioField,
     SelectField,
     SelectMultipleField,
     StringField,
@@ -32,7 +33,9 @@ from wtforms.widgets import CheckboxInput, ListWidget
 
 from ..domain import inputs
 from ..domain.accounts import ROLE_LABELS
+from ..domain.eligibility import ScreeningEntry
 from ..domain.errors import ValidationFailed
+from ..domain.trial_config import SubjectEligibility
 from ..services.clinical import ABO_RH
 from ..services.clinical import RESULTS as DONOR_RESULTS
 
@@ -267,6 +270,70 @@ class SubjectForm(PolicyForm):
     weight_kg = StringField("Weight (kg)", validators=[DataRequired()],
                             render_kw={"inputmode": "decimal", "autocomplete": "off"})
     measured_on = DateField("Weighed on", validators=[DataRequired()])
+
+
+class ScreeningForm(SubjectForm):
+    """Enrolment with the eligibility screening of the effective trial configuration (see :func:`subject_form`);
+    signed: the user name on the first signature of the session, the password always."""
+
+    age_years = StringField("Age (years)", validators=[Optional()],
+                            render_kw={"inputmode": "numeric", "autocomplete": "off"})
+    ecog = StringField("ECOG performance status", validators=[Optional()],
+                       render_kw={"inputmode": "numeric", "autocomplete": "off"})
+    first_treatment_on = DateField("Planned first treatment", validators=[Optional()])
+    username = StringField("User name", validators=[Optional()], render_kw={"autocomplete": "username"})
+    password = PasswordField("Password", validators=[DataRequired(message="Re-enter your password to sign.")],
+                             render_kw={"autocomplete": "current-password"})
+
+    criteria: SubjectEligibility
+
+    def lab_rows(self) -> list[tuple[Any, Field, Field | None, Field]]:
+        """(criterion, value field, ULN field or None, date measured field) of every lab criterion."""
+        return [(c, self[f"lab_{c.code}_value"], self[f"lab_{c.code}_uln"] if c.uln else None,
+                 self[f"lab_{c.code}_on"]) for c in self.criteria.labs]
+
+    def exclusion_rows(self) -> list[tuple[Any, Field]]:
+        return [(e, self[f"exclusion_{e.code}"]) for e in self.criteria.exclusions]
+
+    def screening(self) -> ScreeningEntry:
+        """What was entered, as typed (the service reads and checks it)."""
+        answers = {"yes": True, "no": False}
+        return ScreeningEntry(
+            age_years=self.age_years.data or "", ecog=self.ecog.data or "",
+            first_treatment_on=self.first_treatment_on.data,
+            labs={c.code: (value.data or "", (uln.data or "") if uln is not None else "", on.data)
+                  for c, value, uln, on in self.lab_rows()},
+            exclusions={e.code: answers.get(field.data or "") for e, field in self.exclusion_rows()})
+
+
+def subject_form(criteria: SubjectEligibility | None, **kwargs: Any) -> SubjectForm:
+    """The enrolment form: with the screening of ``criteria`` (the effective trial configuration's
+    ``subject_eligibility``) a row per lab criterion (value, ULN where the limit is relative to it, date
+    measured) and a yes/no question per exclusion with no answer chosen; without, as before NK-TRIAL v5."""
+    if criteria is None:
+        return SubjectForm(**kwargs)
+
+    class EnrolmentForm(ScreeningForm):
+        input_rules = {**SubjectForm.input_rules}
+
+    EnrolmentForm.criteria = criteria
+    for c in criteria.labs:
+        numeric = {"inputmode": "decimal", "autocomplete": "off"}
+        setattr(EnrolmentForm, f"lab_{c.code}_value",
+                StringField(f"{c.label} ({c.unit})", validators=[Optional()], render_kw=numeric))
+        EnrolmentForm.input_rules[f"lab_{c.code}_value"] = "lab_value"
+        if c.uln:
+            setattr(EnrolmentForm, f"lab_{c.code}_uln",
+                    StringField(f"{c.label}: ULN ({c.unit})", validators=[Optional()], render_kw=numeric))
+            EnrolmentForm.input_rules[f"lab_{c.code}_uln"] = "lab_uln"
+        setattr(EnrolmentForm, f"lab_{c.code}_on", DateField(f"{c.label}: measured on", validators=[Optional()]))
+        EnrolmentForm.input_rules[f"lab_{c.code}_on"] = "lab_measured_on"
+    for e in criteria.exclusions:
+        # no default: an unanswered question is refused by the service (domain.eligibility), never taken as no
+        setattr(EnrolmentForm, f"exclusion_{e.code}",
+                RadioField(e.question, choices=[SelectChoice("yes", "yes"), SelectChoice("no", "no")],
+                           validators=[Optional()]))
+    return EnrolmentForm(**kwargs)
 
 
 # --- the trial's cohort ledger (issue [3.7] item 4) -------------------------------------------------------

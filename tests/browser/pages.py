@@ -130,3 +130,34 @@ def people(browser: Browser, base_url: str, *, tablet: bool = False) -> Iterator
     finally:
         for context in opened:
             context.close()
+
+
+def fill_eligible_screening(person: Person, criteria, today) -> None:  # noqa: ANN001 - SubjectEligibility, date
+    """Fill the enrolment form's eligibility screening (the Subjects page) with the demo's eligible screening
+    (``demo_nk.eligible_screening``) under ``criteria``, and the signing fields (:func:`credentials`)."""
+    from mfg.demo.nk_batch import eligible_screening
+
+    screening = eligible_screening(criteria, today)
+    form = person.page.locator("section.enrolment")
+    form.get_by_label("Age (years)", exact=True).fill(screening.age_years)
+    form.get_by_label("ECOG performance status", exact=True).fill(screening.ecog)
+    form.get_by_label("Planned first treatment", exact=True).fill(str(screening.first_treatment_on))
+    for criterion in criteria.labs:
+        value, uln, measured_on = screening.labs[criterion.code]
+        form.get_by_label(f"{criterion.label} ({criterion.unit})", exact=True).fill(value)
+        if criterion.uln:
+            form.get_by_label(f"{criterion.label}: ULN ({criterion.unit})", exact=True).fill(uln)
+        form.get_by_label(f"{criterion.label}: measured on", exact=True).fill(str(measured_on))
+    for exclusion in criteria.exclusions:
+        answer = "yes" if screening.exclusions[exclusion.code] else "no"
+        form.get_by_role("group", name=exclusion.question).get_by_label(answer, exact=True).check()
+    credentials(person, form)
+
+
+def effective_criteria(live_app):  # noqa: ANN001, ANN201 - the app; SubjectEligibility or None
+    """The effective trial configuration's subject eligibility (None: it sets none)."""
+    from mfg.extensions import db
+    from mfg.services import sops
+
+    with live_app.app_context():
+        return sops.trial_configuration(db.session).subject_eligibility

@@ -1,6 +1,8 @@
 """The clinic's screens at the cleanroom tablet (1024x768, touch), issue 17 item 9: ABO/Rh is a list of the
 blood groups (a hand-made "banana" is refused and nothing stored); the donor's infectious-disease panel is one
-form; no result or determination list starts on a passing answer (an untouched one is refused)."""
+form; no result or determination list starts on a passing answer (an untouched one is refused). Issue [3.7] item 1:
+the subject is enrolled through the real form with its eligibility screening, an ineligible value refused naming
+the criterion with every value kept."""
 
 from __future__ import annotations
 
@@ -13,9 +15,18 @@ from playwright.sync_api import Browser, expect
 
 from mfg.demo import nk_batch as demo_nk
 from mfg.extensions import db
-from mfg.models import Donor, DonorTest, User
+from mfg.models import Donor, DonorTest, Subject, SubjectScreening, User
 from mfg.services import clinical
-from tests.browser.pages import NAMES, demo_plant, go, people, row
+from tests.browser.pages import (
+    NAMES,
+    credentials,
+    demo_plant,
+    effective_criteria,
+    fill_eligible_screening,
+    go,
+    people,
+    row,
+)
 
 # What the form would send, sent without the browser's own check of required fields: the server's answer.
 SEND = """async (selector) => {
@@ -34,7 +45,8 @@ def test_abo_rh_is_a_list_the_panel_is_one_form_and_no_list_starts_on_a_passing_
         live_server: str, live_app: Flask, browser: Browser, make_user: Callable[..., User]) -> None:
     demo_plant(live_app, make_user)
     with people(browser, live_server, tablet=True) as person:
-        page = person("clinical1", NAMES["clinical1"]).page
+        clara = person("clinical1", NAMES["clinical1"])
+        page = clara.page
         page.goto("/clinical/")
 
         # ABO/Rh: the blood groups, nothing chosen at first; typed-in text is refused by the server
@@ -92,3 +104,40 @@ def test_abo_rh_is_a_list_the_panel_is_one_form_and_no_list_starts_on_a_passing_
         page.get_by_label("Summary of records", exact=True).fill("panel negative")
         go(page.get_by_role("button", name="Record determination"))
         expect(page.get_by_role("heading", level=1)).to_have_text(f"Donor {demo_nk.DEMO_DONOR} eligible")
+
+        # the subject: enrolled through the real form, with the eligibility screening of NK-TRIAL v5, signed
+        criteria = effective_criteria(live_app)
+        assert criteria is not None
+        page.get_by_role("link", name="Subjects and donors").click()
+        form = page.locator("section.enrolment")
+        for exclusion in criteria.exclusions:  # no answer chosen at first: never taken as "no"
+            group = form.get_by_role("group", name=exclusion.question)
+            expect(group.get_by_label("yes", exact=True)).not_to_be_checked()
+            expect(group.get_by_label("no", exact=True)).not_to_be_checked()
+        assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")  # fits 1024 px
+        form.get_by_label("Subject code", exact=True).fill(demo_nk.DEMO_SUBJECT)
+        form.get_by_label("Donor", exact=True).select_option(label=f"{demo_nk.DEMO_DONOR} (eligible)")
+        form.get_by_label("Weight (kg)", exact=True).fill(demo_nk.DEMO_WEIGHT_KG)
+        form.get_by_label("Weighed on", exact=True).fill(date.today().isoformat())
+        fill_eligible_screening(clara, criteria, date.today())
+        form.get_by_label("Platelets (10^9/L)", exact=True).fill("49")  # below the limit: refused, named
+        go(form.get_by_role("button", name="Sign as Approved by: enrol subject"))
+        refusal = page.get_by_role("alert").filter(has_text="Platelets 49 10^9/L is below 50 10^9/L: not eligible")
+        expect(refusal).to_be_visible()
+        assert _count(live_app, Subject) == 0
+        form = page.locator("section.enrolment")
+        expect(form.get_by_label("Platelets (10^9/L)", exact=True)).to_have_value("49")  # every value kept
+        expect(form.get_by_label("Subject code", exact=True)).to_have_value(demo_nk.DEMO_SUBJECT)
+        expect(form.get_by_role("group", name=criteria.exclusions[0].question).get_by_label(
+            "no", exact=True)).to_be_checked()
+        expect(form.get_by_label("Password", exact=True)).to_have_value("")  # only the password cleared
+        form.get_by_label("Platelets (10^9/L)", exact=True).fill("180")
+        credentials(clara, form)
+        go(form.get_by_role("button", name="Sign as Approved by: enrol subject"))
+        expect(page.get_by_role("heading", level=1)).to_have_text(f"Subject {demo_nk.DEMO_SUBJECT}")
+        clara.signed = True
+        screening = page.locator("section.screening")
+        expect(screening.get_by_role("row").filter(has_text="Platelets")).to_contain_text("180 10^9/L")
+        expect(screening).to_contain_text(f"Approved by {NAMES['clinical1']} (clinical1)")
+        expect(screening).to_contain_text("ALT ≤ 3 × ULN")
+        assert _count(live_app, SubjectScreening) == 1

@@ -34,7 +34,7 @@ from mfg.domain import isbt128
 from mfg.extensions import db
 from mfg.models import AuditEntry, User, utcnow
 from mfg.services import audit, bags, batches, custody, deviations, review, signatures, sops
-from tests.browser.pages import Person, credentials, flash, go, people, row
+from tests.browser.pages import Person, credentials, effective_criteria, fill_eligible_screening, flash, go, people, row
 from tests.support import PASSWORD
 
 CLARA, NADIA = "Clara Coordinator", "Nadia Nurse"
@@ -250,8 +250,9 @@ def sign_decision(clara: Person, level: str, reason: str = "") -> None:
     expect(flash(page, "Escalation decision signed")).to_be_visible()
 
 
-def enrol_subject_with_dose(clara: Person) -> None:
-    """Clara registers the donor and the panel, determines eligibility, enrols NK-001 and signs DL2."""
+def enrol_subject_with_dose(clara: Person, criteria=None) -> None:  # noqa: ANN001 - SubjectEligibility
+    """Clara registers the donor and the panel, determines eligibility, enrols NK-001 (with its signed eligibility
+    screening under ``criteria``, the effective configuration's) and signs DL2."""
     page = clara.page
     page.get_by_role("banner").get_by_role("link", name="Subjects", exact=True).click()
     page.get_by_label("Donor code", exact=True).fill(demo_nk.DEMO_DONOR)
@@ -280,8 +281,11 @@ def enrol_subject_with_dose(clara: Person) -> None:
     page.get_by_label("Donor", exact=True).select_option(label=f"{demo_nk.DEMO_DONOR} (eligible)")
     page.get_by_label("Weight (kg)", exact=True).fill(demo_nk.DEMO_WEIGHT_KG)
     page.get_by_label("Weighed on", exact=True).fill(date.today().isoformat())
-    page.get_by_role("button", name="Enrol subject").click()
+    if criteria is not None:
+        fill_eligible_screening(clara, criteria, date.today())
+    page.get_by_role("button", name=re.compile("[Ee]nrol subject$")).click()
     expect(flash(page, f"Subject {demo_nk.DEMO_SUBJECT} enrolled with chain-of-identity id")).to_be_visible()
+    clara.signed = clara.signed or criteria is not None
     expect(page.get_by_role("heading", level=1)).to_have_text(f"Subject {demo_nk.DEMO_SUBJECT}")
 
     # the safety review opens the start level, then DL2 (departing from the rule, so with a reason): only a level
@@ -339,7 +343,7 @@ def test_one_nk_batch_from_intake_to_the_bedside(live_server: str, live_app: Fla
             operator.page.route(GROWTH_CHARTS, lambda route: route.abort())
 
         # --- Clara: donor, eligibility, subject, signed dose; Olivia opens the batch record ------------------
-        enrol_subject_with_dose(clara)
+        enrol_subject_with_dose(clara, effective_criteria(live_app))
         batch_id, lot = open_batch_record(olivia)
         now = utcnow().replace(second=0, microsecond=0)  # the demo data's clock, as run_nk_batch sets it
         batch_url = f"/batches/{batch_id}"

@@ -31,7 +31,7 @@ from mfg.models import Donor, RecordedValue, StepExecution, Subject, User
 from mfg.services import accounts, audit, batches, clinical, starting, steps
 from mfg.unit_of_work import unit_of_work
 from tests.browser.pages import NAMES, TABLET, credentials, demo_plant, flash, go, people
-from tests.support import PASSWORD
+from tests.support import PASSWORD, eligible_enrolment
 
 CONCENTRATION = "Viable cells per mL of the formulated product"
 
@@ -201,7 +201,8 @@ def test_a_wrong_password_keeps_the_dose_level_chosen(live_server: str, live_app
         demo_nk.seed_demo_subject(session, clara, setting.password)  # the eligible demo donor
         donor = session.scalars(sa.select(Donor)).one()
         return clinical.enrol_subject(session, code="NK-002", donor=donor, weight_kg="70.5",
-                                      measured_on=date.today(), user=clara).id
+                                      measured_on=date.today(), user=clara,
+                                      **(eligible_enrolment(session) | {"password": setting.password})).id
 
     subject_id = _act(live_app, "clinical1", subject_without_dose)
     with people(browser, live_server, tablet=True) as person:

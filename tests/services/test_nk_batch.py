@@ -11,6 +11,7 @@ import pytest
 import sqlalchemy as sa
 
 from mfg.config import RESOURCE_ROOT
+from mfg.demo.nk_batch import eligible_screening
 from mfg.domain import isbt128
 from mfg.domain.errors import IdentityMismatch, ValidationFailed
 from mfg.models import AuditEntry, StepExecution, utcnow
@@ -33,8 +34,10 @@ def nk(session, make_user, sops_dir):
     donor = clinical.register_donor(session, code="D-001", abo_rh="A+", user=clara)
     clinical.record_donor_test(session, donor, test="HIV-1/2 Ab", result="non-reactive",
                                specimen_date=date.today() - timedelta(days=2), user=clara)
-    subject = clinical.enrol_subject(session, code="S-01", donor=donor, weight_kg="62.4",
-                                     measured_on=date.today(), user=clara)
+    subject = clinical.enrol_subject(
+        session, code="S-01", donor=donor, weight_kg="62.4", measured_on=date.today(), user=clara,
+        screening=eligible_screening(sops.trial_configuration(session).subject_eligibility, date.today()),
+        password=PASSWORD, username=None, require_username=False)
     session.commit()
     return {"session": session, "clara": clara, "olivia": olivia, "donor": donor, "subject": subject,
             "approver": approver}

@@ -31,7 +31,7 @@ from mfg.extensions import db
 from mfg.models import Batch, RecordedValue, StepExecution, User, utcnow
 from mfg.services import audit, batches, clinical, deviations, documents, results, review, sops, starting, steps
 from mfg.web import actions
-from tests.support import PASSWORD, make_documents, recorded_back
+from tests.support import PASSWORD, eligible_enrolment, make_documents, recorded_back
 
 UTC = ZoneInfo("UTC")
 FORM = re.compile(r'<form method="post"(?: action="([^"]*)")?[^>]*>(.*?)</form>', re.S)
@@ -146,7 +146,7 @@ def test_every_offered_action_is_allowed_by_its_guard_through_a_batchs_life(plan
         subject = demo_nk.seed_demo_subject(s, _user("clara"), PASSWORD)
         # a subject with no batch yet: its dose level may be assigned (NK-001's waits for its open batch)
         clinical.enrol_subject(s, code="NK-002", donor=subject.donor, weight_kg="70", measured_on=utcnow().date(),
-                               user=_user("clara"))
+                               user=_user("clara"), **eligible_enrolment(s))
         batch = demo_nk.run_nk_batch(s, subject=subject, performer=_user("olivia"), verifier=_user("oscar"),
                                      password=PASSWORD, tz=UTC, until=("NK-EXPAND", "culture_initiation"))
         awaiting = _perform_next(s, batch, subject, _user("olivia"))

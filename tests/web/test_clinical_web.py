@@ -13,7 +13,7 @@ from mfg.config import RESOURCE_ROOT
 from mfg.extensions import db
 from mfg.models import Donor, Subject, User
 from mfg.services import audit, sops
-from tests.support import PASSWORD
+from tests.support import PASSWORD, eligible_enrolment
 
 
 @pytest.fixture
@@ -81,7 +81,7 @@ def test_an_operator_opens_the_nk_batch_record_from_the_subject(trial_app, clien
         clara = s.scalar(sa.select(User).where(User.username == "clara"))
         donor = clinical.register_donor(s, code="D-9", abo_rh=None, user=clara)
         subject = clinical.enrol_subject(s, code="S-9", donor=donor, weight_kg="70", measured_on=date.today(),
-                                         user=clara)
+                                         user=clara, **eligible_enrolment(s))
         s.commit()
         subject_id = subject.id
     login("olivia")

@@ -18,7 +18,7 @@ from mfg.domain import dose, isbt128
 from mfg.extensions import db
 from mfg.models import AuditEntry, Batch, CustodyEvent, Deviation, Signature, StepExecution, User, utcnow
 from mfg.services import audit, bags, clinical, sops, starting
-from tests.support import PASSWORD, open_level
+from tests.support import PASSWORD, eligible_enrolment, open_level
 
 BAD_CREDENTIALS = "User name or password is not correct."
 
@@ -45,7 +45,7 @@ def nk_batch(app, make_user):
         clinical.record_donor_test(s, donor, test="HIV-1/2 Ab", result="non-reactive",
                                    specimen_date=date.today() - timedelta(days=2), user=clara)
         subject = clinical.enrol_subject(s, code="S-01", donor=donor, weight_kg="62.4", measured_on=date.today(),
-                                         user=clara)
+                                         user=clara, **eligible_enrolment(s))
         clinical.determine_eligibility(s, donor, eligible=True, summary="complete", user=clara)
         open_level(s, clara, "DL2")
         clinical.assign_dose_level(s, subject, level="DL2", signer=clara, password=PASSWORD, username=None,

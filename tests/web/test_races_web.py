@@ -73,7 +73,7 @@ from mfg.services import (
 )
 from mfg.web.security import MISSING_TOKEN, SUBMISSION_FIELD
 from tests.services import test_batch_engine as engine
-from tests.support import DEMO_SOP, PASSWORD, assert_audit_intact, open_level
+from tests.support import DEMO_SOP, PASSWORD, assert_audit_intact, enrolment_form, open_level
 from tests.web.test_actions import plant, released  # noqa: F401 - the fixtures
 from tests.web.test_custody_web import nk_batch  # noqa: F401 - the fixture
 
@@ -300,7 +300,8 @@ def _clinical_add_donor(app, w) -> Race:
 def _clinical_add_subject(app, w) -> Race:
     return Race("clara", "Clara Coordinator", "/clinical/subjects",
                 {"subject-code": "S-09", "subject-donor_id": str(w["donor"]), "subject-weight_kg": "70.0",
-                 "subject-measured_on": date.today().isoformat()},
+                 "subject-measured_on": date.today().isoformat(), "subject-username": "clara",
+                 "subject-password": PASSWORD, **enrolment_form(db.session)},  # the signed screening (NK-TRIAL v5)
                 lambda: _count(Subject, Subject.code == "S-09"))
 
 
