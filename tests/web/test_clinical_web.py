@@ -124,6 +124,7 @@ def test_the_subject_page_says_why_neither_the_dose_nor_a_second_batch_is_offere
     login("clara")
     page = " ".join(client.get(f"/clinical/subjects/{subject_id}").get_data(as_text=True).split())
     assert "Sign: assign dose level" not in page
+    assert "NK-DONOR-001</a> (eligible; Original transplant donor)" in page  # the donor's relationship (NK-TRIAL v5)
     assert (f"The dose level cannot be reassigned now: batch {lot} of subject NK-001 is open (created): its dose "
             "was pinned when it started") in page
     refused = client.post(f"/clinical/subjects/{subject_id}/dose",
