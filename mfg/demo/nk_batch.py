@@ -179,13 +179,16 @@ def seed_nk_master_data(session: Session, codes: Iterable[str] | None = None) ->
 
 DEMO_DONOR = "NK-DONOR-001"
 DEMO_DONOR_ABO_RH = "A+"
+DEMO_DONOR_RELATIONSHIP = "transplant_donor"
 DEMO_SUBJECT = "NK-001"
 DEMO_WEIGHT_KG = "62.4"
 DEMO_DOSE_LEVEL = "DL2"
 SPECIMEN_DAYS_BEFORE = 18
 """Donor test specimens drawn 18 days before today: 3 days before the collection (about 15 days before
 today, see the timeline below), within the 7 days before collection that 21 CFR 1271.80 (DOMAIN section 2)
-allows."""
+allows, and within NK-TRIAL v5's specimen age (30 days) when eligibility is determined today. A demo run back in
+time (``seed_demo_subject(today=...)``) keeps the specimen 18 days before the real today: its donor is determined
+eligible today, on a panel fresh today."""
 DONOR_TESTS: tuple[tuple[str, str], ...] = (
     ("HIV-1/2 Ab", "non-reactive"),
     ("HBsAg", "non-reactive"),
@@ -246,9 +249,14 @@ def seed_demo_subject(session: Session, clinical_user: User, password: str, *, c
     with _acting_as(session, clinical_user):
         donor = session.scalar(sa.select(Donor).where(Donor.code == DEMO_DONOR))
         if donor is None:
-            donor = clinical.register_donor(session, code=DEMO_DONOR, abo_rh=DEMO_DONOR_ABO_RH, user=clinical_user)
+            # the original transplant donor, under a configuration that records the relationship (NK-TRIAL v5)
+            relationship = DEMO_DONOR_RELATIONSHIP if clinical.donor_relationships(session) else None
+            donor = clinical.register_donor(session, code=DEMO_DONOR, abo_rh=DEMO_DONOR_ABO_RH, user=clinical_user,
+                                            relationship=relationship)
         if not donor.tests:
-            drawn = (today or date.today()) - timedelta(days=SPECIMEN_DAYS_BEFORE)
+            # before the real today, whatever ``today`` says: the determination below is recorded today, and its
+            # panel must be fresh then (NK-TRIAL v5: at most 30 days old)
+            drawn = date.today() - timedelta(days=SPECIMEN_DAYS_BEFORE)
             for test, result in DONOR_TESTS:
                 clinical.record_donor_test(session, donor, test=test, result=result, specimen_date=drawn,
                                            user=clinical_user)

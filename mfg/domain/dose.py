@@ -17,7 +17,9 @@ Bags
     (each rounded half-up to a whole cell) are split in proportion to volume by the largest-remainder
     method: every bag gets the whole part of its exact share, and the cells left over go one each to the
     bags with the largest fractional remainders, the lower bag index first on a tie. So each bag is within
-    one cell of its exact share and the bags sum exactly to the totals. Every bag expires at
+    one cell of its exact share and the bags sum exactly to the totals; CD3+ cells, when the master record
+    calculates them, are split the same way (a bag's ``cd3_cells`` is None when they are not given). Every
+    bag expires at
     ``formulated_at`` + ``shelf_life``, given in UTC; the shelf life is elapsed time (it is added in UTC,
     so a daylight-saving change in the formulation's time zone does not shift the expiry by an hour).
 """
@@ -59,6 +61,7 @@ class Bag:
     nk_cells: int
     viable_cells: int
     expires_at: datetime
+    cd3_cells: int | None = None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -118,10 +121,11 @@ def divide(
     max_bag_volume_ml: Number,
     formulated_at: datetime,
     shelf_life: timedelta,
+    cd3_cells: Decimal | None = None,
 ) -> list[Bag]:
     """Split the drawn ``volume_ml`` (a multiple of 0.1 mL), with its ``viable_cells`` and ``nk_cells`` (as
     the batch record holds them, recorded in the dose plan), into the fewest bags of at most
-    ``max_bag_volume_ml``.
+    ``max_bag_volume_ml``; ``cd3_cells``, when given, are apportioned like the NK cells.
 
     Raises :class:`ValidationFailed` listing every problem: a maximum that is not a number, not above 0 or
     below one 0.1 mL step; cells that are not numbers of at least 0; a ``formulated_at`` that is not an
@@ -132,7 +136,10 @@ def divide(
     total_steps = int(scaled_volume)
 
     problems: list[str] = []
-    for name, cells in (("viable cells", viable_cells), ("NK cells", nk_cells)):
+    named: list[tuple[str, Decimal]] = [("viable cells", viable_cells), ("NK cells", nk_cells)]
+    if cd3_cells is not None:
+        named.append(("CD3+ cells", cd3_cells))
+    for name, cells in named:
         if not (isinstance(cells, Decimal) and cells.is_finite() and cells >= 0):
             problems.append(f"the {name} to divide must be a number of at least 0, got {cells}")
     maximum = _number("max_bag_volume_ml", max_bag_volume_ml, problems)
@@ -172,6 +179,7 @@ def divide(
     steps = [base + 1 if i < extra else base for i in range(count)]
     viable = _apportion(int(round_half_up(viable_cells, 0)), steps)
     nk = _apportion(int(round_half_up(nk_cells, 0)), steps)
+    cd3 = _apportion(int(round_half_up(cd3_cells, 0)), steps) if cd3_cells is not None else None
     return [
         Bag(
             index=i + 1,
@@ -179,6 +187,7 @@ def divide(
             nk_cells=nk[i],
             viable_cells=viable[i],
             expires_at=expires_at,
+            cd3_cells=cd3[i] if cd3 is not None else None,
         )
         for i in range(count)
     ]

@@ -517,12 +517,14 @@ class Division(_Model):
     configuration's shelf life after the date-time in ``expires_from``. ``volume_ml``, ``viable_cells`` and
     ``nk_cells`` are calculations (as in a calculated field) giving the drawn volume in mL and its cells;
     ``count`` is this step's integer field where the operator records the bags filled, which must equal
-    the plan (otherwise the step is refused and nothing is stored).
+    the plan (otherwise the step is refused and nothing is stored). ``cd3_cells``, optional, is a calculation
+    giving the drawn volume's CD3+ cells, apportioned to the bags like the NK cells (each bag records them).
     """
 
     volume_ml: Annotated[str, AfterValidator(_expression_syntax)]
     viable_cells: Annotated[str, AfterValidator(_expression_syntax)]
     nk_cells: Annotated[str, AfterValidator(_expression_syntax)]
+    cd3_cells: Annotated[str, AfterValidator(_expression_syntax)] | None = None
     expires_from: Annotated[str, AfterValidator(_field_reference)]
     count: Identifier
 
@@ -1021,7 +1023,9 @@ def _division_problems(places: dict[str, _Place]) -> Iterator[_Problem]:
         problem = _earlier_field_problem(place, places, division.expires_from, "datetime")
         if problem:
             yield _Problem(f"{path}.expires_from", problem)
-        for name in ("volume_ml", "viable_cells", "nk_cells"):
+        for name in ("volume_ml", "viable_cells", "nk_cells", "cd3_cells"):
+            if getattr(division, name) is None:
+                continue
             for reference, moment in _typed_references(getattr(division, name)):
                 problem, _target = _resolve(reference, place, places, None, moment=moment)
                 if problem:

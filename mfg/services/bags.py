@@ -43,12 +43,13 @@ def planned(batch: Batch, division: Division, numbers: dict[str, Decimal | None]
         raise ValidationFailed(f"the product cannot be divided before {division.expires_from} is recorded")
     totals = {name: calc.evaluate(getattr(division, name), numbers)
               for name in ("volume_ml", "viable_cells", "nk_cells")}
+    cd3_cells = calc.evaluate(division.cd3_cells, numbers) if division.cd3_cells is not None else None
     maximum, shelf_life_hours = numbers["trial.max_bag_volume_ml"], numbers["trial.shelf_life_hours"]
     # checked above; the trial configuration (evaluation.context_numbers) gives every trial.* value or none
     assert maximum is not None and shelf_life_hours is not None
     return dose.divide(calc.round_half_up(totals["volume_ml"], 1), totals["viable_cells"], totals["nk_cells"],
                        max_bag_volume_ml=maximum, formulated_at=expires_from,
-                       shelf_life=timedelta(hours=float(shelf_life_hours)))
+                       shelf_life=timedelta(hours=float(shelf_life_hours)), cd3_cells=cd3_cells)
 
 
 def plan(batch: Batch, division: Division, numbers: dict[str, Decimal | None],
@@ -78,7 +79,7 @@ def create(session: Session, batch: Batch, execution: StepExecution, planned: li
         made.append(ProductBag(batch_id=batch.id, execution_id=execution.id, position=bag.index, division=division,
                                product_code=code.barcode().removeprefix(isbt128.PRODUCT_CODE_PREFIX),
                                volume_ml=bag.volume_ml, viable_cells=bag.viable_cells, nk_cells=bag.nk_cells,
-                               expires_at=bag.expires_at))
+                               cd3_cells=bag.cd3_cells, expires_at=bag.expires_at))
     session.add_all(made)
     return made
 

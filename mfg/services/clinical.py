@@ -9,10 +9,10 @@ from typing import cast
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from ..domain import eligibility, guards, inputs, isbt128
+from ..domain import donor_eligibility, eligibility, guards, inputs, isbt128
 from ..domain.errors import ConflictError, NotFound, ValidationFailed
 from ..domain.signing import Meaning
-from ..domain.trial_config import SubjectEligibility, TrialConfiguration
+from ..domain.trial_config import DonorEligibility, SubjectEligibility, TrialConfiguration
 from ..models import (
     Batch,
     Donor,
@@ -20,6 +20,7 @@ from ..models import (
     ScreeningFinding,
     Signature,
     SignatureInvalidation,
+    SopVersion,
     Subject,
     SubjectScreening,
     User,
@@ -29,11 +30,13 @@ from . import audit, rows, sequences, signatures, sops, trial
 
 CLINICAL = "clinical"
 ELIGIBILITY = ("pending", "eligible", "ineligible")
-RESULTS = ("negative", "non-reactive", "reactive", "positive", "indeterminate")
-ACCEPTABLE_RESULTS = ("negative", "non-reactive")
+RESULTS = donor_eligibility.RESULTS
+ACCEPTABLE_RESULTS = donor_eligibility.ACCEPTABLE_RESULTS
 ABO_RH = ("A+", "A-", "B+", "B-", "AB+", "AB-", "O+", "O-")
-# The donor's infectious-disease panel (21 CFR 1271.85 for an allogeneic donor; DOMAIN.md section 2), entered
-# in one form (:func:`record_donor_panel`); another test is recorded on its own (:func:`record_donor_test`).
+# The donor's infectious-disease panel (21 CFR 1271.85 for an allogeneic donor; DOMAIN.md section 2) of trial
+# configurations that predate ``donor_eligibility`` (NK-TRIAL v1-v4; from v5 the configuration lists it:
+# :func:`donor_panel`), entered in one form (:func:`record_donor_panel`); another test is recorded on its own
+# (:func:`record_donor_test`).
 DONOR_PANEL = ("HIV-1/2 Ab", "HBsAg", "anti-HBc", "anti-HCV", "HIV/HBV/HCV NAT", "WNV NAT", "HTLV-I/II Ab", "CMV Ab",
                "Syphilis")
 
@@ -53,15 +56,60 @@ def _code(value: str, rule: str) -> str:
     return code
 
 
-def register_donor(session: Session, *, code: str, abo_rh: str | None, user: User) -> Donor:
+def donor_rules(session: Session) -> DonorEligibility | None:
+    """The donor eligibility rules of the effective trial configuration (its ``donor_eligibility``: the panel,
+    the specimen's age, the relationships); None when no configuration is effective or the effective one
+    predates them (NK-TRIAL v1-v4), which keep the rules of before (:data:`DONOR_PANEL`, any relationship
+    unrecorded)."""
+    if not session.scalar(sa.select(sa.exists().where(SopVersion.kind == sops.TRIAL_KIND,
+                                                      SopVersion.status == "effective"))):
+        return None
+    return sops.trial_configuration(session).donor_eligibility
+
+
+def donor_panel(session: Session) -> tuple[str, ...]:
+    """The tests of the donor's infectious-disease panel: the effective configuration's, or :data:`DONOR_PANEL`
+    under one that lists none."""
+    rules = donor_rules(session)
+    return tuple(rules.panel) if rules is not None else DONOR_PANEL
+
+
+def donor_relationships(session: Session) -> list[tuple[str, str]]:
+    """The relationships a donor may have to the subject, as (code, label); empty under a configuration that
+    records none."""
+    rules = donor_rules(session)
+    return [(r.code, r.label) for r in rules.relationships] if rules is not None else []
+
+
+def relationship_label(session: Session, donor: Donor) -> str:
+    """The donor's relationship as people read it (the configuration's label, else the code; empty when none)."""
+    if not donor.relationship:
+        return ""
+    return dict(donor_relationships(session)).get(donor.relationship, donor.relationship)
+
+
+def register_donor(session: Session, *, code: str, abo_rh: str | None, user: User,
+                   relationship: str | None = None) -> Donor:
+    """Register a donor; under a configuration with ``donor_eligibility`` with the donor's relationship to the
+    subject, one of its codes (``donor_eligibility.relationship_problems``). Under one without, no relationship
+    is recorded (one given is refused: there is nothing to check it against)."""
     _require_clinical(user)
     code = _code(code, "donor_code")
     abo_rh = (abo_rh or "").strip() or None
+    problems = []
     if abo_rh is not None and abo_rh not in ABO_RH:
-        raise ValidationFailed(f"ABO/Rh {abo_rh!r} is not a blood group: one of {', '.join(ABO_RH)}")
+        problems.append(f"ABO/Rh {abo_rh!r} is not a blood group: one of {', '.join(ABO_RH)}")
+    rules = donor_rules(session)
+    relationship = (relationship or "").strip() or None
+    if rules is not None:
+        problems += donor_eligibility.relationship_problems(rules, relationship)
+    elif relationship is not None:
+        problems.append("The trial configuration in force lists no donor relationships: none can be recorded.")
+    if problems:
+        raise ValidationFailed(*problems)
     if session.scalar(sa.select(Donor).where(Donor.code == code)):
         raise ConflictError(f"donor {code} is already registered")
-    donor = Donor(code=code, abo_rh=abo_rh, eligibility="pending")
+    donor = Donor(code=code, abo_rh=abo_rh, eligibility="pending", relationship=relationship)
     session.add(donor)
     audit.flush(session, reason="donor registered")
     return donor
@@ -93,13 +141,14 @@ def record_donor_test(session: Session, donor: Donor, *, test: str, result: str,
 
 def record_donor_panel(session: Session, donor: Donor, *, results: dict[str, str], specimen_date: date | None,
                        user: User) -> list[DonorTest]:
-    """The donor's whole infectious-disease panel (:data:`DONOR_PANEL`) from one specimen, in one action: a
+    """The donor's whole infectious-disease panel (:func:`donor_panel`) from one specimen, in one action: a
     result for every test of the panel (an unanswered test is refused, never taken as negative), every
     problem at once, nothing stored unless all is right."""
     _require_clinical(user)
-    problems = [f"{test}: choose the result (one of {', '.join(RESULTS)})." for test in DONOR_PANEL
+    panel = donor_panel(session)
+    problems = [f"{test}: choose the result (one of {', '.join(RESULTS)})." for test in panel
                 if results.get(test) not in RESULTS]
-    problems += [f"{test} is not a test of the panel." for test in results if test not in DONOR_PANEL]
+    problems += [f"{test} is not a test of the panel." for test in results if test not in panel]
     if specimen_date is None:
         problems.append("Enter the date the specimen was drawn.")
     else:
@@ -108,21 +157,39 @@ def record_donor_panel(session: Session, donor: Donor, *, results: dict[str, str
         raise ValidationFailed(*problems)
     assert specimen_date is not None
     return [record_donor_test(session, donor, test=test, result=results[test], specimen_date=specimen_date,
-                              user=user) for test in DONOR_PANEL]
+                              user=user) for test in panel]
+
+
+def eligible_problems(session: Session, donor: Donor, *, on: date | None = None) -> list[str]:
+    """Why ``donor`` cannot be determined eligible on day ``on`` (today by default), each problem naming its
+    test; empty when it can. Under a configuration with ``donor_eligibility``: the complete panel, acceptable and
+    fresh, and a recorded relationship (``domain.donor_eligibility``); under one without, the rule of before
+    (some result, every result acceptable). ``determine_eligibility`` enforces it; the donor page shows it."""
+    rules = donor_rules(session)
+    if rules is None:
+        problems = [] if donor.tests else ["A donor cannot be determined eligible without test results."]
+        bad = [f"{t.test}: {t.result}" for t in donor.tests if t.result not in ACCEPTABLE_RESULTS]
+        if bad:
+            problems.append(f"A donor with these results cannot be determined eligible: {', '.join(bad)}")
+        return problems
+    problems = donor_eligibility.panel_problems(
+        rules, [donor_eligibility.TestResult(t.test, t.result, t.specimen_date) for t in donor.tests],
+        on=on or date.today())
+    if donor_eligibility.relationship_problems(rules, donor.relationship):
+        problems.append(f"Donor {donor.code} has no recorded relationship to the subject that the trial "
+                        "configuration knows: the residual T-cell limit depends on it.")
+    return problems
 
 
 def determine_eligibility(session: Session, donor: Donor, *, eligible: bool, summary: str, user: User) -> None:
-    """Record the donor eligibility determination with its summary of records (21 CFR 1271.50)."""
+    """Record the donor eligibility determination with its summary of records (21 CFR 1271.50); "eligible" is
+    refused while :func:`eligible_problems` finds any, naming every test that blocks it."""
     _require_clinical(user)
     problems = inputs.problems({"summary": summary})
     if not (summary or "").strip():
         problems.append("The determination needs a summary of the records it rests on.")
     if eligible:
-        if not donor.tests:
-            problems.append("A donor cannot be determined eligible without test results.")
-        bad = [f"{t.test}: {t.result}" for t in donor.tests if t.result not in ACCEPTABLE_RESULTS]
-        if bad:
-            problems.append(f"A donor with these results cannot be determined eligible: {', '.join(bad)}")
+        problems += eligible_problems(session, donor)
     if problems:
         raise ValidationFailed(*problems)
     donor.eligibility = "eligible" if eligible else "ineligible"

@@ -31,6 +31,7 @@ from ..domain.sop_schema import (
     not_before_references,
     step_index,
 )
+from ..domain.trial_config import TrialConfiguration
 from ..models import Batch, RecordedValue, SopVersion, StepExecution, utcnow
 from . import bags, batches, identity, masterdata, sops
 
@@ -82,18 +83,50 @@ def inputs_from_batch(session: Session, batch: Batch, position: int) -> dict[str
 def context_numbers(session: Session, batch: Batch) -> dict[str, Decimal | None]:
     """The subject and trial values a definition may use (``domain.context``), as pinned to the batch when
     it started (never the subject's current values): the weight and the signed dose level, and the fields
-    of the trial configuration version that dose was assigned under."""
+    of the trial configuration version that dose was assigned under. ``trial.cd3_limit_per_kg`` is the limit
+    that applies to the product: the one the configuration sets for the relationship of the subject's donor
+    (``TrialConfiguration.cd3_limit_for``; recorded when the donor was registered, before the batch started),
+    else the trial's."""
     if batch.subject_id is None:
         return {}
     numbers: dict[str, Decimal | None] = {
         "subject.weight_kg": batch.weight_kg,
         "subject.dose_per_kg": Decimal(batch.dose_cells_per_kg) if batch.dose_cells_per_kg else None}
-    if batch.trial_config_version_id:
-        version = session.get(SopVersion, batch.trial_config_version_id)
-        assert version is not None  # the batch's pinned trial configuration version (a foreign key)
-        config = sops.definition(version)
+    config = _pinned_trial_configuration(session, batch)
+    if config is not None:
         numbers |= {f"trial.{name}": Decimal(str(getattr(config, name))) for name in context.TRIAL_FIELDS}
+        numbers["trial.cd3_limit_per_kg"] = Decimal(config.cd3_limit_for(_donor_relationship(batch)))
     return numbers
+
+
+def _pinned_trial_configuration(session: Session, batch: Batch) -> TrialConfiguration | None:
+    if not batch.trial_config_version_id:
+        return None
+    version = session.get(SopVersion, batch.trial_config_version_id)
+    assert version is not None  # the batch's pinned trial configuration version (a foreign key)
+    config = sops.definition(version)
+    assert isinstance(config, TrialConfiguration)  # a batch pins a trial configuration version there
+    return config
+
+
+def _donor_relationship(batch: Batch) -> str | None:
+    return batch.subject.donor.relationship if batch.subject is not None else None
+
+
+def cd3_limit_source(session: Session, batch: Batch) -> str:
+    """Where the batch's residual T-cell limit comes from, for people: the relationship of the subject's donor
+    when the configuration sets a limit for it, else the trial."""
+    config = _pinned_trial_configuration(session, batch)
+    relationship = _donor_relationship(batch)
+    if config is None or config.donor_eligibility is None or relationship is None:
+        return "the trial's limit"
+    try:
+        own = config.donor_eligibility.relationship(relationship)
+    except KeyError:
+        return "the trial's limit"
+    if own.cd3_limit_per_kg is None:
+        return f"the trial's limit ({own.label} donor)"
+    return f"the limit for a donor of relationship {own.label}"
 
 
 def _scanned_before(session: Session, batch: Batch, position: int, step: Step, instance: int, f: ScanField,
@@ -409,8 +442,10 @@ def _context_shown(session: Session, batch: Batch) -> dict[str, Shown]:
                                              f"{level}{display.cells(batch.dose_cells_per_kg)} NK cells/kg")
     for name, number in context_numbers(session, batch).items():
         if name.startswith("trial.") and number is not None:
-            found[name] = Shown(name, f"Trial configuration: {name.removeprefix('trial.').replace('_', ' ')}",
-                                display.grouped(f"{number}"))
+            label = f"Trial configuration: {name.removeprefix('trial.').replace('_', ' ')}"
+            if name == "trial.cd3_limit_per_kg":
+                label += f", {cd3_limit_source(session, batch)}"
+            found[name] = Shown(name, label, display.grouped(f"{number}"))
     return found
 
 

@@ -12,12 +12,12 @@ from ..domain.signing import Meaning
 from ..extensions import db
 from ..services import clinical, signatures, sops, trial
 from .forms import (
-    DonorForm,
     DonorTestForm,
     EligibilityForm,
     ScreeningForm,
     SignForm,
     SubjectForm,
+    donor_form,
     donor_panel_form,
     subject_form,
 )
@@ -52,8 +52,13 @@ def _index(subject_form=None, donor_form=None, status=200):
     return render_template("clinical/index.html", subjects=subjects, q=text, state=state, states=states,
                            batches_of=clinical.batches_by_subject(db.session, subjects),
                            donors=clinical.list_donors(db.session), subject_form=subject_form or _subject_form(),
-                           donor_form=donor_form or DonorForm(prefix="donor"), needs_username=signing_needs_username(),
+                           relationships=dict(clinical.donor_relationships(db.session)),
+                           donor_form=donor_form or _donor_form(), needs_username=signing_needs_username(),
                            limit_text=limit_text, meaning=Meaning.APPROVED), status
+
+
+def _donor_form():
+    return donor_form(clinical.donor_relationships(db.session), prefix="donor")
 
 
 @bp.route("/")
@@ -74,9 +79,10 @@ def _run(action, form):
 @bp.route("/donors", methods=["POST"])
 @login_required
 def add_donor():
-    form = DonorForm(prefix="donor")
+    form = _donor_form()
     if form.validate_on_submit():
         donor = _run(lambda: clinical.register_donor(db.session, code=form.code.data, abo_rh=form.abo_rh.data,
+                                                     relationship=form.relationship.data or None,
                                                      user=current_user._get_current_object()), form)
         if donor is not None:
             return redirect(url_for("clinical.donor", donor_id=donor.id))
@@ -112,14 +118,18 @@ def add_subject():
 
 
 def _panel_form():
-    return donor_panel_form(clinical.DONOR_PANEL, prefix="panel")
+    return donor_panel_form(clinical.donor_panel(db.session), prefix="panel")
 
 
 def _donor_page(donor, test_form=None, eligibility_form=None, panel_form=None, status=200):
     panel = panel_form or _panel_form()
+    tests = clinical.donor_panel(db.session)
     return render_template("clinical/donor.html", donor=donor,
+                           relationship=clinical.relationship_label(db.session, donor),
+                           blocking=clinical.eligible_problems(db.session, donor) if donor.eligibility == "pending"
+                           else [],
                            test_form=test_form or DonorTestForm(prefix="test"), panel_form=panel,
-                           panel_fields=[getattr(panel, f"result_{n}") for n in range(len(clinical.DONOR_PANEL))],
+                           panel_fields=[getattr(panel, f"result_{n}") for n in range(len(tests))],
                            eligibility_form=eligibility_form or EligibilityForm(prefix="elig")), status
 
 
@@ -147,11 +157,12 @@ def add_panel(donor_id: int):
     """The whole infectious-disease panel of one specimen, in one form."""
     donor = clinical.get_donor(db.session, donor_id)
     form = _panel_form()
+    tests = clinical.donor_panel(db.session)
     if form.validate_on_submit() and _run(lambda: clinical.record_donor_panel(
             db.session, donor, specimen_date=form.specimen_date.data,
-            results={test: getattr(form, f"result_{n}").data for n, test in enumerate(clinical.DONOR_PANEL)},
+            results={test: getattr(form, f"result_{n}").data for n, test in enumerate(tests)},
             user=current_user._get_current_object()), form) is not None:
-        flash(f"Panel of {len(clinical.DONOR_PANEL)} tests recorded for donor {donor.code}.", "success")
+        flash(f"Panel of {len(tests)} tests recorded for donor {donor.code}.", "success")
         return redirect(url_for("clinical.donor", donor_id=donor_id))
     return _donor_page(clinical.get_donor(db.session, donor_id), panel_form=form, status=400)
 
@@ -186,6 +197,7 @@ def _subject_page(subject, form=None, problems=(), status=200, chosen_level: str
                            screening_signatures=signatures.for_record(db.session, screening) if screening else [],
                            number_text=number_text,
                            opened=trial.decision_name(*opened) if opened else None,
+                           relationship=clinical.relationship_label(db.session, subject.donor),
                            batches=clinical.batches_of(db.session, subject),
                            signatures=signatures.for_record(db.session, subject), form=form or SignForm(),
                            problems=list(problems), needs_username=signing_needs_username(),

@@ -236,6 +236,15 @@ class DonorForm(PolicyForm):
     input_rules = {"code": "donor_code"}
     code = StringField("Donor code", validators=[DataRequired()])
     abo_rh = SelectField("ABO/Rh", choices=_choices(ABO_RH), validators=[DataRequired("Choose the ABO/Rh group.")])
+    # The trial configuration's relationships (``donor_form``), no default: the service says when one is needed.
+    relationship = SelectField("Relationship to the subject", choices=[CHOOSE], validators=[Optional()])
+
+
+def donor_form(relationships: list[tuple[str, str]], **kwargs: Any) -> DonorForm:
+    """The donor registration form with the configuration's relationships (code, label) to choose from."""
+    form = DonorForm(**kwargs)
+    form.relationship.choices = [CHOOSE] + [SelectChoice(code, label) for code, label in relationships]
+    return form
 
 
 class DonorTestForm(PolicyForm):

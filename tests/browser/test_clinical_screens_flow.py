@@ -66,18 +66,33 @@ def test_abo_rh_is_a_list_the_panel_is_one_form_and_no_list_starts_on_a_passing_
         assert "Choose the ABO/Rh group." in page.evaluate(SEND, 'form[action$="/clinical/donors"]')
         assert _count(live_app, Donor) == 0
         page.get_by_label("ABO/Rh", exact=True).select_option("O-")
+        # the relationship to the subject (NK-TRIAL v5): the configuration's, nothing chosen at first; none chosen
+        # is refused by the server, naming the relationships, and nothing is stored
+        with live_app.app_context():
+            relationships = clinical.donor_relationships(db.session)
+            tests = clinical.donor_panel(db.session)
+        relationship = page.get_by_label("Relationship to the subject", exact=True)
+        expect(relationship).to_have_value("")
+        expect(relationship.locator("option")).to_have_text(["choose…", *(label for _, label in relationships)])
+        go(page.get_by_role("button", name="Register donor"))
+        refusal = "Choose the donor's relationship to the subject: one of transplant_donor (Original transplant donor)"
+        expect(page.locator(".form-error").filter(has_text=refusal)).to_be_visible()
+        assert _count(live_app, Donor) == 0
+        page.get_by_label("Relationship to the subject", exact=True).select_option(label="Original transplant donor")
         go(page.get_by_role("button", name="Register donor"))
         expect(page.get_by_role("heading", level=1)).to_have_text(f"Donor {demo_nk.DEMO_DONOR} pending")
+        expect(page.locator("dl.facts")).to_contain_text("Original transplant donor")
 
-        # the panel: one form; each result list starts empty, and one left untouched refuses the whole form
+        # the panel (the configuration's): one form; each result list starts empty, and one left untouched refuses
+        # the whole form
         panel = page.locator("section.donor-panel")
-        for test in clinical.DONOR_PANEL:
+        for test in tests:
             expect(panel.get_by_label(test, exact=True)).to_have_value("")
         drawn = (date.today() - timedelta(days=3)).isoformat()
         panel.get_by_label("Specimen drawn on", exact=True).fill(drawn)
-        for test in clinical.DONOR_PANEL[1:]:
+        for test in tests[1:]:
             panel.get_by_label(test, exact=True).select_option("non-reactive")
-        first = clinical.DONOR_PANEL[0]
+        first = tests[0]
         panel.get_by_role("button", name="Record the panel").tap()  # the untouched list: not sent
         assert panel.get_by_label(first, exact=True).evaluate("el => el.validity.valueMissing")
         refused = page.evaluate(SEND, "section.donor-panel form")  # and the server refuses what it would send
@@ -86,9 +101,9 @@ def test_abo_rh_is_a_list_the_panel_is_one_form_and_no_list_starts_on_a_passing_
         panel.get_by_label(first, exact=True).select_option("negative")
         go(panel.get_by_role("button", name="Record the panel"))
         expect(page.get_by_role("status").filter(has_text="Panel of 9 tests recorded")).to_be_visible()
-        for test in clinical.DONOR_PANEL:
+        for test in tests:
             expect(row(page, test).get_by_role("cell")).to_have_count(3)
-        assert _count(live_app, DonorTest) == len(clinical.DONOR_PANEL)
+        assert _count(live_app, DonorTest) == len(tests)
 
         # the single-test form and the determination start empty too; untouched, they are refused
         expect(page.get_by_label("Result", exact=True)).to_have_value("")

@@ -257,6 +257,7 @@ def enrol_subject_with_dose(clara: Person, criteria=None) -> None:  # noqa: ANN0
     page.get_by_role("banner").get_by_role("link", name="Subjects", exact=True).click()
     page.get_by_label("Donor code", exact=True).fill(demo_nk.DEMO_DONOR)
     page.get_by_label("ABO/Rh", exact=True).select_option(demo_nk.DEMO_DONOR_ABO_RH)
+    page.get_by_label("Relationship to the subject", exact=True).select_option(demo_nk.DEMO_DONOR_RELATIONSHIP)
     page.get_by_role("button", name="Register donor").click()
     expect(page.get_by_role("heading", level=1)).to_have_text(f"Donor {demo_nk.DEMO_DONOR} pending")
 

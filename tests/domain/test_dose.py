@@ -175,3 +175,16 @@ def test_bags_always_sum_exactly_and_never_exceed_the_maximum(
         assert abs(bag.viable_cells - total_viable * bag.volume_ml / volume) < 1
         assert abs(bag.nk_cells - total_nk * bag.volume_ml / volume) < 1
         assert bag.expires_at == FORMULATED_AT.astimezone(UTC) + SHELF_LIFE
+
+
+def test_cd3_cells_are_apportioned_like_the_nk_cells_when_given() -> None:
+    """Issue [3.7] item 5: 25.0 mL with 1,000,001 CD3+ cells in bags of 8.4 + 8.3 + 8.3 mL: 336,000.336,
+    332,000.332 and 332,000.332 exactly; whole parts 336,000 + 332,000 + 332,000 = 1,000,000, the cell left
+    over goes to the largest remainder (0.336, bag 1)."""
+    bags = divide(*TWENTY_FIVE, max_bag_volume_ml=10, formulated_at=FORMULATED_AT, shelf_life=SHELF_LIFE,
+                  cd3_cells=D("1000001"))
+    assert [b.cd3_cells for b in bags] == [336_001, 332_000, 332_000]
+    assert [b.cd3_cells for b in bags_of(*TWENTY_FIVE, 10)] == [None, None, None]  # not calculated: not recorded
+    with pytest.raises(ValidationFailed, match="the CD3\\+ cells to divide must be a number of at least 0"):
+        divide(*TWENTY_FIVE, max_bag_volume_ml=10, formulated_at=FORMULATED_AT, shelf_life=SHELF_LIFE,
+               cd3_cells=D("-1"))

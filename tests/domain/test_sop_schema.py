@@ -23,7 +23,7 @@ from mfg.domain.sop_schema import (
 SOPS = Path(__file__).resolve().parents[2] / "sops"
 DEMO = SOPS / "demo" / "DEMO-PROC_v1.yaml"
 SOURCE = "test.yaml"
-ERROR_LINE = re.compile(r"^test\.yaml: (\(root\)|[a-z_]+(\[\d+\]|\.[a-z_]+)*): .+")
+ERROR_LINE = re.compile(r"^test\.yaml: (\(root\)|[a-z_][a-z0-9_]*(\[\d+\]|\.[a-z_][a-z0-9_]*)*): .+")
 
 
 # --- helpers ---------------------------------------------------------------------------------------
@@ -753,6 +753,9 @@ def test_a_dividing_step_and_a_step_repeated_once_per_bag_parse() -> None:
     record = parse_definition(dump(_with_division()), SOURCE)
     finish, scan = record.stages[1].steps
     assert finish.divides_product is not None and finish.divides_product.count == "bags"
+    assert finish.divides_product.cd3_cells is None  # optional (issue [3.7] item 5)
+    assert parse_definition(dump(_with_division(cd3_cells="measure.volume * 1000")), SOURCE).stages[1].steps[0] \
+        .divides_product.cd3_cells == "measure.volume * 1000"
     assert scan.repeat is not None and scan.repeat.count == "finish.bags"
 
 
@@ -762,6 +765,8 @@ def test_a_dividing_step_and_a_step_repeated_once_per_bag_parse() -> None:
     ({"expires_from": "scan.code"}, "divides_product.expires_from", "comes later in the record"),
     ({"nk_cells": "measure.nothing * 2"}, "divides_product.nk_cells", "step 'measure' has no field 'nothing'"),
     ({"volume_ml": "subject.height"}, "divides_product.volume_ml", "unknown context name 'subject.height'"),
+    ({"cd3_cells": "measure.nothing * 2"}, "divides_product.cd3_cells", "step 'measure' has no field 'nothing'"),
+    ({"cd3_cells": "measure.volume *"}, "divides_product.cd3_cells", "not a valid expression"),
 ])
 def test_a_division_must_name_what_it_divides_by(overrides: dict[str, str], path: str, fragment: str) -> None:
     assert_reported(problems(_with_division(**overrides)), f"stages[1].steps[0].{path}", fragment)

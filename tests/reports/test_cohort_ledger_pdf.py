@@ -25,7 +25,7 @@ from mfg.domain.canonical import canonical_json
 from mfg.models import AuditEntry, LedgerDocument, StepExecution, utcnow
 from mfg.reports import pdf as pdfs
 from mfg.services import bags, clinical, custody, documents, ledger_documents, sops, starting, trial
-from tests.support import PASSWORD, app_refusal, open_level
+from tests.support import PASSWORD, app_refusal, eligible_enrolment, open_level
 
 TODAY = date.today()
 
@@ -56,10 +56,11 @@ def trial_site(app, session, make_user, sops_dir, site_certificate):
 def _subject(session, clara, code: str, level: str):
     """A subject with an eligible donor of their own, assigned ``level`` (opened by signed decisions first), and
     their batch started (which pins the dose and the decision)."""
-    donor = clinical.register_donor(session, code=f"D-{code}", abo_rh="A+", user=clara)
-    clinical.record_donor_test(session, donor, test="HIV-1/2 Ab", result="non-reactive",
-                               specimen_date=TODAY - timedelta(days=2), user=clara)
-    subject = clinical.enrol_subject(session, code=code, donor=donor, weight_kg="62.4", measured_on=TODAY, user=clara)
+    donor = clinical.register_donor(session, code=f"D-{code}", abo_rh="A+", relationship="transplant_donor", user=clara)
+    panel = {test: "non-reactive" for test in clinical.donor_panel(session)}
+    clinical.record_donor_panel(session, donor, results=panel, specimen_date=TODAY - timedelta(days=2), user=clara)
+    subject = clinical.enrol_subject(session, code=code, donor=donor, weight_kg="62.4", measured_on=TODAY, user=clara,
+                                     **eligible_enrolment(session, TODAY))
     clinical.determine_eligibility(session, donor, eligible=True, summary="complete", user=clara)
     open_level(session, clara, level)
     clinical.assign_dose_level(session, subject, level=level, signer=clara, password=PASSWORD, username=None,

@@ -62,6 +62,8 @@ def test_filling_the_bags_divides_the_product_as_the_dose_plan_says(app, nk_demo
     assert (bag.division, bag.volume_ml, bag.viable_cells, bag.nk_cells) == ("00", Decimal("13.4"), 201_000_000,
                                                                               186_930_000)
     assert bag.product_code_barcode == "=<S9999V00" and bag.execution_id == execution.id
+    # NK-FORMULATE v5: the bag records its CD3+ cells, 201 000 000 x 0.25 % = 502 500 (issue [3.7] item 5)
+    assert bag.cd3_cells == 502_500
     formulated = batches.find_execution(session, batch, 2, "formulate", 1).current_values()["formulated_at"].moment
     assert bag.expires_at == formulated + timedelta(hours=48)  # NK-TRIAL v1 shelf life
     expiry = [d for d in batch_pages.deadlines(session, batch) if d.step_title == "Product expiry"]

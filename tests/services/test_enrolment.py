@@ -36,7 +36,7 @@ def trial(session, make_user, sops_dir):
     version = sops.load_directory(session, sops_dir, loader=loader).loaded[0]
     sops.approve(session, version, site_timezone="UTC",
                  signer=approver, password=PASSWORD, username="approver", require_username=True)
-    donor = clinical.register_donor(session, code="D-001", abo_rh="A+", user=clara)
+    donor = clinical.register_donor(session, code="D-001", abo_rh="A+", relationship="transplant_donor", user=clara)
     session.commit()
     criteria = sops.trial_configuration(session).subject_eligibility
     assert criteria is not None

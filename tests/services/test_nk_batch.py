@@ -31,9 +31,10 @@ def nk(session, make_user, sops_dir):
     for version in sops.load_directory(session, sops_dir, loader=loader).loaded:
         sops.approve(session, version, site_timezone="UTC",
                      signer=approver, password=PASSWORD, username=None, require_username=False)
-    donor = clinical.register_donor(session, code="D-001", abo_rh="A+", user=clara)
-    clinical.record_donor_test(session, donor, test="HIV-1/2 Ab", result="non-reactive",
-                               specimen_date=date.today() - timedelta(days=2), user=clara)
+    donor = clinical.register_donor(session, code="D-001", abo_rh="A+", relationship="transplant_donor", user=clara)
+    clinical.record_donor_panel(session, donor,
+                                results={test: "non-reactive" for test in clinical.donor_panel(session)},
+                                specimen_date=date.today() - timedelta(days=2), user=clara)
     subject = clinical.enrol_subject(
         session, code="S-01", donor=donor, weight_kg="62.4", measured_on=date.today(), user=clara,
         screening=eligible_screening(sops.trial_configuration(session).subject_eligibility, date.today()),
@@ -82,7 +83,7 @@ def test_the_batch_inherits_an_allocated_din_and_the_subject_coi(nk):
     # as NK-TRIAL v3 names them: the release record tests the final product, after the formulation's fill
     assert [pin.sop_version.code for pin in batch.master_records] == [
         "NK-INTAKE", "NK-EXPAND", "NK-FORMULATE", "NK-RELEASE"]  # as the trial configuration names them
-    assert [pin.sop_version.version for pin in batch.master_records] == [1, 2, 4, 4]  # the effective versions
+    assert [pin.sop_version.version for pin in batch.master_records] == [1, 2, 5, 4]  # the effective versions
     # every context name a definition may use has its value for this batch (domain.context, declared once)
     from mfg.domain.context import CONTEXT_NAMES
     from mfg.services import evaluation

@@ -124,6 +124,7 @@ def test_the_subject_page_says_why_neither_the_dose_nor_a_second_batch_is_offere
     login("clara")
     page = " ".join(client.get(f"/clinical/subjects/{subject_id}").get_data(as_text=True).split())
     assert "Sign: assign dose level" not in page
+    assert "NK-DONOR-001</a> (eligible; Original transplant donor)" in page  # the donor's relationship (NK-TRIAL v5)
     assert (f"The dose level cannot be reassigned now: batch {lot} of subject NK-001 is open (created): its dose "
             "was pinned when it started") in page
     refused = client.post(f"/clinical/subjects/{subject_id}/dose",
@@ -141,3 +142,57 @@ def test_the_subject_page_says_why_neither_the_dose_nor_a_second_batch_is_offere
             "allows 1 infusion per subject") in page
     again = client.post("/batches/start-product", data={"subject_id": subject_id}, follow_redirects=True)
     assert f"already has batch {lot} (created)" in again.get_data(as_text=True)
+
+
+@pytest.fixture
+def v5_app(app, make_user):
+    """NK-TRIAL v5 effective (the donor's panel, specimen age and relationships); a clinical coordinator."""
+    sops_dir = Path(app.config["SOPS_DIR"])
+    (sops_dir / "trial").mkdir()
+    shutil.copy(RESOURCE_ROOT / "sops" / "trial" / "NK-TRIAL_v5.yaml", sops_dir / "trial")
+    loader, approver = make_user("loader", "qa"), make_user("approver", "qa")
+    make_user("clara", "clinical", full_name="Clara Coordinator")
+    with app.app_context():
+        s = db.session
+        audit.set_actor(s, name="test-setup")
+        version = sops.load_directory(s, sops_dir, loader=s.merge(loader)).loaded[0]
+        sops.approve(s, version, site_timezone="UTC", signer=s.merge(approver), password=PASSWORD, username=None,
+                     require_username=False)
+        s.commit()
+    return app
+
+
+def test_the_donor_relationship_is_chosen_and_a_stale_test_refuses_eligibility_naming_it(v5_app, client, login):
+    """Issue [3.7] item 2 on the screens: the registration form offers the configuration's relationships with no
+    default (none chosen is refused by the service, nothing stored); the donor page, the list and the refusal of
+    the determination name the test whose specimen is too old."""
+    from datetime import timedelta
+
+    login("clara")
+    form = client.get("/clinical/").get_data(as_text=True)
+    assert ('<select id="donor-relationship" name="donor-relationship"><option value="">choose…</option>'
+            '<option value="transplant_donor">Original transplant donor</option>') in form  # nothing selected
+    assert '<option value="haploidentical">Haploidentical</option>' in form and " selected" not in form
+    refused = client.post("/clinical/donors", data={"donor-code": "D-001", "donor-abo_rh": "O-"})
+    assert refused.status_code == 400 and ("Choose the donor&#39;s relationship to the subject: one of "
+                                           "transplant_donor") in refused.get_data(as_text=True)
+    with v5_app.app_context():
+        assert db.session.scalar(sa.select(sa.func.count()).select_from(Donor)) == 0
+    assert client.post("/clinical/donors", data={"donor-code": "D-001", "donor-abo_rh": "O-",
+                                                 "donor-relationship": "haploidentical"}).status_code == 302
+    with v5_app.app_context():
+        donor_id = db.session.scalar(sa.select(Donor.id))
+    assert "Haploidentical" in client.get("/clinical/").get_data(as_text=True)
+
+    stale = date.today() - timedelta(days=31)
+    panel = {"panel-specimen_date": stale.isoformat()} | {f"panel-result_{n}": "non-reactive" for n in range(9)}
+    assert client.post(f"/clinical/donors/{donor_id}/panel", data=panel).status_code == 302
+    page = " ".join(client.get(f"/clinical/donors/{donor_id}").get_data(as_text=True).split())
+    message = f"HBsAg: specimen of {stale.isoformat()} is 31 days old; the panel needs a specimen at most 30 days old"
+    assert "Relationship to the subject</dt><dd>Haploidentical" in page
+    assert "The donor cannot be determined eligible yet" in page and message in page
+    refused = client.post(f"/clinical/donors/{donor_id}/eligibility",
+                          data={"elig-eligible": "eligible", "elig-summary": "screening complete"})
+    assert refused.status_code == 400 and message in refused.get_data(as_text=True)
+    with v5_app.app_context():
+        assert db.session.get(Donor, donor_id).eligibility == "pending"

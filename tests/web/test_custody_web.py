@@ -41,9 +41,9 @@ def nk_batch(app, make_user):
         for version in sops.load_directory(s, sops_dir, loader=s.merge(loader)).loaded:
             sops.approve(s, version, site_timezone="UTC", signer=s.merge(approver), password=PASSWORD, username=None,
                          require_username=False)
-        donor = clinical.register_donor(s, code="D-001", abo_rh="A+", user=clara)
-        clinical.record_donor_test(s, donor, test="HIV-1/2 Ab", result="non-reactive",
-                                   specimen_date=date.today() - timedelta(days=2), user=clara)
+        donor = clinical.register_donor(s, code="D-001", abo_rh="A+", relationship="transplant_donor", user=clara)
+        clinical.record_donor_panel(s, donor, results={test: "non-reactive" for test in clinical.donor_panel(s)},
+                                    specimen_date=date.today() - timedelta(days=2), user=clara)
         subject = clinical.enrol_subject(s, code="S-01", donor=donor, weight_kg="62.4", measured_on=date.today(),
                                          user=clara, **eligible_enrolment(s))
         clinical.determine_eligibility(s, donor, eligible=True, summary="complete", user=clara)

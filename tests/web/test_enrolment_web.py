@@ -33,7 +33,7 @@ def trial_app(app, make_user):
         version = sops.load_directory(s, sops_dir, loader=s.merge(loader)).loaded[0]
         sops.approve(s, version, site_timezone="UTC", signer=s.merge(approver), password=PASSWORD, username="approver",
                      require_username=True)
-        clinical.register_donor(s, code="D-001", abo_rh="O-", user=s.merge(clara))
+        clinical.register_donor(s, code="D-001", abo_rh="O-", relationship="transplant_donor", user=s.merge(clara))
         s.commit()
     return app
 

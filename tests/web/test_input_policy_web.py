@@ -198,8 +198,8 @@ CASES = {
         "lot-material": "IL-2", "lot-lot_number": "IL2-777", "lot-qc_status": "quarantine"}, "lot-expiry", "expiry"),
     "lot reason": Case("quentin", lambda c: f"/masterdata/lots/{c['lot']}/status", lambda c: {
         "qc_status": "released"}, "reason", "reason"),
-    "donor code": Case("clara", lambda c: "/clinical/donors", lambda c: {"donor-abo_rh": "A+"}, "donor-code",
-                       "donor_code"),
+    "donor code": Case("clara", lambda c: "/clinical/donors", lambda c: {
+        "donor-abo_rh": "A+", "donor-relationship": "matched_sibling"}, "donor-code", "donor_code"),
     "subject code": Case("clara", lambda c: "/clinical/subjects", lambda c: {
         "subject-donor_id": c["donor"], "subject-weight_kg": "62.4", "subject-measured_on": date.today().isoformat()},
                          "subject-code", "subject_code"),
@@ -234,7 +234,7 @@ def evidence(app, make_user, nk_batch) -> dict:  # noqa: F811 - the imported fix
         s = db.session
         audit.set_actor(s, name="test-setup")
         clara = s.scalar(sa.select(User).where(User.username == "clara"))
-        donor = clinical.register_donor(s, code="D-002", abo_rh="O+", user=clara)
+        donor = clinical.register_donor(s, code="D-002", abo_rh="O+", relationship="matched_sibling", user=clara)
         equipment = masterdata.add_equipment(s, identifier="BSC-01", equipment_type="Biosafety cabinet",
                                              calibration_due=None)
         lot = masterdata.receive_lot(s, material="IL-2", lot_number="IL2-001", expiry=date(2030, 1, 1))

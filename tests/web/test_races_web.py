@@ -104,7 +104,7 @@ def _count(model, *where) -> int:
 @pytest.fixture
 def world(app, make_user, nk_batch, site_certificate):  # noqa: F811 - the fixture
     """tests/web/test_custody_web.py's released NK batch for subject S-01 with one bag, the demo master record in
-    the definitions folder (not loaded), a donor D-002 with one test recorded and users of every role."""
+    the definitions folder (not loaded), a donor D-002 with its panel recorded and users of every role."""
     extra = {"adam": ("admin", "Adam Administrator"), "quinn": ("qa", "Quinn Quality"),
              "oscar": ("operator", "Oscar Operator"),
              "spare": ("operator", "Spare Person")}
@@ -115,9 +115,9 @@ def world(app, make_user, nk_batch, site_certificate):  # noqa: F811 - the fixtu
         s = db.session
         audit.set_actor(s, name="test-setup")
         clara = s.scalar(sa.select(User).where(User.username == "clara"))
-        donor = clinical.register_donor(s, code="D-002", abo_rh="O+", user=clara)
-        clinical.record_donor_test(s, donor, test="HBsAg", result="negative",
-                                   specimen_date=date.today() - timedelta(days=1), user=clara)
+        donor = clinical.register_donor(s, code="D-002", abo_rh="O+", relationship="matched_sibling", user=clara)
+        clinical.record_donor_panel(s, donor, results={test: "non-reactive" for test in clinical.donor_panel(s)},
+                                    specimen_date=date.today() - timedelta(days=2), user=clara)
         s.commit()
         return {"batch": nk_batch["id"], "bag": nk_batch["bag"], "label": nk_batch["label"], "coi": nk_batch["coi"],
                 "donor": donor.id,
@@ -293,7 +293,8 @@ def _review_mark(app, w) -> Race:
 
 
 def _clinical_add_donor(app, w) -> Race:
-    return Race("clara", "Clara Coordinator", "/clinical/donors", {"donor-code": "D-009", "donor-abo_rh": "B+"},
+    return Race("clara", "Clara Coordinator", "/clinical/donors", {"donor-code": "D-009", "donor-abo_rh": "B+",
+                                                               "donor-relationship": "matched_sibling"},
                 lambda: _count(Donor, Donor.code == "D-009"))
 
 
@@ -703,5 +704,6 @@ def test_two_people_doing_the_same_one_shot_action_at_once_one_is_told_who_did_i
         s = db.session
         assert _count(AuditEntry, AuditEntry.entity_type == "sop_version", AuditEntry.entity_id == str(sop_id),
                       AuditEntry.reason.like("approved by%")) == 1
-        assert _count(DonorTest, DonorTest.donor_id == world["donor"], DonorTest.test == "anti-HCV") == 1
+        # the world's panel's (two days ago) and the one result of the race
+        assert _count(DonorTest, DonorTest.donor_id == world["donor"], DonorTest.test == "anti-HCV") == 2
         assert_audit_intact(s)
