@@ -10,10 +10,13 @@ Decisions (each is tested in ``tests/domain/test_donor_eligibility.py``):
 Every test of the panel
     Each test the configuration's panel lists needs a result; a test without one blocks ("anti-HBc: no result
     recorded"). Test names match ignoring case and repeated spaces ("hbsag" is "HBsAg").
-The newest specimen decides
-    For each test, the results of its newest specimen decide: a later specimen is new data and replaces an
-    older one (a donor retested negative after an indeterminate result). Every result of that newest specimen
-    must be acceptable: a second run of the same specimen does not cancel a reactive one.
+The newest specimen decides, except that a reactive result is never cleared
+    For each test, the results of its newest specimen decide its age and whether an indeterminate result was
+    resolved: a later specimen is new data (a donor retested negative after an indeterminate result). Every
+    result of that newest specimen must be acceptable: a second run of the same specimen does not cancel a
+    reactive one. A reactive or positive result on any specimen blocks, whatever came after it: a later negative
+    screen does not make a reactive donor eligible (21 CFR 1271.80(d): a donor who tests reactive on a required
+    screening test is ineligible; the exceptions need a physician's judgement this record does not make).
 Acceptable results
     Only :data:`ACCEPTABLE_RESULTS` (negative, non-reactive); reactive, positive and indeterminate block.
     A test outside the panel still blocks when its newest result is not acceptable (every result counts, as
@@ -42,13 +45,16 @@ from datetime import date
 
 from .trial_config import DonorEligibility
 
-__all__ = ["ACCEPTABLE_RESULTS", "RESULTS", "TestResult", "panel_problems", "relationship_problems"]
+__all__ = ["ACCEPTABLE_RESULTS", "NEVER_CLEARED", "RESULTS", "TestResult", "panel_problems", "relationship_problems"]
 
 RESULTS: tuple[str, ...] = ("negative", "non-reactive", "reactive", "positive", "indeterminate")
 """The results a donor test may have."""
 
 ACCEPTABLE_RESULTS: tuple[str, ...] = ("negative", "non-reactive")
 """The results that allow the determination "eligible"."""
+
+NEVER_CLEARED: tuple[str, ...] = ("reactive", "positive")
+"""The results no later specimen clears (an indeterminate one a newer acceptable result resolves)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,10 +78,17 @@ def _newest(results: list[TestResult]) -> list[TestResult]:
     return [r for r in results if r.specimen_date == newest]
 
 
-def _unacceptable(name: str, results: list[TestResult]) -> list[str]:
-    return [f"{name}: {r.result} (specimen of {r.specimen_date.isoformat()}); only "
-            f"{' or '.join(ACCEPTABLE_RESULTS)} allows the determination eligible"
-            for r in results if r.result not in ACCEPTABLE_RESULTS]
+def _unacceptable(name: str, results: list[TestResult], found: list[TestResult]) -> list[str]:
+    """The newest specimen's results that are not acceptable, then the reactive or positive results of older
+    specimens (never cleared by a later one)."""
+    problems = [f"{name}: {r.result} (specimen of {r.specimen_date.isoformat()}); only "
+                f"{' or '.join(ACCEPTABLE_RESULTS)} allows the determination eligible"
+                for r in results if r.result not in ACCEPTABLE_RESULTS]
+    problems += [f"{name}: {r.result} (specimen of {r.specimen_date.isoformat()}) is on record; a later result "
+                 "does not clear a reactive or positive one"
+                 for r in sorted(found, key=lambda r: r.specimen_date)
+                 if r not in results and r.result in NEVER_CLEARED]
+    return problems
 
 
 def panel_problems(rules: DonorEligibility, tests: Iterable[TestResult], *, on: date) -> list[str]:
@@ -102,9 +115,9 @@ def panel_problems(rules: DonorEligibility, tests: Iterable[TestResult], *, on: 
         elif age > limit:
             problems.append(f"{name}: specimen of {drawn.isoformat()} is {age} days old; the panel needs a "
                             f"specimen at most {limit} days old")
-        problems += _unacceptable(name, newest)
+        problems += _unacceptable(name, newest, found)
     for key, found in by_test.items():  # tests outside the panel
-        problems += _unacceptable(names[key], _newest(found))
+        problems += _unacceptable(names[key], _newest(found), found)
     return problems
 
 

@@ -62,6 +62,18 @@ def test_the_newest_specimen_decides():
     assert panel_problems(RULES, stale_then_fresh, on=ON) == []
 
 
+@pytest.mark.parametrize("result", ["reactive", "positive"])
+def test_a_later_negative_result_does_not_clear_a_reactive_or_positive_one(result):
+    tests = _panel(hbsag=result, drawn=ON - timedelta(days=20)) + [
+        TestResult("HBsAg", "negative", ON - timedelta(days=2))]
+    assert panel_problems(RULES, tests, on=ON) == [
+        f"HBsAg: {result} (specimen of 2026-11-17) is on record; a later result does not clear a reactive or positive "
+        "one"]
+    outside = _panel() + [TestResult("HTLV-I/II Ab", result, ON - timedelta(days=400)),
+                          TestResult("HTLV-I/II Ab", "negative", ON - timedelta(days=1))]
+    assert [p.split(":")[0] for p in panel_problems(RULES, outside, on=ON)] == ["HTLV-I/II Ab"]
+
+
 def test_a_second_run_of_the_newest_specimen_does_not_cancel_a_reactive_one():
     drawn = ON - timedelta(days=2)
     tests = _panel(drawn=drawn) + [TestResult("HBsAg", "reactive", drawn)]
