@@ -3,7 +3,6 @@ clinic records, and the safety review's signed escalation decisions that open ea
 
 from __future__ import annotations
 
-import json
 from datetime import date
 from decimal import Decimal
 from typing import Any
@@ -91,7 +90,7 @@ class DltEvent(Audited, Signable, Base):
 class EscalationDecision(Audited, Signable, Base):
     """The safety review's decision on the dose level open to new subjects, signed "Approved by". Only a signed
     decision opens a level; the newest signed one is in force. ``recommendation`` is what the rule computed from
-    the ledger (``ledger``: the counts it saw, as JSON); a decision that differs from it carries a ``reason``.
+    the ledger (``ledger``: the counts it saw, in words); a decision that differs from it carries a ``reason``.
     ``level`` None: no level is open (the trial stops enrolling)."""
 
     __tablename__ = "escalation_decision"
@@ -112,7 +111,7 @@ class EscalationDecision(Audited, Signable, Base):
         return {"record": "escalation_decision", "trial_config_version_id": self.trial_config_version_id,
                 "from_level": self.from_level, "recommendation": self.recommendation,
                 "recommended_level": self.recommended_level, "action": self.action, "level": self.level,
-                "reason": self.reason, "ledger": json.loads(self.ledger)}
+                "reason": self.reason, "ledger": self.ledger}
 
 
 class LedgerDocument(Audited, Base):

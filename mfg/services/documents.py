@@ -29,7 +29,16 @@ from ..domain import display, guards, inputs, snapshot_diff
 from ..domain.audit_chain import Anchor, anchor_keyword, parse_anchor_keyword
 from ..domain.canonical import canonical_json, iso_utc
 from ..domain.errors import NotFound, ValidationFailed
-from ..models import Batch, BatchDecision, DocumentJob, DocumentRevision, QualificationRecord, User, utcnow
+from ..models import (
+    Batch,
+    BatchDecision,
+    DocumentJob,
+    DocumentRevision,
+    LedgerDocument,
+    QualificationRecord,
+    User,
+    utcnow,
+)
 from ..reports import contents
 from ..reports import pdf as pdfs
 from . import audit, audit_anchors, document_jobs, snapshot
@@ -379,11 +388,9 @@ def _verify_qualification(session: Session, data: bytes, digest: str, check: pdf
                           summary: list[str]) -> FileCheck:
     """An installation qualification report (``flask --app mfg qualify``) or a cohort ledger revision
     (``ledger_documents``) against its stored record."""
-    from . import ledger_documents
-
     stored = session.scalar(sa.select(QualificationRecord).where(QualificationRecord.sha256 == digest))
     if stored is None:
-        ledger = ledger_documents.verify_stored(session, digest, check.attachment)
+        ledger = _verify_ledger(session, digest, check.attachment)
         if ledger is None:
             return FileCheck(False, "the file is not a document this site stored", summary)
         _, lines, problem = ledger
@@ -407,3 +414,25 @@ def get_revision(session: Session, batch: Batch, document_id: int) -> DocumentRe
     if document is None or document.batch_id != batch.id:
         raise NotFound(f"no document {document_id} for batch {batch.lot}")
     return document
+
+
+LEDGER_TITLE = "Cohort ledger"
+"""The title of the cohort ledger's signed PDF/A (``ledger_documents``), as verify-pdf names it."""
+
+
+def _verify_ledger(session: Session, digest: str, attachment: bytes | None) -> tuple[LedgerDocument, list[str],
+                                                                                     str | None] | None:
+    """A verified file's stored ledger revision (None: not one): the summary lines and the problem, if any."""
+    stored = session.scalar(sa.select(LedgerDocument).where(LedgerDocument.sha256 == digest))
+    if stored is None:
+        return None
+    if attachment is None or pdfs.sha256_hex(attachment) != stored.snapshot_sha256:
+        return stored, [], "the embedded snapshot does not match the stored record"
+    newer = session.scalar(sa.select(sa.func.count()).select_from(LedgerDocument)
+                           .where(LedgerDocument.revision > stored.revision)) or 0
+    return stored, [
+        f"document: {LEDGER_TITLE} revision {stored.revision} issued {display.utc(stored.created_at)}, "
+        f"{stored.pages} pages, sha256 {digest}",
+        f"snapshot: matches the stored record (sha256 {stored.snapshot_sha256})",
+        "since issue: " + (f"{newer} later revision(s) of the ledger issued" if newer else "no later revision issued"),
+    ], None

@@ -35,7 +35,7 @@ from ..reports import pdf as pdfs
 from . import audit, audit_anchors, documents, signatures, trial
 
 LEDGER_FORMAT = "mfg.cohort-ledger/1"
-TITLE = "Cohort ledger"
+TITLE = documents.LEDGER_TITLE
 
 
 
@@ -186,21 +186,3 @@ def issue_ledger(session: Session, *, site: pdfs.SiteSigner, demo: bool, user: U
     session.add(record)
     audit.flush(session, reason=f"{TITLE} revision {revision} issued: {reason}")
     return record, signed
-
-
-def verify_stored(session: Session, digest: str, attachment: bytes | None) -> tuple[LedgerDocument, list[str],
-                                                                                     str | None] | None:
-    """A verified file's stored ledger revision (None: not one): the summary lines and the problem, if any."""
-    stored = session.scalar(sa.select(LedgerDocument).where(LedgerDocument.sha256 == digest))
-    if stored is None:
-        return None
-    if attachment is None or pdfs.sha256_hex(attachment) != stored.snapshot_sha256:
-        return stored, [], "the embedded snapshot does not match the stored record"
-    newer = session.scalar(sa.select(sa.func.count()).select_from(LedgerDocument)
-                           .where(LedgerDocument.revision > stored.revision)) or 0
-    return stored, [
-        f"document: {TITLE} revision {stored.revision} issued {display.utc(stored.created_at)}, {stored.pages} "
-        f"pages, sha256 {digest}",
-        f"snapshot: matches the stored record (sha256 {stored.snapshot_sha256})",
-        "since issue: " + (f"{newer} later revision(s) of the ledger issued" if newer else "no later revision issued"),
-    ], None

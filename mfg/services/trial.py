@@ -21,7 +21,6 @@ decision; the DLT events the clinic records; what each subject was assigned and 
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal
@@ -161,11 +160,15 @@ class Ledger:
     def levels(self) -> list[str]:
         return [d.code for d in self.config.dose_levels]
 
-    def snapshot(self) -> dict[str, object]:
-        """What a decision records of the ledger it was made on."""
-        return {"counts": {level: {"evaluable": c.evaluable, "dlts": c.dlts, "pending": c.pending}
-                           for level, c in self.counts.items()},
-                "open_level": self.open.level, "closed": self.closed, "subjects": len(self.rows)}
+    def snapshot(self) -> str:
+        """What a decision records of the ledger it was made on, in words (the audit trail shows it as it is):
+        ``DL1: 3 evaluable (0 with a DLT), 0 not yet evaluable; ...; open: DL2; closed: none; 4 subjects``."""
+        order = {level: i for i, level in enumerate(self.levels)}
+        counts = "; ".join(f"{level}: {c.evaluable} evaluable ({c.dlts} with a DLT), {c.pending} not yet evaluable"
+                           for level, c in sorted(self.counts.items(), key=lambda item: order.get(item[0], 99)))
+        subjects = f"{len(self.rows)} subject{'s' if len(self.rows) != 1 else ''}"
+        return (f"{counts or 'no subject assigned'}; open: {self.open.level or 'none'}; "
+                f"closed: {', '.join(self.closed) or 'none'}; {subjects}")
 
 
 def _infusions(session: Session, subject_ids: list[int]) -> dict[int, tuple[Batch, datetime, list[ProductBag]]]:
@@ -367,7 +370,7 @@ def decide(session: Session, *, level: str | None, reason: str, based_on: int | 
     decision = EscalationDecision(trial_config_version_id=book.version.id, from_level=current,
                                   recommendation=book.recommendation.action,
                                   recommended_level=book.recommendation.level, action=action, level=level,
-                                  reason=reason or None, ledger=json.dumps(book.snapshot(), sort_keys=True),
+                                  reason=reason or None, ledger=book.snapshot(),
                                   decided_by_id=signer.id)
     session.add(decision)
     audit.flush(session, reason=f"escalation decision: {action} ({level or 'no level open'})")
