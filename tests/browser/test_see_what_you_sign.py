@@ -211,20 +211,20 @@ def test_a_wrong_password_keeps_the_dose_level_chosen(live_server: str, live_app
         page.goto(f"/clinical/subjects/{subject_id}")
         page.get_by_text("Sign: assign dose level (Approved by)").click()
         dialog = page.locator("details.sign-dialog")
-        dialog.get_by_label("Dose level", exact=True).select_option("DL1")
+        dialog.get_by_label("Dose level", exact=True).select_option("DL2")  # the level open (NK-001 is in its cohort)
         dialog.get_by_label("User name", exact=True).fill("clinical1")
         dialog.get_by_label("Password", exact=True).fill("not my password")
         go(dialog.get_by_role("button", name="Sign as Approved by"))
         dialog = page.locator("details.sign-dialog")
         expect(dialog).to_have_attribute("open", "")
-        expect(dialog.get_by_label("Dose level", exact=True)).to_have_value("DL1")
+        expect(dialog.get_by_label("Dose level", exact=True)).to_have_value("DL2")
         expect(dialog.get_by_label("Password", exact=True)).to_have_value("")
         expect(dialog.get_by_label("Password", exact=True)).to_be_focused()
         expect(dialog.get_by_role("alert")).to_be_visible()
         clara.signed = False
         credentials(clara, dialog)
         go(dialog.get_by_role("button", name="Sign as Approved by"))
-        expect(flash(page, "Dose level DL1 assigned and signed.")).to_be_visible()
+        expect(flash(page, "Dose level DL2 assigned and signed.")).to_be_visible()
 
 
 def test_an_out_of_limit_value_without_a_comment_keeps_every_value_and_opens_its_comment_beside_it(
