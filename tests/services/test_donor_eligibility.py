@@ -16,7 +16,7 @@ from mfg.domain.errors import ValidationFailed
 from mfg.domain.sop_schema import parse_definition, step_index
 from mfg.models import AuditEntry, Donor, DonorTest
 from mfg.services import clinical, evaluation, sops, starting
-from tests.support import PASSWORD
+from tests.support import PASSWORD, eligible_enrolment, open_level
 
 TODAY = date.today()
 
@@ -150,7 +150,8 @@ def _batch(session, users, relationship):
     _panel(session, donor, clara, TODAY - timedelta(days=2))
     clinical.determine_eligibility(session, donor, eligible=True, summary="complete", user=clara)
     subject = clinical.enrol_subject(session, code=f"S-{relationship}", donor=donor, weight_kg="10",
-                                     measured_on=TODAY, user=clara)
+                                     measured_on=TODAY, user=clara, **eligible_enrolment(session, TODAY))
+    open_level(session, clara, "DL2")
     clinical.assign_dose_level(session, subject, level="DL2", signer=clara, password=PASSWORD, username=None,
                                require_username=False)
     return starting.start_product_batch(session, subject=subject, user=olivia)
